@@ -1,0 +1,148 @@
+"""The one place errors become HTTP responses, for the control plane and the agent.
+
+Every error — ours, Starlette's 404/405, malformed JSON, request validation,
+anything unexpected — leaves as ``{"error": {"code", "message", "details"}}``
+with an ``X-Request-Id``. Unexpected exceptions are logged with their
+traceback and answered as ``internal`` without one.
+
+Only the server and agent import this module (it needs Starlette); the SDK
+never does.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from qbox.core.errors import (
+    ERROR_CLASSES_BY_CODE,
+    InternalError,
+    MethodNotAllowedError,
+    NotFoundError,
+    QboxError,
+    ValidationError,
+)
+
+log = logging.getLogger("qbox.http")
+
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(8)
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (``scope["state"]["request_id"]``) and every response the header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id = new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] in ("http.response.start", "websocket.http.response.start"):
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:  # noqa: BLE001 - last resort: the handlers below failed
+            log.exception("unhandled error outside the exception handlers (%s)", request_id)
+            if scope["type"] == "http":
+                response = error_response(InternalError("internal server error"), request_id)
+                await response(scope, receive, send_with_id)
+
+
+def request_id_of(request: Request) -> str:
+    rid = getattr(request.state, "request_id", None)
+    return rid if isinstance(rid, str) else new_request_id()
+
+
+def error_response(error: QboxError, request_id: str | None = None) -> JSONResponse:
+    headers: dict[str, str] = {}
+    if request_id:
+        headers[REQUEST_ID_HEADER] = request_id
+    retry_after = error.retry_after
+    if retry_after is None and isinstance(error.details.get("retryAfterSeconds"), int | float):
+        retry_after = float(error.details["retryAfterSeconds"])
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, int(round(retry_after))))
+    return JSONResponse(error.to_wire(), status_code=error.status, headers=headers)
+
+
+def _field_errors(exc: RequestValidationError) -> tuple[dict[str, str], bool]:
+    """Map pydantic's error list to ``{"body.field": "message"}``; say whether the JSON was malformed."""
+    fields: dict[str, str] = {}
+    malformed = False
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        if err.get("type") == "json_invalid":
+            malformed = True
+            fields["body"] = "malformed JSON: " + str(err.get("ctx", {}).get("error", err.get("msg")))
+            continue
+        key = ".".join(loc) or "body"
+        fields.setdefault(key, str(err.get("msg", "invalid value")))
+    return fields, malformed
+
+
+def _from_http_exception(exc: StarletteHTTPException) -> QboxError:
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    if exc.status_code == 404:
+        return NotFoundError(detail if detail and detail != "Not Found" else "no such route")
+    if exc.status_code == 405:
+        return MethodNotAllowedError("method not allowed on this route")
+    for cls in ERROR_CLASSES_BY_CODE.values():
+        if cls.status == exc.status_code and cls.__base__ is QboxError:
+            return cls(detail or cls.code)
+    return QboxError(detail or "HTTP error", status=exc.status_code, code="http_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_qbox_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, QboxError)
+        if exc.status >= 500 and not exc.details.get("transient"):
+            log.warning("%s %s -> %s: %s", request.method, request.url.path, exc.code, exc.message)
+        return error_response(exc, request_id_of(request))
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        fields, malformed = _field_errors(exc)
+        message = "request body is not valid JSON" if malformed else "invalid request"
+        return error_response(ValidationError.for_fields(fields, message), request_id_of(request))
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return error_response(_from_http_exception(exc), request_id_of(request))
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        rid = request_id_of(request)
+        log.error("unhandled error on %s %s (%s)", request.method, request.url.path, rid,
+                  exc_info=exc)
+        return error_response(InternalError(f"internal server error (request {rid})"), rid)
+
+    app.add_exception_handler(QboxError, on_qbox_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)
+    app.add_middleware(RequestIdMiddleware)
+
+
+def wire_details(**kwargs: Any) -> dict[str, Any]:
+    """Drop ``None`` values so ``details`` stays an object of real facts."""
+    return {k: v for k, v in kwargs.items() if v is not None}

@@ -1,0 +1,355 @@
+"""The one error hierarchy of qbox, shared by the server and the SDK.
+
+Every error carries a snake_case ``code`` (the wire contract) and an HTTP
+``status``. The server renders any ``QboxError`` as
+``{"error": {"code", "message", "details"}}``; the SDK turns such a body back
+into the same class through ``error_from_wire`` — by code, never by message.
+
+    QboxError
+    ├── ValidationError            validation_error      400
+    │   └── PayloadTooLargeError   payload_too_large     413
+    ├── AuthenticationError        unauthenticated       401
+    ├── PermissionDeniedError      forbidden             403
+    ├── NotFoundError              not_found             404
+    │   ├── SandboxNotFoundError   sandbox_not_found
+    │   ├── TemplateNotFoundError  template_not_found
+    │   ├── ContextNotFoundError   context_not_found
+    │   └── ProcessNotFoundError   process_not_found
+    ├── MethodNotAllowedError      method_not_allowed    405
+    ├── ConflictError              conflict              409
+    │   ├── SandboxNotActiveError  sandbox_not_active
+    │   ├── TemplateNotReadyError  template_not_ready
+    │   └── InvalidArgumentError   invalid_argument
+    ├── FeatureDisabledError       (policy/feature)      422
+    │   ├── SshDisabledError       ssh_disabled
+    │   └── CodeInterpreterDisabledError
+    ├── RateLimitedError           rate_limited          429
+    ├── InternalError              internal              500
+    ├── UnavailableError           unavailable           503
+    │   ├── HostUnavailableError   host_unavailable      (transient)
+    │   └── HostNoCapacityError    host_no_capacity      (transient)
+    ├── InsufficientStorageError   insufficient_storage  507
+    └── TransportError             (client side: never on the wire)
+        ├── ConnectionFailedError
+        └── RequestTimeoutError
+
+A few client-side conditions (a command that exited non-zero, a spawn that
+did not reach ``running``) are raised by the SDK only; they live here too so
+users catch one family.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+# Codes whose errors a client may retry even without ``details.transient``
+# (the published client's rule, WIRE_PROTOCOL.md §2.4).
+FORCED_TRANSIENT_CODES = frozenset(
+    {"code_interpreter_unavailable", "ssh_unavailable", "host_no_capacity", "rate_limited"}
+)
+
+
+class QboxError(Exception):
+    code: ClassVar[str] = "error"
+    status: ClassVar[int] = 500
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        details: dict[str, Any] | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message or self.__class__.__name__)
+        self.message = message or self.__class__.__name__
+        self.details: dict[str, Any] = dict(details or {})
+        # An instance may carry a more specific wire code than its class
+        # (e.g. an unknown code received by the SDK, kept verbatim).
+        if code is not None:
+            self.code = code  # type: ignore[misc]
+        if status is not None:
+            self.status = status  # type: ignore[misc]
+        self.request_id = request_id
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        return bool(self.details.get("transient")) or self.code in FORCED_TRANSIENT_CODES
+
+    def to_wire(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return {"error": body}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+
+class ValidationError(QboxError):
+    code = "validation_error"
+    status = 400
+
+    @classmethod
+    def for_fields(cls, field_errors: dict[str, str], message: str = "") -> ValidationError:
+        summary = message or "; ".join(f"{k}: {v}" for k, v in field_errors.items())
+        return cls(summary or "invalid request", details={"fieldErrors": field_errors})
+
+    @property
+    def field_errors(self) -> dict[str, str]:
+        value = self.details.get("fieldErrors")
+        return dict(value) if isinstance(value, dict) else {}
+
+
+class PayloadTooLargeError(ValidationError):
+    code = "payload_too_large"
+    status = 413
+
+
+class AuthenticationError(QboxError):
+    code = "unauthenticated"
+    status = 401
+
+
+class PermissionDeniedError(QboxError):
+    code = "forbidden"
+    status = 403
+
+    @property
+    def required_scope(self) -> str | None:
+        value = self.details.get("requiredScope")
+        return str(value) if value is not None else None
+
+
+class NotFoundError(QboxError):
+    code = "not_found"
+    status = 404
+
+
+class SandboxNotFoundError(NotFoundError):
+    code = "sandbox_not_found"
+
+
+class TemplateNotFoundError(NotFoundError):
+    code = "template_not_found"
+
+
+class ContextNotFoundError(NotFoundError):
+    code = "context_not_found"
+
+
+class ProcessNotFoundError(NotFoundError):
+    code = "process_not_found"
+
+
+class MethodNotAllowedError(QboxError):
+    code = "method_not_allowed"
+    status = 405
+
+
+class ConflictError(QboxError):
+    code = "conflict"
+    status = 409
+
+
+class SandboxNotActiveError(ConflictError):
+    code = "sandbox_not_active"
+
+    @property
+    def current_state(self) -> str | None:
+        value = self.details.get("currentState", self.details.get("status"))
+        return str(value) if value is not None else None
+
+
+class TemplateNotReadyError(ConflictError):
+    code = "template_not_ready"
+
+
+class InvalidArgumentError(ConflictError):
+    code = "invalid_argument"
+
+
+class FeatureDisabledError(QboxError):
+    code = "feature_disabled"
+    status = 422
+
+
+class SshDisabledError(FeatureDisabledError):
+    code = "ssh_disabled"
+
+
+class CodeInterpreterDisabledError(FeatureDisabledError):
+    code = "code_interpreter_disabled"
+
+
+class RateLimitedError(QboxError):
+    code = "rate_limited"
+    status = 429
+
+
+class InternalError(QboxError):
+    code = "internal"
+    status = 500
+
+
+class UnavailableError(QboxError):
+    code = "unavailable"
+    status = 503
+
+
+class HostUnavailableError(UnavailableError):
+    code = "host_unavailable"
+
+    def __init__(self, message: str = "", **kwargs: Any) -> None:
+        details = dict(kwargs.pop("details", None) or {})
+        details.setdefault("transient", True)
+        super().__init__(message, details=details, **kwargs)
+
+
+class HostNoCapacityError(UnavailableError):
+    code = "host_no_capacity"
+
+
+class InsufficientStorageError(QboxError):
+    code = "insufficient_storage"
+    status = 507
+
+
+class TransportError(QboxError):
+    """The request did not get an HTTP answer (client side only)."""
+
+    code = "transport_error"
+    status = 0
+
+
+class ConnectionFailedError(TransportError):
+    code = "connection_failed"
+
+
+class RequestTimeoutError(TransportError):
+    code = "request_timeout"
+
+
+# --- raised by the SDK only -------------------------------------------------
+
+
+class SandboxSpawnError(QboxError):
+    """The sandbox reached a terminal state instead of ``running``."""
+
+    code = "spawn_failed"
+    status = 0
+
+
+class SandboxSpawnTimeoutError(QboxError):
+    """The sandbox was still starting when the wait ran out."""
+
+    code = "spawn_timeout"
+    status = 0
+
+
+class CommandExitError(QboxError):
+    """A foreground command exited with a non-zero status."""
+
+    code = "command_failed"
+    status = 0
+
+    def __init__(self, message: str, *, exit_code: int, stdout: str, stderr: str) -> None:
+        super().__init__(message, details={"exitCode": exit_code})
+        self.exit_code = exit_code
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+class CommandTimeoutError(QboxError):
+    code = "command_timeout"
+    status = 0
+
+
+_ALL: tuple[type[QboxError], ...] = (
+    ValidationError,
+    PayloadTooLargeError,
+    AuthenticationError,
+    PermissionDeniedError,
+    NotFoundError,
+    SandboxNotFoundError,
+    TemplateNotFoundError,
+    ContextNotFoundError,
+    ProcessNotFoundError,
+    MethodNotAllowedError,
+    ConflictError,
+    SandboxNotActiveError,
+    TemplateNotReadyError,
+    InvalidArgumentError,
+    FeatureDisabledError,
+    SshDisabledError,
+    CodeInterpreterDisabledError,
+    RateLimitedError,
+    InternalError,
+    UnavailableError,
+    HostUnavailableError,
+    HostNoCapacityError,
+    InsufficientStorageError,
+)
+
+ERROR_CLASSES_BY_CODE: dict[str, type[QboxError]] = {cls.code: cls for cls in _ALL}
+# Codes other qbox servers send that share a class with one of ours.
+ERROR_CLASSES_BY_CODE.update(
+    {
+        "sandbox_already_terminated": SandboxNotActiveError,
+        "language_not_supported": ConflictError,
+        "code_interpreter_unavailable": UnavailableError,
+        "ssh_unavailable": UnavailableError,
+        "policy_exceeded": InsufficientStorageError,
+    }
+)
+
+_CLASSES_BY_STATUS: dict[int, type[QboxError]] = {
+    400: ValidationError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    405: MethodNotAllowedError,
+    409: ConflictError,
+    413: PayloadTooLargeError,
+    422: ValidationError,
+    429: RateLimitedError,
+    503: UnavailableError,
+    507: InsufficientStorageError,
+}
+
+
+def error_from_wire(
+    status: int,
+    body: Any,
+    *,
+    request_id: str | None = None,
+    retry_after: float | None = None,
+) -> QboxError:
+    """Build the typed error for an HTTP error response (code first, then status)."""
+    code: str | None = None
+    message = f"qbox API error (HTTP {status})"
+    details: dict[str, Any] = {}
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        err = body["error"]
+        if isinstance(err.get("code"), str):
+            code = err["code"]
+        if isinstance(err.get("message"), str) and err["message"]:
+            message = err["message"]
+        if isinstance(err.get("details"), dict):
+            details = err["details"]
+    elif isinstance(body, str) and body:
+        message = body
+    cls = ERROR_CLASSES_BY_CODE.get(code or "")
+    if cls is None:
+        cls = _CLASSES_BY_STATUS.get(status, InternalError if status >= 500 else QboxError)
+    return cls(
+        message,
+        details=details,
+        code=code or cls.code,
+        status=status,
+        request_id=request_id,
+        retry_after=retry_after,
+    )
