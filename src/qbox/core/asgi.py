@@ -86,12 +86,12 @@ def error_response(error: QboxError, request_id: str | None = None) -> JSONRespo
     return JSONResponse(error.to_wire(), status_code=error.status, headers=headers)
 
 
-def _field_errors(exc: RequestValidationError) -> tuple[dict[str, str], bool]:
-    """Map pydantic's error list to ``{"body.field": "message"}``; say whether the JSON was malformed."""
+def field_errors(errors: list[Any]) -> tuple[dict[str, str], bool]:
+    """Map pydantic's error list to ``{"field.path": "message"}``; say whether the JSON was malformed."""
     fields: dict[str, str] = {}
     malformed = False
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
         if err.get("type") == "json_invalid":
             malformed = True
             fields["body"] = "malformed JSON: " + str(err.get("ctx", {}).get("error", err.get("msg")))
@@ -122,7 +122,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        fields, malformed = _field_errors(exc)
+        fields, malformed = field_errors(list(exc.errors()))
         message = "request body is not valid JSON" if malformed else "invalid request"
         return error_response(ValidationError.for_fields(fields, message), request_id_of(request))
 

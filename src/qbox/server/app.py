@@ -1,0 +1,129 @@
+"""The control plane's app factory.
+
+Nothing happens at import time: the engine, the agent clients and the
+background loops are built in the lifespan from the settings passed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+
+from qbox._version import __version__
+from qbox.core.asgi import install_error_handlers
+from qbox.core.errors import HostUnavailableError
+from qbox.server.agents import AgentClient, AgentEndpoint, HttpAgentClient
+from qbox.server.db.engine import make_async_engine, make_sessionmaker, migrate
+from qbox.server.http import processes, sandboxes, system, templates
+from qbox.server.services import bootstrap
+from qbox.server.services.context import AgentPool, ServiceContext
+from qbox.server.services.reconcile import reconcile_host
+from qbox.server.services.registry import Services
+from qbox.server.settings import ServerSettings
+
+log = logging.getLogger("qbox.server")
+
+LOCAL_HOST_ID = "local"
+
+
+@dataclass
+class Startup:
+    """What the lifespan does besides serving: used by ``qbox up`` and by tests."""
+
+    # Built-in templates to register: name -> image ref the agent can import.
+    builtin_templates: dict[str, str] = field(default_factory=dict)
+    on_progress: Callable[[str], None] = lambda line: log.info("%s", line)
+    # Called once with the admin secret when it is first created (shown once).
+    on_admin_created: Callable[[str, str], None] | None = None
+    # Replaces the HTTP client to the local agent (tests pass an in-process one).
+    local_agent: AgentClient | None = None
+    run_reaper: bool = True
+    agent_wait_seconds: float = 30.0
+
+
+def _local_agent(settings: ServerSettings) -> AgentClient:
+    secret = settings.agent_secret
+    if secret is None:
+        secret = (settings.data_dir / "agent-secret").read_text().strip()
+    return HttpAgentClient(AgentEndpoint(settings.resolved_agent_address(), secret))
+
+
+async def _wait_for_agent(agent: AgentClient, seconds: float) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            await agent.health()
+            return
+        except HostUnavailableError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+def create_app(settings: ServerSettings | None = None, startup: Startup | None = None) -> FastAPI:
+    settings = settings or ServerSettings()
+    startup = startup or Startup()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        url = settings.resolved_database_url()
+        await asyncio.to_thread(migrate, url)
+        engine = make_async_engine(url)
+        ctx = ServiceContext(settings=settings, sessions=make_sessionmaker(engine),
+                             agents=AgentPool())
+        services = Services.build(ctx)
+        app.state.services = services
+        reaper_task: asyncio.Task[None] | None = None
+        try:
+            admin = await bootstrap.ensure_admin(ctx)
+            if admin.secret and startup.on_admin_created:
+                startup.on_admin_created(admin.secret, str(admin.key_file))
+            agent = startup.local_agent or _local_agent(settings)
+            await _wait_for_agent(agent, startup.agent_wait_seconds)
+            ctx.agents.add(LOCAL_HOST_ID, agent)
+            await bootstrap.ensure_host(
+                ctx, LOCAL_HOST_ID, socket.gethostname(), settings.resolved_agent_address(),
+                total_vcpus=os.cpu_count() or 1,
+                total_memory_mb=(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+                // (1024 * 1024),
+            )
+            for name, ref in startup.builtin_templates.items():
+                await services.templates.ensure_builtin(name, ref, LOCAL_HOST_ID,
+                                                        on_progress=startup.on_progress)
+            decided = await reconcile_host(ctx, services.sandboxes, LOCAL_HOST_ID)
+            if decided.mark_lost or decided.remove_from_host:
+                startup.on_progress(
+                    f"reconcile: {len(decided.mark_lost)} sandbox(es) marked lost, "
+                    f"{len(decided.remove_from_host)} unknown container(s) removed")
+            if startup.run_reaper:
+                reaper_task = asyncio.create_task(services.reaper.run_forever(), name="reaper")
+            yield
+        finally:
+            if reaper_task is not None:
+                reaper_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reaper_task
+            await services.sandboxes.shutdown()
+            await ctx.agents.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="qbox",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    install_error_handlers(app)
+    for module in (system, sandboxes, processes, templates):
+        app.include_router(module.router)
+    return app

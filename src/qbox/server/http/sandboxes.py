@@ -1,0 +1,108 @@
+"""/v1/sandboxes: spawn, list, get, kill, timeout, logs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from qbox.core.errors import ValidationError
+from qbox.core.states import SandboxState
+from qbox.server.http.deps import json_body, require, services_of
+from qbox.server.http.schemas import SpawnBody, TimeoutBody, event_wire, sandbox_wire
+from qbox.server.services.keys import Principal
+from qbox.server.services.sandboxes import SpawnRequest
+
+router = APIRouter(prefix="/v1/sandboxes")
+
+_STATES = sorted(s.value for s in SandboxState)
+
+
+@router.post("", status_code=201)
+async def spawn(
+    request: Request,
+    wait: bool = False,
+    wait_timeout: float = Query(default=60, alias="waitTimeoutSec", ge=0),
+    principal: Principal = require("sandboxes:create"),
+) -> JSONResponse:
+    body = await json_body(request, SpawnBody)
+    services = services_of(request)
+    settings = services.ctx.settings
+    if body.timeout_seconds is not None and body.timeout_seconds > settings.max_timeout_seconds:
+        raise ValidationError.for_fields(
+            {"timeoutSeconds": f"must be at most {settings.max_timeout_seconds}"})
+    sandbox = await services.sandboxes.spawn(
+        principal,
+        SpawnRequest(
+            template_id=body.template_id,
+            timeout_seconds=body.timeout_seconds,
+            labels=body.labels,
+            envs=body.envs,
+            vcpus=body.vcpus,
+            memory_mb=body.memory_mb,
+        ),
+        wait_seconds=min(wait_timeout, settings.max_wait_seconds) if wait else None,
+    )
+    template = await services.sandboxes.template_of(sandbox)
+    return JSONResponse(sandbox_wire(sandbox, template), status_code=201)
+
+
+@router.get("")
+async def list_sandboxes(
+    request: Request,
+    status: str | None = Query(default=None),
+    template_id: str | None = Query(default=None, alias="templateId"),
+    limit: int | None = Query(default=None, ge=1, le=10000),
+    principal: Principal = require("sandboxes:read"),
+) -> list[dict[str, Any]]:
+    if status is not None and status not in _STATES:
+        raise ValidationError.for_fields({"status": f"must be one of {', '.join(_STATES)}"})
+    services = services_of(request)
+    rows = await services.sandboxes.list(principal, status=status, template_id=template_id,
+                                         limit=limit)
+    templates = {t.id: t for t in await services.templates.list()}
+    return [sandbox_wire(row, templates.get(row.template_id)) for row in rows]
+
+
+@router.get("/{sandbox_id}")
+async def get_sandbox(
+    sandbox_id: str, request: Request, principal: Principal = require("sandboxes:read")
+) -> dict[str, Any]:
+    services = services_of(request)
+    sandbox = await services.sandboxes.get(principal, sandbox_id)
+    return sandbox_wire(sandbox, await services.sandboxes.template_of(sandbox))
+
+
+@router.delete("/{sandbox_id}", status_code=204)
+async def kill_sandbox(
+    sandbox_id: str, request: Request, principal: Principal = require("sandboxes:delete")
+) -> Response:
+    await services_of(request).sandboxes.kill(principal, sandbox_id)
+    return Response(status_code=204)
+
+
+@router.post("/{sandbox_id}/timeout")
+async def set_timeout(
+    sandbox_id: str, request: Request, principal: Principal = require("sandboxes:create")
+) -> dict[str, Any]:
+    body = await json_body(request, TimeoutBody)
+    services = services_of(request)
+    limit = services.ctx.settings.max_timeout_seconds
+    if body.timeout_seconds > limit:
+        raise ValidationError.for_fields({"timeoutSeconds": f"must be at most {limit}"})
+    sandbox = await services.sandboxes.set_timeout(principal, sandbox_id, body.timeout_seconds)
+    return sandbox_wire(sandbox, await services.sandboxes.template_of(sandbox))
+
+
+@router.get("/{sandbox_id}/logs")
+async def sandbox_logs(
+    sandbox_id: str,
+    request: Request,
+    tail: int | None = Query(default=None, ge=1, le=100000),
+    principal: Principal = require("sandboxes:read"),
+) -> list[dict[str, Any]]:
+    services = services_of(request)
+    rows = await services.sandboxes.logs(principal, sandbox_id,
+                                         tail or services.ctx.settings.log_tail_default)
+    return [event_wire(row) for row in rows]

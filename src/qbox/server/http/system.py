@@ -1,0 +1,35 @@
+"""Liveness, version and identity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from qbox._version import __version__
+from qbox.server.http.deps import require
+from qbox.server.services.keys import Principal
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, Any]:
+    return {"status": "ok"}
+
+
+@router.get("/v1/system")
+async def system() -> dict[str, Any]:
+    # Unauthenticated on purpose, and any bearer is ignored: clients probe it first.
+    return {"version": __version__, "apiVersion": "v1"}
+
+
+@router.get("/v1/auth/me")
+async def me(principal: Principal = require("sandboxes:read")) -> dict[str, Any]:
+    return {
+        "id": principal.user_id,
+        "email": principal.email,
+        "role": principal.role,
+        "apiKeyId": principal.api_key_id,
+        "scopes": list(principal.scopes),
+    }

@@ -1,0 +1,65 @@
+"""First start: the admin user, its API key, and the local host."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from qbox.core.ids import new_id
+from qbox.core.scopes import WILDCARD
+from qbox.server.db.tables import Host, User
+from qbox.server.services.context import ServiceContext
+from qbox.server.services.keys import create_key
+
+ADMIN_EMAIL = "admin@localhost"
+
+
+@dataclass(frozen=True)
+class AdminBootstrap:
+    created: bool
+    key_file: Path
+    secret: str | None = None  # only when just created: shown once
+
+
+async def ensure_admin(ctx: ServiceContext) -> AdminBootstrap:
+    key_file = ctx.settings.data_dir / "admin-key"
+    async with ctx.sessions() as session:
+        existing = (await session.execute(select(User).where(User.role == "admin"))).scalars().first()
+        if existing is not None:
+            return AdminBootstrap(created=False, key_file=key_file)
+        user = User(id=new_id("usr", 16), email=ADMIN_EMAIL, role="admin")
+        session.add(user)
+        await session.flush()
+        _key, secret = await create_key(session, user_id=user.id, name="admin (created by qbox up)",
+                                        scopes=[WILDCARD])
+        await session.commit()
+    write_secret_file(key_file, secret + "\n")
+    return AdminBootstrap(created=True, key_file=key_file, secret=secret)
+
+
+def write_secret_file(path: Path, content: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
+    os.replace(tmp, path)
+
+
+async def ensure_host(ctx: ServiceContext, host_id: str, hostname: str, address: str,
+                      total_vcpus: int, total_memory_mb: int) -> Host:
+    async with ctx.sessions() as session:
+        host = await session.get(Host, host_id)
+        if host is None:
+            host = Host(id=host_id, hostname=hostname, address=address, status="online")
+            session.add(host)
+        host.address = address
+        host.status = "online"
+        host.total_vcpus = total_vcpus
+        host.total_memory_mb = total_memory_mb
+        host.last_seen_at = ctx.clock()
+        await session.commit()
+        return host

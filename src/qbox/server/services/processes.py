@@ -1,0 +1,57 @@
+"""Commands in a sandbox: forwarded to the sandbox's host agent once access is checked.
+
+The agent owns the process table; the control plane checks ownership and
+state, then relays. A sandbox the agent no longer knows is marked lost here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from qbox.core.errors import SandboxNotFoundError
+from qbox.server.agents import AgentClient
+from qbox.server.services.context import ServiceContext
+from qbox.server.services.keys import Principal
+from qbox.server.services.sandboxes import SandboxService, not_active
+
+T = TypeVar("T")
+
+
+class ProcessService:
+    def __init__(self, ctx: ServiceContext, sandboxes: SandboxService) -> None:
+        self.ctx = ctx
+        self.sandboxes = sandboxes
+
+    async def _relay(
+        self, principal: Principal, sandbox_id: str,
+        call: Callable[[AgentClient], Awaitable[T]],
+    ) -> T:
+        sandbox = await self.sandboxes.require_running(principal, sandbox_id)
+        agent = self.ctx.agents.for_host(sandbox.host_id)
+        try:
+            return await call(agent)
+        except SandboxNotFoundError:
+            await self.sandboxes.mark_lost(
+                sandbox_id, f"lost: host {sandbox.host_id} no longer runs this sandbox"
+            )
+            sandbox = await self.sandboxes.get(principal, sandbox_id)
+            raise not_active(sandbox) from None
+
+    async def exec(self, principal: Principal, sandbox_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._relay(principal, sandbox_id, lambda a: a.exec(sandbox_id, body))
+
+    async def start(self, principal: Principal, sandbox_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._relay(principal, sandbox_id, lambda a: a.start_command(sandbox_id, body))
+
+    async def list(self, principal: Principal, sandbox_id: str) -> list[dict[str, Any]]:
+        return await self._relay(principal, sandbox_id, lambda a: a.list_commands(sandbox_id))
+
+    async def status(self, principal: Principal, sandbox_id: str, pid: int) -> dict[str, Any]:
+        return await self._relay(principal, sandbox_id, lambda a: a.command_status(sandbox_id, pid))
+
+    async def logs(self, principal: Principal, sandbox_id: str, pid: int) -> dict[str, Any]:
+        return await self._relay(principal, sandbox_id, lambda a: a.command_logs(sandbox_id, pid))
+
+    async def kill(self, principal: Principal, sandbox_id: str, pid: int, signal: int) -> None:
+        await self._relay(principal, sandbox_id, lambda a: a.kill_command(sandbox_id, pid, signal))

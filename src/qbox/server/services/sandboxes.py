@@ -1,0 +1,298 @@
+"""Sandbox lifecycle: spawn, look up, extend, end.
+
+A spawn writes the row (``booting``) and boots it on the host agent in a
+background task; ``wait`` holds the caller until the task settles or the wait
+runs out. Every transition is a conditional UPDATE on the current status, so
+a DELETE racing a boot, or the reaper racing a DELETE, ends the sandbox once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qbox.core.errors import (
+    HostNoCapacityError,
+    QboxError,
+    SandboxNotActiveError,
+    SandboxNotFoundError,
+    TemplateNotFoundError,
+    TemplateNotReadyError,
+    ValidationError,
+)
+from qbox.core.ids import new_sandbox_id
+from qbox.core.states import TERMINAL_STATES, SandboxState
+from qbox.server.db.tables import Host, Sandbox, SandboxEvent, Template
+from qbox.server.services import events
+from qbox.server.services.context import ServiceContext
+from qbox.server.services.keys import Principal
+
+log = logging.getLogger("qbox.sandboxes")
+
+LIVE_STATES = tuple(s.value for s in SandboxState if s not in TERMINAL_STATES)
+
+
+@dataclass(frozen=True)
+class SpawnRequest:
+    template_id: str
+    timeout_seconds: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    envs: dict[str, str] = field(default_factory=dict)
+    vcpus: int | None = None
+    memory_mb: int | None = None
+
+
+class SandboxService:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self._boot_tasks: dict[str, asyncio.Task[None]] = {}
+
+    # --- queries -------------------------------------------------------------
+
+    async def get(self, principal: Principal, sandbox_id: str) -> Sandbox:
+        async with self.ctx.sessions() as session:
+            return await self._owned(session, principal, sandbox_id)
+
+    async def list(
+        self,
+        principal: Principal,
+        *,
+        status: str | None = None,
+        template_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[Sandbox]:
+        query = select(Sandbox).order_by(Sandbox.created_at.desc())
+        if not principal.is_admin:
+            query = query.where(Sandbox.owner_id == principal.user_id)
+        if status:
+            query = query.where(Sandbox.status == status)
+        if template_id:
+            query = query.where(Sandbox.template_id == template_id)
+        if limit:
+            query = query.limit(limit)
+        async with self.ctx.sessions() as session:
+            return list((await session.execute(query)).scalars().all())
+
+    async def logs(self, principal: Principal, sandbox_id: str, tail: int) -> list[SandboxEvent]:
+        async with self.ctx.sessions() as session:
+            await self._owned(session, principal, sandbox_id)
+            return await events.tail(session, sandbox_id, tail)
+
+    async def template_of(self, sandbox: Sandbox) -> Template | None:
+        async with self.ctx.sessions() as session:
+            return await session.get(Template, sandbox.template_id)
+
+    async def require_running(self, principal: Principal, sandbox_id: str) -> Sandbox:
+        sandbox = await self.get(principal, sandbox_id)
+        if sandbox.status != SandboxState.RUNNING:
+            raise not_active(sandbox)
+        return sandbox
+
+    # --- spawn ---------------------------------------------------------------
+
+    async def spawn(
+        self, principal: Principal, request: SpawnRequest, wait_seconds: float | None
+    ) -> Sandbox:
+        settings = self.ctx.settings
+        now = self.ctx.clock()
+        async with self.ctx.sessions() as session:
+            template = await session.get(Template, request.template_id)
+            if template is None:
+                raise TemplateNotFoundError(
+                    f"template {request.template_id} does not exist",
+                    details={"templateId": request.template_id},
+                )
+            if template.status != "ready":
+                raise TemplateNotReadyError(
+                    f"template {template.id} is {template.status}, not ready",
+                    details={"templateId": template.id, "status": template.status},
+                )
+            host = await self._pick_host(session)
+            timeout = request.timeout_seconds
+            if timeout is None:
+                timeout = template.default_timeout_seconds or settings.default_timeout_seconds
+            vcpus = request.vcpus or template.default_vcpus or settings.default_vcpus
+            memory_mb = request.memory_mb or template.default_memory_mb or settings.default_memory_mb
+            check_caps(vcpus, memory_mb, settings.max_vcpus, settings.max_memory_mb)
+            sandbox = Sandbox(
+                id=new_sandbox_id(),
+                owner_id=principal.user_id,
+                template_id=template.id,
+                host_id=host.id,
+                status=SandboxState.BOOTING.value,
+                vcpus=vcpus,
+                memory_mb=memory_mb,
+                labels=dict(request.labels),
+                envs=dict(request.envs),
+                timeout_seconds=timeout,
+                deadline_at=now + timedelta(seconds=timeout) if timeout else None,
+                created_at=now,
+            )
+            session.add(sandbox)
+            events.record(session, sandbox.id, f"spawn requested from template {template.id} "
+                          f"on host {host.id} ({vcpus} vCPU, {memory_mb} MB)")
+            await session.commit()
+            spec = {
+                "id": sandbox.id,
+                "imageDigest": template.image_digest,
+                "envs": {**template.envs, **request.envs},
+                "vcpus": vcpus,
+                "memoryMb": memory_mb,
+            }
+        task = asyncio.create_task(self._boot(sandbox.id, host.id, spec), name=f"boot {sandbox.id}")
+        self._boot_tasks[sandbox.id] = task
+        task.add_done_callback(lambda _t, sid=sandbox.id: self._boot_tasks.pop(sid, None))
+        if wait_seconds:
+            await asyncio.wait({task}, timeout=wait_seconds)
+        async with self.ctx.sessions() as session:
+            fresh = await session.get(Sandbox, sandbox.id)
+            assert fresh is not None
+            return fresh
+
+    async def _pick_host(self, session: AsyncSession) -> Host:
+        hosts = (
+            await session.execute(select(Host).where(Host.status == "online").order_by(Host.id))
+        ).scalars().all()
+        for host in hosts:
+            if host.id in self.ctx.agents.clients:
+                return host
+        raise HostNoCapacityError("no host is online to run the sandbox",
+                                  details={"transient": True})
+
+    async def _boot(self, sandbox_id: str, host_id: str, spec: dict[str, Any]) -> None:
+        agent = self.ctx.agents.for_host(host_id)
+        try:
+            await agent.create_sandbox(spec)
+        except asyncio.CancelledError:
+            await self._transition(sandbox_id, SandboxState.FAILED,
+                                   "boot interrupted: control plane shutting down",
+                                   from_states=(SandboxState.BOOTING.value,))
+            raise
+        except QboxError as exc:
+            log.warning("boot of %s failed: %s", sandbox_id, exc.message)
+            await self._transition(sandbox_id, SandboxState.FAILED, f"boot failed: {exc.message}",
+                                   from_states=(SandboxState.BOOTING.value,), level="error")
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure must end in `failed`, never a hang
+            log.exception("boot of %s crashed", sandbox_id)
+            await self._transition(sandbox_id, SandboxState.FAILED, f"boot failed: {exc}",
+                                   from_states=(SandboxState.BOOTING.value,), level="error")
+            return
+        booted = await self._transition(sandbox_id, SandboxState.RUNNING, "sandbox running",
+                                        from_states=(SandboxState.BOOTING.value,))
+        if not booted:
+            # Killed while booting: the container exists now, so remove it.
+            await self._delete_on_host(sandbox_id, host_id)
+
+    # --- changes -------------------------------------------------------------
+
+    async def set_timeout(self, principal: Principal, sandbox_id: str, seconds: int) -> Sandbox:
+        now = self.ctx.clock()
+        async with self.ctx.sessions() as session:
+            sandbox = await self._owned(session, principal, sandbox_id)
+            if sandbox.status not in LIVE_STATES:
+                raise not_active(sandbox)
+            sandbox.timeout_seconds = seconds
+            sandbox.deadline_at = now + timedelta(seconds=seconds) if seconds else None
+            events.record(session, sandbox.id,
+                          f"timeout set to {seconds} s" if seconds else "auto-kill disabled")
+            await session.commit()
+            return sandbox
+
+    async def kill(self, principal: Principal, sandbox_id: str) -> Sandbox:
+        async with self.ctx.sessions() as session:
+            sandbox = await self._owned(session, principal, sandbox_id)
+        if sandbox.status not in LIVE_STATES:
+            raise not_active(sandbox)
+        await self.end(sandbox_id, SandboxState.KILLED,
+                       f"killed by DELETE (api key {principal.api_key_id})")
+        async with self.ctx.sessions() as session:
+            fresh = await session.get(Sandbox, sandbox_id)
+            assert fresh is not None
+            return fresh
+
+    async def end(self, sandbox_id: str, state: SandboxState, reason: str, *,
+                  level: str = "info") -> bool:
+        """End a live sandbox: mark it, then remove it from its host. False if already ended."""
+        async with self.ctx.sessions() as session:
+            sandbox = await session.get(Sandbox, sandbox_id)
+        if sandbox is None:
+            return False
+        ended = await self._transition(sandbox_id, state, reason, from_states=LIVE_STATES,
+                                       level=level)
+        if ended and sandbox.status == SandboxState.RUNNING and sandbox.host_id:
+            await self._delete_on_host(sandbox_id, sandbox.host_id)
+        # A sandbox still booting is removed by its boot task when it finishes.
+        return ended
+
+    async def mark_lost(self, sandbox_id: str, reason: str) -> None:
+        """The host no longer runs a sandbox we believed alive."""
+        await self._transition(sandbox_id, SandboxState.FAILED, reason, from_states=LIVE_STATES,
+                               level="error")
+
+    async def _delete_on_host(self, sandbox_id: str, host_id: str) -> None:
+        try:
+            await self.ctx.agents.for_host(host_id).delete_sandbox(sandbox_id)
+        except QboxError as exc:
+            log.error("could not remove %s from host %s: %s", sandbox_id, host_id, exc.message)
+            async with self.ctx.sessions() as session:
+                events.record(session, sandbox_id, f"removal from host failed: {exc.message} "
+                              "(reconcile retries at the next start)", level="error")
+                await session.commit()
+
+    async def _transition(self, sandbox_id: str, state: SandboxState, reason: str, *,
+                          from_states: tuple[str, ...], level: str = "info") -> bool:
+        now = self.ctx.clock()
+        values: dict[str, Any] = {"status": state.value}
+        if state in TERMINAL_STATES:
+            values.update(ended_at=now, end_reason=reason, deadline_at=None)
+        elif state == SandboxState.RUNNING:
+            values["booted_at"] = now
+        async with self.ctx.sessions() as session:
+            result = await session.execute(
+                update(Sandbox)
+                .where(Sandbox.id == sandbox_id, Sandbox.status.in_(from_states))
+                .values(**values)
+            )
+            changed = bool(getattr(result, "rowcount", 0))
+            if changed:
+                events.record(session, sandbox_id, reason, level=level)
+            await session.commit()
+        return changed
+
+    async def _owned(self, session: AsyncSession, principal: Principal, sandbox_id: str) -> Sandbox:
+        sandbox = await session.get(Sandbox, sandbox_id)
+        # Another user's sandbox is indistinguishable from a missing one.
+        if sandbox is None or (not principal.is_admin and sandbox.owner_id != principal.user_id):
+            raise SandboxNotFoundError(f"sandbox {sandbox_id} not found",
+                                       details={"sandboxId": sandbox_id})
+        return sandbox
+
+    async def shutdown(self) -> None:
+        tasks = list(self._boot_tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def not_active(sandbox: Sandbox) -> SandboxNotActiveError:
+    return SandboxNotActiveError(
+        f"sandbox {sandbox.id} is {sandbox.status}, not running",
+        details={"sandboxId": sandbox.id, "currentState": sandbox.status},
+    )
+
+
+def check_caps(vcpus: int, memory_mb: int, max_vcpus: int, max_memory_mb: int) -> None:
+    fields: dict[str, str] = {}
+    if not 1 <= vcpus <= max_vcpus:
+        fields["vcpus"] = f"must be between 1 and {max_vcpus}"
+    if not 64 <= memory_mb <= max_memory_mb:
+        fields["memoryMb"] = f"must be between 64 and {max_memory_mb}"
+    if fields:
+        raise ValidationError.for_fields(fields)

@@ -1,0 +1,45 @@
+"""Control-plane settings, read from ``QBOX_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/qbox")
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local/share")) / "qbox"
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QBOX_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # SQLite under the data dir unless set (e.g. postgresql://… for several replicas).
+    database_url: str | None = None
+
+    # Where the local host agent listens: a unix socket path or http://host:port.
+    agent_address: str | None = None
+    agent_secret: str | None = None
+
+    default_timeout_seconds: int = 300
+    max_timeout_seconds: int = 24 * 3600
+    max_wait_seconds: int = 300
+    default_vcpus: int = 1
+    default_memory_mb: int = 512
+    max_vcpus: int = 4
+    max_memory_mb: int = 8192
+    reaper_interval_seconds: float = 1.0
+    log_tail_default: int = 1000
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'qbox.db'}"
+
+    def resolved_agent_address(self) -> str:
+        return self.agent_address or str(self.data_dir / "agent.sock")
