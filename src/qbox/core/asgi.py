@@ -65,7 +65,7 @@ class RequestIdMiddleware:
         except Exception:  # noqa: BLE001 - last resort: the handlers below failed
             log.exception("unhandled error outside the exception handlers (%s)", request_id)
             if scope["type"] == "http":
-                response = error_response(InternalError("internal server error"), request_id)
+                response = error_response(InternalError(f"internal server error (request {request_id})"))
                 await response(scope, receive, send_with_id)
 
 
@@ -74,10 +74,9 @@ def request_id_of(request: Request) -> str:
     return rid if isinstance(rid, str) else new_request_id()
 
 
-def error_response(error: QboxError, request_id: str | None = None) -> JSONResponse:
+def error_response(error: QboxError) -> JSONResponse:
+    """The error envelope; ``RequestIdMiddleware`` adds the request id header."""
     headers: dict[str, str] = {}
-    if request_id:
-        headers[REQUEST_ID_HEADER] = request_id
     retry_after = error.retry_after
     if retry_after is None and isinstance(error.details.get("retryAfterSeconds"), int | float):
         retry_after = float(error.details["retryAfterSeconds"])
@@ -118,23 +117,23 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, QboxError)
         if exc.status >= 500 and not exc.details.get("transient"):
             log.warning("%s %s -> %s: %s", request.method, request.url.path, exc.code, exc.message)
-        return error_response(exc, request_id_of(request))
+        return error_response(exc)
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         fields, malformed = field_errors(list(exc.errors()))
         message = "request body is not valid JSON" if malformed else "invalid request"
-        return error_response(ValidationError.for_fields(fields, message), request_id_of(request))
+        return error_response(ValidationError.for_fields(fields, message))
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return error_response(_from_http_exception(exc), request_id_of(request))
+        return error_response(_from_http_exception(exc))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         rid = request_id_of(request)
         log.error("unhandled error on %s %s (%s)", request.method, request.url.path, rid,
                   exc_info=exc)
-        return error_response(InternalError(f"internal server error (request {rid})"), rid)
+        return error_response(InternalError(f"internal server error (request {rid})"))
 
     app.add_exception_handler(QboxError, on_qbox_error)
     app.add_exception_handler(RequestValidationError, on_validation)

@@ -1,0 +1,3 @@
+from qbox.cli.main import main
+
+main()

@@ -1,0 +1,146 @@
+"""``qbox up``, ``qbox server`` and ``qbox agent``: running qbox itself.
+
+These need the ``server`` extra; the CLI loads this module lazily so SDK-only
+installs never import FastAPI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import uvicorn
+
+from qbox.server.app import Startup, create_app
+from qbox.server.services.bootstrap import write_secret_file
+from qbox.server.settings import ServerSettings, default_data_dir
+
+BUILTIN_PYTHON = "python"
+
+
+def _echo(line: str) -> None:
+    click.echo(f"qbox: {line}", err=True)
+
+
+def ensure_agent_secret(data_dir: Path) -> str:
+    path = data_dir / "agent-secret"
+    if path.exists():
+        return path.read_text().strip()
+    secret = secrets.token_urlsafe(32)
+    write_secret_file(path, secret + "\n")
+    return secret
+
+
+def _announce_admin(secret: str, key_file: str, base_url: str) -> None:
+    click.echo("")
+    click.echo("  qbox admin API key (shown once; also saved to " + key_file + "):")
+    click.echo("")
+    click.echo(f"    {secret}")
+    click.echo("")
+    click.echo(f"  export QBOX_BASE_URL={base_url} QBOX_API_KEY=$(cat {key_file})")
+    click.echo("")
+
+
+def _start_agent(data_dir: Path, socket_path: Path) -> subprocess.Popen[bytes]:
+    socket_path.unlink(missing_ok=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "qbox", "agent", "--data-dir", str(data_dir),
+         "--socket", str(socket_path)],
+    )
+
+
+def _stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _wait_for_socket(path: Path, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if process.poll() is not None:
+            raise click.ClickException(f"the host agent exited during start (status {process.returncode})")
+        if time.monotonic() > deadline:
+            raise click.ClickException("the host agent did not start listening in time")
+        time.sleep(0.05)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="State directory [default: /var/lib/qbox as root, else ~/.local/share/qbox].")
+def up(host: str, port: int, data_dir: Path | None) -> None:
+    """Run qbox on this machine: the control plane and one host agent."""
+    if os.geteuid() != 0:
+        raise click.ClickException("qbox up runs sandboxes with crun and must run as root")
+    from qbox.agent.images.recipe import ensure_base_image, machine_cache_dir
+
+    data_dir = (data_dir or default_data_dir()).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    socket_path = data_dir / "agent.sock"
+    agent_secret = ensure_agent_secret(data_dir)
+    base_url = f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}"
+
+    _echo(f"data dir {data_dir}")
+    base_ref = asyncio.run(ensure_base_image(machine_cache_dir(), on_progress=_echo))
+
+    agent = _start_agent(data_dir, socket_path)
+    try:
+        _wait_for_socket(socket_path, agent)
+        settings = ServerSettings(data_dir=data_dir, host=host, port=port,
+                                  agent_address=str(socket_path), agent_secret=agent_secret)
+        startup = Startup(
+            builtin_templates={BUILTIN_PYTHON: base_ref},
+            on_progress=_echo,
+            on_admin_created=lambda secret, path: _announce_admin(secret, path, base_url),
+        )
+        _echo(f"control plane on {base_url}")
+        uvicorn.run(create_app(settings, startup), host=host, port=port, log_level="warning",
+                    timeout_graceful_shutdown=5)
+    finally:
+        _echo("stopping the host agent")
+        _stop(agent)
+        _echo("stopped; sandboxes keep running and are found again by the next qbox up")
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to listen on [QBOX_HOST].")
+@click.option("--port", default=None, type=int, help="Port [QBOX_PORT].")
+def server(host: str | None, port: int | None) -> None:
+    """Run only the control plane (agent address and secret from QBOX_AGENT_*)."""
+    settings = ServerSettings()
+    if host:
+        settings.host = host
+    if port:
+        settings.port = port
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+@click.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--socket", "socket_path", type=click.Path(path_type=Path), default=None,
+              help="Unix socket to serve on [default: DATA_DIR/agent.sock].")
+@click.option("--listen", default=None, help="host:port to serve on instead of a unix socket.")
+def agent(data_dir: Path | None, socket_path: Path | None, listen: str | None) -> None:
+    """Run the host agent (normally started by qbox up)."""
+    from qbox.agent.main import run_agent
+    from qbox.agent.settings import AgentSettings
+
+    data_dir = (data_dir or default_data_dir()).resolve()
+    secret = ensure_agent_secret(data_dir)
+    run_agent(AgentSettings(data_dir=data_dir, secret=secret,
+                            socket_path=None if listen else (socket_path or data_dir / "agent.sock"),
+                            listen=listen))

@@ -1,0 +1,37 @@
+"""Direct database access for tests that need rows the API cannot make yet."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import create_engine, update
+from sqlalchemy.orm import Session
+
+from qbox.core.ids import new_id
+from qbox.server.db.tables import ApiKey, Sandbox, User
+from qbox.server.services.keys import hash_secret, mint_secret
+
+
+def db_session(data_dir: Path) -> Session:
+    return Session(create_engine(f"sqlite:///{data_dir / 'qbox.db'}"))
+
+
+def add_user_with_key(data_dir: Path, *, role: str = "member",
+                      scopes: list[str] | None = None) -> tuple[str, str]:
+    """Returns (user id, key secret)."""
+    secret = mint_secret()
+    with db_session(data_dir) as session:
+        user = User(id=new_id("usr", 16), email=f"{new_id('u', 6)}@example.com", role=role)
+        session.add(user)
+        session.flush()
+        session.add(ApiKey(id=new_id("key", 16), user_id=user.id, name="test", prefix=secret[:13],
+                           secret_hash=hash_secret(secret), scopes=scopes or ["*"]))
+        session.commit()
+        return user.id, secret
+
+
+def set_deadline(data_dir: Path, sandbox_id: str, deadline: datetime) -> None:
+    with db_session(data_dir) as session:
+        session.execute(update(Sandbox).where(Sandbox.id == sandbox_id).values(deadline_at=deadline))
+        session.commit()

@@ -1,0 +1,93 @@
+"""Auto-kill and start-up reconciliation: pure decisions, then against the app."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+from qbox.core.timefmt import utcnow
+from qbox.server.services.reaper import due_for_reaping
+from qbox.server.services.reconcile import plan
+from tests.unit.server.conftest import Harness, make_harness
+from tests.unit.server.fake_agent import FakeAgent
+from tests.unit.server.helpers import set_deadline
+from tests.unit.server.test_sandboxes_api import spawn
+
+
+def test_due_for_reaping_picks_live_sandboxes_past_their_deadline() -> None:
+    now = utcnow()
+    candidates = [
+        ("sb_past", "running", now - timedelta(seconds=1)),
+        ("sb_exact", "booting", now),
+        ("sb_future", "running", now + timedelta(seconds=1)),
+        ("sb_disabled", "running", None),
+        ("sb_ended", "killed", now - timedelta(days=1)),
+    ]
+    assert due_for_reaping(candidates, now) == ["sb_past", "sb_exact"]
+
+
+def test_reconcile_plan() -> None:
+    decided = plan(
+        on_host={"sb_known": "running", "sb_unknown": "running", "sb_stopped": "stopped",
+                 "sb_midboot": "running"},
+        believed={"sb_known": "running", "sb_stopped": "running", "sb_gone": "running",
+                  "sb_midboot": "booting"},
+    )
+    assert decided.remove_from_host == ["sb_midboot", "sb_stopped", "sb_unknown"]
+    assert decided.mark_lost == ["sb_gone", "sb_midboot", "sb_stopped"]
+
+
+def _sweep(h: Harness) -> list[str]:
+    services = h.client.app.state.services  # type: ignore[attr-defined]
+    return h.client.portal.call(services.reaper.sweep)  # type: ignore[union-attr]
+
+
+def test_sweep_terminates_expired_sandboxes_with_reason(harness: Harness) -> None:
+    expired = spawn(harness, {"timeoutSeconds": 60})
+    alive = spawn(harness, {"timeoutSeconds": 60})
+    set_deadline(harness.settings.data_dir, expired["id"], utcnow() - timedelta(seconds=1))
+    assert _sweep(harness) == [expired["id"]]
+    got = harness.client.get(f"/v1/sandboxes/{expired['id']}", headers=harness.auth()).json()
+    assert got["status"] == "terminated" and got["endReason"].startswith("timeout")
+    assert expired["id"] in harness.agent.deleted
+    assert alive["id"] not in harness.agent.deleted
+    assert _sweep(harness) == []  # idempotent
+
+
+def test_deadline_that_passed_while_down_is_enforced_at_start(tmp_path: Path) -> None:
+    agent = FakeAgent()
+    gen = make_harness(tmp_path, agent)
+    h = next(gen)
+    sb = spawn(h, {"timeoutSeconds": 60})
+    gen.close()  # qbox stops; the sandbox keeps running on the host
+    set_deadline(tmp_path, sb["id"], utcnow() - timedelta(minutes=5))
+    gen = make_harness(tmp_path, agent)
+    h = next(gen)
+    assert _sweep(h) == [sb["id"]]
+    got = h.client.get(f"/v1/sandboxes/{sb['id']}", headers=h.auth()).json()
+    assert got["status"] == "terminated"
+    gen.close()
+
+
+def test_restart_keeps_keys_and_reconciles(tmp_path: Path) -> None:
+    agent = FakeAgent()
+    gen = make_harness(tmp_path, agent)
+    h = next(gen)
+    key = h.admin_key
+    kept = spawn(h)
+    lost = spawn(h)
+    gen.close()
+    del agent.sandboxes[lost["id"]]          # vanished while qbox was down
+    asyncio.run(agent.create_sandbox({"id": "sb_stranger", "envs": {}}))  # nobody knows it
+    gen = make_harness(tmp_path, agent)
+    h = next(gen)
+    assert h.admin_key == key  # no second admin, the key file still works
+    got = h.client.get(f"/v1/sandboxes/{kept['id']}", headers=h.auth()).json()
+    assert got["status"] == "running"
+    got = h.client.get(f"/v1/sandboxes/{lost['id']}", headers=h.auth()).json()
+    assert got["status"] == "failed" and "lost" in got["endReason"]
+    logs = h.client.get(f"/v1/sandboxes/{lost['id']}/logs", headers=h.auth()).json()
+    assert "lost" in logs[-1]["message"]
+    assert "sb_stranger" in agent.deleted and "sb_stranger" not in agent.sandboxes
+    gen.close()
