@@ -33,7 +33,7 @@ async def start_command(
 async def list_commands(
     sandbox_id: str, request: Request, principal: Principal = require("sandboxes:read")
 ) -> list[dict[str, Any]]:
-    return await services_of(request).processes.list(principal, sandbox_id)
+    return await services_of(request).processes.find(principal, sandbox_id)
 
 
 @router.get("/commands/{pid}")

@@ -59,9 +59,9 @@ async def list_sandboxes(
     if status is not None and status not in _STATES:
         raise ValidationError.for_fields({"status": f"must be one of {', '.join(_STATES)}"})
     services = services_of(request)
-    rows = await services.sandboxes.list(principal, status=status, template_id=template_id,
+    rows = await services.sandboxes.find(principal, status=status, template_id=template_id,
                                          limit=limit)
-    templates = {t.id: t for t in await services.templates.list()}
+    templates = {t.id: t for t in await services.templates.find()}
     return [sandbox_wire(row, templates.get(row.template_id)) for row in rows]
 
 

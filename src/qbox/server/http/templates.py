@@ -19,7 +19,7 @@ async def list_templates(
     service: str | None = Query(default=None),
     principal: Principal = require("templates:read"),
 ) -> list[dict[str, Any]]:
-    return [template_wire(t) for t in await services_of(request).templates.list(service)]
+    return [template_wire(t) for t in await services_of(request).templates.find(service)]
 
 
 @router.get("/{template_id}")

@@ -44,7 +44,7 @@ class ProcessService:
     async def start(self, principal: Principal, sandbox_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._relay(principal, sandbox_id, lambda a: a.start_command(sandbox_id, body))
 
-    async def list(self, principal: Principal, sandbox_id: str) -> list[dict[str, Any]]:
+    async def find(self, principal: Principal, sandbox_id: str) -> list[dict[str, Any]]:
         return await self._relay(principal, sandbox_id, lambda a: a.list_commands(sandbox_id))
 
     async def status(self, principal: Principal, sandbox_id: str, pid: int) -> dict[str, Any]:

@@ -9,6 +9,7 @@ a DELETE racing a boot, or the reaper racing a DELETE, ends the sandbox once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -59,7 +60,7 @@ class SandboxService:
         async with self.ctx.sessions() as session:
             return await self._owned(session, principal, sandbox_id)
 
-    async def list(
+    async def find(
         self,
         principal: Principal,
         *,
@@ -147,13 +148,16 @@ class SandboxService:
             }
         task = asyncio.create_task(self._boot(sandbox.id, host.id, spec), name=f"boot {sandbox.id}")
         self._boot_tasks[sandbox.id] = task
-        task.add_done_callback(lambda _t, sid=sandbox.id: self._boot_tasks.pop(sid, None))
+        task.add_done_callback(functools.partial(self._forget_boot_task, sandbox.id))
         if wait_seconds:
             await asyncio.wait({task}, timeout=wait_seconds)
         async with self.ctx.sessions() as session:
             fresh = await session.get(Sandbox, sandbox.id)
             assert fresh is not None
             return fresh
+
+    def _forget_boot_task(self, sandbox_id: str, _task: asyncio.Task[None]) -> None:
+        self._boot_tasks.pop(sandbox_id, None)
 
     async def _pick_host(self, session: AsyncSession) -> Host:
         hosts = (

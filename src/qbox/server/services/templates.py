@@ -24,7 +24,7 @@ class TemplateService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
-    async def list(self, service: str | None = None) -> list[Template]:
+    async def find(self, service: str | None = None) -> list[Template]:
         async with self.ctx.sessions() as session:
             rows = list((await session.execute(select(Template).order_by(Template.name)))
                         .scalars().all())
