@@ -51,8 +51,7 @@ def _announce_admin(secret: str, key_file: str, base_url: str) -> None:
 def _start_agent(data_dir: Path, socket_path: Path) -> subprocess.Popen[bytes]:
     socket_path.unlink(missing_ok=True)
     return subprocess.Popen(
-        [sys.executable, "-m", "qbox", "agent", "--data-dir", str(data_dir),
-         "--socket", str(socket_path)],
+        [sys.executable, "-m", "qbox", "agent", "--data-dir", str(data_dir), "--socket", str(socket_path)],
     )
 
 
@@ -80,8 +79,12 @@ def _wait_for_socket(path: Path, process: subprocess.Popen[bytes], seconds: floa
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=int)
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="State directory [default: /var/lib/qbox as root, else ~/.local/share/qbox].")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="State directory [default: /var/lib/qbox as root, else ~/.local/share/qbox].",
+)
 def up(host: str, port: int, data_dir: Path | None) -> None:
     """Run qbox on this machine: the control plane and one host agent."""
     if os.geteuid() != 0:
@@ -100,16 +103,18 @@ def up(host: str, port: int, data_dir: Path | None) -> None:
     agent = _start_agent(data_dir, socket_path)
     try:
         _wait_for_socket(socket_path, agent)
-        settings = ServerSettings(data_dir=data_dir, host=host, port=port,
-                                  agent_address=str(socket_path), agent_secret=agent_secret)
+        settings = ServerSettings(
+            data_dir=data_dir, host=host, port=port, agent_address=str(socket_path), agent_secret=agent_secret
+        )
         startup = Startup(
             builtin_templates={BUILTIN_PYTHON: base_ref},
             on_progress=_echo,
             on_admin_created=lambda secret, path: _announce_admin(secret, path, base_url),
         )
         _echo(f"control plane on {base_url}")
-        uvicorn.run(create_app(settings, startup), host=host, port=port, log_level="warning",
-                    timeout_graceful_shutdown=5)
+        uvicorn.run(
+            create_app(settings, startup), host=host, port=port, log_level="warning", timeout_graceful_shutdown=5
+        )
     finally:
         _echo("stopping the host agent")
         _stop(agent)
@@ -131,8 +136,13 @@ def server(host: str | None, port: int | None) -> None:
 
 @click.command()
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None)
-@click.option("--socket", "socket_path", type=click.Path(path_type=Path), default=None,
-              help="Unix socket to serve on [default: DATA_DIR/agent.sock].")
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Unix socket to serve on [default: DATA_DIR/agent.sock].",
+)
 @click.option("--listen", default=None, help="host:port to serve on instead of a unix socket.")
 def agent(data_dir: Path | None, socket_path: Path | None, listen: str | None) -> None:
     """Run the host agent (normally started by qbox up)."""
@@ -141,6 +151,11 @@ def agent(data_dir: Path | None, socket_path: Path | None, listen: str | None) -
 
     data_dir = (data_dir or default_data_dir()).resolve()
     secret = ensure_agent_secret(data_dir)
-    run_agent(AgentSettings(data_dir=data_dir, secret=secret,
-                            socket_path=None if listen else (socket_path or data_dir / "agent.sock"),
-                            listen=listen))
+    run_agent(
+        AgentSettings(
+            data_dir=data_dir,
+            secret=secret,
+            socket_path=None if listen else (socket_path or data_dir / "agent.sock"),
+            listen=listen,
+        )
+    )

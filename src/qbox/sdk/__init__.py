@@ -1,0 +1,122 @@
+"""qbox Python SDK: sandboxes you can create, run commands in and throw away.
+
+    from qbox import Sandbox
+
+    with Sandbox.create("python") as sb:
+        print(sb.commands.run("python3 -c 'print(6 * 7)'").stdout)
+
+``Sandbox`` blocks; ``AsyncSandbox`` has the same methods, awaited. Every
+error is a ``QboxError`` (``qbox.core.errors``), mapped from the server's
+error code.
+"""
+
+from __future__ import annotations
+
+from qbox.core.errors import (
+    AuthenticationError,
+    CodeInterpreterDisabledError,
+    CommandExitError,
+    CommandTimeoutError,
+    ConflictError,
+    ConnectionFailedError,
+    ContextNotFoundError,
+    FeatureDisabledError,
+    HostNoCapacityError,
+    HostUnavailableError,
+    InsufficientStorageError,
+    InternalError,
+    InvalidArgumentError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    ProcessNotFoundError,
+    QboxError,
+    RateLimitedError,
+    RequestTimeoutError,
+    SandboxNotActiveError,
+    SandboxNotFoundError,
+    SandboxSpawnError,
+    SandboxSpawnTimeoutError,
+    SshDisabledError,
+    TemplateNotFoundError,
+    TemplateNotReadyError,
+    TransportError,
+    UnavailableError,
+    ValidationError,
+)
+from qbox.core.states import SandboxState
+from qbox.sdk._async_commands import AsyncCommandHandle, AsyncCommands
+from qbox.sdk._async_sandbox import AsyncSandbox
+from qbox.sdk._commands import CommandHandle, Commands
+from qbox.sdk._config import ConnectionConfig
+from qbox.sdk._models import (
+    CommandLogs,
+    CommandOutput,
+    CommandResult,
+    CommandStatus,
+    ExecResult,
+    Identity,
+    LogEntry,
+    ProcessInfo,
+    SandboxInfo,
+    ServiceInfo,
+    SystemInfo,
+)
+from qbox.sdk._sandbox import Sandbox
+from qbox.sdk._system import AsyncSystem, System
+
+__all__ = [
+    "AsyncCommandHandle",
+    "AsyncCommands",
+    "AsyncSandbox",
+    "AsyncSystem",
+    "AuthenticationError",
+    "CodeInterpreterDisabledError",
+    "CommandExitError",
+    "CommandHandle",
+    "CommandLogs",
+    "CommandOutput",
+    "CommandResult",
+    "CommandStatus",
+    "CommandTimeoutError",
+    "Commands",
+    "ConflictError",
+    "ConnectionConfig",
+    "ConnectionFailedError",
+    "ContextNotFoundError",
+    "ExecResult",
+    "FeatureDisabledError",
+    "HostNoCapacityError",
+    "HostUnavailableError",
+    "Identity",
+    "InsufficientStorageError",
+    "InternalError",
+    "InvalidArgumentError",
+    "LogEntry",
+    "MethodNotAllowedError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "ProcessInfo",
+    "ProcessNotFoundError",
+    "QboxError",
+    "RateLimitedError",
+    "RequestTimeoutError",
+    "Sandbox",
+    "SandboxInfo",
+    "SandboxNotActiveError",
+    "SandboxNotFoundError",
+    "SandboxSpawnError",
+    "SandboxSpawnTimeoutError",
+    "SandboxState",
+    "ServiceInfo",
+    "SshDisabledError",
+    "System",
+    "SystemInfo",
+    "TemplateNotFoundError",
+    "TemplateNotReadyError",
+    "TransportError",
+    "UnavailableError",
+    "ValidationError",
+]

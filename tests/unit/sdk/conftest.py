@@ -12,6 +12,5 @@ def server() -> FakeServer:
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("QBOX_API_KEY", "QBOX_BASE_URL", "TOKEN", "QBOX", "QBOX_REQUEST_TIMEOUT",
-                 "QBOX_MAX_RETRIES"):
+    for name in ("QBOX_API_KEY", "QBOX_BASE_URL", "TOKEN", "QBOX", "QBOX_REQUEST_TIMEOUT", "QBOX_MAX_RETRIES"):
         monkeypatch.delenv(name, raising=False)

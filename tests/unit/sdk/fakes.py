@@ -56,6 +56,7 @@ class Seen:
     params: dict[str, str]
     headers: httpx.Headers
     body: Any
+    timeout: dict[str, float | None]
 
     @property
     def target(self) -> str:
@@ -76,7 +77,14 @@ class FakeServer:
     def handle(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content) if request.content else None
         self.seen.append(
-            Seen(request.method, request.url.path, dict(request.url.params), request.headers, body)
+            Seen(
+                request.method,
+                request.url.path,
+                dict(request.url.params),
+                request.headers,
+                body,
+                dict(request.extensions.get("timeout", {})),
+            )
         )
         queue = self.routes.get((request.method, request.url.path))
         if not queue:

@@ -1,0 +1,251 @@
+"""``qbox sandboxes`` (alias ``sb``): create, list, inspect and end sandboxes; run commands."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from qbox.cli import output
+from qbox.cli.context import CliState, json_option, pass_state
+from qbox.cli.exit_codes import ExitCode, exit_code_for
+from qbox.core.errors import QboxError, SandboxNotFoundError
+from qbox.sdk import Sandbox, SandboxInfo
+
+CREATE_WAIT_SECONDS = 120
+SANDBOX_COLUMNS = ("ID", "NAME", "TEMPLATE", "STATUS", "CREATED")
+
+
+def parse_pairs(values: Sequence[str], option: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {value!r}", param_hint=option)
+        pairs[key] = val
+    return pairs
+
+
+def resolve_sandbox(state: CliState, arg: str) -> str:
+    """A sandbox id: ``sb_…`` as given, anything else looked up by its ``name`` label."""
+    if arg.startswith("sb_"):
+        return arg
+    matches = [s for s in Sandbox.list(config=state.config()) if s.labels.get("name") == arg]
+    if not matches:
+        raise SandboxNotFoundError(f"no sandbox named {arg!r}", details={"name": arg})
+    if len(matches) > 1:
+        ids = ", ".join(s.id for s in matches)
+        raise click.UsageError(f"{len(matches)} sandboxes are named {arg!r} ({ids}); use an id")
+    return matches[0].id
+
+
+def _row(info: SandboxInfo) -> list[Any]:
+    return [info.id, info.name, info.template_id, info.status, info.created_at]
+
+
+def _fields(info: SandboxInfo) -> list[tuple[str, Any]]:
+    return [
+        ("ID", info.id),
+        ("Name", info.name),
+        ("Template", info.template_id),
+        ("Status", info.status),
+        ("End reason", info.end_reason),
+        ("Host", info.host_id),
+        ("vCPUs", info.vcpus),
+        ("Memory (MiB)", info.memory_mb),
+        ("Timeout (s)", info.timeout_seconds or "none"),
+        ("Internet", info.allow_internet_access),
+        ("Services", [s.name for s in info.services]),
+        ("Labels", info.labels),
+        ("Created", info.created_at),
+        ("Booted", info.booted_at),
+        ("Ended", info.ended_at),
+    ]
+
+
+def _show(state: CliState, info: SandboxInfo) -> None:
+    if state.json:
+        state.emit_json(info.raw)
+    else:
+        state.emit_fields(_fields(info))
+
+
+@click.group("sandboxes")
+def sandboxes() -> None:
+    """Create, list, inspect and end sandboxes; run commands in them."""
+
+
+@sandboxes.command("create")
+@click.argument("template")
+@click.option("--name", help="Set the name label (usable instead of the id).")
+@click.option("--timeout", type=int, default=300, show_default=True, help="Auto-kill after N s (0: never).")
+@click.option("-m", "--metadata", multiple=True, metavar="K=V", help="Add a label.")
+@click.option("-e", "--env", "envs", multiple=True, metavar="K=V", help="Set an env variable.")
+@click.option("--cpu", type=int, help="vCPUs (default: the template's).")
+@click.option("--memory", type=int, help="Memory in MiB (default: the template's).")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until running.")
+@json_option
+@pass_state
+def create(
+    state: CliState,
+    template: str,
+    name: str | None,
+    timeout: int,
+    metadata: tuple[str, ...],
+    envs: tuple[str, ...],
+    cpu: int | None,
+    memory: int | None,
+    wait: bool,
+) -> None:
+    """Spawn a sandbox from TEMPLATE (a name or tpl_ id); print its id."""
+    labels = parse_pairs(metadata, "--metadata")
+    if name:
+        labels["name"] = name
+    sandbox = Sandbox.create(
+        template,
+        timeout=timeout,
+        metadata=labels or None,
+        envs=parse_pairs(envs, "--env") or None,
+        vcpus=cpu,
+        memory_mb=memory,
+        wait_timeout=CREATE_WAIT_SECONDS if wait else None,
+        config=state.config(),
+    )
+    sandbox.close()
+    if state.explicit_format is None:
+        state.env.out(sandbox.id)
+    else:
+        _show(state, sandbox.info)
+
+
+@sandboxes.command("list")
+@click.option("--state", "status", metavar="STATE", help="Only this state (default: running).")
+@click.option("--template", help="Only this template (name or tpl_ id).")
+@click.option("--limit", type=int, help="At most N sandboxes.")
+@click.option("-a", "--all", "show_all", is_flag=True, help="Every state, ended ones too.")
+@json_option
+@pass_state
+def list_(state: CliState, status: str | None, template: str | None, limit: int | None, show_all: bool) -> None:
+    """List sandboxes (running ones unless --all or --state)."""
+    if status is None and not show_all:
+        status = "running"
+    found = Sandbox.list(status, template, limit, config=state.config())
+    if state.json:
+        state.emit_json([s.raw for s in found])
+    else:
+        state.emit_table(SANDBOX_COLUMNS, [_row(s) for s in found])
+
+
+@sandboxes.command("get")
+@click.argument("sandbox")
+@json_option
+@pass_state
+def get(state: CliState, sandbox: str) -> None:
+    """Show one sandbox."""
+    _show(state, Sandbox.get_info(resolve_sandbox(state, sandbox), config=state.config()))
+
+
+def _confirmed(state: CliState, targets: Sequence[str], yes: bool) -> bool:
+    if yes or state.env.environ.get("QBOX_ASSUME_YES") == "1":
+        return True
+    if not state.env.stdin_is_tty():
+        return False
+    label = targets[0] if len(targets) == 1 else f"{len(targets)} sandboxes ({', '.join(targets)})"
+    return state.env.confirm(f"Kill {label}?")
+
+
+@sandboxes.command("kill")
+@click.argument("targets", nargs=-1, required=True, metavar="SANDBOX...")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@pass_state
+@click.pass_context
+def kill(ctx: click.Context, state: CliState, targets: tuple[str, ...], yes: bool) -> None:
+    """End sandboxes (asks first unless -y or QBOX_ASSUME_YES=1)."""
+    if not _confirmed(state, targets, yes):
+        declined = QboxError("not confirmed; nothing killed (pass -y to skip)", code="declined")
+        ctx.exit(state.report_error(declined))
+    results: list[dict[str, Any]] = []
+    first_failure = ExitCode.OK
+    for target in targets:
+        try:
+            sandbox_id = resolve_sandbox(state, target)
+            killed = Sandbox.kill_by_id(sandbox_id, config=state.config())
+        except QboxError as error:
+            code = exit_code_for(error)
+            first_failure = first_failure or code
+            results.append({"sandbox": target, **output.error_object(error, code)})
+            if not state.json:
+                state.env.err(f"{target}: {output.error_line(error)}")
+            continue
+        results.append({"sandbox": target, "id": sandbox_id, "killed": killed})
+        if not state.json:
+            state.env.out(f"killed {sandbox_id}" if killed else f"{sandbox_id} had already ended")
+    if state.json:
+        state.emit_json(results)
+    ctx.exit(first_failure)
+
+
+@sandboxes.command("logs")
+@click.argument("sandbox")
+@click.option("--tail", type=int, default=50, show_default=True, help="The last N entries.")
+@json_option
+@pass_state
+def logs(state: CliState, sandbox: str, tail: int) -> None:
+    """Show a sandbox's lifecycle events and start-command output."""
+    entries = Sandbox.logs(resolve_sandbox(state, sandbox), tail=tail, config=state.config())
+    if state.json:
+        state.emit_json([e.raw for e in entries])
+        return
+    for entry in entries:
+        when = output.cell(entry.time) if entry.time else str(entry.raw.get("time", ""))[:19]
+        state.env.out(f"{when}  {entry.level:<5} {entry.component:<16} {entry.message}")
+
+
+@sandboxes.command("exec")
+@click.argument("sandbox")
+@click.argument("argv", nargs=-1, required=True, metavar="-- CMD [ARGS]...")
+@click.option("-C", "--cwd", help="Working directory.")
+@click.option("-e", "--env", "envs", multiple=True, metavar="K=V", help="Set an env variable.")
+@click.option("--user", help="Run as this user.")
+@click.option("--timeout", type=float, default=60, show_default=True, help="Kill after N s.")
+@json_option
+@pass_state
+@click.pass_context
+def exec_(
+    ctx: click.Context,
+    state: CliState,
+    sandbox: str,
+    argv: tuple[str, ...],
+    cwd: str | None,
+    envs: tuple[str, ...],
+    user: str | None,
+    timeout: float,
+) -> None:
+    """Run CMD in a sandbox; exit with its exit code.
+
+    Its stdout and stderr stream to ours (with --json: one JSON object at the end).
+    """
+    env_vars = parse_pairs(envs, "--env") or None
+    sb = Sandbox.connect(resolve_sandbox(state, sandbox), config=state.config())
+    try:
+        if state.explicit_format == "json":
+            result = sb.commands.run_argv(
+                argv, cwd=cwd, envs=env_vars, user=user, timeout=timeout, raise_on_error=False
+            )
+            state.emit_json({"exitCode": result.exit_code, "stdout": result.stdout, "stderr": result.stderr})
+        else:
+            result = sb.commands.run_argv(
+                argv,
+                cwd=cwd,
+                envs=env_vars,
+                user=user,
+                timeout=timeout,
+                raise_on_error=False,
+                on_stdout=lambda text: state.env.out(text, nl=False),
+                on_stderr=lambda text: state.env.err(text, nl=False),
+            )
+    finally:
+        sb.close()
+    ctx.exit(result.exit_code)

@@ -1,0 +1,235 @@
+"""``AsyncSandbox``: the surface of ``Sandbox``, awaited, on the same operations."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Self
+
+from qbox.core.errors import NotFoundError, QboxError
+from qbox.sdk import _sandbox_ops as ops
+from qbox.sdk._async_commands import AsyncCommands
+from qbox.sdk._config import ConnectionConfig
+from qbox.sdk._hybrid import class_or_instance
+from qbox.sdk._models import ExecResult, LogEntry, SandboxInfo
+from qbox.sdk._transport import AsyncConnection
+
+
+class AsyncSandbox:
+    """A running sandbox: ``await AsyncSandbox.create()`` or ``await AsyncSandbox.connect(id)``.
+
+    As an async context manager it kills the sandbox on exit.
+    """
+
+    def __init__(self, info: SandboxInfo, connection: AsyncConnection) -> None:
+        self._info = info
+        self._conn = connection
+        self.commands = AsyncCommands(connection, info.id)
+
+    @property
+    def id(self) -> str:
+        return self._info.id
+
+    @property
+    def sandbox_id(self) -> str:
+        return self._info.id
+
+    @property
+    def info(self) -> SandboxInfo:
+        """The sandbox as last seen (``get_info()`` refreshes it)."""
+        return self._info
+
+    @classmethod
+    async def create(
+        cls,
+        template: str = "python",
+        *,
+        timeout: int | None = 300,
+        metadata: Mapping[str, str] | None = None,
+        envs: Mapping[str, str] | None = None,
+        vcpus: int | None = None,
+        memory_mb: int | None = None,
+        wait_timeout: float | None = 120,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> AsyncSandbox:
+        """Spawn a sandbox from a template (name or ``tpl_…`` id) and wait until it runs.
+
+        ``timeout`` is the auto-kill window in seconds (0 disables it, ``None``
+        leaves the server default). ``wait_timeout=None`` returns at once.
+        Raises ``SandboxSpawnError`` if it ends instead of starting and
+        ``SandboxSpawnTimeoutError`` if it is still starting after the wait.
+        """
+        conn = AsyncConnection.open(config, api_key, base_url, request_timeout)
+        try:
+            info = await conn.run(
+                ops.create(
+                    conn.api,
+                    template=template,
+                    timeout=timeout,
+                    metadata=metadata,
+                    envs=envs,
+                    vcpus=vcpus,
+                    memory_mb=memory_mb,
+                    wait_timeout=wait_timeout,
+                )
+            )
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(info, conn)
+
+    @classmethod
+    async def connect(
+        cls,
+        sandbox_id: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> AsyncSandbox:
+        """Attach to a running sandbox (``SandboxNotActiveError`` if it is not running)."""
+        conn = AsyncConnection.open(config, api_key, base_url, request_timeout)
+        try:
+            info = await conn.run(ops.connect(conn.api, sandbox_id))
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(info, conn)
+
+    @classmethod
+    async def list(
+        cls,
+        status: str | None = None,
+        template_id: str | None = None,
+        limit: int | None = None,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> builtins.list[SandboxInfo]:
+        """Sandboxes in every state, or only ``status``; ``template_id`` may be a name."""
+        async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
+            return await conn.run(ops.list_sandboxes(conn.api, status=status, template_id=template_id, limit=limit))
+
+    @classmethod
+    async def kill_by_id(
+        cls,
+        sandbox_id: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> bool:
+        """End a sandbox; False if it had already ended."""
+        async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
+            return await conn.run(ops.kill(conn.api, sandbox_id))
+
+    async def _get_info_by_id(
+        cls,
+        sandbox_id: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> SandboxInfo:
+        async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
+            return await conn.run(ops.get_info(conn.api, sandbox_id))
+
+    async def _get_info(self) -> SandboxInfo:
+        """The sandbox's current state: ``sb.get_info()`` or ``AsyncSandbox.get_info(id)``."""
+        self._info = await self._conn.run(ops.get_info(self._conn.api, self.id))
+        return self._info
+
+    get_info = class_or_instance(_get_info_by_id, _get_info)
+
+    async def _logs_by_id(
+        cls,
+        sandbox_id: str,
+        *,
+        tail: int | None = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> builtins.list[LogEntry]:
+        async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
+            return await conn.run(ops.logs(conn.api, sandbox_id, tail))
+
+    async def _logs(self, *, tail: int | None = None) -> builtins.list[LogEntry]:
+        """Lifecycle events and start-command output, oldest first: ``sb.logs()`` or
+        ``AsyncSandbox.logs(id)`` (which also works for sandboxes that have ended)."""
+        return await self._conn.run(ops.logs(self._conn.api, self.id, tail))
+
+    logs = class_or_instance(_logs_by_id, _logs)
+
+    async def set_timeout(self, seconds: int) -> SandboxInfo:
+        """Auto-kill ``seconds`` from now (0 disables auto-kill)."""
+        self._info = await self._conn.run(ops.set_timeout(self._conn.api, self.id, seconds))
+        return self._info
+
+    async def kill(self) -> bool:
+        """End the sandbox; False if it had already ended."""
+        return await self._conn.run(ops.kill(self._conn.api, self.id))
+
+    async def exec(
+        self,
+        cmd: str,
+        args: Sequence[str] = (),
+        *,
+        cwd: str | None = None,
+        envs: Mapping[str, str] | None = None,
+        user: str | None = None,
+        stdin: str | None = None,
+        timeout: float | None = 60,
+    ) -> ExecResult:
+        """Run ``cmd args…`` (no shell) in one request and return its output and exit code.
+
+        Does not raise on a non-zero exit; see ``commands.run`` for that.
+        """
+        return await self._conn.run(
+            ops.exec_command(
+                self._conn.api,
+                self.id,
+                cmd=cmd,
+                args=args,
+                cwd=cwd,
+                envs=envs,
+                user=user,
+                stdin=stdin,
+                timeout=timeout,
+            )
+        )
+
+    async def close(self) -> None:
+        """Release the HTTP connection; the sandbox keeps running."""
+        await self._conn.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self.kill()
+        except NotFoundError:
+            pass
+        except QboxError:
+            if exc is None:  # never mask the error that ended the block
+                raise
+        finally:
+            await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncSandbox(id={self.id!r}, status={self._info.status!r})"

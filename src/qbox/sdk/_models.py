@@ -1,0 +1,302 @@
+"""What the SDK returns: frozen dataclasses parsed from the wire's camelCase JSON.
+
+Parsing is tolerant of missing optional fields and strict about shape: a
+body that is not what the API promises raises ``QboxError`` (code
+``bad_response``), never a ``KeyError``. Objects that mirror a server
+resource keep the server's JSON in ``raw`` (the CLI prints it for ``-o json``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, NamedTuple
+
+from qbox.core.errors import QboxError
+from qbox.core.states import TERMINAL_STATES, SandboxState
+from qbox.core.timefmt import from_wire
+
+
+def bad_response(message: str) -> QboxError:
+    return QboxError(f"unexpected response from the server: {message}", code="bad_response")
+
+
+def as_object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise bad_response(f"expected {what} to be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def as_list(value: Any, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise bad_response(f"expected {what} to be a JSON array, got {type(value).__name__}")
+    return value
+
+
+def _int(data: dict[str, Any], key: str, default: int = 0) -> int:
+    value = data.get(key)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise bad_response(f"{key} is not an integer: {value!r}") from None
+
+
+def _str(data: dict[str, Any], key: str, default: str = "") -> str:
+    value = data.get(key)
+    return default if value is None else str(value)
+
+
+def _opt_str(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return None if value is None else str(value)
+
+
+def _time(data: dict[str, Any], key: str) -> datetime | None:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return from_wire(value)
+    except ValueError:
+        return None
+
+
+def _str_map(data: dict[str, Any], key: str) -> dict[str, str]:
+    value = data.get(key)
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _required(data: dict[str, Any], key: str, what: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise bad_response(f"{what} without {key!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    name: str
+    type: str
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    id: str
+    template_id: str
+    status: str
+    vcpus: int = 0
+    memory_mb: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
+    timeout_seconds: int = 0
+    host_id: str | None = None
+    created_at: datetime | None = None
+    booted_at: datetime | None = None
+    ended_at: datetime | None = None
+    allow_internet_access: bool = True
+    end_reason: str | None = None
+    disk_size_mb: int | None = None
+    services: tuple[ServiceInfo, ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The sandbox's labels (E2B calls them metadata)."""
+        return self.labels
+
+    @property
+    def name(self) -> str | None:
+        return self.labels.get("name")
+
+    @property
+    def state(self) -> SandboxState | None:
+        """The status as a ``SandboxState``; ``None`` for a state this SDK does not know."""
+        try:
+            return SandboxState(self.status)
+        except ValueError:
+            return None
+
+    @property
+    def is_running(self) -> bool:
+        return self.status == SandboxState.RUNNING
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATES
+
+    @classmethod
+    def from_wire(cls, value: Any) -> SandboxInfo:
+        data = as_object(value, "a sandbox")
+        vm_value = data.get("vm")
+        vm: dict[str, Any] = vm_value if isinstance(vm_value, dict) else {}
+        services = tuple(
+            ServiceInfo(_str(s, "name"), _str(s, "type"), _str(s, "version"))
+            for s in as_list(data.get("services"), "services")
+            if isinstance(s, dict)
+        )
+        disk = data.get("diskSizeMb")
+        return cls(
+            id=_required(data, "id", "a sandbox"),
+            template_id=_str(data, "templateId"),
+            status=_required(data, "status", "a sandbox"),
+            vcpus=_int(vm, "vcpus"),
+            memory_mb=_int(vm, "memoryMb"),
+            labels=_str_map(data, "labels"),
+            timeout_seconds=_int(data, "timeoutSeconds"),
+            host_id=_opt_str(data, "hostId"),
+            created_at=_time(data, "createdAt"),
+            booted_at=_time(data, "bootedAt"),
+            ended_at=_time(data, "endedAt"),
+            allow_internet_access=bool(data.get("allowInternetAccess", True)),
+            end_reason=_opt_str(data, "endReason"),
+            disk_size_mb=None if disk is None else _int(data, "diskSizeMb"),
+            services=services,
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    time: datetime | None
+    level: str
+    component: str
+    message: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_wire(cls, value: Any) -> LogEntry:
+        data = as_object(value, "a log entry")
+        return cls(
+            time=_time(data, "time"),
+            level=_str(data, "level"),
+            component=_str(data, "component"),
+            message=_str(data, "message"),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """The answer of ``POST /exec``: the command ran to completion (or timed out) server-side."""
+
+    stdout: str
+    stderr: str
+    exit_code: int
+    timed_out: bool = False
+
+    @classmethod
+    def from_wire(cls, value: Any) -> ExecResult:
+        data = as_object(value, "an exec result")
+        return cls(
+            stdout=_str(data, "stdout"),
+            stderr=_str(data, "stderr"),
+            exit_code=_int(data, "exitCode"),
+            timed_out=bool(data.get("timedOut", False)),
+        )
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class CommandOutput:
+    """A chunk of a running command's output."""
+
+    stream: Literal["stdout", "stderr"]
+    text: str
+
+
+class CommandLogs(NamedTuple):
+    """A command's complete output so far."""
+
+    stdout: str
+    stderr: str
+
+    @classmethod
+    def from_wire(cls, value: Any) -> CommandLogs:
+        data = as_object(value or {}, "command logs")
+        return cls(_str(data, "stdout"), _str(data, "stderr"))
+
+
+@dataclass(frozen=True)
+class CommandStatus:
+    pid: int
+    alive: bool
+    exit_code: int
+    signal: int = 0
+
+    @classmethod
+    def from_wire(cls, value: Any, pid: int) -> CommandStatus:
+        data = as_object(value, "a command status")
+        alive = bool(data.get("alive"))
+        exit_code = _int(data, "exitCode")
+        signal = _int(data, "signal")
+        if not alive and exit_code == 0 and signal > 0:
+            exit_code = 128 + signal  # killed by a signal is not a success (shell convention)
+        return cls(pid=pid, alive=alive, exit_code=exit_code, signal=signal)
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    pid: int
+    command: list[str]
+    started_at: datetime | None
+    alive: bool
+    exit_code: int
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_wire(cls, value: Any) -> ProcessInfo:
+        data = as_object(value, "a process")
+        command = data.get("command")
+        return cls(
+            pid=_int(data, "pid"),
+            command=[str(c) for c in command] if isinstance(command, list) else [],
+            started_at=_time(data, "startedAt"),
+            alive=bool(data.get("alive")),
+            exit_code=_int(data, "exitCode"),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class SystemInfo:
+    version: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_wire(cls, value: Any) -> SystemInfo:
+        data = as_object(value, "system information")
+        return cls(version=_str(data, "version"), raw=data)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the API key belongs to (``GET /v1/auth/me``)."""
+
+    api_key_id: str
+    scopes: list[str]
+    id: str | None = None
+    email: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_wire(cls, value: Any) -> Identity:
+        data = as_object(value, "an identity")
+        return cls(
+            api_key_id=_str(data, "apiKeyId"),
+            scopes=[str(s) for s in as_list(data.get("scopes"), "scopes")],
+            id=_opt_str(data, "id"),
+            email=_opt_str(data, "email"),
+            raw=data,
+        )

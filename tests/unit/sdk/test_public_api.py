@@ -1,0 +1,91 @@
+"""The public surface: what ``import qbox`` offers, pinned, and what it must not drag in."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import qbox
+import qbox.sdk
+
+PUBLIC = [
+    "AsyncCommandHandle",
+    "AsyncCommands",
+    "AsyncSandbox",
+    "AsyncSystem",
+    "AuthenticationError",
+    "CodeInterpreterDisabledError",
+    "CommandExitError",
+    "CommandHandle",
+    "CommandLogs",
+    "CommandOutput",
+    "CommandResult",
+    "CommandStatus",
+    "CommandTimeoutError",
+    "Commands",
+    "ConflictError",
+    "ConnectionConfig",
+    "ConnectionFailedError",
+    "ContextNotFoundError",
+    "ExecResult",
+    "FeatureDisabledError",
+    "HostNoCapacityError",
+    "HostUnavailableError",
+    "Identity",
+    "InsufficientStorageError",
+    "InternalError",
+    "InvalidArgumentError",
+    "LogEntry",
+    "MethodNotAllowedError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "ProcessInfo",
+    "ProcessNotFoundError",
+    "QboxError",
+    "RateLimitedError",
+    "RequestTimeoutError",
+    "Sandbox",
+    "SandboxInfo",
+    "SandboxNotActiveError",
+    "SandboxNotFoundError",
+    "SandboxSpawnError",
+    "SandboxSpawnTimeoutError",
+    "SandboxState",
+    "ServiceInfo",
+    "SshDisabledError",
+    "System",
+    "SystemInfo",
+    "TemplateNotFoundError",
+    "TemplateNotReadyError",
+    "TransportError",
+    "UnavailableError",
+    "ValidationError",
+]
+
+
+def test_all_is_sorted_and_pinned() -> None:
+    assert qbox.sdk.__all__ == sorted(qbox.sdk.__all__) == PUBLIC
+    assert qbox.__all__ == sorted(qbox.__all__) == sorted([*PUBLIC, "__version__"])
+
+
+def test_every_name_resolves_to_the_same_object() -> None:
+    for name in PUBLIC:
+        assert getattr(qbox, name) is getattr(qbox.sdk, name)
+
+
+def test_errors_are_the_core_hierarchy() -> None:
+    from qbox.core import errors
+
+    assert qbox.QboxError is errors.QboxError
+    assert issubclass(qbox.SandboxNotFoundError, qbox.NotFoundError)
+
+
+def test_importing_qbox_and_the_cli_stays_light() -> None:
+    code = (
+        "import sys, qbox, qbox.cli.main;"
+        "heavy = {'fastapi', 'sqlalchemy', 'uvicorn', 'starlette', 'pydantic', 'alembic'};"
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
