@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from qbox._version import __version__
-from qbox.cli import auth, sandboxes, system
+from qbox.cli import auth, sandboxes, system, templates
 from qbox.cli.context import CliState
 from qbox.cli.environment import Environment
 from qbox.cli.group import QboxGroup
@@ -53,3 +53,4 @@ def main(
 main.add_command(sandboxes.sandboxes)
 main.add_command(system.system)
 main.add_command(auth.auth)
+main.add_command(templates.templates)

@@ -62,15 +62,18 @@ from qbox.sdk._models import (
     SandboxInfo,
     ServiceInfo,
     SystemInfo,
+    TemplateInfo,
 )
 from qbox.sdk._sandbox import Sandbox
 from qbox.sdk._system import AsyncSystem, System
+from qbox.sdk._templates import AsyncTemplates, Templates
 
 __all__ = [
     "AsyncCommandHandle",
     "AsyncCommands",
     "AsyncSandbox",
     "AsyncSystem",
+    "AsyncTemplates",
     "AuthenticationError",
     "CodeInterpreterDisabledError",
     "CommandExitError",
@@ -114,8 +117,10 @@ __all__ = [
     "SshDisabledError",
     "System",
     "SystemInfo",
+    "TemplateInfo",
     "TemplateNotFoundError",
     "TemplateNotReadyError",
+    "Templates",
     "TransportError",
     "UnavailableError",
     "ValidationError",

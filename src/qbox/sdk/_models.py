@@ -87,6 +87,55 @@ class ServiceInfo:
 
 
 @dataclass(frozen=True)
+class TemplateInfo:
+    id: str
+    name: str
+    status: str
+    image_ref: str = ""
+    image_digest: str = ""
+    size_bytes: int = 0
+    build_error: str | None = None
+    default_vcpus: int = 0
+    default_memory_mb: int = 0
+    enable_ssh: bool = False
+    tags: tuple[str, ...] = ()
+    services: tuple[ServiceInfo, ...] = ()
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def is_ready(self) -> bool:
+        return self.status == "ready"
+
+    @classmethod
+    def from_wire(cls, value: Any) -> TemplateInfo:
+        data = as_object(value, "a template")
+        services = tuple(
+            ServiceInfo(name=_str(s, "name"), type=_str(s, "type"), version=_str(s, "version"))
+            for s in as_list(data.get("services"), "template services")
+            if isinstance(s, dict)
+        )
+        return cls(
+            id=_required(data, "id", "a template"),
+            name=_str(data, "name"),
+            status=_str(data, "status"),
+            image_ref=_str(data, "imageRef"),
+            image_digest=_str(data, "imageDigest"),
+            size_bytes=_int(data, "sizeBytes"),
+            build_error=_opt_str(data, "buildError"),
+            default_vcpus=_int(data, "defaultVcpus"),
+            default_memory_mb=_int(data, "defaultMemoryMb"),
+            enable_ssh=bool(data.get("enableSsh", False)),
+            tags=tuple(str(t) for t in as_list(data.get("tags"), "template tags")),
+            services=services,
+            created_at=_time(data, "createdAt"),
+            updated_at=_time(data, "updatedAt"),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
 class SandboxInfo:
     id: str
     template_id: str

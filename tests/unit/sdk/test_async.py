@@ -12,6 +12,7 @@ from qbox import (
     AsyncCommands,
     AsyncSandbox,
     AsyncSystem,
+    AsyncTemplates,
     CommandHandle,
     CommandOutput,
     Commands,
@@ -19,6 +20,7 @@ from qbox import (
     Sandbox,
     SandboxNotActiveError,
     System,
+    Templates,
 )
 from qbox.sdk._hybrid import class_or_instance
 from tests.unit.sdk.fakes import FakeServer, error, reply, sandbox
@@ -28,6 +30,7 @@ PAIRS = [
     (Commands, AsyncCommands),
     (CommandHandle, AsyncCommandHandle),
     (System, AsyncSystem),
+    (Templates, AsyncTemplates),
 ]
 
 
