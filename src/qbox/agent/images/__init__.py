@@ -1,0 +1,37 @@
+"""OCI images on a host: the built-in base image and the content-addressed store.
+
+``ensure_base_image(cache_dir)`` builds (once per machine) the built-in
+template's image and returns a skopeo ref to it; ``ImageStore`` is what every
+template's image goes through on an agent; ``ensure_builtin_python`` does
+both for the ``python`` template. See docs/images.md for the operator's view.
+"""
+
+from qbox.agent.images.recipe import (
+    BUILTIN_TEMPLATE_NAME,
+    PYTHON_RECIPE,
+    Recipe,
+    SandboxUser,
+    base_image_ref,
+    ensure_base_image,
+    ensure_builtin_python,
+    machine_cache_dir,
+)
+from qbox.agent.images.runner import CommandResult, CommandRunner, SubprocessRunner
+from qbox.agent.images.store import ImageConfig, ImageInfo, ImageStore
+
+__all__ = [
+    "BUILTIN_TEMPLATE_NAME",
+    "PYTHON_RECIPE",
+    "CommandResult",
+    "CommandRunner",
+    "ImageConfig",
+    "ImageInfo",
+    "ImageStore",
+    "Recipe",
+    "SandboxUser",
+    "SubprocessRunner",
+    "base_image_ref",
+    "ensure_base_image",
+    "ensure_builtin_python",
+    "machine_cache_dir",
+]
