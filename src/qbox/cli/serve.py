@@ -7,6 +7,7 @@ installs never import FastAPI.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import secrets
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 
 import click
 import uvicorn
@@ -23,6 +25,22 @@ from qbox.server.services.bootstrap import write_secret_file
 from qbox.server.settings import ServerSettings, default_data_dir
 
 BUILTIN_PYTHON = "python"
+_PR_SET_PDEATHSIG = 1
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises the stopping signal after a graceful shutdown (a traceback on
+    every Ctrl-C); qbox has finished cleanly by then and exits 0 instead."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
+
+
+def _serve(app: object, host: str, port: int, log_level: str) -> None:
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level,  # type: ignore[arg-type]
+                            timeout_graceful_shutdown=5)
+    _Server(config).run()
 
 
 def _echo(line: str) -> None:
@@ -48,10 +66,20 @@ def _announce_admin(secret: str, key_file: str, base_url: str) -> None:
     click.echo("")
 
 
+def _die_with_parent() -> None:
+    # The agent must not outlive `qbox up`, even when it is SIGKILLed.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _start_agent(data_dir: Path, socket_path: Path) -> subprocess.Popen[bytes]:
     socket_path.unlink(missing_ok=True)
+    # Its own session: a Ctrl-C at the terminal reaches `qbox up` only, which
+    # then stops the agent itself, after the control plane has shut down.
     return subprocess.Popen(
         [sys.executable, "-m", "qbox", "agent", "--data-dir", str(data_dir), "--socket", str(socket_path)],
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
 
 
@@ -112,9 +140,7 @@ def up(host: str, port: int, data_dir: Path | None) -> None:
             on_admin_created=lambda secret, path: _announce_admin(secret, path, base_url),
         )
         _echo(f"control plane on {base_url}")
-        uvicorn.run(
-            create_app(settings, startup), host=host, port=port, log_level="warning", timeout_graceful_shutdown=5
-        )
+        _serve(create_app(settings, startup), host, port, "warning")
     finally:
         _echo("stopping the host agent")
         _stop(agent)
@@ -131,7 +157,7 @@ def server(host: str | None, port: int | None) -> None:
         settings.host = host
     if port:
         settings.port = port
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    _serve(create_app(settings), settings.host, settings.port, "info")
 
 
 @click.command()
