@@ -101,8 +101,8 @@ def kill_all_sandboxes(up: QboxUp) -> None:
 
 def scrub(data_dir: Path) -> None:
     """Remove every trace a qbox instance can leave on the host (for a failed test)."""
-    runtime_root = data_dir / "runtime"
     for runtime in ("crun", "runc"):
+        runtime_root = data_dir / "runtime" / runtime
         if not runtime_root.exists() or shutil.which(runtime) is None:
             continue
         listing = subprocess.run([runtime, "--root", str(runtime_root), "list", "--format", "json"],

@@ -33,8 +33,8 @@ def test_restart_finds_sandboxes_and_reconciles() -> None:
         assert "admin API key" in up.log()  # printed once, at first start
 
         # While qbox is down one sandbox dies.
-        runtime = shutil.which("crun") and "crun" or "runc"
-        subprocess.run([runtime, "--root", str(data_dir / "runtime"), "kill", lost["id"], "KILL"],
+        runtime = next(p.name for p in (data_dir / "runtime").iterdir() if p.name in ("crun", "runc"))
+        subprocess.run([runtime, "--root", str(data_dir / "runtime" / runtime), "kill", lost["id"], "KILL"],
                        check=True)
         time.sleep(0.3)
 

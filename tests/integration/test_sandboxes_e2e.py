@@ -74,7 +74,8 @@ def test_exec_timeout_is_reported_not_hung(api: httpx.Client, sandbox: dict) -> 
 
 
 def test_sandbox_is_isolated(api: httpx.Client, sandbox: dict) -> None:  # type: ignore[type-arg]
-    out = exec_(api, sandbox, "sh", "-c", "hostname; cat /proc/1/cmdline | tr '\\0' ' '; ls /proc | grep -c '^[0-9]'")
+    script = "hostname; tr '\\0' ' ' < /proc/1/cmdline; echo; ls /proc | grep -c '^[0-9]'"
+    out = exec_(api, sandbox, "sh", "-c", script)
     hostname, init, nprocs = out["stdout"].splitlines()
     assert hostname == sandbox["id"]
     assert "init" in init or "catatonit" in init

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from qbox.agent.processes import ProcessManager
+from qbox.agent.runtime.base import ProcessSpec
+from qbox.agent.runtime.fake import FakeRuntime
+from qbox.core.errors import ProcessNotFoundError, ValidationError
+
+ENV = {"PATH": "/usr/bin:/bin", "HOME": "/home/user"}
+
+
+def _spec(*argv: str) -> ProcessSpec:
+    return ProcessSpec(args=list(argv), env=dict(ENV), cwd="/", uid=1000, gid=1000)
+
+
+@pytest.fixture
+async def manager(tmp_path: Path) -> ProcessManager:
+    runtime = FakeRuntime()
+    (tmp_path / "rootfs").mkdir()
+    (tmp_path / "config.json").write_text(json.dumps({"root": {"path": str(tmp_path / "rootfs")}}))
+    await runtime.run("sb_test0001", tmp_path)
+    return ProcessManager(runtime, "sb_test0001", max_finished=3, output_cap_bytes=1024)
+
+
+async def _finished(manager: ProcessManager, pid: int, timeout: float = 5) -> None:
+    await asyncio.wait_for(manager.get(pid).finished.wait(), timeout)
+
+
+async def test_exit_code_and_streams(manager: ProcessManager) -> None:
+    result = await manager.run(_spec("sh", "-c", "echo out; echo err >&2; exit 3"))
+    assert (result.stdout, result.stderr, result.exit_code, result.timed_out) == (
+        "out\n", "err\n", 3, False)
+
+
+async def test_stdin_is_written_then_closed(manager: ProcessManager) -> None:
+    result = await manager.run(_spec("cat"), stdin="hello\nworld")
+    assert result.stdout == "hello\nworld"
+
+
+async def test_without_stdin_the_command_reads_eof(manager: ProcessManager) -> None:
+    result = await manager.run(_spec("cat"), timeout=5)
+    assert (result.stdout, result.exit_code, result.timed_out) == ("", 0, False)
+
+
+async def test_timeout_kills_and_reports(manager: ProcessManager) -> None:
+    started = time.monotonic()
+    result = await manager.run(_spec("sleep", "30"), timeout=0.3)
+    assert time.monotonic() - started < 5
+    assert result.timed_out and result.exit_code == 137 and result.signal == 9
+
+
+async def test_exec_keeps_no_record(manager: ProcessManager) -> None:
+    await manager.run(_spec("true"))
+    assert manager.list() == []
+
+
+async def test_background_command_status_logs_and_exit(manager: ProcessManager) -> None:
+    record = await manager.start(_spec("sh", "-c", "echo started; exec sleep 30"))
+    assert record.alive and manager.get(record.pid) is record
+    assert [r.pid for r in manager.list()] == [record.pid]
+    await asyncio.sleep(0.2)
+    assert record.stdout.text() == "started\n"
+    assert record.exit_code == 0 and record.signal == 0
+    manager.kill(record.pid, signal.SIGTERM)
+    await _finished(manager, record.pid)
+    assert not record.alive
+    assert (record.exit_code, record.signal) == (128 + 15, 15)
+    assert record.ended_at is not None
+    # An exited process stays queryable, and killing it again is fine.
+    assert manager.get(record.pid).exit_code == 143
+    manager.kill(record.pid, signal.SIGKILL)
+
+
+async def test_fast_process_is_queryable_after_exit(manager: ProcessManager) -> None:
+    record = await manager.start(_spec("sh", "-c", "echo quick; exit 7"))
+    await _finished(manager, record.pid)
+    assert manager.get(record.pid).exit_code == 7
+    assert manager.get(record.pid).stdout.text() == "quick\n"
+
+
+async def test_output_is_capped_with_a_marker(manager: ProcessManager) -> None:
+    result = await manager.run(_spec("sh", "-c", "head -c 5000 /dev/zero | tr '\\0' x"))
+    assert result.stdout.startswith("x" * 1024)
+    assert "output truncated" in result.stdout
+    assert result.exit_code == 0
+
+
+async def test_unknown_pid_and_bad_signal(manager: ProcessManager) -> None:
+    with pytest.raises(ProcessNotFoundError):
+        manager.get(999999)
+    record = await manager.start(_spec("true"))
+    with pytest.raises(ValidationError):
+        manager.kill(record.pid, 0)
+
+
+async def test_finished_records_are_bounded(manager: ProcessManager) -> None:
+    pids = []
+    for _ in range(5):
+        record = await manager.start(_spec("true"))
+        await _finished(manager, record.pid)
+        pids.append(record.pid)
+    assert [r.pid for r in manager.list()] == pids[-3:]
+    with pytest.raises(ProcessNotFoundError):
+        manager.get(pids[0])
+
+
+async def test_close_kills_running_commands(manager: ProcessManager) -> None:
+    record = await manager.start(_spec("sleep", "30"))
+    await manager.close()
+    assert record.handle is not None
+    await asyncio.wait_for(record.finished.wait(), 5)
