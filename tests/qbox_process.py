@@ -6,11 +6,13 @@ whatever containers, overlay mounts and cgroups are left under its data dir.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -99,8 +101,27 @@ def kill_all_sandboxes(up: QboxUp) -> None:
         pass
 
 
+def _sandbox_ids(data_dir: Path) -> list[str]:
+    db = data_dir / "qbox.db"
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as conn:
+        return [row[0] for row in conn.execute("SELECT id FROM sandboxes")]
+
+
+def leftover_cgroups(sandbox_ids: list[str]) -> list[Path]:
+    found = []
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        for sandbox_id in sandbox_ids:
+            path = hierarchy / "qbox" / sandbox_id
+            if path.is_dir():
+                found.append(path)
+    return found
+
+
 def scrub(data_dir: Path) -> None:
     """Remove every trace a qbox instance can leave on the host (for a failed test)."""
+    ids = _sandbox_ids(data_dir)
     for runtime in ("crun", "runc"):
         runtime_root = data_dir / "runtime" / runtime
         if not runtime_root.exists() or shutil.which(runtime) is None:
@@ -119,14 +140,36 @@ def scrub(data_dir: Path) -> None:
     for target in sorted((line.split()[1] for line in mounts if line.split()[1].startswith(prefix)),
                          key=len, reverse=True):
         subprocess.run(["umount", "-l", target], capture_output=True)
+    for cgroup in leftover_cgroups(ids):
+        procs = cgroup / "cgroup.procs"
+        for pid in procs.read_text().split() if procs.exists() else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            cgroup.rmdir()
+
+
+def leftovers(data_dir: Path) -> list[str]:
+    """What killed sandboxes left behind: overlay mounts, cgroups (with their processes)."""
+    found = [f"mount {line.split()[1]}" for line in Path("/proc/self/mounts").read_text().splitlines()
+             if line.split()[1].startswith(str(data_dir / "sandboxes"))]
+    found += [f"cgroup {path}" for path in leftover_cgroups(_sandbox_ids(data_dir))]
+    return found
 
 
 @contextmanager
-def running_qbox(data_dir: Path) -> Iterator[QboxUp]:
+def running_qbox(data_dir: Path, *, check_leaks: bool = True) -> Iterator[QboxUp]:
+    """A `qbox up` for the duration; afterwards every sandbox is killed through the API and
+    nothing may be left on the host (checked, then scrubbed regardless)."""
     up = start(data_dir)
+    leaked: list[str] = []
     try:
         yield up
     finally:
         kill_all_sandboxes(up)
         stop(up)
+        if check_leaks:
+            leaked = leftovers(data_dir)
         scrub(data_dir)
+    assert not leaked, f"killed sandboxes left behind: {leaked}"
+

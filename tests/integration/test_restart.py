@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.qbox_process import kill_all_sandboxes, scrub, start, stop
+from tests.qbox_process import kill_all_sandboxes, leftovers, scrub, start, stop
 
 pytestmark = pytest.mark.integration
 
@@ -56,5 +56,7 @@ def test_restart_finds_sandboxes_and_reconciles() -> None:
     finally:
         kill_all_sandboxes(up)
         stop(up)
+        leaked = leftovers(data_dir)
         scrub(data_dir)
         shutil.rmtree(base, ignore_errors=True)
+    assert leaked == []

@@ -116,7 +116,9 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 async def start_agent(data_dir: Path, rootfs: Path) -> tuple[FastAPI, AgentSettings]:
-    settings = AgentSettings(data_dir=data_dir, secret=SECRET)
+    # QBOX_AGENT_RUNTIME=runc runs the same tests on the fallback runtime.
+    settings = AgentSettings(data_dir=data_dir, secret=SECRET,
+                             runtime=os.environ.get("QBOX_AGENT_RUNTIME", "auto"))
     return create_app(settings, store=RootfsStore(rootfs)), settings  # type: ignore[arg-type]
 
 
