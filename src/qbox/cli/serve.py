@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import click
 import uvicorn
 
 from qbox.server.app import Startup, create_app
-from qbox.server.services.bootstrap import write_secret_file
+from qbox.agent.settings import AgentSettings, load_or_create_secret
 from qbox.server.settings import ServerSettings, default_data_dir
 
 BUILTIN_PYTHON = "python"
@@ -45,15 +44,6 @@ def _serve(app: object, host: str, port: int, log_level: str) -> None:
 
 def _echo(line: str) -> None:
     click.echo(f"qbox: {line}", err=True)
-
-
-def ensure_agent_secret(data_dir: Path) -> str:
-    path = data_dir / "agent-secret"
-    if path.exists():
-        return path.read_text().strip()
-    secret = secrets.token_urlsafe(32)
-    write_secret_file(path, secret + "\n")
-    return secret
 
 
 def _announce_admin(secret: str, key_file: str, base_url: str) -> None:
@@ -122,7 +112,7 @@ def up(host: str, port: int, data_dir: Path | None) -> None:
     data_dir = (data_dir or default_data_dir()).resolve()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     socket_path = data_dir / "agent.sock"
-    agent_secret = ensure_agent_secret(data_dir)
+    agent_secret = load_or_create_secret(data_dir)
     base_url = f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}"
 
     _echo(f"data dir {data_dir}")
@@ -173,15 +163,12 @@ def server(host: str | None, port: int | None) -> None:
 def agent(data_dir: Path | None, socket_path: Path | None, listen: str | None) -> None:
     """Run the host agent (normally started by qbox up)."""
     from qbox.agent.main import run_agent
-    from qbox.agent.settings import AgentSettings
 
     data_dir = (data_dir or default_data_dir()).resolve()
-    secret = ensure_agent_secret(data_dir)
-    run_agent(
-        AgentSettings(
-            data_dir=data_dir,
-            secret=secret,
-            socket_path=None if listen else (socket_path or data_dir / "agent.sock"),
-            listen=listen,
-        )
-    )
+    overrides: dict[str, object] = {"data_dir": data_dir, "secret": load_or_create_secret(data_dir)}
+    if listen:
+        overrides["listen"] = listen
+    elif socket_path:
+        overrides["socket_path"] = socket_path
+    # QBOX_AGENT_RUNTIME=crun|runc picks the runtime; the rest comes from the options.
+    run_agent(AgentSettings.from_env(**overrides))

@@ -32,9 +32,10 @@ async def test_namespace_pid_of_a_host_process_is_its_pid() -> None:
         proc.wait()
 
 
-def test_only_zombies_seen_twice_are_stale() -> None:
-    assert stale_zombies({1, 2}, {2, 3}) == {2}
-    assert stale_zombies(set(), {2, 3}) == set()
+def test_only_zombies_that_stayed_for_the_settle_time_are_stale() -> None:
+    first_seen = {1: 10.0, 2: 10.0, 3: 11.5}
+    assert stale_zombies(first_seen, {2, 3, 4}, now=12.0, settle=2.0) == {2}
+    assert stale_zombies({}, {2, 3}, now=12.0, settle=2.0) == set()
 
 
 def _wait_zombie(pid: int) -> None:
@@ -46,12 +47,13 @@ def _wait_zombie(pid: int) -> None:
     raise AssertionError(f"{pid} never exited")
 
 
-def test_orphan_reaper_reaps_only_zombies_seen_twice() -> None:
+def test_orphan_reaper_reaps_only_zombies_that_stayed() -> None:
     proc = subprocess.Popen(["true"])
     _wait_zombie(proc.pid)
-    reaper = OrphanReaper()
-    assert proc.pid not in reaper.sweep()  # first sighting: maybe someone is about to wait
-    assert proc.pid in reaper.sweep()
+    reaper = OrphanReaper(settle=2.0)
+    assert proc.pid not in reaper.sweep(now=100.0)  # first sighting: maybe someone will wait
+    assert proc.pid not in reaper.sweep(now=100.5)  # back to back is not enough
+    assert proc.pid in reaper.sweep(now=102.0)
     assert not os.path.exists(f"/proc/{proc.pid}")
 
 
@@ -60,6 +62,6 @@ async def test_orphan_reaper_leaves_watched_children_alone() -> None:
     _wait_zombie(proc.pid)
     child = AdoptedChild(proc.pid)
     reaper = OrphanReaper()
-    reaper.sweep()
-    assert reaper.sweep() == set()
+    reaper.sweep(now=100.0)
+    assert reaper.sweep(now=200.0) == set()
     assert await asyncio.wait_for(child.wait(), 5) == ExitStatus(0)

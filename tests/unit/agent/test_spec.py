@@ -33,7 +33,7 @@ def test_devices_are_denied_but_the_usual_nodes() -> None:
 
 def test_namespaces_include_a_new_empty_network_namespace() -> None:
     namespaces = _config()["linux"]["namespaces"]
-    assert {n["type"] for n in namespaces} == {"pid", "mount", "uts", "ipc", "network"}
+    assert {n["type"] for n in namespaces} == {"pid", "mount", "uts", "ipc", "cgroup", "network"}
     assert all("path" not in n for n in namespaces)
     assert not any(n["type"] == "user" for n in namespaces)
 

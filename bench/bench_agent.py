@@ -1,6 +1,6 @@
 """Spawn and exec latency through the agent's whole HTTP API, on a real unix socket.
 
-    sudo .venv/bin/python -m tests.integration.agent.bench_agent [OCI_REF]
+    .venv/bin/python bench/bench_agent.py [OCI_REF]    (as root)
 
 Starts ``qbox agent`` (run_agent) in a subprocess on a scratch data dir,
 imports the image, then times POST /sandboxes and POST /exec ``true``.
@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qbox.core.ids import new_sandbox_id
 from tests.integration.agent.conftest import force_cleanup

@@ -1,0 +1,223 @@
+"""The host agent's internal API (docs/agent-protocol.md): thin handlers over the managers.
+
+``create_app`` builds nothing at import time. The lifespan prepares the host
+(once per start), picks the runtime, and loads the sandboxes an earlier agent
+left; tests pass a fake runtime and a fake image store instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from qbox._version import __version__
+from qbox.agent.hostprep import prepare_host
+from qbox.agent.images.store import ImageStore
+from qbox.agent.models import ExecRequest, ExecSpec, ImageImport, SandboxSpec
+from qbox.agent.processes import ProcessRecord
+from qbox.agent.rootfs import SandboxFilesystem
+from qbox.agent.runtime.base import RuntimeDriver
+from qbox.agent.runtime.factory import create_runtime, filesystem_for
+from qbox.agent.sandbox import Sandbox, SandboxParams
+from qbox.agent.sandboxes import SandboxManager
+from qbox.agent.settings import AgentSettings, load_or_create_secret
+from qbox.core.asgi import install_error_handlers
+from qbox.core.errors import AuthenticationError
+from qbox.core.timefmt import to_wire
+
+log = logging.getLogger("qbox.agent")
+
+PREFIX = "/internal/v1"
+
+
+class ImageInfoLike(Protocol):
+    @property
+    def digest(self) -> str: ...
+
+    @property
+    def size_bytes(self) -> int: ...
+
+
+class ImageStoreLike(Protocol):
+    """What the API needs of ``qbox.agent.images.ImageStore``."""
+
+    async def import_image(self, ref: str, name: str) -> ImageInfoLike: ...
+
+    def has(self, digest: str) -> bool: ...
+
+    def info(self, digest: str) -> ImageInfoLike: ...
+
+    def rootfs_path(self, digest: str) -> Path: ...
+
+
+@dataclass
+class AgentState:
+    settings: AgentSettings
+    runtime: RuntimeDriver
+    images: ImageStoreLike
+    sandboxes: SandboxManager
+
+
+def _agent(request: Request) -> AgentState:
+    state: AgentState = request.app.state.agent
+    return state
+
+
+# --- wire shapes -------------------------------------------------------------
+
+def sandbox_json(sandbox: Sandbox) -> dict[str, Any]:
+    body: dict[str, Any] = {"id": sandbox.id, "status": sandbox.status.value}
+    if sandbox.exit_reason and sandbox.status.value == "stopped":
+        body["exitReason"] = sandbox.exit_reason
+    return body
+
+
+def command_json(record: ProcessRecord) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "pid": record.pid, "command": record.command, "startedAt": to_wire(record.started_at),
+        "alive": record.alive, "exitCode": record.exit_code, "signal": record.signal,
+    }
+    if record.ended_at is not None:
+        body["endedAt"] = to_wire(record.ended_at)
+    return body
+
+
+# --- routes ------------------------------------------------------------------
+
+def _routes() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/health")
+    async def health(request: Request) -> dict[str, Any]:
+        agent = _agent(request)
+        return {"version": __version__, "runtime": agent.runtime.name,
+                "sandboxes": len(agent.sandboxes)}
+
+    @router.post("/images")
+    async def import_image(body: ImageImport, request: Request) -> dict[str, Any]:
+        info = await _agent(request).images.import_image(body.ref, body.name)
+        return {"digest": info.digest, "sizeBytes": info.size_bytes}
+
+    @router.get("/images/{digest}")
+    async def get_image(digest: str, request: Request) -> dict[str, Any]:
+        images = _agent(request).images
+        info = images.info(digest)
+        return {"digest": info.digest, "sizeBytes": info.size_bytes,
+                "unpacked": images.has(digest)}
+
+    @router.post("/sandboxes", status_code=201)
+    async def create_sandbox(body: SandboxSpec, request: Request) -> dict[str, Any]:
+        sandbox = await _agent(request).sandboxes.create(SandboxParams(
+            id=body.id, image_digest=body.image_digest, envs=body.envs, vcpus=body.vcpus,
+            memory_mb=body.memory_mb, hostname=body.hostname))
+        return {"id": sandbox.id, "status": sandbox.status.value,
+                "bootedAt": to_wire(sandbox.booted_at)}
+
+    @router.get("/sandboxes")
+    async def list_sandboxes(request: Request) -> list[dict[str, Any]]:
+        return [sandbox_json(s) for s in _agent(request).sandboxes]
+
+    @router.get("/sandboxes/{sandbox_id}")
+    async def get_sandbox(sandbox_id: str, request: Request) -> dict[str, Any]:
+        return sandbox_json(_agent(request).sandboxes.get(sandbox_id))
+
+    @router.delete("/sandboxes/{sandbox_id}", status_code=204)
+    async def delete_sandbox(sandbox_id: str, request: Request) -> Response:
+        await _agent(request).sandboxes.delete(sandbox_id)
+        return Response(status_code=204)
+
+    @router.post("/sandboxes/{sandbox_id}/exec")
+    async def exec_command(sandbox_id: str, body: ExecRequest,
+                           request: Request) -> dict[str, Any]:
+        result = await _agent(request).sandboxes.exec(
+            sandbox_id, body.argv, env=body.env, cwd=body.cwd, user=body.user,
+            stdin=body.stdin, timeout=body.timeout_seconds)
+        return {"stdout": result.stdout, "stderr": result.stderr,
+                "exitCode": result.exit_code, "timedOut": result.timed_out}
+
+    @router.post("/sandboxes/{sandbox_id}/commands")
+    async def start_command(sandbox_id: str, body: ExecSpec,
+                            request: Request) -> dict[str, Any]:
+        record = await _agent(request).sandboxes.start_command(
+            sandbox_id, body.argv, env=body.env, cwd=body.cwd, user=body.user)
+        return {"pid": record.pid, "startedAt": to_wire(record.started_at)}
+
+    @router.get("/sandboxes/{sandbox_id}/commands")
+    async def list_commands(sandbox_id: str, request: Request) -> list[dict[str, Any]]:
+        return [command_json(r) for r in _agent(request).sandboxes.processes(sandbox_id).list()]
+
+    @router.get("/sandboxes/{sandbox_id}/commands/{pid}")
+    async def command_status(sandbox_id: str, pid: int, request: Request) -> dict[str, Any]:
+        return command_json(_agent(request).sandboxes.processes(sandbox_id).get(pid))
+
+    @router.get("/sandboxes/{sandbox_id}/commands/{pid}/logs")
+    async def command_logs(sandbox_id: str, pid: int, request: Request) -> dict[str, Any]:
+        record = _agent(request).sandboxes.processes(sandbox_id).get(pid)
+        return {"stdout": record.stdout.text(), "stderr": record.stderr.text()}
+
+    @router.delete("/sandboxes/{sandbox_id}/commands/{pid}", status_code=204)
+    async def kill_command(sandbox_id: str, pid: int, request: Request,
+                           signal: int = Query(15)) -> Response:
+        _agent(request).sandboxes.processes(sandbox_id).kill(pid, signal)
+        return Response(status_code=204)
+
+    return router
+
+
+def _bearer_check(secret: str) -> Callable[[Request], Awaitable[None]]:
+    expected = secret.encode()
+
+    async def require_secret(request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
+                                                                 expected):
+            raise AuthenticationError("missing or wrong host secret")
+
+    return require_secret
+
+
+def create_app(settings: AgentSettings, runtime: RuntimeDriver | None = None,
+               store: ImageStoreLike | None = None,
+               filesystem: SandboxFilesystem | None = None) -> FastAPI:
+    """The agent's ASGI app. ``runtime``/``store``/``filesystem`` replace the real ones (tests)."""
+    secret = settings.secret or load_or_create_secret(settings.data_dir)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        driver = runtime
+        if driver is None:
+            if settings.prepare_host and settings.runtime != "fake":
+                report = await asyncio.to_thread(prepare_host)
+                for problem in report.problems:
+                    log.warning("host preparation: %s", problem)
+            driver = await create_runtime(settings)
+        images: ImageStoreLike = store or ImageStore(settings.images_dir)
+        manager = SandboxManager(settings, driver, images, filesystem or filesystem_for(driver))
+        await manager.load()
+        app.state.agent = AgentState(settings, driver, images, manager)
+        try:
+            yield
+        finally:
+            # Watchers first: a closing runtime ends their waits, which must
+            # not be mistaken for sandboxes stopping.
+            await manager.close()
+            if runtime is None:
+                await driver.close()
+
+    app = FastAPI(title="qbox agent", version=__version__, lifespan=lifespan,
+                  openapi_url=None, docs_url=None, redoc_url=None,
+                  default_response_class=JSONResponse)
+    install_error_handlers(app)
+    app.include_router(_routes(), prefix=PREFIX, dependencies=[Depends(_bearer_check(secret))])
+    return app

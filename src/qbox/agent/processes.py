@@ -1,0 +1,216 @@
+"""The commands of one sandbox: started, watched, queried, signalled.
+
+``/commands`` (start, then poll status and cumulative logs) and ``/exec``
+(start, wait, answer) share this manager. Records outlive their process —
+clients poll status until ``alive`` is false and only then read the logs —
+and are dropped oldest first beyond a count and an output budget, so memory
+stays bounded however many commands a sandbox runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal as signals
+from collections import OrderedDict
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from qbox.agent.output import DEFAULT_CAP_BYTES, OutputBuffer
+from qbox.agent.runtime.base import ExitStatus, ProcessHandle, ProcessSpec, RuntimeDriver
+from qbox.core.errors import ProcessNotFoundError, ValidationError
+from qbox.core.timefmt import utcnow
+
+log = logging.getLogger("qbox.agent.processes")
+
+# After a command exits, how long its output may take to drain. A background
+# child that inherited stdout keeps the pipe open; we do not wait for it.
+DRAIN_GRACE_SECONDS = 0.2
+DEFAULT_EXEC_TIMEOUT_SECONDS = 3600.0
+_READ_CHUNK = 64 * 1024
+
+
+@dataclass
+class ProcessRecord:
+    pid: int
+    command: list[str]
+    started_at: datetime
+    stdout: OutputBuffer
+    stderr: OutputBuffer
+    handle: ProcessHandle
+    exit: ExitStatus | None = None
+    ended_at: datetime | None = None
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    # An /exec's process: nobody can ask for its pid later, so no record is kept.
+    ephemeral: bool = False
+
+    @property
+    def alive(self) -> bool:
+        return self.exit is None
+
+    @property
+    def exit_code(self) -> int:
+        return self.exit.exit_code if self.exit else 0
+
+    @property
+    def signal(self) -> int:
+        return self.exit.signal if self.exit else 0
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    stdout: str
+    stderr: str
+    exit_code: int
+    signal: int
+    timed_out: bool
+
+
+async def _pump(reader: asyncio.StreamReader, buffer: OutputBuffer) -> None:
+    try:
+        while chunk := await reader.read(_READ_CHUNK):
+            buffer.feed(chunk)  # past the cap this drops, but keeps draining the pipe
+    finally:
+        buffer.close()
+
+
+async def _feed_stdin(writer: asyncio.StreamWriter, text: str) -> None:
+    try:
+        writer.write(text.encode())
+        await writer.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the command exited without reading it all
+    finally:
+        writer.close()
+
+
+def validate_signal(signo: int) -> int:
+    if not 1 <= signo <= signals.SIGRTMAX:
+        raise ValidationError.for_fields({"signal": f"{signo} is not a signal number"})
+    return signo
+
+
+class ProcessManager:
+    def __init__(self, runtime: RuntimeDriver, container_id: str, *,
+                 max_finished: int = 1000, output_cap_bytes: int = DEFAULT_CAP_BYTES,
+                 finished_output_budget: int = 64 * 1024 * 1024) -> None:
+        self._runtime = runtime
+        self._container_id = container_id
+        self._max_finished = max_finished
+        self._output_cap = output_cap_bytes
+        self._finished_budget = finished_output_budget
+        self._records: dict[int, ProcessRecord] = {}
+        # Finished pids, oldest first, with their output size.
+        self._finished: OrderedDict[int, int] = OrderedDict()
+        self._finished_bytes = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def start(self, spec: ProcessSpec, *, stdin: str | None = None,
+                    ephemeral: bool = False) -> ProcessRecord:
+        started_at = utcnow()
+        handle = await self._runtime.exec(self._container_id, spec, stdin=stdin is not None)
+        record = ProcessRecord(handle.pid, list(spec.args), started_at,
+                               OutputBuffer(self._output_cap), OutputBuffer(self._output_cap),
+                               handle, ephemeral=ephemeral)
+        # pids are reused inside the sandbox once they wrap: the new process wins.
+        self._forget(handle.pid)
+        self._records[handle.pid] = record
+        self._spawn(self._supervise(record, stdin))
+        return record
+
+    async def _supervise(self, record: ProcessRecord, stdin: str | None) -> None:
+        handle = record.handle
+        pumps = [self._spawn(_pump(handle.stdout, record.stdout)),
+                 self._spawn(_pump(handle.stderr, record.stderr))]
+        if handle.stdin is not None:
+            self._spawn(_feed_stdin(handle.stdin, stdin or ""))
+        try:
+            status = await handle.wait()
+        except Exception:  # noqa: BLE001 - a record must always end
+            log.exception("waiting for pid %s in %s failed", record.pid, self._container_id)
+            status = ExitStatus(-1)
+        await asyncio.wait(pumps, timeout=DRAIN_GRACE_SECONDS)
+        record.exit = status
+        record.ended_at = utcnow()
+        record.finished.set()
+        if self._records.get(record.pid) is not record:
+            return
+        if record.ephemeral:
+            self._forget(record.pid)
+        else:
+            size = record.stdout.bytes_kept + record.stderr.bytes_kept
+            self._finished[record.pid] = size
+            self._finished_bytes += size
+            self._evict()
+
+    def _evict(self) -> None:
+        while self._finished and (len(self._finished) > self._max_finished
+                                  or self._finished_bytes > self._finished_budget):
+            pid = next(iter(self._finished))
+            self._forget(pid)
+
+    def _forget(self, pid: int) -> None:
+        size = self._finished.pop(pid, None)
+        if size is not None:
+            self._finished_bytes -= size
+        self._records.pop(pid, None)
+
+    def get(self, pid: int) -> ProcessRecord:
+        record = self._records.get(pid)
+        if record is None:
+            raise ProcessNotFoundError(f"no process {pid} in sandbox {self._container_id}",
+                                       details={"pid": pid})
+        return record
+
+    def list(self) -> list[ProcessRecord]:
+        return sorted(self._records.values(), key=lambda r: r.started_at)
+
+    def kill(self, pid: int, signo: int = signals.SIGTERM) -> None:
+        record = self.get(pid)
+        validate_signal(signo)
+        if record.alive:
+            record.handle.send_signal(signo)
+
+    async def run(self, spec: ProcessSpec, *, stdin: str | None = None,
+                  timeout: float | None = None) -> ExecResult:
+        """Start, wait (at most ``timeout`` seconds, then SIGKILL), and return the output."""
+        record = await self.start(spec, stdin=stdin, ephemeral=True)
+        timed_out = False
+        try:
+            await asyncio.wait_for(record.finished.wait(),
+                                   timeout or DEFAULT_EXEC_TIMEOUT_SECONDS)
+        except TimeoutError:
+            timed_out = True
+            record.handle.send_signal(signals.SIGKILL)
+            await record.finished.wait()
+        except asyncio.CancelledError:
+            # The caller went away (HTTP client disconnected): do not leave it running.
+            record.handle.send_signal(signals.SIGKILL)
+            raise
+        return ExecResult(record.stdout.text(), record.stderr.text(), record.exit_code,
+                          record.signal, timed_out)
+
+    async def close(self) -> None:
+        """Stop watching (after the sandbox was deleted, its processes are gone)."""
+        for record in self._records.values():
+            if record.alive:
+                record.handle.send_signal(signals.SIGKILL)
+        tasks = list(self._tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=2)
+            for task in pending:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*pending, return_exceptions=True)
+        self._records.clear()
+        self._finished.clear()
+        self._finished_bytes = 0

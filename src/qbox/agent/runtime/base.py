@@ -1,0 +1,128 @@
+"""The runtime driver interface: what the sandbox manager needs from an OCI runtime.
+
+One small Protocol. ``crun.py`` implements it for crun and runc (their CLIs
+match), ``fake.py`` in memory for tests that have no root; ``factory.py``
+picks one. A gVisor or microVM driver would be one more implementation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal as signals
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from qbox.core.errors import InternalError, ValidationError
+
+
+class ContainerStatus(StrEnum):
+    CREATING = "creating"
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    id: str
+    status: ContainerStatus
+    # The init process's pid on the host; None once it is gone.
+    pid: int | None = None
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a process ended: killed by a signal means ``signal=N, exit_code=128+N``."""
+
+    exit_code: int
+    signal: int = 0
+
+    @classmethod
+    def killed_by(cls, signo: int) -> ExitStatus:
+        return cls(128 + signo, signo)
+
+    @classmethod
+    def from_returncode(cls, returncode: int) -> ExitStatus:
+        # asyncio/subprocess report death by signal N as -N.
+        return cls.killed_by(-returncode) if returncode < 0 else cls(returncode)
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """A process to start in a container (the OCI ``process`` object, typed)."""
+
+    args: list[str]
+    env: dict[str, str]
+    cwd: str
+    uid: int
+    gid: int
+    additional_gids: tuple[int, ...] = ()
+    # Empty for unprivileged users: they get no capabilities at all.
+    capabilities: tuple[str, ...] = ()
+    no_new_privileges: bool = True
+    rlimits: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+class ProcessHandle(Protocol):
+    """A process running in a container, as started by ``RuntimeDriver.exec``."""
+
+    @property
+    def pid(self) -> int:
+        """The pid inside the container's PID namespace."""
+        ...
+
+    stdin: asyncio.StreamWriter | None
+    stdout: asyncio.StreamReader
+    stderr: asyncio.StreamReader
+
+    async def wait(self) -> ExitStatus: ...
+
+    def send_signal(self, signo: int) -> None:
+        """Deliver a signal; a process that already exited is not an error."""
+        ...
+
+
+class RuntimeDriver(Protocol):
+    name: str
+
+    async def run(self, container_id: str, bundle: Path) -> ContainerState:
+        """Create and start the container from ``bundle/config.json``; return once init runs."""
+        ...
+
+    async def exec(self, container_id: str, process: ProcessSpec, *,
+                   stdin: bool = False) -> ProcessHandle:
+        """Start ``process`` in the running container with piped stdout/stderr
+        (and stdin if asked, else /dev/null); return once it has started."""
+        ...
+
+    async def kill(self, container_id: str, signo: int = signals.SIGKILL) -> None:
+        """Signal the container's init process."""
+        ...
+
+    async def delete(self, container_id: str) -> None:
+        """Kill everything in the container and forget it. Unknown ids are not an error."""
+        ...
+
+    async def state(self, container_id: str) -> ContainerState | None: ...
+
+    async def list(self) -> list[ContainerState]: ...
+
+    async def wait(self, container_id: str) -> ExitStatus | None:
+        """Wait for the container's init to exit; None when its status cannot be known
+        (started by an earlier agent, or not found)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop background work (agent shutdown); containers keep running."""
+        ...
+
+
+class RuntimeFailure(InternalError):
+    """The runtime binary failed where it should not have (details carry its stderr)."""
+
+
+class CommandStartError(ValidationError):
+    """The command could not be started: no such executable, bad cwd, not permitted."""

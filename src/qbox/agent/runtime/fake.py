@@ -1,0 +1,151 @@
+"""An in-memory runtime for unit tests (the agent's and the control plane's): no root needed.
+
+Containers are records; ``exec`` runs the command on the host as the current
+user, in the sandbox's (plain directory) rootfs, with the environment it was
+given. Good enough to exercise output, exit codes, signals and timeouts end
+to end; it isolates nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal as signals
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qbox.agent.runtime.base import (
+    CommandStartError,
+    ContainerState,
+    ContainerStatus,
+    ExitStatus,
+    ProcessSpec,
+    RuntimeFailure,
+)
+from qbox.agent.runtime.pipes import ProcessPipes
+
+
+class FakeProcess:
+    def __init__(self, proc: asyncio.subprocess.Process, stdin: asyncio.StreamWriter | None,
+                 stdout: asyncio.StreamReader, stderr: asyncio.StreamReader) -> None:
+        self._proc = proc
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    async def wait(self) -> ExitStatus:
+        return ExitStatus.from_returncode(await self._proc.wait())
+
+    def send_signal(self, signo: int) -> None:
+        if self._proc.returncode is None:
+            try:
+                self._proc.send_signal(signo)
+            except ProcessLookupError:
+                pass
+
+
+@dataclass
+class _Container:
+    id: str
+    rootfs: Path
+    status: ContainerStatus = ContainerStatus.RUNNING
+    processes: list[FakeProcess] = field(default_factory=list)
+    exit: asyncio.Future[ExitStatus | None] | None = None
+
+
+class FakeRuntime:
+    name = "fake"
+
+    def __init__(self) -> None:
+        self._containers: dict[str, _Container] = {}
+        # Tests may inspect what was asked of the runtime.
+        self.execs: list[tuple[str, ProcessSpec]] = []
+
+    async def run(self, container_id: str, bundle: Path) -> ContainerState:
+        if container_id in self._containers:
+            raise RuntimeFailure(f"fake run failed: container {container_id} exists")
+        config = json.loads((bundle / "config.json").read_text())
+        container = _Container(container_id, Path(config["root"]["path"]))
+        container.exit = asyncio.get_running_loop().create_future()
+        self._containers[container_id] = container
+        return ContainerState(container_id, ContainerStatus.RUNNING, None)
+
+    def _running(self, container_id: str) -> _Container:
+        container = self._containers.get(container_id)
+        if container is None or container.status is not ContainerStatus.RUNNING:
+            raise RuntimeFailure(f"fake exec failed: container {container_id} is not running")
+        return container
+
+    async def exec(self, container_id: str, process: ProcessSpec, *,
+                   stdin: bool = False) -> FakeProcess:
+        container = self._running(container_id)
+        self.execs.append((container_id, process))
+        cwd = container.rootfs / process.cwd.lstrip("/")
+        if not cwd.is_dir():
+            cwd = container.rootfs
+        pipes = ProcessPipes(stdin=stdin)
+        try:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *process.args, cwd=cwd, env=process.env,
+                    stdin=pipes.in_read, stdout=pipes.out_write, stderr=pipes.err_write,
+                    start_new_session=True,
+                )
+            finally:
+                pipes.close_child_ends()
+            writer, out, err = await pipes.streams()
+        except (FileNotFoundError, PermissionError) as exc:
+            pipes.close_all()
+            raise CommandStartError(f"cannot start {process.args[0]!r}: {exc.strerror}") from exc
+        except BaseException:
+            pipes.close_all()
+            raise
+        handle = FakeProcess(proc, writer, out, err)
+        container.processes.append(handle)
+        return handle
+
+    def _stop(self, container: _Container, status: ExitStatus) -> None:
+        for handle in container.processes:
+            try:
+                os.killpg(handle.pid, signals.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        container.status = ContainerStatus.STOPPED
+        if container.exit is not None and not container.exit.done():
+            container.exit.set_result(status)
+
+    async def kill(self, container_id: str, signo: int = signals.SIGKILL) -> None:
+        container = self._containers.get(container_id)
+        if container is None:
+            raise RuntimeFailure(f"fake kill failed: no container {container_id}")
+        # catatonit ignores everything but the signals that end it.
+        if signo in (signals.SIGKILL, signals.SIGTERM, signals.SIGINT):
+            self._stop(container, ExitStatus.killed_by(signo))
+
+    async def delete(self, container_id: str) -> None:
+        container = self._containers.pop(container_id, None)
+        if container is not None:
+            self._stop(container, ExitStatus.killed_by(signals.SIGKILL))
+
+    async def state(self, container_id: str) -> ContainerState | None:
+        container = self._containers.get(container_id)
+        if container is None:
+            return None
+        return ContainerState(container_id, container.status, None)
+
+    async def list(self) -> list[ContainerState]:
+        return [ContainerState(c.id, c.status, None) for c in self._containers.values()]
+
+    async def wait(self, container_id: str) -> ExitStatus | None:
+        container = self._containers.get(container_id)
+        if container is None or container.exit is None:
+            return None
+        return await asyncio.shield(container.exit)
+
+    async def close(self) -> None:
+        pass

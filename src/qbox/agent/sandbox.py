@@ -1,0 +1,101 @@
+"""One sandbox as the agent knows it, and its small state file.
+
+``DATA_DIR/sandboxes/<id>/sandbox.json`` holds what a restarted agent needs
+to keep serving the sandbox (its envs, limits, image) and why it stopped.
+The runtime keeps its own state under ``--root``; together they let
+``SandboxManager.load`` find everything again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from qbox.core.timefmt import from_wire, to_wire
+
+STATE_FILE = "sandbox.json"
+
+
+class SandboxStatus(StrEnum):
+    CREATING = "creating"  # never on the wire: such a sandbox is not listed yet
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class SandboxParams:
+    """What the control plane asks for (the wire's SandboxSpec)."""
+
+    id: str
+    image_digest: str
+    envs: dict[str, str] = field(default_factory=dict)
+    vcpus: int = 1
+    memory_mb: int = 512
+    hostname: str | None = None
+
+
+@dataclass
+class Sandbox:
+    params: SandboxParams
+    directory: Path
+    created_at: datetime
+    # The image's own Env (e.g. a PATH with /usr/local/bin): the base of every command's env.
+    image_env: dict[str, str] = field(default_factory=dict)
+    status: SandboxStatus = SandboxStatus.CREATING
+    booted_at: datetime | None = None
+    exit_reason: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.params.id
+
+    @property
+    def rootfs(self) -> Path:
+        return self.directory / "rootfs"
+
+    @property
+    def hostname(self) -> str:
+        return self.params.hostname or self.params.id
+
+    def to_json(self) -> dict[str, Any]:
+        p = self.params
+        return {
+            "id": p.id, "imageDigest": p.image_digest, "envs": p.envs, "vcpus": p.vcpus,
+            "memoryMb": p.memory_mb, "hostname": p.hostname, "imageEnv": self.image_env,
+            "status": self.status.value, "createdAt": to_wire(self.created_at),
+            "bootedAt": to_wire(self.booted_at), "exitReason": self.exit_reason,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], directory: Path) -> Sandbox:
+        params = SandboxParams(
+            id=str(data["id"]), image_digest=str(data["imageDigest"]),
+            envs={str(k): str(v) for k, v in (data.get("envs") or {}).items()},
+            vcpus=int(data["vcpus"]), memory_mb=int(data["memoryMb"]),
+            hostname=data.get("hostname"),
+        )
+        booted = data.get("bootedAt")
+        return cls(
+            params=params, directory=directory, created_at=from_wire(data["createdAt"]),
+            image_env={str(k): str(v) for k, v in (data.get("imageEnv") or {}).items()},
+            status=SandboxStatus(data.get("status", "stopped")),
+            booted_at=from_wire(booted) if booted else None,
+            exit_reason=data.get("exitReason"),
+        )
+
+    def save(self) -> None:
+        # Write-then-rename: a crash leaves the old file or the new one, never half.
+        # No fsync: after a host crash the sandbox is gone anyway.
+        path = self.directory / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_json()))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, directory: Path) -> Sandbox:
+        return cls.from_json(json.loads((directory / STATE_FILE).read_text()), directory)

@@ -1,0 +1,99 @@
+"""The host agent's settings: where it keeps state, which runtime it drives, how it listens.
+
+A plain dataclass built by the CLI (or a test) and passed in; nothing is read
+from the environment unless ``from_env`` is called.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DATA_DIR = Path("/var/lib/qbox")
+SECRET_FILE = "agent-secret"
+RUNTIME_CHOICES = ("auto", "crun", "runc", "fake")
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    data_dir: Path = DEFAULT_DATA_DIR
+    # The host secret the control plane presents; None → DATA_DIR/agent-secret
+    # (created on first start).
+    secret: str | None = None
+    # Where to listen: a unix socket path (default DATA_DIR/agent.sock), or
+    # ``listen="host:port"`` for TCP, which wins when both are set.
+    socket_path: Path | None = None
+    listen: str | None = None
+    runtime: str = "auto"
+    # catatonit, bind-mounted read-only as every sandbox's PID 1.
+    init_path: Path = Path("/usr/bin/catatonit")
+    pids_limit: int = 4096
+    max_finished_processes: int = 1000
+    output_cap_bytes: int = 16 * 1024 * 1024
+    # Host preparation (cgroup fix-up) mutates the machine; tests turn it off.
+    prepare_host: bool = True
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIME_CHOICES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIME_CHOICES)}")
+        # Runtimes and mount options need absolute paths (crun resolves
+        # relative ones against its own cwd).
+        object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def sandboxes_dir(self) -> Path:
+        return self.data_dir / "sandboxes"
+
+    @property
+    def runtime_root(self) -> Path:
+        return self.data_dir / "runtime"
+
+    @property
+    def effective_socket_path(self) -> Path | None:
+        if self.listen:
+            return None
+        return self.socket_path or self.data_dir / "agent.sock"
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> AgentSettings:
+        """Settings from ``QBOX_DATA_DIR``, ``QBOX_AGENT_RUNTIME``, ``QBOX_AGENT_SECRET``,
+        ``QBOX_AGENT_LISTEN``; keyword arguments win."""
+        values: dict[str, object] = {}
+        if os.environ.get("QBOX_DATA_DIR"):
+            values["data_dir"] = Path(os.environ["QBOX_DATA_DIR"])
+        if os.environ.get("QBOX_AGENT_RUNTIME"):
+            values["runtime"] = os.environ["QBOX_AGENT_RUNTIME"]
+        if os.environ.get("QBOX_AGENT_SECRET"):
+            values["secret"] = os.environ["QBOX_AGENT_SECRET"]
+        if os.environ.get("QBOX_AGENT_LISTEN"):
+            values["listen"] = os.environ["QBOX_AGENT_LISTEN"]
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def load_or_create_secret(data_dir: Path) -> str:
+    """The host secret from ``DATA_DIR/agent-secret``, generated (mode 0600) on first use."""
+    path = data_dir / SECRET_FILE
+    try:
+        existing = path.read_text().strip()
+    except FileNotFoundError:
+        existing = ""
+    if existing:
+        return existing
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secret = secrets.token_urlsafe(32)
+    # O_EXCL: if another process raced us here, its secret is the one to keep.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    return secret
