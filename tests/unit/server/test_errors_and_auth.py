@@ -117,3 +117,10 @@ def test_crash_in_a_service_is_internal_without_traceback(harness: Harness) -> N
     err = _error(r)
     assert err["code"] == "internal"
     assert "Traceback" not in r.text and "TypeError" not in r.text
+
+
+def test_auth_me_needs_no_particular_scope(harness: Harness) -> None:
+    _user, key = add_user_with_key(harness.settings.data_dir, scopes=["templates:read"])
+    r = harness.client.get("/v1/auth/me", headers=harness.auth(key))
+    assert r.status_code == 200 and r.json()["scopes"] == ["templates:read"]
+    assert harness.client.get("/v1/sandboxes", headers=harness.auth(key)).status_code == 403

@@ -28,8 +28,8 @@ def services_of(request: Request) -> Services:
     return services
 
 
-def require(scope: str) -> Any:
-    """Dependency: the authenticated principal, which must hold ``scope``."""
+def require(scope: str | None) -> Any:
+    """Dependency: the authenticated principal, which must hold ``scope`` (None: any valid key)."""
 
     async def authenticate(request: Request) -> Principal:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -41,7 +41,7 @@ def require(scope: str) -> Any:
             principal = await principal_for_secret(session, token)
         if principal is None:
             raise AuthenticationError("invalid, revoked or expired API key")
-        if not grants(principal.scopes, scope):
+        if scope is not None and not grants(principal.scopes, scope):
             raise PermissionDeniedError(
                 f"api key missing required scope: {scope}",
                 details={"requiredScope": scope, "grantedScopes": list(principal.scopes)},
