@@ -21,7 +21,8 @@ from qbox.core.asgi import install_error_handlers
 from qbox.core.errors import HostUnavailableError
 from qbox.server.agents import AgentClient, AgentEndpoint, HttpAgentClient
 from qbox.server.db.engine import make_async_engine, make_sessionmaker, migrate
-from qbox.server.http import processes, sandboxes, system, templates
+from qbox.server.http import api_keys, audit, processes, sandboxes, system, templates, users, web_auth
+from qbox.server.http.auditing import AuditMiddleware
 from qbox.server.services import bootstrap
 from qbox.server.services.context import AgentPool, ServiceContext
 from qbox.server.services.reconcile import reconcile_host
@@ -81,6 +82,7 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
                              agents=AgentPool())
         services = Services.build(ctx)
         app.state.services = services
+        services.audit.start()
         reaper_task: asyncio.Task[None] | None = None
         try:
             admin = await bootstrap.ensure_admin(ctx)
@@ -112,6 +114,7 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
                 with contextlib.suppress(asyncio.CancelledError):
                     await reaper_task
             await services.sandboxes.shutdown()
+            await services.audit.stop()
             await ctx.agents.aclose()
             await engine.dispose()
 
@@ -123,7 +126,9 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
         redoc_url=None,
         openapi_url="/openapi.json",
     )
+    # Inside the request-id middleware, outside the error handlers: it sees final statuses.
+    app.add_middleware(AuditMiddleware)
     install_error_handlers(app)
-    for module in (system, sandboxes, processes, templates):
+    for module in (system, sandboxes, processes, templates, api_keys, users, audit, web_auth):
         app.include_router(module.router)
     return app

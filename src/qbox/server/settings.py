@@ -38,6 +38,19 @@ class ServerSettings(BaseSettings):
     reaper_interval_seconds: float = 1.0
     log_tail_default: int = 1000
 
+    # Token buckets (0 disables one): every request per API key, spawns per
+    # API key, failed authentications per source IP.
+    rate_limit_requests_per_second: float = 100.0
+    rate_limit_request_burst: float = 200.0
+    rate_limit_spawns_per_second: float = 20.0
+    rate_limit_spawn_burst: float = 50.0
+    rate_limit_auth_failures_per_minute: float = 30.0
+    rate_limit_auth_failure_burst: float = 20.0
+    # Audit entries older than this are removed (0 keeps them forever).
+    audit_retention_days: int = 365
+    # Dashboard cookies get the Secure flag (set when served over HTTPS).
+    secure_cookies: bool = False
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'qbox.db'}"
 

@@ -1,8 +1,9 @@
-"""Request plumbing shared by the routers: the caller's identity and JSON bodies."""
+"""Request plumbing shared by the routers: who is calling, rate limits, audit notes, JSON bodies."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pydantic
@@ -13,14 +14,26 @@ from qbox.core.errors import (
     AuthenticationError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    RateLimitedError,
     ValidationError,
 )
-from qbox.core.scopes import grants
 from qbox.server.services.keys import Principal, principal_for_secret
 from qbox.server.services.registry import Services
 
 MAX_JSON_BODY = 1024 * 1024
 M = TypeVar("M", bound=pydantic.BaseModel)
+# Path parameters that name the request's target, in order of preference.
+_TARGET_PARAMS = ("sandbox_id", "key_id", "user_id", "template_id", "host_id")
+
+
+@dataclass
+class AuditNote:
+    """What the audit middleware records for this request once its status is known."""
+
+    action: str
+    target_id: str | None = None
+    detail: str = ""
+    principal: Principal | None = None
 
 
 def services_of(request: Request) -> Services:
@@ -28,28 +41,74 @@ def services_of(request: Request) -> Services:
     return services
 
 
-def require(scope: str | None) -> Any:
-    """Dependency: the authenticated principal, which must hold ``scope`` (None: any valid key)."""
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def note_of(request: Request) -> AuditNote | None:
+    note = getattr(request.state, "audit", None)
+    return note if isinstance(note, AuditNote) else None
+
+
+def rate_limited(retry_after: float, what: str) -> RateLimitedError:
+    seconds = max(1, int(retry_after + 0.999))
+    return RateLimitedError(f"rate limit exceeded for {what}; retry in {seconds} s",
+                            details={"retryAfterSeconds": seconds}, retry_after=seconds)
+
+
+def require(scope: str | None, *, action: str | None = None) -> Any:
+    """Dependency: the authenticated principal, which must hold ``scope`` (None: any valid key).
+
+    ``action`` names the audit entry for a state-changing route; every
+    authentication failure is audited too, as ``auth.failed`` elsewhere.
+    """
 
     async def authenticate(request: Request) -> Principal:
+        services = services_of(request)
+        note = AuditNote(action or "",
+                         target_id=next((str(request.path_params[p]) for p in _TARGET_PARAMS
+                                         if p in request.path_params), None))
+        if action:
+            request.state.audit = note
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise AuthenticationError("missing API key: send 'Authorization: Bearer qbox_…'")
-        services = services_of(request)
-        async with services.ctx.sessions() as session:
-            principal = await principal_for_secret(session, token)
+        principal = None
+        if scheme.lower() == "bearer" and token:
+            async with services.ctx.sessions() as session:
+                principal = await principal_for_secret(session, token)
         if principal is None:
+            note.action = action or "auth.failed"
+            request.state.audit = note
+            note.detail = f"{request.method} {request.url.path}"
+            wait = services.limits.auth_failures.check(client_ip(request))
+            if wait:
+                raise rate_limited(wait, "failed authentications from this address")
+            if not token:
+                raise AuthenticationError("missing API key: send 'Authorization: Bearer qbox_…'")
             raise AuthenticationError("invalid, revoked or expired API key")
-        if scope is not None and not grants(principal.scopes, scope):
+        note.principal = principal
+        request.state.principal = principal
+        wait = services.limits.requests.check(principal.api_key_id or principal.user_id)
+        if not wait and action == "sandbox.create":
+            wait = services.limits.spawns.check(principal.api_key_id or principal.user_id)
+        if wait:
+            note.action = action or "rate_limited"
+            note.detail = note.detail or f"{request.method} {request.url.path}"
+            request.state.audit = note
+            raise rate_limited(wait, "sandbox spawns" if action == "sandbox.create" else "requests")
+        if scope is not None and not principal.may(scope):
             raise PermissionDeniedError(
                 f"api key missing required scope: {scope}",
-                details={"requiredScope": scope, "grantedScopes": list(principal.scopes)},
+                details={"requiredScope": scope, "grantedScopes": sorted(principal.effective)},
             )
-        request.state.principal = principal
         return principal
 
     return Depends(authenticate)
+
+
+def require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise PermissionDeniedError("this needs an admin", details={"requiredRole": "admin"})
 
 
 async def json_body(request: Request, model: type[M], *, allow_empty: bool = False) -> M:

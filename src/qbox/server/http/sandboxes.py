@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from qbox.core.errors import ValidationError
 from qbox.core.states import SandboxState
-from qbox.server.http.deps import json_body, require, services_of
+from qbox.server.http.deps import json_body, note_of, require, services_of
 from qbox.server.http.schemas import SpawnBody, TimeoutBody, event_wire, sandbox_wire
 from qbox.server.services.keys import Principal
 from qbox.server.services.sandboxes import SpawnRequest
@@ -24,7 +24,7 @@ async def spawn(
     request: Request,
     wait: bool = False,
     wait_timeout: float = Query(default=60, alias="waitTimeoutSec", ge=0),
-    principal: Principal = require("sandboxes:create"),
+    principal: Principal = require("sandboxes:create", action="sandbox.create"),
 ) -> JSONResponse:
     body = await json_body(request, SpawnBody)
     services = services_of(request)
@@ -44,6 +44,8 @@ async def spawn(
         ),
         wait_seconds=min(wait_timeout, settings.max_wait_seconds) if wait else None,
     )
+    if note := note_of(request):
+        note.target_id, note.detail = sandbox.id, f"template={sandbox.template_id} status={sandbox.status}"
     template = await services.sandboxes.template_of(sandbox)
     return JSONResponse(sandbox_wire(sandbox, template), status_code=201)
 
@@ -76,7 +78,7 @@ async def get_sandbox(
 
 @router.delete("/{sandbox_id}", status_code=204)
 async def kill_sandbox(
-    sandbox_id: str, request: Request, principal: Principal = require("sandboxes:delete")
+    sandbox_id: str, request: Request, principal: Principal = require("sandboxes:delete", action="sandbox.kill")
 ) -> Response:
     await services_of(request).sandboxes.kill(principal, sandbox_id)
     return Response(status_code=204)
@@ -84,9 +86,11 @@ async def kill_sandbox(
 
 @router.post("/{sandbox_id}/timeout")
 async def set_timeout(
-    sandbox_id: str, request: Request, principal: Principal = require("sandboxes:create")
+    sandbox_id: str, request: Request, principal: Principal = require("sandboxes:create", action="sandbox.timeout")
 ) -> dict[str, Any]:
     body = await json_body(request, TimeoutBody)
+    if note := note_of(request):
+        note.detail = f"timeoutSeconds={body.timeout_seconds}"
     services = services_of(request)
     limit = services.ctx.settings.max_timeout_seconds
     if body.timeout_seconds > limit:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
 from qbox.core.states import SandboxState
 from qbox.core.timefmt import to_wire
 from qbox.server.db.tables import Sandbox
+from qbox.server.services.audit import AuditLog, AuditRecord
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.sandboxes import LIVE_STATES, SandboxService
 
@@ -38,9 +39,10 @@ def due_for_reaping(
 
 
 class Reaper:
-    def __init__(self, ctx: ServiceContext, sandboxes: SandboxService) -> None:
+    def __init__(self, ctx: ServiceContext, sandboxes: SandboxService, audit: AuditLog) -> None:
         self.ctx = ctx
         self.sandboxes = sandboxes
+        self.audit = audit
 
     async def sweep(self) -> list[str]:
         now = self.ctx.clock()
@@ -61,15 +63,23 @@ class Reaper:
                     f"timeout: auto-killed at {to_wire(now)} (deadline passed)",
                 ):
                     reaped.append(sandbox_id)
+                    await self.audit.record(AuditRecord(action="sandbox.expire", outcome=200, ts=now,
+                                                        target_id=sandbox_id, detail="auto-kill deadline passed"))
             except Exception:  # noqa: BLE001 - one sandbox must not stop the sweep
                 log.exception("could not reap %s", sandbox_id)
         return reaped
 
     async def run_forever(self) -> None:
         interval = self.ctx.settings.reaper_interval_seconds
+        retention_days = self.ctx.settings.audit_retention_days
+        next_prune = 0.0
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 await self.sweep()
+                if retention_days and loop.time() >= next_prune:
+                    next_prune = loop.time() + 3600
+                    await self.audit.prune(timedelta(days=retention_days))
             except Exception:  # noqa: BLE001 - e.g. database briefly locked; try next tick
                 log.exception("reaper sweep failed")
             await asyncio.sleep(interval)

@@ -4,11 +4,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qbox.server.services.audit import AuditLog
 from qbox.server.services.context import ServiceContext
+from qbox.server.services.keys import KeyService
 from qbox.server.services.processes import ProcessService
+from qbox.server.services.ratelimit import RateLimiter
 from qbox.server.services.reaper import Reaper
 from qbox.server.services.sandboxes import SandboxService
 from qbox.server.services.templates import TemplateService
+from qbox.server.services.users import UserService
+from qbox.server.services.web_sessions import WebSessionService
+from qbox.server.settings import ServerSettings
+
+
+@dataclass
+class Limits:
+    requests: RateLimiter
+    spawns: RateLimiter
+    auth_failures: RateLimiter
+
+    @classmethod
+    def from_settings(cls, s: ServerSettings) -> Limits:
+        return cls(
+            requests=RateLimiter(s.rate_limit_requests_per_second, s.rate_limit_request_burst),
+            spawns=RateLimiter(s.rate_limit_spawns_per_second, s.rate_limit_spawn_burst),
+            auth_failures=RateLimiter(s.rate_limit_auth_failures_per_minute / 60, s.rate_limit_auth_failure_burst),
+        )
 
 
 @dataclass
@@ -18,14 +39,25 @@ class Services:
     processes: ProcessService
     templates: TemplateService
     reaper: Reaper
+    keys: KeyService
+    users: UserService
+    web_sessions: WebSessionService
+    audit: AuditLog
+    limits: Limits
 
     @classmethod
     def build(cls, ctx: ServiceContext) -> Services:
         sandboxes = SandboxService(ctx)
+        audit = AuditLog(ctx)
         return cls(
             ctx=ctx,
             sandboxes=sandboxes,
             processes=ProcessService(ctx, sandboxes),
             templates=TemplateService(ctx),
-            reaper=Reaper(ctx, sandboxes),
+            reaper=Reaper(ctx, sandboxes, audit),
+            keys=KeyService(ctx),
+            users=UserService(ctx),
+            web_sessions=WebSessionService(ctx),
+            audit=audit,
+            limits=Limits.from_settings(ctx.settings),
         )

@@ -1,0 +1,106 @@
+"""Dashboard login: a password gives an HttpOnly session cookie; logout ends it.
+
+These routes (and the dashboard's pages) are the only ones that read cookies.
+Every state-changing request authenticated by the cookie must come from our
+own origin and carry the session's CSRF token.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from qbox.core.errors import AuthenticationError, PermissionDeniedError, ValidationError
+from qbox.server.http.deps import AuditNote, client_ip, rate_limited, services_of
+from qbox.server.http.users import user_wire
+from qbox.server.services.web_sessions import CSRF_COOKIE, SESSION_COOKIE, SessionPrincipal
+
+router = APIRouter(prefix="/auth")
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def _fields(request: Request) -> dict[str, str]:
+    """JSON object or HTML form, whichever the body is."""
+    raw = await request.body()
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            data = json.loads(raw or b"{}")
+        except ValueError:
+            raise ValidationError.for_fields({"body": "malformed JSON"}) from None
+        if not isinstance(data, dict):
+            raise ValidationError.for_fields({"body": "must be a JSON object"})
+        return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
+    return {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+
+
+def same_origin(request: Request) -> bool:
+    """A request with an Origin (or Referer) from elsewhere is cross-site."""
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if not origin:
+        return True  # non-browser clients; the CSRF token still has to match
+    parts = urlsplit(origin)
+    return f"{parts.scheme}://{parts.netloc}" == f"{request.url.scheme}://{request.url.netloc}"
+
+
+async def session_principal(request: Request) -> SessionPrincipal:
+    """Dependency: the cookie's session; for unsafe methods, also origin and CSRF checks."""
+    services = services_of(request)
+    found = await services.web_sessions.resolve(request.cookies.get(SESSION_COOKIE))
+    if found is None:
+        raise AuthenticationError("not logged in")
+    if request.method not in _SAFE_METHODS:
+        presented = request.headers.get("x-csrf-token") or (await _fields(request)).get("csrf_token")
+        if not same_origin(request) or not found.csrf_ok(presented):
+            raise PermissionDeniedError("cross-site request refused: missing or wrong CSRF token",
+                                        details={"reason": "csrf"})
+    return found
+
+
+@router.post("/login")
+async def login(request: Request) -> JSONResponse:
+    services = services_of(request)
+    note = AuditNote("auth.login")
+    request.state.audit = note
+    fields = await _fields(request)
+    email, password = fields.get("email", ""), fields.get("password", "")
+    note.detail = f"email={email[:320]}"
+    if not email or not password:
+        raise ValidationError.for_fields({k: "required" for k in ("email", "password") if not fields.get(k)})
+    user = await services.users.authenticate(email, password)
+    if user is None:
+        wait = services.limits.auth_failures.check(client_ip(request))
+        if wait:
+            raise rate_limited(wait, "failed logins from this address")
+        raise AuthenticationError("wrong email or password")
+    cookie, csrf = await services.web_sessions.open(user)
+    note.target_id = user.id
+    secure = services.ctx.settings.secure_cookies or request.url.scheme == "https"
+    response = JSONResponse({"user": user_wire(user), "csrfToken": csrf})
+    response.set_cookie(SESSION_COOKIE, cookie, httponly=True, samesite="lax", secure=secure, path="/")
+    # Readable by our own pages' scripts (double submit); useless to other sites.
+    response.set_cookie(CSRF_COOKIE, csrf, httponly=False, samesite="lax", secure=secure, path="/")
+    return response
+
+
+@router.get("/session")
+async def current_session(found: SessionPrincipal = Depends(session_principal)) -> dict[str, Any]:
+    p = found.principal
+    return {"userId": p.user_id, "email": p.email, "role": p.role, "csrfToken": found.csrf_token}
+
+
+@router.post("/logout", status_code=204)
+async def logout(request: Request, found: SessionPrincipal = Depends(session_principal)) -> Response:
+    request.state.audit = AuditNote("auth.logout", target_id=found.principal.user_id, principal=found.principal)
+    await services_of(request).web_sessions.close(request.cookies.get(SESSION_COOKIE, ""))
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(CSRF_COOKIE, path="/")
+    return response
+
+
+
