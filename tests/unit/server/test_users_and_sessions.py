@@ -82,7 +82,8 @@ def test_cross_site_form_post_is_refused(harness: Harness) -> None:
     csrf = login(harness, "web@example.com").json()["csrfToken"]
     # What a hostile page's auto-submitting form sends: the cookie rides along, no token.
     r = harness.client.post("/auth/logout", data={"x": "1"},
-                            headers={"Origin": "https://evil.example", "Content-Type": "application/x-www-form-urlencoded"})
+                            headers={"Origin": "https://evil.example",
+                                     "Content-Type": "application/x-www-form-urlencoded"})
     assert r.status_code == 403 and r.json()["error"]["details"]["reason"] == "csrf"
     # Right token but a foreign origin: still refused.
     r = harness.client.post("/auth/logout", headers={"X-CSRF-Token": csrf, "Origin": "https://evil.example"})

@@ -167,7 +167,7 @@ class SandboxService:
             if host.id in self.ctx.agents.clients:
                 return host
         raise HostNoCapacityError("no host is online to run the sandbox",
-                                  details={"transient": True})
+                                  details={"transient": True, "retryAfterSeconds": 5}, retry_after=5)
 
     async def _boot(self, sandbox_id: str, host_id: str, spec: dict[str, Any]) -> None:
         agent = self.ctx.agents.for_host(host_id)

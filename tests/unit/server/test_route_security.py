@@ -1,0 +1,121 @@
+"""Generated from the OpenAPI spec, so a new route cannot be forgotten:
+every `{id}` route hides other users' objects (BOLA), and every route checks a scope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from qbox.server.services.ratelimit import RateLimiter
+
+from tests.unit.server.conftest import Harness
+from tests.unit.server.helpers import add_user_with_key
+from tests.unit.server.test_sandboxes_api import spawn
+
+# A valid body for every route that takes one: validation must not answer before access control.
+BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
+    ("POST", "/v1/sandboxes"): {"templateId": "tpl_python"},
+    ("POST", "/v1/sandboxes/{sandbox_id}/timeout"): {"timeoutSeconds": 60},
+    ("POST", "/v1/sandboxes/{sandbox_id}/exec"): {"cmd": "true"},
+    ("POST", "/v1/sandboxes/{sandbox_id}/commands"): {"cmd": "true"},
+    ("POST", "/v1/api-keys"): {"name": "x", "scopes": ["sandboxes:read"]},
+    ("POST", "/v1/api-keys/{key_id}/revoke"): None,
+    ("POST", "/v1/users"): {"email": "new@example.com"},
+    ("POST", "/v1/users/{user_id}/disable"): None,
+    ("PUT", "/v1/users/{user_id}/password"): {"password": "a long enough password"},
+}
+PUBLIC = {("GET", "/healthz"), ("GET", "/v1/system")}
+ANY_KEY = {("GET", "/v1/auth/me")}
+# Owned objects: another member must get 404, as if it did not exist.
+OWNED_PARAMS = {"sandbox_id", "key_id", "pid"}
+# Readable by everyone (templates), or admin-only routes answering 403 before any lookup (users).
+SHARED_PARAMS = {"template_id"}
+ADMIN_ONLY_PREFIXES = ("/v1/users", "/v1/audit")
+
+
+def api_routes(h: Harness) -> list[tuple[str, str]]:
+    spec = h.client.get("/openapi.json").json()
+    return sorted((method.upper(), path) for path, ops in spec["paths"].items() for method in ops
+                  if path.startswith("/v1/"))
+
+
+def test_every_route_with_a_body_has_an_entry_here(harness: Harness) -> None:
+    spec = harness.client.get("/openapi.json").json()
+    unsafe = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops
+              if p.startswith("/v1/") and m.upper() in ("POST", "PUT", "PATCH")}
+    assert unsafe - BODIES.keys() == set(), "add a valid body for the new route to BODIES"
+
+
+@pytest.fixture
+def alices_objects(harness: Harness) -> dict[str, str]:
+    data_dir = harness.settings.data_dir
+    alice_id, alice = add_user_with_key(data_dir)
+    sb = spawn(harness, key=alice)
+    pid = harness.client.post(f"/v1/sandboxes/{sb['id']}/commands", json={"cmd": "true"},
+                              headers=harness.auth(alice)).json()["pid"]
+    key_id = harness.client.get("/v1/api-keys", headers=harness.auth(alice)).json()[0]["id"]
+    return {"sandbox_id": sb["id"], "pid": str(pid), "key_id": key_id, "user_id": alice_id,
+            "template_id": "tpl_python", "alice": alice}
+
+
+def test_no_route_reveals_another_members_objects(harness: Harness, alices_objects: dict[str, str]) -> None:
+    _bob_id, bob = add_user_with_key(harness.settings.data_dir)
+    checked = 0
+    for method, path in api_routes(harness):
+        params = {p.strip("{}") for p in path.split("/") if p.startswith("{")}
+        if not params:
+            continue
+        unknown = params - OWNED_PARAMS - SHARED_PARAMS - {"user_id"}
+        assert not unknown, f"{method} {path}: decide how {unknown} is owned"
+        if params <= SHARED_PARAMS:
+            continue
+        url = path.format(**alices_objects)
+        r = harness.client.request(method, url, json=BODIES.get((method, path)), headers=harness.auth(bob))
+        if path.startswith(ADMIN_ONLY_PREFIXES) and method != "GET":
+            assert r.status_code == 403, (method, path, r.text)
+        else:
+            assert r.status_code == 404, (method, path, r.status_code, r.text)
+        checked += 1
+    assert checked >= 14
+    # Alice's sandbox is untouched by all that.
+    alice = harness.auth(alices_objects["alice"])
+    r = harness.client.get(f"/v1/sandboxes/{alices_objects['sandbox_id']}", headers=alice)
+    assert r.json()["status"] == "running"
+
+
+def test_every_route_checks_a_scope(harness: Harness, alices_objects: dict[str, str]) -> None:
+    data_dir = harness.settings.data_dir
+    _t, templates_only = add_user_with_key(data_dir, role="admin", scopes=["templates:read"])
+    _s, sandboxes_only = add_user_with_key(data_dir, role="admin", scopes=["sandboxes:read"])
+    for method, path in api_routes(harness):
+        if (method, path) in PUBLIC | ANY_KEY:
+            continue
+        key = sandboxes_only if path.startswith("/v1/templates") else templates_only
+        url = path.format(**alices_objects)
+        r = harness.client.request(method, url, json=BODIES.get((method, path)), headers=harness.auth(key))
+        assert r.status_code == 403, (method, path, r.status_code, r.text)
+        assert r.json()["error"]["details"]["requiredScope"], (method, path)
+
+
+def test_every_route_needs_a_key(harness: Harness, alices_objects: dict[str, str]) -> None:
+    # Many failures from one address in a row; their limit is tested elsewhere.
+    harness.client.app.state.services.limits.auth_failures = RateLimiter(0, 0)  # type: ignore[attr-defined]
+    for method, path in api_routes(harness):
+        if (method, path) in PUBLIC:
+            continue
+        r = harness.client.request(method, path.format(**alices_objects), json=BODIES.get((method, path)))
+        assert r.status_code == 401, (method, path)
+
+
+def test_admin_only_routes_refuse_members(harness: Harness, alices_objects: dict[str, str]) -> None:
+    _m, member = add_user_with_key(harness.settings.data_dir)
+    for method, path in api_routes(harness):
+        if not path.startswith(ADMIN_ONLY_PREFIXES) or "{user_id}" in path and method == "GET":
+            continue
+        r = harness.client.request(method, path.format(**alices_objects), json=BODIES.get((method, path)),
+                                   headers=harness.auth(member))
+        assert r.status_code == 403, (method, path)
+        r = harness.client.request(method, path.format(**alices_objects), json=BODIES.get((method, path)),
+                                   headers=harness.auth())
+        assert r.status_code < 400, (method, path, r.text)
