@@ -54,6 +54,7 @@ def _fields(info: SandboxInfo) -> list[tuple[str, Any]]:
         ("Host", info.host_id),
         ("vCPUs", info.vcpus),
         ("Memory (MiB)", info.memory_mb),
+        ("Disk (MiB)", info.disk_size_mb),
         ("Timeout (s)", info.timeout_seconds or "none"),
         ("Internet", info.allow_internet_access),
         ("Services", [s.name for s in info.services]),
@@ -84,6 +85,8 @@ def sandboxes() -> None:
 @click.option("-e", "--env", "envs", multiple=True, metavar="K=V", help="Set an env variable.")
 @click.option("--cpu", type=int, help="vCPUs (default: the template's).")
 @click.option("--memory", type=int, help="Memory in MiB (default: the template's).")
+@click.option("--disk", type=int, help="Writable disk in MiB (default: the template's).")
+@click.option("--internet/--no-internet", default=None, help="Allow egress (default: the template's).")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until running.")
 @json_option
 @pass_state
@@ -96,6 +99,8 @@ def create(
     envs: tuple[str, ...],
     cpu: int | None,
     memory: int | None,
+    disk: int | None,
+    internet: bool | None,
     wait: bool,
 ) -> None:
     """Spawn a sandbox from TEMPLATE (a name or tpl_ id); print its id."""
@@ -109,6 +114,8 @@ def create(
         envs=parse_pairs(envs, "--env") or None,
         vcpus=cpu,
         memory_mb=memory,
+        disk_size_mb=disk,
+        allow_internet_access=internet,
         wait_timeout=CREATE_WAIT_SECONDS if wait else None,
         config=state.config(),
     )

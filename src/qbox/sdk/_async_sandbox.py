@@ -50,6 +50,8 @@ class AsyncSandbox:
         envs: Mapping[str, str] | None = None,
         vcpus: int | None = None,
         memory_mb: int | None = None,
+        disk_size_mb: int | None = None,
+        allow_internet_access: bool | None = None,
         wait_timeout: float | None = 120,
         api_key: str | None = None,
         base_url: str | None = None,
@@ -59,7 +61,9 @@ class AsyncSandbox:
         """Spawn a sandbox from a template (name or ``tpl_…`` id) and wait until it runs.
 
         ``timeout`` is the auto-kill window in seconds (0 disables it, ``None``
-        leaves the server default). ``wait_timeout=None`` returns at once.
+        leaves the server default). ``disk_size_mb`` caps the writable disk;
+        ``allow_internet_access=False`` cuts all egress (both default to the
+        template's). ``wait_timeout=None`` returns at once.
         Raises ``SandboxSpawnError`` if it ends instead of starting and
         ``SandboxSpawnTimeoutError`` if it is still starting after the wait.
         """
@@ -74,6 +78,8 @@ class AsyncSandbox:
                     envs=envs,
                     vcpus=vcpus,
                     memory_mb=memory_mb,
+                    disk_size_mb=disk_size_mb,
+                    allow_internet_access=allow_internet_access,
                     wait_timeout=wait_timeout,
                 )
             )

@@ -82,6 +82,8 @@ def create(
     vcpus: int | None,
     memory_mb: int | None,
     wait_timeout: float | None,
+    disk_size_mb: int | None = None,
+    allow_internet_access: bool | None = None,
 ) -> Op[SandboxInfo]:
     template_id = yield from resolve_template(api, template)
     body: dict[str, Any] = {"templateId": template_id}
@@ -95,6 +97,10 @@ def create(
         body["vcpus"] = int(vcpus)
     if memory_mb is not None:
         body["memoryMb"] = int(memory_mb)
+    if disk_size_mb is not None:
+        body["diskSizeMb"] = int(disk_size_mb)
+    if allow_internet_access is not None:
+        body["allowInternetAccess"] = bool(allow_internet_access)
     wait_seconds: int | None = None
     params: dict[str, str | int | bool] | None = None
     client_timeout: float | None = None

@@ -35,6 +35,7 @@ class ServerSettings(BaseSettings):
     default_memory_mb: int = 512
     max_vcpus: int = 4
     max_memory_mb: int = 8192
+    max_disk_mb: int = 20480
     reaper_interval_seconds: float = 1.0
     log_tail_default: int = 1000
 

@@ -233,3 +233,14 @@ def test_exec_timeout_exits_1(cli: Cli) -> None:
 
 def test_exec_without_a_command_is_a_usage_error(cli: Cli) -> None:
     assert cli("sb", "exec", "sb_1").exit_code == ExitCode.USAGE
+
+
+def test_create_passes_disk_and_network_choices(cli: Cli) -> None:
+    cli.server.on("POST", "/v1/sandboxes", reply(201, sandbox("sb_new")))
+    result = cli("sb", "create", "tpl_python", "--disk", "512", "--no-internet")
+    assert result.exit_code == 0
+    body = cli.server.last("POST", "/v1/sandboxes").body
+    assert body["diskSizeMb"] == 512 and body["allowInternetAccess"] is False
+    cli("sb", "create", "tpl_python")
+    body = cli.server.last("POST", "/v1/sandboxes").body
+    assert "diskSizeMb" not in body and "allowInternetAccess" not in body

@@ -178,3 +178,24 @@ def test_members_cannot_see_or_touch_other_users_sandboxes(harness: Harness) -> 
     # The owner and the admin still see it.
     assert c.get(f"/v1/sandboxes/{sb['id']}", headers=harness.auth(alice)).status_code == 200
     assert c.get(f"/v1/sandboxes/{sb['id']}", headers=harness.auth()).status_code == 200
+
+
+def test_network_and_disk_settings_reach_the_agent(harness: Harness) -> None:
+    default = spawn(harness)
+    assert default["allowInternetAccess"] is True and default["diskSizeMb"] == 2048
+    assert default["runtime"] == "crun"
+    spec = harness.agent.sandboxes[default["id"]]["spec"]
+    assert (spec["allowInternetAccess"], spec["diskSizeMb"], spec["runtime"]) == (True, 2048, "crun")
+    offline = spawn(harness, {"allowInternetAccess": False, "diskSizeMb": 512})
+    assert offline["allowInternetAccess"] is False and offline["diskSizeMb"] == 512
+    spec = harness.agent.sandboxes[offline["id"]]["spec"]
+    assert (spec["allowInternetAccess"], spec["diskSizeMb"]) == (False, 512)
+
+
+def test_limits_beyond_the_caps_and_runtime_are_refused(harness: Harness) -> None:
+    for body, field in [({"diskSizeMb": 10**7}, "diskSizeMb"), ({"memoryMb": 10**6}, "memoryMb"),
+                        ({"runtime": "runsc"}, "runtime"), ({"hostId": "elsewhere"}, "hostId"),
+                        ({"allowInternetAccess": "yes please"}, "allowInternetAccess")]:
+        r = harness.client.post("/v1/sandboxes", json={"templateId": "tpl_python", **body}, headers=harness.auth())
+        assert r.status_code == 400, body
+        assert field in r.json()["error"]["details"]["fieldErrors"], body

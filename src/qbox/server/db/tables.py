@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import DateTime, TypeDecorator
 
@@ -131,6 +131,9 @@ class Template(Base):
     default_memory_mb: Mapped[int] = mapped_column(Integer, default=512)
     default_timeout_seconds: Mapped[int | None] = mapped_column(Integer, default=None)
     enable_ssh: Mapped[bool] = mapped_column(default=False)
+    allow_internet_access: Mapped[bool] = mapped_column(default=True, server_default=true())
+    default_disk_mb: Mapped[int] = mapped_column(Integer, default=2048, server_default="2048")
+    runtime: Mapped[str] = mapped_column(String(16), default="crun", server_default="crun")
     envs: Mapped[dict[str, Any]] = mapped_column(default=dict)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     services: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
@@ -149,6 +152,9 @@ class Sandbox(Base):
     status: Mapped[str] = mapped_column(String(16))
     vcpus: Mapped[int] = mapped_column(Integer)
     memory_mb: Mapped[int] = mapped_column(Integer)
+    disk_size_mb: Mapped[int | None] = mapped_column(Integer, default=None)
+    allow_internet_access: Mapped[bool] = mapped_column(default=True, server_default=true())
+    runtime: Mapped[str] = mapped_column(String(16), default="crun", server_default="crun")
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
     envs: Mapped[dict[str, Any]] = mapped_column(default=dict)
     timeout_seconds: Mapped[int] = mapped_column(Integer)

@@ -41,6 +41,8 @@ async def spawn(
             envs=body.envs,
             vcpus=body.vcpus,
             memory_mb=body.memory_mb,
+            disk_size_mb=body.disk_size_mb,
+            allow_internet_access=body.allow_internet_access,
         ),
         wait_seconds=min(wait_timeout, settings.max_wait_seconds) if wait else None,
     )

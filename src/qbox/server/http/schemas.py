@@ -42,6 +42,8 @@ class SpawnBody(_Body):
     envs: dict[str, str] = Field(default_factory=dict)
     vcpus: int | None = Field(default=None, ge=1)
     memory_mb: int | None = Field(default=None, alias="memoryMb", ge=1)
+    disk_size_mb: int | None = Field(default=None, alias="diskSizeMb", ge=1)
+    allow_internet_access: bool | None = Field(default=None, alias="allowInternetAccess")
 
     @field_validator("envs")
     @classmethod
@@ -115,6 +117,8 @@ def sandbox_wire(sandbox: Sandbox, template: Template | None = None) -> dict[str
         "templateId": sandbox.template_id,
         "status": sandbox.status,
         "vm": {"vcpus": sandbox.vcpus, "memoryMb": sandbox.memory_mb},
+        "diskSizeMb": sandbox.disk_size_mb,
+        "runtime": sandbox.runtime,
         "services": list(template.services) if template else [],
         "labels": dict(sandbox.labels),
         "timeoutSeconds": sandbox.timeout_seconds,
@@ -124,9 +128,7 @@ def sandbox_wire(sandbox: Sandbox, template: Template | None = None) -> dict[str
         "endedAt": to_wire(sandbox.ended_at),
         "endReason": sandbox.end_reason,
         "expiresAt": to_wire(sandbox.deadline_at),
-        # Sandboxes have a private, loopback-only network namespace until the
-        # networking issue lands; say so rather than promise egress.
-        "allowInternetAccess": False,
+        "allowInternetAccess": sandbox.allow_internet_access,
     }
 
 
@@ -146,6 +148,9 @@ def template_wire(template: Template) -> dict[str, Any]:
         "defaultVcpus": template.default_vcpus,
         "defaultMemoryMb": template.default_memory_mb,
         "enableSsh": template.enable_ssh,
+        "allowInternetAccess": template.allow_internet_access,
+        "defaultDiskMb": template.default_disk_mb,
+        "runtime": template.runtime,
         "tags": list(template.tags),
         "createdAt": to_wire(template.created_at),
         "updatedAt": to_wire(template.updated_at),

@@ -33,6 +33,7 @@ from qbox.server.db.tables import Host, Sandbox, SandboxEvent, Template
 from qbox.server.services import events
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.keys import Principal
+from qbox.server.settings import ServerSettings
 
 log = logging.getLogger("qbox.sandboxes")
 
@@ -47,6 +48,8 @@ class SpawnRequest:
     envs: dict[str, str] = field(default_factory=dict)
     vcpus: int | None = None
     memory_mb: int | None = None
+    disk_size_mb: int | None = None
+    allow_internet_access: bool | None = None
 
 
 class SandboxService:
@@ -120,7 +123,10 @@ class SandboxService:
                 timeout = template.default_timeout_seconds or settings.default_timeout_seconds
             vcpus = request.vcpus or template.default_vcpus or settings.default_vcpus
             memory_mb = request.memory_mb or template.default_memory_mb or settings.default_memory_mb
-            check_caps(vcpus, memory_mb, settings.max_vcpus, settings.max_memory_mb)
+            disk_mb = request.disk_size_mb or template.default_disk_mb
+            internet = template.allow_internet_access if request.allow_internet_access is None \
+                else request.allow_internet_access
+            check_caps(vcpus, memory_mb, disk_mb, settings)
             sandbox = Sandbox(
                 id=new_sandbox_id(),
                 owner_id=principal.user_id,
@@ -129,6 +135,9 @@ class SandboxService:
                 status=SandboxState.BOOTING.value,
                 vcpus=vcpus,
                 memory_mb=memory_mb,
+                disk_size_mb=disk_mb,
+                allow_internet_access=internet,
+                runtime=template.runtime,
                 labels=dict(request.labels),
                 envs=dict(request.envs),
                 timeout_seconds=timeout,
@@ -137,7 +146,8 @@ class SandboxService:
             )
             session.add(sandbox)
             events.record(session, sandbox.id, f"spawn requested from template {template.id} "
-                          f"on host {host.id} ({vcpus} vCPU, {memory_mb} MB)")
+                          f"on host {host.id} ({vcpus} vCPU, {memory_mb} MB memory, {disk_mb} MB disk, "
+                          f"internet {'on' if internet else 'off'}, {template.runtime})")
             await session.commit()
             spec = {
                 "id": sandbox.id,
@@ -145,6 +155,9 @@ class SandboxService:
                 "envs": {**template.envs, **request.envs},
                 "vcpus": vcpus,
                 "memoryMb": memory_mb,
+                "diskSizeMb": disk_mb,
+                "allowInternetAccess": internet,
+                "runtime": template.runtime,
             }
         task = asyncio.create_task(self._boot(sandbox.id, host.id, spec), name=f"boot {sandbox.id}")
         self._boot_tasks[sandbox.id] = task
@@ -292,11 +305,13 @@ def not_active(sandbox: Sandbox) -> SandboxNotActiveError:
     )
 
 
-def check_caps(vcpus: int, memory_mb: int, max_vcpus: int, max_memory_mb: int) -> None:
+def check_caps(vcpus: int, memory_mb: int, disk_mb: int, settings: ServerSettings) -> None:
     fields: dict[str, str] = {}
-    if not 1 <= vcpus <= max_vcpus:
-        fields["vcpus"] = f"must be between 1 and {max_vcpus}"
-    if not 64 <= memory_mb <= max_memory_mb:
-        fields["memoryMb"] = f"must be between 64 and {max_memory_mb}"
+    if not 1 <= vcpus <= settings.max_vcpus:
+        fields["vcpus"] = f"must be between 1 and {settings.max_vcpus}"
+    if not 64 <= memory_mb <= settings.max_memory_mb:
+        fields["memoryMb"] = f"must be between 64 and {settings.max_memory_mb}"
+    if not 64 <= disk_mb <= settings.max_disk_mb:
+        fields["diskSizeMb"] = f"must be between 64 and {settings.max_disk_mb}"
     if fields:
         raise ValidationError.for_fields(fields)
