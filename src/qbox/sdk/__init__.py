@@ -46,15 +46,22 @@ from qbox.core.errors import (
     ValidationError,
 )
 from qbox.core.states import SandboxState
+from qbox.sdk._api_keys import ApiKeys, AsyncApiKeys
 from qbox.sdk._async_commands import AsyncCommandHandle, AsyncCommands
 from qbox.sdk._async_sandbox import AsyncSandbox
+from qbox.sdk._audit import AsyncAudit, Audit
 from qbox.sdk._commands import CommandHandle, Commands
 from qbox.sdk._config import ConnectionConfig
 from qbox.sdk._models import (
+    ApiKeyInfo,
+    AuditEntry,
+    AuditPage,
+    AuditVerification,
     CommandLogs,
     CommandOutput,
     CommandResult,
     CommandStatus,
+    CreatedApiKey,
     ExecResult,
     Identity,
     LogEntry,
@@ -63,17 +70,28 @@ from qbox.sdk._models import (
     ServiceInfo,
     SystemInfo,
     TemplateInfo,
+    UserInfo,
 )
 from qbox.sdk._sandbox import Sandbox
 from qbox.sdk._system import AsyncSystem, System
 from qbox.sdk._templates import AsyncTemplates, Templates
+from qbox.sdk._users import AsyncUsers, Users
 
 __all__ = [
+    "ApiKeyInfo",
+    "ApiKeys",
+    "AsyncApiKeys",
+    "AsyncAudit",
     "AsyncCommandHandle",
     "AsyncCommands",
     "AsyncSandbox",
     "AsyncSystem",
     "AsyncTemplates",
+    "AsyncUsers",
+    "Audit",
+    "AuditEntry",
+    "AuditPage",
+    "AuditVerification",
     "AuthenticationError",
     "CodeInterpreterDisabledError",
     "CommandExitError",
@@ -88,6 +106,7 @@ __all__ = [
     "ConnectionConfig",
     "ConnectionFailedError",
     "ContextNotFoundError",
+    "CreatedApiKey",
     "ExecResult",
     "FeatureDisabledError",
     "HostNoCapacityError",
@@ -123,5 +142,7 @@ __all__ = [
     "Templates",
     "TransportError",
     "UnavailableError",
+    "UserInfo",
+    "Users",
     "ValidationError",
 ]

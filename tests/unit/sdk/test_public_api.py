@@ -9,11 +9,20 @@ import qbox
 import qbox.sdk
 
 PUBLIC = [
+    "ApiKeyInfo",
+    "ApiKeys",
+    "AsyncApiKeys",
+    "AsyncAudit",
     "AsyncCommandHandle",
     "AsyncCommands",
     "AsyncSandbox",
     "AsyncSystem",
     "AsyncTemplates",
+    "AsyncUsers",
+    "Audit",
+    "AuditEntry",
+    "AuditPage",
+    "AuditVerification",
     "AuthenticationError",
     "CodeInterpreterDisabledError",
     "CommandExitError",
@@ -28,6 +37,7 @@ PUBLIC = [
     "ConnectionConfig",
     "ConnectionFailedError",
     "ContextNotFoundError",
+    "CreatedApiKey",
     "ExecResult",
     "FeatureDisabledError",
     "HostNoCapacityError",
@@ -63,6 +73,8 @@ PUBLIC = [
     "Templates",
     "TransportError",
     "UnavailableError",
+    "UserInfo",
+    "Users",
     "ValidationError",
 ]
 
