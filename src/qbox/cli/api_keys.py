@@ -10,22 +10,13 @@ from typing import Any
 
 import click
 
-from qbox.cli.context import CliState, json_option, pass_state
+from qbox.cli.context import CliState, confirm_or_decline, json_option, pass_state
 from qbox.core.errors import QboxError
 from qbox.core.timefmt import utcnow
 from qbox.sdk import ApiKeyInfo, ApiKeys, CreatedApiKey
 
 KEY_COLUMNS = ("ID", "NAME", "PREFIX", "SCOPES", "USER", "STATUS", "LAST USED", "EXPIRES")
 NOT_SHOWN_AGAIN = "Save this secret now: it is not shown again."
-
-
-def confirm_or_decline(state: CliState, question: str, *, yes: bool, consequence: str) -> None:
-    """Ask ``question`` unless ``-y`` or ``QBOX_ASSUME_YES=1``; no terminal to ask on means no (exit 10)."""
-    if yes or state.env.environ.get("QBOX_ASSUME_YES") == "1":
-        return
-    if state.env.stdin_is_tty() and state.env.confirm(question):
-        return
-    raise QboxError(f"not confirmed; {consequence} (pass -y to skip the question)", code="declined", status=0)
 
 
 def _row(key: ApiKeyInfo) -> list[Any]:

@@ -85,3 +85,12 @@ def json_option(func: F) -> F:
         callback=_set_json,
         help="Print JSON (same as -o json).",
     )(func)
+
+
+def confirm_or_decline(state: CliState, question: str, *, yes: bool, consequence: str) -> None:
+    """Ask ``question`` unless ``-y`` or ``QBOX_ASSUME_YES=1``; no terminal to ask on means no (exit 10)."""
+    if yes or state.env.environ.get("QBOX_ASSUME_YES") == "1":
+        return
+    if state.env.stdin_is_tty() and state.env.confirm(question):
+        return
+    raise QboxError(f"not confirmed; {consequence} (pass -y to skip the question)", code="declined", status=0)

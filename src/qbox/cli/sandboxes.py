@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from qbox.cli import output
-from qbox.cli.context import CliState, json_option, pass_state
+from qbox.cli.context import CliState, confirm_or_decline, json_option, pass_state
 from qbox.cli.exit_codes import ExitCode, exit_code_for
 from qbox.core.errors import QboxError, SandboxNotFoundError
 from qbox.sdk import Sandbox, SandboxInfo
@@ -153,15 +153,6 @@ def get(state: CliState, sandbox: str) -> None:
     _show(state, Sandbox.get_info(resolve_sandbox(state, sandbox), config=state.config()))
 
 
-def _confirmed(state: CliState, targets: Sequence[str], yes: bool) -> bool:
-    if yes or state.env.environ.get("QBOX_ASSUME_YES") == "1":
-        return True
-    if not state.env.stdin_is_tty():
-        return False
-    label = targets[0] if len(targets) == 1 else f"{len(targets)} sandboxes ({', '.join(targets)})"
-    return state.env.confirm(f"Kill {label}?")
-
-
 @sandboxes.command("kill")
 @click.argument("targets", nargs=-1, required=True, metavar="SANDBOX...")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -170,9 +161,8 @@ def _confirmed(state: CliState, targets: Sequence[str], yes: bool) -> bool:
 @click.pass_context
 def kill(ctx: click.Context, state: CliState, targets: tuple[str, ...], yes: bool) -> None:
     """End sandboxes (asks first unless -y or QBOX_ASSUME_YES=1)."""
-    if not _confirmed(state, targets, yes):
-        declined = QboxError("not confirmed; nothing killed (pass -y to skip)", code="declined")
-        ctx.exit(state.report_error(declined))
+    label = targets[0] if len(targets) == 1 else f"{len(targets)} sandboxes ({', '.join(targets)})"
+    confirm_or_decline(state, f"Kill {label}?", yes=yes, consequence="nothing killed")
     results: list[dict[str, Any]] = []
     first_failure = ExitCode.OK
     for target in targets:

@@ -7,8 +7,7 @@ from typing import Any
 
 import click
 
-from qbox.cli.api_keys import confirm_or_decline
-from qbox.cli.context import CliState, json_option, pass_state
+from qbox.cli.context import CliState, confirm_or_decline, json_option, pass_state
 from qbox.sdk import UserInfo, Users
 
 USER_COLUMNS = ("ID", "EMAIL", "ROLE", "STATUS", "PASSWORD", "CREATED")

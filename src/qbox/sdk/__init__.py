@@ -52,16 +52,19 @@ from qbox.sdk._async_sandbox import AsyncSandbox
 from qbox.sdk._audit import AsyncAudit, Audit
 from qbox.sdk._commands import CommandHandle, Commands
 from qbox.sdk._config import ConnectionConfig
-from qbox.sdk._models import (
+from qbox.sdk._access_models import (
     ApiKeyInfo,
     AuditEntry,
     AuditPage,
     AuditVerification,
+    CreatedApiKey,
+    UserInfo,
+)
+from qbox.sdk._models import (
     CommandLogs,
     CommandOutput,
     CommandResult,
     CommandStatus,
-    CreatedApiKey,
     ExecResult,
     Identity,
     LogEntry,
@@ -70,7 +73,6 @@ from qbox.sdk._models import (
     ServiceInfo,
     SystemInfo,
     TemplateInfo,
-    UserInfo,
 )
 from qbox.sdk._sandbox import Sandbox
 from qbox.sdk._system import AsyncSystem, System

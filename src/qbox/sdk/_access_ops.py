@@ -10,15 +10,8 @@ from urllib.parse import quote
 from qbox.core.errors import QboxError
 from qbox.core.timefmt import utcnow
 from qbox.sdk._api import Api
-from qbox.sdk._models import (
-    ApiKeyInfo,
-    AuditPage,
-    AuditVerification,
-    CreatedApiKey,
-    UserInfo,
-    as_list,
-    bad_response,
-)
+from qbox.sdk._access_models import ApiKeyInfo, AuditPage, AuditVerification, CreatedApiKey, UserInfo
+from qbox.sdk._models import as_list, bad_response
 from qbox.sdk._steps import Op
 
 API_KEYS = "/v1/api-keys"

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from qbox.sdk import _access_ops as ops
 from qbox.sdk._config import ConnectionConfig
-from qbox.sdk._models import AuditEntry, AuditPage, AuditVerification
+from qbox.sdk._access_models import AuditEntry, AuditPage, AuditVerification
 from qbox.sdk._transport import AsyncConnection, Connection
 
 DEFAULT_LIMIT = 100

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qbox.sdk import _access_ops as ops
 from qbox.sdk._config import ConnectionConfig
-from qbox.sdk._models import UserInfo
+from qbox.sdk._access_models import UserInfo
 from qbox.sdk._transport import AsyncConnection, Connection
 
 
