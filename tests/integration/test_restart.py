@@ -43,7 +43,7 @@ def test_restart_finds_sandboxes_and_reconciles() -> None:
         assert up.log().count("admin API key") == 1  # not printed again
         with up.client() as api:
             templates = api.get("/v1/templates").json()
-            assert [t["id"] for t in templates if t["status"] == "ready"] == ["tpl_python"]
+            assert "tpl_python" in [t["id"] for t in templates if t["status"] == "ready"]
             got = api.get(f"/v1/sandboxes/{kept['id']}").json()
             assert got["status"] == "running"
             out = api.post(f"/v1/sandboxes/{kept['id']}/exec",

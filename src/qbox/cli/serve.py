@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from qbox.agent.settings import AgentSettings, load_or_create_secret
 from qbox.server.settings import ServerSettings, default_data_dir
 
 BUILTIN_PYTHON = "python"
+BUILTIN_PYTHON_GVISOR = "python-gvisor"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -118,6 +120,10 @@ def up(host: str, port: int, data_dir: Path | None) -> None:
     _echo(f"data dir {data_dir}")
     base_ref = asyncio.run(ensure_base_image(machine_cache_dir(), on_progress=_echo))
 
+    builtin = {BUILTIN_PYTHON: base_ref}
+    if shutil.which("runsc"):
+        # The same image under gVisor: stronger isolation, slower spawn (docs/isolation.md).
+        builtin[BUILTIN_PYTHON_GVISOR] = base_ref
     agent = _start_agent(data_dir, socket_path)
     try:
         _wait_for_socket(socket_path, agent)
@@ -125,7 +131,8 @@ def up(host: str, port: int, data_dir: Path | None) -> None:
             data_dir=data_dir, host=host, port=port, agent_address=str(socket_path), agent_secret=agent_secret
         )
         startup = Startup(
-            builtin_templates={BUILTIN_PYTHON: base_ref},
+            builtin_templates=builtin,
+            builtin_runtimes={BUILTIN_PYTHON_GVISOR: "runsc"},
             on_progress=_echo,
             on_admin_created=lambda secret, path: _announce_admin(secret, path, base_url),
         )

@@ -40,6 +40,8 @@ class Startup:
 
     # Built-in templates to register: name -> image ref the agent can import.
     builtin_templates: dict[str, str] = field(default_factory=dict)
+    # Their runtime when not crun (e.g. {"python-gvisor": "runsc"}).
+    builtin_runtimes: dict[str, str] = field(default_factory=dict)
     on_progress: Callable[[str], None] = lambda line: log.info("%s", line)
     # Called once with the admin secret when it is first created (shown once).
     on_admin_created: Callable[[str, str], None] | None = None
@@ -99,6 +101,7 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
             )
             for name, ref in startup.builtin_templates.items():
                 await services.templates.ensure_builtin(name, ref, LOCAL_HOST_ID,
+                                                        runtime=startup.builtin_runtimes.get(name, "crun"),
                                                         on_progress=startup.on_progress)
             decided = await reconcile_host(ctx, services.sandboxes, LOCAL_HOST_ID)
             if decided.mark_lost or decided.remove_from_host:

@@ -46,6 +46,7 @@ class TemplateService:
         image_ref: str,
         host_id: str,
         *,
+        runtime: str = "crun",
         on_progress: Callable[[str], None] = lambda _line: None,
     ) -> Template:
         """Register a built-in template and make sure the host has its image (idempotent)."""
@@ -58,6 +59,7 @@ class TemplateService:
                                     created_at=now, updated_at=now)
                 session.add(template)
             template.image_ref = image_ref
+            template.runtime = runtime
             await session.commit()
         on_progress(f"template {template_id}: importing {image_ref}")
         try:
