@@ -23,10 +23,12 @@ from qbox._version import __version__
 from qbox.agent.hostprep import prepare_host
 from qbox.agent.images.store import ImageStore
 from qbox.agent.models import ExecRequest, ExecSpec, ImageImport, SandboxSpec
+from qbox.agent.network import SandboxNetwork, create_network
 from qbox.agent.processes import ProcessRecord
 from qbox.agent.rootfs import SandboxFilesystem
 from qbox.agent.runtime.base import RuntimeDriver
 from qbox.agent.runtime.factory import create_runtime, filesystem_for
+from qbox.agent.runtime.fake import FakeRuntime
 from qbox.agent.sandbox import Sandbox, SandboxParams
 from qbox.agent.sandboxes import SandboxManager
 from qbox.agent.settings import AgentSettings, load_or_create_secret
@@ -75,7 +77,8 @@ def _agent(request: Request) -> AgentState:
 # --- wire shapes -------------------------------------------------------------
 
 def sandbox_json(sandbox: Sandbox) -> dict[str, Any]:
-    body: dict[str, Any] = {"id": sandbox.id, "status": sandbox.status.value}
+    body: dict[str, Any] = {"id": sandbox.id, "status": sandbox.status.value,
+                            "address": sandbox.address}
     if sandbox.exit_reason and sandbox.status.value == "stopped":
         body["exitReason"] = sandbox.exit_reason
     return body
@@ -118,9 +121,10 @@ def _routes() -> APIRouter:
     async def create_sandbox(body: SandboxSpec, request: Request) -> dict[str, Any]:
         sandbox = await _agent(request).sandboxes.create(SandboxParams(
             id=body.id, image_digest=body.image_digest, envs=body.envs, vcpus=body.vcpus,
-            memory_mb=body.memory_mb, hostname=body.hostname))
+            memory_mb=body.memory_mb, hostname=body.hostname,
+            allow_internet_access=body.allow_internet_access))
         return {"id": sandbox.id, "status": sandbox.status.value,
-                "bootedAt": to_wire(sandbox.booted_at)}
+                "bootedAt": to_wire(sandbox.booted_at), "address": sandbox.address}
 
     @router.get("/sandboxes")
     async def list_sandboxes(request: Request) -> list[dict[str, Any]]:
@@ -188,8 +192,10 @@ def _bearer_check(secret: str) -> Callable[[Request], Awaitable[None]]:
 
 def create_app(settings: AgentSettings, runtime: RuntimeDriver | None = None,
                store: ImageStoreLike | None = None,
-               filesystem: SandboxFilesystem | None = None) -> FastAPI:
-    """The agent's ASGI app. ``runtime``/``store``/``filesystem`` replace the real ones (tests)."""
+               filesystem: SandboxFilesystem | None = None,
+               network: SandboxNetwork | None = None) -> FastAPI:
+    """The agent's ASGI app. ``runtime``/``store``/``filesystem``/``network`` replace the
+    real ones (tests)."""
     secret = settings.secret or load_or_create_secret(settings.data_dir)
 
     @contextlib.asynccontextmanager
@@ -203,7 +209,9 @@ def create_app(settings: AgentSettings, runtime: RuntimeDriver | None = None,
                     log.warning("host preparation: %s", problem)
             driver = await create_runtime(settings)
         images: ImageStoreLike = store or ImageStore(settings.images_dir)
-        manager = SandboxManager(settings, driver, images, filesystem or filesystem_for(driver))
+        manager = SandboxManager(
+            settings, driver, images, filesystem or filesystem_for(driver),
+            network or create_network(settings, fake_runtime=isinstance(driver, FakeRuntime)))
         await manager.load()
         app.state.agent = AgentState(settings, driver, images, manager)
         try:

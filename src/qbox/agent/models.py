@@ -26,6 +26,7 @@ class SandboxSpec(_Wire):
     vcpus: int = Field(1, ge=1, le=1024)
     memory_mb: int = Field(512, ge=16)
     hostname: str | None = None
+    allow_internet_access: bool = True
 
 
 class ExecSpec(_Wire):

@@ -37,6 +37,7 @@ class SandboxParams:
     vcpus: int = 1
     memory_mb: int = 512
     hostname: str | None = None
+    allow_internet_access: bool = True
 
 
 @dataclass
@@ -49,6 +50,8 @@ class Sandbox:
     status: SandboxStatus = SandboxStatus.CREATING
     booted_at: datetime | None = None
     exit_reason: str | None = None
+    # The sandbox's IPv4 address (from the network's own records, not the state file).
+    address: str | None = None
 
     @property
     def id(self) -> str:
@@ -67,6 +70,7 @@ class Sandbox:
         return {
             "id": p.id, "imageDigest": p.image_digest, "envs": p.envs, "vcpus": p.vcpus,
             "memoryMb": p.memory_mb, "hostname": p.hostname, "imageEnv": self.image_env,
+            "allowInternetAccess": p.allow_internet_access,
             "status": self.status.value, "createdAt": to_wire(self.created_at),
             "bootedAt": to_wire(self.booted_at), "exitReason": self.exit_reason,
         }
@@ -78,6 +82,7 @@ class Sandbox:
             envs={str(k): str(v) for k, v in (data.get("envs") or {}).items()},
             vcpus=int(data["vcpus"]), memory_mb=int(data["memoryMb"]),
             hostname=data.get("hostname"),
+            allow_internet_access=bool(data.get("allowInternetAccess", True)),
         )
         booted = data.get("bootedAt")
         return cls(

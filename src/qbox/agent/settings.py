@@ -35,6 +35,15 @@ class AgentSettings:
     # Host preparation (cgroup fix-up) mutates the machine; tests turn it off.
     prepare_host: bool = True
     log_level: str = "info"
+    # --- networking (docs/operations.md, "Networking") ---
+    # False → every sandbox gets an empty namespace (loopback only), no firewall.
+    network: bool = True
+    # Sandbox addresses, one /30 link per sandbox (16384 sandboxes in a /16).
+    network_pool: str = "10.213.0.0/16"
+    # Upstream DNS servers for sandboxes; empty → the host's (loopback stubs skipped).
+    network_dns: tuple[str, ...] = ()
+    # More destinations sandboxes may never reach (e.g. a remote control plane's address).
+    network_blocked: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIME_CHOICES:
@@ -52,6 +61,10 @@ class AgentSettings:
         return self.data_dir / "sandboxes"
 
     @property
+    def network_dir(self) -> Path:
+        return self.data_dir / "network"
+
+    @property
     def runtime_root(self) -> Path:
         return self.data_dir / "runtime"
 
@@ -64,7 +77,9 @@ class AgentSettings:
     @classmethod
     def from_env(cls, **overrides: object) -> AgentSettings:
         """Settings from ``QBOX_DATA_DIR``, ``QBOX_AGENT_RUNTIME``, ``QBOX_AGENT_SECRET``,
-        ``QBOX_AGENT_LISTEN``; keyword arguments win."""
+        ``QBOX_AGENT_LISTEN``, ``QBOX_NETWORK`` (``off``), ``QBOX_NETWORK_POOL``,
+        ``QBOX_NETWORK_DNS`` and ``QBOX_NETWORK_BLOCKED`` (comma-separated);
+        keyword arguments win."""
         values: dict[str, object] = {}
         if os.environ.get("QBOX_DATA_DIR"):
             values["data_dir"] = Path(os.environ["QBOX_DATA_DIR"])
@@ -74,6 +89,14 @@ class AgentSettings:
             values["secret"] = os.environ["QBOX_AGENT_SECRET"]
         if os.environ.get("QBOX_AGENT_LISTEN"):
             values["listen"] = os.environ["QBOX_AGENT_LISTEN"]
+        if os.environ.get("QBOX_NETWORK"):
+            values["network"] = os.environ["QBOX_NETWORK"].lower() not in ("off", "0", "false")
+        if os.environ.get("QBOX_NETWORK_POOL"):
+            values["network_pool"] = os.environ["QBOX_NETWORK_POOL"]
+        for name in ("dns", "blocked"):
+            listed = os.environ.get(f"QBOX_NETWORK_{name.upper()}", "")
+            if listed.strip():
+                values[f"network_{name}"] = tuple(x.strip() for x in listed.split(",") if x.strip())
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 

@@ -69,6 +69,8 @@ class SandboxConfig:
     env: dict[str, str] = field(default_factory=dict)
     # An existing network namespace to join; None → a new, empty one (loopback only).
     netns_path: Path | None = None
+    # The network's per-sandbox resolv.conf, bind-mounted read-only; None → the image's.
+    resolv_conf: Path | None = None
 
 
 def oci_process(spec: ProcessSpec) -> dict[str, Any]:
@@ -169,7 +171,15 @@ def _mounts(config: SandboxConfig) -> list[dict[str, Any]]:
          "options": ["nosuid", "noexec", "nodev", "ro"]},
         {"destination": INIT_IN_SANDBOX, "type": "bind", "source": str(config.init_source),
          "options": ["bind", "ro", "nosuid", "nodev"]},
+        *_network_mounts(config),
     ]
+
+
+def _network_mounts(config: SandboxConfig) -> list[dict[str, Any]]:
+    if config.resolv_conf is None:
+        return []
+    return [{"destination": "/etc/resolv.conf", "type": "bind", "source": str(config.resolv_conf),
+             "options": ["bind", "ro", "nosuid", "nodev", "noexec"]}]
 
 
 def _resources(config: SandboxConfig) -> dict[str, Any]:

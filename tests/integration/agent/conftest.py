@@ -10,6 +10,8 @@ even when the test fails.
 from __future__ import annotations
 
 import fcntl
+import ipaddress
+import json
 import os
 import shutil
 import subprocess
@@ -84,6 +86,23 @@ def force_cleanup(data_dir: Path) -> None:
         if entry.mount_point.startswith(str(data_dir) + "/"):
             mounts.umount(entry.mount_point, mounts.MNT_DETACH)
     shutil.rmtree(data_dir / "sandboxes", ignore_errors=True)
+    force_network_cleanup(data_dir)
+
+
+def force_network_cleanup(data_dir: Path) -> None:
+    """Namespaces and nft elements the agent recorded under ``data_dir/network``."""
+    network_dir = data_dir / "network"
+    if not network_dir.is_dir():
+        return
+    for record_file in network_dir.glob("*/network.json"):
+        record = json.loads(record_file.read_text())
+        subprocess.run(["ip", "netns", "delete", Path(record["netns"]).name], capture_output=True)
+        for nft_set, element in (("sandboxes", f'"{record["ifname"]}" . '
+                                               f'{ipaddress.ip_network(record["link"])[2]}'),
+                                 ("internet", f'"{record["ifname"]}"')):
+            subprocess.run(["nft", f"delete element inet qbox {nft_set} {{ {element} }}"],
+                           capture_output=True)
+    shutil.rmtree(network_dir, ignore_errors=True)
 
 
 @dataclass

@@ -18,13 +18,15 @@ async def test_sandboxes_survive_an_agent_restart(data_dir: Path, test_rootfs: P
                                                   "vcpus": 1, "memoryMb": 256,
                                                   "envs": {"KEPT": "yes"}})
         assert r.status_code == 201, r.text
+        address = r.json()["address"]
         await client.post("/sandboxes/sb_restart0001/exec",
                           json={"cmd": "sh", "args": ["-c", "echo before > /tmp/mark"]})
 
     app, _ = await start_agent(data_dir, test_rootfs)
     async with app.router.lifespan_context(app), client_for(app) as client:
+        # The same address: its namespace and firewall elements were kept.
         assert (await client.get("/sandboxes")).json() == [
-            {"id": "sb_restart0001", "status": "running"}]
+            {"id": "sb_restart0001", "status": "running", "address": address}]
         r = await client.post("/sandboxes/sb_restart0001/exec",
                               json={"cmd": "sh", "args": ["-c", "cat /tmp/mark; echo $KEPT"]})
         assert r.json()["stdout"] == "before\nyes\n"

@@ -53,12 +53,13 @@ async def test_images_import_and_lookup(agent: AgentUnderTest) -> None:
 async def test_sandbox_lifecycle(agent: AgentUnderTest) -> None:
     sandbox_id = await _create(agent)
     assert (await agent.client.get("/sandboxes")).json() == [
-        {"id": sandbox_id, "status": "running"}]
+        {"id": sandbox_id, "status": "running", "address": "10.213.0.2"}]
     assert (await agent.client.get(f"/sandboxes/{sandbox_id}")).json()["status"] == "running"
     assert (await agent.client.get("/health")).json()["sandboxes"] == 1
     assert (await agent.client.delete(f"/sandboxes/{sandbox_id}")).status_code == 204
     assert (await agent.client.get("/sandboxes")).json() == []
     assert not (agent.settings.sandboxes_dir / sandbox_id).exists()
+    assert not (agent.settings.network_dir / sandbox_id).exists()
     # Idempotent.
     assert (await agent.client.delete(f"/sandboxes/{sandbox_id}")).status_code == 204
 

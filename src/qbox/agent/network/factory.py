@@ -1,0 +1,21 @@
+"""Picking the sandbox network: the host's, none, or the in-memory fake for the fake runtime."""
+
+from __future__ import annotations
+
+from qbox.agent.network.base import SandboxNetwork
+from qbox.agent.network.fake import FakeNetwork, NoNetwork
+from qbox.agent.settings import AgentSettings
+
+
+def create_network(settings: AgentSettings, *, fake_runtime: bool) -> SandboxNetwork:
+    if fake_runtime:
+        return FakeNetwork(settings.network_dir, settings.network_pool)
+    if not settings.network:
+        return NoNetwork()
+    # Imported here: pyroute2 takes ≈200 ms to import, which the fake runtime
+    # (unit tests) and a network-less agent need not pay.
+    from qbox.agent.network.manager import HostNetwork, NetworkConfig
+
+    return HostNetwork(NetworkConfig(
+        state_dir=settings.network_dir, pool=settings.network_pool,
+        dns=settings.network_dns, blocked=settings.network_blocked))

@@ -1,0 +1,129 @@
+"""HostNetwork's bookkeeping with the kernel replaced: slots, retries, records, reconcile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qbox.agent.network import links, manager, netns
+from qbox.agent.network.addresses import Lease
+from qbox.agent.network.manager import HostNetwork, NetworkConfig
+
+
+class FakeNft:
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.scripts: list[str] = []
+
+    def run(self, script: str) -> None:
+        self.scripts.append(script)
+
+    def query(self, script: str) -> dict[str, Any]:
+        return {"nftables": []}
+
+
+class FakeKernel:
+    """Namespaces are files; host interface names a set."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.ifnames: set[str] = set()
+        self.namespaces: set[Path] = set()
+        monkeypatch.setattr(manager, "enable_ip_forwarding", lambda: False)
+        monkeypatch.setattr(netns, "prepare_dir", lambda directory: None)
+        monkeypatch.setattr(netns, "create", self.create)
+        monkeypatch.setattr(netns, "remove", self.namespaces.discard)
+        monkeypatch.setattr(netns, "exists", lambda path: path in self.namespaces)
+        monkeypatch.setattr(links, "open_netlink", lambda: None)
+        monkeypatch.setattr(links, "host_netns_fd", lambda: -1)
+        monkeypatch.setattr(links, "host_networks", lambda ipr, prefix: [])
+        monkeypatch.setattr(links, "link_names", lambda ipr: set(self.ifnames))
+        monkeypatch.setattr(links, "configure_host", lambda ipr, lease: None)
+
+    def create(self, path: Path, setup: Any) -> None:
+        lease: Lease = setup.args[0]
+        if lease.ifname in self.ifnames:
+            raise links.InterfaceExistsError(lease.ifname)
+        self.ifnames.add(lease.ifname)
+        self.namespaces.add(path)
+
+
+@pytest.fixture
+def kernel(monkeypatch: pytest.MonkeyPatch) -> FakeKernel:
+    return FakeKernel(monkeypatch)
+
+
+def _network(tmp_path: Path, nft: FakeNft) -> HostNetwork:
+    config = NetworkConfig(state_dir=tmp_path / "network", pool="10.213.0.0/28",
+                           dns=("192.0.2.53",), netns_dir=tmp_path / "netns")
+    return HostNetwork(config, nft_factory=lambda: nft)
+
+
+async def test_attach_skips_a_slot_whose_interface_still_exists(
+        tmp_path: Path, kernel: FakeKernel) -> None:
+    kernel.ifnames.add("qb-0")  # another agent's, or one the kernel is still destroying
+    nft = FakeNft()
+    network = _network(tmp_path, nft)
+    await network.start(set())
+    attachment = await network.attach("sb_aaaaaaaa", internet=True)
+    assert attachment.address == "10.213.0.6"
+    assert attachment.netns_path == tmp_path / "netns" / "qbox-sb_aaaaaaaa"
+    assert attachment.resolv_conf is not None
+    assert attachment.resolv_conf.read_text().splitlines()[1] == "nameserver 192.0.2.53"
+    # The other owner's elements were never touched.
+    assert not any('"qb-0"' in script for script in nft.scripts)
+    assert nft.scripts[-1] == ('add element inet qbox sandboxes { "qb-1" . 10.213.0.6 }\n'
+                               'add element inet qbox internet { "qb-1" }\n')
+    await network.close()
+
+
+async def test_detach_removes_elements_namespace_and_record(
+        tmp_path: Path, kernel: FakeKernel) -> None:
+    nft = FakeNft()
+    network = _network(tmp_path, nft)
+    await network.start(set())
+    attachment = await network.attach("sb_aaaaaaaa", internet=False)
+    await network.detach("sb_aaaaaaaa")
+    await network.detach("sb_aaaaaaaa")  # idempotent
+    assert 'delete element inet qbox sandboxes { "qb-0" . 10.213.0.2 }' in nft.scripts[-1]
+    assert attachment.netns_path not in kernel.namespaces
+    assert not (tmp_path / "network" / "sb_aaaaaaaa").exists()
+    assert network.get("sb_aaaaaaaa") is None
+    await network.close()
+
+
+async def test_start_keeps_held_sandboxes_and_removes_other_leftovers(
+        tmp_path: Path, kernel: FakeKernel) -> None:
+    first = _network(tmp_path, FakeNft())
+    await first.start(set())
+    kept = await first.attach("sb_keptkept", internet=True)
+    gone = await first.attach("sb_gonegone", internet=True)
+    await first.close()
+
+    nft = FakeNft()
+    second = _network(tmp_path, nft)
+    attachments = await second.start({"sb_keptkept"})
+    assert attachments == {"sb_keptkept": kept}
+    assert gone.netns_path not in kernel.namespaces and kept.netns_path in kernel.namespaces
+    assert not (tmp_path / "network" / "sb_gonegone").exists()
+    assert 'add element inet qbox sandboxes { "qb-0" . 10.213.0.2 }' in "".join(nft.scripts)
+    # The kept sandbox's slot stays taken: the next one gets a fresh one.
+    kernel.ifnames.discard("qb-1")
+    assert (await second.attach("sb_newnewnew", internet=True)).address != kept.address
+    await second.close()
+
+
+async def test_a_failed_build_leaves_nothing(tmp_path: Path, kernel: FakeKernel,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(ipr: object, lease: Lease) -> None:
+        raise OSError("netlink said no")
+
+    monkeypatch.setattr(links, "configure_host", broken)
+    network = _network(tmp_path, FakeNft())
+    await network.start(set())
+    with pytest.raises(OSError):
+        await network.attach("sb_aaaaaaaa", internet=True)
+    assert kernel.namespaces == set() and list((tmp_path / "network").iterdir()) == []
+    await network.close()
