@@ -37,6 +37,8 @@ class ServerSettings(BaseSettings):
     max_memory_mb: int = 8192
     max_disk_mb: int = 20480
     reaper_interval_seconds: float = 1.0
+    # How often the control plane checks that running sandboxes still run (OOM, crashes).
+    host_sync_interval_seconds: float = 5.0
     log_tail_default: int = 1000
 
     # Token buckets (0 disables one): every request per API key, spawns per

@@ -41,7 +41,8 @@ class FakeAgent:
         return {"id": spec["id"], "status": "running", "bootedAt": to_wire(utcnow())}
 
     async def list_sandboxes(self) -> list[dict[str, Any]]:
-        return [{"id": k, "status": v["status"]} for k, v in self.sandboxes.items()]
+        return [{"id": k, "status": v["status"], "exitReason": v.get("exitReason")}
+                for k, v in self.sandboxes.items()]
 
     async def delete_sandbox(self, sandbox_id: str) -> None:
         self.sandboxes.pop(sandbox_id, None)

@@ -91,3 +91,32 @@ def test_restart_keeps_keys_and_reconciles(tmp_path: Path) -> None:
     assert "lost" in logs[-1]["message"]
     assert "sb_stranger" in agent.deleted and "sb_stranger" not in agent.sandboxes
     gen.close()
+
+
+def test_ended_on_host_decisions() -> None:
+    from qbox.server.services.hostsync import ended_on_host
+
+    decided = dict(ended_on_host(
+        ["sb_ok", "sb_oom", "sb_gone", "sb_crashed"],
+        {"sb_ok": {"status": "running"}, "sb_oom": {"status": "stopped", "exitReason": "oom"},
+         "sb_crashed": {"status": "stopped"}, "sb_unknown": {"status": "running"}},
+    ))
+    assert set(decided) == {"sb_oom", "sb_gone", "sb_crashed"}
+    assert "OOM" in decided["sb_oom"] and decided["sb_gone"].startswith("lost")
+
+
+def test_host_sync_marks_an_oom_killed_sandbox_failed(harness: Harness) -> None:
+    from qbox.server.services.hostsync import sync_host
+
+    sb = spawn(harness)
+    other = spawn(harness)
+    harness.agent.sandboxes[sb["id"]]["status"] = "stopped"
+    harness.agent.sandboxes[sb["id"]]["exitReason"] = "oom"
+    services = harness.client.app.state.services  # type: ignore[attr-defined]
+    decided = harness.client.portal.call(sync_host, services.ctx, services.sandboxes, "local")  # type: ignore[union-attr]
+    assert [d[0] for d in decided] == [sb["id"]]
+    got = harness.client.get(f"/v1/sandboxes/{sb['id']}", headers=harness.auth()).json()
+    assert got["status"] == "failed" and "OOM" in got["endReason"]
+    logs = harness.client.get(f"/v1/sandboxes/{sb['id']}/logs", headers=harness.auth()).json()
+    assert "OOM" in logs[-1]["message"] and logs[-1]["level"] == "error"
+    assert harness.client.get(f"/v1/sandboxes/{other['id']}", headers=harness.auth()).json()["status"] == "running"

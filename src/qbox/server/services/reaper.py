@@ -19,6 +19,7 @@ from qbox.core.timefmt import to_wire
 from qbox.server.db.tables import Sandbox
 from qbox.server.services.audit import AuditLog, AuditRecord
 from qbox.server.services.context import ServiceContext
+from qbox.server.services.hostsync import sync_host
 from qbox.server.services.sandboxes import LIVE_STATES, SandboxService
 
 log = logging.getLogger("qbox.reaper")
@@ -72,11 +73,15 @@ class Reaper:
     async def run_forever(self) -> None:
         interval = self.ctx.settings.reaper_interval_seconds
         retention_days = self.ctx.settings.audit_retention_days
-        next_prune = 0.0
+        next_prune = next_sync = 0.0
         loop = asyncio.get_running_loop()
         while True:
             try:
                 await self.sweep()
+                if loop.time() >= next_sync:
+                    next_sync = loop.time() + self.ctx.settings.host_sync_interval_seconds
+                    for host_id in list(self.ctx.agents.clients):
+                        await sync_host(self.ctx, self.sandboxes, host_id)
                 if retention_days and loop.time() >= next_prune:
                     next_prune = loop.time() + 3600
                     await self.audit.prune(timedelta(days=retention_days))
