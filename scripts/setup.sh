@@ -8,6 +8,7 @@ APT_PACKAGES=(
   crun runc catatonit skopeo umoci mmdebstrap debootstrap
   iproute2 nftables uidmap util-linux procps psmisc
   ca-certificates
+  runsc
 )
 
 need_apt=()
@@ -23,6 +24,35 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# --- gVisor (runsc): see docs/isolation.md ---------------------------------
+# Debian 12's runsc (2022-12) cannot stat a named path in images with
+# coreutils >= 9 (`ls /etc`, `stat` fail: statx with AT_NO_AUTOMOUNT is
+# EINVAL) and knows only the slow ptrace platform. Debian 13's build
+# (2024-07: systrap, statx fixed) is one static binary without dependencies.
+# It comes from the machine's own Debian mirror through apt, with a private
+# package list, so the host's sources stay as they are.
+# QBOX_RUNSC_UPGRADE=0 keeps Debian 12's.
+RUNSC_MIN_VERSION="0.0~20240729"
+if [ "${QBOX_RUNSC_UPGRADE:-1}" = 1 ] && [ "$(id -u)" -eq 0 ] &&
+   dpkg --compare-versions "$(dpkg-query -W -f='${Version}' runsc)" lt "$RUNSC_MIN_VERSION"; then
+  mirror=$(apt-get indextargets --format '$(REPO_URI)' 'Codename: bookworm' \
+             'Created-By: Packages' 'Component: main' | head -n 1)
+  if [ -z "$mirror" ]; then
+    echo "setup: no Debian 12 mirror in apt's lists; keeping Debian 12's runsc" >&2
+  else
+    apt_dir=/var/cache/qbox/apt-trixie
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial"
+    echo "deb ${mirror%/} trixie main" > "$apt_dir/sources.list"
+    apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+              -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir")
+    echo "setup: upgrading runsc to Debian 13's build"
+    apt-get "${apt_opts[@]}" update -qq
+    rm -f "$apt_dir"/runsc_*.deb
+    (cd "$apt_dir" && apt-get "${apt_opts[@]}" download -qq runsc 2>/dev/null)
+    dpkg -i "$apt_dir"/runsc_*.deb >/dev/null
+  fi
 fi
 
 PYTHON="${PYTHON:-python3}"

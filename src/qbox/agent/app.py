@@ -22,12 +22,13 @@ from fastapi.responses import JSONResponse
 from qbox._version import __version__
 from qbox.agent.hostprep import prepare_host
 from qbox.agent.images.store import ImageStore
+from qbox.agent.isolation import IsolationPolicy
 from qbox.agent.models import ExecRequest, ExecSpec, ImageImport, SandboxSpec
 from qbox.agent.network import SandboxNetwork, create_network
 from qbox.agent.processes import ProcessRecord
 from qbox.agent.rootfs import SandboxFilesystem
 from qbox.agent.runtime.base import RuntimeDriver
-from qbox.agent.runtime.factory import create_runtime, filesystem_for
+from qbox.agent.runtime.factory import create_runsc, create_runtime, filesystem_for
 from qbox.agent.runtime.fake import FakeRuntime
 from qbox.agent.sandbox import Sandbox, SandboxParams
 from qbox.agent.sandboxes import SandboxManager
@@ -88,6 +89,7 @@ def command_json(record: ProcessRecord) -> dict[str, Any]:
     body: dict[str, Any] = {
         "pid": record.pid, "command": record.command, "startedAt": to_wire(record.started_at),
         "alive": record.alive, "exitCode": record.exit_code, "signal": record.signal,
+        "oomKilled": record.oom_killed,
     }
     if record.ended_at is not None:
         body["endedAt"] = to_wire(record.ended_at)
@@ -103,7 +105,7 @@ def _routes() -> APIRouter:
     async def health(request: Request) -> dict[str, Any]:
         agent = _agent(request)
         return {"version": __version__, "runtime": agent.runtime.name,
-                "sandboxes": len(agent.sandboxes)}
+                "runtimes": agent.sandboxes.runtime_names, "sandboxes": len(agent.sandboxes)}
 
     @router.post("/images")
     async def import_image(body: ImageImport, request: Request) -> dict[str, Any]:
@@ -122,7 +124,8 @@ def _routes() -> APIRouter:
         sandbox = await _agent(request).sandboxes.create(SandboxParams(
             id=body.id, image_digest=body.image_digest, envs=body.envs, vcpus=body.vcpus,
             memory_mb=body.memory_mb, hostname=body.hostname,
-            allow_internet_access=body.allow_internet_access))
+            allow_internet_access=body.allow_internet_access, disk_size_mb=body.disk_size_mb,
+            runtime=body.runtime))
         return {"id": sandbox.id, "status": sandbox.status.value,
                 "bootedAt": to_wire(sandbox.booted_at), "address": sandbox.address}
 
@@ -145,8 +148,11 @@ def _routes() -> APIRouter:
         result = await _agent(request).sandboxes.exec(
             sandbox_id, body.argv, env=body.env, cwd=body.cwd, user=body.user,
             stdin=body.stdin, timeout=body.timeout_seconds)
-        return {"stdout": result.stdout, "stderr": result.stderr,
-                "exitCode": result.exit_code, "timedOut": result.timed_out}
+        answer: dict[str, Any] = {"stdout": result.stdout, "stderr": result.stderr,
+                                  "exitCode": result.exit_code, "timedOut": result.timed_out}
+        if result.oom_killed:  # only then: the public /exec answer relays this shape
+            answer["oomKilled"] = True
+        return answer
 
     @router.post("/sandboxes/{sandbox_id}/commands")
     async def start_command(sandbox_id: str, body: ExecSpec,
@@ -208,10 +214,15 @@ def create_app(settings: AgentSettings, runtime: RuntimeDriver | None = None,
                 for problem in report.problems:
                     log.warning("host preparation: %s", problem)
             driver = await create_runtime(settings)
+        # gVisor beside the default runtime, when it works here (never with a test's runtime).
+        gvisor = await create_runsc(settings) if runtime is None else None
         images: ImageStoreLike = store or ImageStore(settings.images_dir)
+        fake = isinstance(driver, FakeRuntime)
         manager = SandboxManager(
-            settings, driver, images, filesystem or filesystem_for(driver),
-            network or create_network(settings, fake_runtime=isinstance(driver, FakeRuntime)))
+            settings, driver, images, filesystem or filesystem_for(driver, settings),
+            network or create_network(settings, fake_runtime=fake),
+            None if fake else IsolationPolicy.from_settings(settings),
+            runtimes={"runsc": gvisor} if gvisor is not None else None)
         await manager.load()
         app.state.agent = AgentState(settings, driver, images, manager)
         try:
@@ -222,6 +233,8 @@ def create_app(settings: AgentSettings, runtime: RuntimeDriver | None = None,
             await manager.close()
             if runtime is None:
                 await driver.close()
+            if gvisor is not None:
+                await gvisor.close()
 
     app = FastAPI(title="qbox agent", version=__version__, lifespan=lifespan,
                   openapi_url=None, docs_url=None, redoc_url=None,

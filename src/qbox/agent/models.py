@@ -6,6 +6,8 @@ validating.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
@@ -27,6 +29,10 @@ class SandboxSpec(_Wire):
     memory_mb: int = Field(512, ge=16)
     hostname: str | None = None
     allow_internet_access: bool = True
+    # The writable layer's quota (ENOSPC beyond it); None → the agent's default (2048).
+    disk_size_mb: int | None = Field(None, ge=16, le=1024 * 1024)
+    # The template's runtime: crun (or the host's fallback, runc), or runsc (gVisor).
+    runtime: Literal["crun", "runsc"] = "crun"
 
 
 class ExecSpec(_Wire):

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import signal as signals
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -46,6 +46,9 @@ class ProcessRecord:
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     # An /exec's process: nobody can ask for its pid later, so no record is kept.
     ephemeral: bool = False
+    # The sandbox's OOM-kill count when it started (None: not readable).
+    oom_kills_at_start: int | None = None
+    oom_killed: bool = False
 
     @property
     def alive(self) -> bool:
@@ -67,6 +70,7 @@ class ExecResult:
     exit_code: int
     signal: int
     timed_out: bool
+    oom_killed: bool = False
 
 
 async def _pump(reader: asyncio.StreamReader, buffer: OutputBuffer) -> None:
@@ -87,6 +91,19 @@ async def _feed_stdin(writer: asyncio.StreamWriter, text: str) -> None:
         writer.close()
 
 
+def killed_by_oom(status: ExitStatus, kills_before: int | None, kills_now: int | None) -> bool:
+    """Whether a command that ended with ``status`` was the OOM killer's doing.
+
+    The kernel kills with SIGKILL, and a shell reports its killed child as
+    137; the sandbox's OOM counter tells whether the OOM killer struck while
+    the command ran. (It cannot tell which process it killed: a command that
+    got a SIGKILL from elsewhere while another was OOM-killed is counted too.)
+    """
+    if kills_before is None or kills_now is None or kills_now <= kills_before:
+        return False
+    return status.signal == signals.SIGKILL or status.exit_code == 128 + signals.SIGKILL
+
+
 def validate_signal(signo: int) -> int:
     if not 1 <= signo <= signals.SIGRTMAX:
         raise ValidationError.for_fields({"signal": f"{signo} is not a signal number"})
@@ -96,8 +113,11 @@ def validate_signal(signo: int) -> int:
 class ProcessManager:
     def __init__(self, runtime: RuntimeDriver, container_id: str, *,
                  max_finished: int = 1000, output_cap_bytes: int = DEFAULT_CAP_BYTES,
-                 finished_output_budget: int = 64 * 1024 * 1024) -> None:
+                 finished_output_budget: int = 64 * 1024 * 1024,
+                 oom_kills: Callable[[], int | None] | None = None) -> None:
         self._runtime = runtime
+        # The sandbox's OOM-kill counter (cgroups.oom_kills), if it has one.
+        self._oom_kills = oom_kills or (lambda: None)
         self._container_id = container_id
         self._max_finished = max_finished
         self._output_cap = output_cap_bytes
@@ -117,10 +137,11 @@ class ProcessManager:
     async def start(self, spec: ProcessSpec, *, stdin: str | None = None,
                     ephemeral: bool = False) -> ProcessRecord:
         started_at = utcnow()
+        oom_kills = self._oom_kills()
         handle = await self._runtime.exec(self._container_id, spec, stdin=stdin is not None)
         record = ProcessRecord(handle.pid, list(spec.args), started_at,
                                OutputBuffer(self._output_cap), OutputBuffer(self._output_cap),
-                               handle, ephemeral=ephemeral)
+                               handle, ephemeral=ephemeral, oom_kills_at_start=oom_kills)
         # pids are reused inside the sandbox once they wrap: the new process wins.
         self._forget(handle.pid)
         self._records[handle.pid] = record
@@ -139,6 +160,7 @@ class ProcessManager:
             log.exception("waiting for pid %s in %s failed", record.pid, self._container_id)
             status = ExitStatus(-1)
         await asyncio.wait(pumps, timeout=DRAIN_GRACE_SECONDS)
+        record.oom_killed = killed_by_oom(status, record.oom_kills_at_start, self._oom_kills())
         record.exit = status
         record.ended_at = utcnow()
         record.finished.set()
@@ -197,7 +219,7 @@ class ProcessManager:
             record.handle.send_signal(signals.SIGKILL)
             raise
         return ExecResult(record.stdout.text(), record.stderr.text(), record.exit_code,
-                          record.signal, timed_out)
+                          record.signal, timed_out, record.oom_killed)
 
     async def close(self) -> None:
         """Stop watching (after the sandbox was deleted, its processes are gone)."""

@@ -38,6 +38,10 @@ class SandboxParams:
     memory_mb: int = 512
     hostname: str | None = None
     allow_internet_access: bool = True
+    # The writable layer's quota; None → the agent's default.
+    disk_size_mb: int | None = None
+    # The runtime the sandbox runs under ("crun" or "runsc"), for its whole life.
+    runtime: str = "crun"
 
 
 @dataclass
@@ -70,7 +74,8 @@ class Sandbox:
         return {
             "id": p.id, "imageDigest": p.image_digest, "envs": p.envs, "vcpus": p.vcpus,
             "memoryMb": p.memory_mb, "hostname": p.hostname, "imageEnv": self.image_env,
-            "allowInternetAccess": p.allow_internet_access,
+            "allowInternetAccess": p.allow_internet_access, "diskSizeMb": p.disk_size_mb,
+            "runtime": p.runtime,
             "status": self.status.value, "createdAt": to_wire(self.created_at),
             "bootedAt": to_wire(self.booted_at), "exitReason": self.exit_reason,
         }
@@ -83,6 +88,9 @@ class Sandbox:
             vcpus=int(data["vcpus"]), memory_mb=int(data["memoryMb"]),
             hostname=data.get("hostname"),
             allow_internet_access=bool(data.get("allowInternetAccess", True)),
+            disk_size_mb=data.get("diskSizeMb"),
+            # Written before runtimes could be chosen: crun's.
+            runtime=str(data.get("runtime") or "crun"),
         )
         booted = data.get("bootedAt")
         return cls(

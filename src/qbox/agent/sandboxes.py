@@ -8,21 +8,24 @@ two small files, one ``crun run --detach``. Nothing else spawns a process.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Protocol
 
 from qbox.agent import spec as specs
 from qbox.agent import users
+from qbox.agent.isolation import OOM_EXIT_REASON, IsolationPolicy, init_killed_by_oom, oom_counter
 from qbox.agent.network import NoNetwork, SandboxNetwork
 from qbox.agent.openat2 import RootDir
 from qbox.agent.processes import ExecResult, ProcessManager, ProcessRecord
 from qbox.agent.rootfs import SandboxFilesystem
 from qbox.agent.runtime.base import (
+    DEFAULT_RUNTIME,
     CommandStartError,
     ContainerState,
     ContainerStatus,
@@ -81,10 +84,19 @@ def _image_env(images: ImageSource, digest: str) -> dict[str, str]:
 
 class SandboxManager:
     def __init__(self, settings: AgentSettings, runtime: RuntimeDriver, images: ImageSource,
-                 filesystem: SandboxFilesystem, network: SandboxNetwork | None = None) -> None:
+                 filesystem: SandboxFilesystem, network: SandboxNetwork | None = None,
+                 isolation: IsolationPolicy | None = None,
+                 runtimes: dict[str, RuntimeDriver] | None = None) -> None:
         self._settings = settings
-        self._network: SandboxNetwork = network or NoNetwork()
+        # --- runtimes (docs/isolation.md) ---
+        # By the name a spec asks for: "crun" is the default driver (crun, or
+        # runc where crun cannot run), ``runtimes`` adds others ("runsc").
+        # A sandbox stays with the runtime it was created with.
+        self._runtimes: dict[str, RuntimeDriver] = {DEFAULT_RUNTIME: runtime, **(runtimes or {})}
         self._runtime = runtime
+        # None → no user namespace, seccomp, rlimits or disk quota (the fake runtime).
+        self._isolation = isolation or IsolationPolicy()
+        self._network: SandboxNetwork = network or NoNetwork()
         self._images = images
         self._fs = filesystem
         self._dir = settings.sandboxes_dir
@@ -117,6 +129,26 @@ class SandboxManager:
                                         details={"currentState": sandbox.status.value})
         return sandbox
 
+    @property
+    def runtime_names(self) -> list[str]:
+        return sorted(self._runtimes)
+
+    def _runtime_of(self, sandbox: Sandbox) -> RuntimeDriver:
+        runtime = self._runtimes.get(sandbox.params.runtime)
+        if runtime is None:
+            raise SandboxNotActiveError(
+                f"sandbox {sandbox.id} runs under {sandbox.params.runtime}, which this agent "
+                "does not offer any more", details={"currentState": sandbox.status.value})
+        return runtime
+
+    def _runtimes_for(self, sandbox_id: str) -> list[RuntimeDriver]:
+        """The runtime a sandbox was created with; every runtime when that is not known."""
+        sandbox = self._sandboxes.get(sandbox_id)
+        if sandbox is None:
+            return list(self._runtimes.values())
+        runtime = self._runtimes.get(sandbox.params.runtime)
+        return [runtime] if runtime is not None else []
+
     def processes(self, sandbox_id: str) -> ProcessManager:
         self._active(sandbox_id)
         return self._processes[sandbox_id]
@@ -142,6 +174,11 @@ class SandboxManager:
 
     async def create(self, params: SandboxParams) -> Sandbox:
         self._validate(params)
+        runtime = self._runtimes.get(params.runtime)
+        if runtime is None:
+            raise TemplateNotReadyError(
+                f"runtime {params.runtime} is not available on this host",
+                details={"runtime": params.runtime, "availableRuntimes": self.runtime_names})
         async with self._locked(params.id):
             if params.id in self._sandboxes:
                 raise ConflictError(f"sandbox {params.id} already exists on this host")
@@ -166,7 +203,7 @@ class SandboxManager:
             except BaseException:
                 self._sandboxes.pop(params.id, None)
                 try:
-                    await self._teardown(params.id, directory)
+                    await self._teardown(params.id, directory, [runtime])
                 except Exception:  # noqa: BLE001 - the boot failure is the error to report
                     log.exception("cleaning up after the failed boot of %s", params.id)
                 raise
@@ -175,11 +212,17 @@ class SandboxManager:
     async def _boot(self, sandbox: Sandbox, lower: Path) -> None:
         self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         sandbox.directory.mkdir(mode=0o700)
-        self._fs.prepare(sandbox.directory, lower, specs.identity_files(sandbox.hostname))
-        self._ensure_default_home(sandbox.rootfs)
+        isolation = self._isolation
+        isolation.open_bundle(sandbox.directory)
+        await asyncio.to_thread(
+            self._fs.prepare, sandbox.directory, lower, specs.identity_files(sandbox.hostname),
+            isolation.layer_options(sandbox.params.disk_size_mb))
+        self._ensure_default_home(sandbox.rootfs, isolation)
         attachment = await self._network.attach(
             sandbox.id, internet=sandbox.params.allow_internet_access)
         sandbox.address = attachment.address
+        sysfs = await asyncio.to_thread(isolation.sysfs_for, sandbox.directory,
+                                        attachment.netns_path)
         config = specs.oci_config(specs.SandboxConfig(
             id=sandbox.id,
             rootfs=sandbox.rootfs,
@@ -191,37 +234,41 @@ class SandboxManager:
             env=sandbox.params.envs,
             netns_path=attachment.netns_path,
             resolv_conf=attachment.resolv_conf,
+            sysfs_source=sysfs,
+            **isolation.config_fields(),
         ))
         (sandbox.directory / "config.json").write_text(json.dumps(config))
         # Saved before the runtime starts anything, so a crash in between
         # leaves a sandbox the next agent knows about (and can delete).
         sandbox.save()
-        await self._runtime.run(sandbox.id, sandbox.directory)
+        await self._runtime_of(sandbox).run(sandbox.id, sandbox.directory)
         sandbox.status = SandboxStatus.RUNNING
         sandbox.booted_at = utcnow()
         sandbox.save()
         self._attach(sandbox)
 
-    def _ensure_default_home(self, rootfs: Path) -> None:
+    def _ensure_default_home(self, rootfs: Path, isolation: IsolationPolicy) -> None:
         # Commands run as uid 1000 in /home/user by default, even on an image
         # that has no such user: the directory must exist for the chdir.
         user = users.resolve_in_rootfs(rootfs, None)
         with RootDir(rootfs) as root:
             if not root.is_dir(user.home):
-                root.make_dirs(user.home, mode=0o755, uid=user.uid, gid=user.gid)
+                uid, gid = isolation.host_ids(user.uid, user.gid)
+                root.make_dirs(user.home, mode=0o755, uid=uid, gid=gid)
 
     def _attach(self, sandbox: Sandbox) -> None:
         self._processes[sandbox.id] = ProcessManager(
-            self._runtime, sandbox.id,
+            self._runtime_of(sandbox), sandbox.id,
             max_finished=self._settings.max_finished_processes,
             output_cap_bytes=self._settings.output_cap_bytes,
+            oom_kills=oom_counter(sandbox.id),
         )
         self._watchers[sandbox.id] = asyncio.create_task(self._watch(sandbox))
 
     async def _watch(self, sandbox: Sandbox) -> None:
         """Mark the sandbox stopped when its init exits (not through delete)."""
         try:
-            status = await self._runtime.wait(sandbox.id)
+            status = await self._runtime_of(sandbox).wait(sandbox.id)
         except Exception:  # noqa: BLE001 - a broken watcher must not take the agent down
             log.exception("watching sandbox %s failed", sandbox.id)
             return
@@ -229,7 +276,9 @@ class SandboxManager:
             return
         if sandbox.status is SandboxStatus.RUNNING:
             sandbox.status = SandboxStatus.STOPPED
-            sandbox.exit_reason = describe_exit(status)
+            sandbox.exit_reason = (OOM_EXIT_REASON
+                                   if init_killed_by_oom(status, oom_counter(sandbox.id)())
+                                   else describe_exit(status))
             log.info("sandbox %s stopped: %s", sandbox.id, sandbox.exit_reason)
             try:
                 sandbox.save()
@@ -250,17 +299,32 @@ class SandboxManager:
             await self._teardown(sandbox_id, self._dir / sandbox_id)
             self._sandboxes.pop(sandbox_id, None)
 
-    async def _teardown(self, sandbox_id: str, directory: Path) -> None:
+    async def _teardown(self, sandbox_id: str, directory: Path,
+                        runtimes: list[RuntimeDriver] | None = None) -> None:
+        """Every step runs even when an earlier one fails, so one error never strands the rest
+        (mounts, loop devices, the netns); the first error is raised at the end."""
         watcher = self._watchers.pop(sandbox_id, None)
-        await self._runtime.delete(sandbox_id)
+        errors: list[BaseException] = []
+
+        async def step(action: Callable[[], Awaitable[object]]) -> None:
+            try:
+                await action()
+            except Exception as exc:  # noqa: BLE001 - collected, raised below
+                log.warning("teardown of %s: %s", sandbox_id, exc)
+                errors.append(exc)
+
+        for runtime in self._runtimes_for(sandbox_id) if runtimes is None else runtimes:
+            await step(functools.partial(runtime.delete, sandbox_id))
         processes = self._processes.pop(sandbox_id, None)
         if processes is not None:
-            await processes.close()
+            await step(processes.close)
         if watcher is not None:
             watcher.cancel()
         if directory.exists():
-            await asyncio.to_thread(self._fs.release, directory)
-        await self._network.detach(sandbox_id)
+            await step(lambda: asyncio.to_thread(self._fs.release, directory))
+        await step(lambda: self._network.detach(sandbox_id))
+        if errors:
+            raise errors[0]
 
     # --- commands --------------------------------------------------------------
 
@@ -272,11 +336,12 @@ class SandboxManager:
                 # A home that does not exist (nobody's /nonexistent) would fail the chdir.
                 cwd = who.home if root.is_dir(who.home) else "/"
         return specs.exec_process(who, argv, image_env=sandbox.image_env,
-                                  sandbox_env=sandbox.params.envs, call_env=env, cwd=cwd)
+                                  sandbox_env=sandbox.params.envs, call_env=env, cwd=cwd,
+                                  rlimits=self._isolation.rlimits)
 
     async def _not_running(self, sandbox: Sandbox) -> bool:
         """After a failed start: was it the sandbox (its init just died) rather than the command?"""
-        state = await self._runtime.state(sandbox.id)
+        state = await self._runtime_of(sandbox).state(sandbox.id)
         return state is None or state.status is not ContainerStatus.RUNNING
 
     async def start_command(self, sandbox_id: str, argv: list[str], *,
@@ -310,23 +375,27 @@ class SandboxManager:
     async def load(self) -> None:
         """Find the sandboxes an earlier agent left: keep the running ones, mark the
         rest stopped, and remove runtime containers and directories nobody owns."""
-        containers = {c.id: c for c in await self._runtime.list()}
+        containers = {name: {c.id: c for c in await runtime.list()}
+                      for name, runtime in self._runtimes.items()}
         known: set[str] = set()
         if self._dir.is_dir():
             for directory in sorted(self._dir.iterdir()):
                 known.add(directory.name)
-                await self._adopt(directory, containers.get(directory.name))
-        for container_id in containers.keys() - known:
-            if is_sandbox_id(container_id):
-                log.warning("deleting runtime container %s: no sandbox directory", container_id)
-                await self._runtime.delete(container_id)
+                await self._adopt(directory, containers)
+        for name, found in containers.items():
+            for container_id in found.keys() - known:
+                if is_sandbox_id(container_id):
+                    log.warning("deleting %s container %s: no sandbox directory",
+                                name, container_id)
+                    await self._runtimes[name].delete(container_id)
         # The network keeps the sandboxes held here and removes its other leftovers.
         attachments = await self._network.start(set(self._sandboxes))
         for sandbox_id, sandbox in self._sandboxes.items():
             attachment = attachments.get(sandbox_id)
             sandbox.address = attachment.address if attachment else None
 
-    async def _adopt(self, directory: Path, container: ContainerState | None) -> None:
+    async def _adopt(self, directory: Path,
+                     containers: dict[str, dict[str, ContainerState]]) -> None:
         sandbox_id = directory.name
         try:
             sandbox = Sandbox.load(directory)
@@ -335,10 +404,12 @@ class SandboxManager:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("removing %s: unreadable %s (%s)", directory, STATE_FILE, exc)
             if is_sandbox_id(sandbox_id):
-                await self._runtime.delete(sandbox_id)
+                for runtime in self._runtimes.values():
+                    await runtime.delete(sandbox_id)
             # Through the filesystem: its rootfs may still be mounted.
             await asyncio.to_thread(self._fs.release, directory)
             return
+        container = containers.get(sandbox.params.runtime, {}).get(sandbox_id)
         alive = container is not None and container.status in (ContainerStatus.RUNNING,
                                                                ContainerStatus.PAUSED)
         if sandbox.status is SandboxStatus.RUNNING and alive and self._fs.is_ready(directory):
@@ -349,6 +420,8 @@ class SandboxManager:
             sandbox.status = SandboxStatus.STOPPED
             sandbox.exit_reason = sandbox.exit_reason or (
                 "boot interrupted" if sandbox.booted_at is None
+                else f"lost: runtime {sandbox.params.runtime} is not available"
+                if sandbox.params.runtime not in self._runtimes
                 else "lost: its init is gone (agent or host restarted)")
             sandbox.save()
         self._sandboxes[sandbox_id] = sandbox

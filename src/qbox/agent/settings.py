@@ -27,6 +27,8 @@ class AgentSettings:
     socket_path: Path | None = None
     listen: str | None = None
     runtime: str = "auto"
+    # Also offer gVisor (a sandbox's spec asks for "runsc") when runsc is installed and works.
+    runsc: bool = True
     # catatonit, bind-mounted read-only as every sandbox's PID 1.
     init_path: Path = Path("/usr/bin/catatonit")
     pids_limit: int = 4096
@@ -44,6 +46,16 @@ class AgentSettings:
     network_dns: tuple[str, ...] = ()
     # More destinations sandboxes may never reach (e.g. a remote control plane's address).
     network_blocked: tuple[str, ...] = ()
+    # --- isolation (docs/isolation.md) ---
+    # Ids 0–65535 in a sandbox are host ids userns_base–userns_base+65535;
+    # None → no user namespace (root in a sandbox is the host's root: tests only).
+    userns_base: int | None = 100_000
+    # The disk quota of a sandbox's writable layer when the spawn names none;
+    # disk_quota=False → the layer sits on the host's filesystem, unlimited.
+    default_disk_mb: int = 2048
+    disk_quota: bool = True
+    # The seccomp allowlist (seccomp.py) on every sandbox process.
+    seccomp: bool = True
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIME_CHOICES:
@@ -59,6 +71,11 @@ class AgentSettings:
     @property
     def sandboxes_dir(self) -> Path:
         return self.data_dir / "sandboxes"
+
+    @property
+    def disks_dir(self) -> Path:
+        """Golden ext4 images that sandbox disks are cloned from (disk.py)."""
+        return self.data_dir / "disks"
 
     @property
     def network_dir(self) -> Path:
@@ -77,7 +94,8 @@ class AgentSettings:
     @classmethod
     def from_env(cls, **overrides: object) -> AgentSettings:
         """Settings from ``QBOX_DATA_DIR``, ``QBOX_AGENT_RUNTIME``, ``QBOX_AGENT_SECRET``,
-        ``QBOX_AGENT_LISTEN``, ``QBOX_NETWORK`` (``off``), ``QBOX_NETWORK_POOL``,
+        ``QBOX_AGENT_LISTEN``, ``QBOX_AGENT_RUNSC`` (``off``), ``QBOX_NETWORK`` (``off``),
+        ``QBOX_NETWORK_POOL``,
         ``QBOX_NETWORK_DNS`` and ``QBOX_NETWORK_BLOCKED`` (comma-separated);
         keyword arguments win."""
         values: dict[str, object] = {}
@@ -89,6 +107,8 @@ class AgentSettings:
             values["secret"] = os.environ["QBOX_AGENT_SECRET"]
         if os.environ.get("QBOX_AGENT_LISTEN"):
             values["listen"] = os.environ["QBOX_AGENT_LISTEN"]
+        if os.environ.get("QBOX_AGENT_RUNSC"):
+            values["runsc"] = os.environ["QBOX_AGENT_RUNSC"].lower() not in ("off", "0", "false")
         if os.environ.get("QBOX_NETWORK"):
             values["network"] = os.environ["QBOX_NETWORK"].lower() not in ("off", "0", "false")
         if os.environ.get("QBOX_NETWORK_POOL"):

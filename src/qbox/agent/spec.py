@@ -4,9 +4,13 @@ Pure functions over dataclasses: everything here is unit-tested without root.
 
 The sandbox's PID 1 is catatonit in pause mode, bind-mounted read-only from
 the host, so an image needs no init of its own and cannot swap ours. Every
-command then enters through the runtime's ``exec``. User namespaces,
-seccomp and veth networking come later: the network namespace can already
-be an existing one (``netns_path``), and nothing here assumes host uids.
+command then enters through the runtime's ``exec``.
+
+Isolation (docs/isolation.md): with ``id_mapping`` the sandbox gets its own
+user namespace (root inside is an unprivileged uid range on the host), with
+``seccomp`` a syscall allowlist (``seccomp.py``); every process has
+``noNewPrivileges``, root Docker's default capabilities and everyone else
+none. Memory and swap are limited together, so a sandbox cannot swap.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qbox.agent.idmap import IdMapping
 from qbox.agent.runtime.base import ProcessSpec
 from qbox.agent.users import UserInfo
 from qbox.core.errors import ValidationError
@@ -33,10 +38,12 @@ DEFAULT_CAPABILITIES: tuple[str, ...] = (
     "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT",
 )
 
-# None by default: processes inherit the agent's limits. Raising a hard
-# limit needs CAP_SYS_RESOURCE, which an agent run in a restricted host
-# container lacks (measured: setrlimit EPERM above the inherited 20000).
+# None by default: processes inherit the agent's limits; ``sandbox_rlimits``
+# gives the ones the sandbox manager sets.
 DEFAULT_RLIMITS: dict[str, tuple[int, int]] = {}
+NOFILE_LIMIT = 65_536
+# crun's annotation for a precompiled seccomp filter (see seccomp_bpf.py).
+SECCOMP_BPF_ANNOTATION = "run.oci.seccomp_bpf_data"
 
 # Docker's defaults: kernel interfaces that leak host data or allow host-wide
 # changes are hidden (masked) or frozen (read-only).
@@ -60,6 +67,7 @@ _ALLOWED_DEVICES: tuple[tuple[int, int | None], ...] = (
 @dataclass(frozen=True)
 class SandboxConfig:
     id: str
+    # Directly inside the bundle (the directory holding config.json).
     rootfs: Path
     hostname: str
     init_source: Path
@@ -71,6 +79,37 @@ class SandboxConfig:
     netns_path: Path | None = None
     # The network's per-sandbox resolv.conf, bind-mounted read-only; None → the image's.
     resolv_conf: Path | None = None
+    # --- isolation ---
+    # A user namespace with this mapping; None → the host's ids (no user namespace).
+    id_mapping: IdMapping | None = None
+    # The OCI ``linux.seccomp`` profile; None → no filter.
+    seccomp: dict[str, Any] | None = None
+    # The same profile compiled (``seccomp_bpf.py``), for crun to load as is.
+    seccomp_bpf: str | None = None
+    # Limits of the init (each command gets its own, see ``exec_process``).
+    rlimits: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # A sysfs mounted for the sandbox by the agent (``joined_netns.py``), bound
+    # read-only at /sys; None → the runtime mounts a fresh one.
+    sysfs_source: Path | None = None
+    # Limit memory+swap to the memory limit (the host must account swap).
+    no_swap: bool = False
+
+
+def sandbox_rlimits(host_nofile_hard: int, wanted_nofile: int = NOFILE_LIMIT
+                    ) -> dict[str, tuple[int, int]]:
+    """The rlimits of every sandbox process.
+
+    Open files: ``wanted_nofile``, but never above the agent's own hard
+    limit — raising a hard limit needs CAP_SYS_RESOURCE in the host's user
+    namespace, which the runtime does not have inside the sandbox's (and an
+    agent run in a restricted host container lacks; measured: EPERM above
+    the inherited 20000). Core dumps: none, so that a crash in a sandbox
+    never reaches the host's ``core_pattern`` handler.
+    (No RLIMIT_NPROC: it counts per host uid, which all sandboxes share;
+    the pids cgroup limits processes per sandbox.)
+    """
+    nofile = wanted_nofile if host_nofile_hard < 0 else min(wanted_nofile, host_nofile_hard)
+    return {"RLIMIT_NOFILE": (nofile, nofile), "RLIMIT_CORE": (0, 0)}
 
 
 def oci_process(spec: ProcessSpec) -> dict[str, Any]:
@@ -116,6 +155,7 @@ def exec_process(
     sandbox_env: dict[str, str] | None = None,
     call_env: dict[str, str] | None = None,
     cwd: str | None = None,
+    rlimits: dict[str, tuple[int, int]] | None = None,
 ) -> ProcessSpec:
     """The process of a command: who, where, and with which environment.
 
@@ -141,6 +181,7 @@ def exec_process(
         # Root in the sandbox gets Docker's default set; anyone else nothing,
         # and noNewPrivileges keeps setuid binaries from handing any back.
         capabilities=DEFAULT_CAPABILITIES if user.uid == 0 else (),
+        rlimits=dict(rlimits or {}),
     )
 
 
@@ -152,6 +193,7 @@ def init_process(config: SandboxConfig) -> ProcessSpec:
         uid=0,
         gid=0,
         capabilities=DEFAULT_CAPABILITIES,
+        rlimits=dict(config.rlimits),
     )
 
 
@@ -167,12 +209,19 @@ def _mounts(config: SandboxConfig) -> list[dict[str, Any]]:
          "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
          "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-         "options": ["nosuid", "noexec", "nodev", "ro"]},
+        _sysfs_mount(config),
         {"destination": INIT_IN_SANDBOX, "type": "bind", "source": str(config.init_source),
          "options": ["bind", "ro", "nosuid", "nodev"]},
         *_network_mounts(config),
     ]
+
+
+def _sysfs_mount(config: SandboxConfig) -> dict[str, Any]:
+    if config.sysfs_source is not None:
+        return {"destination": "/sys", "type": "bind", "source": str(config.sysfs_source),
+                "options": ["bind", "ro", "nosuid", "noexec", "nodev"]}
+    return {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+            "options": ["nosuid", "noexec", "nodev", "ro"]}
 
 
 def _network_mounts(config: SandboxConfig) -> list[dict[str, Any]]:
@@ -192,7 +241,9 @@ def _resources(config: SandboxConfig) -> dict[str, Any]:
     return {
         "devices": devices,
         "cpu": {"period": CPU_PERIOD_US, "quota": config.vcpus * CPU_PERIOD_US},
-        "memory": {"limit": config.memory_mb * MIB},
+        # swap is memory+swap: equal to the limit means no swap at all.
+        "memory": {"limit": config.memory_mb * MIB,
+                   **({"swap": config.memory_mb * MIB} if config.no_swap else {})},
         "pids": {"limit": config.pids_limit},
     }
 
@@ -202,28 +253,48 @@ def _namespaces(config: SandboxConfig) -> list[dict[str, str]]:
     if config.netns_path is not None:
         network["path"] = str(config.netns_path)
     # cgroup: the sandbox sees its own cgroup as the root, not the host's hierarchy.
-    return [{"type": "pid"}, {"type": "mount"}, {"type": "uts"}, {"type": "ipc"},
-            {"type": "cgroup"}, network]
+    namespaces = [{"type": "pid"}, {"type": "mount"}, {"type": "uts"}, {"type": "ipc"},
+                  {"type": "cgroup"}, network]
+    if config.id_mapping is not None:
+        namespaces.append({"type": "user"})
+    return namespaces
+
+
+def _root_path(config: SandboxConfig) -> str:
+    # In a user namespace the runtime resolves an absolute rootfs path as the
+    # sandbox's root, which may not search the agent's 0700 directories
+    # (EACCES). A path relative to the bundle (the rootfs's parent directory)
+    # is resolved from the bundle the runtime has already entered.
+    return config.rootfs.name if config.id_mapping is not None else str(config.rootfs)
 
 
 def oci_config(config: SandboxConfig) -> dict[str, Any]:
     """The full config.json for a sandbox."""
     if config.vcpus < 1 or config.memory_mb < 1 or config.pids_limit < 1:
         raise ValueError("vcpus, memory and pids limits must be positive")
-    return {
+    linux: dict[str, Any] = {
+        "cgroupsPath": f"{CGROUP_PARENT}/{config.id}",
+        "namespaces": _namespaces(config),
+        "resources": _resources(config),
+        "maskedPaths": list(MASKED_PATHS),
+        "readonlyPaths": list(READONLY_PATHS),
+    }
+    if config.id_mapping is not None:
+        linux["uidMappings"] = config.id_mapping.oci()
+        linux["gidMappings"] = config.id_mapping.oci()
+    if config.seccomp is not None:
+        linux["seccomp"] = config.seccomp
+    document: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "process": oci_process(init_process(config)),
-        "root": {"path": str(config.rootfs), "readonly": False},
+        "root": {"path": _root_path(config), "readonly": False},
         "hostname": config.hostname,
         "mounts": _mounts(config),
-        "linux": {
-            "cgroupsPath": f"{CGROUP_PARENT}/{config.id}",
-            "namespaces": _namespaces(config),
-            "resources": _resources(config),
-            "maskedPaths": list(MASKED_PATHS),
-            "readonlyPaths": list(READONLY_PATHS),
-        },
+        "linux": linux,
     }
+    if config.seccomp is not None and config.seccomp_bpf is not None:
+        document["annotations"] = {SECCOMP_BPF_ANNOTATION: config.seccomp_bpf}
+    return document
 
 
 def identity_files(hostname: str) -> dict[str, bytes]:

@@ -82,11 +82,23 @@ def force_cleanup(data_dir: Path) -> None:
             if entry.is_dir():
                 subprocess.run([name, "--root", str(root), "delete", "--force", entry.name],
                                capture_output=True)
+    force_runsc_cleanup(runtime_root / "runsc")
     for entry in reversed(mounts.read_mountinfo()):
         if entry.mount_point.startswith(str(data_dir) + "/"):
             mounts.umount(entry.mount_point, mounts.MNT_DETACH)
     shutil.rmtree(data_dir / "sandboxes", ignore_errors=True)
     force_network_cleanup(data_dir)
+
+
+def force_runsc_cleanup(root: Path) -> None:
+    """gVisor sandboxes (runsc keeps files, not directories, per container in its root)."""
+    if not root.is_dir() or shutil.which("runsc") is None:
+        return
+    listed = subprocess.run(["runsc", "--root", str(root), "list", "--format", "json"],
+                            capture_output=True, text=True)
+    for container in json.loads(listed.stdout or "null") or []:
+        subprocess.run(["runsc", "--root", str(root), "delete", "--force", container["id"]],
+                       capture_output=True)
 
 
 def force_network_cleanup(data_dir: Path) -> None:

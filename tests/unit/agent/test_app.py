@@ -140,6 +140,7 @@ async def test_commands_flow(agent: AgentUnderTest) -> None:
             break
         await asyncio.sleep(0.05)
     assert (status["alive"], status["signal"], status["exitCode"]) == (False, 9, 137)
+    assert status["oomKilled"] is False  # a SIGKILL from the API, not the OOM killer
     assert status["endedAt"].endswith("Z")
     # Still there after exit, and killing it again is fine.
     r = await agent.client.delete(f"/sandboxes/{sandbox_id}/commands/{pid}")

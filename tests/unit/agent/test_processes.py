@@ -116,3 +116,34 @@ async def test_close_kills_running_commands(manager: ProcessManager) -> None:
     await manager.close()
     assert record.handle is not None
     await asyncio.wait_for(record.finished.wait(), 5)
+
+
+def test_killed_by_oom_needs_a_sigkill_and_a_new_oom_kill() -> None:
+    from qbox.agent.processes import killed_by_oom
+    from qbox.agent.runtime.base import ExitStatus
+    assert killed_by_oom(ExitStatus.killed_by(9), 0, 1)
+    assert killed_by_oom(ExitStatus(137), 2, 3)  # a shell reporting its killed child
+    assert not killed_by_oom(ExitStatus.killed_by(9), 1, 1)  # someone else's SIGKILL
+    assert not killed_by_oom(ExitStatus(1), 0, 1)
+    assert not killed_by_oom(ExitStatus.killed_by(9), None, None)
+
+
+async def test_a_command_killed_while_the_oom_counter_rose_is_flagged(tmp_path: Path) -> None:
+    runtime = FakeRuntime()
+    (tmp_path / "rootfs").mkdir()
+    (tmp_path / "config.json").write_text(json.dumps({"root": {"path": str(tmp_path / "rootfs")}}))
+    await runtime.run("sb_test0002", tmp_path)
+    counter = [0]
+
+    def oom_kills() -> int:
+        return counter[0]
+
+    manager = ProcessManager(runtime, "sb_test0002", oom_kills=oom_kills)
+    record = await manager.start(_spec("sleep", "30"))
+    counter[0] += 1  # the kernel's OOM killer strikes...
+    record.handle.send_signal(signal.SIGKILL)  # ...with a SIGKILL
+    await _finished(manager, record.pid)
+    assert record.oom_killed is True
+    result = await manager.run(_spec("sh", "-c", "exit 3"))
+    assert result.oom_killed is False
+    await manager.close()

@@ -20,3 +20,20 @@ def test_directory_filesystem_seeds_and_removes(tmp_path: Path) -> None:
     fs.release(tmp_path / "sb")
     assert not (tmp_path / "sb").exists()
     fs.release(tmp_path / "sb")  # idempotent
+
+
+def test_seed_files_and_the_directories_made_for_them_get_the_owner(tmp_path: Path) -> None:
+    import os
+
+    from qbox.agent.rootfs import write_seed
+    owner = (os.getuid(), os.getgid()) if os.geteuid() else (101_000, 101_000)
+    (tmp_path / "layer" / "etc").mkdir(parents=True)
+    write_seed(tmp_path / "layer", {"etc/hostname": b"h\n", "var/lib/x/y": b"z"}, owner)
+    for made in ("etc/hostname", "var", "var/lib", "var/lib/x", "var/lib/x/y"):
+        stat = (tmp_path / "layer" / made).stat()
+        assert (stat.st_uid, stat.st_gid) == owner, made
+
+
+def test_unmount_below_a_directory_without_mounts_is_a_no_op(tmp_path: Path) -> None:
+    from qbox.agent.rootfs import unmount_below
+    unmount_below(tmp_path)

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from qbox.agent import spec
+from qbox.agent import seccomp, spec
+from qbox.agent.idmap import IdMapping
 from qbox.agent.users import UserInfo
 from qbox.core.errors import ValidationError
 
@@ -128,3 +129,53 @@ def test_identity_files_name_the_sandbox() -> None:
     assert files["etc/hostname"] == b"sb_x1\n"
     assert b"127.0.0.1\tlocalhost" in files["etc/hosts"]
     assert b"sb_x1" in files["etc/hosts"]
+
+
+# --- isolation ---------------------------------------------------------------
+
+
+def test_a_user_namespace_maps_the_sandbox_ids_to_a_high_range() -> None:
+    config = _config(id_mapping=IdMapping(200_000, 65_536))
+    assert {"type": "user"} in config["linux"]["namespaces"]
+    mapping = [{"containerID": 0, "hostID": 200_000, "size": 65_536}]
+    assert config["linux"]["uidMappings"] == mapping == config["linux"]["gidMappings"]
+    # Relative to the bundle: the runtime resolves it after entering the namespace.
+    assert config["root"]["path"] == "rootfs"
+
+
+def test_seccomp_profile_is_passed_through_and_absent_by_default() -> None:
+    assert "seccomp" not in _config()["linux"]
+    profile = seccomp.default_profile()
+    assert _config(seccomp=profile)["linux"]["seccomp"] == profile
+
+
+def test_memory_and_swap_are_limited_together() -> None:
+    memory = _config(no_swap=True)["linux"]["resources"]["memory"]
+    assert memory == {"limit": 512 * 1024 * 1024, "swap": 512 * 1024 * 1024}
+
+
+def test_a_prepared_sysfs_is_bound_read_only() -> None:
+    mounts = {m["destination"]: m for m in _config(sysfs_source=Path("/d/sb/sys"))["mounts"]}
+    assert mounts["/sys"]["type"] == "bind" and mounts["/sys"]["source"] == "/d/sb/sys"
+    assert {"ro", "nosuid", "noexec", "nodev"} <= set(mounts["/sys"]["options"])
+
+
+def test_rlimits_cap_open_files_at_the_hosts_hard_limit_and_forbid_core_dumps() -> None:
+    assert spec.sandbox_rlimits(20_000) == {"RLIMIT_NOFILE": (20_000, 20_000),
+                                            "RLIMIT_CORE": (0, 0)}
+    assert spec.sandbox_rlimits(1 << 20)["RLIMIT_NOFILE"] == (65_536, 65_536)
+    assert spec.sandbox_rlimits(-1)["RLIMIT_NOFILE"] == (65_536, 65_536)  # RLIM_INFINITY
+    limits = spec.sandbox_rlimits(20_000)
+    init = _config(rlimits=limits)["process"]
+    assert {"type": "RLIMIT_NOFILE", "soft": 20_000, "hard": 20_000} in init["rlimits"]
+    command = spec.oci_process(spec.exec_process(USER, ["true"], rlimits=limits))
+    assert {"type": "RLIMIT_CORE", "soft": 0, "hard": 0} in command["rlimits"]
+
+
+def test_capabilities_are_dockers_set_for_root_and_none_for_others() -> None:
+    root = spec.oci_process(spec.exec_process(UserInfo("root", 0, 0, "/root"), ["id"]))
+    user = spec.oci_process(spec.exec_process(USER, ["id"]))
+    assert set(root["capabilities"]["bounding"]) == set(spec.DEFAULT_CAPABILITIES)
+    assert "CAP_SYS_ADMIN" not in root["capabilities"]["effective"]
+    assert all(caps == [] for caps in user["capabilities"].values())
+    assert root["noNewPrivileges"] is user["noNewPrivileges"] is True

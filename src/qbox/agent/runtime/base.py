@@ -1,8 +1,8 @@
 """The runtime driver interface: what the sandbox manager needs from an OCI runtime.
 
 One small Protocol. ``crun.py`` implements it for crun and runc (their CLIs
-match), ``fake.py`` in memory for tests that have no root; ``factory.py``
-picks one. A gVisor or microVM driver would be one more implementation.
+match), ``runsc.py`` for gVisor, ``fake.py`` in memory for tests that have
+no root; ``factory.py`` picks them. A microVM driver would be one more.
 """
 
 from __future__ import annotations
@@ -15,6 +15,11 @@ from pathlib import Path
 from typing import Protocol
 
 from qbox.core.errors import InternalError, ValidationError
+
+
+# The runtime a sandbox's spec names when it names none; it means the host's
+# default OCI runtime (crun, or runc where crun cannot run).
+DEFAULT_RUNTIME = "crun"
 
 
 class ContainerStatus(StrEnum):

@@ -99,6 +99,11 @@ class AdoptedChild:
     async def wait(self) -> ExitStatus | None:
         return await asyncio.shield(self._done)
 
+    @property
+    def exited(self) -> bool:
+        """It has exited (or is no longer watched)."""
+        return self._done.done()
+
     def send_signal(self, signo: int) -> None:
         if self._fd is None:
             return

@@ -79,10 +79,14 @@ class OciCliRuntime:
         self._orphans = OrphanReaper()
         self._seq = itertools.count(1)
 
+    def _command(self, *args: str) -> list[str]:
+        """The runtime's command line: its global flags, then ``args``."""
+        return [self._binary, "--root", str(self._root), *args]
+
     async def _call(self, *args: str, stdout: int = subprocess.PIPE,
                     stderr: int = subprocess.PIPE) -> tuple[int, bytes, bytes]:
         proc = await asyncio.create_subprocess_exec(
-            self._binary, "--root", str(self._root), *args,
+            *self._command(*args),
             stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
         )
         out, err = await proc.communicate()
@@ -122,8 +126,8 @@ class OciCliRuntime:
         try:
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    self._binary, "--root", str(self._root), "exec", "--detach",
-                    "--process", str(process_file), "--pid-file", str(pid_file), container_id,
+                    *self._command("exec", "--detach", "--process", str(process_file),
+                                   "--pid-file", str(pid_file), container_id),
                     stdin=pipes.in_read, stdout=pipes.out_write, stderr=pipes.err_write,
                 )
             finally:

@@ -1,0 +1,185 @@
+"""crun against runsc (gVisor): spawn latency, idle memory per sandbox, exec and delete.
+
+    .venv/bin/python bench/bench_runtimes.py [--runs 15] [OCI_REF]    (as root)
+
+Starts ``qbox agent`` (run_agent) in a subprocess on a scratch data dir and
+imports the image (default: the built-in base image). For each runtime it
+spawns ``--runs`` sandboxes one after another through POST /sandboxes (the
+agent answers once the init runs), lets them all sit idle, then sums the
+``Pss`` of each sandbox's host processes from /proc/<pid>/smaps_rollup:
+
+- crun: the sandbox's init (catatonit) — crun itself does not stay;
+- runsc: the sandbox process (the sentry, gVisor's kernel) with its
+  children (the platform's stub processes) and the gofer.
+
+PSS splits shared pages (the runsc binary's text, shared libraries) between
+the processes that map them, so it is the fair per-sandbox share. Then
+exec ``true`` and delete latencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.bench_agent import AGENT, SECRET, _default_ref  # noqa: E402
+from qbox.agent.runtime.runsc import is_gofer_of  # noqa: E402
+from qbox.core.ids import new_sandbox_id  # noqa: E402
+from tests.integration.agent.conftest import force_cleanup  # noqa: E402
+
+IDLE_SECONDS = 5.0
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[max(0, round(len(ordered) * 0.9) - 1)]
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        children.setdefault(int(stat[1]), []).append(int(entry))
+    found, queue = set(), [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            if child not in found:
+                found.add(child)
+                queue.append(child)
+    return found
+
+
+def _gofer_of(bundle: Path) -> set[int]:
+    pids = set()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode().split("\0")
+        except OSError:
+            continue
+        if is_gofer_of(argv, bundle):
+            pids.add(int(entry))
+    return pids
+
+
+def sandbox_processes(runtime: str, binary: str, data: Path, sandbox_id: str) -> set[int]:
+    """The host processes that belong to one sandbox."""
+    state = json.loads(subprocess.run(
+        [binary, "--root", str(data / "runtime" / binary), "state", sandbox_id],
+        capture_output=True, check=True).stdout)
+    pid = int(state["pid"])
+    if runtime == "crun":
+        return {pid}
+    return {pid} | _descendants(pid) | _gofer_of(data / "sandboxes" / sandbox_id)
+
+
+def bench_runtime(client: httpx.Client, data: Path, digest: str, runtime: str, binary: str,
+                  runs: int) -> dict[str, float]:
+    warm_up = new_sandbox_id()  # the first spawn of a runtime reads the image's files cold
+    client.post("/sandboxes", json={"id": warm_up, "imageDigest": digest,
+                                    "runtime": runtime}).raise_for_status()
+    client.delete(f"/sandboxes/{warm_up}").raise_for_status()
+    spawn, ids = [], []
+    for _ in range(runs):
+        sandbox_id = new_sandbox_id()
+        started = time.perf_counter()
+        r = client.post("/sandboxes", json={"id": sandbox_id, "imageDigest": digest,
+                                            "vcpus": 1, "memoryMb": 512, "runtime": runtime})
+        spawn.append((time.perf_counter() - started) * 1000)
+        r.raise_for_status()
+        ids.append(sandbox_id)
+    time.sleep(IDLE_SECONDS)
+    memory = [sum(_pss_kib(pid) for pid in sandbox_processes(runtime, binary, data, sid)) / 1024
+              for sid in ids]
+    execs = []
+    for _ in range(20):
+        started = time.perf_counter()
+        r = client.post(f"/sandboxes/{ids[0]}/exec", json={"cmd": "true"})
+        execs.append((time.perf_counter() - started) * 1000)
+        assert r.json()["exitCode"] == 0, r.text
+    deletes = []
+    for sandbox_id in ids:
+        started = time.perf_counter()
+        client.delete(f"/sandboxes/{sandbox_id}").raise_for_status()
+        deletes.append((time.perf_counter() - started) * 1000)
+    spawn_p50, spawn_p90 = _percentiles(spawn)
+    exec_p50, _ = _percentiles(execs)
+    delete_p50, _ = _percentiles(deletes)
+    return {"spawn_p50": spawn_p50, "spawn_p90": spawn_p90,
+            "pss_median": statistics.median(memory), "pss_mean": statistics.mean(memory),
+            "exec_p50": exec_p50, "delete_p50": delete_p50}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("ref", nargs="?")
+    args = parser.parse_args()
+    ref = args.ref or _default_ref()
+    data = Path(tempfile.mkdtemp(prefix="qbox-bench-")) / "data"
+    socket = data / "agent.sock"
+    agent = subprocess.Popen([sys.executable, "-c", AGENT, str(data), SECRET])
+    try:
+        deadline = time.monotonic() + 60
+        while not socket.exists():
+            if agent.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("agent did not start")
+            time.sleep(0.02)
+        client = httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)), timeout=300,
+                              base_url="http://agent/internal/v1",
+                              headers={"Authorization": f"Bearer {SECRET}"})
+        health = client.get("/health").json()
+        if "runsc" not in health.get("runtimes", []):
+            raise SystemExit("the agent offers no runsc here (is runsc installed?)")
+        digest = client.post("/images", json={"ref": ref, "name": "bench"}).json()["digest"]
+        results: dict[str, dict[str, float] | str] = {}
+        for name, binary in (("crun", health["runtime"]), ("runsc", "runsc")):
+            try:
+                results[name] = bench_runtime(client, data, digest, name, binary, args.runs)
+            except httpx.HTTPStatusError as exc:
+                results[name] = exc.response.text
+        print(f"{args.runs} sandboxes per runtime, idle {IDLE_SECONDS:.0f} s before measuring "
+              f"memory; default runtime here: {health['runtime']}\n")
+        print("| runtime | spawn p50 ms | spawn p90 ms | idle PSS / sandbox MiB (median, mean) "
+              "| exec `true` p50 ms | delete p50 ms |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, r in results.items():
+            if isinstance(r, str):
+                print(f"| {name} | failed: {r[:2000]} |")
+                continue
+            print(f"| {name} | {r['spawn_p50']:.1f} | {r['spawn_p90']:.1f} | "
+                  f"{r['pss_median']:.2f}, {r['pss_mean']:.2f} | {r['exec_p50']:.1f} | "
+                  f"{r['delete_p50']:.1f} |")
+    finally:
+        agent.terminate()
+        agent.wait(10)
+        force_cleanup(data)
+        shutil.rmtree(data.parent, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
