@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test test-unit test-integration test-compat lint typecheck bench clean
+.PHONY: setup run test test-unit test-integration test-compat test-security lint typecheck bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -21,6 +21,9 @@ test-integration: setup
 
 test-compat: setup
 	$(PY) -m pytest -q tests/compat
+
+test-security: setup
+	$(PY) -m pytest -q tests/security
 
 lint: setup
 	$(VENV)/bin/ruff check src tests
