@@ -1,0 +1,301 @@
+"""File operations inside a sandbox's root, on file descriptors only.
+
+The rootfs is untrusted (see ``openat2.py``): any component of a path may be
+a symlink planted to lead out of it. So every path is resolved once, by the
+kernel, with ``openat2(RESOLVE_IN_ROOT)``: only the *parent directory* is
+resolved that way, and the last component is then handled with ``*at``
+syscalls that do not follow it. Removing or renaming a symlink therefore acts
+on the link, and nothing is ever re-opened by a host path.
+
+Paths are normalised lexically first (``..`` clamps at ``/``, as it does in
+the sandbox), so the last component is always a plain name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import posixpath
+import secrets
+import shutil
+import stat as stats
+from collections.abc import AsyncIterator, Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from qbox.agent.openat2 import open_in_root
+from qbox.core.errors import (
+    ConflictError,
+    InsufficientStorageError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    QboxError,
+    ValidationError,
+)
+from qbox.core.timefmt import to_wire
+
+_MAX_PATH = 4096
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY
+_NOT_FOUND = (errno.ENOENT,)
+_CONFLICT = (errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOTEMPTY, errno.EXDEV, errno.EBUSY,
+             errno.ENXIO)
+_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_INVALID = (errno.ENAMETOOLONG, errno.EINVAL, errno.ELOOP)
+
+
+def _error_for(exc: OSError, path: str) -> QboxError | OSError:
+    code = exc.errno
+    if code in _NOT_FOUND:
+        return NotFoundError(f"{path}: no such file or directory")
+    if code in _CONFLICT:
+        return ConflictError(f"{path}: {os.strerror(code or 0).lower()}")
+    if code in _DENIED:
+        return PermissionDeniedError(f"{path}: permission denied")
+    if code in _NO_SPACE:
+        return InsufficientStorageError(f"{path}: no space left in the sandbox")
+    if code in _INVALID:
+        return ValidationError.for_fields({"path": f"{path}: {os.strerror(code or 0).lower()}"})
+    return exc
+
+
+@contextlib.contextmanager
+def _mapped(path: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise _error_for(exc, path) from exc
+
+
+def _entry(st: os.stat_result) -> dict[str, Any]:
+    return {"isDir": stats.S_ISDIR(st.st_mode), "size": st.st_size,
+            "mode": stats.filemode(st.st_mode), "mtime": _wire_time(st.st_mtime)}
+
+
+def _wire_time(seconds: float) -> str | None:
+    return to_wire(datetime.fromtimestamp(seconds, UTC))
+
+
+class SandboxFiles:
+    """Reads and writes below ``root``; new files belong to ``owner_uid``/``owner_gid``
+    (host ids, i.e. already shifted by the sandbox's user namespace)."""
+
+    def __init__(self, root: Path, *, owner_uid: int, owner_gid: int,
+                 home: str = "/home/user") -> None:
+        self._root = root
+        self._uid = owner_uid
+        self._gid = owner_gid
+        self._home = home
+
+    # --- paths ---------------------------------------------------------------
+
+    def normalize(self, path: str) -> str:
+        """The absolute sandbox path ``path`` names (``..`` clamps at ``/``)."""
+        if not isinstance(path, str) or not path:
+            raise ValidationError.for_fields({"path": "must not be empty"})
+        if "\0" in path:
+            raise ValidationError.for_fields({"path": "must not contain NUL bytes"})
+        if len(path) > _MAX_PATH:
+            raise ValidationError.for_fields({"path": "is too long"})
+        joined = path if path.startswith("/") else posixpath.join(self._home, path)
+        # One leading slash (normpath keeps "//"); normpath drops ".." at the root.
+        return posixpath.normpath("/" + joined.lstrip("/"))
+
+    @contextlib.contextmanager
+    def _root_fd(self) -> Iterator[int]:
+        fd = os.open(self._root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _parent(self, path: str) -> Iterator[tuple[int, str]]:
+        """The resolved parent directory's fd and the last component of ``path``."""
+        if path == "/":
+            raise ValidationError.for_fields({"path": "the root directory itself"})
+        parent, name = posixpath.split(path)
+        with self._root_fd() as root, _mapped(path):
+            fd = open_in_root(root, parent, _DIR_FLAGS)
+        try:
+            yield fd, name
+        finally:
+            os.close(fd)
+
+    def _open(self, path: str, flags: int) -> int:
+        with self._root_fd() as root, _mapped(path):
+            return open_in_root(root, path, flags)
+
+    # --- reading -------------------------------------------------------------
+
+    def stat(self, path: str) -> dict[str, Any]:
+        normal = self.normalize(path)
+        result: dict[str, Any] = {"path": normal, "exists": False, "size": 0, "mode": None,
+                                  "isDir": False, "isSymlink": False, "symlinkTarget": None,
+                                  "modifiedAt": None}
+        try:
+            if normal == "/":
+                fd = self._open(normal, _DIR_FLAGS)
+                try:
+                    st = os.fstat(fd)
+                finally:
+                    os.close(fd)
+                target = None
+            else:
+                with self._parent(normal) as (parent, name), _mapped(normal):
+                    st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                    is_link = stats.S_ISLNK(st.st_mode)
+                    target = os.readlink(name, dir_fd=parent) if is_link else None
+        except (NotFoundError, ConflictError):
+            return result  # a missing component, or a file where a directory should be
+        result.update(exists=True, size=st.st_size, mode=stats.filemode(st.st_mode),
+                      isDir=stats.S_ISDIR(st.st_mode), isSymlink=target is not None,
+                      symlinkTarget=target, modifiedAt=_wire_time(st.st_mtime))
+        return result
+
+    def list(self, path: str) -> list[dict[str, Any]]:
+        normal = self.normalize(path)
+        fd = self._open(normal, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with _mapped(normal), os.scandir(fd) as entries:
+                out = []
+                for entry in entries:  # scandir never yields "." or ".."
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # removed while we listed
+                    out.append({"name": entry.name, **_entry(st)})
+        finally:
+            os.close(fd)
+        out.sort(key=lambda item: str(item["name"]))
+        return out
+
+    def open_read(self, path: str) -> tuple[BinaryIO, int]:
+        """An open file (read it, then close it) and its size at open time."""
+        normal = self.normalize(path)
+        # O_NONBLOCK: a FIFO planted at the path must not hang the open.
+        fd = self._open(normal, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            st = os.fstat(fd)
+            if stats.S_ISDIR(st.st_mode):
+                raise ConflictError(f"{normal}: is a directory")
+            if not stats.S_ISREG(st.st_mode):
+                raise ConflictError(f"{normal}: not a regular file")
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb", buffering=0), st.st_size
+        except BaseException:
+            os.close(fd)
+            raise
+
+    # --- writing -------------------------------------------------------------
+
+    async def write(self, path: str, chunks: AsyncIterator[bytes] | Iterable[bytes], *,
+                    mode: int = 0o644, create_parents: bool = True,
+                    max_bytes: int | None = None) -> dict[str, Any]:
+        """Replace ``path`` atomically: readers see the old file or the whole new one."""
+        normal = self.normalize(path)
+        if create_parents:
+            self._make_dirs(posixpath.dirname(normal), 0o755)
+        with self._parent(normal) as (parent, name):
+            with _mapped(normal):
+                try:
+                    if stats.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+                        raise ConflictError(f"{normal}: is a directory")
+                except FileNotFoundError:
+                    pass
+            tmp = f".{name[:200]}.{secrets.token_hex(6)}.qbox-tmp"
+            with _mapped(normal):
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             0o600, dir_fd=parent)
+            try:
+                with _mapped(normal):
+                    written = await _copy_into(fd, chunks, max_bytes, normal)
+                    await asyncio.to_thread(os.fsync, fd)  # can take seconds on a big file
+                    os.fchown(fd, self._uid, self._gid)
+                    os.fchmod(fd, mode & 0o7777)
+                    os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=parent)
+                raise
+            finally:
+                os.close(fd)
+        return {"path": normal, "size": written}
+
+    def mkdir(self, path: str, *, mode: int = 0o755, parents: bool = False) -> None:
+        normal = self.normalize(path)
+        if parents:
+            self._make_dirs(normal, mode)
+            return
+        with self._parent(normal) as (parent, name), _mapped(normal):
+            os.mkdir(name, mode & 0o7777, dir_fd=parent)
+            self._own(parent, name)
+
+    def rename(self, src: str, dst: str) -> None:
+        src_path, dst_path = self.normalize(src), self.normalize(dst)
+        with self._parent(src_path) as (src_dir, src_name), \
+                self._parent(dst_path) as (dst_dir, dst_name), _mapped(src_path):
+            os.rename(src_name, dst_name, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
+
+    def remove(self, path: str, *, recursive: bool = False) -> None:
+        normal = self.normalize(path)
+        with self._parent(normal) as (parent, name), _mapped(normal):
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            if not stats.S_ISDIR(st.st_mode):
+                os.unlink(name, dir_fd=parent)
+            elif recursive:
+                # The fd-based rmtree: it never follows a symlink inside the tree.
+                shutil.rmtree(name, dir_fd=parent)
+            else:
+                try:
+                    os.rmdir(name, dir_fd=parent)
+                except OSError as exc:
+                    if exc.errno == errno.ENOTEMPTY:
+                        raise ConflictError(f"{normal}: directory not empty; "
+                                            "pass recursive to remove it") from exc
+                    raise
+
+    def _make_dirs(self, path: str, mode: int) -> None:
+        """``mkdir -p`` one component at a time, each step resolved in the root."""
+        parts = [p for p in path.split("/") if p]
+        for depth in range(1, len(parts) + 1):
+            sub = "/" + "/".join(parts[:depth])
+            with self._parent(sub) as (parent, name), _mapped(sub):
+                try:
+                    os.mkdir(name, mode & 0o7777, dir_fd=parent)
+                except FileExistsError:
+                    # A directory, or a symlink the next step resolves in the root.
+                    st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                    if not (stats.S_ISDIR(st.st_mode) or stats.S_ISLNK(st.st_mode)):
+                        raise ConflictError(f"{sub}: not a directory") from None
+                    continue
+                self._own(parent, name)
+
+    def _own(self, parent: int, name: str) -> None:
+        os.chown(name, self._uid, self._gid, dir_fd=parent, follow_symlinks=False)
+
+
+async def _copy_into(fd: int, chunks: AsyncIterator[bytes] | Iterable[bytes],
+                     max_bytes: int | None, path: str) -> int:
+    written = 0
+
+    def put(chunk: bytes) -> None:
+        nonlocal written
+        written += len(chunk)
+        if max_bytes is not None and written > max_bytes:
+            raise PayloadTooLargeError(f"{path}: more than {max_bytes} bytes")
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view):]
+
+    if isinstance(chunks, AsyncIterator):
+        async for chunk in chunks:
+            put(chunk)
+    else:
+        for chunk in chunks:
+            put(chunk)
+    return written

@@ -1,0 +1,257 @@
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from qbox.agent.files import SandboxFiles
+from qbox.core.errors import (
+    ConflictError,
+    InsufficientStorageError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ValidationError,
+)
+
+CANARY = b"host secret\n"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    rootfs = tmp_path / "root"
+    (rootfs / "home" / "user").mkdir(parents=True)
+    return rootfs
+
+
+@pytest.fixture
+def canary(tmp_path: Path) -> Path:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    path = outside / "canary.txt"
+    path.write_bytes(CANARY)
+    return path
+
+
+@pytest.fixture
+def files(root: Path) -> SandboxFiles:
+    return SandboxFiles(root, owner_uid=os.getuid(), owner_gid=os.getgid())
+
+
+def _read(files: SandboxFiles, path: str) -> bytes:
+    handle, size = files.open_read(path)
+    with handle:
+        data = handle.read()
+    assert len(data) == size
+    return data
+
+
+def _leftovers(directory: Path) -> list[str]:
+    return [p.name for p in directory.iterdir() if "qbox-tmp" in p.name]
+
+
+async def test_write_then_read_back(files: SandboxFiles, root: Path) -> None:
+    result = await files.write("notes.txt", [b"hello ", b"world"], mode=0o600)
+    assert result == {"path": "/home/user/notes.txt", "size": 11}
+    assert _read(files, "/home/user/notes.txt") == b"hello world"
+    on_disk = root / "home/user/notes.txt"
+    assert on_disk.stat().st_mode & 0o777 == 0o600
+    assert files.stat("notes.txt")["mode"] == "-rw-------"
+
+
+async def test_write_accepts_async_chunks_and_replaces(files: SandboxFiles) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for part in (b"a" * 70000, b"b"):
+            yield part
+
+    await files.write("/data.bin", [b"old"])
+    await files.write("/data.bin", chunks())
+    assert _read(files, "/data.bin") == b"a" * 70000 + b"b"
+
+
+async def test_failed_write_leaves_no_temp_file_and_keeps_the_old_one(
+        files: SandboxFiles, root: Path) -> None:
+    await files.write("/f.txt", [b"original"])
+
+    def failing() -> Iterator[bytes]:
+        yield b"partial"
+        raise RuntimeError("client went away")
+
+    with pytest.raises(RuntimeError):
+        await files.write("/f.txt", failing())
+    with pytest.raises(PayloadTooLargeError):
+        await files.write("/f.txt", [b"x" * 10, b"y" * 10], max_bytes=15)
+    assert _read(files, "/f.txt") == b"original"
+    assert _leftovers(root) == []
+
+
+async def test_disk_full_is_insufficient_storage(files: SandboxFiles, root: Path) -> None:
+    def disk_fills() -> Iterator[bytes]:
+        yield b"some"
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(InsufficientStorageError):
+        await files.write("/big.bin", disk_fills())
+    assert not (root / "big.bin").exists()
+    assert _leftovers(root) == []
+
+
+async def test_write_creates_parents_only_when_asked(files: SandboxFiles, root: Path) -> None:
+    with pytest.raises(NotFoundError):
+        await files.write("/a/b/c.txt", [b"x"], create_parents=False)
+    await files.write("/a/b/c.txt", [b"x"])
+    assert (root / "a/b/c.txt").read_bytes() == b"x"
+
+
+async def test_write_over_a_directory_is_a_conflict(files: SandboxFiles) -> None:
+    files.mkdir("/dir")
+    with pytest.raises(ConflictError):
+        await files.write("/dir", [b"x"])
+
+
+async def test_list_excludes_dots_and_symlinked_dirs_are_not_dirs(
+        files: SandboxFiles, root: Path) -> None:
+    files.mkdir("/d/sub", parents=True)
+    await files.write("/d/file.txt", [b"abc"])
+    (root / "d/link").symlink_to("sub")
+    entries = {e["name"]: e for e in files.list("/d")}
+    assert set(entries) == {"sub", "file.txt", "link"}
+    assert entries["sub"]["isDir"] is True
+    assert entries["link"]["isDir"] is False
+    assert entries["file.txt"]["size"] == 3
+    assert entries["file.txt"]["mode"] == "-rw-r--r--"
+    assert entries["file.txt"]["mtime"].endswith("Z")
+
+
+async def test_list_and_read_of_the_wrong_kind(files: SandboxFiles) -> None:
+    await files.write("/f", [b"x"])
+    with pytest.raises(ConflictError):
+        files.list("/f")
+    with pytest.raises(ConflictError):
+        files.open_read("/home")
+    with pytest.raises(NotFoundError):
+        files.list("/missing")
+
+
+async def test_stat(files: SandboxFiles, root: Path) -> None:
+    missing = files.stat("/nope/deeper")
+    assert missing["exists"] is False and missing["path"] == "/nope/deeper"
+    await files.write("/f", [b"12345"])
+    (root / "ln").symlink_to("/f")
+    info = files.stat("/f")
+    assert info["exists"] and info["size"] == 5 and not info["isDir"]
+    assert info["modifiedAt"].endswith("Z")
+    link = files.stat("/ln")
+    assert link["isSymlink"] is True and link["symlinkTarget"] == "/f"
+    assert files.stat("/")["isDir"] is True
+    assert files.stat("/f/under-a-file")["exists"] is False
+
+
+@pytest.mark.parametrize("target", ["/", "../../..", "../../../..", "/../../.."])
+async def test_symlink_escapes_stay_inside_the_root(
+        files: SandboxFiles, root: Path, canary: Path, target: str) -> None:
+    (root / "home/user/esc").symlink_to(target)
+    outside = canary.parent.name
+    through = f"/home/user/esc/{outside}/canary.txt"
+    host_path = f"/home/user/esc{canary}"  # the canary's absolute host path, via the link
+
+    for path in (through, host_path):
+        with pytest.raises(NotFoundError):
+            files.open_read(path)
+        assert files.stat(path)["exists"] is False
+        await files.write(path, [b"pwned"])
+        assert _read(files, path) == b"pwned"
+        files.remove(path)
+    with pytest.raises(NotFoundError):
+        files.list(f"/home/user/esc/{outside}/..//{outside}/missing")
+    listed = {e["name"] for e in files.list("/home/user/esc")}
+    assert "home" in listed and outside in listed  # the root's own entries
+    files.remove(f"/home/user/esc{canary.parent}", recursive=True)
+    files.remove("/home/user/esc")  # the link itself, not what it points to
+
+    assert canary.read_bytes() == CANARY
+    assert sorted(p.name for p in canary.parent.iterdir()) == ["canary.txt"]
+    assert (root / "home/user").is_dir()
+
+
+async def test_symlink_to_an_absolute_host_path_resolves_in_the_root(
+        files: SandboxFiles, root: Path, canary: Path) -> None:
+    (root / "link").symlink_to(canary)
+    assert files.stat("/link")["symlinkTarget"] == str(canary)
+    with pytest.raises(NotFoundError):
+        files.open_read("/link")
+    await files.write(f"{canary}", [b"inside"])
+    assert _read(files, "/link") == b"inside"
+    files.rename("/link", "/link2")  # renames the link, never its target
+    files.remove("/link2")
+    assert canary.read_bytes() == CANARY
+    assert (root / canary.relative_to("/")).read_bytes() == b"inside"
+
+
+async def test_dotdot_clamps_at_the_root(files: SandboxFiles, root: Path, canary: Path) -> None:
+    assert files.normalize("../../../../etc/passwd") == "/etc/passwd"
+    assert files.normalize("/../..") == "/"
+    assert files.normalize("//x/./y/") == "/x/y"
+    await files.write("../../../../x.txt", [b"x"])
+    assert (root / "x.txt").read_bytes() == b"x"
+    with pytest.raises(NotFoundError):
+        files.open_read(f"/../../../..{canary}")
+
+
+@pytest.mark.parametrize("path", ["", "a\0b", "/x" * 3000])
+async def test_invalid_paths(files: SandboxFiles, path: str) -> None:
+    with pytest.raises(ValidationError):
+        files.stat(path)
+    with pytest.raises(ValidationError):
+        await files.write(path, [b"x"])
+
+
+def test_root_itself_cannot_be_removed_or_renamed(files: SandboxFiles) -> None:
+    with pytest.raises(ValidationError):
+        files.remove("/", recursive=True)
+    with pytest.raises(ValidationError):
+        files.rename("/", "/x")
+
+
+async def test_remove(files: SandboxFiles, root: Path) -> None:
+    await files.write("/d/e/f.txt", [b"x"])
+    with pytest.raises(ConflictError):
+        files.remove("/d")
+    files.remove("/d", recursive=True)
+    assert not (root / "d").exists()
+    with pytest.raises(NotFoundError):
+        files.remove("/d")
+    files.mkdir("/empty")
+    files.remove("/empty")
+    assert not (root / "empty").exists()
+
+
+async def test_rename(files: SandboxFiles, root: Path) -> None:
+    await files.write("/a.txt", [b"A"])
+    files.mkdir("/dir")
+    files.rename("/a.txt", "/dir/b.txt")
+    assert (root / "dir/b.txt").read_bytes() == b"A"
+    assert not (root / "a.txt").exists()
+    with pytest.raises(NotFoundError):
+        files.rename("/a.txt", "/c.txt")
+    with pytest.raises(NotFoundError):
+        files.rename("/dir/b.txt", "/missing/c.txt")
+    await files.write("/dir2/x", [b"x"])
+    with pytest.raises(ConflictError):
+        files.rename("/dir", "/dir2")  # a non-empty directory is in the way
+
+
+def test_mkdir(files: SandboxFiles, root: Path) -> None:
+    with pytest.raises(NotFoundError):
+        files.mkdir("/p/q/r")
+    files.mkdir("/p/q/r", mode=0o700, parents=True)
+    assert (root / "p/q/r").is_dir()
+    assert (root / "p/q/r").stat().st_mode & 0o777 == 0o700
+    files.mkdir("/p/q/r", parents=True)  # already there: fine with parents
+    with pytest.raises(ConflictError):
+        files.mkdir("/p/q/r")
+    (root / "file").write_bytes(b"")
+    with pytest.raises(ConflictError):
+        files.mkdir("/file/sub", parents=True)
