@@ -10,7 +10,6 @@ Targets: spawn p50 ≤ 150 ms, exec p50 ≤ 25 ms.
 from __future__ import annotations
 
 import glob
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_api import percentile
 from qbox.core.ids import new_sandbox_id
 from tests.integration.agent.conftest import force_cleanup
 
@@ -39,9 +39,8 @@ def _default_ref() -> str:
 
 
 def _p50(samples: list[float]) -> str:
-    ordered = sorted(samples)
-    p90 = ordered[int(len(ordered) * 0.9) - 1]
-    return f"p50 {statistics.median(samples):6.1f} ms  p90 {p90:6.1f} ms  (n={len(samples)})"
+    return (f"p50 {percentile(samples, 50):6.1f} ms  p90 {percentile(samples, 90):6.1f} ms  "
+            f"(n={len(samples)})")
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_agent import AGENT, SECRET, _default_ref  # noqa: E402
+from bench.bench_api import percentile  # noqa: E402
 from qbox.agent.runtime.runsc import is_gofer_of  # noqa: E402
 from qbox.core.ids import new_sandbox_id  # noqa: E402
 from tests.integration.agent.conftest import force_cleanup  # noqa: E402
@@ -43,8 +44,7 @@ IDLE_SECONDS = 5.0
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[max(0, round(len(ordered) * 0.9) - 1)]
+    return percentile(samples, 50), percentile(samples, 90)
 
 
 def _pss_kib(pid: int) -> int:

@@ -214,13 +214,3 @@ def mount_disk(image: Path, target: Path) -> None:
                      EXT4_OPTIONS)
     finally:
         os.close(fd)  # without a mount, this detaches the device again
-
-
-def unmount_disk(target: Path) -> None:
-    """Unmount (detaching lazily if something still holds it); autoclear frees the loop."""
-    try:
-        mounts.umount(target)
-    except OSError as exc:
-        if exc.errno != errno.EBUSY:
-            raise
-        mounts.umount(target, mounts.MNT_DETACH)

@@ -33,8 +33,6 @@ from qbox.core.errors import (
 
 log = logging.getLogger("qbox.http")
 
-REQUEST_ID_HEADER = "X-Request-Id"
-
 
 def new_request_id() -> str:
     return "req_" + secrets.token_hex(8)
@@ -140,8 +138,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_unexpected)
     app.add_middleware(RequestIdMiddleware)
-
-
-def wire_details(**kwargs: Any) -> dict[str, Any]:
-    """Drop ``None`` values so ``details`` stays an object of real facts."""
-    return {k: v for k, v in kwargs.items() if v is not None}

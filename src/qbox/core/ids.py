@@ -7,7 +7,6 @@ import secrets
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 SANDBOX_ID_RE = re.compile(r"^sb_[0-9a-z]{8,40}$")
-TEMPLATE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 def _random_body(length: int) -> str:

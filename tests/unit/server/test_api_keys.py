@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
+import sqlalchemy
+
 from qbox.core.timefmt import utcnow
 from tests.unit.server.conftest import Harness
 from tests.unit.server.helpers import add_user_with_key, db_session
@@ -33,7 +35,7 @@ def test_create_shows_the_secret_once_and_stores_only_its_hash(harness: Harness)
     # Only the hash is in the database.
     with db_session(harness.settings.data_dir) as session:
         stored = session.execute(
-            __import__("sqlalchemy").text("SELECT secret_hash, prefix FROM api_keys WHERE id = :id"),
+            sqlalchemy.text("SELECT secret_hash, prefix FROM api_keys WHERE id = :id"),
             {"id": key["id"]}).one()
     assert stored[0] == hashlib.sha256(secret.encode()).hexdigest()
     db_bytes = b"".join(p.read_bytes() for p in harness.settings.data_dir.glob("qbox.db*"))
@@ -59,7 +61,7 @@ def test_expired_keys_fail_like_revoked_ones(harness: Harness) -> None:
     body = create(harness, {"name": "short", "scopes": ["sandboxes:read"], "expiresAt": soon}).json()
     assert body["key"]["expiresAt"].endswith("Z")
     with db_session(harness.settings.data_dir) as session:
-        session.execute(__import__("sqlalchemy").text(
+        session.execute(sqlalchemy.text(
             "UPDATE api_keys SET expires_at = :t WHERE id = :id"),
             {"t": (utcnow() - timedelta(seconds=1)).replace(tzinfo=None), "id": body["key"]["id"]})
         session.commit()

@@ -74,18 +74,6 @@ def configure_host(ipr: Any, lease: Lease) -> None:
     ipr.link("set", index=index, state="up")
 
 
-def delete_host_link(ipr: Any, ifname: str) -> None:
-    """Remove a host end now (rollback of a half-made setup); missing is fine."""
-    found = ipr.link_lookup(ifname=ifname)
-    if not found:
-        return
-    try:
-        ipr.link("del", index=found[0])
-    except NetlinkError as exc:
-        if exc.code != errno.ENODEV:
-            raise
-
-
 def link_names(ipr: Any) -> set[str]:
     return {str(link.get("ifname")) for link in ipr.link("dump")}
 
