@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   crun runc catatonit skopeo umoci mmdebstrap debootstrap
-  iproute2 nftables uidmap util-linux procps psmisc
+  iproute2 nftables uidmap util-linux procps psmisc e2fsprogs libseccomp2
   ca-certificates
   runsc
 )
