@@ -43,7 +43,7 @@ def _ready(rootfs: Path) -> bool:
 @pytest.fixture(scope="session")
 def test_rootfs() -> Path:
     if os.geteuid() != 0 or shutil.which("crun") is None:
-        pytest.skip("agent integration tests need root and crun")
+        pytest.fail("agent integration tests need root and crun (run make setup, as root)")
     TEST_ROOTFS.parent.mkdir(parents=True, exist_ok=True)
     with open(TEST_ROOTFS.parent / ".test-rootfs.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another test run may be building it

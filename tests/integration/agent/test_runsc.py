@@ -19,10 +19,12 @@ from qbox.agent import mounts
 from tests.integration.agent.conftest import DIGEST, Agent, client_for, start_agent
 from tests.integration.agent.nettools import CONNECT, host_address, listen, port, received_nothing
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("runsc") is None, reason="runsc is not installed"),
-]
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _runsc_installed() -> None:
+    assert shutil.which("runsc") is not None, "runsc is not installed (run make setup)"
 
 
 def leftovers(data_dir: Path, sandbox_id: str) -> list[str]:
