@@ -21,7 +21,7 @@ import posixpath
 import secrets
 import shutil
 import stat as stats
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -80,16 +80,23 @@ def _wire_time(seconds: float) -> str | None:
     return to_wire(datetime.fromtimestamp(seconds, UTC))
 
 
-class SandboxFiles:
-    """Reads and writes below ``root``; new files belong to ``owner_uid``/``owner_gid``
-    (host ids, i.e. already shifted by the sandbox's user namespace)."""
+Identity = Callable[[], contextlib.AbstractContextManager[None]]
 
-    def __init__(self, root: Path, *, owner_uid: int, owner_gid: int,
-                 home: str = "/home/user") -> None:
+
+class SandboxFiles:
+    """Reads and writes below ``root``, every filesystem call made inside ``identity``.
+
+    The agent passes ``fsid.acting_as(uid, gid)`` of the sandbox user's host
+    ids: permission checks are the user's and new files are the user's. The
+    synchronous methods block; the agent calls them from worker threads (the
+    filesystem ids are per thread).
+    """
+
+    def __init__(self, root: Path, *, home: str = "/home/user",
+                 identity: Identity = contextlib.nullcontext) -> None:
         self._root = root
-        self._uid = owner_uid
-        self._gid = owner_gid
         self._home = home
+        self._identity = identity
 
     # --- paths ---------------------------------------------------------------
 
@@ -126,59 +133,62 @@ class SandboxFiles:
         finally:
             os.close(fd)
 
-    def _open(self, path: str, flags: int) -> int:
+    def _open(self, path: str, flags: int, mode: int = 0) -> int:
         with self._root_fd() as root, _mapped(path):
-            return open_in_root(root, path, flags)
+            return open_in_root(root, path, flags, mode)
 
     # --- reading -------------------------------------------------------------
 
     def stat(self, path: str) -> dict[str, Any]:
         normal = self.normalize(path)
-        result: dict[str, Any] = {"path": normal, "exists": False, "size": 0, "mode": None,
-                                  "isDir": False, "isSymlink": False, "symlinkTarget": None,
+        result: dict[str, Any] = {"path": normal, "exists": False, "size": 0, "mode": "",
+                                  "isDir": False, "isSymlink": False, "symlinkTarget": "",
                                   "modifiedAt": None}
         try:
-            if normal == "/":
-                fd = self._open(normal, _DIR_FLAGS)
-                try:
-                    st = os.fstat(fd)
-                finally:
-                    os.close(fd)
-                target = None
-            else:
-                with self._parent(normal) as (parent, name), _mapped(normal):
-                    st = os.stat(name, dir_fd=parent, follow_symlinks=False)
-                    is_link = stats.S_ISLNK(st.st_mode)
-                    target = os.readlink(name, dir_fd=parent) if is_link else None
+            with self._identity():
+                if normal == "/":
+                    fd = self._open(normal, _DIR_FLAGS)
+                    try:
+                        st = os.fstat(fd)
+                    finally:
+                        os.close(fd)
+                    target = None
+                else:
+                    with self._parent(normal) as (parent, name), _mapped(normal):
+                        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                        is_link = stats.S_ISLNK(st.st_mode)
+                        target = os.readlink(name, dir_fd=parent) if is_link else None
         except (NotFoundError, ConflictError):
             return result  # a missing component, or a file where a directory should be
         result.update(exists=True, size=st.st_size, mode=stats.filemode(st.st_mode),
                       isDir=stats.S_ISDIR(st.st_mode), isSymlink=target is not None,
-                      symlinkTarget=target, modifiedAt=_wire_time(st.st_mtime))
+                      symlinkTarget=target or "", modifiedAt=_wire_time(st.st_mtime))
         return result
 
     def list(self, path: str) -> list[dict[str, Any]]:
         normal = self.normalize(path)
-        fd = self._open(normal, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            with _mapped(normal), os.scandir(fd) as entries:
-                out = []
-                for entry in entries:  # scandir never yields "." or ".."
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue  # removed while we listed
-                    out.append({"name": entry.name, **_entry(st)})
-        finally:
-            os.close(fd)
+        with self._identity():
+            fd = self._open(normal, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                with _mapped(normal), os.scandir(fd) as entries:
+                    out = []
+                    for entry in entries:  # scandir never yields "." or ".."
+                        try:
+                            st = entry.stat(follow_symlinks=False)
+                        except FileNotFoundError:
+                            continue  # removed while we listed
+                        out.append({"name": entry.name, **_entry(st)})
+            finally:
+                os.close(fd)
         out.sort(key=lambda item: str(item["name"]))
         return out
 
     def open_read(self, path: str) -> tuple[BinaryIO, int]:
         """An open file (read it, then close it) and its size at open time."""
         normal = self.normalize(path)
-        # O_NONBLOCK: a FIFO planted at the path must not hang the open.
-        fd = self._open(normal, os.O_RDONLY | os.O_NONBLOCK)
+        with self._identity():
+            # O_NONBLOCK: a FIFO planted at the path must not hang the open.
+            fd = self._open(normal, os.O_RDONLY | os.O_NONBLOCK)
         try:
             st = os.fstat(fd)
             if stats.S_ISDIR(st.st_mode):
@@ -198,52 +208,98 @@ class SandboxFiles:
                     max_bytes: int | None = None) -> dict[str, Any]:
         """Replace ``path`` atomically: readers see the old file or the whole new one."""
         normal = self.normalize(path)
-        if create_parents:
-            self._make_dirs(posixpath.dirname(normal), 0o755)
-        with self._parent(normal) as (parent, name):
-            with _mapped(normal):
-                try:
-                    if stats.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
-                        raise ConflictError(f"{normal}: is a directory")
-                except FileNotFoundError:
-                    pass
-            tmp = f".{name[:200]}.{secrets.token_hex(6)}.qbox-tmp"
-            with _mapped(normal):
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                             0o600, dir_fd=parent)
+        parent, name, tmp, fd = await asyncio.to_thread(self._begin_write, normal,
+                                                        create_parents)
+        try:
             try:
                 with _mapped(normal):
                     written = await _copy_into(fd, chunks, max_bytes, normal)
-                    await asyncio.to_thread(os.fsync, fd)  # can take seconds on a big file
-                    os.fchown(fd, self._uid, self._gid)
-                    os.fchmod(fd, mode & 0o7777)
-                    os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+                await asyncio.to_thread(self._commit, fd, parent, tmp, name, mode, normal)
             except BaseException:
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError), self._identity():
                     os.unlink(tmp, dir_fd=parent)
                 raise
             finally:
                 os.close(fd)
+        finally:
+            os.close(parent)
         return {"path": normal, "size": written}
+
+    def _begin_write(self, normal: str, create_parents: bool) -> tuple[int, str, str, int]:
+        """The parent's fd, the name, and a new temporary file beside it (open)."""
+        with self._identity():
+            if create_parents:
+                self._make_dirs(posixpath.dirname(normal), 0o755)
+            with self._parent(normal) as (parent, name), _mapped(normal):
+                try:
+                    st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                except FileNotFoundError:
+                    pass
+                else:
+                    if stats.S_ISDIR(st.st_mode):
+                        raise ConflictError(f"{normal}: is a directory")
+                    if not os.access(name, os.W_OK, dir_fd=parent, effective_ids=True,
+                                     follow_symlinks=False) and not stats.S_ISLNK(st.st_mode):
+                        raise PermissionDeniedError(f"{normal}: permission denied")
+                tmp = f".{name[:200]}.{secrets.token_hex(6)}.qbox-tmp"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600, dir_fd=parent)
+                return os.dup(parent), name, tmp, fd
+
+    def _commit(self, fd: int, parent: int, tmp: str, name: str, mode: int,
+                normal: str) -> None:
+        with self._identity(), _mapped(normal):
+            os.fsync(fd)  # the data before the name: a crash leaves the old file or the new
+            os.fchmod(fd, mode & 0o7777)
+            os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+
+    async def append(self, path: str, chunks: AsyncIterator[bytes] | Iterable[bytes], *,
+                     mode: int = 0o644, create_parents: bool = True,
+                     max_bytes: int | None = None) -> dict[str, Any]:
+        """Add to the end of ``path`` (created with ``mode`` if missing; an existing file
+        keeps its mode). Not atomic: a reader may see part of the new data."""
+        normal = self.normalize(path)
+        fd = await asyncio.to_thread(self._open_append, normal, mode, create_parents)
+        try:
+            with _mapped(normal):
+                written = await _copy_into(fd, chunks, max_bytes, normal)
+        finally:
+            os.close(fd)
+        return {"path": normal, "size": written}
+
+    def _open_append(self, normal: str, mode: int, create_parents: bool) -> int:
+        with self._identity():
+            if create_parents:
+                self._make_dirs(posixpath.dirname(normal), 0o755)
+            fd = self._open(normal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK,
+                            mode & 0o7777)
+        try:
+            if not stats.S_ISREG(os.fstat(fd).st_mode):
+                raise ConflictError(f"{normal}: not a regular file")
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def mkdir(self, path: str, *, mode: int = 0o755, parents: bool = False) -> None:
         normal = self.normalize(path)
-        if parents:
-            self._make_dirs(normal, mode)
-            return
-        with self._parent(normal) as (parent, name), _mapped(normal):
-            os.mkdir(name, mode & 0o7777, dir_fd=parent)
-            self._own(parent, name)
+        with self._identity():
+            if parents:
+                self._make_dirs(normal, mode)
+                return
+            with self._parent(normal) as (parent, name), _mapped(normal):
+                os.mkdir(name, mode & 0o7777, dir_fd=parent)
 
     def rename(self, src: str, dst: str) -> None:
         src_path, dst_path = self.normalize(src), self.normalize(dst)
-        with self._parent(src_path) as (src_dir, src_name), \
+        with self._identity(), self._parent(src_path) as (src_dir, src_name), \
                 self._parent(dst_path) as (dst_dir, dst_name), _mapped(src_path):
             os.rename(src_name, dst_name, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
 
     def remove(self, path: str, *, recursive: bool = False) -> None:
         normal = self.normalize(path)
-        with self._parent(normal) as (parent, name), _mapped(normal):
+        with self._identity(), self._parent(normal) as (parent, name), _mapped(normal):
             st = os.stat(name, dir_fd=parent, follow_symlinks=False)
             if not stats.S_ISDIR(st.st_mode):
                 os.unlink(name, dir_fd=parent)
@@ -272,11 +328,6 @@ class SandboxFiles:
                     st = os.stat(name, dir_fd=parent, follow_symlinks=False)
                     if not (stats.S_ISDIR(st.st_mode) or stats.S_ISLNK(st.st_mode)):
                         raise ConflictError(f"{sub}: not a directory") from None
-                    continue
-                self._own(parent, name)
-
-    def _own(self, parent: int, name: str) -> None:
-        os.chown(name, self._uid, self._gid, dir_fd=parent, follow_symlinks=False)
 
 
 async def _copy_into(fd: int, chunks: AsyncIterator[bytes] | Iterable[bytes],
@@ -287,7 +338,8 @@ async def _copy_into(fd: int, chunks: AsyncIterator[bytes] | Iterable[bytes],
         nonlocal written
         written += len(chunk)
         if max_bytes is not None and written > max_bytes:
-            raise PayloadTooLargeError(f"{path}: more than {max_bytes} bytes")
+            raise PayloadTooLargeError(f"{path}: more than {max_bytes} bytes",
+                                       details={"maxBytes": max_bytes})
         view = memoryview(chunk)
         while view:
             view = view[os.write(fd, view):]

@@ -8,6 +8,7 @@ two small files, one ``crun run --detach``. Nothing else spawns a process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -17,8 +18,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Protocol
 
+from qbox.agent import fsid, users
 from qbox.agent import spec as specs
-from qbox.agent import users
+from qbox.agent.files import Identity, SandboxFiles
 from qbox.agent.isolation import OOM_EXIT_REASON, IsolationPolicy, init_killed_by_oom, oom_counter
 from qbox.agent.network import NoNetwork, SandboxNetwork
 from qbox.agent.openat2 import RootDir
@@ -96,6 +98,8 @@ class SandboxManager:
         self._runtime = runtime
         # None → no user namespace, seccomp, rlimits or disk quota (the fake runtime).
         self._isolation = isolation or IsolationPolicy()
+        # File operations take the sandbox user's filesystem ids (not with the fake runtime).
+        self._acts_as_users = isolation is not None
         self._network: SandboxNetwork = network or NoNetwork()
         self._images = images
         self._fs = filesystem
@@ -152,6 +156,16 @@ class SandboxManager:
     def processes(self, sandbox_id: str) -> ProcessManager:
         self._active(sandbox_id)
         return self._processes[sandbox_id]
+
+    def files(self, sandbox_id: str, user: str | None = None) -> SandboxFiles:
+        """The sandbox's files as ``user`` (None: the default user) may see and change them."""
+        sandbox = self._active(sandbox_id)
+        who = users.resolve_in_rootfs(sandbox.rootfs, user)
+        identity: Identity = contextlib.nullcontext
+        if self._acts_as_users:
+            uid, gid = self._isolation.host_ids(who.uid, who.gid)
+            identity = functools.partial(fsid.acting_as, uid, gid)
+        return SandboxFiles(sandbox.rootfs, home=who.home, identity=identity)
 
     @asynccontextmanager
     async def _locked(self, sandbox_id: str) -> AsyncIterator[None]:

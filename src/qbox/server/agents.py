@@ -8,6 +8,7 @@ agent that cannot be reached is ``HostUnavailableError`` (503, transient).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,6 +20,9 @@ from qbox.core.errors import HostUnavailableError, QboxError, error_from_wire
 # command's own timeout, this is the backstop for a stuck agent.
 _DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 _EXEC_GRACE_SECONDS = 15.0
+# A transfer's chunks keep coming; the last step (the agent's fsync of a large
+# file) may take long, so only connecting has a short limit.
+_TRANSFER_TIMEOUT = httpx.Timeout(600.0, connect=5.0)
 
 
 @dataclass(frozen=True)
@@ -29,12 +33,52 @@ class AgentEndpoint:
     secret: str
 
 
+@dataclass
+class FileStream:
+    """A file being read from an agent: its size, then its bytes (close it when done)."""
+
+    size: int
+    chunks: AsyncIterator[bytes]
+    close: Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    mode: str = "644"
+    create_parents: bool = True
+    append: bool = False
+    user: str | None = None
+    max_bytes: int | None = None
+    # The body's length when the client announced it (lets the agent see it too).
+    length: int | None = None
+
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"mode": self.mode,
+                                  "createParents": str(self.create_parents).lower(),
+                                  "append": str(self.append).lower()}
+        if self.user:
+            params["user"] = self.user
+        if self.max_bytes is not None:
+            params["maxBytes"] = self.max_bytes
+        return params
+
+
 class AgentClient(Protocol):
     async def health(self) -> dict[str, Any]: ...
     async def import_image(self, ref: str, name: str) -> dict[str, Any]: ...
     async def create_sandbox(self, spec: dict[str, Any]) -> dict[str, Any]: ...
     async def list_sandboxes(self) -> list[dict[str, Any]]: ...
     async def delete_sandbox(self, sandbox_id: str) -> None: ...
+    async def file_stat(self, sandbox_id: str, path: str, user: str | None) -> dict[str, Any]: ...
+    async def list_files(self, sandbox_id: str, path: str,
+                         user: str | None) -> list[dict[str, Any]]: ...
+    async def read_file(self, sandbox_id: str, path: str, user: str | None) -> FileStream: ...
+    async def write_file(self, sandbox_id: str, path: str, content: AsyncIterator[bytes],
+                         options: WriteOptions) -> dict[str, Any]: ...
+    async def remove_file(self, sandbox_id: str, path: str, recursive: bool,
+                          user: str | None) -> None: ...
+    async def make_dir(self, sandbox_id: str, body: dict[str, Any]) -> None: ...
+    async def rename_file(self, sandbox_id: str, body: dict[str, Any]) -> None: ...
     async def exec(self, sandbox_id: str, body: dict[str, Any]) -> dict[str, Any]: ...
     async def start_command(self, sandbox_id: str, body: dict[str, Any]) -> dict[str, Any]: ...
     async def list_commands(self, sandbox_id: str) -> list[dict[str, Any]]: ...
@@ -42,6 +86,31 @@ class AgentClient(Protocol):
     async def command_logs(self, sandbox_id: str, pid: int) -> dict[str, Any]: ...
     async def kill_command(self, sandbox_id: str, pid: int, signal: int) -> None: ...
     async def aclose(self) -> None: ...
+
+
+def _error_of(response: httpx.Response) -> QboxError:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text
+    error = error_from_wire(response.status_code, body)
+    if error.status == 401:
+        # Our own credentials to the agent are wrong: not the client's fault.
+        return QboxError("control plane is not authorised at the host agent",
+                         code="internal", status=500)
+    return error
+
+
+def _with_user(params: dict[str, Any], user: str | None) -> dict[str, Any]:
+    return {**params, "user": user} if user else params
+
+
+async def _relay(response: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.aiter_raw():
+            yield chunk
+    finally:
+        await response.aclose()
 
 
 class HttpAgentClient:
@@ -58,6 +127,24 @@ class HttpAgentClient:
             timeout=_DEFAULT_TIMEOUT,
             headers={"Authorization": f"Bearer {endpoint.secret}"},
         )
+
+    async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        """Send ``request``; an error answer is raised as its QboxError (body read first)."""
+        try:
+            response = await self._http.send(request, stream=stream)
+        except httpx.TimeoutException as exc:
+            raise HostUnavailableError(
+                f"host agent did not answer in time ({request.method} {request.url.path})"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise HostUnavailableError(f"host agent unreachable: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            raise _error_of(response)
+        return response
 
     async def _call(
         self,
@@ -81,16 +168,7 @@ class HttpAgentClient:
         except httpx.TransportError as exc:
             raise HostUnavailableError(f"host agent unreachable: {exc}") from exc
         if response.status_code >= 400:
-            try:
-                body: Any = response.json()
-            except ValueError:
-                body = response.text
-            error = error_from_wire(response.status_code, body)
-            if error.status == 401:
-                # Our own credentials to the agent are wrong: not the client's fault.
-                raise QboxError("control plane is not authorised at the host agent",
-                                code="internal", status=500)
-            raise error
+            raise _error_of(response)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
@@ -116,6 +194,56 @@ class HttpAgentClient:
 
     async def delete_sandbox(self, sandbox_id: str) -> None:
         await self._call("DELETE", f"/sandboxes/{sandbox_id}", timeout=60)
+
+    # --- files (streamed both ways) ---------------------------------------
+
+    async def file_stat(self, sandbox_id: str, path: str, user: str | None) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "GET", f"/sandboxes/{sandbox_id}/files/stat", params=_with_user({"path": path}, user))
+        return result
+
+    async def list_files(self, sandbox_id: str, path: str,
+                         user: str | None) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call(
+            "GET", f"/sandboxes/{sandbox_id}/files/list", params=_with_user({"path": path}, user))
+        return result
+
+    async def read_file(self, sandbox_id: str, path: str, user: str | None) -> FileStream:
+        request = self._http.build_request(
+            "GET", f"/sandboxes/{sandbox_id}/files/content",
+            params=_with_user({"path": path}, user))
+        response = await self._send(request, stream=True)
+        try:
+            size = int(response.headers["content-length"])
+        except (KeyError, ValueError):
+            await response.aclose()
+            raise QboxError("host agent sent a file without its length", code="internal",
+                            status=500) from None
+        return FileStream(size, _relay(response), response.aclose)
+
+    async def write_file(self, sandbox_id: str, path: str, content: AsyncIterator[bytes],
+                         options: WriteOptions) -> dict[str, Any]:
+        headers = {"Content-Type": "application/octet-stream"}
+        if options.length is not None:
+            headers["Content-Length"] = str(options.length)
+        request = self._http.build_request(
+            "PUT", f"/sandboxes/{sandbox_id}/files/content",
+            params={"path": path, **options.params()}, content=content, headers=headers,
+            timeout=_TRANSFER_TIMEOUT)
+        response = await self._send(request)
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def remove_file(self, sandbox_id: str, path: str, recursive: bool,
+                          user: str | None) -> None:
+        params = _with_user({"path": path, "recursive": str(recursive).lower()}, user)
+        await self._call("DELETE", f"/sandboxes/{sandbox_id}/files/content", params=params)
+
+    async def make_dir(self, sandbox_id: str, body: dict[str, Any]) -> None:
+        await self._call("POST", f"/sandboxes/{sandbox_id}/files/mkdir", json=body)
+
+    async def rename_file(self, sandbox_id: str, body: dict[str, Any]) -> None:
+        await self._call("POST", f"/sandboxes/{sandbox_id}/files/rename", json=body)
 
     async def exec(self, sandbox_id: str, body: dict[str, Any]) -> dict[str, Any]:
         timeout = body.get("timeoutSeconds")

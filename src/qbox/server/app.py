@@ -21,7 +21,17 @@ from qbox.core.asgi import install_error_handlers
 from qbox.core.errors import HostUnavailableError
 from qbox.server.agents import AgentClient, AgentEndpoint, HttpAgentClient
 from qbox.server.db.engine import make_async_engine, make_sessionmaker, migrate
-from qbox.server.http import api_keys, audit, processes, sandboxes, system, templates, users, web_auth
+from qbox.server.http import (
+    api_keys,
+    audit,
+    files,
+    processes,
+    sandboxes,
+    system,
+    templates,
+    users,
+    web_auth,
+)
 from qbox.server.http.auditing import AuditMiddleware
 from qbox.server.services import bootstrap
 from qbox.server.services.context import AgentPool, ServiceContext
@@ -132,6 +142,7 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
     # Inside the request-id middleware, outside the error handlers: it sees final statuses.
     app.add_middleware(AuditMiddleware)
     install_error_handlers(app)
-    for module in (system, sandboxes, processes, templates, api_keys, users, audit, web_auth):
+    for module in (system, sandboxes, processes, files, templates, api_keys, users, audit,
+                   web_auth):
         app.include_router(module.router)
     return app

@@ -36,6 +36,8 @@ class ServerSettings(BaseSettings):
     max_vcpus: int = 4
     max_memory_mb: int = 8192
     max_disk_mb: int = 20480
+    # The largest file one upload may write (the sandbox's disk quota also applies).
+    max_file_bytes: int = 5 * 1024**3
     reaper_interval_seconds: float = 1.0
     # How often the control plane checks that running sandboxes still run (OOM, crashes).
     host_sync_interval_seconds: float = 5.0

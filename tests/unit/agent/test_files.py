@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -37,7 +38,7 @@ def canary(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def files(root: Path) -> SandboxFiles:
-    return SandboxFiles(root, owner_uid=os.getuid(), owner_gid=os.getgid())
+    return SandboxFiles(root)
 
 
 def _read(files: SandboxFiles, path: str) -> bytes:
@@ -255,3 +256,67 @@ def test_mkdir(files: SandboxFiles, root: Path) -> None:
     (root / "file").write_bytes(b"")
     with pytest.raises(ConflictError):
         files.mkdir("/file/sub", parents=True)
+
+
+async def test_append_creates_then_extends_and_keeps_the_mode(
+        files: SandboxFiles, root: Path) -> None:
+    await files.append("notes/log.txt", [b"one\n"], mode=0o600)
+    path = root / "home" / "user" / "notes" / "log.txt"
+    assert path.read_bytes() == b"one\n" and (path.stat().st_mode & 0o777) == 0o600
+    result = await files.append("notes/log.txt", [b"two\n", b"three\n"], mode=0o644)
+    assert result == {"path": "/home/user/notes/log.txt", "size": 10}
+    assert path.read_bytes() == b"one\ntwo\nthree\n"
+    assert (path.stat().st_mode & 0o777) == 0o600
+
+
+async def test_append_refuses_directories_and_fifos(files: SandboxFiles, root: Path) -> None:
+    (root / "dir").mkdir()
+    os.mkfifo(root / "fifo")
+    with pytest.raises(ConflictError):
+        await files.append("/dir", [b"x"])
+    with pytest.raises(ConflictError):
+        await files.append("/fifo", [b"x"])
+
+
+async def test_append_through_a_symlink_stays_in_the_root(
+        files: SandboxFiles, root: Path, canary: Path) -> None:
+    (root / "escape").symlink_to(canary)
+    with pytest.raises(NotFoundError):  # the link's directories do not exist in the root
+        await files.append("/escape", [b"appended"])
+    (root / canary.parent.relative_to("/")).mkdir(parents=True)
+    await files.append("/escape", [b"appended"])
+    assert canary.read_bytes() == CANARY
+    assert (root / canary.relative_to("/")).read_bytes() == b"appended"
+
+
+async def test_every_operation_runs_as_the_sandbox_identity(root: Path) -> None:
+    depth = 0
+    touched: list[int] = []
+
+    @contextlib.contextmanager
+    def identity() -> Iterator[None]:
+        nonlocal depth
+        depth += 1
+        try:
+            yield
+        finally:
+            depth -= 1
+
+    real_open = os.open
+
+    def watched_open(*args: object, **kwargs: object) -> int:
+        touched.append(depth)
+        return real_open(*args, **kwargs)  # type: ignore[arg-type]
+
+    files = SandboxFiles(root, identity=identity)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "open", watched_open)
+        await files.write("/a/b.txt", [b"data"])
+        await files.append("/a/b.txt", [b"more"])
+        files.mkdir("/c", parents=True)
+        files.rename("/a/b.txt", "/c/b.txt")
+        files.stat("/c/b.txt")
+        files.list("/c")
+        files.open_read("/c/b.txt")[0].close()
+        files.remove("/c", recursive=True)
+    assert touched and all(level >= 1 for level in touched)

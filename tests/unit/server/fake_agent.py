@@ -9,10 +9,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
-from qbox.core.errors import ProcessNotFoundError, QboxError, SandboxNotFoundError
+from qbox.agent.files import SandboxFiles
+from qbox.core.errors import (
+    ProcessNotFoundError,
+    QboxError,
+    SandboxNotFoundError,
+    ValidationError,
+)
 from qbox.core.timefmt import to_wire, utcnow
+from qbox.server.agents import FileStream, WriteOptions
 
 
 class FakeAgent:
@@ -24,6 +35,9 @@ class FakeAgent:
         self.create_delay = 0.0
         self._pids = itertools.count(100)
         self.closed = False
+        self.roots: dict[str, Path] = {}
+        self.read_chunk_bytes = 64 * 1024
+        self.chunks_seen = 0
 
     async def health(self) -> dict[str, Any]:
         return {"version": "test", "runtime": "fake", "sandboxes": len(self.sandboxes)}
@@ -47,6 +61,67 @@ class FakeAgent:
     async def delete_sandbox(self, sandbox_id: str) -> None:
         self.sandboxes.pop(sandbox_id, None)
         self.deleted.append(sandbox_id)
+        root = self.roots.pop(sandbox_id, None)
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
+
+    # --- files: the real SandboxFiles over a temporary directory per sandbox ---
+
+    def files(self, sandbox_id: str, user: str | None = None) -> SandboxFiles:
+        self._require(sandbox_id)
+        if user not in (None, "user", "root"):
+            raise ValidationError.for_fields({"user": f"no user named {user!r}"})
+        root = self.roots.get(sandbox_id)
+        if root is None:
+            root = self.roots[sandbox_id] = Path(tempfile.mkdtemp(prefix="qbox-fake-root-"))
+            (root / "home" / "user").mkdir(parents=True)
+        return SandboxFiles(root, home="/root" if user == "root" else "/home/user")
+
+    async def file_stat(self, sandbox_id: str, path: str, user: str | None) -> dict[str, Any]:
+        return self.files(sandbox_id, user).stat(path)
+
+    async def list_files(self, sandbox_id: str, path: str,
+                         user: str | None) -> list[dict[str, Any]]:
+        return self.files(sandbox_id, user).list(path)
+
+    async def read_file(self, sandbox_id: str, path: str, user: str | None) -> FileStream:
+        handle, size = self.files(sandbox_id, user).open_read(path)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with handle:
+                while chunk := handle.read(self.read_chunk_bytes):
+                    yield chunk
+
+        async def close() -> None:
+            handle.close()
+
+        return FileStream(size, chunks(), close)
+
+    async def write_file(self, sandbox_id: str, path: str, content: AsyncIterator[bytes],
+                         options: WriteOptions) -> dict[str, Any]:
+        files = self.files(sandbox_id, options.user)
+        operation = files.append if options.append else files.write
+        self.chunks_seen = 0
+
+        async def counted() -> AsyncIterator[bytes]:
+            async for chunk in content:
+                self.chunks_seen += 1
+                yield chunk
+
+        return await operation(path, counted(), mode=int(options.mode.removeprefix("0o"), 8),
+                               create_parents=options.create_parents,
+                               max_bytes=options.max_bytes)
+
+    async def remove_file(self, sandbox_id: str, path: str, recursive: bool,
+                          user: str | None) -> None:
+        self.files(sandbox_id, user).remove(path, recursive=recursive)
+
+    async def make_dir(self, sandbox_id: str, body: dict[str, Any]) -> None:
+        self.files(sandbox_id, body.get("user")).mkdir(body["path"], mode=body["mode"],
+                                                       parents=body["parents"])
+
+    async def rename_file(self, sandbox_id: str, body: dict[str, Any]) -> None:
+        self.files(sandbox_id, body.get("user")).rename(body["src"], body["dst"])
 
     def _require(self, sandbox_id: str) -> dict[int, dict[str, Any]]:
         if sandbox_id not in self.sandboxes:
@@ -109,3 +184,6 @@ class FakeAgent:
 
     async def aclose(self) -> None:
         self.closed = True
+        for root in self.roots.values():
+            shutil.rmtree(root, ignore_errors=True)
+        self.roots.clear()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from qbox.server.services.audit import AuditLog
 from qbox.server.services.context import ServiceContext
+from qbox.server.services.files import FileService
 from qbox.server.services.keys import KeyService
 from qbox.server.services.processes import ProcessService
 from qbox.server.services.ratelimit import RateLimiter
@@ -37,6 +38,7 @@ class Services:
     ctx: ServiceContext
     sandboxes: SandboxService
     processes: ProcessService
+    files: FileService
     templates: TemplateService
     reaper: Reaper
     keys: KeyService
@@ -53,6 +55,7 @@ class Services:
             ctx=ctx,
             sandboxes=sandboxes,
             processes=ProcessService(ctx, sandboxes),
+            files=FileService(ctx, sandboxes),
             templates=TemplateService(ctx),
             reaper=Reaper(ctx, sandboxes, audit),
             keys=KeyService(ctx),

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,6 +30,7 @@ from qbox.core.errors import (
 )
 from qbox.core.ids import new_sandbox_id
 from qbox.core.states import TERMINAL_STATES, SandboxState
+from qbox.server.agents import AgentClient
 from qbox.server.db.tables import Host, Sandbox, SandboxEvent, Template
 from qbox.server.services import events
 from qbox.server.services.context import ServiceContext
@@ -37,6 +39,7 @@ from qbox.server.settings import ServerSettings
 
 log = logging.getLogger("qbox.sandboxes")
 
+T = TypeVar("T")
 LIVE_STATES = tuple(s.value for s in SandboxState if s not in TERMINAL_STATES)
 
 
@@ -97,6 +100,23 @@ class SandboxService:
         if sandbox.status != SandboxState.RUNNING:
             raise not_active(sandbox)
         return sandbox
+
+    async def relay(self, principal: Principal, sandbox_id: str,
+                    call: Callable[[AgentClient], Awaitable[T]]) -> T:
+        """``call`` on the agent of a running sandbox the principal may use.
+
+        A sandbox its host no longer knows is marked lost, and the caller gets
+        the same answer as for any sandbox that is not running.
+        """
+        sandbox = await self.require_running(principal, sandbox_id)
+        agent = self.ctx.agents.for_host(sandbox.host_id)
+        try:
+            return await call(agent)
+        except SandboxNotFoundError:
+            await self.mark_lost(sandbox_id,
+                                 f"lost: host {sandbox.host_id} no longer runs this sandbox")
+            sandbox = await self.get(principal, sandbox_id)
+            raise not_active(sandbox) from None
 
     # --- spawn ---------------------------------------------------------------
 

@@ -1,0 +1,139 @@
+"""The agent's file routes (docs/agent-protocol.md, "Files"): thin handlers over ``SandboxFiles``.
+
+Filesystem calls block, and the sandbox user's filesystem ids are set per
+thread, so every call runs in a worker thread. Contents stream both ways in
+chunks: neither a 1 GB upload nor a 1 GB download is ever held in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, BinaryIO
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from qbox.agent.files import SandboxFiles
+from qbox.agent.sandboxes import SandboxManager
+from qbox.core.errors import QboxError, ValidationError
+
+CHUNK_BYTES = 1024 * 1024
+
+
+class MkdirBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    mode: int = Field(default=0o755, ge=0, le=0o7777)
+    parents: bool = True
+    user: str | None = None
+
+
+class RenameBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    src: str
+    dst: str
+    user: str | None = None
+
+
+def parse_mode(text: str) -> int:
+    """``644`` → 0o644: PUT's mode is an octal string without prefix (WIRE_PROTOCOL §4.4)."""
+    digits = text[2:] if text[:2] in ("0o", "0O") else text
+    try:
+        mode = int(digits, 8)
+    except ValueError:
+        raise ValidationError.for_fields({"mode": f"{text!r} is not an octal mode"}) from None
+    if not 0 <= mode <= 0o7777:
+        raise ValidationError.for_fields({"mode": f"{text!r} is out of range"})
+    return mode
+
+
+def _manager(request: Request) -> SandboxManager:
+    manager: SandboxManager = request.app.state.agent.sandboxes
+    return manager
+
+
+async def _files(request: Request, sandbox_id: str, user: str | None) -> SandboxFiles:
+    # Reads the sandbox's /etc/passwd: small, but still a file read.
+    return await asyncio.to_thread(_manager(request).files, sandbox_id, user)
+
+
+async def _chunks(handle: BinaryIO, size: int) -> AsyncIterator[bytes]:
+    """At most ``size`` bytes: the Content-Length promised when the file was opened."""
+    left = size
+    try:
+        while left > 0:
+            chunk = await asyncio.to_thread(handle.read, min(CHUNK_BYTES, left))
+            if not chunk:
+                return  # shrank while we read: the client sees a short body
+            left -= len(chunk)
+            yield chunk
+    finally:
+        handle.close()
+
+
+def files_router() -> APIRouter:
+    router = APIRouter(prefix="/sandboxes/{sandbox_id}/files")
+
+    @router.get("/stat")
+    async def stat(sandbox_id: str, request: Request, path: str = Query(...),
+                   user: str | None = None) -> dict[str, Any]:
+        files = await _files(request, sandbox_id, user)
+        return await asyncio.to_thread(files.stat, path)
+
+    @router.get("/list")
+    async def list_dir(sandbox_id: str, request: Request, path: str = Query(...),
+                       user: str | None = None) -> list[dict[str, Any]]:
+        files = await _files(request, sandbox_id, user)
+        return await asyncio.to_thread(files.list, path)
+
+    @router.get("/content")
+    async def read(sandbox_id: str, request: Request, path: str = Query(...),
+                   user: str | None = None) -> StreamingResponse:
+        files = await _files(request, sandbox_id, user)
+        handle, size = await asyncio.to_thread(files.open_read, path)
+        return StreamingResponse(_chunks(handle, size), media_type="application/octet-stream",
+                                 headers={"Content-Length": str(size)})
+
+    @router.put("/content")
+    async def write(sandbox_id: str, request: Request, path: str = Query(...),
+                    mode: str = "644", create_parents: bool = Query(True, alias="createParents"),
+                    append: bool = False, user: str | None = None,
+                    max_bytes: int | None = Query(None, alias="maxBytes", ge=0)) -> dict[str, Any]:
+        body = request.stream()
+        try:
+            permissions = parse_mode(mode)
+            files = await _files(request, sandbox_id, user)
+            operation = files.append if append else files.write
+            return await operation(path, body, mode=permissions,
+                                   create_parents=create_parents, max_bytes=max_bytes)
+        except QboxError:
+            # Read the rest before answering: a client still sending would
+            # otherwise see a broken pipe instead of this error.
+            async for _ in body:
+                pass
+            raise
+
+    @router.delete("/content", status_code=204)
+    async def remove(sandbox_id: str, request: Request, path: str = Query(...),
+                     recursive: bool = False, user: str | None = None) -> Response:
+        files = await _files(request, sandbox_id, user)
+        await asyncio.to_thread(files.remove, path, recursive=recursive)
+        return Response(status_code=204)
+
+    @router.post("/mkdir", status_code=204)
+    async def mkdir(sandbox_id: str, body: MkdirBody, request: Request) -> Response:
+        files = await _files(request, sandbox_id, body.user)
+        await asyncio.to_thread(files.mkdir, body.path, mode=body.mode, parents=body.parents)
+        return Response(status_code=204)
+
+    @router.post("/rename", status_code=204)
+    async def rename(sandbox_id: str, body: RenameBody, request: Request) -> Response:
+        files = await _files(request, sandbox_id, body.user)
+        await asyncio.to_thread(files.rename, body.src, body.dst)
+        return Response(status_code=204)
+
+    return router

@@ -1,0 +1,145 @@
+"""/v1/sandboxes/{id}/files, /file, /stat, /download: files in a sandbox (WIRE_PROTOCOL §4.4).
+
+Paths travel in the ``path`` query parameter (mkdir and rename: JSON), and
+are sandbox paths: relative ones are relative to the user's home. Contents
+are raw bytes both ways, streamed. ``user`` (our extension) acts as another
+user of the sandbox, e.g. ``root``; by default it is the sandbox's user.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import Field, field_validator
+
+from qbox.core.errors import ValidationError
+from qbox.server.agents import WriteOptions
+from qbox.server.http.deps import json_body, note_of, require, services_of
+from qbox.server.http.schemas import _Body, _no_nul
+from qbox.server.services.keys import Principal
+
+router = APIRouter(prefix="/v1/sandboxes/{sandbox_id}")
+
+# Optional here so that access is checked before a missing path is reported.
+_PATH = Query(None, max_length=4096, description="A path inside the sandbox (required).")
+_USER = Query(None, max_length=64, description="Act as this user of the sandbox (default: its user).")
+
+
+class MkdirBody(_Body):
+    path: str = Field(min_length=1, max_length=4096)
+    # The numeric permission value as a JSON integer: 493 is 0o755.
+    mode: int = Field(default=0o755, ge=0, le=0o7777)
+    parents: bool = True
+    user: str | None = Field(default=None, max_length=64)
+
+    _path_ok = field_validator("path")(lambda v: _no_nul(v, "path"))
+
+
+class RenameBody(_Body):
+    src: str = Field(min_length=1, max_length=4096)
+    dst: str = Field(min_length=1, max_length=4096)
+    user: str | None = Field(default=None, max_length=64)
+
+    _src_ok = field_validator("src")(lambda v: _no_nul(v, "src"))
+    _dst_ok = field_validator("dst")(lambda v: _no_nul(v, "dst"))
+
+
+def _note(request: Request, detail: str) -> None:
+    if note := note_of(request):
+        note.detail = detail
+
+
+def _declared_length(request: Request) -> int | None:
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return None
+    if not declared.isdigit():
+        raise ValidationError.for_fields({"Content-Length": "must be a number of bytes"})
+    return int(declared)
+
+
+async def _download(request: Request, sandbox_id: str, path: str | None, user: str | None,
+                    principal: Principal) -> StreamingResponse:
+    stream = await services_of(request).files.read(principal, sandbox_id, path, user)
+    return StreamingResponse(stream.chunks, media_type="application/octet-stream",
+                             headers={"Content-Length": str(stream.size)})
+
+
+@router.get("/download")
+async def download(sandbox_id: str, request: Request, path: str | None = _PATH, user: str | None = _USER,
+                   principal: Principal = require("files:read")) -> StreamingResponse:
+    return await _download(request, sandbox_id, path, user, principal)
+
+
+@router.get("/file")
+async def read_file(sandbox_id: str, request: Request, path: str | None = _PATH, user: str | None = _USER,
+                    principal: Principal = require("files:read")) -> StreamingResponse:
+    """The same bytes as /download (the published client reads through /download)."""
+    return await _download(request, sandbox_id, path, user, principal)
+
+
+@router.put("/file", status_code=204)
+async def write_file(
+    sandbox_id: str,
+    request: Request,
+    path: str | None = _PATH,
+    mode: str = Query("644", max_length=8, description="Octal, e.g. 644 or 600."),
+    create_parents: bool = Query(True, alias="createParents"),
+    append: bool = Query(False, description="Add to the end instead of replacing (qbox)."),
+    user: str | None = _USER,
+    principal: Principal = require("files:write", action="file.write"),
+) -> Response:
+    _note(request, f"{'append' if append else 'write'} {path}")
+    options = WriteOptions(mode=mode, create_parents=create_parents, append=append, user=user,
+                           length=_declared_length(request))
+    await services_of(request).files.write(principal, sandbox_id, path, request.stream(), options)
+    return Response(status_code=204)
+
+
+@router.delete("/file", status_code=204)
+async def remove_file(
+    sandbox_id: str,
+    request: Request,
+    path: str | None = _PATH,
+    recursive: bool = False,
+    user: str | None = _USER,
+    principal: Principal = require("files:write", action="file.delete"),
+) -> Response:
+    _note(request, f"{path}{' (recursive)' if recursive else ''}")
+    await services_of(request).files.remove(principal, sandbox_id, path, recursive, user)
+    return Response(status_code=204)
+
+
+@router.get("/files")
+async def list_files(sandbox_id: str, request: Request, path: str | None = _PATH,
+                     user: str | None = _USER,
+                     principal: Principal = require("files:read")) -> list[dict[str, Any]]:
+    return await services_of(request).files.list(principal, sandbox_id, path, user)
+
+
+@router.get("/stat")
+async def stat(sandbox_id: str, request: Request, path: str | None = _PATH, user: str | None = _USER,
+               principal: Principal = require("files:read")) -> dict[str, Any]:
+    return await services_of(request).files.stat(principal, sandbox_id, path, user)
+
+
+@router.post("/files/mkdir", status_code=204)
+async def make_dir(sandbox_id: str, request: Request,
+                   principal: Principal = require("files:write", action="file.mkdir")) -> Response:
+    body = await json_body(request, MkdirBody)
+    _note(request, body.path)
+    await services_of(request).files.mkdir(principal, sandbox_id,
+                                           body.model_dump(exclude_none=True))
+    return Response(status_code=204)
+
+
+@router.post("/files/rename", status_code=204)
+async def rename(sandbox_id: str, request: Request,
+                 principal: Principal = require("files:write", action="file.rename")) -> Response:
+    body = await json_body(request, RenameBody)
+    _note(request, f"{body.src} -> {body.dst}")
+    await services_of(request).files.rename(principal, sandbox_id,
+                                            body.model_dump(exclude_none=True))
+    return Response(status_code=204)
