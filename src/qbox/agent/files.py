@@ -87,16 +87,22 @@ class SandboxFiles:
     """Reads and writes below ``root``, every filesystem call made inside ``identity``.
 
     The agent passes ``fsid.acting_as(uid, gid)`` of the sandbox user's host
-    ids: permission checks are the user's and new files are the user's. The
+    ids: permission checks are the user's and new files are the user's; it
+    enters the object first (``with files:``) to open the root as itself. The
     synchronous methods block; the agent calls them from worker threads (the
     filesystem ids are per thread).
     """
 
     def __init__(self, root: Path, *, home: str = "/home/user",
-                 identity: Identity = contextlib.nullcontext) -> None:
+                 identity: Identity = contextlib.nullcontext,
+                 owner: tuple[int, int] | None = None) -> None:
         self._root = root
         self._home = home
         self._identity = identity
+        # Host ids to give new files when ``identity`` does not (acting as the
+        # sandbox's root keeps the agent's own ids, and so its DAC override).
+        self._owner = owner
+        self._fd: int | None = None
 
     # --- paths ---------------------------------------------------------------
 
@@ -112,8 +118,23 @@ class SandboxFiles:
         # One leading slash (normpath keeps "//"); normpath drops ".." at the root.
         return posixpath.normpath("/" + joined.lstrip("/"))
 
+    def __enter__(self) -> SandboxFiles:
+        """Hold the root open: opened here, as the agent, since the host directories
+        above it are not the sandbox user's to search."""
+        if self._fd is None:
+            self._fd = os.open(self._root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
     @contextlib.contextmanager
     def _root_fd(self) -> Iterator[int]:
+        if self._fd is not None:
+            yield self._fd
+            return
         fd = os.open(self._root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             yield fd
@@ -244,6 +265,8 @@ class SandboxFiles:
                 tmp = f".{name[:200]}.{secrets.token_hex(6)}.qbox-tmp"
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                              | os.O_CLOEXEC, 0o600, dir_fd=parent)
+                if self._owner is not None:
+                    os.fchown(fd, *self._owner)
                 return os.dup(parent), name, tmp, fd
 
     def _commit(self, fd: int, parent: int, tmp: str, name: str, mode: int,
@@ -274,8 +297,11 @@ class SandboxFiles:
             fd = self._open(normal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK,
                             mode & 0o7777)
         try:
-            if not stats.S_ISREG(os.fstat(fd).st_mode):
+            st = os.fstat(fd)
+            if not stats.S_ISREG(st.st_mode):
                 raise ConflictError(f"{normal}: not a regular file")
+            if self._owner is not None and st.st_size == 0 and st.st_uid == os.geteuid():
+                os.fchown(fd, *self._owner)  # just created by us
             os.set_blocking(fd, True)
         except BaseException:
             os.close(fd)
@@ -290,6 +316,7 @@ class SandboxFiles:
                 return
             with self._parent(normal) as (parent, name), _mapped(normal):
                 os.mkdir(name, mode & 0o7777, dir_fd=parent)
+                self._own(parent, name)
 
     def rename(self, src: str, dst: str) -> None:
         src_path, dst_path = self.normalize(src), self.normalize(dst)
@@ -328,6 +355,12 @@ class SandboxFiles:
                     st = os.stat(name, dir_fd=parent, follow_symlinks=False)
                     if not (stats.S_ISDIR(st.st_mode) or stats.S_ISLNK(st.st_mode)):
                         raise ConflictError(f"{sub}: not a directory") from None
+                    continue
+                self._own(parent, name)
+
+    def _own(self, parent: int, name: str) -> None:
+        if self._owner is not None:
+            os.chown(name, *self._owner, dir_fd=parent, follow_symlinks=False)
 
 
 async def _copy_into(fd: int, chunks: AsyncIterator[bytes] | Iterable[bytes],

@@ -81,20 +81,20 @@ def files_router() -> APIRouter:
     @router.get("/stat")
     async def stat(sandbox_id: str, request: Request, path: str = Query(...),
                    user: str | None = None) -> dict[str, Any]:
-        files = await _files(request, sandbox_id, user)
-        return await asyncio.to_thread(files.stat, path)
+        with await _files(request, sandbox_id, user) as files:
+            return await asyncio.to_thread(files.stat, path)
 
     @router.get("/list")
     async def list_dir(sandbox_id: str, request: Request, path: str = Query(...),
                        user: str | None = None) -> list[dict[str, Any]]:
-        files = await _files(request, sandbox_id, user)
-        return await asyncio.to_thread(files.list, path)
+        with await _files(request, sandbox_id, user) as files:
+            return await asyncio.to_thread(files.list, path)
 
     @router.get("/content")
     async def read(sandbox_id: str, request: Request, path: str = Query(...),
                    user: str | None = None) -> StreamingResponse:
-        files = await _files(request, sandbox_id, user)
-        handle, size = await asyncio.to_thread(files.open_read, path)
+        with await _files(request, sandbox_id, user) as files:
+            handle, size = await asyncio.to_thread(files.open_read, path)
         return StreamingResponse(_chunks(handle, size), media_type="application/octet-stream",
                                  headers={"Content-Length": str(size)})
 
@@ -106,10 +106,10 @@ def files_router() -> APIRouter:
         body = request.stream()
         try:
             permissions = parse_mode(mode)
-            files = await _files(request, sandbox_id, user)
-            operation = files.append if append else files.write
-            return await operation(path, body, mode=permissions,
-                                   create_parents=create_parents, max_bytes=max_bytes)
+            with await _files(request, sandbox_id, user) as files:
+                operation = files.append if append else files.write
+                return await operation(path, body, mode=permissions,
+                                       create_parents=create_parents, max_bytes=max_bytes)
         except QboxError:
             # Read the rest before answering: a client still sending would
             # otherwise see a broken pipe instead of this error.
@@ -120,20 +120,20 @@ def files_router() -> APIRouter:
     @router.delete("/content", status_code=204)
     async def remove(sandbox_id: str, request: Request, path: str = Query(...),
                      recursive: bool = False, user: str | None = None) -> Response:
-        files = await _files(request, sandbox_id, user)
-        await asyncio.to_thread(files.remove, path, recursive=recursive)
+        with await _files(request, sandbox_id, user) as files:
+            await asyncio.to_thread(files.remove, path, recursive=recursive)
         return Response(status_code=204)
 
     @router.post("/mkdir", status_code=204)
     async def mkdir(sandbox_id: str, body: MkdirBody, request: Request) -> Response:
-        files = await _files(request, sandbox_id, body.user)
-        await asyncio.to_thread(files.mkdir, body.path, mode=body.mode, parents=body.parents)
+        with await _files(request, sandbox_id, body.user) as files:
+            await asyncio.to_thread(files.mkdir, body.path, mode=body.mode, parents=body.parents)
         return Response(status_code=204)
 
     @router.post("/rename", status_code=204)
     async def rename(sandbox_id: str, body: RenameBody, request: Request) -> Response:
-        files = await _files(request, sandbox_id, body.user)
-        await asyncio.to_thread(files.rename, body.src, body.dst)
+        with await _files(request, sandbox_id, body.user) as files:
+            await asyncio.to_thread(files.rename, body.src, body.dst)
         return Response(status_code=204)
 
     return router

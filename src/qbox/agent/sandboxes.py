@@ -8,7 +8,6 @@ two small files, one ``crun run --detach``. Nothing else spawns a process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
@@ -161,10 +160,14 @@ class SandboxManager:
         """The sandbox's files as ``user`` (None: the default user) may see and change them."""
         sandbox = self._active(sandbox_id)
         who = users.resolve_in_rootfs(sandbox.rootfs, user)
-        identity: Identity = contextlib.nullcontext
-        if self._acts_as_users:
-            uid, gid = self._isolation.host_ids(who.uid, who.gid)
-            identity = functools.partial(fsid.acting_as, uid, gid)
+        if not self._acts_as_users:
+            return SandboxFiles(sandbox.rootfs, home=who.home)
+        host_ids = self._isolation.host_ids(who.uid, who.gid)
+        if who.uid == 0:
+            # The sandbox's root overrides permissions there: the agent keeps its
+            # own filesystem ids (still confined to the root by openat2).
+            return SandboxFiles(sandbox.rootfs, home=who.home, owner=host_ids)
+        identity: Identity = functools.partial(fsid.acting_as, *host_ids)
         return SandboxFiles(sandbox.rootfs, home=who.home, identity=identity)
 
     @asynccontextmanager
