@@ -10,6 +10,7 @@ import click
 from qbox.cli import output
 from qbox.cli.context import CliState, confirm_or_decline, json_option, pass_state
 from qbox.cli.exit_codes import ExitCode, exit_code_for
+from qbox.cli.files import files
 from qbox.core.errors import QboxError, SandboxNotFoundError
 from qbox.sdk import Sandbox, SandboxInfo
 
@@ -75,6 +76,9 @@ def _show(state: CliState, info: SandboxInfo) -> None:
 @click.group("sandboxes")
 def sandboxes() -> None:
     """Create, list, inspect and end sandboxes; run commands in them."""
+
+
+sandboxes.add_command(files)
 
 
 @sandboxes.command("create")

@@ -29,9 +29,10 @@ into the same class through ``error_from_wire`` — by code, never by message.
     │   ├── HostUnavailableError   host_unavailable      (transient)
     │   └── HostNoCapacityError    host_no_capacity      (transient)
     ├── InsufficientStorageError   insufficient_storage  507
-    └── TransportError             (client side: never on the wire)
-        ├── ConnectionFailedError
-        └── RequestTimeoutError
+    ├── TransportError             (client side: never on the wire)
+    │   ├── ConnectionFailedError
+    │   └── RequestTimeoutError
+    └── client side only: CommandExitError, CommandTimeoutError, FileEncodingError, …
 
 A few client-side conditions (a command that exited non-zero, a spawn that
 did not reach ``running``) are raised by the SDK only; they live here too so
@@ -265,6 +266,13 @@ class CommandExitError(QboxError):
 
 class CommandTimeoutError(QboxError):
     code = "command_timeout"
+    status = 0
+
+
+class FileEncodingError(QboxError):
+    """A file read as text is not UTF-8."""
+
+    code = "not_utf8"
     status = 0
 
 

@@ -21,6 +21,7 @@ from qbox.core.errors import (
     ConnectionFailedError,
     ContextNotFoundError,
     FeatureDisabledError,
+    FileEncodingError,
     HostNoCapacityError,
     HostUnavailableError,
     InsufficientStorageError,
@@ -48,10 +49,13 @@ from qbox.core.errors import (
 from qbox.core.states import SandboxState
 from qbox.sdk._api_keys import ApiKeys, AsyncApiKeys
 from qbox.sdk._async_commands import AsyncCommandHandle, AsyncCommands
+from qbox.sdk._async_files import AsyncFiles
 from qbox.sdk._async_sandbox import AsyncSandbox
 from qbox.sdk._audit import AsyncAudit, Audit
 from qbox.sdk._commands import CommandHandle, Commands
 from qbox.sdk._config import ConnectionConfig
+from qbox.sdk._file_models import FileEntry, FileStat
+from qbox.sdk._files import Files
 from qbox.sdk._access_models import (
     ApiKeyInfo,
     AuditEntry,
@@ -77,6 +81,7 @@ from qbox.sdk._models import (
 from qbox.sdk._sandbox import Sandbox
 from qbox.sdk._system import AsyncSystem, System
 from qbox.sdk._templates import AsyncTemplates, Templates
+from qbox.sdk._transport import AsyncByteStream, ByteStream
 from qbox.sdk._users import AsyncUsers, Users
 
 __all__ = [
@@ -84,8 +89,10 @@ __all__ = [
     "ApiKeys",
     "AsyncApiKeys",
     "AsyncAudit",
+    "AsyncByteStream",
     "AsyncCommandHandle",
     "AsyncCommands",
+    "AsyncFiles",
     "AsyncSandbox",
     "AsyncSystem",
     "AsyncTemplates",
@@ -95,6 +102,7 @@ __all__ = [
     "AuditPage",
     "AuditVerification",
     "AuthenticationError",
+    "ByteStream",
     "CodeInterpreterDisabledError",
     "CommandExitError",
     "CommandHandle",
@@ -111,6 +119,10 @@ __all__ = [
     "CreatedApiKey",
     "ExecResult",
     "FeatureDisabledError",
+    "FileEncodingError",
+    "FileEntry",
+    "FileStat",
+    "Files",
     "HostNoCapacityError",
     "HostUnavailableError",
     "Identity",

@@ -26,7 +26,7 @@ from qbox._version import __version__
 from qbox.core.errors import AuthenticationError, QboxError, TransportError, error_from_wire
 from qbox.core.timefmt import utcnow
 from qbox.sdk._config import API_KEY_PREFIX, ConnectionConfig
-from qbox.sdk._steps import HttpRequest, HttpResponse, Op, Send, Sleep
+from qbox.sdk._steps import Body, HttpRequest, HttpResponse, Op, Open, Send, Sleep
 
 USER_AGENT = f"qbox-python/{__version__}"
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -66,21 +66,10 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - utcnow()).total_seconds())
 
 
-def decode_response(response: HttpResponse) -> Any:
-    """The JSON of a 2xx (``None`` when empty), or raise the typed error of any other status."""
-    request_id = response.header("x-request-id")
+def raise_for_status(response: HttpResponse) -> None:
+    """Raise the typed error of a non-2xx reply (its body decoded as the error envelope)."""
     if 200 <= response.status < 300:
-        if response.status == 204 or not response.content.strip():
-            return None
-        try:
-            return jsonlib.loads(response.content)
-        except ValueError:
-            raise QboxError(
-                "the server answered with something that is not JSON",
-                code="bad_response",
-                status=response.status,
-                request_id=request_id,
-            ) from None
+        return
     body: Any = None
     if response.content:
         try:
@@ -90,9 +79,25 @@ def decode_response(response: HttpResponse) -> Any:
     raise error_from_wire(
         response.status,
         body,
-        request_id=request_id,
+        request_id=response.header("x-request-id"),
         retry_after=parse_retry_after(response.header("retry-after")),
     )
+
+
+def decode_response(response: HttpResponse) -> Any:
+    """The JSON of a 2xx (``None`` when empty), or raise the typed error of any other status."""
+    raise_for_status(response)
+    if response.status == 204 or not response.content.strip():
+        return None
+    try:
+        return jsonlib.loads(response.content)
+    except ValueError:
+        raise QboxError(
+            "the server answered with something that is not JSON",
+            code="bad_response",
+            status=response.status,
+            request_id=response.header("x-request-id"),
+        ) from None
 
 
 def should_retry(error: QboxError, method: str) -> bool:
@@ -149,6 +154,7 @@ class Api:
         *,
         params: Mapping[str, ParamValue] | None = None,
         json: Any = None,
+        content: Body | None = None,
         timeout: float | None = None,
         auth: bool = True,
     ) -> HttpRequest:
@@ -160,6 +166,7 @@ class Api:
             headers=headers,
             params=encode_params(params),
             json=json,
+            content=content,
             timeout=timeout if timeout is not None else self.request_timeout,
         )
 
@@ -174,16 +181,27 @@ class Api:
         auth: bool = True,
     ) -> Op[Any]:
         request = self.build(method, path, params=params, json=json, timeout=timeout, auth=auth)
+        return decode_response((yield from self.exchange(request)))
+
+    def exchange(self, request: HttpRequest, *, retry: bool = True) -> Op[HttpResponse]:
+        """Send ``request`` until it earns a 2xx, retrying what is worth it (unless ``retry`` is off)."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                response = yield Send(request)
-                return decode_response(response)
+                response: HttpResponse = yield Send(request)
+                raise_for_status(response)
+                return response
             except QboxError as error:
-                if attempt > self.max_retries or not should_retry(error, method):
+                if not retry or attempt > self.max_retries or not should_retry(error, request.method):
                     raise
                 yield Sleep(retry_delay(error, attempt))
+
+    def open(self, request: HttpRequest) -> Op[HttpResponse]:
+        """Send ``request`` once and leave a 2xx body unread in ``response.stream``."""
+        response: HttpResponse = yield Open(request)
+        raise_for_status(response)
+        return response
 
     def get(self, path: str, **kwargs: Any) -> Op[Any]:
         return self.request("GET", path, **kwargs)

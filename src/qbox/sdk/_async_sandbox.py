@@ -10,6 +10,7 @@ from typing import Self
 from qbox.core.errors import NotFoundError, QboxError
 from qbox.sdk import _sandbox_ops as ops
 from qbox.sdk._async_commands import AsyncCommands
+from qbox.sdk._async_files import AsyncFiles
 from qbox.sdk._config import ConnectionConfig
 from qbox.sdk._hybrid import class_or_instance
 from qbox.sdk._models import ExecResult, LogEntry, SandboxInfo
@@ -26,6 +27,7 @@ class AsyncSandbox:
         self._info = info
         self._conn = connection
         self.commands = AsyncCommands(connection, info.id)
+        self.files = AsyncFiles(connection, info.id)
 
     @property
     def id(self) -> str:

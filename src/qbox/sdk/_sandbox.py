@@ -11,6 +11,7 @@ from qbox.core.errors import NotFoundError, QboxError
 from qbox.sdk import _sandbox_ops as ops
 from qbox.sdk._commands import Commands
 from qbox.sdk._config import ConnectionConfig
+from qbox.sdk._files import Files
 from qbox.sdk._hybrid import class_or_instance
 from qbox.sdk._models import ExecResult, LogEntry, SandboxInfo
 from qbox.sdk._transport import Connection
@@ -26,6 +27,7 @@ class Sandbox:
         self._info = info
         self._conn = connection
         self.commands = Commands(connection, info.id)
+        self.files = Files(connection, info.id)
 
     @property
     def id(self) -> str:

@@ -4,6 +4,7 @@ Every SDK operation is written once, as a generator that *yields* steps and
 *receives* their results:
 
     Send(request)  -> HttpResponse   (or a TransportError thrown back in)
+    Open(request)  -> HttpResponse   its body left unread in ``stream`` on a 2xx
     Sleep(seconds) -> None
     Now()          -> float          (monotonic seconds)
 
@@ -14,11 +15,34 @@ exist in one copy. Nothing here performs I/O.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 T = TypeVar("T")
+
+CHUNK_SIZE = 256 * 1024
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A raw request body that the driver reads from ``source`` chunk by chunk, never whole.
+
+    ``length`` (when known) is sent as Content-Length, else the body goes
+    chunked; ``on_chunk`` hears the size of each chunk as it is sent.
+    """
+
+    source: Readable
+    length: int | None = None
+    chunk_size: int = CHUNK_SIZE
+    on_chunk: Callable[[int], object] | None = None
+
+
+Body: TypeAlias = bytes | Upload
 
 
 @dataclass(frozen=True)
@@ -27,8 +51,9 @@ class HttpRequest:
     url: str
     headers: Mapping[str, str] = field(default_factory=dict)
     params: Mapping[str, str] = field(default_factory=dict)
-    json: Any = None  # None: no body
-    timeout: float | None = None
+    json: Any = None  # None: no JSON body
+    content: Body | None = None  # a raw body, sent without a Content-Type
+    timeout: float | None = None  # None: no timeout at all
 
 
 @dataclass(frozen=True)
@@ -36,6 +61,7 @@ class HttpResponse:
     status: int
     headers: Mapping[str, str]  # lower-case names
     content: bytes = b""
+    stream: Any = None  # an ``Open`` 2xx: the driver's unread body (``ByteStream`` / ``AsyncByteStream``)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -43,6 +69,13 @@ class HttpResponse:
 
 @dataclass(frozen=True)
 class Send:
+    request: HttpRequest
+
+
+@dataclass(frozen=True)
+class Open:
+    """Like ``Send``, but a 2xx body is left to stream; an error body is read whole."""
+
     request: HttpRequest
 
 
@@ -56,6 +89,6 @@ class Now:
     pass
 
 
-Step: TypeAlias = Send | Sleep | Now
+Step: TypeAlias = Send | Open | Sleep | Now
 # An operation returning T: ``result = yield from op`` composes them.
 Op: TypeAlias = Generator[Step, Any, T]
