@@ -17,15 +17,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from qbox._version import __version__
+from qbox.agent.command_stream import NDJSON, LogsQuery, logs_json, ndjson_response
+from qbox.agent.files_api import files_router
 from qbox.agent.hostprep import prepare_host
 from qbox.agent.images.store import ImageStore
 from qbox.agent.isolation import IsolationPolicy
-from qbox.agent.models import ExecRequest, ExecSpec, ImageImport, SandboxSpec
+from qbox.agent.models import CommandStart, ExecRequest, ImageImport, SandboxSpec, StdinWrite
 from qbox.agent.network import SandboxNetwork, create_network
-from qbox.agent.processes import ProcessRecord
+from qbox.agent.processes import ProcessRecord, follow
 from qbox.agent.rootfs import SandboxFilesystem
 from qbox.agent.runtime.base import RuntimeDriver
 from qbox.agent.runtime.factory import create_runsc, create_runtime, filesystem_for
@@ -142,9 +144,16 @@ def _routes() -> APIRouter:
         await _agent(request).sandboxes.delete(sandbox_id)
         return Response(status_code=204)
 
-    @router.post("/sandboxes/{sandbox_id}/exec")
+    @router.post("/sandboxes/{sandbox_id}/exec", response_model=None)
     async def exec_command(sandbox_id: str, body: ExecRequest,
-                           request: Request) -> dict[str, Any]:
+                           request: Request) -> dict[str, Any] | StreamingResponse:
+        if NDJSON in request.headers.get("accept", ""):
+            sandboxes = _agent(request).sandboxes
+            record = await sandboxes.start_command(
+                sandbox_id, body.argv, env=body.env, cwd=body.cwd, user=body.user,
+                stdin=body.stdin, ephemeral=True)
+            events = sandboxes.processes(sandbox_id).stream(record, timeout=body.timeout_seconds)
+            return ndjson_response(events)
         result = await _agent(request).sandboxes.exec(
             sandbox_id, body.argv, env=body.env, cwd=body.cwd, user=body.user,
             stdin=body.stdin, timeout=body.timeout_seconds)
@@ -155,10 +164,11 @@ def _routes() -> APIRouter:
         return answer
 
     @router.post("/sandboxes/{sandbox_id}/commands")
-    async def start_command(sandbox_id: str, body: ExecSpec,
+    async def start_command(sandbox_id: str, body: CommandStart,
                             request: Request) -> dict[str, Any]:
         record = await _agent(request).sandboxes.start_command(
-            sandbox_id, body.argv, env=body.env, cwd=body.cwd, user=body.user)
+            sandbox_id, body.argv, env=body.env, cwd=body.cwd, user=body.user,
+            keep_stdin=body.stdin)
         return {"pid": record.pid, "startedAt": to_wire(record.started_at)}
 
     @router.get("/sandboxes/{sandbox_id}/commands")
@@ -169,10 +179,20 @@ def _routes() -> APIRouter:
     async def command_status(sandbox_id: str, pid: int, request: Request) -> dict[str, Any]:
         return command_json(_agent(request).sandboxes.processes(sandbox_id).get(pid))
 
-    @router.get("/sandboxes/{sandbox_id}/commands/{pid}/logs")
-    async def command_logs(sandbox_id: str, pid: int, request: Request) -> dict[str, Any]:
+    @router.get("/sandboxes/{sandbox_id}/commands/{pid}/logs", response_model=None)
+    async def command_logs(sandbox_id: str, pid: int, request: Request,
+                           query: LogsQuery = Depends()) -> dict[str, Any] | StreamingResponse:
         record = _agent(request).sandboxes.processes(sandbox_id).get(pid)
-        return {"stdout": record.stdout.text(), "stderr": record.stderr.text()}
+        if query.follow:
+            return ndjson_response(follow(record, query.stdout_from, query.stderr_from))
+        return logs_json(record, query)
+
+    @router.post("/sandboxes/{sandbox_id}/commands/{pid}/stdin", status_code=204)
+    async def command_stdin(sandbox_id: str, pid: int, body: StdinWrite,
+                            request: Request) -> Response:
+        await _agent(request).sandboxes.processes(sandbox_id).write_stdin(
+            pid, body.data, close=body.close)
+        return Response(status_code=204)
 
     @router.delete("/sandboxes/{sandbox_id}/commands/{pid}", status_code=204)
     async def kill_command(sandbox_id: str, pid: int, request: Request,
@@ -241,4 +261,6 @@ def create_app(settings: AgentSettings, runtime: RuntimeDriver | None = None,
                   default_response_class=JSONResponse)
     install_error_handlers(app)
     app.include_router(_routes(), prefix=PREFIX, dependencies=[Depends(_bearer_check(secret))])
+    app.include_router(files_router(), prefix=PREFIX,
+                       dependencies=[Depends(_bearer_check(secret))])
     return app

@@ -53,6 +53,16 @@ class ExecSpec(_Wire):
         return [self.cmd, *self.args]
 
 
+class CommandStart(ExecSpec):
+    # Keep stdin open as a pipe (``…/commands/{pid}/stdin`` writes to it).
+    stdin: bool = False
+
+
+class StdinWrite(_Wire):
+    data: str = ""
+    close: bool = False
+
+
 class ExecRequest(ExecSpec):
     stdin: str | None = None
     timeout_seconds: float | None = Field(None, gt=0)

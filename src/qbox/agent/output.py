@@ -3,11 +3,13 @@
 Clients poll the whole text and take ``text[previous_len:]`` as the new part
 (WIRE_PROTOCOL.md §4.3), so the buffer only ever grows: past the cap the
 tail is dropped and one marker line says so, rather than a ring buffer that
-would drop the head.
+would drop the head. Followers (``follow=true``) read from a character
+offset and ``wait_for_more`` between reads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 
 DEFAULT_CAP_BYTES = 16 * 1024 * 1024
@@ -30,6 +32,8 @@ class OutputBuffer:
         self._text_len = 0
         self.truncated = False
         self.closed = False
+        # Set (and dropped) whenever the text grows or the stream ends: wakes followers.
+        self._grown: asyncio.Event | None = None
 
     @property
     def bytes_kept(self) -> int:
@@ -52,11 +56,29 @@ class OutputBuffer:
         if not self.closed and not self.truncated:
             self._append(self._decoder.decode(b"", final=True))
         self.closed = True
+        self._wake()
 
     def _append(self, text: str) -> None:
         if text:
             self._parts.append(text)
             self._text_len += len(text)
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._grown is not None:
+            self._grown.set()
+            self._grown = None
+
+    async def wait_for_more(self, seen: int) -> None:
+        """Return once the text is longer than ``seen`` characters, or the stream ended."""
+        while self._text_len <= seen and not self.closed:
+            if self._grown is None:
+                self._grown = asyncio.Event()
+            await self._grown.wait()
+
+    def text_from(self, offset: int) -> str:
+        """The text from character ``offset`` on (empty past the end)."""
+        return self.text()[max(offset, 0):] if offset < self._text_len else ""
 
     def text(self) -> str:
         if len(self._parts) > 1:

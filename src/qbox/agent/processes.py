@@ -1,10 +1,13 @@
-"""The commands of one sandbox: started, watched, queried, signalled.
+"""The commands of one sandbox: started, watched, queried, followed, fed, signalled.
 
-``/commands`` (start, then poll status and cumulative logs) and ``/exec``
-(start, wait, answer) share this manager. Records outlive their process —
-clients poll status until ``alive`` is false and only then read the logs —
-and are dropped oldest first beyond a count and an output budget, so memory
-stays bounded however many commands a sandbox runs.
+``/commands`` (start, then poll status and cumulative logs, or follow them)
+and ``/exec`` (start, wait, answer — or stream) share this manager. Records
+outlive their process — clients poll status until ``alive`` is false and
+only then read the logs — and are dropped oldest first beyond a count and an
+output budget, so memory stays bounded however many commands a sandbox runs.
+
+Killing a command signals its whole tree (``ProcessHandle.signal_tree``),
+and what is left of it after a grace period gets SIGKILL.
 """
 
 from __future__ import annotations
@@ -14,14 +17,14 @@ import contextlib
 import logging
 import signal as signals
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from qbox.agent.output import DEFAULT_CAP_BYTES, OutputBuffer
 from qbox.agent.runtime.base import ExitStatus, ProcessHandle, ProcessSpec, RuntimeDriver
-from qbox.core.errors import ProcessNotFoundError, ValidationError
+from qbox.core.errors import ConflictError, ProcessNotFoundError, ValidationError
 from qbox.core.timefmt import utcnow
 
 log = logging.getLogger("qbox.agent.processes")
@@ -30,7 +33,13 @@ log = logging.getLogger("qbox.agent.processes")
 # child that inherited stdout keeps the pipe open; we do not wait for it.
 DRAIN_GRACE_SECONDS = 0.2
 DEFAULT_EXEC_TIMEOUT_SECONDS = 3600.0
+# How long a killed command's tree has to end before SIGKILL.
+DEFAULT_KILL_GRACE_SECONDS = 5.0
+# A write to a command's stdin waits at most this long for the command to read it.
+STDIN_DRAIN_SECONDS = 20.0
 _READ_CHUNK = 64 * 1024
+
+Event = dict[str, Any]
 
 
 @dataclass
@@ -49,6 +58,10 @@ class ProcessRecord:
     # The sandbox's OOM-kill count when it started (None: not readable).
     oom_kills_at_start: int | None = None
     oom_killed: bool = False
+    # Open when started with ``stdin: true`` and until the client closes it.
+    stdin: asyncio.StreamWriter | None = None
+    # Whether it was started with a stdin pipe at all (409 vs. "already closed").
+    has_stdin: bool = False
 
     @property
     def alive(self) -> bool:
@@ -110,12 +123,48 @@ def validate_signal(signo: int) -> int:
     return signo
 
 
+def exit_event(record: ProcessRecord) -> Event:
+    return {"type": "exit", "exitCode": record.exit_code, "signal": record.signal,
+            "oomKilled": record.oom_killed}
+
+
+async def follow(record: ProcessRecord, stdout_offset: int = 0,
+                 stderr_offset: int = 0) -> AsyncIterator[Event]:
+    """Output events from the given character offsets as output arrives, then the exit.
+
+    Ends once the process has ended and its output drained (as far as the
+    drain grace goes: a background child holding the pipe does not keep the
+    follower waiting).
+    """
+    offsets = {"stdout": stdout_offset, "stderr": stderr_offset}
+    buffers = {"stdout": record.stdout, "stderr": record.stderr}
+    while True:
+        ended = record.finished.is_set()
+        for name, buffer in buffers.items():
+            if data := buffer.text_from(offsets[name]):
+                offsets[name] = len(buffer)
+                yield {"type": name, "data": data}
+        if ended:
+            yield exit_event(record)
+            return
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(record.finished.wait())]
+        waits += [asyncio.ensure_future(buffer.wait_for_more(offsets[name]))
+                  for name, buffer in buffers.items() if not buffer.closed]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+
 class ProcessManager:
     def __init__(self, runtime: RuntimeDriver, container_id: str, *,
                  max_finished: int = 1000, output_cap_bytes: int = DEFAULT_CAP_BYTES,
                  finished_output_budget: int = 64 * 1024 * 1024,
-                 oom_kills: Callable[[], int | None] | None = None) -> None:
+                 oom_kills: Callable[[], int | None] | None = None,
+                 kill_grace: float = DEFAULT_KILL_GRACE_SECONDS) -> None:
         self._runtime = runtime
+        self._kill_grace = kill_grace
         # The sandbox's OOM-kill counter (cgroups.oom_kills), if it has one.
         self._oom_kills = oom_kills or (lambda: None)
         self._container_id = container_id
@@ -127,6 +176,8 @@ class ProcessManager:
         self._finished: OrderedDict[int, int] = OrderedDict()
         self._finished_bytes = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # Kills waiting out their grace period (a subset of the tasks).
+        self._kills: set[asyncio.Task[None]] = set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
@@ -135,24 +186,29 @@ class ProcessManager:
         return task
 
     async def start(self, spec: ProcessSpec, *, stdin: str | None = None,
-                    ephemeral: bool = False) -> ProcessRecord:
+                    keep_stdin: bool = False, ephemeral: bool = False) -> ProcessRecord:
+        """Start a command. ``stdin`` is written to it and closed; ``keep_stdin`` leaves
+        the pipe open for ``write_stdin`` instead. Neither: it reads /dev/null."""
         started_at = utcnow()
         oom_kills = self._oom_kills()
-        handle = await self._runtime.exec(self._container_id, spec, stdin=stdin is not None)
+        handle = await self._runtime.exec(self._container_id, spec,
+                                          stdin=stdin is not None or keep_stdin)
         record = ProcessRecord(handle.pid, list(spec.args), started_at,
                                OutputBuffer(self._output_cap), OutputBuffer(self._output_cap),
                                handle, ephemeral=ephemeral, oom_kills_at_start=oom_kills)
+        if keep_stdin:
+            record.stdin, record.has_stdin = handle.stdin, True
         # pids are reused inside the sandbox once they wrap: the new process wins.
         self._forget(handle.pid)
         self._records[handle.pid] = record
-        self._spawn(self._supervise(record, stdin))
+        self._spawn(self._supervise(record, None if keep_stdin else stdin))
         return record
 
     async def _supervise(self, record: ProcessRecord, stdin: str | None) -> None:
         handle = record.handle
         pumps = [self._spawn(_pump(handle.stdout, record.stdout)),
                  self._spawn(_pump(handle.stderr, record.stderr))]
-        if handle.stdin is not None:
+        if handle.stdin is not None and not record.has_stdin:
             self._spawn(_feed_stdin(handle.stdin, stdin or ""))
         try:
             status = await handle.wait()
@@ -161,6 +217,9 @@ class ProcessManager:
             status = ExitStatus(-1)
         await asyncio.wait(pumps, timeout=DRAIN_GRACE_SECONDS)
         record.oom_killed = killed_by_oom(status, record.oom_kills_at_start, self._oom_kills())
+        if record.stdin is not None:
+            record.stdin.close()
+            record.stdin = None
         record.exit = status
         record.ended_at = utcnow()
         record.finished.set()
@@ -197,10 +256,47 @@ class ProcessManager:
         return sorted(self._records.values(), key=lambda r: r.started_at)
 
     def kill(self, pid: int, signo: int = signals.SIGTERM) -> None:
+        """Signal the command's tree — also when the command itself has exited, for
+        what it left running — and SIGKILL what is left of it after the grace
+        period. Returns at once."""
         record = self.get(pid)
         validate_signal(signo)
-        if record.alive:
-            record.handle.send_signal(signo)
+        task = self._spawn(self._kill_tree(record, signo))
+        self._kills.add(task)
+        task.add_done_callback(self._kills.discard)
+
+    async def _kill_tree(self, record: ProcessRecord, signo: int) -> None:
+        try:
+            signalled = await record.handle.signal_tree(signo)
+            if signalled and signo != signals.SIGKILL:
+                await asyncio.sleep(self._kill_grace)  # the grace itself, not a poll
+                await record.handle.signal_tree(signals.SIGKILL)
+        except Exception:  # noqa: BLE001 - a background kill must not go unnoticed, nor crash
+            log.exception("killing pid %s in %s failed", record.pid, self._container_id)
+
+    async def write_stdin(self, pid: int, data: str, *, close: bool = False) -> None:
+        record = self.get(pid)
+        if not record.has_stdin:
+            raise ConflictError(f"process {pid} was started without stdin",
+                                details={"pid": pid})
+        writer = record.stdin
+        if writer is None or not record.alive:
+            raise ConflictError(f"the stdin of process {pid} is closed (or it has ended)",
+                                details={"pid": pid, "alive": record.alive})
+        try:
+            if data:
+                writer.write(data.encode())
+                await asyncio.wait_for(writer.drain(), STDIN_DRAIN_SECONDS)
+        except (BrokenPipeError, ConnectionResetError):
+            raise ConflictError(f"process {pid} closed its stdin",
+                                details={"pid": pid}) from None
+        except TimeoutError:
+            raise ConflictError(f"process {pid} is not reading its stdin",
+                                details={"pid": pid}) from None
+        finally:
+            if close and record.stdin is writer:
+                record.stdin = None
+                writer.close()
 
     async def run(self, spec: ProcessSpec, *, stdin: str | None = None,
                   timeout: float | None = None) -> ExecResult:
@@ -212,20 +308,55 @@ class ProcessManager:
                                    timeout or DEFAULT_EXEC_TIMEOUT_SECONDS)
         except TimeoutError:
             timed_out = True
-            record.handle.send_signal(signals.SIGKILL)
+            await record.handle.signal_tree(signals.SIGKILL)
             await record.finished.wait()
         except asyncio.CancelledError:
             # The caller went away (HTTP client disconnected): do not leave it running.
-            record.handle.send_signal(signals.SIGKILL)
+            self._spawn(self._kill_tree(record, signals.SIGKILL))
             raise
         return ExecResult(record.stdout.text(), record.stderr.text(), record.exit_code,
                           record.signal, timed_out, record.oom_killed)
 
+    async def stream(self, record: ProcessRecord, *,
+                     timeout: float | None = None) -> AsyncIterator[Event]:
+        """An /exec as events: started, output, and the exit (with ``timedOut``). Past
+        ``timeout`` seconds, or when the consumer goes away, its tree is killed."""
+        timed_out = False
+
+        def expire() -> None:
+            nonlocal timed_out
+            timed_out = True
+            self._spawn(self._kill_tree(record, signals.SIGKILL))
+
+        timer = asyncio.get_running_loop().call_later(
+            timeout or DEFAULT_EXEC_TIMEOUT_SECONDS, expire)
+        try:
+            yield {"type": "started", "pid": record.pid}
+            async for event in follow(record):
+                if event["type"] == "exit":
+                    event["timedOut"] = timed_out
+                yield event
+        finally:
+            timer.cancel()
+            if record.alive:
+                self._spawn(self._kill_tree(record, signals.SIGKILL))
+
     async def close(self) -> None:
         """Stop watching (after the sandbox was deleted, its processes are gone)."""
+        holding = []
         for record in self._records.values():
             if record.alive:
                 record.handle.send_signal(signals.SIGKILL)
+            if not (record.stdout.closed and record.stderr.closed):
+                holding.append(record)  # something still holds its pipes: its tree goes too
+            if record.stdin is not None:
+                record.stdin.close()
+                record.stdin = None
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*(r.handle.signal_tree(signals.SIGKILL) for r in holding),
+                                 return_exceptions=True)
+        for task in self._kills:
+            task.cancel()  # a grace period has nothing left to wait for
         tasks = list(self._tasks)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=2)
@@ -233,6 +364,11 @@ class ProcessManager:
                 task.cancel()
             with contextlib.suppress(Exception):
                 await asyncio.gather(*pending, return_exceptions=True)
+        for record in self._records.values():
+            if not record.finished.is_set():
+                # Its watcher was cancelled: end the record anyway, so no follower waits on.
+                record.exit = record.exit or ExitStatus.killed_by(signals.SIGKILL)
+                record.finished.set()
         self._records.clear()
         self._finished.clear()
         self._finished_bytes = 0

@@ -279,6 +279,7 @@ class SandboxManager:
             max_finished=self._settings.max_finished_processes,
             output_cap_bytes=self._settings.output_cap_bytes,
             oom_kills=oom_counter(sandbox.id),
+            kill_grace=self._settings.kill_grace_seconds,
         )
         self._watchers[sandbox.id] = asyncio.create_task(self._watch(sandbox))
 
@@ -363,11 +364,15 @@ class SandboxManager:
 
     async def start_command(self, sandbox_id: str, argv: list[str], *,
                             env: dict[str, str] | None = None, cwd: str | None = None,
-                            user: str | None = None) -> ProcessRecord:
+                            user: str | None = None, stdin: str | None = None,
+                            keep_stdin: bool = False,
+                            ephemeral: bool = False) -> ProcessRecord:
+        """Start a command; ``ephemeral`` for a streamed /exec (see ProcessManager.start)."""
         sandbox = self._active(sandbox_id)
         process = self._process_spec(sandbox, argv, env=env, cwd=cwd, user=user)
         try:
-            return await self._processes[sandbox_id].start(process)
+            return await self._processes[sandbox_id].start(
+                process, stdin=stdin, keep_stdin=keep_stdin, ephemeral=ephemeral)
         except CommandStartError:
             if await self._not_running(sandbox):
                 raise SandboxNotActiveError(f"sandbox {sandbox_id} is not running",

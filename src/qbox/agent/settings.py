@@ -33,7 +33,10 @@ class AgentSettings:
     init_path: Path = Path("/usr/bin/catatonit")
     pids_limit: int = 4096
     max_finished_processes: int = 1000
+    # Per stream of each command; past it the output ends with a marker line.
     output_cap_bytes: int = 16 * 1024 * 1024
+    # How long a killed command's tree has to end before what is left gets SIGKILL.
+    kill_grace_seconds: float = 5.0
     # Host preparation (cgroup fix-up) mutates the machine; tests turn it off.
     prepare_host: bool = True
     log_level: str = "info"
@@ -96,8 +99,9 @@ class AgentSettings:
         """Settings from ``QBOX_DATA_DIR``, ``QBOX_AGENT_RUNTIME``, ``QBOX_AGENT_SECRET``,
         ``QBOX_AGENT_LISTEN``, ``QBOX_AGENT_RUNSC`` (``off``), ``QBOX_NETWORK`` (``off``),
         ``QBOX_NETWORK_POOL``,
-        ``QBOX_NETWORK_DNS`` and ``QBOX_NETWORK_BLOCKED`` (comma-separated);
-        keyword arguments win."""
+        ``QBOX_NETWORK_DNS`` and ``QBOX_NETWORK_BLOCKED`` (comma-separated),
+        ``QBOX_AGENT_OUTPUT_CAP`` (bytes, or with a K/M/G suffix) and
+        ``QBOX_AGENT_KILL_GRACE`` (seconds); keyword arguments win."""
         values: dict[str, object] = {}
         if os.environ.get("QBOX_DATA_DIR"):
             values["data_dir"] = Path(os.environ["QBOX_DATA_DIR"])
@@ -117,8 +121,28 @@ class AgentSettings:
             listed = os.environ.get(f"QBOX_NETWORK_{name.upper()}", "")
             if listed.strip():
                 values[f"network_{name}"] = tuple(x.strip() for x in listed.split(",") if x.strip())
+        if os.environ.get("QBOX_AGENT_OUTPUT_CAP"):
+            values["output_cap_bytes"] = parse_size(os.environ["QBOX_AGENT_OUTPUT_CAP"])
+        if os.environ.get("QBOX_AGENT_KILL_GRACE"):
+            values["kill_grace_seconds"] = float(os.environ["QBOX_AGENT_KILL_GRACE"])
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
+
+
+def parse_size(text: str) -> int:
+    """``16777216``, ``512K``, ``16M``, ``1G`` (also ``16MiB``/``16MB``: binary units) → bytes."""
+    raw = text.strip().upper().removesuffix("IB").removesuffix("B")
+    number, unit = (raw[:-1], raw[-1]) if raw[-1:] in "KMG" and raw else (raw, "")
+    try:
+        size = int(number) * _SIZE_UNITS[unit]
+    except ValueError:
+        raise ValueError(f"not a size in bytes: {text!r} (e.g. 16M)") from None
+    if size <= 0:
+        raise ValueError(f"a size must be positive: {text!r}")
+    return size
 
 
 def load_or_create_secret(data_dir: Path) -> str:

@@ -11,6 +11,7 @@ from qbox.cli import output
 from qbox.cli.context import CliState, confirm_or_decline, json_option, pass_state
 from qbox.cli.exit_codes import ExitCode, exit_code_for
 from qbox.cli.files import files
+from qbox.cli.processes import command_output, kill_process, ps
 from qbox.core.errors import QboxError, SandboxNotFoundError
 from qbox.sdk import Sandbox, SandboxInfo
 
@@ -79,6 +80,8 @@ def sandboxes() -> None:
 
 
 sandboxes.add_command(files)
+sandboxes.add_command(ps)
+sandboxes.add_command(kill_process)
 
 
 @sandboxes.command("create")
@@ -191,10 +194,17 @@ def kill(ctx: click.Context, state: CliState, targets: tuple[str, ...], yes: boo
 @sandboxes.command("logs")
 @click.argument("sandbox")
 @click.option("--tail", type=int, default=50, show_default=True, help="The last N entries.")
+@click.option("--pid", type=int, help="Show this command's output instead.")
+@click.option("-f", "--follow", is_flag=True, help="With --pid: keep printing until the command ends.")
 @json_option
 @pass_state
-def logs(state: CliState, sandbox: str, tail: int) -> None:
-    """Show a sandbox's lifecycle events and start-command output."""
+def logs(state: CliState, sandbox: str, tail: int, pid: int | None, follow: bool) -> None:
+    """Show a sandbox's lifecycle events and start-command output, or with --pid a command's output."""
+    if pid is not None:
+        command_output(state, sandbox, pid, follow)
+        return
+    if follow:
+        raise click.UsageError("--follow needs --pid (a command's output)")
     entries = Sandbox.logs(resolve_sandbox(state, sandbox), tail=tail, config=state.config())
     if state.json:
         state.emit_json([e.raw for e in entries])

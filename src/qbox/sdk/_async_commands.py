@@ -64,17 +64,31 @@ class AsyncCommandHandle:
         return await self._conn.run(ops.logs(self._conn.api, self._sandbox_id, self._pid))
 
     async def kill(self, signal: int = ops.SIGTERM) -> bool:
+        """Signal the process and everything it started (what is left after a grace gets SIGKILL)."""
         return await self._conn.run(ops.kill(self._conn.api, self._sandbox_id, self._pid, signal))
+
+    async def send_stdin(self, data: str) -> None:
+        """Write to the process's stdin (it must have been started with ``stdin=True``)."""
+        await self._conn.run(ops.send_stdin(self._conn.api, self._sandbox_id, self._pid, data))
+
+    async def close_stdin(self) -> None:
+        """Close the process's stdin: it reads end-of-file."""
+        await self._conn.run(ops.send_stdin(self._conn.api, self._sandbox_id, self._pid, "", close=True))
 
     def disconnect(self) -> None:
         """Stop iterating; the process keeps running."""
         self._cursor.disconnected = True
 
     async def __aiter__(self) -> AsyncIterator[CommandOutput]:
-        while not self._cursor.finished:
-            chunks = await self._conn.run(ops.next_output(self._conn.api, self._sandbox_id, self._pid, self._cursor))
-            for chunk in chunks:
-                yield chunk
+        try:
+            while not self._cursor.finished:
+                chunks = await self._conn.run(
+                    ops.next_output(self._conn.api, self._sandbox_id, self._pid, self._cursor)
+                )
+                for chunk in chunks:
+                    yield chunk
+        finally:
+            await self._conn.run(ops.stop_output(self._cursor))
 
     def __repr__(self) -> str:
         return f"AsyncCommandHandle(sandbox_id={self._sandbox_id!r}, pid={self._pid})"
@@ -96,6 +110,7 @@ class AsyncCommands:
         cwd: str | None = None,
         envs: Mapping[str, str] | None = None,
         user: str | None = None,
+        stdin: bool = False,
         timeout: float | None = 60.0,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
@@ -111,6 +126,7 @@ class AsyncCommands:
         cwd: str | None = None,
         envs: Mapping[str, str] | None = None,
         user: str | None = None,
+        stdin: bool = False,
         timeout: float | None = 60.0,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
@@ -125,6 +141,7 @@ class AsyncCommands:
         cwd: str | None = None,
         envs: Mapping[str, str] | None = None,
         user: str | None = None,
+        stdin: bool = False,
         timeout: float | None = 60.0,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
@@ -143,6 +160,7 @@ class AsyncCommands:
             cwd,
             envs,
             user,
+            stdin,
             timeout,
             on_stdout,
             on_stderr,
@@ -158,6 +176,7 @@ class AsyncCommands:
         cwd: str | None = None,
         envs: Mapping[str, str] | None = None,
         user: str | None = None,
+        stdin: bool = False,
         timeout: float | None = 60.0,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
@@ -173,6 +192,7 @@ class AsyncCommands:
         cwd: str | None = None,
         envs: Mapping[str, str] | None = None,
         user: str | None = None,
+        stdin: bool = False,
         timeout: float | None = 60.0,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
@@ -187,6 +207,7 @@ class AsyncCommands:
         cwd: str | None = None,
         envs: Mapping[str, str] | None = None,
         user: str | None = None,
+        stdin: bool = False,
         timeout: float | None = 60.0,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
@@ -199,6 +220,7 @@ class AsyncCommands:
             cwd,
             envs,
             user,
+            stdin,
             timeout,
             on_stdout,
             on_stderr,
@@ -212,14 +234,19 @@ class AsyncCommands:
         cwd: str | None,
         envs: Mapping[str, str] | None,
         user: str | None,
+        stdin: bool,
         timeout: float | None,
         on_stdout: OutputCallback | None,
         on_stderr: OutputCallback | None,
         raise_on_error: bool,
     ) -> CommandResult | AsyncCommandHandle:
         api = self._conn.api
+        if stdin and not background:
+            raise ValueError("stdin=True is for background commands: write with handle.send_stdin()")
         if background:
-            pid = await self._conn.run(ops.start(api, self._sandbox_id, argv, cwd=cwd, envs=envs, user=user))
+            pid = await self._conn.run(
+                ops.start(api, self._sandbox_id, argv, cwd=cwd, envs=envs, user=user, stdin=stdin)
+            )
             return AsyncCommandHandle(self._conn, self._sandbox_id, pid, on_stdout=on_stdout, on_stderr=on_stderr)
         return await self._conn.run(
             ops.run(

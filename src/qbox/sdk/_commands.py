@@ -64,15 +64,27 @@ class CommandHandle:
         return self._conn.run(ops.logs(self._conn.api, self._sandbox_id, self._pid))
 
     def kill(self, signal: int = ops.SIGTERM) -> bool:
+        """Signal the process and everything it started (what is left after a grace gets SIGKILL)."""
         return self._conn.run(ops.kill(self._conn.api, self._sandbox_id, self._pid, signal))
+
+    def send_stdin(self, data: str) -> None:
+        """Write to the process's stdin (it must have been started with ``stdin=True``)."""
+        self._conn.run(ops.send_stdin(self._conn.api, self._sandbox_id, self._pid, data))
+
+    def close_stdin(self) -> None:
+        """Close the process's stdin: it reads end-of-file."""
+        self._conn.run(ops.send_stdin(self._conn.api, self._sandbox_id, self._pid, "", close=True))
 
     def disconnect(self) -> None:
         """Stop iterating; the process keeps running."""
         self._cursor.disconnected = True
 
     def __iter__(self) -> Iterator[CommandOutput]:
-        while not self._cursor.finished:
-            yield from self._conn.run(ops.next_output(self._conn.api, self._sandbox_id, self._pid, self._cursor))
+        try:
+            while not self._cursor.finished:
+                yield from self._conn.run(ops.next_output(self._conn.api, self._sandbox_id, self._pid, self._cursor))
+        finally:
+            self._conn.run(ops.stop_output(self._cursor))
 
     def __repr__(self) -> str:
         return f"CommandHandle(sandbox_id={self._sandbox_id!r}, pid={self._pid})"
@@ -94,6 +106,7 @@ class Commands:
         cwd: str | None = None,
         envs: Mapping[str, str] | None = None,
         user: str | None = None,
+        stdin: bool = False,
         timeout: float | None = 60.0,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
@@ -109,6 +122,7 @@ class Commands:
         cwd: str | None = None,
         envs: Mapping[str, str] | None = None,
         user: str | None = None,
+        stdin: bool = False,
         timeout: float | None = 60.0,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
@@ -123,6 +137,7 @@ class Commands:
         cwd: str | None = None,
         envs: Mapping[str, str] | None = None,
         user: str | None = None,
+        stdin: bool = False,
         timeout: float | None = 60.0,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
@@ -141,6 +156,7 @@ class Commands:
             cwd,
             envs,
             user,
+            stdin,
             timeout,
             on_stdout,
             on_stderr,
@@ -156,6 +172,7 @@ class Commands:
         cwd: str | None = None,
         envs: Mapping[str, str] | None = None,
         user: str | None = None,
+        stdin: bool = False,
         timeout: float | None = 60.0,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
@@ -171,6 +188,7 @@ class Commands:
         cwd: str | None = None,
         envs: Mapping[str, str] | None = None,
         user: str | None = None,
+        stdin: bool = False,
         timeout: float | None = 60.0,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
@@ -185,6 +203,7 @@ class Commands:
         cwd: str | None = None,
         envs: Mapping[str, str] | None = None,
         user: str | None = None,
+        stdin: bool = False,
         timeout: float | None = 60.0,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
@@ -197,6 +216,7 @@ class Commands:
             cwd,
             envs,
             user,
+            stdin,
             timeout,
             on_stdout,
             on_stderr,
@@ -210,14 +230,19 @@ class Commands:
         cwd: str | None,
         envs: Mapping[str, str] | None,
         user: str | None,
+        stdin: bool,
         timeout: float | None,
         on_stdout: OutputCallback | None,
         on_stderr: OutputCallback | None,
         raise_on_error: bool,
     ) -> CommandResult | CommandHandle:
         api = self._conn.api
+        if stdin and not background:
+            raise ValueError("stdin=True is for background commands: write with handle.send_stdin()")
         if background:
-            pid = self._conn.run(ops.start(api, self._sandbox_id, argv, cwd=cwd, envs=envs, user=user))
+            pid = self._conn.run(
+                ops.start(api, self._sandbox_id, argv, cwd=cwd, envs=envs, user=user, stdin=stdin)
+            )
             return CommandHandle(self._conn, self._sandbox_id, pid, on_stdout=on_stdout, on_stderr=on_stderr)
         return self._conn.run(
             ops.run(

@@ -5,6 +5,8 @@ Every SDK operation is written once, as a generator that *yields* steps and
 
     Send(request)  -> HttpResponse   (or a TransportError thrown back in)
     Open(request)  -> HttpResponse   its body left unread in ``stream`` on a 2xx
+    Read(stream)   -> bytes | None   the stream's next chunk; None at its end
+    Close(stream)  -> None           an opened stream given up before its end
     Sleep(seconds) -> None
     Now()          -> float          (monotonic seconds)
 
@@ -80,6 +82,18 @@ class Open:
 
 
 @dataclass(frozen=True)
+class Read:
+    """The next chunk of an ``Open`` response's ``stream`` (a TransportError is thrown back in)."""
+
+    stream: Any
+
+
+@dataclass(frozen=True)
+class Close:
+    stream: Any
+
+
+@dataclass(frozen=True)
 class Sleep:
     seconds: float
 
@@ -89,6 +103,6 @@ class Now:
     pass
 
 
-Step: TypeAlias = Send | Open | Sleep | Now
+Step: TypeAlias = Send | Open | Read | Close | Sleep | Now
 # An operation returning T: ``result = yield from op`` composes them.
 Op: TypeAlias = Generator[Step, Any, T]

@@ -21,7 +21,7 @@ import httpx
 from qbox.core.errors import ConnectionFailedError, QboxError, RequestTimeoutError, TransportError
 from qbox.sdk._api import Api
 from qbox.sdk._config import Clock, ConnectionConfig, resolve
-from qbox.sdk._steps import HttpRequest, HttpResponse, Now, Op, Open, Send, Sleep, Upload
+from qbox.sdk._steps import Close, HttpRequest, HttpResponse, Now, Op, Open, Read, Send, Sleep, Upload
 
 T = TypeVar("T")
 
@@ -251,6 +251,13 @@ def drive(op: Op[T], transport: SyncTransport, clock: Clock) -> T:
                 reply = send(step.request)
             except QboxError as exc:
                 error = exc
+        elif isinstance(step, Read):
+            try:
+                reply = next(step.stream, None)
+            except QboxError as exc:
+                error = exc
+        elif isinstance(step, Close):
+            step.stream.close()
         elif isinstance(step, Sleep):
             clock.sleep(step.seconds)
         elif isinstance(step, Now):
@@ -273,6 +280,13 @@ async def adrive(op: Op[T], transport: AsyncTransport, clock: Clock) -> T:
                 reply = await send(step.request)
             except QboxError as exc:
                 error = exc
+        elif isinstance(step, Read):
+            try:
+                reply = await anext(step.stream, None)
+            except QboxError as exc:
+                error = exc
+        elif isinstance(step, Close):
+            await step.stream.aclose()
         elif isinstance(step, Sleep):
             await clock.asleep(step.seconds)
         elif isinstance(step, Now):

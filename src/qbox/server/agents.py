@@ -83,8 +83,14 @@ class AgentClient(Protocol):
     async def start_command(self, sandbox_id: str, body: dict[str, Any]) -> dict[str, Any]: ...
     async def list_commands(self, sandbox_id: str) -> list[dict[str, Any]]: ...
     async def command_status(self, sandbox_id: str, pid: int) -> dict[str, Any]: ...
-    async def command_logs(self, sandbox_id: str, pid: int) -> dict[str, Any]: ...
+    async def command_logs(self, sandbox_id: str, pid: int,
+                           offsets: dict[str, int] | None = None) -> dict[str, Any]: ...
     async def kill_command(self, sandbox_id: str, pid: int, signal: int) -> None: ...
+    # NDJSON event streams; an error before the first byte is raised, as QboxError.
+    async def follow_command(self, sandbox_id: str, pid: int,
+                             offsets: dict[str, int]) -> AsyncIterator[bytes]: ...
+    async def exec_stream(self, sandbox_id: str, body: dict[str, Any]) -> AsyncIterator[bytes]: ...
+    async def write_stdin(self, sandbox_id: str, pid: int, body: dict[str, Any]) -> None: ...
     async def aclose(self) -> None: ...
 
 
@@ -109,6 +115,19 @@ async def _relay(response: httpx.Response) -> AsyncIterator[bytes]:
     try:
         async for chunk in response.aiter_raw():
             yield chunk
+    finally:
+        await response.aclose()
+
+
+async def _relay_events(response: httpx.Response) -> AsyncIterator[bytes]:
+    """An NDJSON stream's lines; one the agent breaks off just ends (the client sees no
+    ``exit`` event and may fall back to polling), never with half a line."""
+    try:
+        async for line in response.aiter_lines():
+            if line:
+                yield line.encode() + b"\n"
+    except httpx.HTTPError:
+        return
     finally:
         await response.aclose()
 
@@ -269,11 +288,32 @@ class HttpAgentClient:
         )
         return result
 
-    async def command_logs(self, sandbox_id: str, pid: int) -> dict[str, Any]:
+    async def command_logs(self, sandbox_id: str, pid: int,
+                           offsets: dict[str, int] | None = None) -> dict[str, Any]:
         result: dict[str, Any] = await self._call(
-            "GET", f"/sandboxes/{sandbox_id}/commands/{pid}/logs"
+            "GET", f"/sandboxes/{sandbox_id}/commands/{pid}/logs", params=offsets or None
         )
         return result
+
+    async def _events(self, request: httpx.Request) -> AsyncIterator[bytes]:
+        response = await self._send(request, stream=True)
+        return _relay_events(response)
+
+    async def follow_command(self, sandbox_id: str, pid: int,
+                             offsets: dict[str, int]) -> AsyncIterator[bytes]:
+        # No read timeout: output may pause for as long as the command likes.
+        return await self._events(self._http.build_request(
+            "GET", f"/sandboxes/{sandbox_id}/commands/{pid}/logs",
+            params={**offsets, "follow": "true"}, timeout=httpx.Timeout(None, connect=5.0)))
+
+    async def exec_stream(self, sandbox_id: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        return await self._events(self._http.build_request(
+            "POST", f"/sandboxes/{sandbox_id}/exec", json=body,
+            headers={"Accept": "application/x-ndjson"},
+            timeout=httpx.Timeout(None, connect=5.0)))
+
+    async def write_stdin(self, sandbox_id: str, pid: int, body: dict[str, Any]) -> None:
+        await self._call("POST", f"/sandboxes/{sandbox_id}/commands/{pid}/stdin", json=body)
 
     async def kill_command(self, sandbox_id: str, pid: int, signal: int) -> None:
         await self._call(

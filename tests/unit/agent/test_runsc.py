@@ -260,3 +260,13 @@ async def test_the_sandbox_process_exit_code_tells_how_the_init_died(
 
         monkeypatch.setattr(OciCliRuntime, "wait", sentry_status)
         assert await driver.wait("sb_runsctest1") == init
+
+
+def test_parse_ps_reads_parents_from_the_table() -> None:
+    from qbox.agent.runtime.runsc import parse_ps
+    table = (b"UID       PID       PPID      C         TTY       STIME     TIME      CMD\n"
+             b"0         1         0         0         ?         16:45     0s        init\n"
+             b"1000      2         0         3         ?         16:45     0s        sh -c x\n"
+             b"1000      3         2         2         ?         16:45     0s        sleep\n")
+    assert parse_ps(table) == {1: 0, 2: 0, 3: 2}
+    assert parse_ps(b"[1,2,3]\n") == {} and parse_ps(b"") == {}

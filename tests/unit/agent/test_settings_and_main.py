@@ -54,3 +54,18 @@ def test_unix_socket_is_private(tmp_path: Path) -> None:
         assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
     finally:
         sock.close()
+
+
+def test_output_cap_and_kill_grace_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qbox.agent.settings import AgentSettings, parse_size
+
+    monkeypatch.setenv("QBOX_AGENT_OUTPUT_CAP", "2M")
+    monkeypatch.setenv("QBOX_AGENT_KILL_GRACE", "1.5")
+    settings = AgentSettings.from_env(data_dir="/tmp/qbox-settings-test")
+    assert (settings.output_cap_bytes, settings.kill_grace_seconds) == (2 * 1024 * 1024, 1.5)
+    assert AgentSettings().output_cap_bytes == 16 * 1024 * 1024
+    assert [parse_size(v) for v in ("4096", "512K", "16MiB", "1g", "3MB")] == [
+        4096, 512 * 1024, 16 * 1024 ** 2, 1024 ** 3, 3 * 1024 ** 2]
+    for bad in ("", "lots", "-1M", "0"):
+        with pytest.raises(ValueError):
+            parse_size(bad)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import json
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from typing import Any
 
 from qbox.agent.files import SandboxFiles
 from qbox.core.errors import (
+    ConflictError,
     ProcessNotFoundError,
     QboxError,
     SandboxNotFoundError,
@@ -24,6 +26,19 @@ from qbox.core.errors import (
 )
 from qbox.core.timefmt import to_wire, utcnow
 from qbox.server.agents import FileStream, WriteOptions
+
+
+# Bookkeeping of the fake, not part of a command's status.
+_PRIVATE = ("stdout", "stderr", "body", "stdinData")
+
+
+async def _events(first: list[dict[str, Any]], output: dict[str, Any],
+                  exit_fields: dict[str, Any]) -> AsyncIterator[bytes]:
+    """An NDJSON event stream as the agent sends it, from a finished command."""
+    events = [*first, *({"type": name, "data": output[name]} for name in ("stdout", "stderr")
+                        if output[name]), {"type": "exit", **exit_fields}]
+    for event in events:
+        yield json.dumps(event).encode() + b"\n"
 
 
 class FakeAgent:
@@ -154,12 +169,29 @@ class FakeAgent:
     async def start_command(self, sandbox_id: str, body: dict[str, Any]) -> dict[str, Any]:
         table = self._require(sandbox_id)
         pid = next(self._pids)
+        command = {"pid": pid, "command": [body["cmd"], *body.get("args", [])],
+                   "startedAt": to_wire(utcnow()), "alive": False, "exitCode": 0, "signal": 0,
+                   "stdout": "", "stderr": ""}
+        table[pid] = command
+        if body.get("stdin") is True:
+            # Runs once its stdin is closed, with everything written to it.
+            command.update(alive=True, body=body, stdinData="")
+        else:
+            await self._finish(command, body)
+        return {"pid": pid, "startedAt": command["startedAt"]}
+
+    async def _finish(self, command: dict[str, Any], body: dict[str, Any]) -> None:
         result = await self._run(body)
-        table[pid] = {"pid": pid, "command": [body["cmd"], *body.get("args", [])],
-                      "startedAt": to_wire(utcnow()), "alive": False,
-                      "exitCode": result["exitCode"], "signal": 0,
-                      "stdout": result["stdout"], "stderr": result["stderr"]}
-        return {"pid": pid, "startedAt": table[pid]["startedAt"]}
+        command.update(alive=False, exitCode=result["exitCode"], stdout=result["stdout"],
+                       stderr=result["stderr"])
+
+    async def write_stdin(self, sandbox_id: str, pid: int, body: dict[str, Any]) -> None:
+        command = self._command(sandbox_id, pid)
+        if "stdinData" not in command or not command["alive"]:
+            raise ConflictError(f"process {pid} has no open stdin")
+        command["stdinData"] += body.get("data", "")
+        if body.get("close"):
+            await self._finish(command, {**command["body"], "stdin": command["stdinData"]})
 
     def _command(self, sandbox_id: str, pid: int) -> dict[str, Any]:
         table = self._require(sandbox_id)
@@ -168,16 +200,37 @@ class FakeAgent:
         return table[pid]
 
     async def list_commands(self, sandbox_id: str) -> list[dict[str, Any]]:
-        return [{k: v for k, v in c.items() if k not in ("stdout", "stderr")}
+        return [{k: v for k, v in c.items() if k not in _PRIVATE}
                 for c in self._require(sandbox_id).values()]
 
     async def command_status(self, sandbox_id: str, pid: int) -> dict[str, Any]:
         command = self._command(sandbox_id, pid)
-        return {k: v for k, v in command.items() if k not in ("stdout", "stderr")}
+        return {k: v for k, v in command.items() if k not in _PRIVATE}
 
-    async def command_logs(self, sandbox_id: str, pid: int) -> dict[str, Any]:
+    async def command_logs(self, sandbox_id: str, pid: int,
+                           offsets: dict[str, int] | None = None) -> dict[str, Any]:
         command = self._command(sandbox_id, pid)
-        return {"stdout": command["stdout"], "stderr": command["stderr"]}
+        if not offsets:
+            return {"stdout": command["stdout"], "stderr": command["stderr"]}
+        out = offsets.get("stdoutOffset", offsets.get("offset", 0))
+        err = offsets.get("stderrOffset", offsets.get("offset", 0))
+        return {"stdout": command["stdout"][out:], "stderr": command["stderr"][err:],
+                "stdoutNext": max(out, len(command["stdout"])),
+                "stderrNext": max(err, len(command["stderr"]))}
+
+    async def follow_command(self, sandbox_id: str, pid: int,
+                             offsets: dict[str, int]) -> AsyncIterator[bytes]:
+        command = self._command(sandbox_id, pid)
+        logs = await self.command_logs(sandbox_id, pid, offsets or {"offset": 0})
+        return _events([], logs, {"exitCode": command["exitCode"], "signal": 0,
+                                  "oomKilled": False})
+
+    async def exec_stream(self, sandbox_id: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        self._require(sandbox_id)
+        result = await self._run(body)
+        return _events([{"type": "started", "pid": next(self._pids)}], result,
+                       {"exitCode": result["exitCode"], "signal": 0, "oomKilled": False,
+                        "timedOut": result["timedOut"]})
 
     async def kill_command(self, sandbox_id: str, pid: int, signal: int) -> None:
         self._command(sandbox_id, pid)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from tests.unit.server.conftest import Harness
 from tests.unit.server.test_sandboxes_api import spawn
 
@@ -80,3 +82,67 @@ def test_commands_flow(harness: Harness) -> None:
     assert r.status_code == 400
     r = c.delete(f"{base}/{pid}?signal=99", headers=auth)
     assert r.status_code == 400
+
+
+# --- qbox extensions: offsets, NDJSON streams, stdin -----------------------------------------
+
+NDJSON = "application/x-ndjson"
+
+
+def _events(text: str) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_logs_offsets_and_follow(harness: Harness) -> None:
+    c, auth = harness.client, harness.auth()
+    sb = spawn(harness)
+    base = f"/v1/sandboxes/{sb['id']}/commands"
+    pid = c.post(base, json={"cmd": "/bin/sh", "args": ["-c", "printf abc; printf de >&2; exit 5"]},
+                 headers=auth).json()["pid"]
+    r = c.get(f"{base}/{pid}/logs?stdoutOffset=1&stderrOffset=2", headers=auth)
+    assert r.json() == {"stdout": "bc", "stderr": "", "stdoutNext": 3, "stderrNext": 2}
+    assert c.get(f"{base}/{pid}/logs?offset=-1", headers=auth).status_code == 400
+    r = c.get(f"{base}/{pid}/logs?follow=true&offset=1", headers=auth)
+    assert r.status_code == 200 and r.headers["content-type"].startswith(NDJSON)
+    assert _events(r.text) == [{"type": "stdout", "data": "bc"}, {"type": "stderr", "data": "e"},
+                               {"type": "exit", "exitCode": 5, "signal": 0, "oomKilled": False}]
+    # An error before the stream starts is the ordinary JSON envelope.
+    r = c.get(f"{base}/99999/logs?follow=true", headers=auth)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "process_not_found"
+
+
+def test_exec_streams_only_when_asked(harness: Harness) -> None:
+    c, auth = harness.client, harness.auth()
+    sb = spawn(harness)
+    url = f"/v1/sandboxes/{sb['id']}/exec"
+    body = {"cmd": "sh", "args": ["-c", "echo hi"]}
+    r = c.post(url, json=body, headers={**auth, "Accept": NDJSON})
+    assert r.headers["content-type"].startswith(NDJSON)
+    events = _events(r.text)
+    assert [e["type"] for e in events] == ["started", "stdout", "exit"]
+    assert events[-1]["timedOut"] is False and events[-1]["exitCode"] == 0
+    assert c.post(url, json=body, headers=auth).json()["stdout"] == "hi\n"
+    c.delete(f"/v1/sandboxes/{sb['id']}", headers=auth)
+    r = c.post(url, json=body, headers={**auth, "Accept": NDJSON})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "sandbox_not_active"
+
+
+def test_stdin_for_background_commands(harness: Harness) -> None:
+    c, auth = harness.client, harness.auth()
+    sb = spawn(harness)
+    base = f"/v1/sandboxes/{sb['id']}/commands"
+    pid = c.post(base, json={"cmd": "cat", "stdin": True}, headers=auth).json()["pid"]
+    assert c.post(f"{base}/{pid}/stdin", json={"data": "one "}, headers=auth).status_code == 204
+    r = c.post(f"{base}/{pid}/stdin", json={"data": "two", "close": True}, headers=auth)
+    assert r.status_code == 204
+    assert c.get(f"{base}/{pid}/logs", headers=auth).json()["stdout"] == "one two"
+    r = c.post(f"{base}/{pid}/stdin", json={"data": "late"}, headers=auth)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
+    r = c.post(f"{base}/{pid}/stdin", json={"data": 5}, headers=auth)
+    assert r.status_code == 400
+    r = c.post(base, json={"cmd": "cat", "stdin": "not a flag"}, headers=auth)
+    assert r.status_code == 400
+    audited = c.get("/v1/audit", params={"limit": 50}, headers=auth).json()["data"]
+    stdin_entries = [(e["outcome"], e["targetId"]) for e in audited if e["action"] == "command.stdin"]
+    assert sorted(stdin_entries) == [(204, sb["id"]), (204, sb["id"]), (400, sb["id"]),
+                                     (409, sb["id"])]

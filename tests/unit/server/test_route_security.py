@@ -19,6 +19,7 @@ BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", "/v1/sandboxes/{sandbox_id}/timeout"): {"timeoutSeconds": 60},
     ("POST", "/v1/sandboxes/{sandbox_id}/exec"): {"cmd": "true"},
     ("POST", "/v1/sandboxes/{sandbox_id}/commands"): {"cmd": "true"},
+    ("POST", "/v1/sandboxes/{sandbox_id}/commands/{pid}/stdin"): {"data": "x"},
     ("PUT", "/v1/sandboxes/{sandbox_id}/file"): None,
     ("POST", "/v1/sandboxes/{sandbox_id}/files/mkdir"): {"path": "/tmp/d", "mode": 493, "parents": True},
     ("POST", "/v1/sandboxes/{sandbox_id}/files/rename"): {"src": "/tmp/a", "dst": "/tmp/b"},

@@ -89,6 +89,11 @@ class ProcessHandle(Protocol):
         """Deliver a signal; a process that already exited is not an error."""
         ...
 
+    async def signal_tree(self, signo: int) -> int:
+        """Signal the process and what it started that is still around (even after it
+        exited itself; see proctree.py); return how many processes were signalled."""
+        ...
+
 
 class RuntimeDriver(Protocol):
     name: str

@@ -15,9 +15,11 @@ import logging
 import os
 import signal as signals
 import subprocess
+import weakref
 from pathlib import Path
 from typing import Any
 
+from qbox.agent import proctree
 from qbox.agent.runtime.base import (
     CommandStartError,
     ContainerState,
@@ -40,12 +42,18 @@ class AdoptedProcess:
     """A command started with ``exec --detach`` and adopted by the agent."""
 
     def __init__(self, child: AdoptedChild, pid: int, stdin: asyncio.StreamWriter | None,
-                 stdout: asyncio.StreamReader, stderr: asyncio.StreamReader) -> None:
+                 stdout: asyncio.StreamReader, stderr: asyncio.StreamReader, *,
+                 leader: proctree.ProcStat | None = None, namespace: str | None = None) -> None:
         self._child = child
         self._pid = pid
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
+        # Where its tree is found (proctree.py): the leader as first seen, its
+        # session, and the sandbox's PID namespace.
+        self._leader = leader
+        self.session: int | None = leader.session if leader is not None else None
+        self._namespace = namespace
 
     @property
     def pid(self) -> int:
@@ -60,6 +68,19 @@ class AdoptedProcess:
 
     def send_signal(self, signo: int) -> None:
         self._child.send_signal(signo)
+
+    async def signal_tree(self, signo: int) -> int:
+        self._child.send_signal(signo)
+        # Once reaped, the leader's pid may be anyone's: only its session counts then.
+        leader = None if self._child.exited else self._leader
+        session, namespace = self.session, self._namespace
+
+        def find_and_signal() -> int:
+            tree = proctree.command_tree(proctree.scan(session), leader=leader,
+                                         session=session, namespace=namespace)
+            return proctree.signal_host(tree, signo)
+
+        return await asyncio.to_thread(find_and_signal)
 
 
 class OciCliRuntime:
@@ -78,6 +99,10 @@ class OciCliRuntime:
         self._inits: dict[str, AdoptedChild] = {}
         self._orphans = OrphanReaper()
         self._seq = itertools.count(1)
+        # Commands by session id: a number handed out again (pids wrap) is
+        # the newer command's session, no longer the older one's.
+        self._sessions: weakref.WeakValueDictionary[int, AdoptedProcess] = (
+            weakref.WeakValueDictionary())
 
     def _command(self, *args: str) -> list[str]:
         """The runtime's command line: its global flags, then ``args``."""
@@ -125,10 +150,13 @@ class OciCliRuntime:
         pipes = ProcessPipes(stdin=stdin)
         try:
             try:
+                # A session of its own (the command inherits it): how its tree
+                # is found when it is killed (proctree.py).
                 proc = await asyncio.create_subprocess_exec(
                     *self._command("exec", "--detach", "--process", str(process_file),
                                    "--pid-file", str(pid_file), container_id),
                     stdin=pipes.in_read, stdout=pipes.out_write, stderr=pipes.err_write,
+                    start_new_session=True,
                 )
             finally:
                 pipes.close_child_ends()
@@ -150,6 +178,10 @@ class OciCliRuntime:
             except (OSError, ValueError):
                 child.close()
                 raise
+            # Before any await: until the event loop reaps it, the leader is
+            # still there to read, however quickly it exited.
+            leader = proctree.read_stat(host_pid)
+            namespace = self._namespace_of(container_id, host_pid)
             stdin_writer, stdout, stderr = await pipes.streams()
         except BaseException:
             pipes.close_all()
@@ -157,7 +189,22 @@ class OciCliRuntime:
         finally:
             process_file.unlink(missing_ok=True)
             pid_file.unlink(missing_ok=True)
-        return AdoptedProcess(child, pid, stdin_writer, stdout, stderr)
+        handle = AdoptedProcess(child, pid, stdin_writer, stdout, stderr,
+                                leader=leader, namespace=namespace)
+        if handle.session is not None:
+            older = self._sessions.get(handle.session)
+            if older is not None:
+                older.session = None
+            self._sessions[handle.session] = handle
+        return handle
+
+    def _namespace_of(self, container_id: str, host_pid: int) -> str | None:
+        """The sandbox's PID namespace: the command's (gone if it already exited), or its init's."""
+        namespace = proctree.pid_namespace(host_pid)
+        init = self._inits.get(container_id)
+        if namespace is None and init is not None:
+            namespace = proctree.pid_namespace(init.pid)
+        return namespace
 
     async def kill(self, container_id: str, signo: int = signals.SIGKILL) -> None:
         rc, _, err = await self._call("kill", container_id, str(int(signo)))

@@ -48,6 +48,15 @@ class FakeProcess:
             except ProcessLookupError:
                 pass
 
+    async def signal_tree(self, signo: int) -> int:
+        # Started in a session of its own, so its tree is its process group
+        # (simpler than the real runtimes, enough for tests).
+        try:
+            os.killpg(self._proc.pid, signo)
+        except (ProcessLookupError, PermissionError):
+            return 0
+        return 1
+
 
 @dataclass
 class _Container:

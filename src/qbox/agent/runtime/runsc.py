@@ -35,6 +35,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from qbox.agent import proctree
 from qbox.agent.cgroups import CGROUP_ROOT
 from qbox.agent.runtime.base import (
     CommandStartError,
@@ -98,6 +99,27 @@ def exit_status_from_log(text: str, pid: int) -> ExitStatus | None:
     if os.WIFEXITED(status):
         return ExitStatus(os.WEXITSTATUS(status))
     return None
+
+
+def parse_ps(output: bytes) -> dict[int, int]:
+    """``runsc ps``'s table (``UID PID PPID C TTY STIME TIME CMD``): each pid's parent.
+    (Its ``--format json`` lists only the pids.)"""
+    lines = output.decode(errors="replace").splitlines()
+    if not lines:
+        return {}
+    header = lines[0].split()
+    try:
+        pid_at, ppid_at = header.index("PID"), header.index("PPID")
+    except ValueError:
+        return {}
+    parents = {}
+    for line in lines[1:]:
+        fields = line.split()
+        try:
+            parents[int(fields[pid_at])] = int(fields[ppid_at])
+        except (IndexError, ValueError):
+            continue
+    return parents
 
 
 def fatal_errors(logs_dir: Path) -> bytes:
@@ -186,6 +208,20 @@ class RunscProcess:
         async with self._signalling:
             if not self._waiter.exited:
                 await self._runtime.signal_process(self._container_id, self._pid, signo)
+
+    async def signal_tree(self, signo: int) -> int:
+        """The command and its descendants by PPID, as ``runsc ps`` lists them. Once the
+        command has exited, its pid may be another's, and its orphans now hang from
+        the sandbox's init: nothing is signalled then (what is left escapes)."""
+        async with self._signalling:
+            if self._waiter.exited:
+                return 0
+            # The command itself even when ``runsc ps`` fails.
+            tree = proctree.descendants(await self._runtime.process_parents(self._container_id),
+                                        [self._pid])
+            for pid in sorted(tree):
+                await self._runtime.signal_process(self._container_id, pid, signo)
+            return len(tree)
 
 
 class RunscRuntime(OciCliRuntime):
@@ -315,6 +351,14 @@ class RunscRuntime(OciCliRuntime):
         if rc != 0:
             log.debug("runsc kill --pid %s in %s: %s", pid, container_id,
                       err.decode(errors="replace").strip())
+
+    async def process_parents(self, container_id: str) -> dict[int, int]:
+        """Each process in the sandbox (its pid inside) with its parent's pid."""
+        rc, out, err = await self._call("ps", container_id)
+        if rc != 0:
+            log.debug("runsc ps %s: %s", container_id, err.decode(errors="replace").strip())
+            return {}
+        return parse_ps(out)
 
     def deliver_later(self, delivery: Coroutine[Any, Any, None]) -> None:
         """Run a signal delivery in the background (``ProcessHandle.send_signal`` is sync)."""

@@ -1,17 +1,31 @@
-"""/v1/sandboxes/{id}/exec and /commands: run things in a sandbox."""
+"""/v1/sandboxes/{id}/exec and /commands: run things in a sandbox.
+
+Besides the published contract (WIRE_PROTOCOL.md §4.3), qbox extensions
+(docs/api.md, "Commands: streaming and stdin"): log offsets, ``follow=true``
+and ``Accept: application/x-ndjson`` on /exec as NDJSON streams relayed from
+the agent, and stdin for background commands.
+"""
 
 from __future__ import annotations
 
 import shlex
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from qbox.server.http.deps import json_body, note_of, require, services_of
-from qbox.server.http.schemas import CommandBody, ExecBody
+from qbox.server.http.schemas import CommandBody, ExecBody, StdinBody
 from qbox.server.services.keys import Principal
 
 router = APIRouter(prefix="/v1/sandboxes/{sandbox_id}")
+NDJSON = "application/x-ndjson"
+
+
+def _ndjson(lines: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(lines, media_type=NDJSON,
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
 def _note_command(request: Request, body: CommandBody) -> None:
@@ -19,13 +33,16 @@ def _note_command(request: Request, body: CommandBody) -> None:
         note.detail = shlex.join([body.cmd, *body.args])
 
 
-@router.post("/exec")
+@router.post("/exec", response_model=None)
 async def exec_command(
     sandbox_id: str, request: Request, principal: Principal = require("sandboxes:execute", action="sandbox.exec")
-) -> dict[str, Any]:
+) -> dict[str, Any] | StreamingResponse:
     body = await json_body(request, ExecBody)
     _note_command(request, body)
-    return await services_of(request).processes.exec(principal, sandbox_id, body.to_agent())
+    processes = services_of(request).processes
+    if NDJSON in request.headers.get("accept", ""):
+        return _ndjson(await processes.exec_stream(principal, sandbox_id, body.to_agent()))
+    return await processes.exec(principal, sandbox_id, body.to_agent())
 
 
 @router.post("/commands", status_code=201)
@@ -54,11 +71,37 @@ async def command_status(
     return await services_of(request).processes.status(principal, sandbox_id, pid)
 
 
-@router.get("/commands/{pid}/logs")
+@router.get("/commands/{pid}/logs", response_model=None)
 async def command_logs(
-    sandbox_id: str, pid: int, request: Request, principal: Principal = require("sandboxes:read")
-) -> dict[str, Any]:
-    return await services_of(request).processes.logs(principal, sandbox_id, pid)
+    sandbox_id: str,
+    pid: int,
+    request: Request,
+    offset: int | None = Query(default=None, ge=0),
+    stdout_offset: int | None = Query(default=None, alias="stdoutOffset", ge=0),
+    stderr_offset: int | None = Query(default=None, alias="stderrOffset", ge=0),
+    follow: bool = Query(default=False),
+    principal: Principal = require("sandboxes:read"),
+) -> dict[str, Any] | StreamingResponse:
+    given = {"offset": offset, "stdoutOffset": stdout_offset, "stderrOffset": stderr_offset}
+    offsets = {name: value for name, value in given.items() if value is not None}
+    processes = services_of(request).processes
+    if follow:
+        return _ndjson(await processes.follow(principal, sandbox_id, pid, offsets))
+    return await processes.logs(principal, sandbox_id, pid, offsets or None)
+
+
+@router.post("/commands/{pid}/stdin", status_code=204)
+async def command_stdin(
+    sandbox_id: str,
+    pid: int,
+    request: Request,
+    principal: Principal = require("sandboxes:execute", action="command.stdin"),
+) -> Response:
+    body = await json_body(request, StdinBody)
+    if note := note_of(request):
+        note.detail = f"pid={pid} bytes={len(body.data.encode())}{' close' if body.close else ''}"
+    await services_of(request).processes.write_stdin(principal, sandbox_id, pid, body.to_agent())
+    return Response(status_code=204)
 
 
 @router.delete("/commands/{pid}", status_code=204)

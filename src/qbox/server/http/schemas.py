@@ -71,6 +71,8 @@ class CommandBody(_Body):
     env: dict[str, str] = Field(default_factory=dict)
     cwd: str | None = None
     user: str | None = Field(default=None, min_length=1, max_length=64)
+    # qbox extension: keep stdin open as a pipe for …/commands/{pid}/stdin.
+    stdin: bool = False
 
     @field_validator("cmd", "cwd")
     @classmethod
@@ -95,11 +97,21 @@ class CommandBody(_Body):
             body["cwd"] = self.cwd
         if self.user:
             body["user"] = self.user
+        if self.stdin is True:
+            body["stdin"] = True
         return body
 
 
+class StdinBody(_Body):
+    data: str = Field(default="", max_length=1024 * 1024)
+    close: bool = False
+
+    def to_agent(self) -> dict[str, Any]:
+        return {"data": self.data, "close": self.close}
+
+
 class ExecBody(CommandBody):
-    stdin: str | None = None
+    stdin: str | None = None  # type: ignore[assignment]
     timeout_seconds: float | None = Field(default=None, alias="timeoutSeconds", gt=0,
                                           le=MAX_EXEC_TIMEOUT)
 

@@ -6,14 +6,13 @@ state, then relays. A sandbox the agent no longer knows is marked lost here.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from qbox.core.errors import SandboxNotFoundError
 from qbox.server.agents import AgentClient
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.keys import Principal
-from qbox.server.services.sandboxes import SandboxService, not_active
+from qbox.server.services.sandboxes import SandboxService
 
 T = TypeVar("T")
 
@@ -23,20 +22,9 @@ class ProcessService:
         self.ctx = ctx
         self.sandboxes = sandboxes
 
-    async def _relay(
-        self, principal: Principal, sandbox_id: str,
-        call: Callable[[AgentClient], Awaitable[T]],
-    ) -> T:
-        sandbox = await self.sandboxes.require_running(principal, sandbox_id)
-        agent = self.ctx.agents.for_host(sandbox.host_id)
-        try:
-            return await call(agent)
-        except SandboxNotFoundError:
-            await self.sandboxes.mark_lost(
-                sandbox_id, f"lost: host {sandbox.host_id} no longer runs this sandbox"
-            )
-            sandbox = await self.sandboxes.get(principal, sandbox_id)
-            raise not_active(sandbox) from None
+    async def _relay(self, principal: Principal, sandbox_id: str,
+                     call: Callable[[AgentClient], Awaitable[T]]) -> T:
+        return await self.sandboxes.relay(principal, sandbox_id, call)
 
     async def exec(self, principal: Principal, sandbox_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._relay(principal, sandbox_id, lambda a: a.exec(sandbox_id, body))
@@ -50,8 +38,24 @@ class ProcessService:
     async def status(self, principal: Principal, sandbox_id: str, pid: int) -> dict[str, Any]:
         return await self._relay(principal, sandbox_id, lambda a: a.command_status(sandbox_id, pid))
 
-    async def logs(self, principal: Principal, sandbox_id: str, pid: int) -> dict[str, Any]:
-        return await self._relay(principal, sandbox_id, lambda a: a.command_logs(sandbox_id, pid))
+    async def logs(self, principal: Principal, sandbox_id: str, pid: int,
+                   offsets: dict[str, int] | None = None) -> dict[str, Any]:
+        return await self._relay(principal, sandbox_id,
+                                 lambda a: a.command_logs(sandbox_id, pid, offsets))
+
+    async def follow(self, principal: Principal, sandbox_id: str, pid: int,
+                     offsets: dict[str, int]) -> AsyncIterator[bytes]:
+        """NDJSON lines of output, then the exit; errors come before the first line."""
+        return await self._relay(principal, sandbox_id,
+                                 lambda a: a.follow_command(sandbox_id, pid, offsets))
+
+    async def exec_stream(self, principal: Principal, sandbox_id: str,
+                          body: dict[str, Any]) -> AsyncIterator[bytes]:
+        return await self._relay(principal, sandbox_id, lambda a: a.exec_stream(sandbox_id, body))
+
+    async def write_stdin(self, principal: Principal, sandbox_id: str, pid: int,
+                          body: dict[str, Any]) -> None:
+        await self._relay(principal, sandbox_id, lambda a: a.write_stdin(sandbox_id, pid, body))
 
     async def kill(self, principal: Principal, sandbox_id: str, pid: int, signal: int) -> None:
         await self._relay(principal, sandbox_id, lambda a: a.kill_command(sandbox_id, pid, signal))
