@@ -19,7 +19,6 @@ import errno
 import os
 import posixpath
 import secrets
-import shutil
 import stat as stats
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -41,8 +40,9 @@ from qbox.core.timefmt import to_wire
 _MAX_PATH = 4096
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY
 _NOT_FOUND = (errno.ENOENT,)
+# EAGAIN: the path kept changing while it was resolved (a rename race in the sandbox).
 _CONFLICT = (errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOTEMPTY, errno.EXDEV, errno.EBUSY,
-             errno.ENXIO)
+             errno.ENXIO, errno.EAGAIN)
 _DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _INVALID = (errno.ENAMETOOLONG, errno.EINVAL, errno.ELOOP)
@@ -176,9 +176,7 @@ class SandboxFiles:
                     target = None
                 else:
                     with self._parent(normal) as (parent, name), _mapped(normal):
-                        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
-                        is_link = stats.S_ISLNK(st.st_mode)
-                        target = os.readlink(name, dir_fd=parent) if is_link else None
+                        st, target = _lstat_and_target(parent, name)
         except (NotFoundError, ConflictError):
             return result  # a missing component, or a file where a directory should be
         result.update(exists=True, size=st.st_size, mode=stats.filemode(st.st_mode),
@@ -331,8 +329,7 @@ class SandboxFiles:
             if not stats.S_ISDIR(st.st_mode):
                 os.unlink(name, dir_fd=parent)
             elif recursive:
-                # The fd-based rmtree: it never follows a symlink inside the tree.
-                shutil.rmtree(name, dir_fd=parent)
+                _remove_tree(parent, name, normal)
             else:
                 try:
                     os.rmdir(name, dir_fd=parent)
@@ -361,6 +358,62 @@ class SandboxFiles:
     def _own(self, parent: int, name: str) -> None:
         if self._owner is not None:
             os.chown(name, *self._owner, dir_fd=parent, follow_symlinks=False)
+
+
+# Each level of a tree being removed: never through a symlink, never blocking on a
+# FIFO or device a racing sandbox swapped in (shutil.rmtree opens without these).
+_WALK_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+MAX_REMOVE_DEPTH = 256
+
+
+def _remove_tree(parent: int, name: str, path: str, depth: int = 0) -> None:
+    """``rm -r`` of directory ``name`` below ``parent``, each level opened from the one
+    above without following links: whatever the sandbox renames meanwhile, nothing
+    outside the tree is opened or removed."""
+    if depth >= MAX_REMOVE_DEPTH:
+        raise ConflictError(f"{path}: more than {MAX_REMOVE_DEPTH} levels deep; remove it in parts")
+    try:
+        fd = os.open(name, _WALK_FLAGS, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise ConflictError(f"{path}: changed while it was being removed") from exc
+        raise
+    try:
+        with os.scandir(fd) as entries:
+            names = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+        for child, is_dir in names:
+            if is_dir:
+                _remove_tree(fd, child, path, depth + 1)
+                continue
+            try:
+                os.unlink(child, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+            except IsADirectoryError:  # swapped for a directory since the listing
+                _remove_tree(fd, child, path, depth + 1)
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(name, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.ENOTEMPTY):  # swapped, or refilled meanwhile
+            raise ConflictError(f"{path}: changed while it was being removed") from exc
+        raise
+
+
+def _lstat_and_target(parent: int, name: str) -> tuple[os.stat_result, str | None]:
+    """``name``'s own stat, and its target if it is a symlink: as one observation, though
+    the sandbox may swap a link and a file between the two calls."""
+    for _ in range(8):
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        if not stats.S_ISLNK(st.st_mode):
+            return st, None
+        try:
+            return st, os.readlink(name, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EINVAL: no longer a link; look again
+                raise
+    raise OSError(errno.EAGAIN, "changed while it was read")
 
 
 async def _copy_into(fd: int, chunks: AsyncIterator[bytes] | Iterable[bytes],

@@ -21,6 +21,8 @@ from typing import Any
 _SYS_OPENAT2 = 437  # the same number on x86_64 and arm64 (generic syscall table)
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
+# Past this many EAGAINs in a row (a sandbox renaming in a loop), the caller gets EAGAIN.
+_EAGAIN_RETRIES = 16
 
 
 class _OpenHow(ctypes.Structure):
@@ -73,12 +75,17 @@ def open_in_root(root_fd: int, path: str, flags: int, mode: int = 0) -> int:
     if _have_openat2 is not False:
         how = _OpenHow(flags, mode if flags & (os.O_CREAT | os.O_TMPFILE) else 0,
                        RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
-        fd = _openat2_fn()(_SYS_OPENAT2, root_fd, os.fsencode(path), ctypes.byref(how),
-                           ctypes.sizeof(how))
-        if fd >= 0:
-            _have_openat2 = True
-            return int(fd)
-        err = ctypes.get_errno()
+        for _ in range(_EAGAIN_RETRIES):
+            fd = _openat2_fn()(_SYS_OPENAT2, root_fd, os.fsencode(path), ctypes.byref(how),
+                               ctypes.sizeof(how))
+            if fd >= 0:
+                _have_openat2 = True
+                return int(fd)
+            err = ctypes.get_errno()
+            # EAGAIN: a rename elsewhere may have moved a ".." this walk crossed, so the
+            # kernel refused to vouch for the result; openat2(2) says to try again.
+            if err != errno.EAGAIN:
+                break
         if err != errno.ENOSYS:
             raise OSError(err, os.strerror(err), path)
         _have_openat2 = False

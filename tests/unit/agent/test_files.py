@@ -320,3 +320,102 @@ async def test_every_operation_runs_as_the_sandbox_identity(root: Path) -> None:
         files.open_read("/c/b.txt")[0].close()
         files.remove("/c", recursive=True)
     assert touched and all(level >= 1 for level in touched)
+
+
+def test_recursive_remove_never_follows_or_opens_what_is_inside(
+        files: SandboxFiles, root: Path, canary: Path) -> None:
+    tree = root / "t" / "a" / "b"
+    tree.mkdir(parents=True)
+    (tree / "f").write_bytes(b"x")
+    (tree / "to-host-dir").symlink_to(canary.parent)
+    (tree / "to-host-file").symlink_to(canary)
+    os.mkfifo(tree / "fifo")  # opening it would block: it must only be unlinked
+    files.remove("/t", recursive=True)
+    assert not (root / "t").exists()
+    assert canary.read_bytes() == CANARY and canary.parent.is_dir()
+
+
+def test_recursive_remove_of_a_tree_too_deep_is_a_conflict(files: SandboxFiles, root: Path) -> None:
+    from qbox.agent.files import MAX_REMOVE_DEPTH
+
+    deep = root / "deep"
+    deep.mkdir()
+    fd = os.open(deep, os.O_RDONLY | os.O_DIRECTORY)
+    try:  # built with *at calls: the path would be too long for one string
+        for _ in range(MAX_REMOVE_DEPTH + 1):
+            os.mkdir("d", dir_fd=fd)
+            nxt = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    finally:
+        os.close(fd)
+    with pytest.raises(ConflictError):
+        files.remove("/deep", recursive=True)
+    assert (root / "deep").is_dir()
+
+
+def test_recursive_remove_of_a_directory_swapped_for_a_link_is_a_conflict(
+        files: SandboxFiles, root: Path, canary: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (root / "race" / "d" / "sub").mkdir(parents=True)
+    real_open = os.open
+
+    def swapping_open(name: str, flags: int, *args: object, **kwargs: object) -> int:
+        # Between the listing and the descent, the sandbox swaps "sub" for a link out.
+        sub = root / "race" / "d" / "sub"
+        if name == "sub" and not sub.is_symlink():
+            sub.rmdir()
+            sub.symlink_to(canary.parent)
+        return real_open(name, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", swapping_open)
+    with pytest.raises(ConflictError):
+        files.remove("/race/d", recursive=True)
+    assert canary.read_bytes() == CANARY and canary.parent.is_dir()
+
+
+def test_stat_looks_again_when_a_link_turns_into_a_file(
+        files: SandboxFiles, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (root / "x").symlink_to("/elsewhere")
+    real_readlink = os.readlink
+    calls = 0
+
+    def racing_readlink(name: str, *, dir_fd: int) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # swapped for a file between the lstat and the readlink
+            (root / "x").unlink()
+            (root / "x").write_bytes(b"now a file")
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_readlink(name, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "readlink", racing_readlink)
+    info = files.stat("/x")
+    assert info["exists"] and not info["isSymlink"] and info["size"] == len(b"now a file")
+
+
+def test_openat2_retries_eagain(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+
+    from qbox.agent import openat2
+
+    real = openat2._openat2_fn()
+    failures = 3
+
+    def flaky(*args: object) -> int:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            ctypes.set_errno(errno.EAGAIN)
+            return -1
+        return int(real(*args))
+
+    monkeypatch.setattr(openat2, "_openat2_fn", lambda: flaky)
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+    try:
+        opened = openat2.open_in_root(fd, "/home", os.O_PATH)
+        os.close(opened)
+        failures = 100  # a rename loop that never stops: EAGAIN, mapped to a conflict
+        with pytest.raises(BlockingIOError):
+            openat2.open_in_root(fd, "/home", os.O_PATH)
+    finally:
+        os.close(fd)
