@@ -269,8 +269,11 @@ class SandboxFiles:
 
     def _commit(self, fd: int, parent: int, tmp: str, name: str, mode: int,
                 normal: str) -> None:
+        # No fsync: the rename alone makes readers see the old file or the whole new
+        # one. Durability across a host crash is not ours to buy: a sandbox's disk
+        # (no journal, agent/disk.py) does not outlive the host's sandboxes, and
+        # an fsync through the loop device would cost every small write milliseconds.
         with self._identity(), _mapped(normal):
-            os.fsync(fd)  # the data before the name: a crash leaves the old file or the new
             os.fchmod(fd, mode & 0o7777)
             os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
 
