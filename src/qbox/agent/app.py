@@ -23,6 +23,7 @@ from qbox._version import __version__
 from qbox.agent.command_stream import NDJSON, LogsQuery, logs_json, ndjson_response
 from qbox.agent.files_api import files_router
 from qbox.agent.hostprep import prepare_host
+from qbox.agent.images.kernelspecs import find_kernelspecs
 from qbox.agent.images.store import ImageStore
 from qbox.agent.isolation import IsolationPolicy
 from qbox.agent.models import CommandStart, ExecRequest, ImageImport, SandboxSpec, StdinWrite
@@ -98,6 +99,14 @@ def command_json(record: ProcessRecord) -> dict[str, Any]:
     return body
 
 
+async def _kernels(images: ImageStoreLike, digest: str) -> list[dict[str, str]]:
+    """The image's Jupyter kernelspecs (a template with some offers a code interpreter)."""
+    rootfs = images.rootfs_path(digest)
+    if not rootfs.is_dir():
+        return []
+    return [spec.to_json() for spec in await asyncio.to_thread(find_kernelspecs, rootfs)]
+
+
 # --- routes ------------------------------------------------------------------
 
 def _routes() -> APIRouter:
@@ -111,15 +120,18 @@ def _routes() -> APIRouter:
 
     @router.post("/images")
     async def import_image(body: ImageImport, request: Request) -> dict[str, Any]:
-        info = await _agent(request).images.import_image(body.ref, body.name)
-        return {"digest": info.digest, "sizeBytes": info.size_bytes}
+        images = _agent(request).images
+        info = await images.import_image(body.ref, body.name)
+        return {"digest": info.digest, "sizeBytes": info.size_bytes,
+                "kernels": await _kernels(images, info.digest)}
 
     @router.get("/images/{digest}")
     async def get_image(digest: str, request: Request) -> dict[str, Any]:
         images = _agent(request).images
         info = images.info(digest)
-        return {"digest": info.digest, "sizeBytes": info.size_bytes,
-                "unpacked": images.has(digest)}
+        unpacked = images.has(digest)
+        return {"digest": info.digest, "sizeBytes": info.size_bytes, "unpacked": unpacked,
+                "kernels": await _kernels(images, digest) if unpacked else []}
 
     @router.post("/sandboxes", status_code=201)
     async def create_sandbox(body: SandboxSpec, request: Request) -> dict[str, Any]:

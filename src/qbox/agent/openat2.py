@@ -134,6 +134,18 @@ class RootDir:
         finally:
             os.close(fd)
 
+    def list_dir(self, path: str) -> list[str]:
+        """The names in directory ``path`` (sorted), or [] if it is missing or not a directory."""
+        try:
+            fd = open_in_root(self._fd, path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return []
+        try:
+            with os.scandir(fd) as entries:
+                return sorted(entry.name for entry in entries)
+        finally:
+            os.close(fd)
+
     def is_dir(self, path: str) -> bool:
         try:
             fd = open_in_root(self._fd, path, os.O_PATH | os.O_DIRECTORY)

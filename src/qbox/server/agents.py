@@ -79,6 +79,13 @@ class AgentClient(Protocol):
                           user: str | None) -> None: ...
     async def make_dir(self, sandbox_id: str, body: dict[str, Any]) -> None: ...
     async def rename_file(self, sandbox_id: str, body: dict[str, Any]) -> None: ...
+    async def code_languages(self, sandbox_id: str) -> dict[str, Any]: ...
+    async def code_contexts(self, sandbox_id: str) -> dict[str, Any]: ...
+    async def create_code_context(self, sandbox_id: str, body: dict[str, Any]) -> dict[str, Any]: ...
+    async def restart_code_context(self, sandbox_id: str, context_id: str) -> dict[str, Any]: ...
+    async def delete_code_context(self, sandbox_id: str, context_id: str) -> None: ...
+    # NDJSON CodeEvent lines (WIRE_PROTOCOL §5.1); an error before the first is raised.
+    async def code_execute(self, sandbox_id: str, body: dict[str, Any]) -> AsyncIterator[bytes]: ...
     async def exec(self, sandbox_id: str, body: dict[str, Any]) -> dict[str, Any]: ...
     async def start_command(self, sandbox_id: str, body: dict[str, Any]) -> dict[str, Any]: ...
     async def list_commands(self, sandbox_id: str) -> list[dict[str, Any]]: ...
@@ -263,6 +270,37 @@ class HttpAgentClient:
 
     async def rename_file(self, sandbox_id: str, body: dict[str, Any]) -> None:
         await self._call("POST", f"/sandboxes/{sandbox_id}/files/rename", json=body)
+
+    # --- code interpreter ---------------------------------------------------
+
+    async def code_languages(self, sandbox_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", f"/sandboxes/{sandbox_id}/code/languages")
+        return result
+
+    async def code_contexts(self, sandbox_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", f"/sandboxes/{sandbox_id}/code/contexts")
+        return result
+
+    async def create_code_context(self, sandbox_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        # Starting a kernel takes a second or two, more on a busy host.
+        result: dict[str, Any] = await self._call(
+            "POST", f"/sandboxes/{sandbox_id}/code/contexts", json=body, timeout=120)
+        return result
+
+    async def restart_code_context(self, sandbox_id: str, context_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "POST", f"/sandboxes/{sandbox_id}/code/contexts/{context_id}/restart", timeout=120)
+        return result
+
+    async def delete_code_context(self, sandbox_id: str, context_id: str) -> None:
+        await self._call("DELETE", f"/sandboxes/{sandbox_id}/code/contexts/{context_id}",
+                         timeout=60)
+
+    async def code_execute(self, sandbox_id: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        # No read timeout: the execution's own timeout is the agent's to enforce.
+        return await self._events(self._http.build_request(
+            "POST", f"/sandboxes/{sandbox_id}/code/execute", json=body,
+            headers={"Accept": "application/x-ndjson"}, timeout=httpx.Timeout(None, connect=5.0)))
 
     async def exec(self, sandbox_id: str, body: dict[str, Any]) -> dict[str, Any]:
         timeout = body.get("timeoutSeconds")

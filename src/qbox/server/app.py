@@ -24,6 +24,7 @@ from qbox.server.db.engine import make_async_engine, make_sessionmaker, migrate
 from qbox.server.http import (
     api_keys,
     audit,
+    code,
     files,
     processes,
     sandboxes,
@@ -142,7 +143,7 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
     # Inside the request-id middleware, outside the error handlers: it sees final statuses.
     app.add_middleware(AuditMiddleware)
     install_error_handlers(app)
-    for module in (system, sandboxes, processes, files, templates, api_keys, users, audit,
+    for module in (system, sandboxes, processes, files, code, templates, api_keys, users, audit,
                    web_auth):
         app.include_router(module.router)
     return app

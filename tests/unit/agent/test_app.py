@@ -44,8 +44,18 @@ async def test_images_import_and_lookup(agent: AgentUnderTest) -> None:
     assert r.status_code == 200, r.text
     digest = r.json()["digest"]
     assert r.json()["sizeBytes"] == 1234
+    assert r.json()["kernels"] == []
     r = await agent.client.get(f"/images/{digest}")
-    assert r.json() == {"digest": digest, "sizeBytes": 1234, "unpacked": True}
+    assert r.json() == {"digest": digest, "sizeBytes": 1234, "unpacked": True, "kernels": []}
+    # An image with a kernelspec offers it (the template then gets a code interpreter).
+    spec_dir = agent.app.state.agent.images.rootfs_path(digest) / "usr/share/jupyter/kernels/python3"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(
+        '{"argv": ["python3", "-m", "ipykernel_launcher"], "language": "python", '
+        '"display_name": "Python 3"}')
+    r = await agent.client.get(f"/images/{digest}")
+    assert r.json()["kernels"] == [{"name": "python3", "language": "python",
+                                    "displayName": "Python 3"}]
     r = await agent.client.get("/images/sha256:" + "0" * 64)
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 

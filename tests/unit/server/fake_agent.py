@@ -26,6 +26,7 @@ from qbox.core.errors import (
 )
 from qbox.core.timefmt import to_wire, utcnow
 from qbox.server.agents import FileStream, WriteOptions
+from tests.unit.server.fake_interpreter import LANGUAGES, FakeInterpreter
 
 
 # Bookkeeping of the fake, not part of a command's status.
@@ -51,6 +52,10 @@ class FakeAgent:
         self._pids = itertools.count(100)
         self.closed = False
         self.roots: dict[str, Path] = {}
+        self.interpreters: dict[str, FakeInterpreter] = {}
+        # What every image "holds": templates get a code interpreter from it.
+        self.image_kernels = [{"name": "python3", "language": "python", "displayName": "Python 3"}]
+        self.last_code_body: dict[str, Any] = {}
         self.read_chunk_bytes = 64 * 1024
         self.chunks_seen = 0
 
@@ -58,7 +63,8 @@ class FakeAgent:
         return {"version": "test", "runtime": "fake", "sandboxes": len(self.sandboxes)}
 
     async def import_image(self, ref: str, name: str) -> dict[str, Any]:
-        return {"digest": "sha256:" + hashlib.sha256(ref.encode()).hexdigest(), "sizeBytes": 4096}
+        return {"digest": "sha256:" + hashlib.sha256(ref.encode()).hexdigest(), "sizeBytes": 4096,
+                "kernels": self.image_kernels}
 
     async def create_sandbox(self, spec: dict[str, Any]) -> dict[str, Any]:
         if self.create_delay:
@@ -234,6 +240,32 @@ class FakeAgent:
 
     async def kill_command(self, sandbox_id: str, pid: int, signal: int) -> None:
         self._command(sandbox_id, pid)
+
+    # --- code interpreter: an in-process fake (fake_interpreter.py) ---
+
+    def _interpreter(self, sandbox_id: str) -> FakeInterpreter:
+        self._require(sandbox_id)
+        return self.interpreters.setdefault(sandbox_id, FakeInterpreter())
+
+    async def code_languages(self, sandbox_id: str) -> dict[str, Any]:
+        self._interpreter(sandbox_id)
+        return {"languages": LANGUAGES}
+
+    async def code_contexts(self, sandbox_id: str) -> dict[str, Any]:
+        return {"contexts": list(self._interpreter(sandbox_id).contexts.values())}
+
+    async def create_code_context(self, sandbox_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._interpreter(sandbox_id).create(body)
+
+    async def restart_code_context(self, sandbox_id: str, context_id: str) -> dict[str, Any]:
+        return self._interpreter(sandbox_id).restart(context_id)
+
+    async def delete_code_context(self, sandbox_id: str, context_id: str) -> None:
+        self._interpreter(sandbox_id).delete(context_id)
+
+    async def code_execute(self, sandbox_id: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        self.last_code_body = body
+        return await self._interpreter(sandbox_id).execute(body)
 
     async def aclose(self) -> None:
         self.closed = True

@@ -21,6 +21,9 @@ BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", "/v1/sandboxes/{sandbox_id}/commands"): {"cmd": "true"},
     ("POST", "/v1/sandboxes/{sandbox_id}/commands/{pid}/stdin"): {"data": "x"},
     ("PUT", "/v1/sandboxes/{sandbox_id}/file"): None,
+    ("POST", "/v1/sandboxes/{sandbox_id}/code-execute"): {"code": "1+1"},
+    ("POST", "/v1/sandboxes/{sandbox_id}/code-contexts"): {"language": "python"},
+    ("POST", "/v1/sandboxes/{sandbox_id}/code-contexts/{context_id}/restart"): None,
     ("POST", "/v1/sandboxes/{sandbox_id}/files/mkdir"): {"path": "/tmp/d", "mode": 493, "parents": True},
     ("POST", "/v1/sandboxes/{sandbox_id}/files/rename"): {"src": "/tmp/a", "dst": "/tmp/b"},
     ("POST", "/v1/api-keys"): {"name": "x", "scopes": ["sandboxes:read"]},
@@ -32,7 +35,7 @@ BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
 PUBLIC = {("GET", "/healthz"), ("GET", "/v1/system")}
 ANY_KEY = {("GET", "/v1/auth/me")}
 # Owned objects: another member must get 404, as if it did not exist.
-OWNED_PARAMS = {"sandbox_id", "key_id", "pid"}
+OWNED_PARAMS = {"sandbox_id", "key_id", "pid", "context_id"}
 # Readable by everyone (templates), or admin-only routes answering 403 before any lookup (users).
 SHARED_PARAMS = {"template_id"}
 ADMIN_ONLY_PREFIXES = ("/v1/users", "/v1/audit")
@@ -60,6 +63,7 @@ def alices_objects(harness: Harness) -> dict[str, str]:
                               headers=harness.auth(alice)).json()["pid"]
     key_id = harness.client.get("/v1/api-keys", headers=harness.auth(alice)).json()[0]["id"]
     return {"sandbox_id": sb["id"], "pid": str(pid), "key_id": key_id, "user_id": alice_id,
+            "context_id": "ctx_alice",
             "template_id": "tpl_python", "alice": alice}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qbox.server.services.audit import AuditLog
+from qbox.server.services.code import CodeService
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.files import FileService
 from qbox.server.services.keys import KeyService
@@ -39,6 +40,7 @@ class Services:
     sandboxes: SandboxService
     processes: ProcessService
     files: FileService
+    code: CodeService
     templates: TemplateService
     reaper: Reaper
     keys: KeyService
@@ -56,6 +58,7 @@ class Services:
             sandboxes=sandboxes,
             processes=ProcessService(ctx, sandboxes),
             files=FileService(ctx, sandboxes),
+            code=CodeService(ctx, sandboxes),
             templates=TemplateService(ctx),
             reaper=Reaper(ctx, sandboxes, audit),
             keys=KeyService(ctx),

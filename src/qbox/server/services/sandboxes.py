@@ -102,13 +102,20 @@ class SandboxService:
         return sandbox
 
     async def relay(self, principal: Principal, sandbox_id: str,
-                    call: Callable[[AgentClient], Awaitable[T]]) -> T:
+                    call: Callable[[AgentClient], Awaitable[T]], *,
+                    check: Callable[[Sandbox, Template | None], None] | None = None) -> T:
         """``call`` on the agent of a running sandbox the principal may use.
 
-        A sandbox its host no longer knows is marked lost, and the caller gets
-        the same answer as for any sandbox that is not running.
+        ``check`` may refuse first, given the sandbox and its template (read in
+        the same session). A sandbox its host no longer knows is marked lost,
+        and the caller gets the same answer as for any sandbox that is not running.
         """
-        sandbox = await self.require_running(principal, sandbox_id)
+        async with self.ctx.sessions() as session:
+            sandbox = await self._owned(session, principal, sandbox_id)
+            if sandbox.status != SandboxState.RUNNING:
+                raise not_active(sandbox)
+            if check is not None:
+                check(sandbox, await session.get(Template, sandbox.template_id))
         agent = self.ctx.agents.for_host(sandbox.host_id)
         try:
             return await call(agent)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import select
 
@@ -18,6 +19,23 @@ from qbox.server.db.tables import Template
 from qbox.server.services.context import ServiceContext
 
 log = logging.getLogger("qbox.templates")
+
+
+CODE_INTERPRETER = "code-interpreter"
+
+
+def services_for(kernels: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The services a template offers, from what its image holds (its Jupyter kernels)."""
+    if not kernels:
+        return []
+    languages = sorted({str(k.get("language", "")) for k in kernels} - {""})
+    return [{"name": CODE_INTERPRETER, "type": CODE_INTERPRETER,
+             "version": "jupyter:" + ",".join(languages)}]
+
+
+def has_code_interpreter(template: Template | None) -> bool:
+    return template is not None and any(s.get("type") == CODE_INTERPRETER
+                                        for s in template.services)
 
 
 class TemplateService:
@@ -71,7 +89,8 @@ class TemplateService:
                     f"{int(image.get('sizeBytes', 0)) // (1024 * 1024)} MiB)")
         return await self._set(template_id, status="ready", build_error=None,
                                image_digest=image["digest"],
-                               size_bytes=int(image.get("sizeBytes", 0)))
+                               size_bytes=int(image.get("sizeBytes", 0)),
+                               services=services_for(image.get("kernels") or []))
 
     async def _set(self, template_id: str, **values: object) -> Template:
         async with self.ctx.sessions() as session:

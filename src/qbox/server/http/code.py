@@ -1,0 +1,176 @@
+"""/v1/sandboxes/{id}/code-*: the code interpreter (WIRE_PROTOCOL §4.5, SSE §5.1).
+
+``code-execute`` answers one JSON object, or, with ``"stream": true``, an
+SSE stream of CodeEvents that always ends with ``complete`` and is closed
+right after it (the published client reads to EOF with no timeout). Quiet
+executions get a keep-alive comment every few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import Field, field_validator
+
+from qbox.server.http.deps import json_body, note_of, require, services_of
+from qbox.server.http.schemas import ENV_KEY_RE, _Body, _no_nul
+from qbox.server.services.code import INTERRUPTED_ERROR, Execution
+from qbox.server.services.keys import Principal
+
+router = APIRouter(prefix="/v1/sandboxes/{sandbox_id}")
+KEEPALIVE_SECONDS = 10.0
+DEFAULT_TIMEOUT_SECONDS = 300
+MAX_TIMEOUT_SECONDS = 24 * 3600
+_LANGUAGE = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_+.-]+$")
+_CONTEXT_ID = Field(default=None, min_length=1, max_length=80, alias="contextId")
+
+
+class ExecuteBody(_Body):
+    code: str = Field(max_length=1024 * 1024)
+    context_id: str | None = _CONTEXT_ID
+    language: str | None = _LANGUAGE
+    env: dict[str, str] = Field(default_factory=dict)
+    # The published client sends int(timeout): 0 means "none given" here.
+    timeout_seconds: int | None = Field(default=None, alias="timeoutSeconds", ge=0,
+                                        le=MAX_TIMEOUT_SECONDS)
+    stream: bool = False
+
+    @field_validator("env")
+    @classmethod
+    def _env_ok(cls, env: dict[str, str]) -> dict[str, str]:
+        for key, value in env.items():
+            if not ENV_KEY_RE.match(key):
+                raise ValueError(f"invalid environment variable name {key!r}")
+            _no_nul(value, f"value of {key}")
+        return env
+
+    def to_agent(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "env": self.env,
+                                "timeoutSeconds": self.timeout_seconds or DEFAULT_TIMEOUT_SECONDS}
+        if self.context_id:
+            body["contextId"] = self.context_id
+        if self.language:
+            body["language"] = self.language.lower()
+        return body
+
+
+class ContextBody(_Body):
+    language: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_+.-]+$")
+    cwd: str | None = Field(default=None, min_length=1, max_length=4096)
+
+    _cwd_ok = field_validator("cwd")(lambda v: v if v is None else _no_nul(v, "cwd"))
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return f"event: {event['kind']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+
+
+async def _sse_stream(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """The events as SSE, keep-alives while quiet, and always a final ``complete``."""
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=64)
+
+    async def pump() -> None:
+        try:
+            async for event in events:
+                await queue.put(event)
+        finally:
+            await queue.put(None)
+
+    task = asyncio.ensure_future(pump())
+    completed = False
+    try:
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+                continue
+            if event is None:
+                break
+            yield _sse(event)
+            if event["kind"] == "complete":
+                completed = True
+                break
+        if not completed:  # the interpreter went away mid-execution: say so, then end
+            yield _sse({"kind": "error", "error": INTERRUPTED_ERROR})
+            yield _sse({"kind": "complete", "executionMs": 0, "timedOut": False})
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+
+
+@router.post("/code-execute", response_model=None)
+async def execute(
+    sandbox_id: str, request: Request,
+    principal: Principal = require("sandboxes:execute", action="code.execute"),
+) -> dict[str, Any] | StreamingResponse:
+    body = await json_body(request, ExecuteBody)
+    if note := note_of(request):
+        target = body.context_id or body.language or "default"
+        note.detail = f"{target} ({len(body.code.encode())} bytes of code)"
+    events = await services_of(request).code.execute(principal, sandbox_id, body.to_agent())
+    if body.stream:
+        return StreamingResponse(_sse_stream(events), media_type="text/event-stream; charset=utf-8",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    execution = Execution()
+    async with contextlib.aclosing(events):
+        async for event in events:
+            execution.add(event)
+            if execution.complete:
+                break
+    return execution.to_wire()
+
+
+@router.get("/code-languages")
+async def languages(sandbox_id: str, request: Request,
+                    principal: Principal = require("sandboxes:read")) -> dict[str, Any]:
+    return await services_of(request).code.languages(principal, sandbox_id)
+
+
+@router.get("/code-contexts")
+async def contexts(sandbox_id: str, request: Request,
+                   principal: Principal = require("sandboxes:read")) -> dict[str, Any]:
+    return await services_of(request).code.contexts(principal, sandbox_id)
+
+
+@router.post("/code-contexts", status_code=201)
+async def create_context(
+    sandbox_id: str, request: Request,
+    principal: Principal = require("sandboxes:execute", action="code.context.create"),
+) -> dict[str, Any]:
+    body = await json_body(request, ContextBody)
+    if note := note_of(request):
+        note.detail = body.language
+    context = await services_of(request).code.create_context(
+        principal, sandbox_id, body.model_dump(exclude_none=True))
+    if note := note_of(request):
+        note.detail = f"{context.get('id')} {body.language}"
+    return context
+
+
+@router.post("/code-contexts/{context_id}/restart")
+async def restart_context(
+    sandbox_id: str, context_id: str, request: Request,
+    principal: Principal = require("sandboxes:execute", action="code.context.restart"),
+) -> dict[str, Any]:
+    if note := note_of(request):
+        note.detail = context_id
+    return await services_of(request).code.restart_context(principal, sandbox_id, context_id)
+
+
+@router.delete("/code-contexts/{context_id}", status_code=204)
+async def delete_context(
+    sandbox_id: str, context_id: str, request: Request,
+    principal: Principal = require("sandboxes:execute", action="code.context.delete"),
+) -> Response:
+    if note := note_of(request):
+        note.detail = context_id
+    await services_of(request).code.delete_context(principal, sandbox_id, context_id)
+    return Response(status_code=204)
