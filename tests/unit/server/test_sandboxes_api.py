@@ -29,7 +29,7 @@ def test_spawn_with_wait_returns_running_sandbox(harness: Harness) -> None:
     assert sb["templateId"] == "tpl_python"
     assert sb["vm"] == {"vcpus": 2, "memoryMb": 1024}
     assert sb["labels"] == {"name": "demo"}
-    assert sb["services"] == []
+    assert [s["type"] for s in sb["services"]] == ["code-interpreter"]  # the template's
     assert sb["timeoutSeconds"] == 300
     assert sb["hostId"] == "local"
     for field in ("createdAt", "bootedAt", "expiresAt"):
