@@ -3,8 +3,10 @@ command's output for ``qbox sandboxes logs SANDBOX --pid PID [-f]``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal as signals
+from collections.abc import Iterator
 
 import click
 
@@ -33,13 +35,23 @@ def parse_signal(_ctx: click.Context | None, _param: click.Parameter | None, val
         raise click.BadParameter(f"no signal named {value!r}") from None
 
 
+@contextlib.contextmanager
+def _connected(state: CliState, sandbox_id: str) -> Iterator[Sandbox]:
+    """The sandbox, its connection closed afterwards; not ``with Sandbox``, which kills it."""
+    sb = Sandbox.connect(sandbox_id, config=state.config())
+    try:
+        yield sb
+    finally:
+        sb.close()
+
+
 @click.command("ps")
 @click.argument("sandbox")
 @json_option
 @pass_state
 def ps(state: CliState, sandbox: str) -> None:
     """List the commands started in a sandbox, running or exited."""
-    with Sandbox.connect(_resolve(state, sandbox), config=state.config()) as sb:
+    with _connected(state, _resolve(state, sandbox)) as sb:
         found = sb.commands.list()
     if state.json:
         state.emit_json([p.raw for p in found])
@@ -59,7 +71,7 @@ def ps(state: CliState, sandbox: str) -> None:
 def kill_process(state: CliState, sandbox: str, pid: int, signo: int) -> None:
     """Signal a command and everything it started."""
     sandbox_id = _resolve(state, sandbox)
-    with Sandbox.connect(sandbox_id, config=state.config()) as sb:
+    with _connected(state, sandbox_id) as sb:
         signalled = sb.commands.kill(pid, signo)
     if not signalled:
         raise ProcessNotFoundError(f"no process {pid} in {sandbox_id}", details={"pid": pid})
@@ -73,7 +85,7 @@ def command_output(state: CliState, sandbox: str, pid: int, follow: bool) -> Non
     """Print a command's output: what it wrote so far, or (``follow``) also what it writes
     until it ends. Its stdout goes to ours, its stderr to ours."""
     as_json = state.explicit_format == "json"  # raw text by default, even into a pipe
-    with Sandbox.connect(_resolve(state, sandbox), config=state.config()) as sb:
+    with _connected(state, _resolve(state, sandbox)) as sb:
         handle = sb.commands.connect(pid)
         if not follow:
             logs = handle.logs()

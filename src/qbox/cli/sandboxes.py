@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from qbox.cli import output
+from qbox.cli.code import run_code
 from qbox.cli.context import CliState, confirm_or_decline, json_option, pass_state
 from qbox.cli.exit_codes import ExitCode, exit_code_for
 from qbox.cli.files import files
@@ -82,6 +83,7 @@ def sandboxes() -> None:
 sandboxes.add_command(files)
 sandboxes.add_command(ps)
 sandboxes.add_command(kill_process)
+sandboxes.add_command(run_code)
 
 
 @sandboxes.command("create")

@@ -20,6 +20,7 @@ into the same class through ``error_from_wire`` — by code, never by message.
     │   ├── SandboxNotActiveError  sandbox_not_active
     │   ├── TemplateNotReadyError  template_not_ready
     │   └── InvalidArgumentError   invalid_argument
+    │       └── LanguageNotSupportedError  language_not_supported
     ├── FeatureDisabledError       (policy/feature)      422
     │   ├── SshDisabledError       ssh_disabled
     │   └── CodeInterpreterDisabledError
@@ -27,7 +28,8 @@ into the same class through ``error_from_wire`` — by code, never by message.
     ├── InternalError              internal              500
     ├── UnavailableError           unavailable           503
     │   ├── HostUnavailableError   host_unavailable      (transient)
-    │   └── HostNoCapacityError    host_no_capacity      (transient)
+    │   ├── HostNoCapacityError    host_no_capacity      (transient)
+    │   └── CodeInterpreterUnavailableError  code_interpreter_unavailable  (transient)
     ├── InsufficientStorageError   insufficient_storage  507
     ├── TransportError             (client side: never on the wire)
     │   ├── ConnectionFailedError
@@ -173,6 +175,12 @@ class InvalidArgumentError(ConflictError):
     code = "invalid_argument"
 
 
+class LanguageNotSupportedError(InvalidArgumentError):
+    """No kernel for the language; ``details.language`` and ``details.supportedLanguages``."""
+
+    code = "language_not_supported"
+
+
 class FeatureDisabledError(QboxError):
     code = "feature_disabled"
     status = 422
@@ -212,6 +220,17 @@ class HostUnavailableError(UnavailableError):
 
 class HostNoCapacityError(UnavailableError):
     code = "host_no_capacity"
+
+
+class CodeInterpreterUnavailableError(UnavailableError):
+    """The sandbox's kernels are still starting (or restarting): retry shortly."""
+
+    code = "code_interpreter_unavailable"
+
+    def __init__(self, message: str = "", **kwargs: Any) -> None:
+        details = dict(kwargs.pop("details", None) or {})
+        details.setdefault("transient", True)
+        super().__init__(message, details=details, **kwargs)
 
 
 class InsufficientStorageError(QboxError):
@@ -276,6 +295,18 @@ class FileEncodingError(QboxError):
     status = 0
 
 
+class ExecutionRaisedError(QboxError):
+    """Code run with ``run_code(..., raise_on_error=True)`` raised or timed out; the
+    whole ``Execution`` (results and logs so far) is in ``execution``."""
+
+    code = "execution_error"
+    status = 0
+
+    def __init__(self, message: str, *, execution: Any) -> None:
+        super().__init__(message)
+        self.execution = execution
+
+
 _ALL: tuple[type[QboxError], ...] = (
     ValidationError,
     PayloadTooLargeError,
@@ -291,6 +322,7 @@ _ALL: tuple[type[QboxError], ...] = (
     SandboxNotActiveError,
     TemplateNotReadyError,
     InvalidArgumentError,
+    LanguageNotSupportedError,
     FeatureDisabledError,
     SshDisabledError,
     CodeInterpreterDisabledError,
@@ -299,6 +331,7 @@ _ALL: tuple[type[QboxError], ...] = (
     UnavailableError,
     HostUnavailableError,
     HostNoCapacityError,
+    CodeInterpreterUnavailableError,
     InsufficientStorageError,
 )
 
@@ -307,8 +340,6 @@ ERROR_CLASSES_BY_CODE: dict[str, type[QboxError]] = {cls.code: cls for cls in _A
 ERROR_CLASSES_BY_CODE.update(
     {
         "sandbox_already_terminated": SandboxNotActiveError,
-        "language_not_supported": ConflictError,
-        "code_interpreter_unavailable": UnavailableError,
         "ssh_unavailable": UnavailableError,
         "policy_exceeded": InsufficientStorageError,
     }

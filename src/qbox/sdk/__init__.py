@@ -15,11 +15,13 @@ from __future__ import annotations
 from qbox.core.errors import (
     AuthenticationError,
     CodeInterpreterDisabledError,
+    CodeInterpreterUnavailableError,
     CommandExitError,
     CommandTimeoutError,
     ConflictError,
     ConnectionFailedError,
     ContextNotFoundError,
+    ExecutionRaisedError,
     FeatureDisabledError,
     FileEncodingError,
     HostNoCapacityError,
@@ -27,6 +29,7 @@ from qbox.core.errors import (
     InsufficientStorageError,
     InternalError,
     InvalidArgumentError,
+    LanguageNotSupportedError,
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
@@ -48,10 +51,24 @@ from qbox.core.errors import (
 )
 from qbox.core.states import SandboxState
 from qbox.sdk._api_keys import ApiKeys, AsyncApiKeys
+from qbox.sdk._async_code import AsyncCodeContexts
 from qbox.sdk._async_commands import AsyncCommandHandle, AsyncCommands
 from qbox.sdk._async_files import AsyncFiles
 from qbox.sdk._async_sandbox import AsyncSandbox
 from qbox.sdk._audit import AsyncAudit, Audit
+from qbox.sdk._code import CodeContexts
+from qbox.sdk._code_models import (
+    CodeContext,
+    CodeEvent,
+    CodeLanguage,
+    Execution,
+    ExecutionDone,
+    ExecutionError,
+    ExecutionStarted,
+    Logs,
+    Result,
+    StreamOutput,
+)
 from qbox.sdk._commands import CommandHandle, Commands
 from qbox.sdk._config import ConnectionConfig
 from qbox.sdk._file_models import FileEntry, FileStat
@@ -90,6 +107,7 @@ __all__ = [
     "AsyncApiKeys",
     "AsyncAudit",
     "AsyncByteStream",
+    "AsyncCodeContexts",
     "AsyncCommandHandle",
     "AsyncCommands",
     "AsyncFiles",
@@ -103,7 +121,12 @@ __all__ = [
     "AuditVerification",
     "AuthenticationError",
     "ByteStream",
+    "CodeContext",
+    "CodeContexts",
+    "CodeEvent",
     "CodeInterpreterDisabledError",
+    "CodeInterpreterUnavailableError",
+    "CodeLanguage",
     "CommandExitError",
     "CommandHandle",
     "CommandLogs",
@@ -118,6 +141,11 @@ __all__ = [
     "ContextNotFoundError",
     "CreatedApiKey",
     "ExecResult",
+    "Execution",
+    "ExecutionDone",
+    "ExecutionError",
+    "ExecutionRaisedError",
+    "ExecutionStarted",
     "FeatureDisabledError",
     "FileEncodingError",
     "FileEntry",
@@ -129,7 +157,9 @@ __all__ = [
     "InsufficientStorageError",
     "InternalError",
     "InvalidArgumentError",
+    "LanguageNotSupportedError",
     "LogEntry",
+    "Logs",
     "MethodNotAllowedError",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -139,6 +169,7 @@ __all__ = [
     "QboxError",
     "RateLimitedError",
     "RequestTimeoutError",
+    "Result",
     "Sandbox",
     "SandboxInfo",
     "SandboxNotActiveError",
@@ -148,6 +179,7 @@ __all__ = [
     "SandboxState",
     "ServiceInfo",
     "SshDisabledError",
+    "StreamOutput",
     "System",
     "SystemInfo",
     "TemplateInfo",

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
 from qbox.core.errors import NotFoundError, QboxError
+from qbox.sdk import _code_ops as code_ops
 from qbox.sdk import _sandbox_ops as ops
+from qbox.sdk._async_code import AsyncCodeContexts, astream_events
 from qbox.sdk._async_commands import AsyncCommands
 from qbox.sdk._async_files import AsyncFiles
+from qbox.sdk._code_models import CodeEvent, Execution, ExecutionError, Result
+from qbox.sdk._code_ops import Callbacks, ContextRef, ExecuteRequest
 from qbox.sdk._config import ConnectionConfig
 from qbox.sdk._hybrid import class_or_instance
 from qbox.sdk._models import ExecResult, LogEntry, SandboxInfo
@@ -28,6 +32,7 @@ class AsyncSandbox:
         self._conn = connection
         self.commands = AsyncCommands(connection, info.id)
         self.files = AsyncFiles(connection, info.id)
+        self.code_contexts = AsyncCodeContexts(connection, info.id)
 
     @property
     def id(self) -> str:
@@ -215,6 +220,51 @@ class AsyncSandbox:
                 timeout=timeout,
             )
         )
+
+    async def run_code(
+        self,
+        code: str,
+        language: str | None = None,
+        context: ContextRef | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = 60,
+        on_stdout: Callable[[str], object] | None = None,
+        on_stderr: Callable[[str], object] | None = None,
+        on_result: Callable[[Result], object] | None = None,
+        on_error: Callable[[ExecutionError], object] | None = None,
+        raise_on_error: bool = False,
+    ) -> Execution:
+        """Run ``code`` in the sandbox's interpreter and return its ``Execution``.
+
+        ``language`` picks that language's default context, ``context`` (a
+        ``CodeContext`` or its id) a context of your own; neither: the default
+        Python context. Variables persist in a context between calls. A code
+        error comes back in ``Execution.error`` (as in E2B), or is raised as
+        ``ExecutionRaisedError`` with ``raise_on_error=True``, which also raises
+        on a timeout. With callbacks, output is delivered as it is produced.
+        """
+        request = ExecuteRequest.of(code, language, context, env, timeout)
+        callbacks = Callbacks(on_stdout, on_stderr, on_result, on_error)
+        return await self._conn.run(
+            code_ops.run(self._conn.api, self.id, request, callbacks, raise_on_error=raise_on_error)
+        )
+
+    async def run_code_stream(
+        self,
+        code: str,
+        language: str | None = None,
+        context: ContextRef | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = 60,
+    ) -> AsyncIterator[CodeEvent]:
+        """Run ``code`` and yield its events as they come: ``ExecutionStarted``, then
+        ``StreamOutput``, ``Result`` and ``ExecutionError`` in order, ``ExecutionDone`` last.
+        Stopping early closes the stream (the code runs on)."""
+        request = ExecuteRequest.of(code, language, context, env, timeout)
+        async for event in astream_events(self._conn, self.id, request):
+            yield event
 
     async def close(self) -> None:
         """Release the HTTP connection; the sandbox keeps running."""

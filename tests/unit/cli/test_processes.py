@@ -33,6 +33,9 @@ def test_ps_table_and_json(cli: Cli) -> None:
     assert lines[1].split() == ["2", "yes", "-", "2026-01-02", "03:04:05", "sleep", "60"]
     assert lines[2].split()[:3] == ["5", "no", "3"] and lines[2].endswith("sh -c exit 3")
     assert json.loads(cli("sb", "ps", "sb_1", "--json").stdout) == PROCESSES
+    # Looking at a sandbox's processes leaves it running.
+    assert not any(t.startswith("DELETE /v1/sandboxes/sb_1 ") or t == "DELETE /v1/sandboxes/sb_1"
+                   for t in cli.server.targets), cli.server.targets
 
 
 def test_kill_process_by_signal_name_or_number(cli: Cli) -> None:

@@ -11,6 +11,7 @@ from qbox import (
     ApiKeys,
     AsyncApiKeys,
     AsyncAudit,
+    AsyncCodeContexts,
     AsyncCommandHandle,
     AsyncCommands,
     AsyncFiles,
@@ -19,6 +20,7 @@ from qbox import (
     AsyncTemplates,
     AsyncUsers,
     Audit,
+    CodeContexts,
     CommandHandle,
     CommandOutput,
     Commands,
@@ -43,6 +45,7 @@ PAIRS = [
     (ApiKeys, AsyncApiKeys),
     (Users, AsyncUsers),
     (Audit, AsyncAudit),
+    (CodeContexts, AsyncCodeContexts),
 ]
 
 
