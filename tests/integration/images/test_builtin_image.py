@@ -126,10 +126,43 @@ def test_python_runs_there_as_the_sandbox_user(imported: Imported) -> None:
     assert out.stdout.split() == ["1000", "OpenSSL"]
 
 
+def test_kernels_and_the_data_stack_are_there(imported: Imported) -> None:
+    rootfs = imported.store.rootfs_path(imported.info.digest)
+    # -I -B: read only; nothing may write into a shared lower dir.
+    # A chroot has no /proc or /dev, which IPython needs at import (even
+    # jupyter_client's kernelspec lookup imports it); starting kernels is the
+    # code interpreter's integration test.
+    script = (
+        "import importlib.metadata, importlib.util, numpy, pandas, matplotlib.pyplot\n"
+        "assert all(importlib.util.find_spec(m) for m in ('bash_kernel', 'ipykernel', 'pexpect', 'filetype'))\n"
+        "print(importlib.metadata.version('jupyter_client'), importlib.metadata.version('bash_kernel'))\n"
+    )
+    out = subprocess.run(
+        ["chroot", "--userspec=1000:1000", str(rootfs), "/usr/bin/python3", "-I", "-B", "-c", script],
+        env={"PATH": SANDBOX_PATH, "HOME": "/home/user", "MPLBACKEND": "Agg"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    jupyter_client_version, bash_kernel_version = out.stdout.split()
+    assert jupyter_client_version.startswith("7.4.") and bash_kernel_version == "0.10.0"
+    assert json.loads((rootfs / "usr/share/jupyter/kernels/python3/kernel.json").read_text())["language"] == "python"
+    bash = json.loads((rootfs / "usr/local/share/jupyter/kernels/bash/kernel.json").read_text())
+    assert bash["argv"] == ["python3", "-m", "bash_kernel", "-f", "{connection_file}"]
+    assert (bash["display_name"], bash["language"]) == ("Bash", "bash")
+    # Built at image build time, as the sandbox user: the first plot in a sandbox is not slowed by it.
+    font_cache = next((rootfs / "home/user/.cache/matplotlib").glob("fontlist-*.json"))
+    assert (font_cache.stat().st_uid, font_cache.stat().st_gid) == (1000, 1000)
+    # Precompiled: importing the kernel writes no .pyc into the (read-only, shared) image.
+    assert list((rootfs / "usr/local/lib/python3.11/dist-packages/bash_kernel/__pycache__").glob("kernel.*.pyc"))
+
+
 def test_image_config(imported: Imported) -> None:
     config = imported.store.config(imported.info.digest)
 
-    assert config.env == (f"PATH={SANDBOX_PATH}",)
+    assert config.env == (f"PATH={SANDBOX_PATH}", "MPLBACKEND=Agg")
     assert config.working_dir == "/home/user"
     assert config.user == ""  # qbox picks the user per exec
 

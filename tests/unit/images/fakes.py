@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
+import sys
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +59,10 @@ class FakeRunner:
         out = []
         for call in self.calls:
             if call[0] == "chroot":
-                out.append(f"chroot {call[2]}")
+                # Skip chroot's own options and the rootfs.
+                out.append(f"chroot {[a for a in call[1:] if not a.startswith('--')][1]}")
+            elif call[1:3] == ["-m", "pip"]:
+                out.append(f"pip {call[3]}")
             elif call[0] in ("umoci", "skopeo"):
                 out.append(f"{call[0]} {call[1]}")
             else:
@@ -156,7 +162,43 @@ def fake_mmdebstrap() -> Handler:
         (target / "var/cache/apt/pkgcache.bin").write_text("x")
         (target / "var/cache/apt/archives/python3_3.11.deb").write_text("x")
         (target / "tmp" / "leftover").write_text("x")
+        (target / "usr/bin").mkdir(parents=True, exist_ok=True)
+        (target / "usr/bin/python3").symlink_to("python3.11")
         return Reply(0, ("I: running apt-get update...", "I: success in 1.0 seconds"))
+
+    return handle
+
+
+def make_wheel(name: str, version: str, extra: dict[str, bytes] | None = None) -> bytes:
+    """A minimal pure-Python wheel: a package with an ``__init__``, and its dist-info."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(f"{name}/", b"")
+        archive.writestr(f"{name}/__init__.py", f"__version__ = {version!r}\n".encode())
+        archive.writestr(f"{name}-{version}.dist-info/METADATA", f"Name: {name}\nVersion: {version}\n".encode())
+        for member, data in (extra or {}).items():
+            archive.writestr(member, data)
+    return buffer.getvalue()
+
+
+def fake_pip(wheels: Mapping[str, bytes] | None = None) -> Handler:
+    """``python -m pip download -d DIR -r FILE``: writes the wheel named by each pinned line.
+
+    Serves ``wheels[requirement]`` when given, else a minimal wheel; the
+    requirement must carry a ``--hash`` (real pip checks it).
+    """
+
+    def handle(argv: list[str]) -> Reply | None:
+        assert argv[1:4] == ["-m", "pip", "download"], argv
+        assert "--require-hashes" in argv and "--no-deps" in argv
+        dest = Path(argv[argv.index("-d") + 1])
+        for line in Path(argv[argv.index("-r") + 1]).read_text().splitlines():
+            requirement, _, pin = line.partition(" --hash=sha256:")
+            assert len(pin) == 64, line
+            name, _, version = requirement.partition("==")
+            data = (wheels or {}).get(requirement) or make_wheel(name, version)
+            (dest / f"{name}-{version}-py3-none-any.whl").write_bytes(data)
+        return Reply(0, ("Saved wheel",))
 
     return handle
 
@@ -170,4 +212,5 @@ def build_runner() -> FakeRunner:
     """A runner that also bootstraps (enough for ``ensure_base_image``)."""
     runner = image_runner()
     runner.handlers["mmdebstrap"] = fake_mmdebstrap()
+    runner.handlers[sys.executable] = fake_pip()
     return runner

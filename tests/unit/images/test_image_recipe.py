@@ -28,11 +28,13 @@ from .fakes import Reply, build_runner, digest_for
 def test_python_recipe_key_is_pinned() -> None:
     # Changing this key makes every machine rebuild its base image and every
     # new sandbox use a new one. If the change is intended, update the value.
-    assert PYTHON_RECIPE.key() == "python-1df3cdb8d67c4a36"
+    assert PYTHON_RECIPE.key() == "python-824d56e1c89de965"
 
 
 def test_python_recipe_has_what_a_sandbox_needs() -> None:
-    needed = {"python3", "python3-pip", "python3-venv", "python-is-python3", "ca-certificates", "procps", "bash"}
+    needed = {"python3", "python3-pip", "python3-venv", "python-is-python3", "ca-certificates", "procps", "bash",
+              "python3-ipykernel", "python3-jupyter-client", "python3-numpy", "python3-pandas", "python3-matplotlib",
+              "python3-pexpect"}  # fmt: skip
     assert needed <= set(PYTHON_RECIPE.packages)
     assert PYTHON_RECIPE.suite == "bookworm"
     assert PYTHON_RECIPE.variant == "minbase"
@@ -40,7 +42,10 @@ def test_python_recipe_has_what_a_sandbox_needs() -> None:
     assert (user.name, user.uid, user.gid, user.home, user.shell) == (
         "user", 1000, 1000, "/home/user", "/bin/bash",
     )  # fmt: skip
-    assert PYTHON_RECIPE.env == ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
+    assert PYTHON_RECIPE.env == (
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "MPLBACKEND=Agg",
+    )
     assert PYTHON_RECIPE.working_dir == "/home/user"
 
 
@@ -57,6 +62,10 @@ def test_key_ignores_package_order_and_repeats() -> None:
         {"version": RECIPE_VERSION + 1},
         {"variant": "apt"},
         {"working_dir": "/root"},
+        {"wheels": ()},
+        {"kernelspecs": ()},
+        {"user_warmups": ()},
+        {"compile_dirs": ("/usr/lib/python3",)},
     ],
 )
 def test_key_changes_with_the_recipe(change: dict[str, object]) -> None:
@@ -67,7 +76,14 @@ def test_key_changes_with_the_recipe(change: dict[str, object]) -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"packages": ("python3", "--force")}, {"packages": ("a,b",)}, {"suite": "../x"}, {"name": "Py"}],
+    [
+        {"packages": ("python3", "--force")},
+        {"packages": ("a,b",)},
+        {"suite": "../x"},
+        {"name": "Py"},
+        {"compile_dirs": ("usr/lib",)},
+        {"compile_dirs": ("/usr/../etc",)},
+    ],
 )
 def test_odd_recipe_values_are_refused(change: dict[str, object]) -> None:
     with pytest.raises(ValueError):
@@ -84,6 +100,9 @@ BUILD_STEPS = [
     "mmdebstrap",
     "chroot groupadd",
     "chroot useradd",
+    "pip download",
+    "chroot python3",
+    "chroot env",
     "umoci init",
     "umoci new",
     "umoci insert",

@@ -10,9 +10,13 @@ well-formed, so paths inside it are never followed through symlinks.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import sys
+import tempfile
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +26,7 @@ from qbox.agent.images.runner import CommandRunner
 from qbox.core.errors import InternalError
 
 if TYPE_CHECKING:
-    from qbox.agent.images.recipe import Recipe, SandboxUser
+    from qbox.agent.images.recipe import KernelSpec, Recipe, SandboxUser, Wheel
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
@@ -30,6 +34,8 @@ ProgressCallback = Callable[[str], None]
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 _OCTAL_ESCAPE_RE = re.compile(r"\\([0-7]{3})")
+_PYTHON_NAME_RE = re.compile(r"python3\.[0-9]+")
+KERNELSPEC_DIR = "usr/local/share/jupyter/kernels"
 
 
 def mmdebstrap_argv(recipe: Recipe, target: Path, sources: Sequence[AptSource]) -> list[str]:
@@ -101,6 +107,14 @@ async def build_rootfs(
         _write_file(target, "etc/apt/sources.list", "\n".join(lines) + "\n")
     progress("configuring the sandbox user…")
     await add_sandbox_user(recipe.user, target, runner)
+    if recipe.wheels:
+        await install_wheels(recipe.wheels, target, runner, progress)
+    for spec in recipe.kernelspecs:
+        write_kernelspec(target, spec)
+    if recipe.compile_dirs:
+        await compile_python(recipe.compile_dirs, target, runner, progress)
+    for warmup in recipe.user_warmups:
+        await run_as_user(recipe, target, warmup, runner, progress)
     neutralise_identity(target)
     slim(target)
     return tool
@@ -131,6 +145,109 @@ async def add_sandbox_user(user: SandboxUser, rootfs: Path, runner: CommandRunne
         result = await runner.run(["chroot", str(rootfs), *argv])
         if not result.ok:
             raise InternalError(f"{argv[0]} in the new rootfs failed: {result.output_tail}")
+
+
+def python_site_dir(rootfs: Path) -> str:
+    """Where the image's python3 finds local packages: ``usr/local/lib/python3.X/dist-packages``.
+
+    Read from the ``/usr/bin/python3`` symlink Debian ships, without running anything.
+    """
+    try:
+        name = os.readlink(rootfs / "usr/bin/python3")
+    except OSError as exc:
+        raise InternalError(f"the new rootfs has no /usr/bin/python3 symlink: {exc}") from exc
+    if not _PYTHON_NAME_RE.fullmatch(name):
+        raise InternalError(f"/usr/bin/python3 in the new rootfs points at {name!r}, not python3.X")
+    return f"usr/local/lib/{name}/dist-packages"
+
+
+async def install_wheels(
+    wheels: Sequence[Wheel], rootfs: Path, runner: CommandRunner, progress: ProgressCallback
+) -> None:
+    """Download each pinned wheel on the host (pip checks its hash) and unzip it into the image."""
+    site = python_site_dir(rootfs)
+    with tempfile.TemporaryDirectory(prefix="qbox-wheels-") as tmp:
+        for index, wheel in enumerate(wheels):
+            progress(f"fetching wheel {wheel.requirement}…")
+            dest = Path(tmp) / str(index)
+            dest.mkdir()
+            requirements = Path(tmp) / f"{index}.txt"
+            requirements.write_text(f"{wheel.requirement} --hash=sha256:{wheel.sha256}\n")
+            argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--require-hashes",
+                    "--disable-pip-version-check", "-d", str(dest), "-r", str(requirements)]  # fmt: skip
+            result = await runner.run(argv)
+            if not result.ok:
+                raise InternalError(f"pip download {wheel.requirement} failed: {result.output_tail}")
+            files = sorted(dest.glob("*.whl"))
+            if len(files) != 1:
+                raise InternalError(f"pip download {wheel.requirement} left {len(files)} wheels, not 1")
+            unpack_wheel(files[0], rootfs, site)
+
+
+def unpack_wheel(path: Path, rootfs: Path, site: str) -> None:
+    """Install a pure-Python wheel the way pip would, minus scripts and data files."""
+    if not path.name.endswith("-none-any.whl"):
+        # The host's pip picked it for the host's Python, not the image's.
+        raise InternalError(f"wheel {path.name} is not pure Python (…-none-any.whl)")
+    with zipfile.ZipFile(path) as archive:
+        members = [(member, _wheel_target(member.filename)) for member in archive.infolist()]
+        for member, rel in members:
+            if member.is_dir():
+                continue
+            target_rel = f"{site}/{rel}"
+            _make_dirs(rootfs, str(Path(target_rel).parent))
+            _write_bytes(rootfs, target_rel, archive.read(member))
+        dist_info = {rel.split("/")[0] for _, rel in members if rel.split("/")[0].endswith(".dist-info")}
+        for name in dist_info:
+            _write_bytes(rootfs, f"{site}/{name}/INSTALLER", b"qbox\n")
+
+
+def _wheel_target(name: str) -> str:
+    parts = name.rstrip("/").split("/")
+    if name.startswith("/") or "\\" in name or any(part in ("", ".", "..") for part in parts):
+        raise InternalError(f"wheel member {name!r} is not a plain relative path")
+    if parts[0].endswith(".data"):
+        if len(parts) > 2 and parts[1] in ("purelib", "platlib"):
+            return "/".join(parts[2:])
+        raise InternalError(f"wheel member {name!r} installs outside site-packages, which is not supported")
+    return name
+
+
+def write_kernelspec(rootfs: Path, spec: KernelSpec) -> None:
+    directory = f"{KERNELSPEC_DIR}/{spec.name}"
+    _make_dirs(rootfs, directory)
+    _write_file(rootfs, f"{directory}/kernel.json", json.dumps(spec.kernel_json(), indent=1, sort_keys=True) + "\n")
+
+
+async def compile_python(
+    directories: Sequence[str], rootfs: Path, runner: CommandRunner, progress: ProgressCallback
+) -> None:
+    present = [d for d in directories if (found := _inside(rootfs, d.lstrip("/"))) is not None and found.is_dir()]
+    if not present:
+        return
+    progress("byte-compiling Python modules…")
+    # No -j: the chroot has no /dev/shm, which compileall's worker pool needs.
+    result = await runner.run(["chroot", str(rootfs), "python3", "-m", "compileall", "-q", *present])
+    if not result.ok:
+        # Files that do not compile (test data, Python 2 leftovers) cannot be
+        # imported either; the rest got compiled, which is what counts.
+        progress(f"compileall reported errors: {result.output_tail}")
+
+
+async def run_as_user(
+    recipe: Recipe, rootfs: Path, argv: Sequence[str], runner: CommandRunner, progress: ProgressCallback
+) -> None:
+    """Run ``argv`` in the image as the sandbox user, with the image's environment."""
+    user = recipe.user
+    progress(f"warming up: {' '.join(argv)}")
+    command = [
+        "chroot", f"--userspec={user.uid}:{user.gid}", f"--groups={user.gid}", str(rootfs),
+        "env", "-i", f"HOME={user.home}", f"USER={user.name}", *recipe.env,
+        "sh", "-c", 'cd "$HOME" && exec "$@"', "sh", *argv,
+    ]  # fmt: skip
+    result = await runner.run(command)
+    if not result.ok:
+        raise InternalError(f"{' '.join(argv)} in the new rootfs failed: {result.output_tail}")
 
 
 def neutralise_identity(rootfs: Path) -> None:
@@ -202,6 +319,10 @@ def _inside(rootfs: Path, rel: str) -> Path | None:
 
 
 def _write_file(rootfs: Path, rel: str, content: str) -> None:
+    _write_bytes(rootfs, rel, content.encode())
+
+
+def _write_bytes(rootfs: Path, rel: str, content: bytes) -> None:
     path = _inside(rootfs, str(Path(rel).parent))
     if path is None:
         raise InternalError(f"/{Path(rel).parent} in the new rootfs is a symlink")
@@ -209,10 +330,22 @@ def _write_file(rootfs: Path, rel: str, content: str) -> None:
     if target.is_symlink() or target.exists():
         target.unlink()
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
+    with os.fdopen(fd, "wb") as out:
         out.write(content)
     # os.open's mode is filtered by the umask; the image's files must not be.
     os.chmod(target, 0o644)
+
+
+def _make_dirs(rootfs: Path, rel: str) -> None:
+    """``mkdir -p rootfs/rel`` (mode 0755), refusing to pass through a symlink."""
+    current = rootfs
+    for part in Path(rel).parts:
+        current = current / part
+        if current.is_symlink():
+            raise InternalError(f"/{rel} in the new rootfs goes through a symlink")
+        if not current.is_dir():
+            current.mkdir()
+            os.chmod(current, 0o755)
 
 
 def remove_tree(path: Path) -> None:

@@ -40,7 +40,7 @@ from qbox.agent.images.store import ImageInfo, ImageStore
 from qbox.core.errors import InternalError
 
 # Bump when the build steps change in a way the recipe's fields do not show.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CACHE_DIR_ENV = "QBOX_CACHE_DIR"
@@ -62,6 +62,9 @@ SLIM_DPKG_OPTIONS = (
 
 _PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 _WORD_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
+# Exactly pinned: a wheel's version (and hash) must not drift between builds.
+_REQUIREMENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*==[0-9][A-Za-z0-9.+!-]*")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 ProgressCallback = Callable[[str], None]
 
@@ -76,6 +79,48 @@ class SandboxUser:
 
 
 @dataclass(frozen=True)
+class Wheel:
+    """A pure-Python package Debian lacks: fetched from PyPI on the host, unzipped into the image.
+
+    No pip runs inside the image, so nothing of PyPI's executes as root there.
+    """
+
+    requirement: str  # "name==version"
+    sha256: str
+
+    def __post_init__(self) -> None:
+        if not _REQUIREMENT_RE.fullmatch(self.requirement):
+            raise ValueError(f"wheel {self.requirement!r} is not pinned as name==version")
+        if not _SHA256_RE.fullmatch(self.sha256):
+            raise ValueError(f"wheel {self.requirement}: {self.sha256!r} is not a sha256 hex digest")
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A Jupyter kernelspec written to /usr/local/share/jupyter/kernels/<name>/kernel.json."""
+
+    name: str
+    display_name: str
+    language: str
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _WORD_RE.fullmatch(self.name):
+            raise ValueError(f"kernelspec name {self.name!r} is not a plain lowercase name")
+
+    def kernel_json(self) -> dict[str, object]:
+        spec: dict[str, object] = {
+            "argv": list(self.argv),
+            "display_name": self.display_name,
+            "language": self.language,
+        }
+        if self.env:
+            spec["env"] = dict(self.env)
+        return spec
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     suite: str
@@ -84,6 +129,14 @@ class Recipe:
     components: tuple[str, ...] = ("main",)
     dpkg_options: tuple[str, ...] = SLIM_DPKG_OPTIONS
     user: SandboxUser = field(default_factory=SandboxUser)
+    wheels: tuple[Wheel, ...] = ()
+    kernelspecs: tuple[KernelSpec, ...] = ()
+    # Byte-compiled at build time (inside the image, by its own python3), so
+    # the first import in a sandbox does not write (or fail to write) .pyc files.
+    compile_dirs: tuple[str, ...] = ()
+    # Run in the image as the sandbox user after everything is installed, to
+    # leave caches in its home (matplotlib's font list takes seconds to build).
+    user_warmups: tuple[tuple[str, ...], ...] = ()
     # Image config. No User: qbox picks the user for each exec.
     env: tuple[str, ...] = (f"PATH={SANDBOX_PATH}",)
     working_dir: str = "/home/user"
@@ -98,6 +151,9 @@ class Recipe:
         for package in self.packages:
             if not _PACKAGE_RE.fullmatch(package):
                 raise ValueError(f"{package!r} is not a Debian package name")
+        for directory in self.compile_dirs:
+            if not directory.startswith("/") or ".." in directory.split("/"):
+                raise ValueError(f"compile dir {directory!r} is not an absolute path")
 
     def key(self) -> str:
         """Stable id of what this recipe builds: ``<name>-<16 hex>``."""
@@ -123,7 +179,31 @@ PYTHON_RECIPE = Recipe(
         "python3-venv",
         # `python` on PATH, as users (and the API reference's examples) expect.
         "python-is-python3",
+        # Code interpreter: Jupyter kernels and the usual data-analysis stack.
+        "python3-ipykernel",
+        "python3-jupyter-client",
+        "python3-numpy",
+        "python3-pandas",
+        "python3-matplotlib",
+        # bash_kernel's dependencies (bash_kernel itself is a wheel below).
+        "python3-pexpect",
+        "python3-filetype",
     ),
+    wheels=(Wheel("bash_kernel==0.10.0", "da28513230f5307c7a49e87352366304dc52b66faa207d6caed1b2bdec03c1fa"),),
+    # Debian's python3-ipykernel ships the python3 kernelspec itself.
+    kernelspecs=(
+        KernelSpec(
+            name="bash",
+            display_name="Bash",
+            language="bash",
+            argv=("python3", "-m", "bash_kernel", "-f", "{connection_file}"),
+            # As bash_kernel's own installer writes it.
+            env=(("PS1", "$"),),
+        ),
+    ),
+    compile_dirs=("/usr/lib/python3/dist-packages", "/usr/lib/python3.11", "/usr/local/lib/python3.11"),
+    user_warmups=(("python3", "-c", "import matplotlib.pyplot"),),
+    env=(f"PATH={SANDBOX_PATH}", "MPLBACKEND=Agg"),
 )
 
 
