@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from qbox._version import __version__
+from qbox.agent.code_api import code_router
 from qbox.agent.command_stream import NDJSON, LogsQuery, logs_json, ndjson_response
 from qbox.agent.files_api import files_router
 from qbox.agent.hostprep import prepare_host
@@ -274,5 +275,7 @@ def create_app(settings: AgentSettings, runtime: RuntimeDriver | None = None,
     install_error_handlers(app)
     app.include_router(_routes(), prefix=PREFIX, dependencies=[Depends(_bearer_check(secret))])
     app.include_router(files_router(), prefix=PREFIX,
+                       dependencies=[Depends(_bearer_check(secret))])
+    app.include_router(code_router(), prefix=PREFIX,
                        dependencies=[Depends(_bearer_check(secret))])
     return app

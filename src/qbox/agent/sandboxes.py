@@ -20,6 +20,7 @@ from typing import Protocol
 from qbox.agent import fsid, users
 from qbox.agent import spec as specs
 from qbox.agent.files import Identity, SandboxFiles
+from qbox.agent.interpreter.manager import GUEST_SOURCE, CodeInterpreter, CodeInterpreters
 from qbox.agent.isolation import OOM_EXIT_REASON, IsolationPolicy, init_killed_by_oom, oom_counter
 from qbox.agent.network import NoNetwork, SandboxNetwork
 from qbox.agent.openat2 import RootDir
@@ -31,6 +32,7 @@ from qbox.agent.runtime.base import (
     ContainerState,
     ContainerStatus,
     ExitStatus,
+    ProcessHandle,
     ProcessSpec,
     RuntimeDriver,
 )
@@ -108,6 +110,8 @@ class SandboxManager:
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._image_envs: dict[str, dict[str, str]] = {}
+        # Jupyter kernels per sandbox (interpreter/): warmed up at boot when the image has some.
+        self.interpreters = CodeInterpreters()
 
     # --- lookup ----------------------------------------------------------------
 
@@ -155,6 +159,10 @@ class SandboxManager:
     def processes(self, sandbox_id: str) -> ProcessManager:
         self._active(sandbox_id)
         return self._processes[sandbox_id]
+
+    def code(self, sandbox_id: str) -> CodeInterpreter:
+        self._active(sandbox_id)
+        return self.interpreters.get(sandbox_id)
 
     def files(self, sandbox_id: str, user: str | None = None) -> SandboxFiles:
         """The sandbox's files as ``user`` (None: the default user) may see and change them."""
@@ -252,6 +260,7 @@ class SandboxManager:
             netns_path=attachment.netns_path,
             resolv_conf=attachment.resolv_conf,
             sysfs_source=sysfs,
+            guest_source=GUEST_SOURCE if GUEST_SOURCE.is_dir() else None,
             **isolation.config_fields(),
         ))
         (sandbox.directory / "config.json").write_text(json.dumps(config))
@@ -282,6 +291,13 @@ class SandboxManager:
             kill_grace=self._settings.kill_grace_seconds,
         )
         self._watchers[sandbox.id] = asyncio.create_task(self._watch(sandbox))
+        self.interpreters.attach(sandbox.id, sandbox.rootfs,
+                                 functools.partial(self._spawn_kernel_host, sandbox))
+
+    async def _spawn_kernel_host(self, sandbox: Sandbox, argv: list[str]) -> ProcessHandle:
+        # As the sandbox user in its home, like any command (its env, its limits).
+        process = self._process_spec(sandbox, argv, env=None, cwd=None, user=None)
+        return await self._runtime_of(sandbox).exec(sandbox.id, process, stdin=True)
 
     async def _watch(self, sandbox: Sandbox) -> None:
         """Mark the sandbox stopped when its init exits (not through delete)."""
@@ -336,6 +352,7 @@ class SandboxManager:
         processes = self._processes.pop(sandbox_id, None)
         if processes is not None:
             await step(processes.close)
+        await step(functools.partial(self.interpreters.detach, sandbox_id))
         if watcher is not None:
             watcher.cancel()
         if directory.exists():
@@ -453,4 +470,6 @@ class SandboxManager:
         for watcher in self._watchers.values():
             watcher.cancel()
         self._watchers.clear()
+        # Closing a kernel host's stdin makes it shut its kernels down.
+        await self.interpreters.close()
         await self._network.close()

@@ -27,6 +27,8 @@ from qbox.core.errors import ValidationError
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 INIT_IN_SANDBOX = "/.qbox/init"
+# The code interpreter's in-sandbox scripts (interpreter/guest/), read-only.
+GUEST_IN_SANDBOX = "/.qbox/guest"
 CPU_PERIOD_US = 100_000
 CGROUP_PARENT = "/qbox"
 MIB = 1024 * 1024
@@ -93,6 +95,8 @@ class SandboxConfig:
     sysfs_source: Path | None = None
     # Limit memory+swap to the memory limit (the host must account swap).
     no_swap: bool = False
+    # The host directory bound read-only at GUEST_IN_SANDBOX; None → no such mount.
+    guest_source: Path | None = None
 
 
 def sandbox_rlimits(host_nofile_hard: int, wanted_nofile: int = NOFILE_LIMIT
@@ -212,8 +216,17 @@ def _mounts(config: SandboxConfig) -> list[dict[str, Any]]:
         _sysfs_mount(config),
         {"destination": INIT_IN_SANDBOX, "type": "bind", "source": str(config.init_source),
          "options": ["bind", "ro", "nosuid", "nodev"]},
+        *_guest_mounts(config),
         *_network_mounts(config),
     ]
+
+
+def _guest_mounts(config: SandboxConfig) -> list[dict[str, Any]]:
+    if config.guest_source is None:
+        return []
+    # noexec too: the image's python3 runs the scripts by reading them.
+    return [{"destination": GUEST_IN_SANDBOX, "type": "bind", "source": str(config.guest_source),
+             "options": ["bind", "ro", "nosuid", "nodev", "noexec"]}]
 
 
 def _sysfs_mount(config: SandboxConfig) -> dict[str, Any]:
