@@ -16,14 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import posixpath
 import secrets
+import threading
 import stat as stats
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from qbox.agent.openat2 import open_in_root
 from qbox.core.errors import (
@@ -37,6 +39,7 @@ from qbox.core.errors import (
 )
 from qbox.core.timefmt import to_wire
 
+T = TypeVar("T")
 _MAX_PATH = 4096
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY
 _NOT_FOUND = (errno.ENOENT,)
@@ -102,7 +105,7 @@ class SandboxFiles:
         # Host ids to give new files when ``identity`` does not (acting as the
         # sandbox's root keeps the agent's own ids, and so its DAC override).
         self._owner = owner
-        self._fd: int | None = None
+        self._local = threading.local()
 
     # --- paths ---------------------------------------------------------------
 
@@ -118,22 +121,27 @@ class SandboxFiles:
         # One leading slash (normpath keeps "//"); normpath drops ".." at the root.
         return posixpath.normpath("/" + joined.lstrip("/"))
 
-    def __enter__(self) -> SandboxFiles:
-        """Hold the root open: opened here, as the agent, since the host directories
-        above it are not the sandbox user's to search."""
-        if self._fd is None:
-            self._fd = os.open(self._root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+    @contextlib.contextmanager
+    def _acting(self) -> Iterator[None]:
+        """One operation in this thread: the root opened as the agent (the host
+        directories above it are not the sandbox user's to search), then the
+        identity taken. The fd is this thread's alone: nothing another task does
+        (a cancelled request) can close it, or hand its number to another file,
+        while the operation runs."""
+        fd = os.open(self._root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._local.fd = fd
+        try:
+            with self._identity():
+                yield
+        finally:
+            self._local.fd = None
+            os.close(fd)
 
     @contextlib.contextmanager
     def _root_fd(self) -> Iterator[int]:
-        if self._fd is not None:
-            yield self._fd
+        held = getattr(self._local, "fd", None)
+        if held is not None:
+            yield held
             return
         fd = os.open(self._root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -166,7 +174,7 @@ class SandboxFiles:
                                   "isDir": False, "isSymlink": False, "symlinkTarget": "",
                                   "modifiedAt": None}
         try:
-            with self._identity():
+            with self._acting():
                 if normal == "/":
                     fd = self._open(normal, _DIR_FLAGS)
                     try:
@@ -186,7 +194,7 @@ class SandboxFiles:
 
     def list(self, path: str) -> list[dict[str, Any]]:
         normal = self.normalize(path)
-        with self._identity():
+        with self._acting():
             fd = self._open(normal, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 with _mapped(normal), os.scandir(fd) as entries:
@@ -205,7 +213,7 @@ class SandboxFiles:
     def open_read(self, path: str) -> tuple[BinaryIO, int]:
         """An open file (read it, then close it) and its size at open time."""
         normal = self.normalize(path)
-        with self._identity():
+        with self._acting():
             # O_NONBLOCK: a FIFO planted at the path must not hang the open.
             fd = self._open(normal, os.O_RDONLY | os.O_NONBLOCK)
         try:
@@ -227,13 +235,13 @@ class SandboxFiles:
                     max_bytes: int | None = None) -> dict[str, Any]:
         """Replace ``path`` atomically: readers see the old file or the whole new one."""
         normal = self.normalize(path)
-        parent, name, tmp, fd = await asyncio.to_thread(self._begin_write, normal,
+        parent, name, tmp, fd = await run_to_end(self._begin_write, normal,
                                                         create_parents)
         try:
             try:
                 with _mapped(normal):
                     written = await _copy_into(fd, chunks, max_bytes, normal)
-                await asyncio.to_thread(self._commit, fd, parent, tmp, name, mode, normal)
+                await run_to_end(self._commit, fd, parent, tmp, name, mode, normal)
             except BaseException:
                 with contextlib.suppress(OSError), self._identity():
                     os.unlink(tmp, dir_fd=parent)
@@ -246,7 +254,7 @@ class SandboxFiles:
 
     def _begin_write(self, normal: str, create_parents: bool) -> tuple[int, str, str, int]:
         """The parent's fd, the name, and a new temporary file beside it (open)."""
-        with self._identity():
+        with self._acting():
             if create_parents:
                 self._make_dirs(posixpath.dirname(normal), 0o755)
             with self._parent(normal) as (parent, name), _mapped(normal):
@@ -273,7 +281,7 @@ class SandboxFiles:
         # one. Durability across a host crash is not ours to buy: a sandbox's disk
         # (no journal, agent/disk.py) does not outlive the host's sandboxes, and
         # an fsync through the loop device would cost every small write milliseconds.
-        with self._identity(), _mapped(normal):
+        with self._acting(), _mapped(normal):
             os.fchmod(fd, mode & 0o7777)
             os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
 
@@ -283,7 +291,7 @@ class SandboxFiles:
         """Add to the end of ``path`` (created with ``mode`` if missing; an existing file
         keeps its mode). Not atomic: a reader may see part of the new data."""
         normal = self.normalize(path)
-        fd = await asyncio.to_thread(self._open_append, normal, mode, create_parents)
+        fd = await run_to_end(self._open_append, normal, mode, create_parents)
         try:
             with _mapped(normal):
                 written = await _copy_into(fd, chunks, max_bytes, normal)
@@ -292,7 +300,7 @@ class SandboxFiles:
         return {"path": normal, "size": written}
 
     def _open_append(self, normal: str, mode: int, create_parents: bool) -> int:
-        with self._identity():
+        with self._acting():
             if create_parents:
                 self._make_dirs(posixpath.dirname(normal), 0o755)
             fd = self._open(normal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK,
@@ -311,7 +319,7 @@ class SandboxFiles:
 
     def mkdir(self, path: str, *, mode: int = 0o755, parents: bool = False) -> None:
         normal = self.normalize(path)
-        with self._identity():
+        with self._acting():
             if parents:
                 self._make_dirs(normal, mode)
                 return
@@ -321,13 +329,13 @@ class SandboxFiles:
 
     def rename(self, src: str, dst: str) -> None:
         src_path, dst_path = self.normalize(src), self.normalize(dst)
-        with self._identity(), self._parent(src_path) as (src_dir, src_name), \
+        with self._acting(), self._parent(src_path) as (src_dir, src_name), \
                 self._parent(dst_path) as (dst_dir, dst_name), _mapped(src_path):
             os.rename(src_name, dst_name, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
 
     def remove(self, path: str, *, recursive: bool = False) -> None:
         normal = self.normalize(path)
-        with self._identity(), self._parent(normal) as (parent, name), _mapped(normal):
+        with self._acting(), self._parent(normal) as (parent, name), _mapped(normal):
             st = os.stat(name, dir_fd=parent, follow_symlinks=False)
             if not stats.S_ISDIR(st.st_mode):
                 os.unlink(name, dir_fd=parent)
@@ -401,6 +409,19 @@ def _remove_tree(parent: int, name: str, path: str, depth: int = 0) -> None:
     except OSError as exc:
         if exc.errno in (errno.ENOTDIR, errno.ENOTEMPTY):  # swapped, or refilled meanwhile
             raise ConflictError(f"{path}: changed while it was being removed") from exc
+        raise
+
+
+async def run_to_end(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a worker thread, awaited to its end even if the caller is
+    cancelled: the caller's cleanup (closing fds the thread uses) must not run
+    while the thread still works on them."""
+    future = asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await future
         raise
 
 

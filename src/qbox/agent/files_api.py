@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from qbox.agent.files import SandboxFiles
+from qbox.agent.files import SandboxFiles, run_to_end
 from qbox.agent.sandboxes import SandboxManager
 from qbox.core.errors import QboxError, ValidationError
 
@@ -66,7 +66,8 @@ async def _chunks(handle: BinaryIO, size: int) -> AsyncIterator[bytes]:
     left = size
     try:
         while left > 0:
-            chunk = await asyncio.to_thread(handle.read, min(CHUNK_BYTES, left))
+            # To its end: the handle is closed below, never under a thread still reading it.
+            chunk = await run_to_end(handle.read, min(CHUNK_BYTES, left))
             if not chunk:
                 return  # shrank while we read: the client sees a short body
             left -= len(chunk)
@@ -81,20 +82,20 @@ def files_router() -> APIRouter:
     @router.get("/stat")
     async def stat(sandbox_id: str, request: Request, path: str = Query(...),
                    user: str | None = None) -> dict[str, Any]:
-        with await _files(request, sandbox_id, user) as files:
-            return await asyncio.to_thread(files.stat, path)
+        files = await _files(request, sandbox_id, user)
+        return await asyncio.to_thread(files.stat, path)
 
     @router.get("/list")
     async def list_dir(sandbox_id: str, request: Request, path: str = Query(...),
                        user: str | None = None) -> list[dict[str, Any]]:
-        with await _files(request, sandbox_id, user) as files:
-            return await asyncio.to_thread(files.list, path)
+        files = await _files(request, sandbox_id, user)
+        return await asyncio.to_thread(files.list, path)
 
     @router.get("/content")
     async def read(sandbox_id: str, request: Request, path: str = Query(...),
                    user: str | None = None) -> StreamingResponse:
-        with await _files(request, sandbox_id, user) as files:
-            handle, size = await asyncio.to_thread(files.open_read, path)
+        files = await _files(request, sandbox_id, user)
+        handle, size = await run_to_end(files.open_read, path)
         return StreamingResponse(_chunks(handle, size), media_type="application/octet-stream",
                                  headers={"Content-Length": str(size)})
 
@@ -106,10 +107,10 @@ def files_router() -> APIRouter:
         body = request.stream()
         try:
             permissions = parse_mode(mode)
-            with await _files(request, sandbox_id, user) as files:
-                operation = files.append if append else files.write
-                return await operation(path, body, mode=permissions,
-                                       create_parents=create_parents, max_bytes=max_bytes)
+            files = await _files(request, sandbox_id, user)
+            operation = files.append if append else files.write
+            return await operation(path, body, mode=permissions,
+                                   create_parents=create_parents, max_bytes=max_bytes)
         except QboxError:
             # Read the rest before answering: a client still sending would
             # otherwise see a broken pipe instead of this error.
@@ -120,20 +121,20 @@ def files_router() -> APIRouter:
     @router.delete("/content", status_code=204)
     async def remove(sandbox_id: str, request: Request, path: str = Query(...),
                      recursive: bool = False, user: str | None = None) -> Response:
-        with await _files(request, sandbox_id, user) as files:
-            await asyncio.to_thread(files.remove, path, recursive=recursive)
+        files = await _files(request, sandbox_id, user)
+        await asyncio.to_thread(files.remove, path, recursive=recursive)
         return Response(status_code=204)
 
     @router.post("/mkdir", status_code=204)
     async def mkdir(sandbox_id: str, body: MkdirBody, request: Request) -> Response:
-        with await _files(request, sandbox_id, body.user) as files:
-            await asyncio.to_thread(files.mkdir, body.path, mode=body.mode, parents=body.parents)
+        files = await _files(request, sandbox_id, body.user)
+        await asyncio.to_thread(files.mkdir, body.path, mode=body.mode, parents=body.parents)
         return Response(status_code=204)
 
     @router.post("/rename", status_code=204)
     async def rename(sandbox_id: str, body: RenameBody, request: Request) -> Response:
-        with await _files(request, sandbox_id, body.user) as files:
-            await asyncio.to_thread(files.rename, body.src, body.dst)
+        files = await _files(request, sandbox_id, body.user)
+        await asyncio.to_thread(files.rename, body.src, body.dst)
         return Response(status_code=204)
 
     return router

@@ -305,7 +305,8 @@ async def test_every_operation_runs_as_the_sandbox_identity(root: Path) -> None:
     real_open = os.open
 
     def watched_open(*args: object, **kwargs: object) -> int:
-        touched.append(depth)
+        if args[0] != root:  # the root itself is opened as the agent, before acting as the user
+            touched.append(depth)
         return real_open(*args, **kwargs)  # type: ignore[arg-type]
 
     files = SandboxFiles(root, identity=identity)
@@ -419,3 +420,27 @@ def test_openat2_retries_eagain(root: Path, monkeypatch: pytest.MonkeyPatch) -> 
             openat2.open_in_root(fd, "/home", os.O_PATH)
     finally:
         os.close(fd)
+
+
+async def test_run_to_end_outlives_a_cancelled_caller() -> None:
+    import asyncio
+    import threading
+
+    from qbox.agent.files import run_to_end
+
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def work() -> None:
+        started.set()
+        release.wait(5)
+        finished.set()
+
+    task = asyncio.ensure_future(run_to_end(work))
+    await asyncio.to_thread(started.wait, 5)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    assert not task.done()  # still waiting for the thread, so the caller's cleanup has not run
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert finished.is_set()
