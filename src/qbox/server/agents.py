@@ -162,8 +162,10 @@ class HttpAgentClient:
             raise HostUnavailableError(
                 f"host agent did not answer in time ({request.method} {request.url.path})"
             ) from exc
-        except httpx.TransportError as exc:
-            raise HostUnavailableError(f"host agent unreachable: {exc}") from exc
+        except (httpx.TransportError, OSError) as exc:
+            # OSError: a pooled connection that broke under us (seen as EBADF after a
+            # cancelled request) is the agent being unreachable, not a server bug.
+            raise HostUnavailableError(f"host agent unreachable: {exc!r}") from exc
         if response.status_code >= 400:
             try:
                 await response.aread()
@@ -191,8 +193,10 @@ class HttpAgentClient:
             )
         except httpx.TimeoutException as exc:
             raise HostUnavailableError(f"host agent did not answer in time ({method} {path})") from exc
-        except httpx.TransportError as exc:
-            raise HostUnavailableError(f"host agent unreachable: {exc}") from exc
+        except (httpx.TransportError, OSError) as exc:
+            # OSError: a pooled connection that broke under us (seen as EBADF after a
+            # cancelled request) is the agent being unreachable, not a server bug.
+            raise HostUnavailableError(f"host agent unreachable: {exc!r}") from exc
         if response.status_code >= 400:
             raise _error_of(response)
         if response.status_code == 204 or not response.content:
