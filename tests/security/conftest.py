@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.qbox_process import QboxUp, running_qbox
+from tests.security.files_harness import HostCanary
 
 RUNTIME_TEMPLATES = {"crun": "tpl_python", "runsc": "tpl_python-gvisor"}
 
@@ -96,3 +97,13 @@ def make_box(qbox_sec: QboxUp, runtime: str) -> Iterator[Any]:
         for box in boxes:
             api.delete(f"/v1/sandboxes/{box.id}")
         api.close()
+
+
+@pytest.fixture
+def host_canary() -> Iterator[HostCanary]:
+    """A host directory with a secret, outside every sandbox, watched with inotify."""
+    canary = HostCanary()
+    try:
+        yield canary
+    finally:
+        canary.close()
