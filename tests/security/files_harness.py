@@ -158,9 +158,17 @@ def missing_for_every_operation(files: Files, path: str, canary: HostCanary, use
 
 
 def server_errors(up: QboxUp, since: int = 0) -> list[str]:
-    """The distinct exceptions in the qbox log after offset ``since`` (its tracebacks end with one)."""
-    return sorted({line for line in up.log()[since:].splitlines()
-                   if re.match(r"^[A-Za-z_.]+(Error|Exception): ", line)})
+    """The distinct exceptions in the qbox log after offset ``since``, each with its traceback.
+
+    The whole traceback, not only its last line, so a failure on CI says where it came from.
+    """
+    lines = up.log()[since:].splitlines()
+    found: dict[str, str] = {}
+    for i, line in enumerate(lines):
+        if re.match(r"^[A-Za-z_.]+(Error|Exception): ", line) and line not in found:
+            start = next((j for j in range(i, -1, -1) if lines[j].startswith("Traceback")), i)
+            found[line] = "\n".join(lines[max(start - 1, 0):i + 1])
+    return [found[k] for k in sorted(found)]
 
 
 def host_has(name: str, *dirs: Path) -> list[Path]:

@@ -9,6 +9,7 @@ import os
 import random
 import re
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -135,14 +136,28 @@ class Swapper:
         self.files.send("DELETE", f"/commands/{self.pid}", params={"signal": 9})
 
 
-def hammer(attack: Any, seconds: float, workers: int = 8) -> list[tuple[str, str, Any, str]]:
-    """Run ``attack(rng)`` from ``workers`` threads for ``seconds``; the (op, path, status, body) it returns."""
-    deadline = time.monotonic() + seconds
+def hammer(attack: Any, seconds: float, at_least: int, workers: int = 8,
+           give_up_after: float = 20.0) -> list[tuple[str, str, Any, str]]:
+    """Run ``attack(rng)`` from ``workers`` threads; the (op, path, status, body) it returns.
+
+    It runs for ``seconds`` and then on until ``at_least`` requests were answered, so a slow,
+    loaded machine still runs the whole race; ``give_up_after`` bounds it (the swapper runs 30 s).
+    """
+    started = time.monotonic()
+    done = [0]
+    lock = threading.Lock()
+
+    def more() -> bool:
+        elapsed = time.monotonic() - started
+        with lock:
+            return elapsed < seconds or (done[0] < at_least and elapsed < give_up_after)
 
     def worker(seed: int) -> list[tuple[str, str, Any, str]]:
         rng, out = random.Random(seed), []
-        while time.monotonic() < deadline:
+        while more():
             out.append(attack(rng))
+            with lock:
+                done[0] += 1
         return out
 
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
@@ -193,7 +208,7 @@ def test_race_directory_swapped_with_links_out_of_the_root(make_box: Any, host_c
     swapper = Swapper(files, seconds=30, decoy_rel=decoy_rel, decoy=decoy, pairs=links)
     log_offset = len(qbox_sec.log())
     try:
-        results = hammer(attack, seconds=4)
+        results = hammer(attack, seconds=4, at_least=400)
         swaps = swapper.swaps()
     finally:
         swapper.kill()
@@ -262,7 +277,7 @@ def test_race_recursive_delete_of_a_swapped_name(make_box: Any, host_canary: Hos
                       pairs={"host": str(canary.dir), "fifo": "FIFO"})
     fifo = qbox_sec.data_dir / "sandboxes" / box.id / f"rootfs{RACE_DIR}/keep/fifo"
     try:
-        results = hammer(attack, seconds=3, workers=6)
+        results = hammer(attack, seconds=3, at_least=100, workers=6)
     finally:
         swapper.kill()
         files.wait_for_the_rate_limit()
