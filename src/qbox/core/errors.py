@@ -29,7 +29,8 @@ into the same class through ``error_from_wire`` — by code, never by message.
     ├── UnavailableError           unavailable           503
     │   ├── HostUnavailableError   host_unavailable      (transient)
     │   ├── HostNoCapacityError    host_no_capacity      (transient)
-    │   └── CodeInterpreterUnavailableError  code_interpreter_unavailable  (transient)
+    │   ├── CodeInterpreterUnavailableError  code_interpreter_unavailable  (transient)
+    │   └── SshUnavailableError    ssh_unavailable       (transient)
     ├── InsufficientStorageError   insufficient_storage  507
     ├── TransportError             (client side: never on the wire)
     │   ├── ConnectionFailedError
@@ -233,6 +234,17 @@ class CodeInterpreterUnavailableError(UnavailableError):
         super().__init__(message, details=details, **kwargs)
 
 
+class SshUnavailableError(UnavailableError):
+    """The sandbox cannot give a terminal just now (its runtime failed to start one)."""
+
+    code = "ssh_unavailable"
+
+    def __init__(self, message: str = "", **kwargs: Any) -> None:
+        details = dict(kwargs.pop("details", None) or {})
+        details.setdefault("transient", True)
+        super().__init__(message, details=details, **kwargs)
+
+
 class InsufficientStorageError(QboxError):
     code = "insufficient_storage"
     status = 507
@@ -332,6 +344,7 @@ _ALL: tuple[type[QboxError], ...] = (
     HostUnavailableError,
     HostNoCapacityError,
     CodeInterpreterUnavailableError,
+    SshUnavailableError,
     InsufficientStorageError,
 )
 
@@ -340,7 +353,6 @@ ERROR_CLASSES_BY_CODE: dict[str, type[QboxError]] = {cls.code: cls for cls in _A
 ERROR_CLASSES_BY_CODE.update(
     {
         "sandbox_already_terminated": SandboxNotActiveError,
-        "ssh_unavailable": UnavailableError,
         "policy_exceeded": InsufficientStorageError,
     }
 )
