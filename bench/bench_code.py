@@ -13,32 +13,11 @@ p50/p90/p99 in ms. Targets: warm p50 ≤ 15 ms, first ≤ 1 s.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import shutil
-import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from bench_api import percentile, timed  # noqa: E402
-
-
-def spawn(api: httpx.Client, template: str) -> str:
-    r = api.post("/v1/sandboxes?wait=true&waitTimeoutSec=60",
-                 json={"templateId": template, "timeoutSeconds": 600})
-    r.raise_for_status()
-    body = r.json()
-    if body["status"] != "running":
-        raise RuntimeError(f"spawn ended {body['status']}")
-    return str(body["id"])
+from harness import add_common_args, api_client, latency_table, publish, qbox_endpoint, sandbox, spawn, timed
 
 
 def execute(api: httpx.Client, sandbox_id: str, *, stream: bool = False) -> None:
@@ -60,12 +39,9 @@ def execute(api: httpx.Client, sandbox_id: str, *, stream: bool = False) -> None
 
 def run(api: httpx.Client, runs: int, first_runs: int, template: str) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {}
-    sandbox_id = spawn(api, template)
-    try:
+    with sandbox(api, template) as sandbox_id:
         results["warm `1+1` (unary)"] = timed(lambda: execute(api, sandbox_id), runs)
         results["warm `1+1` (SSE)"] = timed(lambda: execute(api, sandbox_id, stream=True), runs)
-    finally:
-        api.delete(f"/v1/sandboxes/{sandbox_id}")
     firsts, spawn_and_first = [], []
     for _ in range(first_runs):
         started = time.perf_counter()
@@ -83,57 +59,16 @@ def run(api: httpx.Client, runs: int, first_runs: int, template: str) -> dict[st
     return results
 
 
-def render(results: dict[str, list[float]]) -> str:
-    lines = [
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.node()} "
-        f"({platform.machine()}, {os.cpu_count()} cores, kernel {platform.release()}), "
-        "through the HTTP API of `qbox up` (crun), client on loopback:",
-        "",
-        "| operation | runs | p50 ms | p90 ms | p99 ms | mean ms |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for name, samples in results.items():
-        lines.append(f"| {name} | {len(samples)} | {percentile(samples, 50):.1f} | "
-                     f"{percentile(samples, 90):.1f} | {percentile(samples, 99):.1f} | "
-                     f"{statistics.fmean(samples):.1f} |")
-    return "\n".join(lines) + "\n"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base-url")
-    parser.add_argument("--api-key")
+    add_common_args(parser)
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--first-runs", type=int, default=10)
-    parser.add_argument("--template", default="tpl_python")
-    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     args = parser.parse_args()
-
-    owned = None
-    if args.base_url:
-        base_url, api_key = args.base_url, args.api_key
-    else:
-        from tests.qbox_process import running_qbox
-
-        # The benchmark's requests would trip the default per-key rate limit.
-        os.environ.setdefault("QBOX_RATE_LIMIT_REQUESTS_PER_SECOND", "0")
-        workdir = Path(tempfile.mkdtemp(prefix="qbox-bench-"))
-        owned = running_qbox(workdir / "data")
-        up = owned.__enter__()
-        base_url, api_key = up.base_url, up.api_key
-    try:
-        with httpx.Client(base_url=base_url, timeout=120,
-                          headers={"Authorization": f"Bearer {api_key}"}) as api:
-            results = run(api, args.runs, args.first_runs, args.template)
-    finally:
-        if owned is not None:
-            owned.__exit__(None, None, None)
-            shutil.rmtree(workdir, ignore_errors=True)
-    table = render(results)
-    print(table)
-    if args.markdown:
-        with args.markdown.open("a") as out:
-            out.write(table + "\n")
+    with qbox_endpoint(args) as endpoint, api_client(endpoint) as api:
+        results = run(api, args.runs, args.first_runs, args.template)
+    publish(latency_table(results, "through the HTTP API of `qbox up` (crun), client on loopback"),
+            args.markdown)
     return 0
 
 

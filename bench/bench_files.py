@@ -16,19 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import shutil
 import statistics
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_api import percentile, timed  # noqa: E402
+from harness import add_common_args, api_client, latency_table, publish, qbox_endpoint, rate_table, timed
 
 KB, MB, MIB = 1024, 1024 * 1024, 1024 * 1024
 CHUNK = 1 * MIB
@@ -120,61 +114,19 @@ def run(api: httpx.Client, runs: int, big_mb: int, big_runs: int, template: str,
     return latencies, rates
 
 
-def render(latencies: dict[str, list[float]], rates: dict[str, float], runs: int) -> str:
-    lines = [
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.node()} "
-        f"({platform.machine()}, {os.cpu_count()} cores, kernel {platform.release()}), "
-        f"through the HTTP API of `qbox up` (crun), client on loopback:",
-        "",
-        "| operation | p50 ms | p90 ms | p99 ms | mean ms |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for name, samples in latencies.items():
-        lines.append(f"| {name} ({runs} runs) | {percentile(samples, 50):.1f} | {percentile(samples, 90):.1f} | "
-                     f"{percentile(samples, 99):.1f} | {statistics.fmean(samples):.1f} |")
-    lines += ["", "| transfer | MB/s |", "|---|---:|"]
-    for name, rate in rates.items():
-        lines.append(f"| {name} | {rate:.0f} |")
-    return "\n".join(lines) + "\n"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base-url")
-    parser.add_argument("--api-key")
+    add_common_args(parser)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--big-mb", type=int, default=1024, help="size of the big transfer in MiB (0: skip)")
     parser.add_argument("--big-runs", type=int, default=3)
-    parser.add_argument("--template", default="tpl_python")
-    parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
     args = parser.parse_args()
-
-    owned = None
-    if args.base_url:
-        base_url, api_key, pause = args.base_url, args.api_key, 1 / 80
-    else:
-        from tests.qbox_process import running_qbox
-
-        # Our own server: its per-key request rate need not pace the samples.
-        os.environ.setdefault("QBOX_RATE_LIMIT_REQUESTS_PER_SECOND", "100000")
-        os.environ.setdefault("QBOX_RATE_LIMIT_REQUEST_BURST", "100000")
-        workdir = Path(tempfile.mkdtemp(prefix="qbox-bench-"))
-        owned = running_qbox(workdir / "data")
-        up = owned.__enter__()
-        base_url, api_key, pause = up.base_url, up.api_key, 0.0
-    try:
-        with httpx.Client(base_url=base_url, timeout=120,
-                          headers={"Authorization": f"Bearer {api_key}"}) as api:
-            latencies, rates = run(api, args.runs, args.big_mb, args.big_runs, args.template, pause)
-    finally:
-        if owned is not None:
-            owned.__exit__(None, None, None)
-            shutil.rmtree(workdir, ignore_errors=True)
-    table = render(latencies, rates, args.runs)
-    print(table)
-    if args.markdown:
-        with args.markdown.open("a") as out:
-            out.write(table)
+    with qbox_endpoint(args) as endpoint, api_client(endpoint) as api:
+        # Against a shared server the per-key request rate (100/s by default) applies.
+        pause = 0.0 if endpoint.owned else 1 / 80
+        latencies, rates = run(api, args.runs, args.big_mb, args.big_runs, args.template, pause)
+    what = "through the HTTP API of `qbox up` (crun), client on loopback"
+    publish(latency_table(latencies, what) + "\n" + rate_table(rates), args.markdown)
     return 0
 
 

@@ -22,23 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.bench_agent import AGENT, SECRET, _default_ref  # noqa: E402
-from bench.bench_api import percentile  # noqa: E402
-from qbox.agent.runtime.runsc import is_gofer_of  # noqa: E402
-from qbox.core.ids import new_sandbox_id  # noqa: E402
-from tests.integration.agent.conftest import force_cleanup  # noqa: E402
+from harness import agent_deletes, agent_execs, agent_spawns, default_image_ref, percentile, running_agent
+from qbox.agent.runtime.runsc import is_gofer_of
+from qbox.core.ids import new_sandbox_id
 
 IDLE_SECONDS = 5.0
 
@@ -103,29 +96,12 @@ def bench_runtime(client: httpx.Client, data: Path, digest: str, runtime: str, b
     client.post("/sandboxes", json={"id": warm_up, "imageDigest": digest,
                                     "runtime": runtime}).raise_for_status()
     client.delete(f"/sandboxes/{warm_up}").raise_for_status()
-    spawn, ids = [], []
-    for _ in range(runs):
-        sandbox_id = new_sandbox_id()
-        started = time.perf_counter()
-        r = client.post("/sandboxes", json={"id": sandbox_id, "imageDigest": digest,
-                                            "vcpus": 1, "memoryMb": 512, "runtime": runtime})
-        spawn.append((time.perf_counter() - started) * 1000)
-        r.raise_for_status()
-        ids.append(sandbox_id)
+    spawn, ids = agent_spawns(client, digest, runs, runtime=runtime)
     time.sleep(IDLE_SECONDS)
     memory = [sum(_pss_kib(pid) for pid in sandbox_processes(runtime, binary, data, sid)) / 1024
               for sid in ids]
-    execs = []
-    for _ in range(20):
-        started = time.perf_counter()
-        r = client.post(f"/sandboxes/{ids[0]}/exec", json={"cmd": "true"})
-        execs.append((time.perf_counter() - started) * 1000)
-        assert r.json()["exitCode"] == 0, r.text
-    deletes = []
-    for sandbox_id in ids:
-        started = time.perf_counter()
-        client.delete(f"/sandboxes/{sandbox_id}").raise_for_status()
-        deletes.append((time.perf_counter() - started) * 1000)
+    execs = agent_execs(client, ids[0], 20)
+    deletes = agent_deletes(client, ids)
     spawn_p50, spawn_p90 = _percentiles(spawn)
     exec_p50, _ = _percentiles(execs)
     delete_p50, _ = _percentiles(deletes)
@@ -139,19 +115,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("ref", nargs="?")
     args = parser.parse_args()
-    ref = args.ref or _default_ref()
-    data = Path(tempfile.mkdtemp(prefix="qbox-bench-")) / "data"
-    socket = data / "agent.sock"
-    agent = subprocess.Popen([sys.executable, "-c", AGENT, str(data), SECRET])
-    try:
-        deadline = time.monotonic() + 60
-        while not socket.exists():
-            if agent.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("agent did not start")
-            time.sleep(0.02)
-        client = httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)), timeout=300,
-                              base_url="http://agent/internal/v1",
-                              headers={"Authorization": f"Bearer {SECRET}"})
+    ref = args.ref or default_image_ref()
+    with running_agent() as (client, data):
         health = client.get("/health").json()
         if "runsc" not in health.get("runtimes", []):
             raise SystemExit("the agent offers no runsc here (is runsc installed?)")
@@ -174,11 +139,6 @@ def main() -> None:
             print(f"| {name} | {r['spawn_p50']:.1f} | {r['spawn_p90']:.1f} | "
                   f"{r['pss_median']:.2f}, {r['pss_mean']:.2f} | {r['exec_p50']:.1f} | "
                   f"{r['delete_p50']:.1f} |")
-    finally:
-        agent.terminate()
-        agent.wait(10)
-        force_cleanup(data)
-        shutil.rmtree(data.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":

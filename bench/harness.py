@@ -1,0 +1,226 @@
+"""What every API benchmark shares: a qbox to talk to, a sandbox, timing, the table.
+
+A benchmark either drives a qbox that is already running (``--base-url`` and
+``--api-key``) or starts a throw-away ``qbox up`` in a temporary data
+directory (root), exactly as the integration tests do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    base_url: str
+    api_key: str
+    # True when the benchmark started this qbox itself (its rate limits are lifted).
+    owned: bool
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base-url", help="a running qbox (default: start a throw-away one)")
+    parser.add_argument("--api-key")
+    parser.add_argument("--template", default="tpl_python")
+    parser.add_argument("--markdown", type=Path, help="also append the tables to this file")
+
+
+@contextlib.contextmanager
+def qbox_endpoint(args: argparse.Namespace) -> Iterator[Endpoint]:
+    """The qbox the benchmark talks to: the one named on the command line, or our own."""
+    if args.base_url:
+        yield Endpoint(args.base_url, args.api_key or "", owned=False)
+        return
+    from tests.qbox_process import running_qbox
+
+    # Our own server: its per-key request rate need not pace the samples.
+    os.environ.setdefault("QBOX_RATE_LIMIT_REQUESTS_PER_SECOND", "100000")
+    os.environ.setdefault("QBOX_RATE_LIMIT_REQUEST_BURST", "100000")
+    workdir = Path(tempfile.mkdtemp(prefix="qbox-bench-"))
+    try:
+        with running_qbox(workdir / "data") as up:
+            yield Endpoint(up.base_url, up.api_key, owned=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def api_client(endpoint: Endpoint) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=endpoint.base_url, timeout=120,
+                      headers={"Authorization": f"Bearer {endpoint.api_key}"}) as api:
+        yield api
+
+
+def spawn(api: httpx.Client, template: str, timeout_seconds: int = 600) -> str:
+    """A running sandbox's id (``wait=true``); anything else is an error."""
+    r = api.post("/v1/sandboxes?wait=true&waitTimeoutSec=60",
+                 json={"templateId": template, "timeoutSeconds": timeout_seconds})
+    r.raise_for_status()
+    body = r.json()
+    if body["status"] != "running":
+        raise RuntimeError(f"spawn ended {body['status']}: {body.get('endReason')}")
+    return str(body["id"])
+
+
+@contextlib.contextmanager
+def sandbox(api: httpx.Client, template: str) -> Iterator[str]:
+    sandbox_id = spawn(api, template)
+    try:
+        yield sandbox_id
+    finally:
+        api.delete(f"/v1/sandboxes/{sandbox_id}")
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    if len(ordered) == 1:
+        return ordered[0]
+    rank = q / 100 * (len(ordered) - 1)
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def timed(fn: Callable[[], None], runs: int, warmup: int = 3) -> list[float]:
+    """Milliseconds per call of ``fn``, after ``warmup`` calls that are not counted."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def machine_line(what: str) -> str:
+    return (f"Measured {time.strftime('%Y-%m-%d')} on {platform.node()} "
+            f"({platform.machine()}, {os.cpu_count()} cores, kernel {platform.release()}), {what}:")
+
+
+def latency_table(results: dict[str, list[float]], what: str) -> str:
+    """A Markdown table of each operation's runs, p50/p90/p99 and mean in ms."""
+    lines = [machine_line(what), "",
+             "| operation | runs | p50 ms | p90 ms | p99 ms | mean ms |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, samples in results.items():
+        lines.append(f"| {name} | {len(samples)} | {percentile(samples, 50):.1f} | "
+                     f"{percentile(samples, 90):.1f} | {percentile(samples, 99):.1f} | "
+                     f"{statistics.fmean(samples):.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def rate_table(rates: dict[str, float]) -> str:
+    lines = ["| transfer | MB/s |", "|---|---:|"]
+    lines += [f"| {name} | {rate:.0f} |" for name, rate in rates.items()]
+    return "\n".join(lines) + "\n"
+
+
+def publish(text: str, markdown: Path | None) -> None:
+    print(text)
+    if markdown:
+        with markdown.open("a") as out:
+            out.write(text + "\n")
+
+
+# --- benchmarks of the agent alone (no control plane) ---------------------------
+
+_AGENT_SECRET = "bench-secret"
+_AGENT = ("import sys; from pathlib import Path; from qbox.agent.main import run_agent; "
+          "from qbox.agent.settings import AgentSettings; "
+          "run_agent(AgentSettings(data_dir=Path(sys.argv[1]), secret=sys.argv[2], "
+          "log_level='warning'))")
+
+
+def default_image_ref() -> str:
+    """The built-in base image the test suite builds (under /var/cache/qbox)."""
+    layouts = sorted(glob.glob("/var/cache/qbox/base-images/*/oci"))
+    if not layouts:
+        raise SystemExit("no base image under /var/cache/qbox/base-images; pass an OCI ref")
+    return f"oci:{layouts[-1]}:latest"
+
+
+@contextlib.contextmanager
+def running_agent() -> Iterator[tuple[httpx.Client, Path]]:
+    """``qbox agent`` in a subprocess on a scratch data dir: a client on its socket, and the dir.
+
+    Everything it made (sandboxes, mounts, cgroups) is removed afterwards.
+    """
+    from tests.integration.agent.conftest import force_cleanup
+
+    data = Path(tempfile.mkdtemp(prefix="qbox-bench-")) / "data"
+    socket = data / "agent.sock"
+    agent = subprocess.Popen([sys.executable, "-c", _AGENT, str(data), _AGENT_SECRET])
+    try:
+        deadline = time.monotonic() + 60
+        while not socket.exists():
+            if agent.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("agent did not start")
+            time.sleep(0.02)
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)), timeout=300,
+                          base_url="http://agent/internal/v1",
+                          headers={"Authorization": f"Bearer {_AGENT_SECRET}"}) as client:
+            yield client, data
+    finally:
+        agent.terminate()
+        agent.wait(10)
+        force_cleanup(data)
+        shutil.rmtree(data.parent, ignore_errors=True)
+
+
+def agent_spawns(client: httpx.Client, digest: str, runs: int,
+                 **spec: object) -> tuple[list[float], list[str]]:
+    """Spawn ``runs`` sandboxes one after another: ms per POST /sandboxes, and their ids."""
+    from qbox.core.ids import new_sandbox_id
+
+    samples, ids = [], []
+    for _ in range(runs):
+        sandbox_id = new_sandbox_id()
+        started = time.perf_counter()
+        r = client.post("/sandboxes", json={"id": sandbox_id, "imageDigest": digest,
+                                            "vcpus": 1, "memoryMb": 512, **spec})
+        samples.append((time.perf_counter() - started) * 1000)
+        r.raise_for_status()
+        ids.append(sandbox_id)
+    return samples, ids
+
+
+def agent_execs(client: httpx.Client, sandbox_id: str, runs: int) -> list[float]:
+    """ms per POST /exec ``true``."""
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        r = client.post(f"/sandboxes/{sandbox_id}/exec", json={"cmd": "true"})
+        samples.append((time.perf_counter() - started) * 1000)
+        if r.json()["exitCode"] != 0:
+            raise RuntimeError(r.text)
+    return samples
+
+
+def agent_deletes(client: httpx.Client, ids: list[str]) -> list[float]:
+    """ms per DELETE /sandboxes/{id}."""
+    samples = []
+    for sandbox_id in ids:
+        started = time.perf_counter()
+        client.delete(f"/sandboxes/{sandbox_id}").raise_for_status()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
