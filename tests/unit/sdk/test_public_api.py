@@ -86,6 +86,7 @@ PUBLIC = [
     "SandboxState",
     "ServiceInfo",
     "SshDisabledError",
+    "SshUnavailableError",
     "StreamOutput",
     "System",
     "SystemInfo",
