@@ -37,6 +37,7 @@ from qbox.agent.runtime.fake import FakeRuntime
 from qbox.agent.sandbox import Sandbox, SandboxParams
 from qbox.agent.sandboxes import SandboxManager
 from qbox.agent.settings import AgentSettings, load_or_create_secret
+from qbox.agent.shell_api import shell_router
 from qbox.core.asgi import install_error_handlers
 from qbox.core.errors import AuthenticationError
 from qbox.core.timefmt import to_wire
@@ -278,4 +279,6 @@ def create_app(settings: AgentSettings, runtime: RuntimeDriver | None = None,
                        dependencies=[Depends(_bearer_check(secret))])
     app.include_router(code_router(), prefix=PREFIX,
                        dependencies=[Depends(_bearer_check(secret))])
+    # Its own secret check: a dependency on Request does not run for a WebSocket.
+    app.include_router(shell_router(secret), prefix=PREFIX)
     return app

@@ -8,6 +8,7 @@ two small files, one ``crun run --detach``. Nothing else spawns a process.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import logging
@@ -17,7 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Protocol
 
-from qbox.agent import fsid, users
+from qbox.agent import fsid, shell, users
 from qbox.agent import spec as specs
 from qbox.agent.files import Identity, SandboxFiles
 from qbox.agent.interpreter.manager import GUEST_SOURCE, CodeInterpreter, CodeInterpreters
@@ -29,12 +30,14 @@ from qbox.agent.rootfs import SandboxFilesystem
 from qbox.agent.runtime.base import (
     DEFAULT_RUNTIME,
     CommandStartError,
+    ConsoleSize,
     ContainerState,
     ContainerStatus,
     ExitStatus,
     ProcessHandle,
     ProcessSpec,
     RuntimeDriver,
+    RuntimeFailure,
 )
 from qbox.agent.sandbox import STATE_FILE, Sandbox, SandboxParams, SandboxStatus
 from qbox.agent.settings import AgentSettings
@@ -43,6 +46,7 @@ from qbox.core.errors import (
     NotFoundError,
     SandboxNotActiveError,
     SandboxNotFoundError,
+    SshUnavailableError,
     TemplateNotReadyError,
     ValidationError,
 )
@@ -408,6 +412,35 @@ class SandboxManager:
                 raise SandboxNotActiveError(f"sandbox {sandbox_id} is not running",
                                             details={"currentState": "stopped"}) from None
             raise
+
+    async def open_shell(self, sandbox_id: str, size: ConsoleSize, *, command: str | None = None,
+                         user: str | None = None) -> shell.ShellSession:
+        """The user's login shell on a PTY (running ``command`` if given), like an ssh login:
+        as that user, in their home, with the sandbox's env plus TERM and SHELL."""
+        sandbox = self._active(sandbox_id)
+        who = users.resolve_in_rootfs(sandbox.rootfs, user)
+        with RootDir(sandbox.rootfs) as root:
+            login = shell.login_shell(root, who.name)
+        process = dataclasses.replace(
+            self._process_spec(sandbox, shell.shell_argv(login, command), cwd=None, user=user,
+                               env={"TERM": "xterm-256color", "SHELL": login}),
+            terminal=True, console_size=size)
+        try:
+            handle = await self._runtime_of(sandbox).exec(sandbox.id, process)
+        except (CommandStartError, RuntimeFailure) as exc:
+            if await self._not_running(sandbox):
+                raise SandboxNotActiveError(f"sandbox {sandbox_id} is not running",
+                                            details={"currentState": "stopped"}) from None
+            raise SshUnavailableError(f"cannot open a terminal in {sandbox_id}: {exc.message}",
+                                      details={"sandboxId": sandbox_id}) from exc
+        session = shell.ShellSession(handle, kill_grace=self._settings.kill_grace_seconds)
+        # (Under gVisor the PTY is the host's, out of the sandbox's sight: left as it is.)
+        if self._acts_as_users and handle.console is not None and sandbox.params.runtime != "runsc":
+            try:
+                shell.give_terminal(handle.console, self._isolation.host_ids(who.uid, who.gid)[0])
+            except OSError as exc:  # the shell works without it; programs reopening it may not
+                log.warning("cannot give the terminal of %s to %s: %s", sandbox_id, who.name, exc)
+        return session
 
     # --- restart ---------------------------------------------------------------
 

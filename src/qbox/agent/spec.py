@@ -122,8 +122,8 @@ def oci_process(spec: ProcessSpec) -> dict[str, Any]:
     user: dict[str, Any] = {"uid": spec.uid, "gid": spec.gid}
     if spec.additional_gids:
         user["additionalGids"] = list(spec.additional_gids)
-    return {
-        "terminal": False,
+    document: dict[str, Any] = {
+        "terminal": spec.terminal,
         "user": user,
         "args": list(spec.args),
         "env": [f"{key}={value}" for key, value in spec.env.items()],
@@ -139,6 +139,10 @@ def oci_process(spec: ProcessSpec) -> dict[str, Any]:
         ],
         "noNewPrivileges": spec.no_new_privileges,
     }
+    if spec.terminal and spec.console_size is not None:
+        size = spec.console_size
+        document["consoleSize"] = {"height": size.rows, "width": size.cols}
+    return document
 
 
 def check_env(env: dict[str, str], field_name: str) -> dict[str, str]:

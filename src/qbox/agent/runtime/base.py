@@ -56,6 +56,14 @@ class ExitStatus:
 
 
 @dataclass(frozen=True)
+class ConsoleSize:
+    """A terminal's size in character cells."""
+
+    cols: int
+    rows: int
+
+
+@dataclass(frozen=True)
 class ProcessSpec:
     """A process to start in a container (the OCI ``process`` object, typed)."""
 
@@ -69,6 +77,10 @@ class ProcessSpec:
     capabilities: tuple[str, ...] = ()
     no_new_privileges: bool = True
     rlimits: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # A pseudo-terminal instead of pipes (an interactive shell): the runtime
+    # makes it, of ``console_size``, and hands its master end to the agent.
+    terminal: bool = False
+    console_size: ConsoleSize | None = None
 
 
 class ProcessHandle(Protocol):
@@ -82,6 +94,9 @@ class ProcessHandle(Protocol):
     stdin: asyncio.StreamWriter | None
     stdout: asyncio.StreamReader
     stderr: asyncio.StreamReader
+    # The PTY master of a ``terminal`` process (its stdio then: stdout and
+    # stderr are at EOF, stdin None); the caller owns and closes it. None with pipes.
+    console: int | None
 
     async def wait(self) -> ExitStatus: ...
 
@@ -105,7 +120,8 @@ class RuntimeDriver(Protocol):
     async def exec(self, container_id: str, process: ProcessSpec, *,
                    stdin: bool = False) -> ProcessHandle:
         """Start ``process`` in the running container with piped stdout/stderr
-        (and stdin if asked, else /dev/null); return once it has started."""
+        (and stdin if asked, else /dev/null), or on a PTY when ``process.terminal``
+        (``stdin`` is ignored then); return once it has started."""
         ...
 
     async def kill(self, container_id: str, signo: int = signals.SIGKILL) -> None:

@@ -29,7 +29,7 @@ from qbox.agent.runtime.base import (
     RuntimeFailure,
 )
 from qbox.agent.runtime.child import AdoptedChild, OrphanReaper, namespace_pid
-from qbox.agent.runtime.pipes import ProcessPipes
+from qbox.agent.runtime.pipes import ConsoleSocket, ProcessPipes, ended_stream, start_on_terminal
 from qbox.agent.spec import oci_process
 
 log = logging.getLogger("qbox.agent.runtime")
@@ -43,12 +43,14 @@ class AdoptedProcess:
 
     def __init__(self, child: AdoptedChild, pid: int, stdin: asyncio.StreamWriter | None,
                  stdout: asyncio.StreamReader, stderr: asyncio.StreamReader, *,
-                 leader: proctree.ProcStat | None = None, namespace: str | None = None) -> None:
+                 leader: proctree.ProcStat | None = None, namespace: str | None = None,
+                 console: int | None = None) -> None:
         self._child = child
         self._pid = pid
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
+        self.console = console
         # Where its tree is found (proctree.py): the leader as first seen, its
         # session, and the sandbox's PID namespace.
         self._leader = leader
@@ -70,17 +72,21 @@ class AdoptedProcess:
         self._child.send_signal(signo)
 
     async def signal_tree(self, signo: int) -> int:
-        self._child.send_signal(signo)
+        # The whole tree is found before anything is signalled: a shell that gets
+        # SIGHUP passes it on to its jobs and exits, and a job's child that left the
+        # session (setsid) would by then be an orphan that nothing leads to.
         # Once reaped, the leader's pid may be anyone's: only its session counts then.
         leader = None if self._child.exited else self._leader
         session, namespace = self.session, self._namespace
 
-        def find_and_signal() -> int:
-            tree = proctree.command_tree(proctree.scan(session), leader=leader,
+        def find() -> list[proctree.ProcStat]:
+            return proctree.command_tree(proctree.scan(session), leader=leader,
                                          session=session, namespace=namespace)
-            return proctree.signal_host(tree, signo)
 
-        return await asyncio.to_thread(find_and_signal)
+        tree = await asyncio.to_thread(find)
+        if not any(member.pid == self._child.pid for member in tree):
+            self._child.send_signal(signo)  # the scan missed it: still the command itself
+        return await asyncio.to_thread(proctree.signal_host, tree, signo)
 
 
 class OciCliRuntime:
@@ -140,10 +146,15 @@ class OciCliRuntime:
         self._inits[container_id] = AdoptedChild(pid)
         return ContainerState(container_id, ContainerStatus.RUNNING, pid)
 
+    def _stem(self, container_id: str) -> str:
+        # The agent's pid in the name too: never shared with another agent process.
+        return f"{container_id}.{os.getpid()}.{next(self._seq)}"
+
     async def exec(self, container_id: str, process: ProcessSpec, *,
                    stdin: bool = False) -> AdoptedProcess:
-        # The agent's pid in the name too: never shared with another agent process.
-        stem = f"{container_id}.{os.getpid()}.{next(self._seq)}"
+        if process.terminal:
+            return await self._exec_terminal(container_id, process)
+        stem = self._stem(container_id)
         process_file = self._scratch / f"{stem}.json"
         pid_file = self._scratch / f"{stem}.pid"
         process_file.write_text(json.dumps(oci_process(process)))
@@ -167,21 +178,7 @@ class OciCliRuntime:
                 message = pipes.read_stderr_now().decode(errors="replace").strip()
                 raise CommandStartError(f"cannot start {process.args[0]!r}: {message}",
                                         details={"runtime": self.name})
-            host_pid = int(pid_file.read_text())
-            try:
-                child = AdoptedChild(host_pid)
-            except ProcessLookupError:
-                raise RuntimeFailure(f"{self.name} exec: the command exited and was reaped "
-                                     "before the agent could watch it") from None
-            try:
-                pid = namespace_pid(host_pid)
-            except (OSError, ValueError):
-                child.close()
-                raise
-            # Before any await: until the event loop reaps it, the leader is
-            # still there to read, however quickly it exited.
-            leader = proctree.read_stat(host_pid)
-            namespace = self._namespace_of(container_id, host_pid)
+            child, pid, leader, namespace = self._adopt(container_id, pid_file)
             stdin_writer, stdout, stderr = await pipes.streams()
         except BaseException:
             pipes.close_all()
@@ -189,8 +186,57 @@ class OciCliRuntime:
         finally:
             process_file.unlink(missing_ok=True)
             pid_file.unlink(missing_ok=True)
-        handle = AdoptedProcess(child, pid, stdin_writer, stdout, stderr,
-                                leader=leader, namespace=namespace)
+        return self._register(AdoptedProcess(child, pid, stdin_writer, stdout, stderr,
+                                             leader=leader, namespace=namespace))
+
+    async def _exec_terminal(self, container_id: str, process: ProcessSpec) -> AdoptedProcess:
+        """``exec`` on a PTY: the runtime makes it and sends its master end to our socket."""
+        stem = self._stem(container_id)
+        process_file = self._scratch / f"{stem}.json"
+        pid_file = self._scratch / f"{stem}.pid"
+        # The runtime's own errors; a file, not a pipe: nothing reads it unless it fails.
+        error_file = self._scratch / f"{stem}.err"
+        process_file.write_text(json.dumps(oci_process(process)))
+        console = ConsoleSocket(self._scratch, f"{os.getpid()}.{next(self._seq)}.sock")
+        try:
+            master = await start_on_terminal(
+                self._command("exec", "--detach", "--process", str(process_file),
+                              "--console-socket", str(console.path),
+                              "--pid-file", str(pid_file), container_id),
+                console, error_file, process, self.name, new_session=True)
+            try:
+                child, pid, leader, namespace = self._adopt(container_id, pid_file)
+            except BaseException:
+                os.close(master)
+                raise
+        finally:
+            console.close()
+            for path in (process_file, pid_file, error_file):
+                path.unlink(missing_ok=True)
+        return self._register(AdoptedProcess(child, pid, None, ended_stream(), ended_stream(),
+                                             leader=leader, namespace=namespace, console=master))
+
+    def _adopt(self, container_id: str, pid_file: Path
+               ) -> tuple[AdoptedChild, int, proctree.ProcStat | None, str | None]:
+        """Watch the process the runtime started: its child, pid in the sandbox, leader, namespace."""
+        host_pid = int(pid_file.read_text())
+        try:
+            child = AdoptedChild(host_pid)
+        except ProcessLookupError:
+            raise RuntimeFailure(f"{self.name} exec: the command exited and was reaped "
+                                 "before the agent could watch it") from None
+        try:
+            pid = namespace_pid(host_pid)
+        except (OSError, ValueError):
+            child.close()
+            raise
+        # Before any await: until the event loop reaps it, the leader is
+        # still there to read, however quickly it exited.
+        leader = proctree.read_stat(host_pid)
+        return child, pid, leader, self._namespace_of(container_id, host_pid)
+
+    def _register(self, handle: AdoptedProcess) -> AdoptedProcess:
+        """Remember the command by its session (a reused session id is the newer command's)."""
         if handle.session is not None:
             older = self._sessions.get(handle.session)
             if older is not None:

@@ -9,30 +9,36 @@ to end; it isolates nothing.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import signal as signals
+import termios
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qbox.agent import proctree
 from qbox.agent.runtime.base import (
     CommandStartError,
+    ConsoleSize,
     ContainerState,
     ContainerStatus,
     ExitStatus,
     ProcessSpec,
     RuntimeFailure,
 )
-from qbox.agent.runtime.pipes import ProcessPipes
+from qbox.agent.runtime.pipes import ProcessPipes, ended_stream, set_console_size
 
 
 class FakeProcess:
     def __init__(self, proc: asyncio.subprocess.Process, stdin: asyncio.StreamWriter | None,
-                 stdout: asyncio.StreamReader, stderr: asyncio.StreamReader) -> None:
+                 stdout: asyncio.StreamReader, stderr: asyncio.StreamReader,
+                 console: int | None = None) -> None:
         self._proc = proc
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
+        self.console = console
 
     @property
     def pid(self) -> int:
@@ -49,13 +55,16 @@ class FakeProcess:
                 pass
 
     async def signal_tree(self, signo: int) -> int:
-        # Started in a session of its own, so its tree is its process group
-        # (simpler than the real runtimes, enough for tests).
-        try:
-            os.killpg(self._proc.pid, signo)
-        except (ProcessLookupError, PermissionError):
-            return 0
-        return 1
+        # Started in a session of its own, so its tree is that session (simpler than
+        # the real runtimes, enough for tests; it includes a shell's jobs, which job
+        # control puts in process groups of their own).
+        session = self._proc.pid
+
+        def find_and_signal() -> int:
+            members = [p for p in proctree.scan() if p.session == session]
+            return proctree.signal_host(members, signo)
+
+        return await asyncio.to_thread(find_and_signal)
 
 
 @dataclass
@@ -97,6 +106,10 @@ class FakeRuntime:
         cwd = container.rootfs / process.cwd.lstrip("/")
         if not cwd.is_dir():
             cwd = container.rootfs
+        if process.terminal:
+            handle = await _start_on_terminal(process, cwd)
+            container.processes.append(handle)
+            return handle
         pipes = ProcessPipes(stdin=stdin)
         try:
             try:
@@ -158,3 +171,31 @@ class FakeRuntime:
 
     async def close(self) -> None:
         pass
+
+
+async def _start_on_terminal(process: ProcessSpec, cwd: Path) -> FakeProcess:
+    """The process on a new PTY that becomes its controlling terminal, as a runtime does it."""
+    master, slave = os.openpty()
+    size = process.console_size or ConsoleSize(80, 24)
+    set_console_size(master, size.cols, size.rows)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *process.args, cwd=cwd, env=process.env,
+            stdin=slave, stdout=slave, stderr=slave,
+            start_new_session=True, preexec_fn=_take_terminal,
+        )
+    except (FileNotFoundError, PermissionError) as exc:
+        os.close(master)
+        raise CommandStartError(f"cannot start {process.args[0]!r}: {exc.strerror}") from exc
+    except BaseException:
+        os.close(master)
+        raise
+    finally:
+        os.close(slave)
+    os.set_blocking(master, False)
+    return FakeProcess(proc, None, ended_stream(), ended_stream(), console=master)
+
+
+def _take_terminal() -> None:
+    # In the child, after setsid: stdin (the PTY) becomes its controlling terminal.
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)

@@ -47,7 +47,7 @@ from qbox.agent.runtime.base import (
 )
 from qbox.agent.runtime.child import AdoptedChild, _children_of
 from qbox.agent.runtime.crun import UNKNOWN_EXIT, OciCliRuntime
-from qbox.agent.runtime.pipes import ProcessPipes
+from qbox.agent.runtime.pipes import ConsoleSocket, ProcessPipes, ended_stream, start_on_terminal
 from qbox.agent.runtime.runsc_spec import (
     grant_search,
     is_real_directory,
@@ -168,7 +168,8 @@ class RunscProcess:
 
     def __init__(self, runtime: RunscRuntime, container_id: str, pid: int,
                  waiter: AdoptedChild, log_path: Path, stdin: asyncio.StreamWriter | None,
-                 stdout: asyncio.StreamReader, stderr: asyncio.StreamReader) -> None:
+                 stdout: asyncio.StreamReader, stderr: asyncio.StreamReader,
+                 console: int | None = None) -> None:
         self._runtime = runtime
         self._container_id = container_id
         self._pid = pid
@@ -179,6 +180,7 @@ class RunscProcess:
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
+        self.console = console
 
     @property
     def pid(self) -> int:
@@ -306,7 +308,9 @@ class RunscRuntime(OciCliRuntime):
     async def exec(self, container_id: str, process: ProcessSpec, *,  # type: ignore[override]
                    stdin: bool = False) -> RunscProcess:
         # (Overrides crun's AdoptedProcess with another ProcessHandle.)
-        stem = f"{container_id}.{os.getpid()}.{next(self._seq)}"
+        if process.terminal:
+            return await self._exec_terminal_runsc(container_id, process)
+        stem = self._stem(container_id)
         process_file = self._scratch / f"{stem}.json"
         waiter_pid_file = self._scratch / f"{stem}.pid"
         pid_file = self._scratch / f"{stem}.ipid"
@@ -328,12 +332,7 @@ class RunscRuntime(OciCliRuntime):
                 message = pipes.read_stderr_now().decode(errors="replace").strip()
                 raise CommandStartError(f"cannot start {process.args[0]!r}: {message}",
                                         details={"runtime": self.name})
-            pid = int(pid_file.read_text())
-            try:
-                waiter = AdoptedChild(int(waiter_pid_file.read_text()))
-            except ProcessLookupError:
-                raise RuntimeFailure(f"{self.name} exec: the waiter exited and was reaped "
-                                     "before the agent could watch it") from None
+            pid, waiter = self._watch_waiter(pid_file, waiter_pid_file)
             stdin_writer, stdout, stderr = await pipes.streams()
         except BaseException:
             pipes.close_all()
@@ -344,6 +343,49 @@ class RunscRuntime(OciCliRuntime):
                 path.unlink(missing_ok=True)
         return RunscProcess(self, container_id, pid, waiter, log_path,
                             stdin_writer, stdout, stderr)
+
+    def _watch_waiter(self, pid_file: Path, waiter_pid_file: Path) -> tuple[int, AdoptedChild]:
+        """The process's pid in the sandbox, and the watched waiter runsc left for it."""
+        pid = int(pid_file.read_text())
+        try:
+            return pid, AdoptedChild(int(waiter_pid_file.read_text()))
+        except ProcessLookupError:
+            raise RuntimeFailure(f"{self.name} exec: the waiter exited and was reaped "
+                                 "before the agent could watch it") from None
+
+    async def _exec_terminal_runsc(self, container_id: str, process: ProcessSpec) -> RunscProcess:
+        """``exec`` on a PTY: runsc makes a host PTY, gives its slave to the sandbox (the
+        sentry serves it as the process's terminal) and sends the master to our socket."""
+        stem = self._stem(container_id)
+        process_file = self._scratch / f"{stem}.json"
+        waiter_pid_file = self._scratch / f"{stem}.pid"
+        pid_file = self._scratch / f"{stem}.ipid"
+        log_path = self._scratch / f"{stem}.log"
+        error_file = self._scratch / f"{stem}.err"
+        process_file.write_text(json.dumps(oci_process(process)))
+        console = ConsoleSocket(self._scratch, f"{os.getpid()}.{next(self._seq)}.sock")
+        try:
+            master = await start_on_terminal(
+                self._command(f"--debug-log={log_path}", "exec", "--detach",
+                              "--console-socket", str(console.path),
+                              "--process", str(process_file),
+                              "--pid-file", str(waiter_pid_file),
+                              "--internal-pid-file", str(pid_file), container_id),
+                console, error_file, process, self.name)
+            try:
+                pid, waiter = self._watch_waiter(pid_file, waiter_pid_file)
+            except BaseException:
+                os.close(master)
+                raise
+        except BaseException:
+            log_path.unlink(missing_ok=True)
+            raise
+        finally:
+            console.close()
+            for path in (process_file, waiter_pid_file, pid_file, error_file):
+                path.unlink(missing_ok=True)
+        return RunscProcess(self, container_id, pid, waiter, log_path, None,
+                            ended_stream(), ended_stream(), console=master)
 
     async def signal_process(self, container_id: str, pid: int, signo: int) -> None:
         """Signal one process by its pid inside the sandbox; one that is gone is not an error."""
