@@ -38,9 +38,10 @@ class _Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
-def _serve(app: object, host: str, port: int, log_level: str) -> None:
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level,  # type: ignore[arg-type]
-                            timeout_graceful_shutdown=5)
+def _serve(app: object, settings: ServerSettings, log_level: str) -> None:
+    # uvicorn refuses larger shell messages itself (close 1009), before they are buffered whole.
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,  # type: ignore[arg-type]
+                            timeout_graceful_shutdown=5, ws_max_size=settings.shell_max_message_bytes)
     _Server(config).run()
 
 
@@ -137,7 +138,7 @@ def up(host: str, port: int, data_dir: Path | None) -> None:
             on_admin_created=lambda secret, path: _announce_admin(secret, path, base_url),
         )
         _echo(f"control plane on {base_url}")
-        _serve(create_app(settings, startup), host, port, "warning")
+        _serve(create_app(settings, startup), settings, "warning")
     finally:
         _echo("stopping the host agent")
         _stop(agent)
@@ -154,7 +155,7 @@ def server(host: str | None, port: int | None) -> None:
         settings.host = host
     if port:
         settings.port = port
-    _serve(create_app(settings), settings.host, settings.port, "info")
+    _serve(create_app(settings), settings, "info")
 
 
 @click.command()

@@ -4,15 +4,22 @@ One Protocol, one HTTP implementation. Agent errors come back in the public
 error envelope and are re-raised as the same ``qbox.core.errors`` class, so a
 ``sandbox_not_found`` from the agent is a ``SandboxNotFoundError`` here. An
 agent that cannot be reached is ``HostUnavailableError`` (503, transient).
+Shells are WebSockets (``websockets``); a refused upgrade carries the same
+envelope and becomes the same error.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Protocol, Self
+from urllib.parse import urlencode
 
 import httpx
+from websockets.asyncio.client import ClientConnection, connect, unix_connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from qbox.core.errors import HostUnavailableError, QboxError, error_from_wire
 
@@ -23,6 +30,12 @@ _EXEC_GRACE_SECONDS = 15.0
 # A transfer's chunks keep coming; the last step (the agent's fsync of a large
 # file) may take long, so only connecting has a short limit.
 _TRANSFER_TIMEOUT = httpx.Timeout(600.0, connect=5.0)
+# A shell's output frames are at most 64 KiB; 1 MiB leaves room for a larger agent.
+# Few frames are queued, so a slow client soon stops reading from the agent's socket.
+_SHELL_MAX_MESSAGE = 1024 * 1024
+_SHELL_MAX_QUEUE = 4
+_SHELL_OPEN_TIMEOUT = 10.0
+_SHELL_CLOSE_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,40 @@ class WriteOptions:
         return params
 
 
+@dataclass(frozen=True)
+class ShellOptions:
+    cols: int = 80
+    rows: int = 24
+    # Run this command line in the user's login shell instead of an interactive one.
+    command: str | None = None
+    user: str | None = None
+
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"cols": self.cols, "rows": self.rows}
+        if self.command is not None:
+            params["command"] = self.command
+        return _with_user(params, self.user)
+
+
+class AgentShell(Protocol):
+    """A shell running on an agent: send client frames verbatim, iterate over its output.
+
+    Iteration ends when the agent closes (``close_code``/``close_reason`` then
+    tell how; ``1006`` if the connection broke). A frame sent after the end is dropped.
+    """
+
+    @property
+    def close_code(self) -> int | None: ...
+    @property
+    def close_reason(self) -> str: ...
+    async def send(self, frame: str | bytes) -> None: ...
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+    async def close(self) -> None: ...
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None: ...
+
+
 class AgentClient(Protocol):
     async def health(self) -> dict[str, Any]: ...
     async def import_image(self, ref: str, name: str) -> dict[str, Any]: ...
@@ -98,6 +145,8 @@ class AgentClient(Protocol):
                              offsets: dict[str, int]) -> AsyncIterator[bytes]: ...
     async def exec_stream(self, sandbox_id: str, body: dict[str, Any]) -> AsyncIterator[bytes]: ...
     async def write_stdin(self, sandbox_id: str, pid: int, body: dict[str, Any]) -> None: ...
+    # Refused upgrades are raised as their QboxError, before anything is relayed.
+    async def open_shell(self, sandbox_id: str, options: ShellOptions) -> AgentShell: ...
     async def aclose(self) -> None: ...
 
 
@@ -106,7 +155,11 @@ def _error_of(response: httpx.Response) -> QboxError:
         body: Any = response.json()
     except ValueError:
         body = response.text
-    error = error_from_wire(response.status_code, body)
+    return _agent_error(response.status_code, body)
+
+
+def _agent_error(status: int, body: Any) -> QboxError:
+    error = error_from_wire(status, body)
     if error.status == 401:
         # Our own credentials to the agent are wrong: not the client's fault.
         return QboxError("control plane is not authorised at the host agent",
@@ -137,6 +190,50 @@ async def _relay_events(response: httpx.Response) -> AsyncIterator[bytes]:
         return
     finally:
         await response.aclose()
+
+
+class _WebSocketShell:
+    def __init__(self, connection: ClientConnection) -> None:
+        self._connection = connection
+
+    @property
+    def close_code(self) -> int | None:
+        return self._connection.close_code
+
+    @property
+    def close_reason(self) -> str:
+        return self._connection.close_reason or ""
+
+    async def send(self, frame: str | bytes) -> None:
+        try:
+            await self._connection.send(frame)
+        except ConnectionClosed:
+            pass  # iteration reports the end
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for message in self._connection:
+                yield message if isinstance(message, bytes) else message.encode()
+        except ConnectionClosed:
+            return
+
+    async def close(self) -> None:
+        await self._connection.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+
+def _denial_body(raw: bytes | None) -> Any:
+    text = (raw or b"").decode("utf-8", "replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 class HttpAgentClient:
@@ -361,6 +458,26 @@ class HttpAgentClient:
         await self._call(
             "DELETE", f"/sandboxes/{sandbox_id}/commands/{pid}", params={"signal": signal}
         )
+
+    async def open_shell(self, sandbox_id: str, options: ShellOptions) -> AgentShell:
+        address = self._endpoint.address
+        path = f"/internal/v1/sandboxes/{sandbox_id}/shell?{urlencode(options.params())}"
+        headers = {"Authorization": f"Bearer {self._endpoint.secret}"}
+        limits: dict[str, Any] = {"max_size": _SHELL_MAX_MESSAGE, "max_queue": _SHELL_MAX_QUEUE,
+                                  "open_timeout": _SHELL_OPEN_TIMEOUT, "close_timeout": _SHELL_CLOSE_TIMEOUT,
+                                  "compression": None, "proxy": None}
+        try:
+            if address.startswith(("http://", "https://")):
+                uri = "ws" + address.removeprefix("http").rstrip("/") + path
+                connection = await connect(uri, additional_headers=headers, **limits)
+            else:
+                connection = await unix_connect(address, "ws://agent" + path, additional_headers=headers,
+                                                **limits)
+        except InvalidStatus as exc:
+            raise _agent_error(exc.response.status_code, _denial_body(exc.response.body)) from None
+        except (InvalidHandshake, OSError, TimeoutError) as exc:
+            raise HostUnavailableError(f"host agent unreachable: {exc!r}") from exc
+        return _WebSocketShell(connection)
 
     async def aclose(self) -> None:
         await self._http.aclose()

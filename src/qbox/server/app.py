@@ -28,6 +28,7 @@ from qbox.server.http import (
     files,
     processes,
     sandboxes,
+    shell,
     system,
     templates,
     users,
@@ -143,7 +144,7 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
     # Inside the request-id middleware, outside the error handlers: it sees final statuses.
     app.add_middleware(AuditMiddleware)
     install_error_handlers(app)
-    for module in (system, sandboxes, processes, files, code, templates, api_keys, users, audit,
+    for module in (system, sandboxes, processes, files, code, shell, templates, api_keys, users, audit,
                    web_auth):
         app.include_router(module.router)
     return app

@@ -55,6 +55,11 @@ class ServerSettings(BaseSettings):
     audit_retention_days: int = 365
     # Dashboard cookies get the Secure flag (set when served over HTTPS).
     secure_cookies: bool = False
+    # Interactive shells (WebSocket): the largest client message, open shells per API key
+    # (or dashboard user), and how often an open shell's credentials are checked again.
+    shell_max_message_bytes: int = 1024 * 1024
+    shell_max_per_key: int = 10
+    shell_recheck_seconds: float = Field(default=15.0, gt=0)
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'qbox.db'}"

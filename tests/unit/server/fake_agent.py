@@ -10,10 +10,12 @@ import asyncio
 import hashlib
 import itertools
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from qbox.agent.files import SandboxFiles
@@ -25,7 +27,7 @@ from qbox.core.errors import (
     ValidationError,
 )
 from qbox.core.timefmt import to_wire, utcnow
-from qbox.server.agents import FileStream, WriteOptions
+from qbox.server.agents import FileStream, ShellOptions, WriteOptions
 from tests.unit.server.fake_interpreter import LANGUAGES, FakeInterpreter
 
 
@@ -40,6 +42,80 @@ async def _events(first: list[dict[str, Any]], output: dict[str, Any],
                         if output[name]), {"type": "exit", **exit_fields}]
     for event in events:
         yield json.dumps(event).encode() + b"\n"
+
+
+class FakeShell:
+    """An agent's shell in memory: it echoes input as output and records resizes.
+
+    Input ``exit N\r`` ends it with close 1000 ``exit N``; ``flood N\r`` makes N
+    bytes of output, made only as they are read (``produced`` counts them).
+    """
+
+    FLOOD_CHUNK = 64 * 1024
+
+    def __init__(self, sandbox_id: str, options: ShellOptions) -> None:
+        self.sandbox_id = sandbox_id
+        self.options = options
+        self.frames: list[str | bytes] = []
+        self.resizes: list[tuple[int, int]] = []
+        self.produced = 0
+        self.closed = False  # the control plane closed it
+        self.close_code: int | None = None
+        self.close_reason = ""
+        # Cleared, input blocks as if the PTY were full.
+        self.accepting = asyncio.Event()
+        self.accepting.set()
+        self._output: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._flood = 0
+
+    def end(self, code: int, reason: str) -> None:
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+            self._output.put_nowait(None)
+
+    async def send(self, frame: str | bytes) -> None:
+        await self.accepting.wait()
+        if self.close_code is not None:
+            return
+        self.frames.append(frame)
+        if isinstance(frame, bytes):
+            data = frame.decode("utf-8", "replace")
+        else:
+            message = json.loads(frame)
+            if message["type"] == "resize":
+                self.resizes.append((message["cols"], message["rows"]))
+                return
+            data = message["data"]
+        self._output.put_nowait(data.encode())
+        if exit_match := re.fullmatch(r"exit (\d+)\r", data):
+            self.end(1000, f"exit {exit_match[1]}")
+        elif flood := re.fullmatch(r"flood (\d+)\r", data):
+            self._flood += int(flood[1])
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            if self._flood and self.close_code is None:
+                size = min(self._flood, self.FLOOD_CHUNK)
+                self._flood -= size
+                self.produced += size
+                yield b"y" * size
+                continue
+            chunk = await self._output.get()
+            if chunk is None:
+                return
+            self.produced += len(chunk)
+            yield chunk
+
+    async def close(self) -> None:
+        self.closed = True
+        self.end(1000, "")
+
+    async def __aenter__(self) -> FakeShell:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
 
 
 class FakeAgent:
@@ -58,6 +134,10 @@ class FakeAgent:
         self.last_code_body: dict[str, Any] = {}
         self.read_chunk_bytes = 64 * 1024
         self.chunks_seen = 0
+        self.shells: list[FakeShell] = []
+        self.fail_shell: QboxError | None = None
+        # A real agent ends a deleted sandbox's shells (SIGHUP: exit 129); this one may not.
+        self.shells_survive_delete = False
 
     async def health(self) -> dict[str, Any]:
         return {"version": "test", "runtime": "fake", "sandboxes": len(self.sandboxes)}
@@ -82,6 +162,9 @@ class FakeAgent:
     async def delete_sandbox(self, sandbox_id: str) -> None:
         self.sandboxes.pop(sandbox_id, None)
         self.deleted.append(sandbox_id)
+        for shell in self.shells:
+            if shell.sandbox_id == sandbox_id and not self.shells_survive_delete:
+                shell.end(1000, "exit 129")
         root = self.roots.pop(sandbox_id, None)
         if root is not None:
             shutil.rmtree(root, ignore_errors=True)
@@ -240,6 +323,14 @@ class FakeAgent:
 
     async def kill_command(self, sandbox_id: str, pid: int, signal: int) -> None:
         self._command(sandbox_id, pid)
+
+    async def open_shell(self, sandbox_id: str, options: ShellOptions) -> FakeShell:
+        self._require(sandbox_id)
+        if self.fail_shell is not None:
+            raise self.fail_shell
+        shell = FakeShell(sandbox_id, options)
+        self.shells.append(shell)
+        return shell
 
     # --- code interpreter: an in-process fake (fake_interpreter.py) ---
 

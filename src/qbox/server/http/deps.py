@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import pydantic
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 
 from qbox.core.asgi import field_errors
 from qbox.core.errors import (
@@ -19,11 +21,13 @@ from qbox.core.errors import (
 )
 from qbox.server.services.keys import Principal, principal_for_secret
 from qbox.server.services.registry import Services
+from qbox.server.services.web_sessions import SESSION_COOKIE
 
 MAX_JSON_BODY = 1024 * 1024
 M = TypeVar("M", bound=pydantic.BaseModel)
 # Path parameters that name the request's target, in order of preference.
 _TARGET_PARAMS = ("sandbox_id", "key_id", "user_id", "template_id", "host_id")
+_HTTP_SCHEMES = {"ws": "http", "wss": "https"}
 
 
 @dataclass
@@ -36,16 +40,16 @@ class AuditNote:
     principal: Principal | None = None
 
 
-def services_of(request: Request) -> Services:
+def services_of(request: HTTPConnection) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def client_ip(request: Request) -> str:
+def client_ip(request: HTTPConnection) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def note_of(request: Request) -> AuditNote | None:
+def note_of(request: HTTPConnection) -> AuditNote | None:
     note = getattr(request.state, "audit", None)
     return note if isinstance(note, AuditNote) else None
 
@@ -56,54 +60,92 @@ def rate_limited(retry_after: float, what: str) -> RateLimitedError:
                             details={"retryAfterSeconds": seconds}, retry_after=seconds)
 
 
-def require(scope: str | None, *, action: str | None = None) -> Any:
-    """Dependency: the authenticated principal, which must hold ``scope`` (None: any valid key).
+def same_origin(conn: HTTPConnection, *, strict: bool = False) -> bool:
+    """Whether the Origin (or Referer) is our own; a WebSocket's ws/wss is our http/https.
 
-    ``action`` names the audit entry for a state-changing route; every
-    authentication failure is audited too, as ``auth.failed`` elsewhere.
+    Without either header a request counts as same-origin (non-browser clients,
+    which still need the CSRF token), unless ``strict``.
     """
+    origin = conn.headers.get("origin") or (None if strict else conn.headers.get("referer"))
+    if not origin:
+        return not strict
+    parts = urlsplit(origin)
+    scheme = _HTTP_SCHEMES.get(conn.url.scheme, conn.url.scheme)
+    return f"{parts.scheme}://{parts.netloc}" == f"{scheme}://{conn.url.netloc}"
 
-    async def authenticate(request: Request) -> Principal:
-        services = services_of(request)
-        note = AuditNote(action or "",
-                         target_id=next((str(request.path_params[p]) for p in _TARGET_PARAMS
-                                         if p in request.path_params), None))
-        if action:
-            request.state.audit = note
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        token = token.strip()
-        principal = None
-        if scheme.lower() == "bearer" and token:
-            async with services.ctx.sessions() as session:
-                principal = await principal_for_secret(session, token)
-        if principal is None:
-            note.action = action or "auth.failed"
-            request.state.audit = note
-            note.detail = f"{request.method} {request.url.path}"
-            wait = services.limits.auth_failures.check(client_ip(request))
-            if wait:
-                raise rate_limited(wait, "failed authentications from this address")
-            if not token:
-                raise AuthenticationError("missing API key: send 'Authorization: Bearer qbox_…'")
-            raise AuthenticationError("invalid, revoked or expired API key")
-        note.principal = principal
-        request.state.principal = principal
-        wait = services.limits.requests.check(principal.api_key_id or principal.user_id)
-        if not wait and action == "sandbox.create":
-            wait = services.limits.spawns.check(principal.api_key_id or principal.user_id)
+
+async def credentials_principal(conn: HTTPConnection, *, cookie: bool = False) -> Principal | None:
+    """Whom the bearer key (or, if ``cookie``, the dashboard session) names; None if nobody.
+
+    The cookie counts only from our own origin, which the caller checks first.
+    """
+    services = services_of(conn)
+    scheme, _, token = conn.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() == "bearer" and token:
+        async with services.ctx.sessions() as session:
+            return await principal_for_secret(session, token)
+    if cookie and not token and (found := await services.web_sessions.resolve(conn.cookies.get(SESSION_COOKIE))):
+        return found.principal
+    return None
+
+
+async def authenticate(conn: HTTPConnection, scope: str | None, *, action: str | None = None,
+                       cookie: bool = False) -> Principal:
+    """The authenticated principal, which must hold ``scope`` (None: any valid key).
+
+    ``action`` names the audit entry of a state-changing call; every
+    authentication failure is audited too, as ``auth.failed`` elsewhere.
+    ``cookie`` also accepts the dashboard session, from our own origin only.
+    """
+    services = services_of(conn)
+    method = str(conn.scope.get("method", "GET"))
+    note = AuditNote(action or "",
+                     target_id=next((str(conn.path_params[p]) for p in _TARGET_PARAMS
+                                     if p in conn.path_params), None))
+    if action:
+        conn.state.audit = note
+    has_token = bool(conn.headers.get("authorization", "").partition(" ")[2].strip())
+    cross_site = cookie and not has_token and SESSION_COOKIE in conn.cookies and not same_origin(conn, strict=True)
+    principal = None if cross_site else await credentials_principal(conn, cookie=cookie)
+    if principal is None:
+        note.action = action or "auth.failed"
+        conn.state.audit = note
+        note.detail = f"{method} {conn.url.path}"
+        wait = services.limits.auth_failures.check(client_ip(conn))
         if wait:
-            note.action = action or "rate_limited"
-            note.detail = note.detail or f"{request.method} {request.url.path}"
-            request.state.audit = note
-            raise rate_limited(wait, "sandbox spawns" if action == "sandbox.create" else "requests")
-        if scope is not None and not principal.may(scope):
-            raise PermissionDeniedError(
-                f"api key missing required scope: {scope}",
-                details={"requiredScope": scope, "grantedScopes": sorted(principal.effective)},
-            )
-        return principal
+            raise rate_limited(wait, "failed authentications from this address")
+        if cross_site:
+            raise PermissionDeniedError("the session cookie is accepted only from this server's own origin",
+                                        details={"reason": "origin"})
+        if not has_token:
+            raise AuthenticationError("missing API key: send 'Authorization: Bearer qbox_…'")
+        raise AuthenticationError("invalid, revoked or expired API key")
+    note.principal = principal
+    conn.state.principal = principal
+    wait = services.limits.requests.check(principal.api_key_id or principal.user_id)
+    if not wait and action == "sandbox.create":
+        wait = services.limits.spawns.check(principal.api_key_id or principal.user_id)
+    if wait:
+        note.action = action or "rate_limited"
+        note.detail = note.detail or f"{method} {conn.url.path}"
+        conn.state.audit = note
+        raise rate_limited(wait, "sandbox spawns" if action == "sandbox.create" else "requests")
+    if scope is not None and not principal.may(scope):
+        raise PermissionDeniedError(
+            f"api key missing required scope: {scope}",
+            details={"requiredScope": scope, "grantedScopes": sorted(principal.effective)},
+        )
+    return principal
 
-    return Depends(authenticate)
+
+def require(scope: str | None, *, action: str | None = None) -> Any:
+    """Dependency: ``authenticate`` for an HTTP route (bearer keys only)."""
+
+    async def dependency(request: Request) -> Principal:
+        return await authenticate(request, scope, action=action)
+
+    return Depends(dependency)
 
 
 def require_admin(principal: Principal) -> None:

@@ -1,21 +1,22 @@
 """Dashboard login: a password gives an HttpOnly session cookie; logout ends it.
 
-These routes (and the dashboard's pages) are the only ones that read cookies.
-Every state-changing request authenticated by the cookie must come from our
-own origin and carry the session's CSRF token.
+These routes, the dashboard's pages and the shell WebSocket (from our own
+origin only) are the only ones that read cookies. Every state-changing
+request authenticated by the cookie must come from our own origin and carry
+the session's CSRF token.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from qbox.core.errors import AuthenticationError, PermissionDeniedError, ValidationError
-from qbox.server.http.deps import AuditNote, client_ip, rate_limited, services_of
+from qbox.server.http.deps import AuditNote, client_ip, rate_limited, same_origin, services_of
 from qbox.server.http.users import user_wire
 from qbox.server.services.web_sessions import CSRF_COOKIE, SESSION_COOKIE, SessionPrincipal
 
@@ -36,15 +37,6 @@ async def _fields(request: Request) -> dict[str, str]:
             raise ValidationError.for_fields({"body": "must be a JSON object"})
         return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
     return {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
-
-
-def same_origin(request: Request) -> bool:
-    """A request with an Origin (or Referer) from elsewhere is cross-site."""
-    origin = request.headers.get("origin") or request.headers.get("referer")
-    if not origin:
-        return True  # non-browser clients; the CSRF token still has to match
-    parts = urlsplit(origin)
-    return f"{parts.scheme}://{parts.netloc}" == f"{request.url.scheme}://{request.url.netloc}"
 
 
 async def session_principal(request: Request) -> SessionPrincipal:

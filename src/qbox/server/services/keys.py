@@ -23,6 +23,7 @@ from qbox.core.scopes import WILDCARD, effective_scopes, grants, unknown_scopes
 from qbox.core.timefmt import utcnow
 from qbox.server.db.tables import ApiKey, User
 from qbox.server.services.context import ServiceContext
+from qbox.server.services.shells import ShellService
 
 SECRET_PREFIX = "qbox_"
 _DISPLAY_PREFIX_LEN = len(SECRET_PREFIX) + 8
@@ -125,8 +126,9 @@ async def principal_for_secret(session: AsyncSession, secret: str) -> Principal 
 
 
 class KeyService:
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, shells: ShellService) -> None:
         self.ctx = ctx
+        self.shells = shells
 
     async def create(
         self,
@@ -192,4 +194,5 @@ class KeyService:
                     .values(revoked_at=self.ctx.clock())
                 )
                 await session.commit()
+        self.shells.close_for_key(key_id)
         return await self.get(principal, key_id)

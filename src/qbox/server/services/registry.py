@@ -13,6 +13,7 @@ from qbox.server.services.processes import ProcessService
 from qbox.server.services.ratelimit import RateLimiter
 from qbox.server.services.reaper import Reaper
 from qbox.server.services.sandboxes import SandboxService
+from qbox.server.services.shells import ShellService
 from qbox.server.services.templates import TemplateService
 from qbox.server.services.users import UserService
 from qbox.server.services.web_sessions import WebSessionService
@@ -46,12 +47,14 @@ class Services:
     keys: KeyService
     users: UserService
     web_sessions: WebSessionService
+    shells: ShellService
     audit: AuditLog
     limits: Limits
 
     @classmethod
     def build(cls, ctx: ServiceContext) -> Services:
-        sandboxes = SandboxService(ctx)
+        shells = ShellService(ctx)
+        sandboxes = SandboxService(ctx, shells)
         audit = AuditLog(ctx)
         return cls(
             ctx=ctx,
@@ -61,9 +64,10 @@ class Services:
             code=CodeService(ctx, sandboxes),
             templates=TemplateService(ctx),
             reaper=Reaper(ctx, sandboxes, audit),
-            keys=KeyService(ctx),
-            users=UserService(ctx),
+            keys=KeyService(ctx, shells),
+            users=UserService(ctx, shells),
             web_sessions=WebSessionService(ctx),
+            shells=shells,
             audit=audit,
             limits=Limits.from_settings(ctx.settings),
         )

@@ -24,17 +24,19 @@ from qbox.core.errors import (
     QboxError,
     SandboxNotActiveError,
     SandboxNotFoundError,
+    SshDisabledError,
     TemplateNotFoundError,
     TemplateNotReadyError,
     ValidationError,
 )
 from qbox.core.ids import new_sandbox_id
 from qbox.core.states import TERMINAL_STATES, SandboxState
-from qbox.server.agents import AgentClient
+from qbox.server.agents import AgentClient, AgentShell, ShellOptions
 from qbox.server.db.tables import Host, Sandbox, SandboxEvent, Template
 from qbox.server.services import events
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.keys import Principal
+from qbox.server.services.shells import ShellService
 from qbox.server.settings import ServerSettings
 
 log = logging.getLogger("qbox.sandboxes")
@@ -56,8 +58,9 @@ class SpawnRequest:
 
 
 class SandboxService:
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, shells: ShellService) -> None:
         self.ctx = ctx
+        self.shells = shells
         self._boot_tasks: dict[str, asyncio.Task[None]] = {}
 
     # --- queries -------------------------------------------------------------
@@ -124,6 +127,11 @@ class SandboxService:
                                  f"lost: host {sandbox.host_id} no longer runs this sandbox")
             sandbox = await self.get(principal, sandbox_id)
             raise not_active(sandbox) from None
+
+    async def open_shell(self, principal: Principal, sandbox_id: str, options: ShellOptions) -> AgentShell:
+        """A shell on the agent, if the sandbox runs and its template allows shells."""
+        return await self.relay(principal, sandbox_id, lambda agent: agent.open_shell(sandbox_id, options),
+                                check=_ssh_enabled)
 
     # --- spawn ---------------------------------------------------------------
 
@@ -272,6 +280,8 @@ class SandboxService:
                                        level=level)
         if ended and sandbox.status == SandboxState.RUNNING and sandbox.host_id:
             await self._delete_on_host(sandbox_id, sandbox.host_id)
+        if ended:
+            self.shells.close_for_sandbox(sandbox_id)
         # A sandbox still booting is removed by its boot task when it finishes.
         return ended
 
@@ -330,6 +340,12 @@ def not_active(sandbox: Sandbox) -> SandboxNotActiveError:
         f"sandbox {sandbox.id} is {sandbox.status}, not running",
         details={"sandboxId": sandbox.id, "currentState": sandbox.status},
     )
+
+
+def _ssh_enabled(sandbox: Sandbox, template: Template | None) -> None:
+    if template is None or not template.enable_ssh:
+        raise SshDisabledError(f"template {sandbox.template_id} does not allow shells (enableSsh is false)",
+                               details={"sandboxId": sandbox.id, "templateId": sandbox.template_id})
 
 
 def check_caps(vcpus: int, memory_mb: int, disk_mb: int, settings: ServerSettings) -> None:

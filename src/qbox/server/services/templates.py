@@ -78,6 +78,8 @@ class TemplateService:
                 session.add(template)
             template.image_ref = image_ref
             template.runtime = runtime
+            # The built-in images have a login shell and a sandbox user.
+            template.enable_ssh = True
             await session.commit()
         on_progress(f"template {template_id}: importing {image_ref}")
         try:

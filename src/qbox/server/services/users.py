@@ -19,6 +19,7 @@ from qbox.core.scopes import ROLES
 from qbox.server.db.tables import ApiKey, User, WebSession
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.keys import Principal
+from qbox.server.services.shells import ShellService
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
 MIN_PASSWORD_LENGTH = 12
@@ -44,8 +45,9 @@ def check_password(password: str) -> None:
 
 
 class UserService:
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, shells: ShellService) -> None:
         self.ctx = ctx
+        self.shells = shells
 
     async def create(self, email: str, role: str, password: str | None) -> User:
         email = email.strip().lower()
@@ -99,6 +101,7 @@ class UserService:
                                                            WebSession.revoked_at.is_(None))
                                   .values(revoked_at=now))
             await session.commit()
+        self.shells.close_for_user(user_id)
         return await self.get(principal, user_id)
 
     async def set_password(self, principal: Principal, user_id: str, password: str) -> None:
