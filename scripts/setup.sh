@@ -62,7 +62,7 @@ fi
 stamp=.venv/.qbox-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[server,dev]'
+  .venv/bin/pip install -q -e '.[server,dev,shell]'
   touch "$stamp"
 fi
 echo "setup: ok"

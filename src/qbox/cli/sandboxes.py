@@ -13,6 +13,7 @@ from qbox.cli.context import CliState, confirm_or_decline, json_option, pass_sta
 from qbox.cli.exit_codes import ExitCode, exit_code_for
 from qbox.cli.files import files
 from qbox.cli.processes import command_output, kill_process, ps
+from qbox.cli.shell import ssh
 from qbox.core.errors import QboxError, SandboxNotFoundError
 from qbox.sdk import Sandbox, SandboxInfo
 
@@ -84,6 +85,7 @@ sandboxes.add_command(files)
 sandboxes.add_command(ps)
 sandboxes.add_command(kill_process)
 sandboxes.add_command(run_code)
+sandboxes.add_command(ssh)
 
 
 @sandboxes.command("create")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from qbox.core.errors import NotFoundError, QboxError
 from qbox.sdk import _code_ops as code_ops
@@ -18,7 +18,11 @@ from qbox.sdk._code_ops import Callbacks, ContextRef, ExecuteRequest
 from qbox.sdk._config import ConnectionConfig
 from qbox.sdk._hybrid import class_or_instance
 from qbox.sdk._models import ExecResult, LogEntry, SandboxInfo
+from qbox.sdk._shell_ops import require_websockets
 from qbox.sdk._transport import AsyncConnection
+
+if TYPE_CHECKING:
+    from qbox.sdk._async_shell import AsyncShell
 
 
 class AsyncSandbox:
@@ -265,6 +269,15 @@ class AsyncSandbox:
         request = ExecuteRequest.of(code, language, context, env, timeout)
         async for event in astream_events(self._conn, self.id, request):
             yield event
+
+    async def shell(
+        self, cols: int = 80, rows: int = 24, *, command: str | None = None, user: str | None = None
+    ) -> AsyncShell:
+        """An interactive terminal (see ``Sandbox.shell``); ``async for chunk in shell`` reads it."""
+        require_websockets()
+        from qbox.sdk._async_shell import open_shell
+
+        return await open_shell(self._conn.api, self.id, cols, rows, command, user)
 
     async def close(self) -> None:
         """Release the HTTP connection; the sandbox keeps running."""

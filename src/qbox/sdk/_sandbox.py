@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from qbox.core.errors import NotFoundError, QboxError
 from qbox.sdk import _code_ops as code_ops
@@ -18,7 +18,11 @@ from qbox.sdk._config import ConnectionConfig
 from qbox.sdk._files import Files
 from qbox.sdk._hybrid import class_or_instance
 from qbox.sdk._models import ExecResult, LogEntry, SandboxInfo
+from qbox.sdk._shell_ops import require_websockets
 from qbox.sdk._transport import Connection
+
+if TYPE_CHECKING:
+    from qbox.sdk._shell import Shell
 
 
 class Sandbox:
@@ -264,6 +268,15 @@ class Sandbox:
         Stopping early closes the stream (the code runs on)."""
         request = ExecuteRequest.of(code, language, context, env, timeout)
         yield from stream_events(self._conn, self.id, request)
+
+    def shell(self, cols: int = 80, rows: int = 24, *, command: str | None = None, user: str | None = None) -> Shell:
+        """An interactive terminal: the login shell of ``user`` (default ``user``), or ``command``
+        run under it, in a ``cols``×``rows`` window. Needs ``pip install 'qbox[shell]'``.
+        ``SshDisabledError`` if the template does not enable the shell."""
+        require_websockets()
+        from qbox.sdk._shell import open_shell
+
+        return open_shell(self._conn.api, self.id, cols, rows, command, user)
 
     def close(self) -> None:
         """Release the HTTP connection; the sandbox keeps running."""
