@@ -15,7 +15,8 @@ import pytest
 
 from tests.qbox_process import QboxUp, running_qbox
 
-PUBLISHED = "qbox-sh==1.4.1"
+# With its `shell` extra (websockets), which `sandbox.shell()` and `qbox sandboxes ssh` need.
+PUBLISHED = "qbox-sh[shell]==1.4.1"
 VENV = Path(os.environ.get("QBOX_COMPAT_VENV", Path(__file__).resolve().parents[2] / ".venv-compat"))
 
 
