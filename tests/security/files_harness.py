@@ -166,7 +166,9 @@ def server_errors(up: QboxUp, since: int = 0) -> list[str]:
     found: dict[str, str] = {}
     for i, line in enumerate(lines):
         if re.match(r"^[A-Za-z_.]+(Error|Exception): ", line) and line not in found:
-            start = next((j for j in range(i, -1, -1) if lines[j].startswith("Traceback")), i)
+            # Its traceback, or what introduced it ("Exception ignored in: …"), or some context.
+            start = next((j for j in range(i, max(i - 60, -1), -1)
+                          if lines[j].startswith(("Traceback", "Exception ignored"))), i - 5)
             found[line] = "\n".join(lines[max(start - 1, 0):i + 1])
     return [found[k] for k in sorted(found)]
 
