@@ -30,6 +30,10 @@ CHUNK_BYTES = 64 * 1024
 # master: the kernel moves PTY data through a work queue, and under gVisor it
 # crosses the sentry too.
 DRAIN_SETTLE_SECONDS = 0.2
+# A read this long means the terminal had more than one buffer's worth: a flood.
+_FULL_READ = 4000
+# How long a flood's next buffer is awaited to fill a frame (never for keystrokes).
+COALESCE_SECONDS = 0.002
 # The shells tried when /etc/passwd names none that the sandbox has.
 FALLBACK_SHELLS = ("/bin/bash", "/bin/sh")
 # Login shells that refuse to run anything: an account's, not the sandbox's.
@@ -104,10 +108,10 @@ class ShellSession:
         background job may keep the terminal open).
         """
         while not self._ended:
-            chunk = self._read_now()
+            chunk = self._read_now(CHUNK_BYTES)
             if chunk is not None:
                 self._ended = not chunk
-                return chunk
+                return await self._more(chunk)
             if self._exited.done():
                 if not await self._ready(timeout=DRAIN_SETTLE_SECONDS):
                     self._ended = True
@@ -115,10 +119,29 @@ class ShellSession:
                 await self._ready()
         return b""
 
-    def _read_now(self) -> bytes | None:
+    async def _more(self, chunk: bytes) -> bytes:
+        """``chunk`` and what else the master has, up to CHUNK_BYTES.
+
+        One read gives at most a line-discipline buffer (4 KiB), and a frame per
+        4 KiB would cost bulk output most of its speed. So while reads come back
+        full (a flood, not keystrokes), more is awaited for up to COALESCE_SECONDS;
+        a short read (an echo, a prompt) goes out at once.
+        """
+        parts, size = [chunk], len(chunk)
+        while 0 < size < CHUNK_BYTES and len(parts[-1]) >= _FULL_READ:
+            more = self._read_now(CHUNK_BYTES - size)
+            if more is None and await self._ready(timeout=COALESCE_SECONDS):
+                more = self._read_now(CHUNK_BYTES - size)
+            if not more:
+                break  # nothing yet (or the end, which the next read reports)
+            parts.append(more)
+            size += len(more)
+        return b"".join(parts)
+
+    def _read_now(self, limit: int) -> bytes | None:
         """What the master has now; None if nothing yet, b"" at its end."""
         try:
-            return os.read(self._fd, CHUNK_BYTES)
+            return os.read(self._fd, limit)
         except BlockingIOError:
             return None
         except OSError as exc:

@@ -301,3 +301,28 @@ def test_a_shell_that_let_go_of_its_terminal_still_ends_with_the_client(
         while not _gone(shell) and time.monotonic() < deadline:
             time.sleep(0.05)
     assert _gone(shell)
+
+
+async def test_a_flood_goes_out_in_frames_of_many_buffers_and_an_echo_at_once(tmp_path: Path) -> None:
+    runtime = FakeRuntime()
+    (tmp_path / "config.json").write_text(f'{{"root": {{"path": "{tmp_path}"}}}}')
+    await runtime.run("sb_flood", tmp_path)
+    handle = await runtime.exec("sb_flood", ProcessSpec(
+        ["sh", "-c", "read line; echo got-$line; cat /dev/zero | tr '\\0' x"], {"PATH": os.environ["PATH"]},
+        "/", os.getuid(), os.getgid(), terminal=True, console_size=ConsoleSize(80, 24)))
+    session = ShellSession(handle, kill_grace=0.5)
+    try:
+        await session.write(b"hi\r")
+        echoed = b""
+        while b"got-hi" not in echoed:
+            echoed += await session.read()  # short reads: no waiting for more
+        # One read of the terminal gives about 4 KiB (the line discipline's buffer, refilled
+        # by a kernel worker): a frame holds several once they are buffered.
+        sizes = []
+        for _ in range(5):
+            await asyncio.sleep(0.3)  # unread: the terminal's buffers fill up
+            sizes.append(len(await session.read()))
+        assert max(sizes) > 2 * 4096 and max(sizes) <= CHUNK_BYTES, sizes
+    finally:
+        await session.terminate()
+        session.close()
