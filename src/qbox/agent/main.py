@@ -75,18 +75,15 @@ async def serve(settings: AgentSettings) -> None:
         sock.close()
 
 
-def _loop_factory() -> object | None:
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
 def run_agent(settings: AgentSettings) -> None:
     """Run the agent until SIGINT/SIGTERM (sandboxes keep running after it stops)."""
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    factory = _loop_factory()
-    with asyncio.Runner(loop_factory=factory) as runner:  # type: ignore[arg-type]
+    # The standard event loop, not uvloop: uvloop's pipe transports close their fd
+    # twice (once in libuv, once through the file object; MagicStack/uvloop#763,
+    # open as of uvloop 0.23). The agent's command pipes are such transports, and a
+    # worker thread of the files API that opens a file between the two closes
+    # loses its fd: seen here as EBADF (500s) in the files race test, and it could
+    # as well make a write land in another file.
+    with asyncio.Runner() as runner:
         runner.run(serve(settings))

@@ -40,8 +40,12 @@ class _Server(uvicorn.Server):
 
 def _serve(app: object, settings: ServerSettings, log_level: str) -> None:
     # uvicorn refuses larger shell messages itself (close 1009), before they are buffered whole.
+    # The standard event loop, not uvloop, whose pipe transports close their fd twice
+    # (MagicStack/uvloop#763; see agent/main.py): caught here closing a number another
+    # thread had just been given.
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,  # type: ignore[arg-type]
-                            timeout_graceful_shutdown=5, ws_max_size=settings.shell_max_message_bytes)
+                            timeout_graceful_shutdown=5, ws_max_size=settings.shell_max_message_bytes,
+                            loop="asyncio")
     _Server(config).run()
 
 
