@@ -65,6 +65,10 @@ def test_the_initial_size_and_resizes(qbox: QboxUp, sandbox: dict[str, Any]) -> 
         assert term.run("stty size") == "30 100"
         term.resize(132, 50)
         assert term.run("stty size") == "50 132"
+        # A full-screen program finds its terminal (terminfo for TERM, the size, the screen).
+        curses = ("python3 -c 'import curses; w = curses.initscr(); y, x = w.getmaxyx(); "
+                  "curses.endwin(); print(\"screen\", y, x, curses.tigetstr(\"clear\") is not None)'")
+        assert "screen 50 132 True" in term.run(curses)
         # The shell itself hears about it (SIGWINCH), as full-screen programs do.
         term.resize(90, 20)
         assert term.run("sleep 0.2; echo $COLUMNS $LINES") == "90 20"
