@@ -199,10 +199,12 @@ def test_sandboxes_cannot_see_each_other(make_box: Any) -> None:
     # b looks with the names in its environment, so its own command line does not contain them.
     r = b.api.post(f"/v1/sandboxes/{b.id}/exec", json={
         "cmd": "/bin/sh", "user": "root", "env": {"M": marker, "D": duration},
-        "args": ["-c", 'ps -eo args | grep -c -- "$D"; ls /tmp; find / -name "$M" -xdev 2>/dev/null; true']})
+        "args": ["-c", 'ps -eo args | grep -v grep | grep -c -- "$D"; ls /tmp; find / -name "$M" -xdev 2>/dev/null; '
+                 'true']})
     out = r.json()["stdout"]
     lines = out.splitlines()
-    assert lines[0] == "1"  # only the grep itself
+    # Not counting the greps: whether ps lists them depends on when they start (gVisor: often not).
+    assert lines[0] == "0", out
     assert marker not in out
 
 
