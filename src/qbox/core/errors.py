@@ -56,6 +56,8 @@ FORCED_TRANSIENT_CODES = frozenset(
 class QboxError(Exception):
     code: ClassVar[str] = "error"
     status: ClassVar[int] = 500
+    # Errors of this class say ``details.transient: true`` unless told otherwise.
+    transient_by_default: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -70,6 +72,8 @@ class QboxError(Exception):
         super().__init__(message or self.__class__.__name__)
         self.message = message or self.__class__.__name__
         self.details: dict[str, Any] = dict(details or {})
+        if self.transient_by_default:
+            self.details.setdefault("transient", True)
         # An instance may carry a more specific wire code than its class
         # (e.g. an unknown code received by the SDK, kept verbatim).
         if code is not None:
@@ -212,11 +216,7 @@ class UnavailableError(QboxError):
 
 class HostUnavailableError(UnavailableError):
     code = "host_unavailable"
-
-    def __init__(self, message: str = "", **kwargs: Any) -> None:
-        details = dict(kwargs.pop("details", None) or {})
-        details.setdefault("transient", True)
-        super().__init__(message, details=details, **kwargs)
+    transient_by_default = True
 
 
 class HostNoCapacityError(UnavailableError):
@@ -227,22 +227,14 @@ class CodeInterpreterUnavailableError(UnavailableError):
     """The sandbox's kernels are still starting (or restarting): retry shortly."""
 
     code = "code_interpreter_unavailable"
-
-    def __init__(self, message: str = "", **kwargs: Any) -> None:
-        details = dict(kwargs.pop("details", None) or {})
-        details.setdefault("transient", True)
-        super().__init__(message, details=details, **kwargs)
+    transient_by_default = True
 
 
 class SshUnavailableError(UnavailableError):
     """The sandbox cannot give a terminal just now (its runtime failed to start one)."""
 
     code = "ssh_unavailable"
-
-    def __init__(self, message: str = "", **kwargs: Any) -> None:
-        details = dict(kwargs.pop("details", None) or {})
-        details.setdefault("transient", True)
-        super().__init__(message, details=details, **kwargs)
+    transient_by_default = True
 
 
 class InsufficientStorageError(QboxError):
