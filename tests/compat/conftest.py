@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +42,17 @@ def qbox_for_compat() -> Iterator[QboxUp]:
             yield up
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def published_env(up: QboxUp, **extra: str) -> dict[str, str]:
+    """The environment the published client finds its server and key in."""
+    return {**os.environ, "QBOX_API_KEY": up.api_key, "QBOX_BASE_URL": up.base_url, **extra}
+
+
+def run_published_script(python: Path, up: QboxUp, script: str, *args: str) -> dict[str, Any]:
+    """Run ``script`` with the published client against ``up``; the JSON object it printed last."""
+    done = subprocess.run([str(python), "-c", script, *args], env=published_env(up),
+                          capture_output=True, text=True, timeout=300, cwd="/")
+    assert done.returncode == 0, done.stderr[-4000:]
+    out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out

@@ -4,21 +4,21 @@ audit logs and auth status."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.compat.conftest import published_env
 from tests.qbox_process import QboxUp
 
 pytestmark = pytest.mark.compat
 
 
 def run_cli(python: Path, up: QboxUp, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "QBOX_API_KEY": key or up.api_key, "QBOX_BASE_URL": up.base_url,
-           "XDG_CONFIG_HOME": "/nonexistent-qbox-config", "QBOX_ASSUME_YES": "1"}
+    env = published_env(up, QBOX_API_KEY=key or up.api_key, XDG_CONFIG_HOME="/nonexistent-qbox-config",
+                        QBOX_ASSUME_YES="1")
     return subprocess.run([str(python.parent / "qbox"), *args], env=env, capture_output=True, text=True,
                           timeout=120, cwd="/")
 

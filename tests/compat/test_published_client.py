@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from tests.compat.conftest import published_env, run_published_script
 from tests.qbox_process import QboxUp
 
 pytestmark = pytest.mark.compat
@@ -64,12 +63,7 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_published_client_create_run_timeout_kill(published_python: Path, qbox_for_compat: QboxUp) -> None:
-    env = {**os.environ, "QBOX_API_KEY": qbox_for_compat.api_key,
-           "QBOX_BASE_URL": qbox_for_compat.base_url}
-    done = subprocess.run([str(published_python), "-c", SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=300, cwd="/")
-    assert done.returncode == 0, done.stderr[-4000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = run_published_script(published_python, qbox_for_compat, SCRIPT)
     assert out["version"] == "1.4.1"
     assert out["id"].startswith("sb_")
     assert out["state"] == "running"
@@ -91,8 +85,7 @@ def test_published_client_create_run_timeout_kill(published_python: Path, qbox_f
 
 def test_published_cli_doctor_quick(published_python: Path, qbox_for_compat: QboxUp) -> None:
     cli = published_python.parent / "qbox"
-    env = {**os.environ, "QBOX_API_KEY": qbox_for_compat.api_key,
-           "QBOX_BASE_URL": qbox_for_compat.base_url, "XDG_CONFIG_HOME": "/nonexistent-qbox-cfg"}
+    env = published_env(qbox_for_compat, XDG_CONFIG_HOME="/nonexistent-qbox-cfg")
     done = subprocess.run([str(cli), "-o", "json", "version"], env=env, capture_output=True,
                           text=True, timeout=60, cwd="/")
     assert done.returncode == 0, done.stderr

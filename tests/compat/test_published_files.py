@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.compat.conftest import published_env, run_published_script
 from tests.qbox_process import QboxUp
 
 pytestmark = pytest.mark.compat
@@ -75,12 +76,7 @@ SCRIPT = textwrap.dedent('''
 def test_published_client_files(published_python: Path, qbox_for_compat: QboxUp, tmp_path: Path) -> None:
     local = tmp_path / "blob.bin"
     local.write_bytes(os.urandom(3 * 1024 * 1024 + 7))
-    env = {**os.environ, "QBOX_API_KEY": qbox_for_compat.api_key,
-           "QBOX_BASE_URL": qbox_for_compat.base_url}
-    done = subprocess.run([str(published_python), "-c", SCRIPT, str(local)], env=env,
-                          capture_output=True, text=True, timeout=300, cwd="/")
-    assert done.returncode == 0, done.stderr[-4000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = run_published_script(published_python, qbox_for_compat, SCRIPT, str(local))
     assert out["read"] == "héllo\n"
     assert out["bytes"] is True
     assert out["encoding"] == "FileEncodingError"
@@ -102,8 +98,7 @@ def test_published_client_files(published_python: Path, qbox_for_compat: QboxUp,
 
 def test_published_cli_files(published_python: Path, qbox_for_compat: QboxUp, tmp_path: Path) -> None:
     cli = str(published_python.parent / "qbox")
-    env = {**os.environ, "QBOX_API_KEY": qbox_for_compat.api_key,
-           "QBOX_BASE_URL": qbox_for_compat.base_url, "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    env = published_env(qbox_for_compat, XDG_CONFIG_HOME=str(tmp_path / "cfg"))
 
     def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run([cli, *args], env=env, input=stdin, capture_output=True, timeout=120,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from tests.compat.conftest import published_env, run_published_script
 from tests.qbox_process import QboxUp
 
 pytestmark = pytest.mark.compat
@@ -49,12 +48,7 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_published_client_shell(published_python: Path, qbox_for_compat: QboxUp) -> None:
-    env = {**os.environ, "QBOX_API_KEY": qbox_for_compat.api_key,
-           "QBOX_BASE_URL": qbox_for_compat.base_url}
-    done = subprocess.run([str(published_python), "-c", SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=300, cwd="/")
-    assert done.returncode == 0, done.stderr[-4000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = run_published_script(published_python, qbox_for_compat, SCRIPT)
     assert out == {"size": True, "tty": True, "echo": True, "resized": True,
                    "closed": True}
 
@@ -63,8 +57,7 @@ def test_published_cli_ssh_through_a_real_terminal(published_python: Path, qbox_
                                                    tmp_path: Path) -> None:
     import pexpect
 
-    env = {**os.environ, "QBOX_API_KEY": qbox_for_compat.api_key,
-           "QBOX_BASE_URL": qbox_for_compat.base_url, "XDG_CONFIG_HOME": str(tmp_path), "TERM": "xterm"}
+    env = published_env(qbox_for_compat, XDG_CONFIG_HOME=str(tmp_path), TERM="xterm")
     cli = str(published_python.parent / "qbox")
     made = subprocess.run([cli, "sandboxes", "create", "tpl_python"], env=env,
                           capture_output=True, text=True, timeout=200, cwd="/")
