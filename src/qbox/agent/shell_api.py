@@ -12,97 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from fastapi import APIRouter, WebSocket
-from starlette.datastructures import QueryParams
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from qbox.agent.runtime.base import ConsoleSize
 from qbox.agent.shell import ShellSession
 from qbox.core.asgi import error_response
-from qbox.core.errors import AuthenticationError, QboxError, ValidationError
+from qbox.core.errors import AuthenticationError, QboxError
+from qbox.core.shell_protocol import BadFrame, Input, Resize, ShellParams, parse_frame, parse_params
+
+__all__ = ["BadFrame", "Input", "Resize", "ShellParams", "parse_frame", "parse_params", "shell_router"]
 
 log = logging.getLogger("qbox.agent.shell")
 
-DEFAULT_SIZE = ConsoleSize(80, 24)
-MAX_DIMENSION = 1000
 # WebSocket close codes (RFC 6455).
 CLOSE_NORMAL = 1000
 CLOSE_INVALID_DATA = 1007
-
-
-@dataclass(frozen=True)
-class ShellParams:
-    size: ConsoleSize
-    command: str | None
-    user: str | None
-
-
-@dataclass(frozen=True)
-class Input:
-    data: bytes
-
-
-@dataclass(frozen=True)
-class Resize:
-    size: ConsoleSize
-
-
-class BadFrame(ValueError):
-    """A client frame that is not one of the protocol's (closes with 1007)."""
-
-
-def _dimension(raw: object, name: str, fields: dict[str, str]) -> int:
-    value: object = raw
-    if isinstance(raw, str):
-        value = int(raw) if raw.strip().lstrip("-").isdigit() else None
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_DIMENSION:
-        fields[name] = f"must be an integer from 1 to {MAX_DIMENSION}"
-        return 0
-    return value
-
-
-def parse_params(query: QueryParams) -> ShellParams:
-    """cols/rows (default 80×24, each 1..1000), and the optional command and user."""
-    fields: dict[str, str] = {}
-    cols = _dimension(query.get("cols", str(DEFAULT_SIZE.cols)), "cols", fields)
-    rows = _dimension(query.get("rows", str(DEFAULT_SIZE.rows)), "rows", fields)
-    command = query.get("command")
-    if command is not None and (not command.strip() or "\0" in command):
-        fields["command"] = "must be a non-empty command line without NUL"
-    if fields:
-        raise ValidationError.for_fields(fields)
-    return ShellParams(ConsoleSize(cols, rows), command, query.get("user") or None)
-
-
-def parse_frame(message: Mapping[str, Any]) -> Input | Resize | None:
-    """A received WebSocket message as an action; None for a disconnect. Raises BadFrame."""
-    if message["type"] == "websocket.disconnect":
-        return None
-    if message.get("bytes") is not None:
-        return Input(message["bytes"])
-    try:
-        frame = json.loads(message.get("text") or "")
-    except ValueError:
-        raise BadFrame("a text frame must be a JSON object") from None
-    if not isinstance(frame, dict):
-        raise BadFrame("a text frame must be a JSON object")
-    if frame.get("type") == "input" and isinstance(frame.get("data"), str):
-        return Input(frame["data"].encode())
-    if frame.get("type") == "resize":
-        fields: dict[str, str] = {}
-        cols = _dimension(frame.get("cols"), "cols", fields)
-        rows = _dimension(frame.get("rows"), "rows", fields)
-        if fields:
-            raise BadFrame(f"resize needs cols and rows from 1 to {MAX_DIMENSION}")
-        return Resize(ConsoleSize(cols, rows))
-    raise BadFrame('a text frame is {"type":"input","data":…} or {"type":"resize","cols":…,"rows":…}')
 
 
 def check_secret(connection: HTTPConnection, expected: bytes) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from qbox.core.errors import InternalError, ValidationError
+from qbox.core.shell_protocol import ConsoleSize as ConsoleSize  # a terminal's size, as the shell protocol has it
 
 
 # The runtime a sandbox's spec names when it names none; it means the host's
@@ -53,14 +54,6 @@ class ExitStatus:
     def from_returncode(cls, returncode: int) -> ExitStatus:
         # asyncio/subprocess report death by signal N as -N.
         return cls.killed_by(-returncode) if returncode < 0 else cls(returncode)
-
-
-@dataclass(frozen=True)
-class ConsoleSize:
-    """A terminal's size in character cells."""
-
-    cols: int
-    rows: int
 
 
 @dataclass(frozen=True)

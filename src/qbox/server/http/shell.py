@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import shlex
 from collections.abc import Awaitable
 
@@ -30,7 +29,8 @@ from starlette.datastructures import QueryParams
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from qbox.core.asgi import error_response
-from qbox.core.errors import QboxError, ValidationError
+from qbox.core.errors import QboxError
+from qbox.core.shell_protocol import BadFrame, parse_frame, parse_params
 from qbox.core.timefmt import utcnow
 from qbox.server.agents import AgentShell, ShellOptions
 from qbox.server.http.deps import authenticate, credentials_principal, note_of, services_of
@@ -38,8 +38,6 @@ from qbox.server.services.audit import AuditRecord
 
 router = APIRouter(prefix="/v1/sandboxes/{sandbox_id}")
 
-_MAX_TERMINAL_SIZE = 1000
-_MAX_COMMAND = 64 * 1024
 _OUTPUT_FRAME = 64 * 1024
 # Close codes a peer may not send; they mean the agent's connection broke.
 _BROKEN = frozenset({1005, 1006, 1015})
@@ -49,42 +47,18 @@ _MAX_REASON_BYTES = 123
 Ending = tuple[int, str] | None
 
 
-def _size(query: QueryParams, name: str, default: int, fields: dict[str, str]) -> int:
-    raw = query.get(name)
-    value = default if raw is None else int(raw) if raw.isdigit() else 0
-    if not 1 <= value <= _MAX_TERMINAL_SIZE:
-        fields[name] = f"must be an integer from 1 to {_MAX_TERMINAL_SIZE}"
-    return value
-
-
 def _options(query: QueryParams) -> ShellOptions:
-    fields: dict[str, str] = {}
-    cols, rows = _size(query, "cols", 80, fields), _size(query, "rows", 24, fields)
-    command, user = query.get("command"), query.get("user")
-    if command is not None and not 1 <= len(command) <= _MAX_COMMAND or "\0" in (command or ""):
-        fields["command"] = f"must be 1 to {_MAX_COMMAND} characters, without NUL"
-    if user is not None and not 1 <= len(user) <= 64:
-        fields["user"] = "must be 1 to 64 characters"
-    if fields:
-        raise ValidationError.for_fields(fields)
-    return ShellOptions(cols=cols, rows=rows, command=command, user=user)
+    params = parse_params(query)
+    return ShellOptions(cols=params.size.cols, rows=params.size.rows, command=params.command, user=params.user)
 
 
 def _frame_problem(text: str) -> str | None:
-    """Why a client text frame is malformed, or None (WIRE_PROTOCOL §6: input and resize)."""
+    """Why a client text frame is malformed, or None (the agent's rules: WIRE_PROTOCOL §6)."""
     try:
-        message = json.loads(text)
-    except ValueError:
-        return "text frames must be JSON"
-    kind = message.get("type") if isinstance(message, dict) else None
-    if kind == "input":
-        return None if isinstance(message.get("data"), str) else "input needs a string 'data'"
-    if kind == "resize":
-        sizes = [message.get("cols"), message.get("rows")]
-        if all(type(v) is int and 1 <= v <= _MAX_TERMINAL_SIZE for v in sizes):
-            return None
-        return f"resize needs integer 'cols' and 'rows' from 1 to {_MAX_TERMINAL_SIZE}"
-    return "text frames are {\"type\": \"input\"|\"resize\", ...} objects"
+        parse_frame({"type": "websocket.receive", "text": text})
+    except BadFrame as exc:
+        return str(exc)
+    return None
 
 
 async def _to_agent(websocket: WebSocket, agent: AgentShell, max_bytes: int) -> Ending:
