@@ -368,8 +368,9 @@ class SandboxManager:
     # --- commands --------------------------------------------------------------
 
     def _process_spec(self, sandbox: Sandbox, argv: list[str], *, env: dict[str, str] | None,
-                      cwd: str | None, user: str | None) -> ProcessSpec:
-        who = users.resolve_in_rootfs(sandbox.rootfs, user)
+                      cwd: str | None, user: str | None, who: users.UserInfo | None = None) -> ProcessSpec:
+        """``argv`` as ``user`` (or ``who``, when the caller has resolved it already)."""
+        who = who or users.resolve_in_rootfs(sandbox.rootfs, user)
         if cwd is None:
             with RootDir(sandbox.rootfs) as root:
                 # A home that does not exist (nobody's /nonexistent) would fail the chdir.
@@ -422,7 +423,7 @@ class SandboxManager:
         with RootDir(sandbox.rootfs) as root:
             login = shell.login_shell(root, who.name)
         process = dataclasses.replace(
-            self._process_spec(sandbox, shell.shell_argv(login, command), cwd=None, user=user,
+            self._process_spec(sandbox, shell.shell_argv(login, command), cwd=None, user=user, who=who,
                                env={"TERM": "xterm-256color", "SHELL": login}),
             terminal=True, console_size=size)
         try:
