@@ -32,6 +32,8 @@ class ExitCode(IntEnum):
     RATE_LIMITED = 8
     QUOTA = 9
     DECLINED = 10
+    # `timeout`'s convention: a wait (e.g. `templates create --wait`) ran out.
+    WAIT_TIMEOUT = 124
 
 
 _BY_CODE: dict[str, ExitCode] = {

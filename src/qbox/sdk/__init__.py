@@ -98,7 +98,8 @@ from qbox.sdk._models import (
 )
 from qbox.sdk._sandbox import Sandbox
 from qbox.sdk._system import AsyncSystem, System
-from qbox.sdk._templates import AsyncTemplates, Templates
+from qbox.sdk._template_ops import Step, TemplateBuildError, TemplateBuildTimeoutError
+from qbox.sdk._templates import AsyncTemplate, AsyncTemplates, Template, Templates
 from qbox.sdk._transport import AsyncByteStream, ByteStream
 from qbox.sdk._users import AsyncUsers, Users
 
@@ -114,6 +115,7 @@ __all__ = [
     "AsyncFiles",
     "AsyncSandbox",
     "AsyncSystem",
+    "AsyncTemplate",
     "AsyncTemplates",
     "AsyncUsers",
     "Audit",
@@ -181,9 +183,13 @@ __all__ = [
     "ServiceInfo",
     "SshDisabledError",
     "SshUnavailableError",
+    "Step",
     "StreamOutput",
     "System",
     "SystemInfo",
+    "Template",
+    "TemplateBuildError",
+    "TemplateBuildTimeoutError",
     "TemplateInfo",
     "TemplateNotFoundError",
     "TemplateNotReadyError",

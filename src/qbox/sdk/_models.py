@@ -97,9 +97,25 @@ class TemplateInfo:
     build_error: str | None = None
     default_vcpus: int = 0
     default_memory_mb: int = 0
+    default_disk_mb: int = 0
     enable_ssh: bool = False
+    allow_internet_access: bool = True
+    runtime: str = ""
     tags: tuple[str, ...] = ()
     services: tuple[ServiceInfo, ...] = ()
+    capabilities: tuple[str, ...] = ()
+    source: str = "image"
+    builtin: bool = False
+    built_from_template_id: str | None = None
+    # How it was built and how its sandboxes start (templates built from an image).
+    steps: tuple[dict[str, Any], ...] = ()
+    user: str = ""
+    workdir: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    start_cmd: str | None = None
+    ready_cmd: str | None = None
+    ready_timeout_s: int = 0
+    registry_ref: str = ""
     created_at: datetime | None = None
     updated_at: datetime | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -107,6 +123,15 @@ class TemplateInfo:
     @property
     def is_ready(self) -> bool:
         return self.status == "ready"
+
+    @property
+    def is_failed(self) -> bool:
+        return self.status == "failed"
+
+    @property
+    def is_building(self) -> bool:
+        """Neither ready nor failed: the wire's rule for anything else."""
+        return not (self.is_ready or self.is_failed)
 
     @classmethod
     def from_wire(cls, value: Any) -> TemplateInfo:
@@ -126,9 +151,24 @@ class TemplateInfo:
             build_error=_opt_str(data, "buildError"),
             default_vcpus=_int(data, "defaultVcpus"),
             default_memory_mb=_int(data, "defaultMemoryMb"),
+            default_disk_mb=_int(data, "defaultDiskMb"),
             enable_ssh=bool(data.get("enableSsh", False)),
+            allow_internet_access=bool(data.get("allowInternetAccess", True)),
+            runtime=_str(data, "runtime"),
             tags=tuple(str(t) for t in as_list(data.get("tags"), "template tags")),
             services=services,
+            capabilities=tuple(str(c) for c in as_list(data.get("capabilities"), "template capabilities")),
+            source=_str(data, "source", "image"),
+            builtin=bool(data.get("builtin", False)),
+            built_from_template_id=_opt_str(data, "builtFromTemplateId"),
+            steps=tuple(s for s in as_list(data.get("steps"), "template steps") if isinstance(s, dict)),
+            user=_str(data, "user"),
+            workdir=_opt_str(data, "workdir"),
+            env=_str_map(data, "env"),
+            start_cmd=_opt_str(data, "startCmd"),
+            ready_cmd=_opt_str(data, "readyCmd"),
+            ready_timeout_s=_int(data, "readyTimeoutS"),
+            registry_ref=_str(data, "registryRef"),
             created_at=_time(data, "createdAt"),
             updated_at=_time(data, "updatedAt"),
             raw=data,

@@ -1,4 +1,4 @@
-"""Sandbox, template and system operations, written once for sync and async (see ``_steps``)."""
+"""Sandbox and system operations, written once for sync and async (see ``_steps``); templates: ``_template_ops``."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from qbox.sdk._models import (
     LogEntry,
     SandboxInfo,
     SystemInfo,
-    TemplateInfo,
     as_list,
 )
 from qbox.sdk._steps import Op
@@ -191,17 +190,3 @@ def system_info(api: Api) -> Op[SystemInfo]:
 def whoami(api: Api) -> Op[Identity]:
     return Identity.from_wire((yield from api.get("/v1/auth/me")))
 
-
-def list_templates(api: Api, *, service: str | None) -> Op[list[TemplateInfo]]:
-    rows = as_list((yield from api.get("/v1/templates", params={"service": service})), "the template list")
-    return [TemplateInfo.from_wire(row) for row in rows]
-
-
-def get_template(api: Api, template: str) -> Op[TemplateInfo]:
-    """A template by ``tpl_…`` id or by name."""
-    if not template.startswith(TEMPLATE_ID_PREFIX):
-        for info in (yield from list_templates(api, service=None)):
-            if info.name == template:
-                return info
-        raise TemplateNotFoundError(f"no template named {template!r}", details={"templateName": template})
-    return TemplateInfo.from_wire((yield from api.get(f"/v1/templates/{template}")))

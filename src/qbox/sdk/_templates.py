@@ -1,14 +1,82 @@
-"""Templates: what sandboxes are created from (read access)."""
+"""Templates: what sandboxes are created from. Build one from any OCI image, plus steps.
+
+    from qbox import Step, Template
+
+    info = Template.create(
+        "py-tools", "python:3.12-slim",
+        steps=[Step.run("pip install httpx"), Step.env(APP_ENV="dev")],
+        wait=True, on_log=print,
+    )
+
+``Templates`` / ``AsyncTemplates`` are the same classes under their earlier names.
+"""
 
 from __future__ import annotations
 
-from qbox.sdk import _sandbox_ops as ops
+import builtins
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+from qbox.sdk import _template_ops as ops
 from qbox.sdk._config import ConnectionConfig
 from qbox.sdk._models import TemplateInfo
+from qbox.sdk._template_ops import LogCallback, RegistryCredentials, TemplateSpec
 from qbox.sdk._transport import AsyncConnection, Connection
 
 
-class Templates:
+class Template:
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        image_ref: str,
+        *,
+        steps: Sequence[Mapping[str, Any]] | None = None,
+        start_cmd: str | None = None,
+        ready_cmd: str | None = None,
+        ready_timeout_s: int = ops.DEFAULT_READY_TIMEOUT_S,
+        default_vcpus: int = ops.DEFAULT_VCPUS,
+        default_memory_mb: int = ops.DEFAULT_MEMORY_MB,
+        default_disk_mb: int | None = None,
+        enable_ssh: bool = False,
+        tags: Sequence[str] | None = None,
+        user: str | None = None,
+        workdir: str | None = None,
+        env: Mapping[str, str] | None = None,
+        allow_internet_access: bool | None = None,
+        runtime: str | None = None,
+        registry_credentials: RegistryCredentials | None = None,
+        wait: bool = False,
+        on_log: LogCallback | None = None,
+        timeout: float | None = ops.DEFAULT_BUILD_TIMEOUT,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> TemplateInfo:
+        """Build template ``name`` from ``image_ref`` (any image reference skopeo reads, e.g.
+        ``python:3.12-slim`` or ``oci-archive:/tmp/img.tar``) plus ``steps`` (see ``Step``).
+
+        Returns at once with the template ``building``, unless ``wait=True`` or ``on_log`` is
+        given: then the build log is followed (each line to ``on_log``) until the build ends,
+        and the ready template is returned. A failed build raises ``TemplateBuildError``
+        (``build_error`` says why); one still running after ``timeout`` seconds (``None``: no
+        limit) raises ``TemplateBuildTimeoutError``. ``registry_credentials`` (``(user,
+        password)``) are used for the pull only, never stored.
+        """
+        spec = TemplateSpec(
+            name=name, image_ref=image_ref, steps=steps or (), start_cmd=start_cmd, ready_cmd=ready_cmd,
+            ready_timeout_s=ready_timeout_s, default_vcpus=default_vcpus, default_memory_mb=default_memory_mb,
+            default_disk_mb=default_disk_mb, enable_ssh=enable_ssh, tags=tags or (), user=user, workdir=workdir,
+            env=env, allow_internet_access=allow_internet_access, runtime=runtime,
+            registry_credentials=registry_credentials,
+        )  # fmt: skip
+        with Connection.open(config, api_key, base_url, request_timeout) as conn:
+            info = conn.run(ops.create_template(conn.api, spec))
+            if not (wait or on_log):
+                return info
+            return conn.run(ops.wait_for_build(conn.api, info.id, timeout=timeout, on_log=on_log))
+
     @classmethod
     def list(
         cls,
@@ -18,7 +86,7 @@ class Templates:
         base_url: str | None = None,
         request_timeout: float | None = None,
         config: ConnectionConfig | None = None,
-    ) -> list[TemplateInfo]:
+    ) -> builtins.list[TemplateInfo]:
         """``GET /v1/templates``; ``service`` keeps templates offering that service type."""
         with Connection.open(config, api_key, base_url, request_timeout) as conn:
             return conn.run(ops.list_templates(conn.api, service=service))
@@ -37,8 +105,139 @@ class Templates:
         with Connection.open(config, api_key, base_url, request_timeout) as conn:
             return conn.run(ops.get_template(conn.api, template))
 
+    @classmethod
+    def delete(
+        cls,
+        template: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> None:
+        """Delete a template (id or name); ``ConflictError`` while sandboxes use it, or for built-ins."""
+        with Connection.open(config, api_key, base_url, request_timeout) as conn:
+            conn.run(ops.delete_template(conn.api, template))
 
-class AsyncTemplates:
+    @classmethod
+    def rebuild(
+        cls,
+        template: str,
+        *,
+        registry_credentials: RegistryCredentials | None = None,
+        wait: bool = False,
+        on_log: LogCallback | None = None,
+        timeout: float | None = ops.DEFAULT_BUILD_TIMEOUT,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> TemplateInfo:
+        """Build the template again from its image ref and steps (pulling the ref afresh); waits as
+        ``create`` does."""
+        with Connection.open(config, api_key, base_url, request_timeout) as conn:
+            info = conn.run(ops.rebuild_template(conn.api, template, registry_credentials))
+            if not (wait or on_log):
+                return info
+            return conn.run(ops.wait_for_build(conn.api, info.id, timeout=timeout, on_log=on_log))
+
+    @classmethod
+    def wait(
+        cls,
+        template: str,
+        *,
+        on_log: LogCallback | None = None,
+        timeout: float | None = ops.DEFAULT_BUILD_TIMEOUT,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> TemplateInfo:
+        """Wait for the template's build to end: the ready template, or ``TemplateBuildError`` /
+        ``TemplateBuildTimeoutError``. Log lines from now on go to ``on_log``."""
+        with Connection.open(config, api_key, base_url, request_timeout) as conn:
+            return conn.run(ops.wait_for_build(conn.api, template, timeout=timeout, on_log=on_log))
+
+    @classmethod
+    def build_log(
+        cls,
+        template: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> str:
+        """The log of the template's current (or last) build, as text."""
+        with Connection.open(config, api_key, base_url, request_timeout) as conn:
+            return conn.run(ops.build_log(conn.api, template))
+
+    @classmethod
+    def follow_build_log(
+        cls,
+        template: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> Iterator[str]:
+        """The build log line by line, from its start, as the build writes it; ends with the build
+        (at once when it has already ended). No timeout applies while waiting for lines."""
+        with Connection.open(config, api_key, base_url, request_timeout) as conn:
+            template_id = conn.run(ops.template_id(conn.api, template))
+            cursor = conn.run(ops.open_log(conn.api, template_id, timeout=None))
+            try:
+                while not cursor.finished:
+                    yield from conn.run(ops.next_lines(cursor))
+            finally:
+                conn.run(ops.close_log(cursor))
+
+
+class AsyncTemplate:
+    @classmethod
+    async def create(
+        cls,
+        name: str,
+        image_ref: str,
+        *,
+        steps: Sequence[Mapping[str, Any]] | None = None,
+        start_cmd: str | None = None,
+        ready_cmd: str | None = None,
+        ready_timeout_s: int = ops.DEFAULT_READY_TIMEOUT_S,
+        default_vcpus: int = ops.DEFAULT_VCPUS,
+        default_memory_mb: int = ops.DEFAULT_MEMORY_MB,
+        default_disk_mb: int | None = None,
+        enable_ssh: bool = False,
+        tags: Sequence[str] | None = None,
+        user: str | None = None,
+        workdir: str | None = None,
+        env: Mapping[str, str] | None = None,
+        allow_internet_access: bool | None = None,
+        runtime: str | None = None,
+        registry_credentials: RegistryCredentials | None = None,
+        wait: bool = False,
+        on_log: LogCallback | None = None,
+        timeout: float | None = ops.DEFAULT_BUILD_TIMEOUT,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> TemplateInfo:
+        """As ``Template.create``, awaited (``on_log`` is a plain callable)."""
+        spec = TemplateSpec(
+            name=name, image_ref=image_ref, steps=steps or (), start_cmd=start_cmd, ready_cmd=ready_cmd,
+            ready_timeout_s=ready_timeout_s, default_vcpus=default_vcpus, default_memory_mb=default_memory_mb,
+            default_disk_mb=default_disk_mb, enable_ssh=enable_ssh, tags=tags or (), user=user, workdir=workdir,
+            env=env, allow_internet_access=allow_internet_access, runtime=runtime,
+            registry_credentials=registry_credentials,
+        )  # fmt: skip
+        async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
+            info = await conn.run(ops.create_template(conn.api, spec))
+            if not (wait or on_log):
+                return info
+            return await conn.run(ops.wait_for_build(conn.api, info.id, timeout=timeout, on_log=on_log))
+
     @classmethod
     async def list(
         cls,
@@ -48,7 +247,7 @@ class AsyncTemplates:
         base_url: str | None = None,
         request_timeout: float | None = None,
         config: ConnectionConfig | None = None,
-    ) -> list[TemplateInfo]:
+    ) -> builtins.list[TemplateInfo]:
         """``GET /v1/templates``; ``service`` keeps templates offering that service type."""
         async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
             return await conn.run(ops.list_templates(conn.api, service=service))
@@ -66,3 +265,94 @@ class AsyncTemplates:
         """One template by ``tpl_…`` id or name."""
         async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
             return await conn.run(ops.get_template(conn.api, template))
+
+    @classmethod
+    async def delete(
+        cls,
+        template: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> None:
+        """Delete a template (id or name); ``ConflictError`` while sandboxes use it, or for built-ins."""
+        async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
+            await conn.run(ops.delete_template(conn.api, template))
+
+    @classmethod
+    async def rebuild(
+        cls,
+        template: str,
+        *,
+        registry_credentials: RegistryCredentials | None = None,
+        wait: bool = False,
+        on_log: LogCallback | None = None,
+        timeout: float | None = ops.DEFAULT_BUILD_TIMEOUT,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> TemplateInfo:
+        """As ``Template.rebuild``, awaited."""
+        async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
+            info = await conn.run(ops.rebuild_template(conn.api, template, registry_credentials))
+            if not (wait or on_log):
+                return info
+            return await conn.run(ops.wait_for_build(conn.api, info.id, timeout=timeout, on_log=on_log))
+
+    @classmethod
+    async def wait(
+        cls,
+        template: str,
+        *,
+        on_log: LogCallback | None = None,
+        timeout: float | None = ops.DEFAULT_BUILD_TIMEOUT,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> TemplateInfo:
+        """As ``Template.wait``, awaited."""
+        async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
+            return await conn.run(ops.wait_for_build(conn.api, template, timeout=timeout, on_log=on_log))
+
+    @classmethod
+    async def build_log(
+        cls,
+        template: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> str:
+        """The log of the template's current (or last) build, as text."""
+        async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
+            return await conn.run(ops.build_log(conn.api, template))
+
+    @classmethod
+    async def follow_build_log(
+        cls,
+        template: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> AsyncIterator[str]:
+        """As ``Template.follow_build_log``: ``async for line in …``."""
+        async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
+            template_id = await conn.run(ops.template_id(conn.api, template))
+            cursor = await conn.run(ops.open_log(conn.api, template_id, timeout=None))
+            try:
+                while not cursor.finished:
+                    for line in await conn.run(ops.next_lines(cursor)):
+                        yield line
+            finally:
+                await conn.run(ops.close_log(cursor))
+
+
+# The names these classes had before templates could be built; E2B users know ``Template``.
+Templates = Template
+AsyncTemplates = AsyncTemplate

@@ -137,7 +137,7 @@ def test_exit_codes_of_client_side_errors(error_obj: QboxError, expected: ExitCo
 
 
 def test_exit_code_values_are_the_documented_ones() -> None:
-    assert [int(c) for c in ExitCode] == list(range(11))
+    assert [int(c) for c in ExitCode] == [*range(11), 124]
 
 
 def test_lazy_command_is_loaded_when_invoked(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
