@@ -9,9 +9,11 @@ Layout of ``DATA_DIR/sandboxes/<id>/``::
 
 Without a disk size, ``upper/`` and ``work/`` sit directly in the directory.
 
-With an id mapping (``idmap.py``) the image is the overlay's lower layer
-through an idmapped mount, so the sandbox sees it owned by its own root,
-and everything qbox writes into the layer is owned by the mapped ids.
+The image is one or more read-only lower dirs (a built template's own layers
+above its base image's rootfs, see ``ImageStore.lower_dirs``). With an id
+mapping (``idmap.py``) each lower dir goes in through an idmapped mount, so
+the sandbox sees the image owned by its own root, and everything qbox writes
+into the layer is owned by the mapped ids.
 
 Spawn takes milliseconds because nothing is copied. Mounts are made with
 mount(2) directly (see ``mounts.py``) and live in the host's mount
@@ -25,6 +27,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -45,11 +48,17 @@ class LayerOptions:
     disk_size_mb: int | None = None
 
 
+# An image's read-only dirs, top first (``ImageStore.lower_dirs``); a single
+# path is one lower dir.
+ImageLowers = Sequence[Path] | Path
+
+
 class SandboxFilesystem(Protocol):
-    def prepare(self, sandbox_dir: Path, image_rootfs: Path, seed: dict[str, bytes],
+    def prepare(self, sandbox_dir: Path, image_lowers: ImageLowers, seed: dict[str, bytes],
                 options: LayerOptions = LayerOptions()) -> Path:
-        """Make ``sandbox_dir/rootfs`` the sandbox's root, with ``seed`` files
-        (relative path → content) written into its private layer; return it."""
+        """Make ``sandbox_dir/rootfs`` the sandbox's root: the image's lower dirs
+        (top first) under a private layer with ``seed`` files (relative path →
+        content) written into it; return it."""
         ...
 
     def is_ready(self, sandbox_dir: Path) -> bool: ...
@@ -64,6 +73,13 @@ def _check_path(path: Path) -> str:
     if not path.is_absolute() or any(ch in text for ch in _FORBIDDEN_IN_PATHS):
         raise ValueError(f"unusable path for an overlay mount: {text!r}")
     return text
+
+
+def lower_list(image_lowers: ImageLowers) -> list[Path]:
+    lowers = [image_lowers] if isinstance(image_lowers, Path) else [Path(p) for p in image_lowers]
+    if not lowers:
+        raise ValueError("an overlay needs at least one lower dir")
+    return lowers
 
 
 def write_seed(layer: Path, seed: dict[str, bytes], owner: tuple[int, int] | None = None) -> None:
@@ -102,12 +118,13 @@ class OverlayFilesystem:
         self._goldens = disk.GoldenImages(disks_dir) if disks_dir is not None else None
         self._mappers: dict[IdMapping, IdMapper] = {}
 
-    def prepare(self, sandbox_dir: Path, image_rootfs: Path, seed: dict[str, bytes],
+    def prepare(self, sandbox_dir: Path, image_lowers: ImageLowers, seed: dict[str, bytes],
                 options: LayerOptions = LayerOptions()) -> Path:
         merged = sandbox_dir / "rootfs"
         if self.is_ready(sandbox_dir):
             return merged
-        lower_text = _check_path(image_rootfs)
+        lowers = lower_list(image_lowers)
+        lower_texts = [_check_path(lower) for lower in lowers]
         owner = options.mapping.root if options.mapping is not None else (0, 0)
         layer = sandbox_dir
         if options.disk_size_mb is not None:
@@ -116,21 +133,24 @@ class OverlayFilesystem:
         upper, work = layer / "upper", layer / "work"
         for directory in (upper, work, merged):
             directory.mkdir(parents=True, exist_ok=True)
-        # The merged root takes its owner and mode from the upper dir.
-        os.chmod(upper, image_rootfs.stat().st_mode & 0o7777)
+        # The merged root takes its owner and mode from the upper dir; the
+        # image's root is the bottom lower's (layers above only add to it).
+        os.chmod(upper, lowers[-1].stat().st_mode & 0o7777)
         os.chown(upper, *owner)
         write_seed(upper, seed, owner if options.mapping is not None else None)
-        tree = -1
-        if options.mapping is not None:
-            tree = self._mapper(options.mapping).tree(image_rootfs)
-            lower_text = f"/proc/self/fd/{tree}"
+        trees: list[int] = []
         try:
+            if options.mapping is not None:
+                mapper = self._mapper(options.mapping)
+                for lower in lowers:
+                    trees.append(mapper.tree(lower))
+                lower_texts = [f"/proc/self/fd/{tree}" for tree in trees]
             mounts.mount("overlay", merged, "overlay", mounts.MS_NODEV,
-                         f"lowerdir={lower_text},upperdir={_check_path(upper)},"
+                         f"lowerdir={':'.join(lower_texts)},upperdir={_check_path(upper)},"
                          f"workdir={_check_path(work)}")
         finally:
-            if tree >= 0:
-                os.close(tree)  # overlayfs holds its own clone of the layer
+            for tree in trees:
+                os.close(tree)  # overlayfs holds its own clone of each layer
         return merged
 
     def _mount_disk(self, sandbox_dir: Path, target: Path, size_mb: int,
@@ -170,7 +190,7 @@ class OverlayFilesystem:
 class DirectoryFilesystem:
     """A plain directory instead of an overlay: for the fake runtime (no root, no mounts)."""
 
-    def prepare(self, sandbox_dir: Path, image_rootfs: Path, seed: dict[str, bytes],
+    def prepare(self, sandbox_dir: Path, image_lowers: ImageLowers, seed: dict[str, bytes],
                 options: LayerOptions = LayerOptions()) -> Path:
         merged = sandbox_dir / "rootfs"
         merged.mkdir(parents=True, exist_ok=True)

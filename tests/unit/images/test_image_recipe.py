@@ -254,7 +254,7 @@ async def test_ensure_builtin_python_imports_the_base_as_python(
 
     assert info.digest == digest_for(store.layout_dir, "python")
     assert store.has(info.digest)
-    assert any(line.startswith("copying oci:") for line in lines)
+    assert any(line.startswith("pulling oci:") for line in lines)
 
 
 def test_machine_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -283,6 +283,7 @@ def test_public_surface_is_pinned() -> None:
             "ImageInfo",
             "ImageStore",
             "Recipe",
+            "RegistryCredentials",
             "SandboxUser",
             "SubprocessRunner",
             "base_image_ref",

@@ -1,10 +1,24 @@
 from __future__ import annotations
 
-from pathlib import PurePosixPath
+import base64
+import json
+import stat
+from pathlib import Path, PurePosixPath
 
 import pytest
 
-from qbox.agent.images.refs import digest_hex, local_path, validate_name, validate_ref
+from qbox.agent.images.refs import (
+    RegistryCredentials,
+    authfile,
+    digest_hex,
+    is_insecure_registry,
+    local_path,
+    normalize_ref,
+    parse_insecure_registries,
+    registry_host,
+    validate_name,
+    validate_ref,
+)
 from qbox.core.errors import ValidationError
 
 
@@ -28,7 +42,10 @@ def test_accepted_refs(ref: str) -> None:
     "ref",
     [
         "",
-        "python:3.12",  # no transport: "python" is not one
+        "Python:3.12",  # registry refs are lower case
+        "python:3.12/../x",
+        "ostree:/x",
+        "-rf",
         "--src-creds=x:y",
         "docker-daemon:python:3",
         "containers-storage:python",
@@ -70,3 +87,74 @@ def test_digest_hex() -> None:
     for bad in ("sha256:" + "AB" * 32, "sha256:abc", "md5:" + "a" * 32, "ab" * 32):
         with pytest.raises(ValidationError):
             digest_hex(bad)
+
+
+@pytest.mark.parametrize(
+    ("ref", "source", "registry"),
+    [
+        ("python:3.12-slim", "docker://python:3.12-slim", "docker.io"),
+        ("library/python", "docker://library/python", "docker.io"),
+        ("127.0.0.1:5000/team/img:tag", "docker://127.0.0.1:5000/team/img:tag", "127.0.0.1:5000"),
+        ("localhost/img", "docker://localhost/img", "localhost"),
+        ("[::1]:5000/a/b:c", "docker://[::1]:5000/a/b:c", "[::1]:5000"),
+        ("ghcr.io/org/app@sha256:" + "b" * 64, "docker://ghcr.io/org/app@sha256:" + "b" * 64, "ghcr.io"),
+        ("docker://reg.example:443/x:1", "docker://reg.example:443/x:1", "reg.example:443"),
+        ("oci:/srv/layout:tag", "oci:/srv/layout:tag", None),
+    ],
+)
+def test_bare_registry_refs_become_docker_refs(ref: str, source: str, registry: str | None) -> None:
+    assert normalize_ref(ref) == source
+    assert registry_host(source) == registry
+
+
+@pytest.mark.parametrize(
+    ("host", "insecure"),
+    [
+        ("127.0.0.1:5000", True),
+        ("127.9.9.9", True),
+        ("localhost:5000", True),
+        ("[::1]:5000", True),
+        ("docker.io", False),
+        ("10.0.0.1:5000", False),
+        ("registry.internal:5000", True),  # listed with its port
+        ("mirror.lan:8443", True),  # listed without a port: every port
+        ("registry.internal:5001", False),
+    ],
+)
+def test_tls_is_skipped_for_loopback_and_listed_registries(host: str, insecure: bool) -> None:
+    listed = parse_insecure_registries(" registry.internal:5000, mirror.lan ,")
+    assert is_insecure_registry(host, listed) is insecure
+
+
+def test_credentials_never_show_in_repr_and_are_redacted() -> None:
+    creds = RegistryCredentials("bob", "s3cret-pw")
+    assert "s3cret-pw" not in repr(creds)
+    token = base64.b64encode(b"bob:s3cret-pw").decode()
+    assert creds.redact(f"auth {token} failed for s3cret-pw") == "auth *** failed for ***"
+
+
+def test_authfile_is_private_and_removed(tmp_path: Path) -> None:
+    creds = RegistryCredentials("bob", "s3cret-pw")
+    with authfile(creds, "127.0.0.1:5000", tmp_path) as path:
+        assert path is not None
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        auth = json.loads(path.read_text())["auths"]["127.0.0.1:5000"]["auth"]
+        assert base64.b64decode(auth) == b"bob:s3cret-pw"
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError), authfile(creds, "docker.io", tmp_path):
+        raise RuntimeError("pull failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_authfile_without_credentials_or_registry(tmp_path: Path) -> None:
+    with authfile(None, "docker.io", tmp_path) as path:
+        assert path is None
+    with authfile(RegistryCredentials("a", "b"), None, tmp_path) as path:
+        assert path is None
+
+
+@pytest.mark.parametrize("username", ["", "a:b"])
+def test_unusable_usernames_are_refused(tmp_path: Path, username: str) -> None:
+    with pytest.raises(ValidationError), authfile(RegistryCredentials(username, "pw"), "docker.io", tmp_path):
+        pass

@@ -16,6 +16,7 @@ from qbox.agent.images.recipe import (
     ensure_builtin_python,
     machine_cache_dir,
 )
+from qbox.agent.images.refs import RegistryCredentials
 from qbox.agent.images.runner import CommandResult, CommandRunner, SubprocessRunner
 from qbox.agent.images.store import ImageConfig, ImageInfo, ImageStore
 
@@ -28,6 +29,7 @@ __all__ = [
     "ImageInfo",
     "ImageStore",
     "Recipe",
+    "RegistryCredentials",
     "SandboxUser",
     "SubprocessRunner",
     "base_image_ref",

@@ -1,4 +1,4 @@
-"""Checking image references, store names and digests before any tool sees them.
+"""Image references, store names, digests and registry logins, checked before any tool sees them.
 
 Refs reach the agent from the control plane (a template's source image), so
 they are untrusted text: they are only ever passed to skopeo as one argv
@@ -11,14 +11,37 @@ are held to strict patterns.
 
 from __future__ import annotations
 
+import base64
+import ipaddress
+import json
+import os
 import re
-from pathlib import PurePosixPath
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 from qbox.core.errors import ValidationError
 
 # Transports qbox imports from. Local ones name a path on the agent's host.
 LOCAL_TRANSPORTS = frozenset({"oci", "oci-archive", "docker-archive"})
 REGISTRY_TRANSPORT = "docker"
+DOCKER_HUB = "docker.io"
+# skopeo transports that read the host (daemons, local storage, plain dirs):
+# named explicitly so the error says why rather than "not a registry ref".
+_REFUSED_TRANSPORTS = frozenset(
+    {"docker-daemon", "containers-storage", "dir", "ostree", "sif", "tarball", "atomic"}
+)
+# A docker reference: [host[:port]/]path[:tag][@sha256:hex], the distribution
+# grammar, slightly loose about path separators (the registry checks the rest).
+_REGISTRY_REF_RE = re.compile(
+    r"(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
+)
 MAX_REF_LENGTH = 4096
 
 # An OCI tag (the distribution spec's pattern), used as the image's name in the store.
@@ -27,7 +50,18 @@ _DIGEST_RE = re.compile(r"sha256:([0-9a-f]{64})")
 
 
 def validate_ref(ref: str) -> str:
-    """Return ``ref`` unchanged if qbox accepts it as a skopeo source, else raise."""
+    """Return the skopeo source qbox uses for ``ref`` (see ``normalize_ref``), else raise."""
+    return normalize_ref(ref)
+
+
+def normalize_ref(ref: str) -> str:
+    """The skopeo source for a user's image ref, or ValidationError.
+
+    A ref starting with a known transport (``docker://``, ``oci:``,
+    ``oci-archive:``, ``docker-archive:``) is used as is; anything else is a
+    registry reference (``python:3.12-slim``, ``127.0.0.1:5000/team/img:tag``)
+    and gets ``docker://`` in front.
+    """
     if not isinstance(ref, str) or not ref:
         raise ValidationError("image ref must be a non-empty string")
     if len(ref) > MAX_REF_LENGTH:
@@ -35,24 +69,65 @@ def validate_ref(ref: str) -> str:
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in ref):
         raise ValidationError("image ref contains control characters")
     transport, sep, rest = ref.partition(":")
-    if not sep or not rest:
-        raise ValidationError(
-            f"image ref {ref!r} has no transport; use oci:, oci-archive:, docker-archive: or docker://"
-        )
-    if transport == REGISTRY_TRANSPORT:
+    if transport == REGISTRY_TRANSPORT and sep:
         name = rest.removeprefix("//")
-        if not rest.startswith("//") or not name or name.startswith(("-", "/")):
+        if not rest.startswith("//") or not _REGISTRY_REF_RE.fullmatch(name):
             raise ValidationError(f"image ref {ref!r} is not of the form docker://NAME[:TAG]")
         return ref
-    if transport in LOCAL_TRANSPORTS:
+    if transport in LOCAL_TRANSPORTS and sep:
         path = local_path(ref)
         if path is None or not path.is_absolute():
             raise ValidationError(f"image ref {ref!r} must name an absolute path")
         return ref
-    raise ValidationError(
-        f"image ref {ref!r} uses unsupported transport {transport!r}; use oci:, "
-        "oci-archive:, docker-archive: or docker://"
-    )
+    if transport in _REFUSED_TRANSPORTS and sep:
+        raise ValidationError(
+            f"image ref {ref!r} uses unsupported transport {transport!r}; use a registry reference, "
+            "docker://, oci:, oci-archive: or docker-archive:"
+        )
+    if not _REGISTRY_REF_RE.fullmatch(ref):
+        raise ValidationError(
+            f"image ref {ref!r} is neither a registry reference (NAME[:TAG][@DIGEST]) nor "
+            "docker://, oci:, oci-archive: or docker-archive:"
+        )
+    return f"docker://{ref}"
+
+
+def registry_host(source: str) -> str | None:
+    """The registry (``host[:port]``) a normalised ``docker://`` source pulls from, else None.
+
+    Follows docker's rule: the first path component names a registry only if
+    it has a '.' or ':' or is ``localhost``; otherwise it is Docker Hub.
+    """
+    if not source.startswith("docker://"):
+        return None
+    name = source.removeprefix("docker://")
+    first, slash, _ = name.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return DOCKER_HUB
+
+
+def is_insecure_registry(host: str, insecure: Iterable[str] = ()) -> bool:
+    """Whether skopeo talks to ``host`` without TLS verification: loopback, or listed by the operator.
+
+    A listed name without a port covers every port of that host.
+    """
+    listed = {entry.strip() for entry in insecure if entry.strip()}
+    if host.startswith("["):  # [::1]:5000
+        hostname = host[1:].partition("]")[0]
+    else:
+        hostname = host.partition(":")[0]
+    if host in listed or hostname in listed or hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_insecure_registries(text: str | None) -> frozenset[str]:
+    """``QBOX_INSECURE_REGISTRIES`` (comma-separated ``host[:port]``) as a set."""
+    return frozenset(part.strip() for part in (text or "").split(",") if part.strip())
 
 
 def local_path(ref: str) -> PurePosixPath | None:
@@ -84,3 +159,47 @@ def digest_hex(digest: str) -> str:
     if match is None:
         raise ValidationError(f"image digest {digest!r} must look like sha256:<64 hex digits>")
     return match.group(1)
+
+
+@dataclass(frozen=True)
+class RegistryCredentials:
+    """A registry login for one pull. Never stored, logged or put in an error message."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def redact(self, text: str) -> str:
+        """``text`` with the password (and its base64 auth form) blanked out."""
+        for secret in self._secrets():
+            text = text.replace(secret, "***")
+        return text
+
+    def _secrets(self) -> list[str]:
+        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        return [s for s in (token, self.password) if s]
+
+
+@contextmanager
+def authfile(credentials: RegistryCredentials | None, registry: str | None, tmp_dir: Path) -> Iterator[Path | None]:
+    """A skopeo ``--authfile`` for ``registry`` in a private dir under ``tmp_dir``, removed on exit.
+
+    The secret is on disk (0600, in a 0700 dir) for the length of the block
+    only; it never reaches argv or the environment, where other users of the
+    host could read it in /proc.
+    """
+    if credentials is None or registry is None:
+        yield None
+        return
+    if not credentials.username or ":" in credentials.username:
+        raise ValidationError("registry username must be non-empty and must not contain ':'")
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    private = Path(tempfile.mkdtemp(prefix="auth-", dir=tmp_dir))
+    try:
+        path = private / "auth.json"
+        token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump({"auths": {registry: {"auth": token}}}, out)
+        yield path
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
