@@ -20,14 +20,22 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from qbox._version import __version__
+from qbox.agent.builds_api import builds_router
 from qbox.agent.code_api import code_router
 from qbox.agent.command_stream import NDJSON, LogsQuery, logs_json, ndjson_response
 from qbox.agent.files_api import files_router
 from qbox.agent.hostprep import prepare_host
-from qbox.agent.images.kernelspecs import find_kernelspecs
+from qbox.agent.images.build import image_kernels
 from qbox.agent.images.store import ImageStore
 from qbox.agent.isolation import IsolationPolicy
-from qbox.agent.models import CommandStart, ExecRequest, ImageImport, SandboxSpec, StdinWrite
+from qbox.agent.models import (
+    CommandStart,
+    ExecRequest,
+    ImageImport,
+    ImagesGc,
+    SandboxSpec,
+    StdinWrite,
+)
 from qbox.agent.network import SandboxNetwork, create_network
 from qbox.agent.processes import ProcessRecord, follow
 from qbox.agent.rootfs import SandboxFilesystem
@@ -35,7 +43,7 @@ from qbox.agent.runtime.base import RuntimeDriver
 from qbox.agent.runtime.factory import create_runsc, create_runtime, filesystem_for
 from qbox.agent.runtime.fake import FakeRuntime
 from qbox.agent.sandbox import Sandbox, SandboxParams
-from qbox.agent.sandboxes import SandboxManager
+from qbox.agent.sandboxes import ImageInfoLike, ImageSource, SandboxManager
 from qbox.agent.settings import AgentSettings, load_or_create_secret
 from qbox.agent.shell_api import shell_router
 from qbox.core.asgi import install_error_handlers
@@ -47,24 +55,16 @@ log = logging.getLogger("qbox.agent")
 PREFIX = "/internal/v1"
 
 
-class ImageInfoLike(Protocol):
-    @property
-    def digest(self) -> str: ...
-
-    @property
-    def size_bytes(self) -> int: ...
-
-
-class ImageStoreLike(Protocol):
-    """What the API needs of ``qbox.agent.images.ImageStore``."""
-
-    async def import_image(self, ref: str, name: str) -> ImageInfoLike: ...
+class ImageStoreLike(ImageSource, Protocol):
+    """What the API needs of ``qbox.agent.images.ImageStore`` (beyond what sandboxes need)."""
 
     def has(self, digest: str) -> bool: ...
 
     def info(self, digest: str) -> ImageInfoLike: ...
 
     def rootfs_path(self, digest: str) -> Path: ...
+
+    async def gc(self, keep: set[str], in_use: set[str]) -> tuple[list[str], int]: ...
 
 
 @dataclass
@@ -103,10 +103,7 @@ def command_json(record: ProcessRecord) -> dict[str, Any]:
 
 async def _kernels(images: ImageStoreLike, digest: str) -> list[dict[str, str]]:
     """The image's Jupyter kernelspecs (a template with some offers a code interpreter)."""
-    rootfs = images.rootfs_path(digest)
-    if not rootfs.is_dir():
-        return []
-    return [spec.to_json() for spec in await asyncio.to_thread(find_kernelspecs, rootfs)]
+    return await image_kernels(images, digest)
 
 
 # --- routes ------------------------------------------------------------------
@@ -135,13 +132,21 @@ def _routes() -> APIRouter:
         return {"digest": info.digest, "sizeBytes": info.size_bytes, "unpacked": unpacked,
                 "kernels": await _kernels(images, digest) if unpacked else []}
 
+    @router.post("/images/gc")
+    async def collect_images(body: ImagesGc, request: Request) -> dict[str, Any]:
+        agent = _agent(request)
+        removed, freed = await agent.images.gc(set(body.keep),
+                                               agent.sandboxes.image_digests_in_use())
+        return {"removed": removed, "freedBytes": freed}
+
     @router.post("/sandboxes", status_code=201)
     async def create_sandbox(body: SandboxSpec, request: Request) -> dict[str, Any]:
         sandbox = await _agent(request).sandboxes.create(SandboxParams(
             id=body.id, image_digest=body.image_digest, envs=body.envs, vcpus=body.vcpus,
             memory_mb=body.memory_mb, hostname=body.hostname,
             allow_internet_access=body.allow_internet_access, disk_size_mb=body.disk_size_mb,
-            runtime=body.runtime))
+            runtime=body.runtime, user=body.user, workdir=body.workdir,
+            image_pull_ref=body.image_pull_ref))
         return {"id": sandbox.id, "status": sandbox.status.value,
                 "bootedAt": to_wire(sandbox.booted_at), "address": sandbox.address}
 
@@ -278,6 +283,8 @@ def create_app(settings: AgentSettings, runtime: RuntimeDriver | None = None,
     app.include_router(files_router(), prefix=PREFIX,
                        dependencies=[Depends(_bearer_check(secret))])
     app.include_router(code_router(), prefix=PREFIX,
+                       dependencies=[Depends(_bearer_check(secret))])
+    app.include_router(builds_router(), prefix=PREFIX,
                        dependencies=[Depends(_bearer_check(secret))])
     # Its own secret check: a dependency on Request does not run for a WebSocket.
     app.include_router(shell_router(secret), prefix=PREFIX)

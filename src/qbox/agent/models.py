@@ -6,9 +6,10 @@ validating.
 
 from __future__ import annotations
 
+import posixpath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 
@@ -33,6 +34,84 @@ class SandboxSpec(_Wire):
     disk_size_mb: int | None = Field(None, ge=16, le=1024 * 1024)
     # The template's runtime: crun (or the host's fallback, runc), or runsc (gVisor).
     runtime: Literal["crun", "runsc"] = "crun"
+    # Defaults of every command, file and code call that names none (null: "user", its home).
+    user: str | None = None
+    workdir: str | None = None
+    # Imported when imageDigest is not in this host's store (a built template's registryRef).
+    image_pull_ref: str | None = None
+
+
+class ImagesGc(_Wire):
+    keep: list[str] = Field(default_factory=list)
+
+
+class RegistryLogin(_Wire):
+    username: str
+    # A SecretStr: its repr and str are masked, so it cannot leak into a log or an error.
+    password: SecretStr
+
+
+def _absolute(path: str) -> str:
+    if not path.startswith("/") or "\0" in path:
+        raise ValueError("must be an absolute path")
+    return posixpath.normpath(path)
+
+
+class CopyStep(_Wire):
+    path: str
+    content: str = ""
+    encoding: Literal["utf-8", "base64"] = "utf-8"
+    mode: int = Field(0o644, ge=0, le=0o7777)
+    user: str = "root"
+
+    @field_validator("path")
+    @classmethod
+    def _path_absolute(cls, value: str) -> str:
+        return _absolute(value)
+
+
+class BuildStep(_Wire):
+    """Exactly one of run, env, workdir, copy (``user`` goes with ``run``)."""
+
+    run: str | None = Field(None, min_length=1)
+    user: str | None = None
+    env: dict[str, str] | None = None
+    workdir: str | None = None
+    copy_: CopyStep | None = Field(None, alias="copy")
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir_absolute(cls, value: str | None) -> str | None:
+        return None if value is None else _absolute(value)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BuildStep:
+        given = [v for v in (self.run, self.env, self.workdir, self.copy_) if v is not None]
+        if len(given) != 1:
+            raise ValueError("a step has exactly one of run, env, workdir, copy")
+        if self.user is not None and self.run is None:
+            raise ValueError("user goes with a run step")
+        return self
+
+
+class BuildRequest(_Wire):
+    name: str = Field(min_length=1)
+    ref: str = Field(min_length=1)
+    credentials: RegistryLogin | None = None
+    steps: list[BuildStep] = Field(default_factory=list)
+    user: str = "user"
+    workdir: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    runtime: Literal["crun", "runsc"] = "crun"
+    vcpus: int = Field(1, ge=1, le=1024)
+    memory_mb: int = Field(512, ge=16)
+    disk_mb: int | None = Field(None, ge=16, le=1024 * 1024)
+    push: str | None = None
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir_absolute(cls, value: str | None) -> str | None:
+        return None if value is None else _absolute(value)
 
 
 class ExecSpec(_Wire):

@@ -42,6 +42,14 @@ class SandboxParams:
     disk_size_mb: int | None = None
     # The runtime the sandbox runs under ("crun" or "runsc"), for its whole life.
     runtime: str = "crun"
+    # The defaults of calls that name no user / cwd (None: "user", its home).
+    user: str | None = None
+    workdir: str | None = None
+    # Imported when image_digest is not in the store (not kept: only create needs it).
+    image_pull_ref: str | None = None
+    # A template build's sandbox: never listed (the control plane does not know it),
+    # removed by the next agent if one is left behind.
+    build: bool = False
 
 
 @dataclass
@@ -75,7 +83,7 @@ class Sandbox:
             "id": p.id, "imageDigest": p.image_digest, "envs": p.envs, "vcpus": p.vcpus,
             "memoryMb": p.memory_mb, "hostname": p.hostname, "imageEnv": self.image_env,
             "allowInternetAccess": p.allow_internet_access, "diskSizeMb": p.disk_size_mb,
-            "runtime": p.runtime,
+            "runtime": p.runtime, "user": p.user, "workdir": p.workdir, "build": p.build,
             "status": self.status.value, "createdAt": to_wire(self.created_at),
             "bootedAt": to_wire(self.booted_at), "exitReason": self.exit_reason,
         }
@@ -91,6 +99,8 @@ class Sandbox:
             disk_size_mb=data.get("diskSizeMb"),
             # Written before runtimes could be chosen: crun's.
             runtime=str(data.get("runtime") or "crun"),
+            user=data.get("user"), workdir=data.get("workdir"),
+            build=bool(data.get("build", False)),
         )
         booted = data.get("bootedAt")
         return cls(

@@ -21,6 +21,7 @@ from typing import Protocol
 from qbox.agent import fsid, shell, users
 from qbox.agent import spec as specs
 from qbox.agent.files import Identity, SandboxFiles
+from qbox.agent.idmap import IdMapping
 from qbox.agent.interpreter.manager import GUEST_SOURCE, CodeInterpreter, CodeInterpreters
 from qbox.agent.isolation import OOM_EXIT_REASON, IsolationPolicy, init_killed_by_oom, oom_counter
 from qbox.agent.network import NoNetwork, SandboxNetwork
@@ -44,6 +45,7 @@ from qbox.agent.settings import AgentSettings
 from qbox.core.errors import (
     ConflictError,
     NotFoundError,
+    QboxError,
     SandboxNotActiveError,
     SandboxNotFoundError,
     SshUnavailableError,
@@ -59,9 +61,41 @@ _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")
 
 
 class ImageSource(Protocol):
-    """The part of the image store a sandbox needs."""
+    """The part of the image store (``qbox.agent.images.ImageStore``) a sandbox needs."""
 
-    def rootfs_path(self, digest: str) -> Path: ...
+    def lower_dirs(self, digest: str) -> list[Path]:
+        """The image's read-only dirs, top first; NotFoundError when it is not in the store."""
+        ...
+
+    def config(self, digest: str) -> ImageConfigLike: ...
+
+    async def import_image(self, ref: str, name: str) -> ImageInfoLike: ...
+
+
+class ImageInfoLike(Protocol):
+    @property
+    def digest(self) -> str: ...
+
+    @property
+    def size_bytes(self) -> int: ...
+
+
+class ImageConfigLike(Protocol):
+    @property
+    def env(self) -> tuple[str, ...]: ...
+
+
+def _user_of(sandbox: Sandbox, user: str | None) -> str | None:
+    """The call's user, else the sandbox's default (None, as "user" is: uid 1000 by any name)."""
+    if user:
+        return user
+    default = sandbox.params.user
+    return None if default in (None, "", users.DEFAULT_USER) else default
+
+
+def pull_name(digest: str) -> str:
+    """The store tag of an image pulled for a sandbox (a name per digest: pulls never clash)."""
+    return "pull-" + digest.partition(":")[2][:12]
 
 
 def describe_exit(status: ExitStatus | None) -> str:
@@ -73,11 +107,8 @@ def describe_exit(status: ExitStatus | None) -> str:
 
 
 def _image_env(images: ImageSource, digest: str) -> dict[str, str]:
-    config = getattr(images, "config", None)
-    if config is None:
-        return {}
     try:
-        pairs = config(digest).env
+        pairs = images.config(digest).env
     except Exception:  # noqa: BLE001 - an unreadable image config just means no extra env
         log.warning("cannot read the image config of %s", digest, exc_info=True)
         return {}
@@ -121,7 +152,7 @@ class SandboxManager:
 
     def __iter__(self) -> Iterator[Sandbox]:
         return iter([s for s in self._sandboxes.values()
-                     if s.status is not SandboxStatus.CREATING])
+                     if s.status is not SandboxStatus.CREATING and not s.params.build])
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -168,10 +199,19 @@ class SandboxManager:
         self._active(sandbox_id)
         return self.interpreters.get(sandbox_id)
 
+    @property
+    def id_mapping(self) -> IdMapping | None:
+        """The user namespace's id shift of every sandbox's files (None: host ids)."""
+        return self._isolation.mapping if self._acts_as_users else None
+
+    def image_digests_in_use(self) -> set[str]:
+        """The images of every sandbox this agent holds (builds too): never collected."""
+        return {s.params.image_digest for s in self._sandboxes.values()}
+
     def files(self, sandbox_id: str, user: str | None = None) -> SandboxFiles:
         """The sandbox's files as ``user`` (None: the default user) may see and change them."""
         sandbox = self._active(sandbox_id)
-        who = users.resolve_in_rootfs(sandbox.rootfs, user)
+        who = users.resolve_in_rootfs(sandbox.rootfs, _user_of(sandbox, user))
         if not self._acts_as_users:
             return SandboxFiles(sandbox.rootfs, home=who.home)
         host_ids = self._isolation.host_ids(who.uid, who.gid)
@@ -181,6 +221,14 @@ class SandboxManager:
             return SandboxFiles(sandbox.rootfs, home=who.home, owner=host_ids)
         identity: Identity = functools.partial(fsid.acting_as, *host_ids)
         return SandboxFiles(sandbox.rootfs, home=who.home, identity=identity)
+
+    def files_owned_by(self, sandbox_id: str, user: str) -> SandboxFiles:
+        """The sandbox's files with its root's rights (still confined to its root by
+        openat2), what they create owned by ``user`` (a build's copy step)."""
+        sandbox = self._active(sandbox_id)
+        who = users.resolve_in_rootfs(sandbox.rootfs, user)
+        owner = self._isolation.host_ids(who.uid, who.gid) if self._acts_as_users else None
+        return SandboxFiles(sandbox.rootfs, home=who.home, owner=owner)
 
     @asynccontextmanager
     async def _locked(self, sandbox_id: str) -> AsyncIterator[None]:
@@ -211,12 +259,7 @@ class SandboxManager:
         async with self._locked(params.id):
             if params.id in self._sandboxes:
                 raise ConflictError(f"sandbox {params.id} already exists on this host")
-            try:
-                lower = self._images.rootfs_path(params.image_digest)
-            except NotFoundError as exc:
-                raise TemplateNotReadyError(
-                    f"image {params.image_digest} is not in this host's store",
-                    details={"imageDigest": params.image_digest}) from exc
+            lower = await self._image_layers(params)
             directory = self._dir / params.id
             if directory.exists():
                 # Left from a failed cleanup (a live one would have been loaded).
@@ -238,7 +281,30 @@ class SandboxManager:
                 raise
             return sandbox
 
-    async def _boot(self, sandbox: Sandbox, lower: Path) -> None:
+    async def _image_layers(self, params: SandboxParams) -> list[Path]:
+        """The image's layers, pulled first from ``image_pull_ref`` when the store lacks it."""
+        not_ready = TemplateNotReadyError(f"image {params.image_digest} is not in this host's store",
+                                          details={"imageDigest": params.image_digest})
+        try:
+            return self._images.lower_dirs(params.image_digest)
+        except NotFoundError:
+            if params.image_pull_ref is None:
+                raise not_ready from None
+        log.info("pulling %s for %s", params.image_pull_ref, params.id)
+        try:
+            await self._images.import_image(params.image_pull_ref, pull_name(params.image_digest))
+        except QboxError as exc:
+            raise TemplateNotReadyError(
+                f"image {params.image_digest} is not in this host's store and pulling "
+                f"{params.image_pull_ref} failed: {exc.message}",
+                details={"imageDigest": params.image_digest}) from exc
+        try:
+            return self._images.lower_dirs(params.image_digest)
+        except NotFoundError:
+            # The ref now names another image (a moved tag).
+            raise not_ready from None
+
+    async def _boot(self, sandbox: Sandbox, lower: list[Path]) -> None:
         self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         sandbox.directory.mkdir(mode=0o700)
         isolation = self._isolation
@@ -337,6 +403,23 @@ class SandboxManager:
             await self._teardown(sandbox_id, self._dir / sandbox_id)
             self._sandboxes.pop(sandbox_id, None)
 
+    async def stop(self, sandbox_id: str, reason: str) -> Sandbox:
+        """End every process of the sandbox but keep its filesystem (a build's commit reads
+        its layer); ``delete`` removes the rest."""
+        async with self._locked(sandbox_id):
+            sandbox = self.get(sandbox_id)
+            sandbox.status = SandboxStatus.STOPPED
+            sandbox.exit_reason = sandbox.exit_reason or reason
+            watcher = self._watchers.pop(sandbox_id, None)
+            if watcher is not None:
+                watcher.cancel()
+            await self._runtime_of(sandbox).delete(sandbox_id)
+            processes = self._processes.pop(sandbox_id, None)
+            if processes is not None:
+                await processes.close()
+            await self.interpreters.detach(sandbox_id)
+            return sandbox
+
     async def _teardown(self, sandbox_id: str, directory: Path,
                         runtimes: list[RuntimeDriver] | None = None) -> None:
         """Every step runs even when an earlier one fails, so one error never strands the rest
@@ -370,11 +453,12 @@ class SandboxManager:
     def _process_spec(self, sandbox: Sandbox, argv: list[str], *, env: dict[str, str] | None,
                       cwd: str | None, user: str | None, who: users.UserInfo | None = None) -> ProcessSpec:
         """``argv`` as ``user`` (or ``who``, when the caller has resolved it already)."""
-        who = who or users.resolve_in_rootfs(sandbox.rootfs, user)
+        who = who or users.resolve_in_rootfs(sandbox.rootfs, _user_of(sandbox, user))
         if cwd is None:
             with RootDir(sandbox.rootfs) as root:
-                # A home that does not exist (nobody's /nonexistent) would fail the chdir.
-                cwd = who.home if root.is_dir(who.home) else "/"
+                # A directory that does not exist (nobody's /nonexistent) would fail the chdir.
+                defaults = [d for d in (sandbox.params.workdir, who.home) if d]
+                cwd = next((d for d in defaults if root.is_dir(d)), "/")
         return specs.exec_process(who, argv, image_env=sandbox.image_env,
                                   sandbox_env=sandbox.params.envs, call_env=env, cwd=cwd,
                                   rlimits=self._isolation.rlimits)
@@ -419,6 +503,7 @@ class SandboxManager:
         """The user's login shell on a PTY (running ``command`` if given), like an ssh login:
         as that user, in their home, with the sandbox's env plus TERM and SHELL."""
         sandbox = self._active(sandbox_id)
+        user = _user_of(sandbox, user)
         who = users.resolve_in_rootfs(sandbox.rootfs, user)
         with RootDir(sandbox.rootfs) as root:
             login = shell.login_shell(root, who.name)
@@ -481,6 +566,11 @@ class SandboxManager:
                     await runtime.delete(sandbox_id)
             # Through the filesystem: its rootfs may still be mounted.
             await asyncio.to_thread(self._fs.release, directory)
+            return
+        if sandbox.params.build:
+            # Its build ended with the agent that ran it: nobody can commit it now.
+            log.warning("removing the sandbox %s of an interrupted template build", sandbox_id)
+            await self._teardown(sandbox_id, directory)
             return
         container = containers.get(sandbox.params.runtime, {}).get(sandbox_id)
         alive = container is not None and container.status in (ContainerStatus.RUNNING,

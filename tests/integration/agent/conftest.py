@@ -26,6 +26,7 @@ from fastapi import FastAPI
 from qbox.agent import mounts
 from qbox.agent.app import create_app
 from qbox.agent.settings import AgentSettings
+from qbox.agent.images.store import ImageConfig, ImageInfo
 from qbox.core.errors import NotFoundError
 from qbox.core.ids import new_sandbox_id
 
@@ -69,6 +70,16 @@ class RootfsStore:
         if digest != DIGEST:
             raise NotFoundError(f"image {digest} is not in this host's store")
         return self._rootfs
+
+    def lower_dirs(self, digest: str) -> list[Path]:
+        return [self.rootfs_path(digest)]
+
+    def config(self, digest: str) -> ImageConfig:
+        self.rootfs_path(digest)
+        return ImageConfig()
+
+    async def import_image(self, ref: str, name: str) -> ImageInfo:
+        raise NotFoundError(f"this test store imports nothing ({ref})")
 
 
 def force_cleanup(data_dir: Path) -> None:

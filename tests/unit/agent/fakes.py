@@ -50,5 +50,8 @@ class FakeImageStore:
             raise NotFoundError(f"image {digest} is not in this host's store")
         return self.root / digest.partition(":")[2] / "rootfs"
 
+    def lower_dirs(self, digest: str) -> list[Path]:
+        return [self.rootfs_path(digest)]
+
     def config(self, digest: str) -> FakeImageConfig:
         return FakeImageConfig(self.env)

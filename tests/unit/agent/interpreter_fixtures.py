@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from qbox.agent.app import create_app
-from qbox.agent.rootfs import DirectoryFilesystem, LayerOptions
+from qbox.agent.rootfs import DirectoryFilesystem, ImageLowers, LayerOptions, lower_list
 from qbox.agent.runtime.fake import FakeRuntime
 from qbox.agent.sandboxes import SandboxManager
 from qbox.agent.settings import AgentSettings
@@ -29,11 +29,12 @@ NDJSON = "application/x-ndjson"
 class CopyingFilesystem(DirectoryFilesystem):
     """The image's files copied into the sandbox (the plain one starts empty)."""
 
-    def prepare(self, sandbox_dir: Path, image_rootfs: Path, seed: dict[str, bytes],
+    def prepare(self, sandbox_dir: Path, image_lowers: ImageLowers, seed: dict[str, bytes],
                 options: LayerOptions = LayerOptions()) -> Path:
         merged = sandbox_dir / "rootfs"
-        shutil.copytree(image_rootfs, merged, symlinks=True, dirs_exist_ok=True)
-        return super().prepare(sandbox_dir, image_rootfs, seed, options)
+        for lower in reversed(lower_list(image_lowers)):  # the base first, the top last
+            shutil.copytree(lower, merged, symlinks=True, dirs_exist_ok=True)
+        return super().prepare(sandbox_dir, image_lowers, seed, options)
 
 
 def add_kernelspec(rootfs: Path, name: str, language: str,

@@ -181,3 +181,21 @@ async def test_internal_errors_have_no_traceback(agent: AgentUnderTest) -> None:
     assert r.status_code == 500
     assert r.json()["error"]["code"] == "internal"
     assert "secret internals" not in r.text
+
+
+async def test_spec_user_workdir_and_pull_ref(agent: AgentUnderTest) -> None:
+    sandbox_id = await _create(agent, user="root", workdir="/")
+    r = await agent.client.post(f"/sandboxes/{sandbox_id}/exec",
+                                json={"cmd": "sh", "args": ["-c", "echo $HOME"]})
+    assert r.json()["stdout"] == "/root\n"
+    params = agent.app.state.agent.sandboxes.get(sandbox_id).params
+    assert (params.user, params.workdir) == ("root", "/")
+
+    ref = "oci:/images/built:1"
+    pulled = agent.store.add(ref)  # what the fake store names an import of ``ref``
+    agent.store.root.joinpath(pulled[7:]).rename(agent.store.root / "moved-away")
+    r = await agent.client.post("/sandboxes", json={"id": new_sandbox_id(),
+                                                    "imageDigest": pulled,
+                                                    "imagePullRef": ref})
+    assert r.status_code == 201, r.text
+    assert agent.store.imported == [(ref, "pull-" + pulled[7:19])]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from qbox.agent.runtime.fake import FakeRuntime
 from qbox.agent.sandbox import SandboxParams, SandboxStatus
 from qbox.agent.sandboxes import SandboxManager
 from qbox.agent.settings import AgentSettings
-from qbox.core.errors import SandboxNotActiveError
+from qbox.core.errors import SandboxNotActiveError, TemplateNotReadyError
 from qbox.core.ids import new_sandbox_id
 from tests.unit.agent.fakes import FakeImageStore
 
@@ -105,3 +106,51 @@ async def test_failed_boot_leaves_nothing(tmp_path: Path, digest: str) -> None:
         await manager.create(SandboxParams(sandbox_id, digest))
     assert not (tmp_path / "data" / "sandboxes" / sandbox_id).exists()
     assert list(manager) == []
+
+
+async def test_user_and_workdir_are_the_defaults_of_commands_and_survive_a_restart(
+        tmp_path: Path, digest: str) -> None:
+    runtime = FakeRuntime()
+    manager = _manager(tmp_path, runtime)
+    params = SandboxParams(new_sandbox_id(), digest, user="root", workdir="/srv/app")
+    sandbox = await manager.create(params)
+    (sandbox.rootfs / "srv" / "app").mkdir(parents=True)
+    await manager.exec(sandbox.id, ["true"])
+    await manager.exec(sandbox.id, ["true"], user="user", cwd="/tmp")
+    [(_, default), (_, explicit)] = runtime.execs
+    assert (default.uid, default.cwd) == (0, "/srv/app")
+    assert (explicit.uid, explicit.cwd) == (1000, "/tmp")
+    assert manager.files(sandbox.id).normalize("x") == "/root/x"
+    await manager.close()
+
+    again = _manager(tmp_path, runtime)
+    await again.load()
+    assert again.get(sandbox.id).params.user == "root"
+    assert again.get(sandbox.id).params.workdir == "/srv/app"
+
+
+async def test_a_missing_workdir_falls_back_to_the_home(tmp_path: Path, digest: str) -> None:
+    runtime = FakeRuntime()
+    manager = _manager(tmp_path, runtime)
+    sandbox = await manager.create(SandboxParams(new_sandbox_id(), digest, workdir="/nope"))
+    await manager.exec(sandbox.id, ["true"])
+    assert runtime.execs[0][1].cwd == "/home/user"
+
+
+async def test_an_image_missing_from_the_store_is_pulled_from_image_pull_ref(
+        tmp_path: Path) -> None:
+    manager = _manager(tmp_path)
+    store: FakeImageStore = manager._images  # type: ignore[assignment]
+    # The fake names an imported image by the hash of its ref.
+    ref = "docker://registry.example/templates/t@sha256:" + "1" * 64
+    digest = "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
+    with pytest.raises(TemplateNotReadyError):
+        await manager.create(SandboxParams(new_sandbox_id(), digest))
+    sandbox = await manager.create(SandboxParams(new_sandbox_id(), digest, image_pull_ref=ref))
+    assert sandbox.status is SandboxStatus.RUNNING
+    assert store.imported == [(ref, "pull-" + digest[7:19])]
+    other = "sha256:" + "2" * 64  # the ref gives another image: still not ready
+    with pytest.raises(TemplateNotReadyError):
+        await manager.create(SandboxParams(new_sandbox_id(), other, image_pull_ref=ref))
+    with pytest.raises(TemplateNotReadyError, match="pulling bad failed"):
+        await manager.create(SandboxParams(new_sandbox_id(), other, image_pull_ref="bad"))

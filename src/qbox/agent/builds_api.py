@@ -1,0 +1,33 @@
+"""The agent's build route (docs/agent-protocol.md, "Builds"): a thin handler over ``BuildJob``.
+
+The answer is a stream: one JSON object per line while the build runs,
+ending with its result or error. Closing the connection cancels the build.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from qbox.agent.command_stream import ndjson_response
+from qbox.agent.images.build import BuildJob
+from qbox.agent.models import BuildRequest
+
+log = logging.getLogger("qbox.agent.builds")
+
+
+def builds_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/builds")
+    async def build(body: BuildRequest, request: Request) -> StreamingResponse:
+        agent = request.app.state.agent
+        job = BuildJob(body, agent.images, agent.sandboxes)
+        # Never the request itself: it may carry registry credentials.
+        log.info("building template %s from %s (%d steps) in %s", body.name, body.ref,
+                 len(body.steps), job.sandbox_id)
+        return ndjson_response(job.events())
+
+    return router
