@@ -113,6 +113,10 @@ class AgentShell(Protocol):
 class AgentClient(Protocol):
     async def health(self) -> dict[str, Any]: ...
     async def import_image(self, ref: str, name: str) -> dict[str, Any]: ...
+    # A template build's events (``log``, then ``result`` or ``error``); closing the
+    # iterator cancels the build. Errors before the first event are raised.
+    async def build(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]: ...
+    async def gc_images(self, keep: list[str]) -> dict[str, Any]: ...
     async def create_sandbox(self, spec: dict[str, Any]) -> dict[str, Any]: ...
     async def list_sandboxes(self) -> list[dict[str, Any]]: ...
     async def delete_sandbox(self, sandbox_id: str) -> None: ...
@@ -175,6 +179,25 @@ async def _relay(response: httpx.Response) -> AsyncIterator[bytes]:
     try:
         async for chunk in response.aiter_raw():
             yield chunk
+    finally:
+        await response.aclose()
+
+
+async def _json_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """An NDJSON stream's objects; a broken connection ends it early (the caller sees no
+    last event). Closing the iterator closes the connection."""
+    try:
+        async for line in response.aiter_lines():
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                yield event
+    except httpx.HTTPError:
+        return
     finally:
         await response.aclose()
 
@@ -309,6 +332,18 @@ class HttpAgentClient:
         result: dict[str, Any] = await self._call(
             "POST", "/images", json={"ref": ref, "name": name}, timeout=1800
         )
+        return result
+
+    async def build(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        # No read timeout: a step may be silent for as long as it likes.
+        response = await self._send(self._http.build_request(
+            "POST", "/builds", json=body, headers={"Accept": "application/x-ndjson"},
+            timeout=httpx.Timeout(None, connect=5.0)), stream=True)
+        return _json_events(response)
+
+    async def gc_images(self, keep: list[str]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("POST", "/images/gc", json={"keep": keep},
+                                                  timeout=600)
         return result
 
     async def create_sandbox(self, spec: dict[str, Any]) -> dict[str, Any]:

@@ -99,6 +99,9 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
         services.audit.start()
         reaper_task: asyncio.Task[None] | None = None
         try:
+            interrupted = await services.templates.fail_interrupted_builds()
+            if interrupted:
+                startup.on_progress(f"templates: {interrupted} interrupted build(s) marked failed")
             admin = await bootstrap.ensure_admin(ctx)
             if admin.secret and startup.on_admin_created:
                 startup.on_admin_created(admin.secret, str(admin.key_file))
@@ -128,6 +131,7 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
                 reaper_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reaper_task
+            await services.templates.shutdown()
             await services.sandboxes.shutdown()
             await services.audit.stop()
             await ctx.agents.aclose()

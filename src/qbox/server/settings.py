@@ -61,6 +61,12 @@ class ServerSettings(BaseSettings):
     shell_max_per_key: int = 10
     shell_recheck_seconds: float = Field(default=15.0, gt=0)
 
+    # Template builds: every built image is pushed to "{registry}/templates/<name>:build-<n>"
+    # ("host[:port][/prefix]") when set, so hosts other than the builder can pull it.
+    registry: str | None = None
+    # Memory of a build sandbox: the template's default memory, at least this.
+    build_memory_mb: int = Field(default=2048, ge=64)
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'qbox.db'}"
 

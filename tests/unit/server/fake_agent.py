@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
@@ -138,6 +139,15 @@ class FakeAgent:
         self.fail_shell: QboxError | None = None
         # A real agent ends a deleted sandbox's shells (SIGHUP: exit 129); this one may not.
         self.shells_survive_delete = False
+        # Template builds: every request's body; the events a build sends (None: a default
+        # success); while ``build_hold`` is clear, a build waits after its first event.
+        self.builds: list[dict[str, Any]] = []
+        self.build_events: list[dict[str, Any]] | None = None
+        self.build_error: QboxError | None = None
+        self.build_hold = threading.Event()
+        self.build_hold.set()
+        self.builds_cancelled = 0
+        self.gc_calls: list[list[str]] = []
 
     async def health(self) -> dict[str, Any]:
         return {"version": "test", "runtime": "fake", "sandboxes": len(self.sandboxes)}
@@ -145,6 +155,42 @@ class FakeAgent:
     async def import_image(self, ref: str, name: str) -> dict[str, Any]:
         return {"digest": "sha256:" + hashlib.sha256(ref.encode()).hexdigest(), "sizeBytes": 4096,
                 "kernels": self.image_kernels}
+
+    def default_build_events(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        digest = "sha256:" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        base = "sha256:" + hashlib.sha256(body["ref"].encode()).hexdigest()
+        steps = body["steps"]
+        lines = [f"pulling docker://{body['ref']}"]
+        for n, step in enumerate(steps, 1):
+            lines += [f"step {n}/{len(steps)}: {next(iter(step))}", f"step {n}/{len(steps)}: exit code 0"]
+        lines.append(f"template ready: {digest}, 4 KB")
+        pushed = f"docker://{body['push'].rsplit(':', 1)[0]}@{digest}" if body.get("push") else None
+        return [*({"type": "log", "line": line} for line in lines),
+                {"type": "result", "digest": digest, "sizeBytes": 4096, "kernels": self.image_kernels,
+                 "baseDigest": base, "pushedRef": pushed}]
+
+    async def build(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        self.builds.append(body)
+        if self.build_error is not None:
+            raise self.build_error
+        scripted = self.build_events if self.build_events is not None else self.default_build_events(body)
+
+        async def stream() -> AsyncIterator[dict[str, Any]]:
+            try:
+                for n, event in enumerate(scripted):
+                    if n == 1:
+                        while not self.build_hold.is_set():
+                            await asyncio.sleep(0.01)
+                    yield event
+            except (asyncio.CancelledError, GeneratorExit):
+                self.builds_cancelled += 1
+                raise
+
+        return stream()
+
+    async def gc_images(self, keep: list[str]) -> dict[str, Any]:
+        self.gc_calls.append(list(keep))
+        return {"removed": [], "freedBytes": 0}
 
     async def create_sandbox(self, spec: dict[str, Any]) -> dict[str, Any]:
         if self.create_delay:

@@ -31,6 +31,8 @@ BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", "/v1/users"): {"email": "new@example.com"},
     ("POST", "/v1/users/{user_id}/disable"): None,
     ("PUT", "/v1/users/{user_id}/password"): {"password": "a long enough password"},
+    ("POST", "/v1/templates"): {"name": "scoped", "imageRef": "busybox:1"},
+    ("POST", "/v1/templates/{template_id}/rebuild"): None,
 }
 PUBLIC = {("GET", "/healthz"), ("GET", "/v1/system")}
 ANY_KEY = {("GET", "/v1/auth/me")}

@@ -137,8 +137,36 @@ class Template(Base):
     envs: Mapped[dict[str, Any]] = mapped_column(default=dict)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     services: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # How a template is built from its image, kept so a rebuild repeats it.
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default="[]")
+    start_cmd: Mapped[str | None] = mapped_column(Text, default=None)
+    ready_cmd: Mapped[str | None] = mapped_column(Text, default=None)
+    ready_timeout_s: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
+    # None: the sandbox account "user".
+    default_user: Mapped[str | None] = mapped_column(String(64), default=None)
+    workdir: Mapped[str | None] = mapped_column(Text, default=None)
+    # Where the built image was pushed ("" when no registry is configured).
+    registry_ref: Mapped[str] = mapped_column(Text, default="", server_default="")
+    base_digest: Mapped[str] = mapped_column(String(80), default="", server_default="")
+    build_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    build_started_at: Mapped[datetime | None] = mapped_column(default=None)
+    build_finished_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TemplateBuildLog(Base):
+    """The lines of a template's current build (a rebuild starts over)."""
+
+    __tablename__ = "template_build_logs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    template_id: Mapped[str] = mapped_column(
+        ForeignKey("templates.id", ondelete="CASCADE"), index=True
+    )
+    generation: Mapped[int] = mapped_column(Integer)
+    time: Mapped[datetime] = mapped_column(default=utcnow)
+    line: Mapped[str] = mapped_column(Text)
 
 
 class Sandbox(Base):

@@ -153,14 +153,18 @@ def require_admin(principal: Principal) -> None:
         raise PermissionDeniedError("this needs an admin", details={"requiredRole": "admin"})
 
 
-async def json_body(request: Request, model: type[M], *, allow_empty: bool = False) -> M:
-    """Parse the body as JSON whatever its Content-Type (curl's ``-d`` sends a form type)."""
+async def json_body(request: Request, model: type[M], *, allow_empty: bool = False,
+                    max_bytes: int = MAX_JSON_BODY) -> M:
+    """Parse the body as JSON whatever its Content-Type (curl's ``-d`` sends a form type).
+
+    Validation messages never quote the values given (they may be secrets).
+    """
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_JSON_BODY:
-        raise PayloadTooLargeError(f"request body over {MAX_JSON_BODY} bytes")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLargeError(f"request body over {max_bytes} bytes")
     raw = await request.body()
-    if len(raw) > MAX_JSON_BODY:
-        raise PayloadTooLargeError(f"request body over {MAX_JSON_BODY} bytes")
+    if len(raw) > max_bytes:
+        raise PayloadTooLargeError(f"request body over {max_bytes} bytes")
     if not raw.strip():
         if not allow_empty:
             raise ValidationError.for_fields({"body": "a JSON object is required"})

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from qbox.core.timefmt import to_wire
 from qbox.server.db.tables import Sandbox, SandboxEvent, Template
 
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_EXEC_TIMEOUT = 24 * 3600
+TEMPLATE_NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+ACCOUNT_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$"
+MAX_COPY_BYTES = 1024 * 1024
+MAX_COMMAND_CHARS = 64 * 1024
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class _Body(BaseModel):
@@ -123,6 +130,160 @@ class ExecBody(CommandBody):
         return body
 
 
+def _abs_path(value: str | None) -> str | None:
+    if value is None:
+        return None
+    _no_nul(value, "a path")
+    if not value.startswith("/"):
+        raise ValueError("must be an absolute path")
+    return value
+
+
+class RegistryCredentials(_Body):
+    """Write-only: used for one pull, never stored, logged or echoed (even in errors)."""
+
+    username: str = Field(min_length=1, max_length=256)
+    password: SecretStr = Field(min_length=1, max_length=16 * 1024)
+
+    def to_agent(self) -> dict[str, str]:
+        return {"username": self.username, "password": self.password.get_secret_value()}
+
+
+class CopySpec(_Body):
+    path: str = Field(min_length=2, max_length=4096)
+    content: str
+    encoding: Literal["utf-8", "base64"] = "utf-8"
+    mode: int = Field(default=0o644, ge=0, le=0o7777)
+    user: str = Field(default="root", pattern=ACCOUNT_RE)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str | None:
+        return _abs_path(value)
+
+    @model_validator(mode="after")
+    def _size(self) -> CopySpec:
+        if self.encoding == "base64":
+            try:
+                size = len(base64.b64decode(self.content, validate=True))
+            except (binascii.Error, ValueError):
+                raise ValueError("content is not valid base64") from None
+        else:
+            size = len(self.content.encode())
+        if size > MAX_COPY_BYTES:
+            raise ValueError(f"content over {MAX_COPY_BYTES} bytes")
+        return self
+
+
+_STEP_KINDS = ("run", "env", "workdir", "copy")
+
+
+class BuildStep(_Body):
+    """Exactly one of run / env / workdir / copy (``user`` goes with ``run``)."""
+
+    run: str | None = Field(default=None, min_length=1, max_length=MAX_COMMAND_CHARS)
+    user: str | None = Field(default=None, pattern=ACCOUNT_RE)
+    env: dict[str, str] | None = None
+    workdir: str | None = Field(default=None, max_length=4096)
+    copy_: CopySpec | None = Field(default=None, alias="copy")
+
+    @field_validator("run")
+    @classmethod
+    def _run(cls, value: str | None) -> str | None:
+        return None if value is None else _no_nul(value, "a command")
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else _check_envs(value, reserve_qbox=True)
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, value: str | None) -> str | None:
+        return _abs_path(value)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> BuildStep:
+        given = [k for k in _STEP_KINDS if getattr(self, "copy_" if k == "copy" else k) is not None]
+        if len(given) != 1:
+            raise ValueError("a step has exactly one of run, env, workdir, copy")
+        if self.user is not None and given[0] != "run":
+            raise ValueError("user goes with a run step (a copy step has its own)")
+        return self
+
+    def to_wire(self) -> dict[str, Any]:
+        if self.run is not None:
+            return {"run": self.run, "user": self.user or "root"}
+        if self.env is not None:
+            return {"env": dict(self.env)}
+        if self.workdir is not None:
+            return {"workdir": self.workdir}
+        assert self.copy_ is not None
+        return {"copy": self.copy_.model_dump()}
+
+
+def _optional_command(value: str | None) -> str | None:
+    """An empty command is no command (clients send "" for unset)."""
+    if value is None or not value.strip():
+        return None
+    return _no_nul(value, "a command")
+
+
+class TemplateBody(_Body):
+    name: str = Field(pattern=TEMPLATE_NAME_RE)
+    image_ref: str = Field(alias="imageRef", min_length=1, max_length=4096)
+    default_vcpus: int = Field(default=1, alias="defaultVcpus", ge=1)
+    default_memory_mb: int = Field(default=512, alias="defaultMemoryMb", ge=1)
+    default_disk_mb: int = Field(default=2048, alias="defaultDiskMb", ge=1)
+    ready_timeout_s: int = Field(default=30, alias="readyTimeoutS", ge=1, le=3600)
+    enable_ssh: bool = Field(default=False, alias="enableSsh")
+    allow_internet_access: bool = Field(default=True, alias="allowInternetAccess")
+    tags: list[str] = Field(default_factory=list, max_length=64)
+    start_cmd: str | None = Field(default=None, alias="startCmd", max_length=MAX_COMMAND_CHARS)
+    ready_cmd: str | None = Field(default=None, alias="readyCmd", max_length=MAX_COMMAND_CHARS)
+    steps: list[BuildStep] = Field(default_factory=list, max_length=256)
+    user: str = Field(default="user", pattern=ACCOUNT_RE)
+    workdir: str | None = Field(default=None, max_length=4096)
+    env: dict[str, str] = Field(default_factory=dict)
+    runtime: Literal["crun", "runsc"] = "crun"
+    registry_credentials: RegistryCredentials | None = Field(default=None, alias="registryCredentials")
+
+    @field_validator("image_ref")
+    @classmethod
+    def _image_ref(cls, value: str) -> str:
+        if _CONTROL_RE.search(value):
+            raise ValueError("must not contain control characters")
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("start_cmd", "ready_cmd")
+    @classmethod
+    def _commands(cls, value: str | None) -> str | None:
+        return _optional_command(value)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        if any(not tag or len(tag) > 64 or _CONTROL_RE.search(tag) for tag in value):
+            raise ValueError("tags are 1–64 characters without control characters")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_envs(value, reserve_qbox=True)
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, value: str | None) -> str | None:
+        return _abs_path(value)
+
+
+class RebuildBody(_Body):
+    registry_credentials: RegistryCredentials | None = Field(default=None, alias="registryCredentials")
+
+
 def sandbox_wire(sandbox: Sandbox, template: Template | None = None) -> dict[str, Any]:
     return {
         "id": sandbox.id,
@@ -164,6 +325,14 @@ def template_wire(template: Template) -> dict[str, Any]:
         "defaultDiskMb": template.default_disk_mb,
         "runtime": template.runtime,
         "tags": list(template.tags),
+        "startCmd": template.start_cmd,
+        "readyCmd": template.ready_cmd,
+        "readyTimeoutS": template.ready_timeout_s,
+        "steps": list(template.steps),
+        "user": template.default_user or "user",
+        "workdir": template.workdir,
+        "env": dict(template.envs),
+        "registryRef": template.registry_ref,
         "createdAt": to_wire(template.created_at),
         "updatedAt": to_wire(template.updated_at),
     }

@@ -1,16 +1,32 @@
-"""/v1/templates: read access (creating templates comes with image builds)."""
+"""/v1/templates: list, get, create (build from an OCI image), rebuild, delete, build log.
+
+``registryCredentials`` is write-only: it goes to the build task and nowhere
+else — not the database, the audit detail, a log line or an error message.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from qbox.server.http.deps import require, services_of
-from qbox.server.http.schemas import template_wire
+from qbox.server.http.deps import json_body, note_of, require, services_of
+from qbox.server.http.schemas import RebuildBody, RegistryCredentials, TemplateBody, template_wire
 from qbox.server.services.keys import Principal
+from qbox.server.services.templates import NewTemplate, RegistryLogin
 
 router = APIRouter(prefix="/v1/templates")
+
+# Copy steps carry file contents (each at most 1 MiB).
+MAX_TEMPLATE_BODY = 16 * 1024 * 1024
+TEXT = "text/plain; charset=utf-8"
+
+
+def _login(credentials: RegistryCredentials | None) -> RegistryLogin | None:
+    if credentials is None:
+        return None
+    return RegistryLogin(credentials.username, credentials.password.get_secret_value())
 
 
 @router.get("")
@@ -22,8 +38,65 @@ async def list_templates(
     return [template_wire(t) for t in await services_of(request).templates.find(service)]
 
 
+@router.post("", status_code=201)
+async def create_template(
+    request: Request, principal: Principal = require("templates:write", action="template.create")
+) -> JSONResponse:
+    body = await json_body(request, TemplateBody, max_bytes=MAX_TEMPLATE_BODY)
+    if note := note_of(request):
+        note.detail = f"name={body.name} imageRef={body.image_ref} steps={len(body.steps)}"
+    spec = NewTemplate(
+        name=body.name, image_ref=body.image_ref, default_vcpus=body.default_vcpus,
+        default_memory_mb=body.default_memory_mb, default_disk_mb=body.default_disk_mb,
+        ready_timeout_s=body.ready_timeout_s, enable_ssh=body.enable_ssh,
+        allow_internet_access=body.allow_internet_access, runtime=body.runtime, tags=body.tags,
+        start_cmd=body.start_cmd, ready_cmd=body.ready_cmd,
+        steps=[step.to_wire() for step in body.steps], user=body.user, workdir=body.workdir,
+        env=body.env,
+    )
+    template = await services_of(request).templates.create(spec, _login(body.registry_credentials))
+    if note := note_of(request):
+        note.target_id = template.id
+    return JSONResponse(template_wire(template), status_code=201)
+
+
 @router.get("/{template_id}")
 async def get_template(
     template_id: str, request: Request, principal: Principal = require("templates:read")
 ) -> dict[str, Any]:
     return template_wire(await services_of(request).templates.get(template_id))
+
+
+@router.post("/{template_id}/rebuild", status_code=202)
+async def rebuild_template(
+    template_id: str, request: Request,
+    principal: Principal = require("templates:write", action="template.rebuild"),
+) -> JSONResponse:
+    body = await json_body(request, RebuildBody, allow_empty=True)
+    template = await services_of(request).templates.rebuild(template_id,
+                                                            _login(body.registry_credentials))
+    if note := note_of(request):
+        note.detail = f"build={template.build_generation}"
+    return JSONResponse(template_wire(template), status_code=202)
+
+
+@router.delete("/{template_id}", status_code=204)
+async def delete_template(
+    template_id: str, request: Request,
+    principal: Principal = require("templates:write", action="template.delete"),
+) -> Response:
+    await services_of(request).templates.delete(template_id)
+    return Response(status_code=204)
+
+
+@router.get("/{template_id}/build-log", response_model=None)
+async def build_log(
+    template_id: str, request: Request, follow: bool = False,
+    principal: Principal = require("templates:read"),
+) -> Response:
+    templates = services_of(request).templates
+    if follow:
+        lines = await templates.follow_build_log(template_id)
+        return StreamingResponse(lines, media_type=TEXT,
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return Response(await templates.build_log(template_id), media_type=TEXT)

@@ -36,7 +36,9 @@ from qbox.server.db.tables import Host, Sandbox, SandboxEvent, Template
 from qbox.server.services import events
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.keys import Principal
+from qbox.server.services.sandbox_startup import StartPlan, follow_start_command, wait_ready
 from qbox.server.services.shells import ShellService
+from qbox.server.services.templates import sandbox_env
 from qbox.server.settings import ServerSettings
 
 log = logging.getLogger("qbox.sandboxes")
@@ -62,6 +64,8 @@ class SandboxService:
         self.ctx = ctx
         self.shells = shells
         self._boot_tasks: dict[str, asyncio.Task[None]] = {}
+        # Followers of the templates' start commands, by sandbox.
+        self._start_tasks: dict[str, asyncio.Task[None]] = {}
 
     # --- queries -------------------------------------------------------------
 
@@ -184,17 +188,24 @@ class SandboxService:
                           f"on host {host.id} ({vcpus} vCPU, {memory_mb} MB memory, {disk_mb} MB disk, "
                           f"internet {'on' if internet else 'off'}, {template.runtime})")
             await session.commit()
-            spec = {
+            spec: dict[str, Any] = {
                 "id": sandbox.id,
                 "imageDigest": template.image_digest,
-                "envs": {**template.envs, **request.envs},
+                "envs": {**sandbox_env(template), **request.envs},
                 "vcpus": vcpus,
                 "memoryMb": memory_mb,
                 "diskSizeMb": disk_mb,
                 "allowInternetAccess": internet,
                 "runtime": template.runtime,
             }
-        task = asyncio.create_task(self._boot(sandbox.id, host.id, spec), name=f"boot {sandbox.id}")
+            # Only what a template sets, so agents without template builds accept the spec.
+            for key, value in (("user", template.default_user), ("workdir", template.workdir),
+                               ("imagePullRef", template.registry_ref)):
+                if value:
+                    spec[key] = value
+            plan = StartPlan.of(template)
+        task = asyncio.create_task(self._boot(sandbox.id, host.id, spec, plan),
+                                   name=f"boot {sandbox.id}")
         self._boot_tasks[sandbox.id] = task
         task.add_done_callback(functools.partial(self._forget_boot_task, sandbox.id))
         if wait_seconds:
@@ -217,10 +228,12 @@ class SandboxService:
         raise HostNoCapacityError("no host is online to run the sandbox",
                                   details={"transient": True, "retryAfterSeconds": 5}, retry_after=5)
 
-    async def _boot(self, sandbox_id: str, host_id: str, spec: dict[str, Any]) -> None:
+    async def _boot(self, sandbox_id: str, host_id: str, spec: dict[str, Any],
+                    plan: StartPlan) -> None:
         agent = self.ctx.agents.for_host(host_id)
         try:
             await agent.create_sandbox(spec)
+            failure = await self._start(agent, sandbox_id, plan)
         except asyncio.CancelledError:
             await self._transition(sandbox_id, SandboxState.FAILED,
                                    "boot interrupted: control plane shutting down",
@@ -236,11 +249,48 @@ class SandboxService:
             await self._transition(sandbox_id, SandboxState.FAILED, f"boot failed: {exc}",
                                    from_states=(SandboxState.BOOTING.value,), level="error")
             return
+        if failure is not None:
+            self._stop_start_task(sandbox_id)
+            await self._transition(sandbox_id, SandboxState.FAILED, failure,
+                                   from_states=(SandboxState.BOOTING.value,), level="error")
+            await self._delete_on_host(sandbox_id, host_id)
+            return
         booted = await self._transition(sandbox_id, SandboxState.RUNNING, "sandbox running",
                                         from_states=(SandboxState.BOOTING.value,))
         if not booted:
             # Killed while booting: the container exists now, so remove it.
+            self._stop_start_task(sandbox_id)
             await self._delete_on_host(sandbox_id, host_id)
+
+    async def _start(self, agent: AgentClient, sandbox_id: str, plan: StartPlan) -> str | None:
+        """Start the template's startCmd, wait for its readyCmd; None when ready, else why not."""
+        if plan.start_cmd:
+            try:
+                started = await agent.start_command(sandbox_id, plan.shell(plan.start_cmd))
+            except QboxError as exc:
+                return f"startCmd could not be started: {exc.message}"
+            task = asyncio.create_task(
+                follow_start_command(self.ctx, agent, sandbox_id, int(started["pid"])),
+                name=f"start command {sandbox_id}")
+            self._start_tasks[sandbox_id] = task
+            task.add_done_callback(functools.partial(self._forget_start_task, sandbox_id))
+        if not plan.ready_cmd:
+            return None
+
+        async def still_booting() -> bool:
+            async with self.ctx.sessions() as session:
+                sandbox = await session.get(Sandbox, sandbox_id)
+                return sandbox is not None and sandbox.status == SandboxState.BOOTING
+        return await wait_ready(agent, sandbox_id, plan, still_booting)
+
+    def _forget_start_task(self, sandbox_id: str, task: asyncio.Task[None]) -> None:
+        if self._start_tasks.get(sandbox_id) is task:
+            del self._start_tasks[sandbox_id]
+
+    def _stop_start_task(self, sandbox_id: str) -> None:
+        task = self._start_tasks.pop(sandbox_id, None)
+        if task is not None:
+            task.cancel()
 
     # --- changes -------------------------------------------------------------
 
@@ -282,6 +332,7 @@ class SandboxService:
             await self._delete_on_host(sandbox_id, sandbox.host_id)
         if ended:
             self.shells.close_for_sandbox(sandbox_id)
+            self._stop_start_task(sandbox_id)
         # A sandbox still booting is removed by its boot task when it finishes.
         return ended
 
@@ -329,7 +380,7 @@ class SandboxService:
         return sandbox
 
     async def shutdown(self) -> None:
-        tasks = list(self._boot_tasks.values())
+        tasks = [*self._boot_tasks.values(), *self._start_tasks.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,351 @@
+"""Template builds: one background task per build, driving a host agent's build stream.
+
+The agent pulls the image, runs the steps in a build sandbox and commits
+the result (docs/agent-protocol.md, POST /builds). Here its ``log`` events
+become rows of ``template_build_logs`` (written in batches, capped, so the
+end of a long log — where a failing step's output is — is always kept) and
+its ``result`` or ``error`` settles the template. Registry credentials live
+only in the task's memory, for the pull.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+
+from qbox.core.errors import QboxError
+from qbox.server.agents import AgentClient
+from qbox.server.db.tables import Host, Template, TemplateBuildLog
+from qbox.server.services.context import ServiceContext
+
+log = logging.getLogger("qbox.templates")
+
+FLUSH_SECONDS = 0.25
+# A running build touches its template this often; one untouched for STALE_SECONDS has
+# lost its process (another replica's, or ours before a crash) and is marked failed.
+HEARTBEAT_SECONDS = 10.0
+STALE_SECONDS = 45.0
+MAX_LOG_BYTES = 5 * 1024 * 1024
+KEPT_TAIL_LINES = 200
+_MAX_LINE_CHARS = 64 * 1024
+SHUTDOWN_ERROR = "build interrupted: control plane shutting down; rebuild it"
+RESTART_ERROR = "build interrupted: control plane restarted; rebuild it"
+CODE_INTERPRETER = "code-interpreter"
+
+
+@dataclass(frozen=True)
+class RegistryLogin:
+    """Credentials for one pull; the password never appears in a repr."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def to_agent(self) -> dict[str, str]:
+        return {"username": self.username, "password": self.password}
+
+
+class BuildLogWriter:
+    """Appends one build's lines in batches; past ``MAX_LOG_BYTES`` only the last lines are kept."""
+
+    def __init__(self, ctx: ServiceContext, template_id: str, generation: int) -> None:
+        self.ctx = ctx
+        self.template_id = template_id
+        self.generation = generation
+        self._pending: list[str] = []
+        self._stored_bytes = 0
+        self._tail: collections.deque[str] = collections.deque(maxlen=KEPT_TAIL_LINES)
+        self._overflow = 0
+        # The template row went away (deleted, maybe by another replica): stop building.
+        self.gone = False
+
+    def add(self, line: str) -> None:
+        line = line[:_MAX_LINE_CHARS]
+        size = len(line.encode()) + 1
+        if self._overflow == 0 and self._stored_bytes + size <= MAX_LOG_BYTES:
+            self._stored_bytes += size
+            self._pending.append(line)
+        else:
+            self._overflow += 1
+            self._tail.append(line)
+
+    async def flush(self) -> None:
+        if not self._pending or self.gone:
+            return
+        lines, self._pending = self._pending, []
+        now = self.ctx.clock()
+        try:
+            async with self.ctx.sessions() as session:
+                if await session.get(Template, self.template_id) is None:
+                    self.gone = True
+                    return
+                session.add_all(TemplateBuildLog(template_id=self.template_id,
+                                                 generation=self.generation, time=now, line=line)
+                                for line in lines)
+                await session.commit()
+        except Exception:  # noqa: BLE001 - a lost batch must not end the build's bookkeeping
+            log.exception("could not store build log lines of %s", self.template_id)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        beat = loop.time()
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            await self.flush()
+            if loop.time() - beat >= HEARTBEAT_SECONDS:
+                beat = loop.time()
+                await self.heartbeat()
+
+    async def heartbeat(self) -> None:
+        try:
+            async with self.ctx.sessions() as session:
+                await session.execute(
+                    update(Template)
+                    .where(Template.id == self.template_id,
+                           Template.build_generation == self.generation,
+                           Template.status == "building")
+                    .values(updated_at=self.ctx.clock()))
+                await session.commit()
+        except Exception:  # noqa: BLE001 - the next beat tries again
+            log.exception("could not mark the build of %s alive", self.template_id)
+
+    async def close(self) -> None:
+        """Write what is left: the kept tail after a marker saying how much was dropped."""
+        omitted = self._overflow - len(self._tail)
+        if omitted > 0:
+            self._pending.append(f"… {omitted} lines omitted …")
+        self._pending.extend(self._tail)
+        self._tail.clear()
+        self._overflow = 0
+        await self.flush()
+
+
+def build_request(template: Template, build_memory_mb: int, registry: str | None,
+                  login: RegistryLogin | None) -> dict[str, Any]:
+    """The agent's BuildRequest for the template's current generation."""
+    push = None
+    if registry:
+        push = f"{registry.rstrip('/')}/templates/{template.name}:build-{template.build_generation}"
+    return {
+        "name": template.name,
+        "ref": template.image_ref,
+        "credentials": login.to_agent() if login else None,
+        "steps": list(template.steps),
+        "user": template.default_user or "user",
+        "workdir": template.workdir,
+        "env": dict(template.envs),
+        "runtime": template.runtime,
+        "vcpus": template.default_vcpus,
+        "memoryMb": max(template.default_memory_mb, build_memory_mb),
+        "diskMb": template.default_disk_mb,
+        "push": push,
+    }
+
+
+class TemplateBuilds:
+    """The builds this process runs, and image garbage collection on the hosts."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._gc_tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        # A collection was asked for while something was building; it runs after the build.
+        self._gc_pending = False
+
+    def start(self, template_id: str, generation: int, login: RegistryLogin | None) -> None:
+        task = asyncio.create_task(self._run(template_id, generation, login),
+                                   name=f"build {template_id}#{generation}")
+        self._tasks[template_id] = task
+        task.add_done_callback(functools.partial(self._forget, template_id))
+
+    def _forget(self, template_id: str, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(template_id) is task:
+            del self._tasks[template_id]
+
+    async def cancel(self, template_id: str) -> None:
+        task = self._tasks.get(template_id)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def fail_stale(self, older_than: datetime | None) -> int:
+        """Fail builds whose process is gone: untouched since ``older_than`` (None: every one)."""
+        now = self.ctx.clock()
+        query = update(Template).where(Template.status == "building", Template.builtin.is_(False))
+        if older_than is not None:
+            query = query.where(Template.updated_at < older_than)
+        async with self.ctx.sessions() as session:
+            result = await session.execute(query.values(
+                status="failed", build_error=RESTART_ERROR, build_finished_at=now, updated_at=now))
+            await session.commit()
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    def start_sweeper(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep(), name="stale build sweeper")
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(STALE_SECONDS / 3)
+            try:
+                failed = await self.fail_stale(self.ctx.clock() - timedelta(seconds=STALE_SECONDS))
+            except Exception:  # noqa: BLE001 - the next sweep tries again
+                log.exception("stale build sweep failed")
+                continue
+            if failed:
+                log.warning("%d build(s) without a live process marked failed", failed)
+
+    async def shutdown(self) -> None:
+        tasks = [*self._tasks.values(), *self._gc_tasks, *([self._sweeper] if self._sweeper else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- one build -----------------------------------------------------------
+
+    async def _run(self, template_id: str, generation: int, login: RegistryLogin | None) -> None:
+        writer = BuildLogWriter(self.ctx, template_id, generation)
+        flusher = asyncio.create_task(writer.run(), name=f"build log {template_id}")
+        outcome: dict[str, Any]
+        try:
+            outcome = await self._drive(template_id, writer, login)
+        except asyncio.CancelledError:
+            await self._settle(flusher, writer, template_id, generation,
+                               {"status": "failed", "build_error": SHUTDOWN_ERROR})
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure must end in `failed`, never a hang
+            log.exception("build of %s crashed", template_id)
+            outcome = {"status": "failed", "build_error": f"build failed: internal error ({exc!r})"}
+        await self._settle(flusher, writer, template_id, generation, outcome)
+        if outcome["status"] == "ready" and (generation > 1 or self._gc_pending):
+            # The previous image (or one a deletion left behind) is garbage now.
+            await self.collect_garbage()
+        elif self._gc_pending:
+            await self.collect_garbage()
+
+    async def _settle(self, flusher: asyncio.Task[None], writer: BuildLogWriter, template_id: str,
+                      generation: int, values: dict[str, Any]) -> None:
+        # The log is complete before the status changes: a follower stops at the status.
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        await writer.close()
+        now = self.ctx.clock()
+        async with self.ctx.sessions() as session:
+            await session.execute(
+                update(Template)
+                .where(Template.id == template_id, Template.build_generation == generation,
+                       Template.status == "building")
+                .values(**values, build_finished_at=now, updated_at=now))
+            await session.commit()
+        if values["status"] == "ready":
+            log.info("template %s built (%s)", template_id, values.get("image_digest"))
+        else:
+            log.warning("build of %s failed: %s", template_id, values.get("build_error"))
+
+    async def _drive(self, template_id: str, writer: BuildLogWriter,
+                     login: RegistryLogin | None) -> dict[str, Any]:
+        async with self.ctx.sessions() as session:
+            template = await session.get(Template, template_id)
+            if template is None:
+                return {"status": "failed", "build_error": "template deleted"}
+            host_id, agent = await self._pick_agent(session)
+        if agent is None:
+            return {"status": "failed", "build_error": "no host is online to build the template"}
+        settings = self.ctx.settings
+        body = build_request(template, settings.build_memory_mb, settings.registry, login)
+        writer.add(f"building {template.image_ref} on host {host_id} "
+                   f"(build {template.build_generation})")
+        try:
+            events = await agent.build(body)
+        except QboxError as exc:
+            writer.add(f"build failed: {exc.message}")
+            return {"status": "failed", "build_error": exc.message}
+        try:
+            async for event in events:
+                kind = event.get("type")
+                if kind == "log":
+                    writer.add(str(event.get("line", "")))
+                elif kind == "result":
+                    return _ready(event)
+                elif kind == "error":
+                    return {"status": "failed",
+                            "build_error": str(event.get("message") or "build failed")}
+                if writer.gone:
+                    return {"status": "failed", "build_error": "template deleted"}
+        finally:
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                await close()
+        message = f"build failed: lost the connection to host {host_id} before the build ended"
+        writer.add(message)
+        return {"status": "failed", "build_error": message}
+
+    async def _pick_agent(self, session: Any) -> tuple[str, AgentClient | None]:
+        hosts = (await session.execute(
+            select(Host.id).where(Host.status == "online").order_by(Host.id))).scalars().all()
+        for host_id in hosts:
+            if host_id in self.ctx.agents.clients:
+                return host_id, self.ctx.agents.clients[host_id]
+        return "", None
+
+    # --- garbage collection ----------------------------------------------------
+
+    def request_gc(self) -> None:
+        """Collect unused images on every host, in the background (best effort)."""
+        task = asyncio.create_task(self.collect_garbage(), name="image gc")
+        self._gc_tasks.add(task)
+        task.add_done_callback(self._gc_tasks.discard)
+
+    async def collect_garbage(self) -> None:
+        async with self.ctx.sessions() as session:
+            building = (await session.execute(
+                select(Template.id).where(Template.status == "building").limit(1))).first()
+            if building is not None:
+                # A build's base image is in no row yet: collecting now could remove it.
+                self._gc_pending = True
+                return
+            rows = (await session.execute(
+                select(Template.image_digest, Template.base_digest))).all()
+        self._gc_pending = False
+        keep = sorted({digest for row in rows for digest in row if digest})
+        for host_id, agent in list(self.ctx.agents.clients.items()):
+            try:
+                result = await agent.gc_images(keep)
+            except QboxError as exc:
+                log.warning("image gc on host %s failed: %s", host_id, exc.message)
+                continue
+            except Exception:  # noqa: BLE001 - best effort: one host's failure is only logged
+                log.exception("image gc on host %s crashed", host_id)
+                continue
+            log.info("image gc on host %s: %d image(s) removed, %d bytes freed", host_id,
+                     len(result.get("removed") or []), int(result.get("freedBytes") or 0))
+
+
+def services_for(kernels: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The services a template offers, from what its image holds (its Jupyter kernels)."""
+    if not kernels:
+        return []
+    languages = sorted({str(k.get("language", "")) for k in kernels} - {""})
+    return [{"name": CODE_INTERPRETER, "type": CODE_INTERPRETER,
+             "version": "jupyter:" + ",".join(languages)}]
+
+
+def _ready(event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "status": "ready",
+        "build_error": None,
+        "image_digest": str(event.get("digest", "")),
+        "size_bytes": int(event.get("sizeBytes") or 0),
+        "services": services_for(list(event.get("kernels") or [])),
+        "base_digest": str(event.get("baseDigest") or ""),
+        "registry_ref": str(event.get("pushedRef") or ""),
+    }
