@@ -35,7 +35,8 @@ into the same class through ``error_from_wire`` — by code, never by message.
     ├── TransportError             (client side: never on the wire)
     │   ├── ConnectionFailedError
     │   └── RequestTimeoutError
-    └── client side only: CommandExitError, CommandTimeoutError, FileEncodingError, …
+    └── client side only: CommandExitError, CommandTimeoutError, FileEncodingError,
+        TemplateBuildError, TemplateBuildTimeoutError, …
 
 A few client-side conditions (a command that exited non-zero, a spawn that
 did not reach ``running``) are raised by the SDK only; they live here too so
@@ -309,6 +310,29 @@ class ExecutionRaisedError(QboxError):
     def __init__(self, message: str, *, execution: Any) -> None:
         super().__init__(message)
         self.execution = execution
+
+
+class TemplateBuildError(QboxError):
+    """The template's build failed; ``build_error`` says why (e.g. which step exited non-zero)."""
+
+    code = "build_failed"
+    status = 0
+
+    def __init__(self, message: str, *, template_id: str, build_error: str | None) -> None:
+        super().__init__(message, details={"templateId": template_id, "buildError": build_error})
+        self.template_id = template_id
+        self.build_error = build_error
+
+
+class TemplateBuildTimeoutError(QboxError, TimeoutError):
+    """The build was still running when the wait ran out; it goes on on the server."""
+
+    code = "build_timeout"
+    status = 0
+
+    def __init__(self, message: str, *, template_id: str) -> None:
+        super().__init__(message, details={"templateId": template_id})
+        self.template_id = template_id
 
 
 _ALL: tuple[type[QboxError], ...] = (

@@ -44,6 +44,8 @@ from qbox.core.errors import (
     SandboxSpawnTimeoutError,
     SshDisabledError,
     SshUnavailableError,
+    TemplateBuildError,
+    TemplateBuildTimeoutError,
     TemplateNotFoundError,
     TemplateNotReadyError,
     TransportError,
@@ -98,7 +100,7 @@ from qbox.sdk._models import (
 )
 from qbox.sdk._sandbox import Sandbox
 from qbox.sdk._system import AsyncSystem, System
-from qbox.sdk._template_ops import Step, TemplateBuildError, TemplateBuildTimeoutError
+from qbox.sdk._template_ops import Step
 from qbox.sdk._templates import AsyncTemplate, AsyncTemplates, Template, Templates
 from qbox.sdk._transport import AsyncByteStream, ByteStream
 from qbox.sdk._users import AsyncUsers, Users

@@ -18,7 +18,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from qbox.core.errors import NotFoundError, QboxError, TemplateNotFoundError, TransportError
+from qbox.core.errors import (
+    NotFoundError,
+    TemplateBuildError,
+    TemplateBuildTimeoutError,
+    TemplateNotFoundError,
+    TransportError,
+)
 from qbox.sdk._api import Api
 from qbox.sdk._models import TemplateInfo, as_list
 from qbox.sdk._sandbox_ops import TEMPLATE_ID_PREFIX
@@ -38,29 +44,6 @@ _UTF8 = codecs.getincrementaldecoder("utf-8")
 
 LogCallback = Callable[[str], object]
 RegistryCredentials = tuple[str, str] | Mapping[str, str]
-
-
-class TemplateBuildError(QboxError):
-    """The template's build failed; ``build_error`` says why (e.g. which step exited non-zero)."""
-
-    code = "build_failed"
-    status = 0
-
-    def __init__(self, message: str, *, template_id: str, build_error: str | None) -> None:
-        super().__init__(message, details={"templateId": template_id, "buildError": build_error})
-        self.template_id = template_id
-        self.build_error = build_error
-
-
-class TemplateBuildTimeoutError(QboxError, TimeoutError):
-    """The build was still running when the wait ran out; it goes on on the server."""
-
-    code = "build_timeout"
-    status = 0
-
-    def __init__(self, message: str, *, template_id: str) -> None:
-        super().__init__(message, details={"templateId": template_id})
-        self.template_id = template_id
 
 
 class Step:
