@@ -53,6 +53,9 @@ from qbox.core.timefmt import to_wire
 log = logging.getLogger("qbox.agent")
 
 PREFIX = "/internal/v1"
+# Images imported or committed this recently survive a gc: the control plane
+# that asked may have computed what to keep before a build recorded its image.
+GC_GRACE_SECONDS = 300.0
 
 
 class ImageStoreLike(ImageSource, Protocol):
@@ -64,7 +67,8 @@ class ImageStoreLike(ImageSource, Protocol):
 
     def rootfs_path(self, digest: str) -> Path: ...
 
-    async def gc(self, keep: set[str], in_use: set[str]) -> tuple[list[str], int]: ...
+    async def gc(self, keep: set[str], in_use: set[str], *,
+                 grace_seconds: float = 0.0) -> tuple[list[str], int]: ...
 
 
 @dataclass
@@ -136,7 +140,8 @@ def _routes() -> APIRouter:
     async def collect_images(body: ImagesGc, request: Request) -> dict[str, Any]:
         agent = _agent(request)
         removed, freed = await agent.images.gc(set(body.keep),
-                                               agent.sandboxes.image_digests_in_use())
+                                               agent.sandboxes.image_digests_in_use(),
+                                               grace_seconds=GC_GRACE_SECONDS)
         return {"removed": removed, "freedBytes": freed}
 
     @router.post("/sandboxes", status_code=201)

@@ -24,7 +24,7 @@ def builds_router() -> APIRouter:
     @router.post("/builds")
     async def build(body: BuildRequest, request: Request) -> StreamingResponse:
         agent = request.app.state.agent
-        job = BuildJob(body, agent.images, agent.sandboxes)
+        job = BuildJob(body, agent.images, agent.sandboxes, data_dir=agent.settings.data_dir)
         # Never the request itself: it may carry registry credentials.
         log.info("building template %s from %s (%d steps) in %s", body.name, body.ref,
                  len(body.steps), job.sandbox_id)

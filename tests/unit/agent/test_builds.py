@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from qbox.agent.app import create_app
+from qbox.agent.app import GC_GRACE_SECONDS, create_app
 from qbox.agent.images import build_layer
 from qbox.agent.images.build import BuildJob, step_label
 from qbox.agent.images.refs import RegistryCredentials
@@ -25,7 +25,7 @@ from qbox.agent.runtime.fake import FakeRuntime
 from qbox.agent.sandbox import SandboxParams
 from qbox.agent.sandboxes import SandboxManager
 from qbox.agent.settings import AgentSettings
-from qbox.core.errors import SandboxNotFoundError, ValidationError
+from qbox.core.errors import InternalError, SandboxNotFoundError, ValidationError
 from tests.unit.agent.fakes import FakeImageConfig, FakeImageInfo, FakeImageStore
 
 PASSWORD = "hunter2-very-secret"
@@ -48,6 +48,7 @@ class BuildStore(FakeImageStore):
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.commits: list[Commit] = []
+        self.gc_calls: list[tuple[set[str], set[str], float]] = []
         self.credentials: list[RegistryCredentials | None] = []
         self.pushed: list[tuple[str, str]] = []
 
@@ -87,7 +88,9 @@ class BuildStore(FakeImageStore):
         self.pushed.append((digest, dest))
         return f"docker://{dest.rsplit(':', 1)[0]}@{digest}"
 
-    async def gc(self, keep: set[str], in_use: set[str]) -> tuple[list[str], int]:
+    async def gc(self, keep: set[str], in_use: set[str], *,
+                 grace_seconds: float = 0.0) -> tuple[list[str], int]:
+        self.gc_calls.append((keep, in_use, grace_seconds))
         return sorted({"sha256:" + "0" * 64} - keep - in_use), 99
 
 
@@ -355,9 +358,11 @@ async def test_a_step_with_two_actions_is_refused(client: httpx.AsyncClient) -> 
 
 async def test_images_gc_passes_the_images_in_use(client: httpx.AsyncClient,
                                                   store: BuildStore) -> None:
-    r = await client.post("/images/gc", json={"keep": []})
+    r = await client.post("/images/gc", json={"keep": ["sha256:" + "1" * 64]})
     assert r.status_code == 200
     assert r.json() == {"removed": ["sha256:" + "0" * 64], "freedBytes": 99}
+    # No sandbox runs here; what a build stored moments ago is spared by the grace.
+    assert store.gc_calls == [({"sha256:" + "1" * 64}, set(), GC_GRACE_SECONDS)]
 
 
 async def test_a_failed_push_fails_the_build(store: BuildStore, manager: SandboxManager) -> None:
@@ -368,3 +373,18 @@ async def test_a_failed_push_fails_the_build(store: BuildStore, manager: Sandbox
     events = await _events(BuildJob(_request(push="reg/templates/demo:build-1"), store, manager))
     assert events[-1] == {"type": "error", "code": "build_failed", "step": None,
                           "message": "push failed: registry said no"}
+
+
+async def test_host_paths_of_the_agent_stay_out_of_the_log_and_the_error(
+        store: BuildStore, manager: SandboxManager, tmp_path: Path) -> None:
+    data_dir = tmp_path / "agent-data"
+
+    async def unpack_fails(ref: str, name: str, on_progress: Any = None, **_: Any) -> Any:
+        raise InternalError(f"umoci unpack failed: {data_dir}/images/tmp/unpack-1/bundle/rootfs: bad")
+
+    store.import_image = unpack_fails  # type: ignore[method-assign]
+    events = await _events(BuildJob(_request(), store, manager, data_dir=data_dir))
+    assert events[-1]["type"] == "error"
+    assert events[-1]["message"] == ("pull failed: umoci unpack failed: "
+                                     "<agent data dir>/images/tmp/unpack-1/bundle/rootfs: bad")
+    assert not any(str(data_dir) in json.dumps(event) for event in events)

@@ -128,8 +128,11 @@ class _State:
 
 
 class BuildJob:
-    def __init__(self, request: BuildRequest, store: BuildStore, sandboxes: SandboxManager) -> None:
+    def __init__(self, request: BuildRequest, store: BuildStore, sandboxes: SandboxManager,
+                 *, data_dir: Path | None = None) -> None:
         self._request = request
+        # Where the agent keeps its state: the host's business, kept out of what users read.
+        self._data_dir = str(data_dir) if data_dir is not None else None
         self._store = store
         self._sandboxes = sandboxes
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
@@ -163,7 +166,11 @@ class BuildJob:
 
     def _redact(self, text: str) -> str:
         # The store keeps the password out of what it reports; this is the second lock.
-        return self._credentials.redact(text) if self._credentials is not None else text
+        if self._credentials is not None:
+            text = self._credentials.redact(text)
+        if self._data_dir:
+            text = text.replace(self._data_dir, "<agent data dir>")
+        return text
 
     async def _run(self) -> None:
         try:
@@ -204,7 +211,6 @@ class BuildJob:
                 pushed = await self._store.push(digest, request.push, self._log)
             except QboxError as exc:
                 raise BuildFailed(f"push failed: {exc.message}") from exc
-            self._log(f"pushed {pushed}")
         self._log(f"template ready: {digest}, {human_size(size)}")
         return {"type": "result", "digest": digest, "sizeBytes": size, "kernels": kernels,
                 "baseDigest": base.digest, "pushedRef": pushed}

@@ -110,6 +110,9 @@ class ImageStore:
             if insecure_registries is not None
             else parse_insecure_registries(os.environ.get("QBOX_INSECURE_REGISTRIES"))
         )
+        # When each image was last imported or committed (monotonic): ``gc`` spares
+        # recent ones, which a control plane may not have recorded yet.
+        self._touched: dict[str, float] = {}
 
     @property
     def layout_dir(self) -> Path:
@@ -152,13 +155,14 @@ class ImageStore:
             if not result.ok:
                 raise _copy_error(source, result, secret)
             digest = self._layout.digest_of(name)
+            self._touched[digest] = time.monotonic()
             self._report_layers(digest, present, time.monotonic() - started, progress)
             if self.has(digest):
                 progress(f"{digest} is already unpacked")
             else:
                 await self._unpack(name, digest, progress)
         info = self.info(digest)
-        progress(f"image {name} ready: {digest}")
+        progress(f"image {digest} stored as {name} ({human_size(info.size_bytes)})")
         return info
 
     async def _copy_in(
@@ -365,6 +369,7 @@ class ImageStore:
                 root_base = base_record["base"] if base_record is not None else base_digest
                 write_json(self._record_path(digest),
                            {"base": root_base, "layers": [layer_hex, *below], "kernels": kernels})
+                self._touched[digest] = self._touched[base_digest] = time.monotonic()
             finally:
                 await asyncio.to_thread(shutil.rmtree, work, True)
         return self.info(digest)
@@ -401,13 +406,19 @@ class ImageStore:
         progress(f"pushed {ref}")
         return ref
 
-    async def gc(self, keep: set[str], in_use: set[str]) -> tuple[list[str], int]:
-        """Remove every image not in ``keep`` or ``in_use`` (and not a base of one that is).
+    async def gc(self, keep: set[str], in_use: set[str], *,
+                 grace_seconds: float = 0.0) -> tuple[list[str], int]:
+        """Remove every image not in ``keep`` or ``in_use`` (and not a base of one that is),
+        nor imported or committed in the last ``grace_seconds``.
 
-        Returns the removed manifest digests and the bytes freed (unpacked
-        trees, layer dirs and blobs).
+        The grace covers a race: the caller computes ``keep`` from its records,
+        and a build may import or commit an image after that and before this
+        runs. Returns the removed manifest digests and the bytes freed
+        (unpacked trees, layer dirs and blobs).
         """
-        needed = set(keep) | set(in_use)
+        now = time.monotonic()
+        recent = {d for d, at in self._touched.items() if now - at < grace_seconds}
+        needed = set(keep) | set(in_use) | recent
         for digest in needed:
             digest_hex(digest)
         self._prepare_dirs()
@@ -421,7 +432,9 @@ class ImageStore:
             known |= {f"sha256:{p.name}" for p in (self.root / "rootfs").iterdir()}
             known |= {f"sha256:{p.stem}" for p in (self.root / "images").glob("*.json")}
             removed = sorted(d for d in known - needed if _is_digest(d))
-            index["manifests"] = [e for e in index["manifests"] if e.get("digest") in needed]
+            kept_entries = [e for e in index["manifests"] if e.get("digest") in needed]
+            changed = bool(removed) or len(kept_entries) != len(index["manifests"])
+            index["manifests"] = kept_entries
             self._layout.write_index(index)
             # A kept image whose name moved on (a rebuild, a re-import) has no
             # tag left: give it one, or umoci gc would drop its manifest.
@@ -440,10 +453,14 @@ class ImageStore:
                 if layer.name not in used_layers:
                     freed += await asyncio.to_thread(tree_size, layer)
                     await asyncio.to_thread(shutil.rmtree, layer, True)
-            blobs = self.layout_dir / "blobs"
-            before = await asyncio.to_thread(tree_size, blobs)
-            await self._umoci(["gc", "--layout", str(self.layout_dir)])
-            freed += before - await asyncio.to_thread(tree_size, blobs)
+            if changed:
+                # Seconds on a store with a large image: only when a manifest went away.
+                blobs = self.layout_dir / "blobs"
+                before = await asyncio.to_thread(tree_size, blobs)
+                await self._umoci(["gc", "--layout", str(self.layout_dir)])
+                freed += before - await asyncio.to_thread(tree_size, blobs)
+            for digest in removed:
+                self._touched.pop(digest, None)
             await asyncio.to_thread(self._clear_stale_work_dirs)
         return removed, freed
 
