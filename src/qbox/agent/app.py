@@ -53,9 +53,6 @@ from qbox.core.timefmt import to_wire
 log = logging.getLogger("qbox.agent")
 
 PREFIX = "/internal/v1"
-# Images imported or committed this recently survive a gc: the control plane
-# that asked may have computed what to keep before a build recorded its image.
-GC_GRACE_SECONDS = 300.0
 
 
 class ImageStoreLike(ImageSource, Protocol):
@@ -141,7 +138,9 @@ def _routes() -> APIRouter:
         agent = _agent(request)
         removed, freed = await agent.images.gc(set(body.keep),
                                                agent.sandboxes.image_digests_in_use(),
-                                               grace_seconds=GC_GRACE_SECONDS)
+                                               # A control plane computes `keep` before asking;
+                                               # a build may store an image in between.
+                                               grace_seconds=agent.settings.image_gc_grace_seconds)
         return {"removed": removed, "freedBytes": freed}
 
     @router.post("/sandboxes", status_code=201)

@@ -37,6 +37,8 @@ class AgentSettings:
     output_cap_bytes: int = 16 * 1024 * 1024
     # How long a killed command's tree has to end before what is left gets SIGKILL.
     kill_grace_seconds: float = 5.0
+    # An image gc spares images imported or committed this recently (ImageStore.gc).
+    image_gc_grace_seconds: float = 60.0
     # Host preparation (cgroup fix-up) mutates the machine; tests turn it off.
     prepare_host: bool = True
     log_level: str = "info"
@@ -101,7 +103,8 @@ class AgentSettings:
         ``QBOX_NETWORK_POOL``,
         ``QBOX_NETWORK_DNS`` and ``QBOX_NETWORK_BLOCKED`` (comma-separated),
         ``QBOX_AGENT_OUTPUT_CAP`` (bytes, or with a K/M/G suffix) and
-        ``QBOX_AGENT_KILL_GRACE`` (seconds); keyword arguments win."""
+        ``QBOX_AGENT_KILL_GRACE`` and ``QBOX_IMAGE_GC_GRACE_SECONDS`` (seconds); keyword
+        arguments win."""
         values: dict[str, object] = {}
         if os.environ.get("QBOX_DATA_DIR"):
             values["data_dir"] = Path(os.environ["QBOX_DATA_DIR"])
@@ -125,6 +128,8 @@ class AgentSettings:
             values["output_cap_bytes"] = parse_size(os.environ["QBOX_AGENT_OUTPUT_CAP"])
         if os.environ.get("QBOX_AGENT_KILL_GRACE"):
             values["kill_grace_seconds"] = float(os.environ["QBOX_AGENT_KILL_GRACE"])
+        if os.environ.get("QBOX_IMAGE_GC_GRACE_SECONDS"):
+            values["image_gc_grace_seconds"] = float(os.environ["QBOX_IMAGE_GC_GRACE_SECONDS"])
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 

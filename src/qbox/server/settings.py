@@ -66,6 +66,9 @@ class ServerSettings(BaseSettings):
     registry: str | None = None
     # Memory of a build sandbox: the template's default memory, at least this.
     build_memory_mb: int = Field(default=2048, ge=64)
+    # What the agents' image gc spares (QBOX_IMAGE_GC_GRACE_SECONDS, read by both): a
+    # deletion's gc runs again once this has passed, to take what the grace kept.
+    image_gc_grace_seconds: float = Field(default=60.0, ge=0)
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'qbox.db'}"

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from qbox.agent.app import GC_GRACE_SECONDS, create_app
+from qbox.agent.app import create_app
 from qbox.agent.images import build_layer
 from qbox.agent.images.build import BuildJob, step_label
 from qbox.agent.images.refs import RegistryCredentials
@@ -362,7 +362,7 @@ async def test_images_gc_passes_the_images_in_use(client: httpx.AsyncClient,
     assert r.status_code == 200
     assert r.json() == {"removed": ["sha256:" + "0" * 64], "freedBytes": 99}
     # No sandbox runs here; what a build stored moments ago is spared by the grace.
-    assert store.gc_calls == [({"sha256:" + "1" * 64}, set(), GC_GRACE_SECONDS)]
+    assert store.gc_calls == [({"sha256:" + "1" * 64}, set(), 60.0)]
 
 
 async def test_a_failed_push_fails_the_build(store: BuildStore, manager: SandboxManager) -> None:

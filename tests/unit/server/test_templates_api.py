@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -300,6 +300,23 @@ def test_delete(harness: Harness) -> None:
     assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
     # The name is free again.
     create(harness)
+
+
+@pytest.fixture
+def short_grace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    monkeypatch.setattr(template_builds, "GC_FOLLOW_UP_MARGIN_SECONDS", 0.0)
+    yield from make_harness(tmp_path, image_gc_grace_seconds=0.3)
+
+
+def test_a_deletion_collects_again_once_the_agents_grace_has_passed(short_grace: Harness) -> None:
+    # The agents spare images stored within the grace; the second gc takes what that kept.
+    harness = short_grace
+    create(harness)
+    settled(harness)
+    assert harness.client.delete("/v1/templates/tpl_web", headers=harness.auth()).status_code == 204
+    first = until(lambda: harness.agent.gc_calls)[0]
+    assert len(until(lambda: harness.agent.gc_calls[1:])) == 1
+    assert harness.agent.gc_calls[1] == first
 
 
 def test_images_are_collected_only_when_nothing_builds(harness: Harness) -> None:

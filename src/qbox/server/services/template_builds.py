@@ -39,6 +39,8 @@ _MAX_LINE_CHARS = 64 * 1024
 SHUTDOWN_ERROR = "build interrupted: control plane shutting down; rebuild it"
 RESTART_ERROR = "build interrupted: control plane restarted; rebuild it"
 CODE_INTERPRETER = "code-interpreter"
+# The second gc after a deletion runs this long after the agents' grace ends.
+GC_FOLLOW_UP_MARGIN_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class BuildLogWriter:
         self._overflow = 0
         # The template row went away (deleted, maybe by another replica): stop building.
         self.gone = False
+        self._stopped = asyncio.Event()
 
     def add(self, line: str) -> None:
         line = line[:_MAX_LINE_CHARS]
@@ -94,14 +97,20 @@ class BuildLogWriter:
             log.exception("could not store build log lines of %s", self.template_id)
 
     async def run(self) -> None:
+        """Flush every FLUSH_SECONDS until ``stop()``; never cancelled mid-write (a batch
+        taken from ``_pending`` and then cancelled would be lost)."""
         loop = asyncio.get_running_loop()
         beat = loop.time()
-        while True:
-            await asyncio.sleep(FLUSH_SECONDS)
+        while not self._stopped.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), FLUSH_SECONDS)
             await self.flush()
             if loop.time() - beat >= HEARTBEAT_SECONDS:
                 beat = loop.time()
                 await self.heartbeat()
+
+    def stop(self) -> None:
+        self._stopped.set()
 
     async def heartbeat(self) -> None:
         try:
@@ -234,9 +243,8 @@ class TemplateBuilds:
     async def _settle(self, flusher: asyncio.Task[None], writer: BuildLogWriter, template_id: str,
                       generation: int, values: dict[str, Any]) -> None:
         # The log is complete before the status changes: a follower stops at the status.
-        flusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await flusher
+        writer.stop()
+        await asyncio.wait({flusher})
         await writer.close()
         now = self.ctx.clock()
         async with self.ctx.sessions() as session:
@@ -300,10 +308,16 @@ class TemplateBuilds:
     # --- garbage collection ----------------------------------------------------
 
     def request_gc(self) -> None:
-        """Collect unused images on every host, in the background (best effort)."""
-        task = asyncio.create_task(self.collect_garbage(), name="image gc")
+        """Collect unused images on every host, in the background (best effort): now, and
+        once more when the agents' grace for recently stored images has passed."""
+        task = asyncio.create_task(self._collect_twice(), name="image gc")
         self._gc_tasks.add(task)
         task.add_done_callback(self._gc_tasks.discard)
+
+    async def _collect_twice(self) -> None:
+        await self.collect_garbage()
+        await asyncio.sleep(self.ctx.settings.image_gc_grace_seconds + GC_FOLLOW_UP_MARGIN_SECONDS)
+        await self.collect_garbage()
 
     async def collect_garbage(self) -> None:
         async with self.ctx.sessions() as session:
