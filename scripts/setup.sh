@@ -9,6 +9,7 @@ APT_PACKAGES=(
   iproute2 nftables uidmap util-linux procps psmisc e2fsprogs libseccomp2
   ca-certificates
   runsc
+  docker-registry busybox-static
 )
 
 need_apt=()
@@ -24,6 +25,16 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# docker-registry is there for the tests, which start their own on 127.0.0.1:
+# Debian's service would listen on :5000 on every interface.
+if [ -d /run/systemd/system ] && [ "$(id -u)" -eq 0 ] &&
+   { systemctl is-enabled --quiet docker-registry 2>/dev/null ||
+     systemctl is-active --quiet docker-registry 2>/dev/null; }; then
+  echo "setup: disabling Debian's docker-registry service"
+  systemctl disable --now docker-registry >/dev/null 2>&1 ||
+    echo "setup: could not disable docker-registry.service; stop it yourself" >&2
 fi
 
 # --- gVisor (runsc): see docs/isolation.md ---------------------------------

@@ -52,7 +52,9 @@ class QboxUp:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def start(data_dir: Path, port: int | None = None, timeout: float = 600) -> QboxUp:
+def start(data_dir: Path, port: int | None = None, timeout: float = 600,
+          env: dict[str, str] | None = None) -> QboxUp:
+    """``qbox up`` on ``data_dir``; ``env`` is added to this process's environment for it."""
     if os.geteuid() != 0:
         raise RuntimeError("integration tests run sandboxes with crun and need root")
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -62,6 +64,7 @@ def start(data_dir: Path, port: int | None = None, timeout: float = 600) -> Qbox
     process = subprocess.Popen(
         [sys.executable, "-m", "qbox", "up", "--port", str(port), "--data-dir", str(data_dir)],
         stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+        env={**os.environ, **env} if env else None,
     )
     up = QboxUp(data_dir=data_dir, port=port, process=process, log_path=log_path)
     deadline = time.monotonic() + timeout
@@ -158,10 +161,12 @@ def leftovers(data_dir: Path) -> list[str]:
 
 
 @contextmanager
-def running_qbox(data_dir: Path, *, check_leaks: bool = True) -> Iterator[QboxUp]:
-    """A `qbox up` for the duration; afterwards every sandbox is killed through the API and
-    nothing may be left on the host (checked, then scrubbed regardless)."""
-    up = start(data_dir)
+def running_qbox(data_dir: Path, *, check_leaks: bool = True,
+                 env: dict[str, str] | None = None) -> Iterator[QboxUp]:
+    """A `qbox up` for the duration (``env`` added to its environment); afterwards every
+    sandbox is killed through the API and nothing may be left on the host (checked, then
+    scrubbed regardless)."""
+    up = start(data_dir, env=env)
     leaked: list[str] = []
     try:
         yield up

@@ -8,15 +8,39 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.oci_images import busybox_layout
 from tests.qbox_process import QboxUp, running_qbox
+from tests.registry import push, running_registry
+
+# Where the session registry holds the test image (tests/oci_images.py's busybox).
+BUSYBOX_REPO = "test/busybox:1"
 
 
 @pytest.fixture(scope="session")
-def qbox() -> Iterator[QboxUp]:
-    """One real `qbox up` (crun, the built-in template) shared by the integration tests."""
+def registry() -> Iterator[str]:
+    """A real OCI registry on 127.0.0.1 for the session ("127.0.0.1:PORT"), holding the
+    busybox test image as BUSYBOX_REPO."""
+    base = Path(tempfile.mkdtemp(prefix="qbox-it-images-"))
+    try:
+        with running_registry() as address:
+            push(busybox_layout(base / "busybox"), f"{address}/{BUSYBOX_REPO}")
+            yield address
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def qbox(registry: str) -> Iterator[QboxUp]:
+    """One real `qbox up` (crun, the built-in template) shared by the integration tests.
+
+    It pushes every template build to the session registry (``QBOX_REGISTRY``), as a
+    deployment with several hosts does, and a deleted template's image goes within
+    seconds (a short ``QBOX_IMAGE_GC_GRACE_SECONDS``), so tests can see it go.
+    """
     base = Path(tempfile.mkdtemp(prefix="qbox-it-"))
     try:
-        with running_qbox(base / "data") as up:
+        with running_qbox(base / "data", env={"QBOX_REGISTRY": f"{registry}/qbox",
+                                                     "QBOX_IMAGE_GC_GRACE_SECONDS": "5"}) as up:
             yield up
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -13,14 +13,10 @@ import os
 import shutil
 import stat
 import subprocess
-import tempfile
 import time
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
 import pytest
 
 from qbox.agent.images import ImageStore, RegistryCredentials
@@ -28,7 +24,6 @@ from qbox.agent.images.runner import CommandResult, OutputCallback, SubprocessRu
 from qbox.agent.rootfs import OverlayFilesystem
 from qbox.core.errors import ValidationError
 from tests.oci_images import busybox_layout, multiarch_layout, oci_archive
-from tests.qbox_process import free_port
 from tests.registry import push, running_registry
 
 pytestmark = pytest.mark.integration
@@ -205,45 +200,27 @@ async def test_gc_keeps_what_is_kept_or_used_and_the_bases_below(store: ImageSto
     assert list((store.root / "rootfs").iterdir()) == []
 
 
-@contextmanager
-def _authed_registry(username: str, password: str) -> Iterator[str]:
-    base = Path(tempfile.mkdtemp(prefix="qbox-authreg-"))
-    port = free_port()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt  # bcrypt for htpasswd, without a new dependency
-    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
-    (base / "htpasswd").write_text(f"{username}:{hashed}\n")
-    (base / "config.yml").write_text(
-        f"version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {base / 'storage'}\n"
-        f"auth:\n  htpasswd:\n    realm: qbox-test\n    path: {base / 'htpasswd'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n")
-    log_path = base / "registry.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(["/usr/bin/docker-registry", "serve", str(base / "config.yml")],
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:  # any answer (401 until logged in) means it is up
-            assert process.poll() is None, log_path.read_text(errors="replace")
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, log_path.read_text(errors="replace")
-                time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.kill()
-        process.wait(10)
-        shutil.rmtree(base, ignore_errors=True)
+async def test_gc_spares_what_was_imported_or_committed_within_the_grace(store: ImageStore, busybox: str) -> None:
+    # A control plane computes `keep` from its records; a build may store an image after that.
+    base = await store.import_image(busybox, "fresh")
+    layer = store.work_dir() / "layer"
+    layer.mkdir()
+    (layer / "new").write_text("x")
+    built = await store.commit("fresh-built", base.digest, layer, env={}, working_dir=None, user=None,
+                               kernels=[])
+
+    removed, _ = await store.gc(keep=set(), in_use=set(), grace_seconds=300)
+    assert removed == []
+    assert store.has(base.digest) and store.has(built.digest)
+
+    removed, _ = await store.gc(keep=set(), in_use=set(), grace_seconds=0)
+    assert removed == sorted([base.digest, built.digest])
 
 
 async def test_private_registry_with_credentials(store: ImageStore, busybox: str,
                                                  runner: RecordingRunner) -> None:
     password = "pa55-" + os.urandom(6).hex()
-    with _authed_registry("bob", password) as registry:
+    with running_registry(login=("bob", password)) as registry:
         auth = store.root / "push-auth.json"
         store.root.mkdir(parents=True, exist_ok=True)
         auth.write_text(json.dumps({"auths": {registry: {"auth": base64.b64encode(

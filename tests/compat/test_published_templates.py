@@ -1,0 +1,92 @@
+"""The published client (qbox-sh 1.4.1) creates, finds by name, uses and deletes a template
+built from an image in a registry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.compat.conftest import published_env, run_published_script
+from tests.oci_images import busybox_layout
+from tests.qbox_process import QboxUp
+from tests.registry import push, running_registry
+
+pytestmark = pytest.mark.compat
+
+NAME = "compat-busybox"
+
+
+@pytest.fixture(scope="module")
+def busybox_in_registry() -> Iterator[str]:
+    scratch = Path(tempfile.mkdtemp(prefix="qbox-compat-tpl-"))
+    try:
+        with running_registry() as address:
+            image = f"{address}/test/busybox:1"
+            push(busybox_layout(scratch / "busybox"), image)
+            yield image
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.fixture
+def cleanup(qbox_for_compat: QboxUp) -> Iterator[None]:
+    """Whatever the test left: the template's sandboxes, then the template."""
+    yield
+    with qbox_for_compat.client() as api:
+        for sb in api.get("/v1/sandboxes", params={"templateId": f"tpl_{NAME}"}).json():
+            api.delete(f"/v1/sandboxes/{sb['id']}")
+        api.delete(f"/v1/templates/tpl_{NAME}")
+
+
+def cli(python: Path, up: QboxUp, *args: str) -> subprocess.CompletedProcess[str]:
+    qbox = python.parent / "qbox"
+    return subprocess.run([str(qbox), *args], env=published_env(up), capture_output=True, text=True,
+                          timeout=240, cwd="/")
+
+
+SCRIPT = textwrap.dedent('''
+    import json, sys
+    from qbox import Sandbox
+
+    sb = Sandbox.create(sys.argv[1], timeout=120)
+    try:
+        r = sb.commands.run("echo hi; id -u")
+        out = {"id": sb.sandbox_id, "template": sb.get_info().template_id, "run": [r.exit_code, r.stdout]}
+    finally:
+        sb.kill()
+    print(json.dumps(out))
+''')
+
+
+def test_published_cli_and_sdk_use_a_template_built_from_a_registry_image(
+        published_python: Path, qbox_for_compat: QboxUp, busybox_in_registry: str, cleanup: None) -> None:
+    up = qbox_for_compat
+    created = cli(published_python, up, "-o", "json", "templates", "create", "--name", NAME,
+                  "--image-ref", busybox_in_registry, "--wait", "--wait-timeout", "180")
+    assert created.returncode == 0, created.stdout + created.stderr
+    template = json.loads(created.stdout)
+    assert template["name"] == NAME, template
+    assert template["template_id"] == f"tpl_{NAME}", template
+    assert template["status"] == "ready", template
+    assert template["image_ref"] == busybox_in_registry, template
+    assert template["image_digest"].startswith("sha256:"), template
+
+    got = cli(published_python, up, "-o", "json", "templates", "get", NAME)
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert json.loads(got.stdout)["template_id"] == f"tpl_{NAME}"
+
+    out = run_published_script(published_python, up, SCRIPT, NAME)
+    assert out["template"] == f"tpl_{NAME}", out
+    assert out["run"] == [0, "hi\n1000\n"], out
+
+    deleted = cli(published_python, up, "-y", "templates", "delete", NAME)
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    missing = cli(published_python, up, "-o", "json", "templates", "get", NAME)
+    assert missing.returncode == 4, missing.stdout + missing.stderr
