@@ -4,7 +4,7 @@ The steps run in a build sandbox: an ordinary sandbox of the base image,
 with the same user namespace, seccomp profile and limits as every other
 one, that the sandbox list never shows (the control plane does not know it
 and would kill it). Its writable layer is the build's result: copied out,
-cleaned of what qbox itself put there (``layer.py``), and committed to the
+cleaned of what qbox itself put there (``build_layer.py``), and committed to the
 store as a layer on top of the base.
 
 ``BuildJob.events()`` streams what happens as NDJSON-ready dicts: ``log``
