@@ -17,19 +17,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 
 from harness import add_common_args, api_client, latency_table, publish, qbox_endpoint, spawn
-from tests.oci_images import busybox_layout
-from tests.registry import push, running_registry
+from tests.registry import BUSYBOX_REPO, registry_with_busybox
 
 POLL_SECONDS = 0.05
 BUILD_TIMEOUT = 300.0
@@ -38,14 +34,8 @@ BUILD_TIMEOUT = 300.0
 @contextmanager
 def busybox_registry() -> Iterator[str]:
     """A registry with the busybox image; yields its ref as users write it."""
-    scratch = Path(tempfile.mkdtemp(prefix="qbox-bench-tpl-"))
-    try:
-        with running_registry() as address:
-            image = f"{address}/bench/busybox:1"
-            push(busybox_layout(scratch / "busybox"), image)
-            yield image
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with registry_with_busybox() as address:
+        yield f"{address}/{BUSYBOX_REPO}"
 
 
 def build(api: httpx.Client, name: str, image: str, steps: list[dict[str, object]]) -> float:

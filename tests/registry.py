@@ -19,9 +19,12 @@ from pathlib import Path
 
 import httpx
 
+from tests.oci_images import busybox_layout
 from tests.qbox_process import free_port
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
+# Where registry_with_busybox() keeps the test image.
+BUSYBOX_REPO = "test/busybox:1"
 
 _CONFIG = """\
 version: 0.1
@@ -70,6 +73,18 @@ def running_registry(timeout: float = 30, login: tuple[str, str] | None = None) 
         process.kill()
         process.wait(10)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def registry_with_busybox() -> Iterator[str]:
+    """A registry holding tests/oci_images.py's busybox as BUSYBOX_REPO; yields its address."""
+    scratch = Path(tempfile.mkdtemp(prefix="qbox-registry-images-"))
+    try:
+        with running_registry() as address:
+            push(busybox_layout(scratch / "busybox"), f"{address}/{BUSYBOX_REPO}")
+            yield address
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path, timeout: float) -> None:

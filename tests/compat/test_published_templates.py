@@ -4,9 +4,7 @@ built from an image in a registry."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.compat.conftest import published_env, run_published_script
-from tests.oci_images import busybox_layout
 from tests.qbox_process import QboxUp
-from tests.registry import push, running_registry
+from tests.registry import BUSYBOX_REPO, registry_with_busybox
 
 pytestmark = pytest.mark.compat
 
@@ -25,14 +22,8 @@ NAME = "compat-busybox"
 
 @pytest.fixture(scope="module")
 def busybox_in_registry() -> Iterator[str]:
-    scratch = Path(tempfile.mkdtemp(prefix="qbox-compat-tpl-"))
-    try:
-        with running_registry() as address:
-            image = f"{address}/test/busybox:1"
-            push(busybox_layout(scratch / "busybox"), image)
-            yield image
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with registry_with_busybox() as address:
+        yield f"{address}/{BUSYBOX_REPO}"
 
 
 @pytest.fixture

@@ -8,25 +8,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.oci_images import busybox_layout
 from tests.qbox_process import QboxUp, running_qbox
-from tests.registry import push, running_registry
-
-# Where the session registry holds the test image (tests/oci_images.py's busybox).
-BUSYBOX_REPO = "test/busybox:1"
-
+from tests.registry import registry_with_busybox
 
 @pytest.fixture(scope="session")
 def registry() -> Iterator[str]:
     """A real OCI registry on 127.0.0.1 for the session ("127.0.0.1:PORT"), holding the
-    busybox test image as BUSYBOX_REPO."""
-    base = Path(tempfile.mkdtemp(prefix="qbox-it-images-"))
-    try:
-        with running_registry() as address:
-            push(busybox_layout(base / "busybox"), f"{address}/{BUSYBOX_REPO}")
-            yield address
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    busybox test image as tests.registry.BUSYBOX_REPO."""
+    with registry_with_busybox() as address:
+        yield address
 
 
 @pytest.fixture(scope="session")

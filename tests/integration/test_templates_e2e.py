@@ -35,9 +35,8 @@ from tests.oci_images import (
     oci_archive,
     write_layout,
 )
-from tests.integration.conftest import BUSYBOX_REPO
 from tests.qbox_process import QboxUp
-from tests.registry import inspect
+from tests.registry import BUSYBOX_REPO, inspect
 
 pytestmark = pytest.mark.integration
 
@@ -383,9 +382,10 @@ def _host_state() -> dict[str, str]:
 UNPACKABLE = ["dotdot", "absolute", "symlink-root", "symlink-etc", "devices", "fifo", "setuid", "canary"]
 
 
-@pytest.mark.parametrize("tricks", [None, UNPACKABLE], ids=["all-tricks", "unpackable-on-busybox"])
-def test_a_hostile_image_never_touches_the_host(client: httpx.Client, scratch: Path,
-                                               qbox: QboxUp, tricks: list[str] | None) -> None:
+@pytest.mark.parametrize(("tricks", "outcome"), [(None, "failed"), (UNPACKABLE, "ready")],
+                         ids=["all-tricks", "unpackable-on-busybox"])
+def test_a_hostile_image_never_touches_the_host(client: httpx.Client, scratch: Path, qbox: QboxUp,
+                                               tricks: list[str] | None, outcome: str) -> None:
     work = Path(tempfile.mkdtemp(prefix="hostile-", dir=scratch))
     canary = work / "canary"
     canary.mkdir()
@@ -402,7 +402,7 @@ def test_a_hostile_image_never_touches_the_host(client: httpx.Client, scratch: P
     with template(client, f"hostile-{work.name[8:].lower()}", ref,
                   steps=[{"run": "echo survived"}]) as created:
         done = wait_built(client, created["id"])
-        assert done["status"] in ("ready", "failed"), done
+        assert done["status"] == outcome, done
         assert (canary / "canary.txt").read_text() == "original\n"
         assert not (canary / "planted").exists()
         assert not Path(f"/abs-escape-{marker}").exists()
@@ -417,7 +417,7 @@ def test_a_hostile_image_never_touches_the_host(client: httpx.Client, scratch: P
         found = subprocess.run(["find", str(data_dir), "-name", f"*{marker}*"],
                                capture_output=True, text=True, timeout=60).stdout.split()
         assert [p for p in found if not _inside_a_rootfs(data_dir, Path(p))] == [], found
-        if done["status"] == "ready":
+        if outcome == "ready":
             assert "survived" in build_log(client, created["id"]).splitlines()
             with running_sandbox(client, created["id"]) as sb:
                 # Device nodes from an image are never kept.

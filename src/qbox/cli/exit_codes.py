@@ -41,6 +41,7 @@ _BY_CODE: dict[str, ExitCode] = {
     "declined": ExitCode.DECLINED,
     "policy_exceeded": ExitCode.QUOTA,
     "port_count_limit": ExitCode.QUOTA,
+    "build_timeout": ExitCode.WAIT_TIMEOUT,
 }
 
 # Most specific first: the first class the error is an instance of wins.

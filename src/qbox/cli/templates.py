@@ -15,10 +15,8 @@ from typing import Any
 
 import click
 
-from qbox.cli import output
 from qbox.cli.context import CliState, confirm_or_decline, json_option, pass_state
-from qbox.cli.exit_codes import ExitCode
-from qbox.sdk import Step, Template, TemplateBuildTimeoutError, TemplateInfo
+from qbox.sdk import Step, Template, TemplateInfo
 
 # WIRE_PROTOCOL.md §8.4: a `templates create` wait that ran out.
 DEFAULT_WAIT_SECONDS = 300
@@ -70,14 +68,6 @@ def _print_created(state: CliState, info: TemplateInfo) -> None:
         state.env.out(info.id)
     else:
         _show(state, info)
-
-
-def _wait_ran_out(ctx: click.Context, state: CliState, error: TemplateBuildTimeoutError) -> None:
-    if state.json:
-        state.emit_json(output.error_object(error, ExitCode.WAIT_TIMEOUT))
-    else:
-        state.env.err(output.error_line(error))
-    ctx.exit(ExitCode.WAIT_TIMEOUT)
 
 
 class OrderedOptionsCommand(click.Command):
@@ -250,23 +240,20 @@ def create(
     values = {"run": run, "run_as_user": run_as_user, "env": env, "workdir": workdir, "copy": copy}
     steps = build_steps(ctx, values, user or TEMPLATE_USER)
     credentials = _credentials(registry_username, registry_password_stdin)
-    try:
-        info = Template.create(
-            name, image_ref, steps=steps, start_cmd=start_cmd, ready_cmd=ready_cmd, ready_timeout_s=ready_timeout,
-            default_vcpus=cpu, default_memory_mb=memory, default_disk_mb=disk, enable_ssh=enable_ssh,
-            tags=list(tags), user=user, allow_internet_access=False if no_internet else None, runtime=runtime,
-            registry_credentials=credentials, wait=wait, on_log=state.env.err if wait else None,
-            timeout=wait_timeout, config=state.config(),
-        )  # fmt: skip
-    except TemplateBuildTimeoutError as error:
-        _wait_ran_out(ctx, state, error)
-        return
+    # A wait that runs out raises TemplateBuildTimeoutError: exit 124 (exit_codes.py).
+    info = Template.create(
+        name, image_ref, steps=steps, start_cmd=start_cmd, ready_cmd=ready_cmd, ready_timeout_s=ready_timeout,
+        default_vcpus=cpu, default_memory_mb=memory, default_disk_mb=disk, enable_ssh=enable_ssh,
+        tags=list(tags), user=user, allow_internet_access=False if no_internet else None, runtime=runtime,
+        registry_credentials=credentials, wait=wait, on_log=state.env.err if wait else None,
+        timeout=wait_timeout, config=state.config(),
+    )  # fmt: skip
     _print_created(state, info)
 
 
 @templates.command("list")
 @click.option("--service", help="Only templates offering this service type (e.g. code-interpreter).")
-@click.option("--status", help="Only templates in this status (building, ready, failed).")
+@click.option("--status", type=click.Choice(["building", "ready", "failed"]), help="Only templates in this status.")
 @json_option
 @pass_state
 def list_(state: CliState, service: str | None, status: str | None) -> None:
@@ -310,9 +297,7 @@ def logs(state: CliState, template: str, follow: bool) -> None:
 @_wait_options(DEFAULT_WAIT_SECONDS)
 @json_option
 @pass_state
-@click.pass_context
 def rebuild(
-    ctx: click.Context,
     state: CliState,
     template: str,
     registry_username: str | None,
@@ -322,14 +307,10 @@ def rebuild(
 ) -> None:
     """Build TEMPLATE again from its image ref (pulled afresh) and steps."""
     credentials = _credentials(registry_username, registry_password_stdin)
-    try:
-        info = Template.rebuild(
-            template, registry_credentials=credentials, wait=wait, on_log=state.env.err if wait else None,
-            timeout=wait_timeout, config=state.config(),
-        )  # fmt: skip
-    except TemplateBuildTimeoutError as error:
-        _wait_ran_out(ctx, state, error)
-        return
+    info = Template.rebuild(
+        template, registry_credentials=credentials, wait=wait, on_log=state.env.err if wait else None,
+        timeout=wait_timeout, config=state.config(),
+    )  # fmt: skip
     _print_created(state, info)
 
 

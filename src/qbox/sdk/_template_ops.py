@@ -198,7 +198,6 @@ class LogCursor:
 
     stream: Any
     skip: int = 0  # lines a previous connection already delivered
-    delivered: int = 0
     finished: bool = False
     _partial: str = ""
     _decoder: codecs.IncrementalDecoder = field(default_factory=lambda: _UTF8("replace"))
@@ -207,9 +206,7 @@ class LogCursor:
         fresh = [line.removesuffix("\r") for line in lines]
         dropped = min(self.skip, len(fresh))
         self.skip -= dropped
-        fresh = fresh[dropped:]
-        self.delivered += len(fresh)
-        return fresh
+        return fresh[dropped:]
 
     def feed(self, chunk: bytes) -> list[str]:
         *lines, self._partial = (self._partial + self._decoder.decode(chunk)).split("\n")

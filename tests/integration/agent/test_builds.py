@@ -24,6 +24,7 @@ import uvicorn
 
 from qbox.agent import mounts
 from qbox.agent.app import create_app
+from qbox.agent.images import build_layer
 from qbox.agent.sandbox import SandboxParams
 from qbox.agent.settings import AgentSettings
 from qbox.core.ids import new_sandbox_id
@@ -202,8 +203,8 @@ async def test_a_client_going_away_cancels_the_build(data_dir: Path, base_ref: s
 
 async def test_a_build_under_gvisor(agent: httpx.AsyncClient, base_ref: str,
                                    data_dir: Path) -> None:
-    if "runsc" not in (await agent.get("/health")).json()["runtimes"]:
-        pytest.skip("runsc is not available on this host")
+    # scripts/setup.sh installs runsc: a host without it is not set up.
+    assert "runsc" in (await agent.get("/health")).json()["runtimes"]
     events = await _build(agent, base_ref, [{"run": "echo in-gvisor > /marker"}],
                           runtime="runsc")
     result = events[-1]
@@ -235,3 +236,34 @@ async def test_a_restarted_agent_removes_a_build_sandbox_left_behind(
         assert _left_behind(data_dir)[:2] == ([], [])
         runtime = again.state.agent.runtime
         assert "sb_buildleftover0001" not in {c.id for c in await runtime.list()}
+
+
+# --- the layer copy, with ids only root may set ------------------------------------
+
+
+async def test_copy_and_clean_unshift_ids_and_keep_setuid_bits(tmp_path: Path) -> None:
+    from qbox.agent.idmap import IdMapping
+
+    mapping = IdMapping(200_000, 65_536)
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    baseline = build_layer.snapshot(upper)
+    tool = upper / "tool"
+    tool.write_text("#!/bin/sh\n")
+    os.chown(tool, 200_000, 200_000 + 50)
+    os.chmod(tool, 0o4755)
+    os.symlink("tool", upper / "link")
+    os.lchown(upper / "link", 201_000, 201_000)
+    os.mknod(upper / "gone", 0o600 | 0o020000, 0)  # a whiteout, host root's
+    os.setxattr(upper, "trusted.overlay.origin", b"x")
+    os.setxattr(upper, "trusted.overlay.opaque", b"y")
+    layer = tmp_path / "layer"
+    await build_layer.copy_tree(upper, layer)
+
+    build_layer.clean(layer, upper, baseline, mapping)
+
+    st = os.lstat(layer / "tool")
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 50, 0o4755)
+    assert os.lstat(layer / "link")[4:6] == (1000, 1000)
+    assert os.lstat(layer / "gone")[4:6] == (0, 0)
+    assert os.listxattr(layer) == ["trusted.overlay.opaque"]

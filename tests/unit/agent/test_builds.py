@@ -287,37 +287,6 @@ def test_clean_keeps_what_steps_changed_and_drops_untouched_seeds(tmp_path: Path
                     "home/user/.profile"]
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="chown to other ids needs root")
-async def test_copy_and_clean_unshift_ids_and_keep_setuid_bits(tmp_path: Path) -> None:
-    from qbox.agent.idmap import IdMapping
-
-    mapping = IdMapping(200_000, 65_536)
-    upper = tmp_path / "upper"
-    upper.mkdir()
-    baseline = build_layer.snapshot(upper)
-    tool = upper / "tool"
-    tool.write_text("#!/bin/sh\n")
-    os.chown(tool, 200_000, 200_000 + 50)
-    os.chmod(tool, 0o4755)
-    os.symlink("tool", upper / "link")
-    os.lchown(upper / "link", 201_000, 201_000)
-    os.mknod(upper / "gone", 0o600 | 0o020000, 0)  # a whiteout, host root's
-    os.setxattr(upper, "trusted.overlay.origin", b"x")
-    os.setxattr(upper, "trusted.overlay.opaque", b"y")
-    layer = tmp_path / "layer"
-    await build_layer.copy_tree(upper, layer)
-
-    build_layer.clean(layer, upper, baseline, mapping)
-
-    st = os.lstat(layer / "tool")
-    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 50, 0o4755)
-    assert os.lstat(layer / "link")[4:6] == (1000, 1000)
-    assert os.lstat(layer / "gone")[4:6] == (0, 0)
-    assert os.listxattr(layer) == ["trusted.overlay.opaque"]
-
-
-# --- the routes ------------------------------------------------------------------
-
 @pytest.fixture
 async def client(tmp_path: Path, store: BuildStore) -> AsyncIterator[httpx.AsyncClient]:
     settings = AgentSettings(data_dir=tmp_path / "data", secret="s", runtime="fake",
