@@ -49,6 +49,15 @@ def published_env(up: QboxUp, **extra: str) -> dict[str, str]:
     return {**os.environ, "QBOX_API_KEY": up.api_key, "QBOX_BASE_URL": up.base_url, **extra}
 
 
+def run_published_cli(python: Path, up: QboxUp, *args: str, key: str | None = None,
+                      timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """The published CLI against ``up``, with none of this host's own CLI config."""
+    env = published_env(up, QBOX_API_KEY=key or up.api_key, XDG_CONFIG_HOME="/nonexistent-qbox-config",
+                        QBOX_ASSUME_YES="1")
+    return subprocess.run([str(python.parent / "qbox"), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd="/")
+
+
 def run_published_script(python: Path, up: QboxUp, script: str, *args: str) -> dict[str, Any]:
     """Run ``script`` with the published client against ``up``; the JSON object it printed last."""
     done = subprocess.run([str(python), "-c", script, *args], env=published_env(up),

@@ -4,14 +4,13 @@ built from an image in a registry."""
 from __future__ import annotations
 
 import json
-import subprocess
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.compat.conftest import published_env, run_published_script
+from tests.compat.conftest import run_published_cli, run_published_script
 from tests.qbox_process import QboxUp
 from tests.registry import BUSYBOX_REPO, registry_with_busybox
 
@@ -36,12 +35,6 @@ def cleanup(qbox_for_compat: QboxUp) -> Iterator[None]:
         api.delete(f"/v1/templates/tpl_{NAME}")
 
 
-def cli(python: Path, up: QboxUp, *args: str) -> subprocess.CompletedProcess[str]:
-    qbox = python.parent / "qbox"
-    return subprocess.run([str(qbox), *args], env=published_env(up), capture_output=True, text=True,
-                          timeout=240, cwd="/")
-
-
 SCRIPT = textwrap.dedent('''
     import json, sys
     from qbox import Sandbox
@@ -59,7 +52,7 @@ SCRIPT = textwrap.dedent('''
 def test_published_cli_and_sdk_use_a_template_built_from_a_registry_image(
         published_python: Path, qbox_for_compat: QboxUp, busybox_in_registry: str, cleanup: None) -> None:
     up = qbox_for_compat
-    created = cli(published_python, up, "-o", "json", "templates", "create", "--name", NAME,
+    created = run_published_cli(published_python, up, "-o", "json", "templates", "create", "--name", NAME,
                   "--image-ref", busybox_in_registry, "--wait", "--wait-timeout", "180")
     assert created.returncode == 0, created.stdout + created.stderr
     template = json.loads(created.stdout)
@@ -69,7 +62,7 @@ def test_published_cli_and_sdk_use_a_template_built_from_a_registry_image(
     assert template["image_ref"] == busybox_in_registry, template
     assert template["image_digest"].startswith("sha256:"), template
 
-    got = cli(published_python, up, "-o", "json", "templates", "get", NAME)
+    got = run_published_cli(published_python, up, "-o", "json", "templates", "get", NAME)
     assert got.returncode == 0, got.stdout + got.stderr
     assert json.loads(got.stdout)["template_id"] == f"tpl_{NAME}"
 
@@ -77,7 +70,7 @@ def test_published_cli_and_sdk_use_a_template_built_from_a_registry_image(
     assert out["template"] == f"tpl_{NAME}", out
     assert out["run"] == [0, "hi\n1000\n"], out
 
-    deleted = cli(published_python, up, "-y", "templates", "delete", NAME)
+    deleted = run_published_cli(published_python, up, "-y", "templates", "delete", NAME)
     assert deleted.returncode == 0, deleted.stdout + deleted.stderr
-    missing = cli(published_python, up, "-o", "json", "templates", "get", NAME)
+    missing = run_published_cli(published_python, up, "-o", "json", "templates", "get", NAME)
     assert missing.returncode == 4, missing.stdout + missing.stderr

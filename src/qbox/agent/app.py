@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from qbox.agent.code_api import code_router
 from qbox.agent.command_stream import NDJSON, LogsQuery, logs_json, ndjson_response
 from qbox.agent.files_api import files_router
 from qbox.agent.hostprep import prepare_host
-from qbox.agent.images.build import image_kernels
+from qbox.agent.images.build import KernelSource, image_kernels
 from qbox.agent.images.store import ImageStore
 from qbox.agent.isolation import IsolationPolicy
 from qbox.agent.models import (
@@ -45,9 +44,8 @@ from qbox.agent.runtime.fake import FakeRuntime
 from qbox.agent.sandbox import Sandbox, SandboxParams
 from qbox.agent.sandboxes import ImageInfoLike, ImageSource, SandboxManager
 from qbox.agent.settings import AgentSettings, load_or_create_secret
-from qbox.agent.shell_api import shell_router
+from qbox.agent.shell_api import check_secret, shell_router
 from qbox.core.asgi import install_error_handlers
-from qbox.core.errors import AuthenticationError
 from qbox.core.timefmt import to_wire
 
 log = logging.getLogger("qbox.agent")
@@ -55,7 +53,7 @@ log = logging.getLogger("qbox.agent")
 PREFIX = "/internal/v1"
 
 
-class ImageStoreLike(ImageSource, Protocol):
+class ImageStoreLike(ImageSource, KernelSource, Protocol):
     """What the API needs of ``qbox.agent.images.ImageStore`` (beyond what sandboxes need)."""
 
     def has(self, digest: str) -> bool: ...
@@ -102,11 +100,6 @@ def command_json(record: ProcessRecord) -> dict[str, Any]:
     return body
 
 
-async def _kernels(images: ImageStoreLike, digest: str) -> list[dict[str, str]]:
-    """The image's Jupyter kernelspecs (a template with some offers a code interpreter)."""
-    return await image_kernels(images, digest)
-
-
 # --- routes ------------------------------------------------------------------
 
 def _routes() -> APIRouter:
@@ -123,7 +116,7 @@ def _routes() -> APIRouter:
         images = _agent(request).images
         info = await images.import_image(body.ref, body.name)
         return {"digest": info.digest, "sizeBytes": info.size_bytes,
-                "kernels": await _kernels(images, info.digest)}
+                "kernels": await image_kernels(images, info.digest)}
 
     @router.get("/images/{digest}")
     async def get_image(digest: str, request: Request) -> dict[str, Any]:
@@ -131,7 +124,7 @@ def _routes() -> APIRouter:
         info = images.info(digest)
         unpacked = images.has(digest)
         return {"digest": info.digest, "sizeBytes": info.size_bytes, "unpacked": unpacked,
-                "kernels": await _kernels(images, digest) if unpacked else []}
+                "kernels": await image_kernels(images, digest) if unpacked else []}
 
     @router.post("/images/gc")
     async def collect_images(body: ImagesGc, request: Request) -> dict[str, Any]:
@@ -230,11 +223,7 @@ def _bearer_check(secret: str) -> Callable[[Request], Awaitable[None]]:
     expected = secret.encode()
 
     async def require_secret(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
-                                                                 expected):
-            raise AuthenticationError("missing or wrong host secret")
+        check_secret(request, expected)
 
     return require_secret
 

@@ -410,20 +410,16 @@ class SandboxManager:
             sandbox = self.get(sandbox_id)
             sandbox.status = SandboxStatus.STOPPED
             sandbox.exit_reason = sandbox.exit_reason or reason
-            watcher = self._watchers.pop(sandbox_id, None)
-            if watcher is not None:
-                watcher.cancel()
-            await self._runtime_of(sandbox).delete(sandbox_id)
-            processes = self._processes.pop(sandbox_id, None)
-            if processes is not None:
-                await processes.close()
-            await self.interpreters.detach(sandbox_id)
+            await self._teardown(sandbox_id, self._dir / sandbox_id, [self._runtime_of(sandbox)],
+                                 keep_filesystem=True)
             return sandbox
 
     async def _teardown(self, sandbox_id: str, directory: Path,
-                        runtimes: list[RuntimeDriver] | None = None) -> None:
+                        runtimes: list[RuntimeDriver] | None = None, *,
+                        keep_filesystem: bool = False) -> None:
         """Every step runs even when an earlier one fails, so one error never strands the rest
-        (mounts, loop devices, the netns); the first error is raised at the end."""
+        (mounts, loop devices, the netns); the first error is raised at the end. With
+        ``keep_filesystem`` only the processes end (the rootfs, disk and netns stay)."""
         watcher = self._watchers.pop(sandbox_id, None)
         errors: list[BaseException] = []
 
@@ -442,9 +438,10 @@ class SandboxManager:
         await step(functools.partial(self.interpreters.detach, sandbox_id))
         if watcher is not None:
             watcher.cancel()
-        if directory.exists():
-            await step(lambda: asyncio.to_thread(self._fs.release, directory))
-        await step(lambda: self._network.detach(sandbox_id))
+        if not keep_filesystem:
+            if directory.exists():
+                await step(lambda: asyncio.to_thread(self._fs.release, directory))
+            await step(lambda: self._network.detach(sandbox_id))
         if errors:
             raise errors[0]
 

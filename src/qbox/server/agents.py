@@ -11,7 +11,7 @@ envelope and becomes the same error.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -115,7 +115,7 @@ class AgentClient(Protocol):
     async def import_image(self, ref: str, name: str) -> dict[str, Any]: ...
     # A template build's events (``log``, then ``result`` or ``error``); closing the
     # iterator cancels the build. Errors before the first event are raised.
-    async def build(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]: ...
+    async def build(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]: ...
     async def gc_images(self, keep: list[str]) -> dict[str, Any]: ...
     async def create_sandbox(self, spec: dict[str, Any]) -> dict[str, Any]: ...
     async def list_sandboxes(self) -> list[dict[str, Any]]: ...
@@ -183,7 +183,7 @@ async def _relay(response: httpx.Response) -> AsyncIterator[bytes]:
         await response.aclose()
 
 
-async def _json_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+async def _json_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
     """An NDJSON stream's objects; a broken connection ends it early (the caller sees no
     last event). Closing the iterator closes the connection."""
     try:
@@ -334,7 +334,7 @@ class HttpAgentClient:
         )
         return result
 
-    async def build(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def build(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         # No read timeout: a step may be silent for as long as it likes.
         response = await self._send(self._http.build_request(
             "POST", "/builds", json=body, headers={"Accept": "application/x-ndjson"},

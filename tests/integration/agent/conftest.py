@@ -74,6 +74,9 @@ class RootfsStore:
     def lower_dirs(self, digest: str) -> list[Path]:
         return [self.rootfs_path(digest)]
 
+    def kernels(self, digest: str) -> list[dict[str, str]] | None:
+        return None  # a base image: its kernelspecs are read from its rootfs
+
     def config(self, digest: str) -> ImageConfig:
         self.rootfs_path(digest)
         return ImageConfig()

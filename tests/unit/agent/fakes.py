@@ -18,6 +18,7 @@ class FakeImageInfo:
 @dataclass(frozen=True)
 class FakeImageConfig:
     env: tuple[str, ...] = ()
+    working_dir: str = ""
 
 
 class FakeImageStore:
@@ -52,6 +53,9 @@ class FakeImageStore:
 
     def lower_dirs(self, digest: str) -> list[Path]:
         return [self.rootfs_path(digest)]
+
+    def kernels(self, digest: str) -> list[dict[str, str]] | None:
+        return None  # a base image: its kernelspecs are read from its rootfs
 
     def config(self, digest: str) -> FakeImageConfig:
         return FakeImageConfig(self.env)

@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -169,13 +169,13 @@ class FakeAgent:
                 {"type": "result", "digest": digest, "sizeBytes": 4096, "kernels": self.image_kernels,
                  "baseDigest": base, "pushedRef": pushed}]
 
-    async def build(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def build(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         self.builds.append(body)
         if self.build_error is not None:
             raise self.build_error
         scripted = self.build_events if self.build_events is not None else self.default_build_events(body)
 
-        async def stream() -> AsyncIterator[dict[str, Any]]:
+        async def stream() -> AsyncGenerator[dict[str, Any], None]:
             try:
                 for n, event in enumerate(scripted):
                     if n == 1:

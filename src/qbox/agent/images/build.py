@@ -45,13 +45,26 @@ _SHOWN_COMMAND = 80
 _USERS_WITH_FALLBACKS = ("root", users.DEFAULT_USER)
 
 
-class BuildStore(Protocol):
+class ImageConfigView(Protocol):
+    @property
+    def working_dir(self) -> str: ...
+
+
+class KernelSource(Protocol):
+    """Where an image's Jupyter kernelspecs are found (``ImageStore``)."""
+
+    def kernels(self, digest: str) -> list[dict[str, Any]] | None: ...
+
+    def rootfs_path(self, digest: str) -> Path: ...
+
+
+class BuildStore(KernelSource, Protocol):
     """What a build needs of ``ImageStore``."""
 
     async def import_image(self, ref: str, name: str, on_progress: ProgressCallback | None = None,
                            *, credentials: RegistryCredentials | None = None) -> Any: ...
 
-    def config(self, digest: str) -> Any: ...
+    def config(self, digest: str) -> ImageConfigView: ...
 
     def work_dir(self) -> Path: ...
 
@@ -73,14 +86,12 @@ class BuildFailed(Exception):
         self.step = step
 
 
-async def image_kernels(images: Any, digest: str) -> list[dict[str, str]]:
+async def image_kernels(images: KernelSource, digest: str) -> list[dict[str, str]]:
     """The image's Jupyter kernelspecs: saved at commit for a built image, read from the
     rootfs of a base image."""
-    saved = getattr(images, "kernels", None)
+    saved = images.kernels(digest)
     if saved is not None:
-        kernels = saved(digest)
-        if kernels is not None:
-            return list(kernels)
+        return list(saved)
     try:
         rootfs = images.rootfs_path(digest)
     except QboxError:
@@ -227,10 +238,7 @@ class BuildJob:
 
     async def _check_user_in_base(self, digest: str) -> None:
         # Without steps no sandbox runs: the base image's rootfs is where the user must be.
-        rootfs = getattr(self._store, "rootfs_path", None)
-        if rootfs is None:
-            return
-        await asyncio.to_thread(self._check_user, rootfs(digest))
+        await asyncio.to_thread(self._check_user, self._store.rootfs_path(digest))
 
     def _check_user(self, rootfs: Path) -> None:
         try:
@@ -241,7 +249,7 @@ class BuildJob:
     async def _build_layer(self, base_digest: str) -> tuple[str, int, list[dict[str, str]]]:
         request = self._request
         config = self._store.config(base_digest)
-        state = _State(env=dict(request.env), cwd=getattr(config, "working_dir", "") or "/")
+        state = _State(env=dict(request.env), cwd=config.working_dir or "/")
         sandbox = await self._sandboxes.create(SandboxParams(
             id=self.sandbox_id, image_digest=base_digest, vcpus=request.vcpus,
             memory_mb=request.memory_mb, disk_size_mb=request.disk_mb,

@@ -26,10 +26,9 @@ import stat
 from pathlib import Path
 
 from qbox.agent.idmap import IdMapping
+from qbox.agent.images.layers import OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, is_whiteout
 from qbox.core.errors import InternalError
 
-OPAQUE_XATTR = "trusted.overlay.opaque"
-_OVERLAY_XATTRS = "trusted.overlay."
 _HASHED_BYTES = 1024 * 1024
 # Ids outside the sandbox's range are what the sandbox saw as nobody.
 _OVERFLOW_ID = 65534
@@ -148,7 +147,7 @@ def _image_id(host_id: int, mapping: IdMapping) -> int:
 
 
 def _unshift(path: str, st: os.stat_result, mapping: IdMapping) -> None:
-    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+    if is_whiteout(st):
         uid = gid = 0  # a whiteout, made by overlayfs with the mounter's (host root's) ids
     else:
         uid, gid = _image_id(st.st_uid, mapping), _image_id(st.st_gid, mapping)
@@ -168,5 +167,5 @@ def _strip_overlay_xattrs(path: str) -> None:
             return
         raise
     for name in names:
-        if name.startswith(_OVERLAY_XATTRS) and name != OPAQUE_XATTR:
+        if name.startswith(OVERLAY_XATTR_PREFIX) and name != OPAQUE_XATTR:
             os.removexattr(path, name, follow_symlinks=False)

@@ -23,7 +23,7 @@ OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 # overlayfs's own bookkeeping (origin, impure, redirect…) means nothing in
 # another tree; opaque is turned into the OCI marker instead.
-_OVERLAY_XATTR_PREFIX = "trusted.overlay."
+OVERLAY_XATTR_PREFIX = "trusted.overlay."
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def _entry(name: str, kind: bytes, st: os.stat_result, xattrs: dict[str, bytes] 
     info.pax_headers = {
         f"SCHILY.xattr.{key}": value.decode("utf-8", "surrogateescape")
         for key, value in sorted((xattrs or {}).items())
-        if not key.startswith(_OVERLAY_XATTR_PREFIX)
+        if not key.startswith(OVERLAY_XATTR_PREFIX)
     }
     return info
 

@@ -153,6 +153,11 @@ def validate_name(name: str) -> str:
     return name
 
 
+def is_digest(text: str) -> bool:
+    """Whether ``text`` is a plain ``sha256:<64 hex>`` digest."""
+    return _DIGEST_RE.fullmatch(text) is not None
+
+
 def digest_hex(digest: str) -> str:
     """The hex part of a ``sha256:…`` digest (safe as a path component), else raise."""
     match = _DIGEST_RE.fullmatch(digest) if isinstance(digest, str) else None

@@ -42,6 +42,7 @@ from qbox.agent.images.refs import (
     RegistryCredentials,
     authfile,
     digest_hex,
+    is_digest,
     is_insecure_registry,
     local_path,
     normalize_ref,
@@ -242,14 +243,11 @@ class ImageStore:
 
     def has(self, digest: str) -> bool:
         """Whether ``digest`` (an unpacked base or a committed built image) can be mounted."""
-        if (self._bundle_dir(digest) / "rootfs").is_dir():
-            return True
-        record = self._record(digest)
-        if record is None:
+        try:
+            self.lower_dirs(digest)
+        except NotFoundError:
             return False
-        return all((self.root / "layers" / h).is_dir() for h in record["layers"]) and (
-            self._bundle_dir(record["base"]) / "rootfs"
-        ).is_dir()
+        return True
 
     def lower_dirs(self, digest: str) -> list[Path]:
         """The read-only dirs a sandbox of ``digest`` stacks, top first; never write into them."""
@@ -332,8 +330,7 @@ class ImageStore:
                 raise ValidationError(f"environment variable name {key!r} is not valid")
         self._prepare_dirs()
         async with file_lock(self.root / ".lock", on_wait=lambda: progress("waiting for the image store…")):
-            if not self.has(base_digest):
-                raise NotFoundError(f"image {base_digest} is not in this host's store")
+            self.lower_dirs(base_digest)  # NotFoundError unless the base can be mounted
             base_record = self._record(base_digest)
             work = Path(tempfile.mkdtemp(prefix="commit-", dir=tmp))
             try:
@@ -423,15 +420,13 @@ class ImageStore:
             digest_hex(digest)
         self._prepare_dirs()
         async with file_lock(self.root / ".lock"):
-            for digest in list(needed):
-                record = self._record(digest)
-                if record is not None:
-                    needed.add(record["base"])
+            records = {d: r for d in needed if (r := self._record(d)) is not None}
+            needed |= {r["base"] for r in records.values()}
             index = self._layout.index()
             known = {str(e.get("digest")) for e in index["manifests"]}
             known |= {f"sha256:{p.name}" for p in (self.root / "rootfs").iterdir()}
             known |= {f"sha256:{p.stem}" for p in (self.root / "images").glob("*.json")}
-            removed = sorted(d for d in known - needed if _is_digest(d))
+            removed = sorted(d for d in known - needed if is_digest(d))
             kept_entries = [e for e in index["manifests"] if e.get("digest") in needed]
             changed = bool(removed) or len(kept_entries) != len(index["manifests"])
             index["manifests"] = kept_entries
@@ -448,7 +443,7 @@ class ImageStore:
                 freed += await asyncio.to_thread(tree_size, bundle)
                 await asyncio.to_thread(shutil.rmtree, bundle, True)
                 self._record_path(digest).unlink(missing_ok=True)
-            used_layers = {h for d in needed if (r := self._record(d)) is not None for h in r["layers"]}
+            used_layers = {h for r in records.values() for h in r["layers"]}
             for layer in (self.root / "layers").iterdir():
                 if layer.name not in used_layers:
                     freed += await asyncio.to_thread(tree_size, layer)
@@ -483,7 +478,7 @@ class ImageStore:
         if not path.is_file():
             return None
         record = read_json(path)
-        if not isinstance(record, dict) or not _is_digest(str(record.get("base"))):
+        if not isinstance(record, dict) or not is_digest(str(record.get("base"))):
             raise InternalError(f"damaged image record {path}")
         for layer in record.get("layers", []):
             digest_hex(f"sha256:{layer}")
@@ -542,10 +537,6 @@ def _tool_message(result: CommandResult, lines: int = 8) -> str:
         match = _LOGRUS_MSG_RE.search(line)
         out.append(match.group(1).replace('\\"', '"') if match else line)
     return " | ".join(out) or f"exit status {result.returncode}"
-
-
-def _is_digest(text: str) -> bool:
-    return re.fullmatch(r"sha256:[0-9a-f]{64}", text) is not None
 
 
 def _remove(entry: os.DirEntry[str]) -> None:

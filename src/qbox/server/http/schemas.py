@@ -145,9 +145,6 @@ class RegistryCredentials(_Body):
     username: str = Field(min_length=1, max_length=256)
     password: SecretStr = Field(min_length=1, max_length=16 * 1024)
 
-    def to_agent(self) -> dict[str, str]:
-        return {"username": self.username, "password": self.password.get_secret_value()}
-
 
 class CopySpec(_Body):
     path: str = Field(min_length=2, max_length=4096)

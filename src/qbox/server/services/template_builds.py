@@ -290,9 +290,7 @@ class TemplateBuilds:
                 if writer.gone:
                     return {"status": "failed", "build_error": "template deleted"}
         finally:
-            close = getattr(events, "aclose", None)
-            if close is not None:
-                await close()
+            await events.aclose()
         message = f"build failed: lost the connection to host {host_id} before the build ended"
         writer.add(message)
         return {"status": "failed", "build_error": message}
