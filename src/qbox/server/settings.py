@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from qbox.core.errors import ValidationError
+
 
 def default_data_dir() -> Path:
     if os.geteuid() == 0:
@@ -75,3 +77,16 @@ class ServerSettings(BaseSettings):
 
     def resolved_agent_address(self) -> str:
         return self.agent_address or str(self.data_dir / "agent.sock")
+
+    def check_caps(self, vcpus: int, memory_mb: int, disk_mb: int,
+                   names: tuple[str, str, str] = ("vcpus", "memoryMb", "diskSizeMb")) -> None:
+        """A 400 naming each limit (by its field ``names``) outside what this server allows."""
+        fields: dict[str, str] = {}
+        if not 1 <= vcpus <= self.max_vcpus:
+            fields[names[0]] = f"must be between 1 and {self.max_vcpus}"
+        if not 64 <= memory_mb <= self.max_memory_mb:
+            fields[names[1]] = f"must be between 64 and {self.max_memory_mb}"
+        if not 64 <= disk_mb <= self.max_disk_mb:
+            fields[names[2]] = f"must be between 64 and {self.max_disk_mb}"
+        if fields:
+            raise ValidationError.for_fields(fields)

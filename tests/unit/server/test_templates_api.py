@@ -114,6 +114,18 @@ def test_a_failed_build_says_why(harness: Harness) -> None:
     assert r.status_code == 409 and r.json()["error"]["code"] == "template_not_ready"
 
 
+def test_a_long_build_log_is_returned_whole(harness: Harness) -> None:
+    # More lines than one database read returns.
+    harness.agent.build_events = [*({"type": "log", "line": f"line {n}"} for n in range(12_000)),
+                                  {"type": "result", "digest": "sha256:" + "a" * 64, "sizeBytes": 1}]
+    create(harness)
+    assert settled(harness)["status"] == "ready"
+    lines = build_log(harness).splitlines()
+    assert lines[-12_000:] == [f"line {n}" for n in range(12_000)]
+    r = harness.client.get("/v1/templates/tpl_web/build-log?follow=true", headers=harness.auth())
+    assert r.text.splitlines() == lines
+
+
 def test_an_agent_refusal_or_a_lost_connection_fails_the_build(harness: Harness) -> None:
     harness.agent.build_error = ValidationError("pull failed: manifest unknown")
     create(harness)

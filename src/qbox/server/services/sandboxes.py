@@ -27,7 +27,6 @@ from qbox.core.errors import (
     SshDisabledError,
     TemplateNotFoundError,
     TemplateNotReadyError,
-    ValidationError,
 )
 from qbox.core.ids import new_sandbox_id
 from qbox.core.states import TERMINAL_STATES, SandboxState
@@ -39,7 +38,6 @@ from qbox.server.services.keys import Principal
 from qbox.server.services.sandbox_startup import StartPlan, follow_start_command, wait_ready
 from qbox.server.services.shells import ShellService
 from qbox.server.services.templates import sandbox_env
-from qbox.server.settings import ServerSettings
 
 log = logging.getLogger("qbox.sandboxes")
 
@@ -165,7 +163,7 @@ class SandboxService:
             disk_mb = request.disk_size_mb or template.default_disk_mb
             internet = template.allow_internet_access if request.allow_internet_access is None \
                 else request.allow_internet_access
-            check_caps(vcpus, memory_mb, disk_mb, settings)
+            settings.check_caps(vcpus, memory_mb, disk_mb)
             sandbox = Sandbox(
                 id=new_sandbox_id(),
                 owner_id=principal.user_id,
@@ -397,15 +395,3 @@ def _ssh_enabled(sandbox: Sandbox, template: Template | None) -> None:
     if template is None or not template.enable_ssh:
         raise SshDisabledError(f"template {sandbox.template_id} does not allow shells (enableSsh is false)",
                                details={"sandboxId": sandbox.id, "templateId": sandbox.template_id})
-
-
-def check_caps(vcpus: int, memory_mb: int, disk_mb: int, settings: ServerSettings) -> None:
-    fields: dict[str, str] = {}
-    if not 1 <= vcpus <= settings.max_vcpus:
-        fields["vcpus"] = f"must be between 1 and {settings.max_vcpus}"
-    if not 64 <= memory_mb <= settings.max_memory_mb:
-        fields["memoryMb"] = f"must be between 64 and {settings.max_memory_mb}"
-    if not 64 <= disk_mb <= settings.max_disk_mb:
-        fields["diskSizeMb"] = f"must be between 64 and {settings.max_disk_mb}"
-    if fields:
-        raise ValidationError.for_fields(fields)

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from qbox.core.errors import ConflictError, QboxError, TemplateNotFoundError, ValidationError
+from qbox.core.errors import ConflictError, QboxError, TemplateNotFoundError
 from qbox.core.ids import template_id_for
 from qbox.core.states import TERMINAL_STATES, SandboxState
 from qbox.server.db.tables import Sandbox, Template, TemplateBuildLog
@@ -76,18 +76,6 @@ def sandbox_env(template: Template) -> dict[str, str]:
     return env
 
 
-def _check_caps(spec: NewTemplate, settings: Any) -> None:
-    fields: dict[str, str] = {}
-    if not 1 <= spec.default_vcpus <= settings.max_vcpus:
-        fields["defaultVcpus"] = f"must be between 1 and {settings.max_vcpus}"
-    if not 64 <= spec.default_memory_mb <= settings.max_memory_mb:
-        fields["defaultMemoryMb"] = f"must be between 64 and {settings.max_memory_mb}"
-    if not 64 <= spec.default_disk_mb <= settings.max_disk_mb:
-        fields["defaultDiskMb"] = f"must be between 64 and {settings.max_disk_mb}"
-    if fields:
-        raise ValidationError.for_fields(fields)
-
-
 class TemplateService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -112,7 +100,8 @@ class TemplateService:
 
     async def create(self, spec: NewTemplate, login: RegistryLogin | None) -> Template:
         """Insert the template (``building``) and start its build in the background."""
-        _check_caps(spec, self.ctx.settings)
+        self.ctx.settings.check_caps(spec.default_vcpus, spec.default_memory_mb, spec.default_disk_mb,
+                                     names=("defaultVcpus", "defaultMemoryMb", "defaultDiskMb"))
         template_id = template_id_for(spec.name)
         workdir = spec.workdir
         if workdir is None:
@@ -220,9 +209,19 @@ class TemplateService:
     # --- build log -------------------------------------------------------------
 
     async def build_log(self, template_id: str) -> str:
-        template = await self.get(template_id)
-        lines, _last = await self._lines(template_id, template.build_generation, 0)
-        return "".join(line + "\n" for line in lines)
+        async with self.ctx.sessions() as session:
+            template = await session.get(Template, template_id)
+            if template is None:
+                raise _not_found(template_id)
+            text: list[str] = []
+            after = 0
+            # In pages: a log may hold far more lines than one read returns.
+            while True:
+                lines, after = await _lines(session, template_id, template.build_generation, after)
+                if not lines:
+                    break
+                text += lines
+        return "".join(line + "\n" for line in text)
 
     async def follow_build_log(self, template_id: str) -> AsyncIterator[str]:
         """The log so far, then new lines until the build ends (polls the database)."""
@@ -236,23 +235,13 @@ class TemplateService:
                 status = (await session.execute(
                     select(Template.status, Template.build_generation)
                     .where(Template.id == template_id))).first()
-            lines, after = await self._lines(template_id, generation, after)
+                lines, after = await _lines(session, template_id, generation, after)
             if lines:
                 yield "".join(line + "\n" for line in lines)
             if status is None or status[1] != generation or (status[0] != "building" and not lines):
                 return
             if not lines:
                 await asyncio.sleep(FOLLOW_POLL_SECONDS)
-
-    async def _lines(self, template_id: str, generation: int,
-                     after: int) -> tuple[list[str], int]:
-        async with self.ctx.sessions() as session:
-            rows = (await session.execute(
-                select(TemplateBuildLog.id, TemplateBuildLog.line)
-                .where(TemplateBuildLog.template_id == template_id,
-                       TemplateBuildLog.generation == generation, TemplateBuildLog.id > after)
-                .order_by(TemplateBuildLog.id).limit(5000))).all()
-        return [row[1] for row in rows], (rows[-1][0] if rows else after)
 
     # --- built-in templates ----------------------------------------------------
 
@@ -301,6 +290,17 @@ class TemplateService:
             template.updated_at = self.ctx.clock()
             await session.commit()
             return template
+
+
+async def _lines(session: Any, template_id: str, generation: int,
+                 after: int) -> tuple[list[str], int]:
+    """Up to 5000 lines of a build's log after row ``after``, and the last row read."""
+    rows = (await session.execute(
+        select(TemplateBuildLog.id, TemplateBuildLog.line)
+        .where(TemplateBuildLog.template_id == template_id,
+               TemplateBuildLog.generation == generation, TemplateBuildLog.id > after)
+        .order_by(TemplateBuildLog.id).limit(5000))).all()
+    return [row[1] for row in rows], (rows[-1][0] if rows else after)
 
 
 def _not_found(template_id: str) -> TemplateNotFoundError:
