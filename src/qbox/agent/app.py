@@ -248,7 +248,8 @@ def create_app(settings: AgentSettings, runtime: RuntimeDriver | None = None,
             driver = await create_runtime(settings)
         # gVisor beside the default runtime, when it works here (never with a test's runtime).
         gvisor = await create_runsc(settings) if runtime is None else None
-        images: ImageStoreLike = store or ImageStore(settings.images_dir)
+        images: ImageStoreLike = store or ImageStore(
+            settings.images_dir, insecure_registries=settings.insecure_registries)
         fake = isinstance(driver, FakeRuntime)
         manager = SandboxManager(
             settings, driver, images, filesystem or filesystem_for(driver, settings),

@@ -11,6 +11,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from qbox.agent.images.refs import parse_insecure_registries
+
 DEFAULT_DATA_DIR = Path("/var/lib/qbox")
 SECRET_FILE = "agent-secret"
 RUNTIME_CHOICES = ("auto", "crun", "runc", "fake")
@@ -51,6 +53,8 @@ class AgentSettings:
     network_dns: tuple[str, ...] = ()
     # More destinations sandboxes may never reach (e.g. a remote control plane's address).
     network_blocked: tuple[str, ...] = ()
+    # Registries reached without TLS verification besides loopback ones (host[:port]).
+    insecure_registries: tuple[str, ...] = ()
     # --- isolation (docs/isolation.md) ---
     # Ids 0–65535 in a sandbox are host ids userns_base–userns_base+65535;
     # None → no user namespace (root in a sandbox is the host's root: tests only).
@@ -103,8 +107,8 @@ class AgentSettings:
         ``QBOX_NETWORK_POOL``,
         ``QBOX_NETWORK_DNS`` and ``QBOX_NETWORK_BLOCKED`` (comma-separated),
         ``QBOX_AGENT_OUTPUT_CAP`` (bytes, or with a K/M/G suffix) and
-        ``QBOX_AGENT_KILL_GRACE`` and ``QBOX_IMAGE_GC_GRACE_SECONDS`` (seconds); keyword
-        arguments win."""
+        ``QBOX_AGENT_KILL_GRACE`` and ``QBOX_IMAGE_GC_GRACE_SECONDS`` (seconds) and
+        ``QBOX_INSECURE_REGISTRIES`` (comma-separated); keyword arguments win."""
         values: dict[str, object] = {}
         if os.environ.get("QBOX_DATA_DIR"):
             values["data_dir"] = Path(os.environ["QBOX_DATA_DIR"])
@@ -128,6 +132,9 @@ class AgentSettings:
             values["output_cap_bytes"] = parse_size(os.environ["QBOX_AGENT_OUTPUT_CAP"])
         if os.environ.get("QBOX_AGENT_KILL_GRACE"):
             values["kill_grace_seconds"] = float(os.environ["QBOX_AGENT_KILL_GRACE"])
+        if os.environ.get("QBOX_INSECURE_REGISTRIES"):
+            values["insecure_registries"] = tuple(sorted(
+                parse_insecure_registries(os.environ["QBOX_INSECURE_REGISTRIES"])))
         if os.environ.get("QBOX_IMAGE_GC_GRACE_SECONDS"):
             values["image_gc_grace_seconds"] = float(os.environ["QBOX_IMAGE_GC_GRACE_SECONDS"])
         values.update(overrides)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from qbox.agent.images import ImageInfo, ImageStore, RegistryCredentials
+from qbox.agent.settings import AgentSettings
 from qbox.agent.images.store import human_size
 from qbox.core.errors import InternalError, NotFoundError, ValidationError
 
@@ -205,11 +206,13 @@ async def test_tls_verification_is_off_only_for_loopback_and_listed_registries(
     assert ("--src-tls-verify=false" in runner.calls[0]) is insecure
 
 
-async def test_insecure_registries_come_from_the_environment_by_default(
+async def test_insecure_registries_come_from_the_agent_settings(
     tmp_path: Path, runner: FakeRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("QBOX_INSECURE_REGISTRIES", "reg.lan:5000,other")
-    store = ImageStore(tmp_path / "images", runner=runner)
+    settings = AgentSettings.from_env(data_dir=tmp_path)
+    store = ImageStore(tmp_path / "images", runner=runner,
+                       insecure_registries=settings.insecure_registries)
 
     await store.import_image("reg.lan:5000/img", "a")
     await store.import_image("other:443/img", "b")

@@ -46,7 +46,6 @@ from qbox.agent.images.refs import (
     is_insecure_registry,
     local_path,
     normalize_ref,
-    parse_insecure_registries,
     registry_host,
     validate_name,
 )
@@ -97,7 +96,7 @@ class ImageStore:
         root: Path,
         *,
         runner: CommandRunner | None = None,
-        insecure_registries: Sequence[str] | None = None,
+        insecure_registries: Sequence[str] = (),
     ) -> None:
         # skopeo and umoci split "path:tag" at a colon, so the path must not hold one.
         if ":" in str(root):
@@ -106,11 +105,7 @@ class ImageStore:
         self._layout = OciLayout(self.root / "oci")
         self._runner: CommandRunner = runner or SubprocessRunner()
         # Registries reached without TLS verification besides loopback ones.
-        self._insecure = frozenset(
-            insecure_registries
-            if insecure_registries is not None
-            else parse_insecure_registries(os.environ.get("QBOX_INSECURE_REGISTRIES"))
-        )
+        self._insecure = frozenset(insecure_registries)
         # When each image was last imported or committed (monotonic): ``gc`` spares
         # recent ones, which a control plane may not have recorded yet.
         self._touched: dict[str, float] = {}
