@@ -168,14 +168,36 @@ def get_template(api: Api, template: str) -> Op[TemplateInfo]:
     return TemplateInfo.from_wire((yield from api.get(template_path(template))))
 
 
-def create_template(api: Api, spec: TemplateSpec) -> Op[TemplateInfo]:
-    return TemplateInfo.from_wire((yield from api.post("/v1/templates", json=spec.body())))
+@dataclass(frozen=True)
+class BuildWait:
+    """Follow a started build to its end (lines to ``on_log``) for at most ``timeout`` seconds."""
+
+    on_log: LogCallback | None
+    timeout: float | None
+
+    @classmethod
+    def asked(cls, wait: bool, on_log: LogCallback | None, timeout: float | None) -> BuildWait | None:
+        """What ``wait=``/``on_log=`` ask for: following the log implies waiting."""
+        return cls(on_log, timeout) if wait or on_log is not None else None
 
 
-def rebuild_template(api: Api, template: str, credentials: RegistryCredentials | None) -> Op[TemplateInfo]:
+def create_template(api: Api, spec: TemplateSpec, waiting: BuildWait | None = None) -> Op[TemplateInfo]:
+    info = TemplateInfo.from_wire((yield from api.post("/v1/templates", json=spec.body())))
+    return (yield from _then_wait(api, info, waiting))
+
+
+def rebuild_template(api: Api, template: str, credentials: RegistryCredentials | None,
+                     waiting: BuildWait | None = None) -> Op[TemplateInfo]:
     tid = yield from template_id(api, template)
     body = None if credentials is None else {"registryCredentials": _credentials(credentials)}
-    return TemplateInfo.from_wire((yield from api.post(template_path(tid, "/rebuild"), json=body)))
+    info = TemplateInfo.from_wire((yield from api.post(template_path(tid, "/rebuild"), json=body)))
+    return (yield from _then_wait(api, info, waiting))
+
+
+def _then_wait(api: Api, info: TemplateInfo, waiting: BuildWait | None) -> Op[TemplateInfo]:
+    if waiting is None:
+        return info
+    return (yield from wait_for_build(api, info.id, timeout=waiting.timeout, on_log=waiting.on_log))
 
 
 def delete_template(api: Api, template: str) -> Op[None]:

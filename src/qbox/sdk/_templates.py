@@ -72,10 +72,7 @@ class Template:
             registry_credentials=registry_credentials,
         )  # fmt: skip
         with Connection.open(config, api_key, base_url, request_timeout) as conn:
-            info = conn.run(ops.create_template(conn.api, spec))
-            if not (wait or on_log):
-                return info
-            return conn.run(ops.wait_for_build(conn.api, info.id, timeout=timeout, on_log=on_log))
+            return conn.run(ops.create_template(conn.api, spec, ops.BuildWait.asked(wait, on_log, timeout)))
 
     @classmethod
     def list(
@@ -136,10 +133,8 @@ class Template:
         """Build the template again from its image ref and steps (pulling the ref afresh); waits as
         ``create`` does."""
         with Connection.open(config, api_key, base_url, request_timeout) as conn:
-            info = conn.run(ops.rebuild_template(conn.api, template, registry_credentials))
-            if not (wait or on_log):
-                return info
-            return conn.run(ops.wait_for_build(conn.api, info.id, timeout=timeout, on_log=on_log))
+            waiting = ops.BuildWait.asked(wait, on_log, timeout)
+            return conn.run(ops.rebuild_template(conn.api, template, registry_credentials, waiting))
 
     @classmethod
     def wait(
@@ -233,10 +228,7 @@ class AsyncTemplate:
             registry_credentials=registry_credentials,
         )  # fmt: skip
         async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
-            info = await conn.run(ops.create_template(conn.api, spec))
-            if not (wait or on_log):
-                return info
-            return await conn.run(ops.wait_for_build(conn.api, info.id, timeout=timeout, on_log=on_log))
+            return await conn.run(ops.create_template(conn.api, spec, ops.BuildWait.asked(wait, on_log, timeout)))
 
     @classmethod
     async def list(
@@ -296,10 +288,8 @@ class AsyncTemplate:
     ) -> TemplateInfo:
         """As ``Template.rebuild``, awaited."""
         async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
-            info = await conn.run(ops.rebuild_template(conn.api, template, registry_credentials))
-            if not (wait or on_log):
-                return info
-            return await conn.run(ops.wait_for_build(conn.api, info.id, timeout=timeout, on_log=on_log))
+            waiting = ops.BuildWait.asked(wait, on_log, timeout)
+            return await conn.run(ops.rebuild_template(conn.api, template, registry_credentials, waiting))
 
     @classmethod
     async def wait(
