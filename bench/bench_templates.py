@@ -81,11 +81,14 @@ def run(api: httpx.Client, image: str, runs: int, builtin: str, made: list[str])
         made.append(f"tpl_{name}")
         return name
 
+    plain, stepped = named("plain", 0), named("step", 0)
     results["first build (pull + unpack), no steps"] = [build(api, named("first", 0), image, [])]
-    results["build, no steps"] = [build(api, named("plain", i), image, []) for i in range(runs)]
-    results["build, one `run` step"] = [build(api, named("step", i), image, step) for i in range(runs)]
-    results.update(spawns(api, {"spawn → running, busybox + one step": made[-1],
-                                "spawn → running, busybox": made[1],
+    results["build, no steps"] = [build(api, plain if i == 0 else named("plain", i), image, [])
+                                  for i in range(runs)]
+    results["build, one `run` step"] = [build(api, stepped if i == 0 else named("step", i), image, step)
+                                        for i in range(runs)]
+    results.update(spawns(api, {"spawn → running, busybox + one step": f"tpl_{stepped}",
+                                "spawn → running, busybox": f"tpl_{plain}",
                                 f"spawn → running, {builtin}": builtin}, runs))
     return results
 
@@ -97,10 +100,11 @@ def main() -> int:
     parser.add_argument("--push", action="store_true",
                         help="start qbox with QBOX_REGISTRY=<the bench registry>/qbox (own qbox only)")
     args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
     with busybox_registry() as image:
-        if args.push and not args.base_url:
-            os.environ["QBOX_REGISTRY"] = f"{image.split('/')[0]}/qbox"
-        with qbox_endpoint(args) as endpoint, api_client(endpoint) as api:
+        env = {"QBOX_REGISTRY": f"{image.split('/')[0]}/qbox"} if args.push else None
+        with qbox_endpoint(args, env) as endpoint, api_client(endpoint) as api:
             made: list[str] = []
             try:
                 results = run(api, image, args.runs, args.template, made)

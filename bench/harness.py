@@ -45,8 +45,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 
 @contextlib.contextmanager
-def qbox_endpoint(args: argparse.Namespace) -> Iterator[Endpoint]:
-    """The qbox the benchmark talks to: the one named on the command line, or our own."""
+def qbox_endpoint(args: argparse.Namespace, env: dict[str, str] | None = None) -> Iterator[Endpoint]:
+    """The qbox the benchmark talks to: the one named on the command line, or our own
+    (started with ``env`` added to its environment)."""
     if args.base_url:
         yield Endpoint(args.base_url, args.api_key or "", owned=False)
         return
@@ -57,7 +58,7 @@ def qbox_endpoint(args: argparse.Namespace) -> Iterator[Endpoint]:
     os.environ.setdefault("QBOX_RATE_LIMIT_REQUEST_BURST", "100000")
     workdir = Path(tempfile.mkdtemp(prefix="qbox-bench-"))
     try:
-        with running_qbox(workdir / "data") as up:
+        with running_qbox(workdir / "data", env=env) as up:
             yield Endpoint(up.base_url, up.api_key, owned=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -68,12 +68,6 @@ def busybox_image(registry: str) -> str:
     return f"{registry}/{BUSYBOX_REPO}"
 
 
-@pytest.fixture
-def client(qbox: QboxUp) -> Iterator[httpx.Client]:
-    with qbox.client() as api:
-        yield api
-
-
 # --- helpers ----------------------------------------------------------------------------------
 
 
@@ -185,40 +179,40 @@ STEPS: list[Json] = [
 ]
 
 
-def test_build_from_a_registry_ref_with_steps_then_spawn(client: httpx.Client, busybox_image: str) -> None:
-    with template(client, "bb-steps", busybox_image, steps=STEPS) as created:
+def test_build_from_a_registry_ref_with_steps_then_spawn(api: httpx.Client, busybox_image: str) -> None:
+    with template(api, "bb-steps", busybox_image, steps=STEPS) as created:
         assert created["id"] == "tpl_bb-steps"
         assert created["status"] == "building", created
         assert created["imageRef"] == busybox_image
-        done = wait_built(client, created["id"])
-        assert_ready(client, done)
+        done = wait_built(api, created["id"])
+        assert_ready(api, done)
         assert done["imageDigest"].startswith("sha256:") and len(done["imageDigest"]) == 71, done
         assert done["sizeBytes"] > 0, done
         assert done["buildError"] is None, done
         assert len(done["steps"]) == 5 and done["steps"][0]["run"] == STEPS[0]["run"], done["steps"]
 
-        lines = build_log(client, created["id"]).splitlines()
+        lines = build_log(api, created["id"]).splitlines()
         assert f"pulling docker://{busybox_image}" in lines, lines
         assert any(line.startswith("layer 1/") for line in lines), lines
         assert any(line.startswith("step 1/5") for line in lines), lines
         assert any(line.startswith("step 5/5") for line in lines), lines
         assert any(line.startswith("template ready: sha256:") for line in lines), lines
 
-        with running_sandbox(client, created["id"]) as sb:
-            assert stdout_of(client, sb, "cat /built.txt") == "built\n"
-            assert stdout_of(client, sb, "echo $GREETING") == "hi\n"
-            assert stdout_of(client, sb, "pwd") == "/srv/app\n"
-            assert stdout_of(client, sb, "sh /srv/app/hello.sh") == "hello\n"
-            assert stdout_of(client, sb, "cat /tmp/uid-at-build") == "1000\n"
-            assert stdout_of(client, sb, "id -u; whoami") == "1000\nuser\n"
-            assert stdout_of(client, sb, "stat -c '%a %u' /srv/app/hello.sh") == "755 0\n"
+        with running_sandbox(api, created["id"]) as sb:
+            assert stdout_of(api, sb, "cat /built.txt") == "built\n"
+            assert stdout_of(api, sb, "echo $GREETING") == "hi\n"
+            assert stdout_of(api, sb, "pwd") == "/srv/app\n"
+            assert stdout_of(api, sb, "sh /srv/app/hello.sh") == "hello\n"
+            assert stdout_of(api, sb, "cat /tmp/uid-at-build") == "1000\n"
+            assert stdout_of(api, sb, "id -u; whoami") == "1000\nuser\n"
+            assert stdout_of(api, sb, "stat -c '%a %u' /srv/app/hello.sh") == "755 0\n"
 
 
-def test_a_second_template_from_the_same_image_reuses_its_layers(client: httpx.Client,
+def test_a_second_template_from_the_same_image_reuses_its_layers(api: httpx.Client,
                                                                  busybox_image: str) -> None:
-    with built(client, "bb-first", busybox_image), \
-            built(client, "bb-second", busybox_image, steps=[{"run": "echo second"}]) as second:
-        lines = build_log(client, second["id"]).splitlines()
+    with built(api, "bb-first", busybox_image), \
+            built(api, "bb-second", busybox_image, steps=[{"run": "echo second"}]) as second:
+        lines = build_log(api, second["id"]).splitlines()
         layer_lines = [line for line in lines if line.startswith("layer ")]
         assert len(layer_lines) == 2, lines
         assert all(line.endswith("already present") for line in layer_lines), lines
@@ -226,25 +220,25 @@ def test_a_second_template_from_the_same_image_reuses_its_layers(client: httpx.C
         assert any(line.endswith("is already unpacked") for line in lines), lines
 
 
-def test_build_from_an_oci_archive_without_steps(client: httpx.Client, busybox_ref: str,
+def test_build_from_an_oci_archive_without_steps(api: httpx.Client, busybox_ref: str,
                                                  scratch: Path) -> None:
     archive = oci_archive(busybox_ref, scratch / "busybox.tar")
-    with built(client, "bb-archive", archive) as done:
+    with built(api, "bb-archive", archive) as done:
         assert done["imageRef"] == archive
-        with running_sandbox(client, done["id"]) as sb:
-            assert stdout_of(client, sb, "echo from-archive; id -u") == "from-archive\n1000\n"
+        with running_sandbox(api, done["id"]) as sb:
+            assert stdout_of(api, sb, "echo from-archive; id -u") == "from-archive\n1000\n"
 
 
-def test_a_failing_step_fails_the_build_and_the_template_cannot_spawn(client: httpx.Client,
+def test_a_failing_step_fails_the_build_and_the_template_cannot_spawn(api: httpx.Client,
                                                                       busybox_image: str) -> None:
     steps = [{"run": "echo fine"}, {"run": "echo about to fail; exit 3"}]
-    with template(client, "bb-fails", busybox_image, steps=steps) as created:
-        done = wait_built(client, created["id"])
+    with template(api, "bb-fails", busybox_image, steps=steps) as created:
+        done = wait_built(api, created["id"])
         assert done["status"] == "failed", done
         assert "step 2" in done["buildError"], done
         assert "3" in done["buildError"], done
 
-        lines = build_log(client, created["id"]).splitlines()
+        lines = build_log(api, created["id"]).splitlines()
         header = next(i for i, line in enumerate(lines) if line.startswith("step 2/2"))
         output = lines.index("about to fail")
         assert output > header, lines
@@ -252,7 +246,7 @@ def test_a_failing_step_fails_the_build_and_the_template_cannot_spawn(client: ht
         assert output >= len(lines) - 3, lines
         assert lines[-1].startswith("build failed: step 2/2"), lines
 
-        r = client.post("/v1/sandboxes?wait=true&waitTimeoutSec=30", json={"templateId": created["id"]})
+        r = api.post("/v1/sandboxes?wait=true&waitTimeoutSec=30", json={"templateId": created["id"]})
         assert r.status_code == 409, r.text
         assert error_code(r) == "template_not_ready"
 
@@ -260,57 +254,57 @@ def test_a_failing_step_fails_the_build_and_the_template_cannot_spawn(client: ht
 # --- startCmd / readyCmd ----------------------------------------------------------------------
 
 
-def test_ready_cmd_gates_running_and_start_cmd_output_is_logged(client: httpx.Client,
+def test_ready_cmd_gates_running_and_start_cmd_output_is_logged(api: httpx.Client,
                                                                busybox_image: str) -> None:
     start = "sh -c 'sleep 1; touch /tmp/ready; echo started-ok'"
-    with built(client, "bb-ready", busybox_image, startCmd=start, readyCmd="test -f /tmp/ready") as done:
+    with built(api, "bb-ready", busybox_image, startCmd=start, readyCmd="test -f /tmp/ready") as done:
         assert done["startCmd"] == start and done["readyCmd"] == "test -f /tmp/ready", done
-        with running_sandbox(client, done["id"]) as sb:
+        with running_sandbox(api, done["id"]) as sb:
             # Running only once readyCmd passed: the file startCmd made is there.
-            assert sh(client, sb, "test -f /tmp/ready")["exitCode"] == 0
+            assert sh(api, sb, "test -f /tmp/ready")["exitCode"] == 0
             deadline = time.monotonic() + 10
             while True:
-                logs = client.get(f"/v1/sandboxes/{sb['id']}/logs").json()
+                logs = api.get(f"/v1/sandboxes/{sb['id']}/logs").json()
                 if any(e["component"] == "start_cmd" and "started-ok" in e["message"] for e in logs):
                     break
                 assert time.monotonic() < deadline, logs
                 time.sleep(0.2)
 
 
-def test_a_ready_cmd_that_never_passes_fails_the_sandbox(client: httpx.Client, busybox_image: str) -> None:
-    with built(client, "bb-never", busybox_image, readyCmd="false", readyTimeoutS=2) as done:
-        sb = spawn(client, done["id"])
+def test_a_ready_cmd_that_never_passes_fails_the_sandbox(api: httpx.Client, busybox_image: str) -> None:
+    with built(api, "bb-never", busybox_image, readyCmd="false", readyTimeoutS=2) as done:
+        sb = spawn(api, done["id"])
         try:
             deadline = time.monotonic() + 30
             while sb["status"] not in ("failed", "killed", "terminated"):
                 assert time.monotonic() < deadline, sb
                 time.sleep(0.25)
-                sb = client.get(f"/v1/sandboxes/{sb['id']}").json()
+                sb = api.get(f"/v1/sandboxes/{sb['id']}").json()
             assert sb["status"] == "failed", sb
             assert "readyCmd" in (sb["endReason"] or ""), sb
         finally:
-            client.delete(f"/v1/sandboxes/{sb['id']}")
+            api.delete(f"/v1/sandboxes/{sb['id']}")
 
 
 # --- build log streaming ----------------------------------------------------------------------
 
 
-def test_build_log_follow_streams_lines_while_the_build_runs(client: httpx.Client,
+def test_build_log_follow_streams_lines_while_the_build_runs(api: httpx.Client,
                                                              busybox_image: str) -> None:
     steps = [{"run": "for i in 1 2 3; do echo tick $i; sleep 1; done"}]
-    with template(client, "bb-follow", busybox_image, steps=steps) as created:
+    with template(api, "bb-follow", busybox_image, steps=steps) as created:
         url = f"/v1/templates/{created['id']}/build-log"
         received: list[tuple[float, str]] = []
         status_at_first_tick = ""
         started = time.monotonic()
-        with client.stream("GET", url, params={"follow": "true"},
+        with api.stream("GET", url, params={"follow": "true"},
                            timeout=httpx.Timeout(10, read=30)) as r:
             assert r.status_code == 200
             assert r.headers["content-type"].startswith("text/plain"), r.headers
             for line in r.iter_lines():
                 received.append((time.monotonic() - started, line))
                 if line == "tick 1":
-                    status_at_first_tick = client.get(f"/v1/templates/{created['id']}").json()["status"]
+                    status_at_first_tick = api.get(f"/v1/templates/{created['id']}").json()["status"]
                 assert time.monotonic() - started < BUILD_TIMEOUT, received
         ended = time.monotonic() - started
         lines = [line for _, line in received]
@@ -321,50 +315,50 @@ def test_build_log_follow_streams_lines_while_the_build_runs(client: httpx.Clien
         assert tick3 - tick1 > 1.5, received  # arrived as printed, not in one piece at the end
         assert any(line.startswith("template ready: ") for line in lines), received
         # The stream ended by itself once the build was over.
-        assert wait_built(client, created["id"], timeout=10)["status"] == "ready"
+        assert wait_built(api, created["id"], timeout=10)["status"] == "ready"
         assert ended < BUILD_TIMEOUT
 
 
 # --- conflicts and deletion -------------------------------------------------------------------
 
 
-def test_duplicate_names_and_delete_while_in_use_conflict(client: httpx.Client, busybox_image: str) -> None:
-    with built(client, "bb-busy", busybox_image) as done:
-        r = client.post("/v1/templates", json={"name": "bb-busy", "imageRef": busybox_image})
+def test_duplicate_names_and_delete_while_in_use_conflict(api: httpx.Client, busybox_image: str) -> None:
+    with built(api, "bb-busy", busybox_image) as done:
+        r = api.post("/v1/templates", json={"name": "bb-busy", "imageRef": busybox_image})
         assert r.status_code == 409, r.text
         assert error_code(r) == "conflict"
 
-        sb = spawn(client, done["id"])
+        sb = spawn(api, done["id"])
         try:
             assert sb["status"] == "running", sb
-            r = client.delete(f"/v1/templates/{done['id']}")
+            r = api.delete(f"/v1/templates/{done['id']}")
             assert r.status_code == 409, r.text
             assert error_code(r) == "conflict"
             assert r.json()["error"]["details"]["sandboxCount"] == 1, r.text
         finally:
-            client.delete(f"/v1/sandboxes/{sb['id']}")
-        r = client.delete(f"/v1/templates/{done['id']}")
+            api.delete(f"/v1/sandboxes/{sb['id']}")
+        r = api.delete(f"/v1/templates/{done['id']}")
         assert r.status_code == 204, r.text
-        r = client.get(f"/v1/templates/{done['id']}")
+        r = api.get(f"/v1/templates/{done['id']}")
         assert r.status_code == 404, r.text
         assert error_code(r) == "template_not_found"
 
 
 def test_built_in_templates_cannot_be_deleted_and_survive_image_gc(
-        client: httpx.Client, busybox_image: str, qbox: QboxUp) -> None:
-    r = client.delete("/v1/templates/tpl_python")
+        api: httpx.Client, busybox_image: str, qbox: QboxUp) -> None:
+    r = api.delete("/v1/templates/tpl_python")
     assert r.status_code == 409, r.text
-    assert client.get("/v1/templates/tpl_python").json()["status"] == "ready"
+    assert api.get("/v1/templates/tpl_python").json()["status"] == "ready"
     # Deleting the last template of an image collects the image on the host, in the background.
-    with built(client, "bb-gc", busybox_image) as done:
+    with built(api, "bb-gc", busybox_image) as done:
         unpacked = qbox.data_dir / "images" / "rootfs" / done["imageDigest"].split(":")[1]
         assert unpacked.is_dir(), unpacked
     deadline = time.monotonic() + 60
     while unpacked.exists():
         assert time.monotonic() < deadline, f"{unpacked} still there 60 s after its template was deleted"
         time.sleep(0.2)
-    with running_sandbox(client, "tpl_python") as sb:
-        out = client.post(f"/v1/sandboxes/{sb['id']}/exec",
+    with running_sandbox(api, "tpl_python") as sb:
+        out = api.post(f"/v1/sandboxes/{sb['id']}/exec",
                           json={"cmd": "python3", "args": ["-c", "print(6*7)"]}).json()
         assert out["stdout"] == "42\n", out
 
@@ -384,7 +378,7 @@ UNPACKABLE = ["dotdot", "absolute", "symlink-root", "symlink-etc", "devices", "f
 
 @pytest.mark.parametrize(("tricks", "outcome"), [(None, "failed"), (UNPACKABLE, "ready")],
                          ids=["all-tricks", "unpackable-on-busybox"])
-def test_a_hostile_image_never_touches_the_host(client: httpx.Client, scratch: Path, qbox: QboxUp,
+def test_a_hostile_image_never_touches_the_host(api: httpx.Client, scratch: Path, qbox: QboxUp,
                                                tricks: list[str] | None, outcome: str) -> None:
     work = Path(tempfile.mkdtemp(prefix="hostile-", dir=scratch))
     canary = work / "canary"
@@ -399,9 +393,9 @@ def test_a_hostile_image_never_touches_the_host(client: httpx.Client, scratch: P
         by_name = hostile_tricks(marker, canary)
         ref = write_layout(work / "layout", "hostile",
                            [*busybox_layers(), layer_tar([e for name in tricks for e in by_name[name]])])
-    with template(client, f"hostile-{work.name[8:].lower()}", ref,
+    with template(api, f"hostile-{work.name[8:].lower()}", ref,
                   steps=[{"run": "echo survived"}]) as created:
-        done = wait_built(client, created["id"])
+        done = wait_built(api, created["id"])
         assert done["status"] == outcome, done
         assert (canary / "canary.txt").read_text() == "original\n"
         assert not (canary / "planted").exists()
@@ -418,10 +412,10 @@ def test_a_hostile_image_never_touches_the_host(client: httpx.Client, scratch: P
                                capture_output=True, text=True, timeout=60).stdout.split()
         assert [p for p in found if not _inside_a_rootfs(data_dir, Path(p))] == [], found
         if outcome == "ready":
-            assert "survived" in build_log(client, created["id"]).splitlines()
-            with running_sandbox(client, created["id"]) as sb:
+            assert "survived" in build_log(api, created["id"]).splitlines()
+            with running_sandbox(api, created["id"]) as sb:
                 # Device nodes from an image are never kept.
-                nodes = sh(client, sb, "for f in /dev-null /dev-loop /sub/kmem; do "
+                nodes = sh(api, sb, "for f in /dev-null /dev-loop /sub/kmem; do "
                                        "test -c $f || test -b $f && echo $f; done; true", user="root")
                 assert nodes["stdout"] == "", nodes
 
@@ -438,15 +432,15 @@ def _inside_a_rootfs(data_dir: Path, path: Path) -> bool:
 # --- QBOX_REGISTRY ----------------------------------------------------------------------------
 
 
-def test_builds_are_pushed_to_the_configured_registry(client: httpx.Client, busybox_image: str,
+def test_builds_are_pushed_to_the_configured_registry(api: httpx.Client, busybox_image: str,
                                                       registry: str) -> None:
-    with built(client, "bb-pushed", busybox_image, steps=[{"run": "echo pushed > /pushed.txt"}]) as done:
+    with built(api, "bb-pushed", busybox_image, steps=[{"run": "echo pushed > /pushed.txt"}]) as done:
         ref = done["registryRef"]
         prefix = f"docker://{registry}/qbox/templates/bb-pushed@sha256:"
         assert ref.startswith(prefix) and len(ref) == len(prefix) + 64, done
         found = inspect(ref)
         assert found.returncode == 0, found.stderr
         assert f'"Digest": "{ref.split("@", 1)[1]}"' in found.stdout, found.stdout
-        lines = build_log(client, done["id"]).splitlines()
+        lines = build_log(api, done["id"]).splitlines()
         pushed = [line for line in lines if line.startswith("pushed ")]
         assert pushed == [f"pushed {ref}"], lines
