@@ -21,9 +21,9 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from qbox.agent.shell import ShellSession
 from qbox.core.asgi import error_response
 from qbox.core.errors import AuthenticationError, QboxError
-from qbox.core.shell_protocol import BadFrame, Input, Resize, ShellParams, parse_frame, parse_params
+from qbox.core.shell_protocol import BadFrame, Input, parse_frame, parse_params
 
-__all__ = ["BadFrame", "Input", "Resize", "ShellParams", "parse_frame", "parse_params", "shell_router"]
+__all__ = ["shell_router"]
 
 log = logging.getLogger("qbox.agent.shell")
 

@@ -26,7 +26,7 @@ from qbox.agent.runtime.base import ConsoleSize, ProcessSpec
 from qbox.agent.runtime.fake import FakeRuntime
 from qbox.agent.settings import AgentSettings
 from qbox.agent.shell import CHUNK_BYTES, ShellSession, login_shell, passwd_shell, shell_argv
-from qbox.agent.shell_api import BadFrame, Input, Resize, parse_frame, parse_params
+from qbox.core.shell_protocol import BadFrame, Input, Resize, parse_frame, parse_params
 from qbox.agent.spec import oci_process
 from qbox.core.errors import ValidationError
 from qbox.core.ids import new_sandbox_id

@@ -17,7 +17,6 @@ from qbox.agent.images.refs import (
     parse_insecure_registries,
     registry_host,
     validate_name,
-    validate_ref,
 )
 from qbox.core.errors import ValidationError
 
@@ -35,7 +34,7 @@ from qbox.core.errors import ValidationError
     ],
 )
 def test_accepted_refs(ref: str) -> None:
-    assert validate_ref(ref) == ref
+    assert normalize_ref(ref) == ref
 
 
 @pytest.mark.parametrize(
@@ -62,7 +61,7 @@ def test_accepted_refs(ref: str) -> None:
 )
 def test_refused_refs(ref: str) -> None:
     with pytest.raises(ValidationError):
-        validate_ref(ref)
+        normalize_ref(ref)
 
 
 def test_local_path_is_the_part_before_the_tag() -> None:

@@ -49,11 +49,6 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _DIGEST_RE = re.compile(r"sha256:([0-9a-f]{64})")
 
 
-def validate_ref(ref: str) -> str:
-    """Return the skopeo source qbox uses for ``ref`` (see ``normalize_ref``), else raise."""
-    return normalize_ref(ref)
-
-
 def normalize_ref(ref: str) -> str:
     """The skopeo source for a user's image ref, or ValidationError.
 
