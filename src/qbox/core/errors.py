@@ -25,6 +25,7 @@ into the same class through ``error_from_wire`` — by code, never by message.
     │   ├── SshDisabledError       ssh_disabled
     │   └── CodeInterpreterDisabledError
     ├── RateLimitedError           rate_limited          429
+    ├── QuotaExceededError         quota_exceeded        429
     ├── InternalError              internal              500
     ├── UnavailableError           unavailable           503
     │   ├── HostUnavailableError   host_unavailable      (transient)
@@ -205,6 +206,16 @@ class RateLimitedError(QboxError):
     status = 429
 
 
+class QuotaExceededError(QboxError):
+    """A per-user quota (running sandboxes, vCPUs, memory, disk, commands, shells) would be exceeded.
+
+    ``details`` names the ``quota``, its ``limit``, what is ``used`` and what was ``requested``.
+    """
+
+    code = "quota_exceeded"
+    status = 429
+
+
 class InternalError(QboxError):
     code = "internal"
     status = 500
@@ -222,6 +233,7 @@ class HostUnavailableError(UnavailableError):
 
 class HostNoCapacityError(UnavailableError):
     code = "host_no_capacity"
+    transient_by_default = True
 
 
 class CodeInterpreterUnavailableError(UnavailableError):

@@ -75,6 +75,7 @@ PUBLIC = [
     "ProcessInfo",
     "ProcessNotFoundError",
     "QboxError",
+    "QuotaExceededError",
     "RateLimitedError",
     "RequestTimeoutError",
     "Result",
