@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test test-unit test-integration test-compat test-security lint typecheck bench clean
+.PHONY: setup run test test-unit test-integration test-compat test-security lint typecheck bench openapi clean
 
 setup:
 	@bash scripts/setup.sh
@@ -33,6 +33,10 @@ typecheck: setup
 
 bench: setup
 	$(PY) bench/bench_api.py
+
+# Rewrite docs/openapi.json from the routes (a unit test fails when they drift apart).
+openapi: setup
+	$(PY) scripts/openapi.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

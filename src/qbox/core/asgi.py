@@ -15,6 +15,7 @@ import logging
 import secrets
 from typing import Any
 
+import fastapi.routing
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -110,6 +111,18 @@ def _from_http_exception(exc: StarletteHTTPException) -> QboxError:
     return QboxError(detail or "HTTP error", status=exc.status_code, code="http_error")
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette's 405 names only the first route's)."""
+    contexts = getattr(fastapi.routing, "iter_route_contexts", None)
+    routes: Any = contexts(request.app.routes) if contexts else request.app.routes
+    methods: set[str] = set()
+    for route in routes:
+        regex, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and route_methods and regex.match(request.url.path):
+            methods |= set(route_methods)
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_qbox_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, QboxError)
@@ -125,7 +138,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return error_response(_from_http_exception(exc))
+        response = error_response(_from_http_exception(exc))
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            response.headers["Allow"] = ", ".join(_allowed_methods(request))
+        return response
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         rid = request_id_of(request)

@@ -26,6 +26,7 @@ from qbox.server.http import (
     audit,
     code,
     files,
+    openapi,
     processes,
     sandboxes,
     shell,
@@ -151,4 +152,5 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
     for module in (system, sandboxes, processes, files, code, shell, templates, api_keys, users, audit,
                    web_auth):
         app.include_router(module.router)
+    openapi.install(app)
     return app

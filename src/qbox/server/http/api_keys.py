@@ -12,6 +12,7 @@ from pydantic import Field
 from qbox.core.timefmt import to_wire
 from qbox.server.db.tables import ApiKey, User
 from qbox.server.http.deps import json_body, note_of, require, services_of
+from qbox.server.http.openapi import request_body
 from qbox.server.http.schemas import _Body
 from qbox.server.services.keys import Principal, key_status
 
@@ -41,7 +42,7 @@ def key_wire(key: ApiKey, owner: User, now: datetime) -> dict[str, Any]:
     }
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, openapi_extra=request_body(CreateKeyBody))
 async def create_key(request: Request, principal: Principal = require("api-keys:write",
                                                                          action="api_key.create")) -> JSONResponse:
     body = await json_body(request, CreateKeyBody)

@@ -19,6 +19,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field, field_validator
 
 from qbox.server.http.deps import json_body, note_of, require, services_of
+from qbox.server.http.openapi import media, request_body
 from qbox.server.http.schemas import ENV_KEY_RE, _Body, _no_nul
 from qbox.server.services.code import INTERRUPTED_ERROR, Execution
 from qbox.server.services.keys import Principal
@@ -106,7 +107,8 @@ async def _sse_stream(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[by
             await task
 
 
-@router.post("/code-execute", response_model=None)
+@router.post("/code-execute", response_model=None, openapi_extra=request_body(ExecuteBody),
+             responses=media(200, "application/json", "text/event-stream"))
 async def execute(
     sandbox_id: str, request: Request,
     principal: Principal = require("sandboxes:execute", action="code.execute"),
@@ -140,7 +142,7 @@ async def contexts(sandbox_id: str, request: Request,
     return await services_of(request).code.contexts(principal, sandbox_id)
 
 
-@router.post("/code-contexts", status_code=201)
+@router.post("/code-contexts", status_code=201, openapi_extra=request_body(ContextBody))
 async def create_context(
     sandbox_id: str, request: Request,
     principal: Principal = require("sandboxes:execute", action="code.context.create"),

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator
 from qbox.core.errors import ValidationError
 from qbox.server.agents import WriteOptions
 from qbox.server.http.deps import json_body, note_of, require, services_of
+from qbox.server.http.openapi import media, raw_body, request_body
 from qbox.server.http.schemas import _Body, _no_nul
 from qbox.server.services.keys import Principal
 
@@ -67,20 +68,20 @@ async def _download(request: Request, sandbox_id: str, path: str | None, user: s
                              headers={"Content-Length": str(stream.size)})
 
 
-@router.get("/download")
+@router.get("/download", responses=media(200, "application/octet-stream"))
 async def download(sandbox_id: str, request: Request, path: str | None = _PATH, user: str | None = _USER,
                    principal: Principal = require("files:read")) -> StreamingResponse:
     return await _download(request, sandbox_id, path, user, principal)
 
 
-@router.get("/file")
+@router.get("/file", responses=media(200, "application/octet-stream"))
 async def read_file(sandbox_id: str, request: Request, path: str | None = _PATH, user: str | None = _USER,
                     principal: Principal = require("files:read")) -> StreamingResponse:
     """The same bytes as /download (the published client reads through /download)."""
     return await _download(request, sandbox_id, path, user, principal)
 
 
-@router.put("/file", status_code=204)
+@router.put("/file", status_code=204, openapi_extra=raw_body())
 async def write_file(
     sandbox_id: str,
     request: Request,
@@ -125,7 +126,7 @@ async def stat(sandbox_id: str, request: Request, path: str | None = _PATH, user
     return await services_of(request).files.stat(principal, sandbox_id, path, user)
 
 
-@router.post("/files/mkdir", status_code=204)
+@router.post("/files/mkdir", status_code=204, openapi_extra=request_body(MkdirBody))
 async def make_dir(sandbox_id: str, request: Request,
                    principal: Principal = require("files:write", action="file.mkdir")) -> Response:
     body = await json_body(request, MkdirBody)
@@ -135,7 +136,7 @@ async def make_dir(sandbox_id: str, request: Request,
     return Response(status_code=204)
 
 
-@router.post("/files/rename", status_code=204)
+@router.post("/files/rename", status_code=204, openapi_extra=request_body(RenameBody))
 async def rename(sandbox_id: str, request: Request,
                  principal: Principal = require("files:write", action="file.rename")) -> Response:
     body = await json_body(request, RenameBody)

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from qbox.server.http.deps import json_body, note_of, require, services_of
+from qbox.server.http.openapi import media, request_body
 from qbox.server.http.schemas import CommandBody, ExecBody, StdinBody
 from qbox.server.services.keys import Principal
 
@@ -33,7 +34,8 @@ def _note_command(request: Request, body: CommandBody) -> None:
         note.detail = shlex.join([body.cmd, *body.args])
 
 
-@router.post("/exec", response_model=None)
+@router.post("/exec", response_model=None, openapi_extra=request_body(ExecBody),
+             responses=media(200, "application/json", NDJSON))
 async def exec_command(
     sandbox_id: str, request: Request, principal: Principal = require("sandboxes:execute", action="sandbox.exec")
 ) -> dict[str, Any] | StreamingResponse:
@@ -45,7 +47,7 @@ async def exec_command(
     return await processes.exec(principal, sandbox_id, body.to_agent())
 
 
-@router.post("/commands", status_code=201)
+@router.post("/commands", status_code=201, openapi_extra=request_body(CommandBody))
 async def start_command(
     sandbox_id: str, request: Request, principal: Principal = require("sandboxes:execute", action="command.start")
 ) -> dict[str, Any]:
@@ -71,7 +73,8 @@ async def command_status(
     return await services_of(request).processes.status(principal, sandbox_id, pid)
 
 
-@router.get("/commands/{pid}/logs", response_model=None)
+@router.get("/commands/{pid}/logs", response_model=None,
+            responses=media(200, "application/json", NDJSON))
 async def command_logs(
     sandbox_id: str,
     pid: int,
@@ -90,7 +93,7 @@ async def command_logs(
     return await processes.logs(principal, sandbox_id, pid, offsets or None)
 
 
-@router.post("/commands/{pid}/stdin", status_code=204)
+@router.post("/commands/{pid}/stdin", status_code=204, openapi_extra=request_body(StdinBody))
 async def command_stdin(
     sandbox_id: str,
     pid: int,

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from qbox.core.errors import ValidationError
 from qbox.core.states import SandboxState
 from qbox.server.http.deps import json_body, note_of, require, services_of
+from qbox.server.http.openapi import errors, request_body
 from qbox.server.http.schemas import SpawnBody, TimeoutBody, event_wire, sandbox_wire
 from qbox.server.services.keys import Principal
 from qbox.server.services.sandboxes import SpawnRequest
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/v1/sandboxes")
 _STATES = sorted(s.value for s in SandboxState)
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, openapi_extra=request_body(SpawnBody), responses=errors(404, 409, 503))
 async def spawn(
     request: Request,
     wait: bool = False,
@@ -78,7 +79,7 @@ async def get_sandbox(
     return sandbox_wire(sandbox, await services.sandboxes.template_of(sandbox))
 
 
-@router.delete("/{sandbox_id}", status_code=204)
+@router.delete("/{sandbox_id}", status_code=204, responses=errors(409, 503))
 async def kill_sandbox(
     sandbox_id: str, request: Request, principal: Principal = require("sandboxes:delete", action="sandbox.kill")
 ) -> Response:
@@ -86,7 +87,7 @@ async def kill_sandbox(
     return Response(status_code=204)
 
 
-@router.post("/{sandbox_id}/timeout")
+@router.post("/{sandbox_id}/timeout", openapi_extra=request_body(TimeoutBody), responses=errors(409))
 async def set_timeout(
     sandbox_id: str, request: Request, principal: Principal = require("sandboxes:create", action="sandbox.timeout")
 ) -> dict[str, Any]:

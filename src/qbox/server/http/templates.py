@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from qbox.server.http.deps import json_body, note_of, require, services_of
+from qbox.server.http.openapi import errors, media, request_body
 from qbox.server.http.schemas import RebuildBody, RegistryCredentials, TemplateBody, template_wire
 from qbox.server.services.keys import Principal
 from qbox.server.services.templates import NewTemplate, RegistryLogin
@@ -38,7 +39,7 @@ async def list_templates(
     return [template_wire(t) for t in await services_of(request).templates.find(service)]
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, openapi_extra=request_body(TemplateBody), responses=errors(409))
 async def create_template(
     request: Request, principal: Principal = require("templates:write", action="template.create")
 ) -> JSONResponse:
@@ -67,7 +68,8 @@ async def get_template(
     return template_wire(await services_of(request).templates.get(template_id))
 
 
-@router.post("/{template_id}/rebuild", status_code=202)
+@router.post("/{template_id}/rebuild", status_code=202, openapi_extra=request_body(RebuildBody, required=False),
+              responses=errors(409))
 async def rebuild_template(
     template_id: str, request: Request,
     principal: Principal = require("templates:write", action="template.rebuild"),
@@ -80,7 +82,7 @@ async def rebuild_template(
     return JSONResponse(template_wire(template), status_code=202)
 
 
-@router.delete("/{template_id}", status_code=204)
+@router.delete("/{template_id}", status_code=204, responses=errors(409))
 async def delete_template(
     template_id: str, request: Request,
     principal: Principal = require("templates:write", action="template.delete"),
@@ -89,7 +91,7 @@ async def delete_template(
     return Response(status_code=204)
 
 
-@router.get("/{template_id}/build-log", response_model=None)
+@router.get("/{template_id}/build-log", response_model=None, responses=media(200, TEXT))
 async def build_log(
     template_id: str, request: Request, follow: bool = False,
     principal: Principal = require("templates:read"),

@@ -11,6 +11,7 @@ from pydantic import Field
 from qbox.core.timefmt import to_wire
 from qbox.server.db.tables import User
 from qbox.server.http.deps import json_body, note_of, require, require_admin, services_of
+from qbox.server.http.openapi import errors, request_body
 from qbox.server.http.schemas import _Body
 from qbox.server.services.keys import Principal
 
@@ -39,7 +40,7 @@ def user_wire(user: User) -> dict[str, Any]:
     }
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, openapi_extra=request_body(CreateUserBody), responses=errors(409))
 async def create_user(request: Request,
                       principal: Principal = require("api-keys:write", action="user.create")) -> JSONResponse:
     require_admin(principal)
@@ -69,7 +70,7 @@ async def disable_user(user_id: str, request: Request,
     return user_wire(await services_of(request).users.disable(principal, user_id))
 
 
-@router.put("/{user_id}/password", status_code=204)
+@router.put("/{user_id}/password", status_code=204, openapi_extra=request_body(PasswordBody))
 async def set_password(user_id: str, request: Request,
                        principal: Principal = require("api-keys:write", action="user.password")) -> Response:
     body = await json_body(request, PasswordBody)

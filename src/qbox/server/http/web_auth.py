@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 
 from qbox.core.errors import AuthenticationError, PermissionDeniedError, ValidationError
 from qbox.server.http.deps import AuditNote, client_ip, rate_limited, same_origin, services_of
+from qbox.server.http.openapi import LoginForm, errors, request_body
 from qbox.server.http.users import user_wire
 from qbox.server.services.web_sessions import CSRF_COOKIE, SESSION_COOKIE, SessionPrincipal
 
@@ -53,7 +54,8 @@ async def session_principal(request: Request) -> SessionPrincipal:
     return found
 
 
-@router.post("/login")
+@router.post("/login", responses=errors(401, 429), openapi_extra=request_body(
+    LoginForm, media_types=("application/json", "application/x-www-form-urlencoded")))
 async def login(request: Request) -> JSONResponse:
     services = services_of(request)
     note = AuditNote("auth.login")
