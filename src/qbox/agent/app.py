@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from qbox._version import __version__
 from qbox.agent.builds_api import builds_router
+from qbox.agent.capacity import host_capacity
 from qbox.agent.code_api import code_router
 from qbox.agent.command_stream import NDJSON, LogsQuery, logs_json, ndjson_response
 from qbox.agent.files_api import files_router
@@ -109,7 +110,8 @@ def _routes() -> APIRouter:
     async def health(request: Request) -> dict[str, Any]:
         agent = _agent(request)
         return {"version": __version__, "runtime": agent.runtime.name,
-                "runtimes": agent.sandboxes.runtime_names, "sandboxes": len(agent.sandboxes)}
+                "runtimes": agent.sandboxes.runtime_names, "sandboxes": len(agent.sandboxes),
+                "capacity": host_capacity(agent.settings.data_dir, agent.settings.sandboxes_dir)}
 
     @router.post("/images")
     async def import_image(body: ImageImport, request: Request) -> dict[str, Any]:

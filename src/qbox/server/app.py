@@ -28,6 +28,7 @@ from qbox.server.http import (
     files,
     openapi,
     processes,
+    quotas,
     sandboxes,
     shell,
     system,
@@ -149,8 +150,8 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
     # Inside the request-id middleware, outside the error handlers: it sees final statuses.
     app.add_middleware(AuditMiddleware)
     install_error_handlers(app)
-    for module in (system, sandboxes, processes, files, code, shell, templates, api_keys, users, audit,
-                   web_auth):
+    for module in (system, sandboxes, processes, files, code, shell, templates, api_keys, users, quotas,
+                   audit, web_auth):
         app.include_router(module.router)
     openapi.install(app)
     return app

@@ -63,6 +63,22 @@ class ServerSettings(BaseSettings):
     shell_max_per_key: int = 10
     shell_recheck_seconds: float = Field(default=15.0, gt=0)
 
+    # Per-user quotas (admins are exempt): the defaults until an admin changes them at
+    # runtime (PUT /v1/quota-defaults); per-user overrides go over either.
+    quota_sandboxes: int = Field(default=10, ge=0)
+    quota_vcpus: int = Field(default=16, ge=0)
+    quota_memory_mb: int = Field(default=32768, ge=0)
+    quota_disk_mb: int = Field(default=102400, ge=0)
+    # In-flight /exec calls plus running background commands; open shells.
+    quota_commands: int = Field(default=32, ge=0)
+    quota_shells: int = Field(default=8, ge=0)
+    # Admission: the live sandboxes of a host may reserve its CPUs and memory times these.
+    # CPU time is shared and mostly idle in sandboxes, so it is overcommitted; memory is not.
+    overcommit_cpu: float = Field(default=4.0, gt=0)
+    overcommit_memory: float = Field(default=1.0, gt=0)
+    # Free space on the agent's data disk that sandbox disk reservations never take.
+    disk_reserve_mb: int = Field(default=4096, ge=0)
+
     # Template builds: every built image is pushed to "{registry}/templates/<name>:build-<n>"
     # ("host[:port][/prefix]") when set, so hosts other than the builder can pull it.
     registry: str | None = None

@@ -3,9 +3,12 @@ every `{id}` route hides other users' objects (BOLA), and every route checks a s
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import httpx
 import pytest
+from starlette.testclient import WebSocketDenialResponse
 
 from qbox.server.services.ratelimit import RateLimiter
 
@@ -33,21 +36,33 @@ BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("PUT", "/v1/users/{user_id}/password"): {"password": "a long enough password"},
     ("POST", "/v1/templates"): {"name": "scoped", "imageRef": "busybox:1"},
     ("POST", "/v1/templates/{template_id}/rebuild"): None,
+    ("PATCH", "/v1/templates/{template_id}"): {"public": True},
+    ("PUT", "/v1/users/{user_id}/quota"): {"sandboxes": 3},
+    ("PUT", "/v1/quota-defaults"): {"sandboxes": 20},
 }
 PUBLIC = {("GET", "/healthz"), ("GET", "/v1/system")}
 ANY_KEY = {("GET", "/v1/auth/me")}
 # Owned objects: another member must get 404, as if it did not exist.
-OWNED_PARAMS = {"sandbox_id", "key_id", "pid", "context_id"}
-# Readable by everyone (templates), or admin-only routes answering 403 before any lookup (users).
-SHARED_PARAMS = {"template_id"}
-ADMIN_ONLY_PREFIXES = ("/v1/users", "/v1/audit")
+OWNED_PARAMS = {"sandbox_id", "key_id", "pid", "context_id", "template_id"}
+# Objects shared by every user: none. (Users are admin-only routes answering 403 before any lookup.)
+SHARED_PARAMS: set[str] = set()
+ADMIN_ONLY_PREFIXES = ("/v1/users", "/v1/audit", "/v1/quota-defaults")
 
 
 def api_routes(h: Harness) -> list[tuple[str, str]]:
     spec = h.client.get("/openapi.json").json()
-    # The shell (x-websocket) answers a WebSocket upgrade, not these HTTP requests (test_shell_api).
-    return sorted((method.upper(), path) for path, ops in spec["paths"].items() for method, op in ops.items()
-                  if path.startswith("/v1/") and "x-websocket" not in op)
+    return sorted((method.upper(), path) for path, ops in spec["paths"].items() for method in ops
+                  if path.startswith("/v1/"))
+
+
+def call(h: Harness, method: str, path: str, url: str, headers: dict[str, str]) -> httpx.Response:
+    """The route's answer; a WebSocket route's (``x-websocket``) refusal before the upgrade."""
+    operation = h.client.get("/openapi.json").json()["paths"][path][method.lower()]
+    if not operation.get("x-websocket"):
+        return h.client.request(method, url, json=BODIES.get((method, path)), headers=headers)
+    with pytest.raises(WebSocketDenialResponse) as caught, h.client.websocket_connect(url, headers=headers):
+        pass
+    return caught.value  # type: ignore[return-value]
 
 
 def test_every_route_with_a_body_has_an_entry_here(harness: Harness) -> None:
@@ -65,14 +80,23 @@ def alices_objects(harness: Harness) -> dict[str, str]:
     pid = harness.client.post(f"/v1/sandboxes/{sb['id']}/commands", json={"cmd": "true"},
                               headers=harness.auth(alice)).json()["pid"]
     key_id = harness.client.get("/v1/api-keys", headers=harness.auth(alice)).json()[0]["id"]
+    # Alice's private template (built, so that no route answers "still building" first).
+    r = harness.client.post("/v1/templates", json={"name": "alices", "imageRef": "busybox:1"},
+                            headers=harness.auth(alice))
+    assert r.status_code == 201, r.text
+    deadline = time.monotonic() + 10
+    while harness.client.get("/v1/templates/tpl_alices", headers=harness.auth(alice)).json()["status"] \
+            == "building":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
     return {"sandbox_id": sb["id"], "pid": str(pid), "key_id": key_id, "user_id": alice_id,
-            "context_id": "ctx_alice",
-            "template_id": "tpl_python", "alice": alice}
+            "context_id": "ctx_alice", "template_id": "tpl_alices", "alice": alice}
 
 
 def test_no_route_reveals_another_members_objects(harness: Harness, alices_objects: dict[str, str]) -> None:
     _bob_id, bob = add_user_with_key(harness.settings.data_dir)
     checked = 0
+    attacked: set[str] = set()
     for method, path in api_routes(harness):
         params = {p.strip("{}") for p in path.split("/") if p.startswith("{")}
         if not params:
@@ -82,17 +106,24 @@ def test_no_route_reveals_another_members_objects(harness: Harness, alices_objec
         if params <= SHARED_PARAMS:
             continue
         url = path.format(**alices_objects)
-        r = harness.client.request(method, url, json=BODIES.get((method, path)), headers=harness.auth(bob))
+        r = call(harness, method, path, url, harness.auth(bob))
         if path.startswith(ADMIN_ONLY_PREFIXES) and method != "GET":
             assert r.status_code == 403, (method, path, r.text)
         else:
             assert r.status_code == 404, (method, path, r.status_code, r.text)
         checked += 1
-    assert checked >= 14
-    # Alice's sandbox is untouched by all that.
+        attacked.add(path)
+    assert checked >= 20
+    assert {p for p in attacked if p.startswith("/v1/templates/")} == {
+        "/v1/templates/{template_id}", "/v1/templates/{template_id}/build-log",
+        "/v1/templates/{template_id}/rebuild"}
+    # Alice's sandbox and template are untouched by all that.
     alice = harness.auth(alices_objects["alice"])
     r = harness.client.get(f"/v1/sandboxes/{alices_objects['sandbox_id']}", headers=alice)
     assert r.json()["status"] == "running"
+    r = harness.client.get(f"/v1/templates/{alices_objects['template_id']}", headers=alice)
+    assert r.json()["status"] == "ready" and r.json()["public"] is False
+    assert len(harness.agent.builds) == 1
 
 
 def test_every_route_checks_a_scope(harness: Harness, alices_objects: dict[str, str]) -> None:
@@ -104,7 +135,7 @@ def test_every_route_checks_a_scope(harness: Harness, alices_objects: dict[str, 
             continue
         key = sandboxes_only if path.startswith("/v1/templates") else templates_only
         url = path.format(**alices_objects)
-        r = harness.client.request(method, url, json=BODIES.get((method, path)), headers=harness.auth(key))
+        r = call(harness, method, path, url, harness.auth(key))
         assert r.status_code == 403, (method, path, r.status_code, r.text)
         assert r.json()["error"]["details"]["requiredScope"], (method, path)
 
@@ -115,7 +146,7 @@ def test_every_route_needs_a_key(harness: Harness, alices_objects: dict[str, str
     for method, path in api_routes(harness):
         if (method, path) in PUBLIC:
             continue
-        r = harness.client.request(method, path.format(**alices_objects), json=BODIES.get((method, path)))
+        r = call(harness, method, path, path.format(**alices_objects), {})
         assert r.status_code == 401, (method, path)
 
 

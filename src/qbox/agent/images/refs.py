@@ -21,28 +21,15 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from qbox.core.errors import ValidationError
+from qbox.core.image_refs import DOCKER_HUB, LOCAL_TRANSPORTS, local_path, parse_ref
 
-# Transports qbox imports from. Local ones name a path on the agent's host.
-LOCAL_TRANSPORTS = frozenset({"oci", "oci-archive", "docker-archive"})
-REGISTRY_TRANSPORT = "docker"
-DOCKER_HUB = "docker.io"
-# skopeo transports that read the host (daemons, local storage, plain dirs):
-# named explicitly so the error says why rather than "not a registry ref".
-_REFUSED_TRANSPORTS = frozenset(
-    {"docker-daemon", "containers-storage", "dir", "ostree", "sif", "tarball", "atomic"}
-)
-# A docker reference: [host[:port]/]path[:tag][@sha256:hex], the distribution
-# grammar, slightly loose about path separators (the registry checks the rest).
-_REGISTRY_REF_RE = re.compile(
-    r"(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
-    r"|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?/)?"
-    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-    r"(?::[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
-)
-MAX_REF_LENGTH = 4096
+# The grammar and the pull policy live in core (the control plane checks refs too).
+__all__ = ["DOCKER_HUB", "LOCAL_TRANSPORTS", "RegistryCredentials", "authfile", "digest_hex", "is_digest",
+           "is_insecure_registry", "local_path", "normalize_ref", "parse_insecure_registries",
+           "registry_host", "validate_name"]
 
 # An OCI tag (the distribution spec's pattern), used as the image's name in the store.
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
@@ -50,56 +37,15 @@ _DIGEST_RE = re.compile(r"sha256:([0-9a-f]{64})")
 
 
 def normalize_ref(ref: str) -> str:
-    """The skopeo source for a user's image ref, or ValidationError.
-
-    A ref starting with a known transport (``docker://``, ``oci:``,
-    ``oci-archive:``, ``docker-archive:``) is used as is; anything else is a
-    registry reference (``python:3.12-slim``, ``127.0.0.1:5000/team/img:tag``)
-    and gets ``docker://`` in front.
-    """
-    if not isinstance(ref, str) or not ref:
-        raise ValidationError("image ref must be a non-empty string")
-    if len(ref) > MAX_REF_LENGTH:
-        raise ValidationError("image ref is too long")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in ref):
-        raise ValidationError("image ref contains control characters")
-    transport, sep, rest = ref.partition(":")
-    if transport == REGISTRY_TRANSPORT and sep:
-        name = rest.removeprefix("//")
-        if not rest.startswith("//") or not _REGISTRY_REF_RE.fullmatch(name):
-            raise ValidationError(f"image ref {ref!r} is not of the form docker://NAME[:TAG]")
-        return ref
-    if transport in LOCAL_TRANSPORTS and sep:
-        path = local_path(ref)
-        if path is None or not path.is_absolute():
-            raise ValidationError(f"image ref {ref!r} must name an absolute path")
-        return ref
-    if transport in _REFUSED_TRANSPORTS and sep:
-        raise ValidationError(
-            f"image ref {ref!r} uses unsupported transport {transport!r}; use a registry reference, "
-            "docker://, oci:, oci-archive: or docker-archive:"
-        )
-    if not _REGISTRY_REF_RE.fullmatch(ref):
-        raise ValidationError(
-            f"image ref {ref!r} is neither a registry reference (NAME[:TAG][@DIGEST]) nor "
-            "docker://, oci:, oci-archive: or docker-archive:"
-        )
-    return f"docker://{ref}"
+    """The skopeo source for a user's image ref, or ValidationError (``core.image_refs.parse_ref``)."""
+    return parse_ref(ref).source
 
 
 def registry_host(source: str) -> str | None:
-    """The registry (``host[:port]``) a normalised ``docker://`` source pulls from, else None.
-
-    Follows docker's rule: the first path component names a registry only if
-    it has a '.' or ':' or is ``localhost``; otherwise it is Docker Hub.
-    """
+    """The registry (``host[:port]``) a normalised ``docker://`` source pulls from, else None."""
     if not source.startswith("docker://"):
         return None
-    name = source.removeprefix("docker://")
-    first, slash, _ = name.partition("/")
-    if slash and ("." in first or ":" in first or first == "localhost"):
-        return first
-    return DOCKER_HUB
+    return parse_ref(source).registry
 
 
 def is_insecure_registry(host: str, insecure: Iterable[str] = ()) -> bool:
@@ -123,19 +69,6 @@ def is_insecure_registry(host: str, insecure: Iterable[str] = ()) -> bool:
 def parse_insecure_registries(text: str | None) -> frozenset[str]:
     """``QBOX_INSECURE_REGISTRIES`` (comma-separated ``host[:port]``) as a set."""
     return frozenset(part.strip() for part in (text or "").split(",") if part.strip())
-
-
-def local_path(ref: str) -> PurePosixPath | None:
-    """The file or directory a local-transport ref reads, or None for other refs.
-
-    skopeo splits these refs at the first colon after the transport, so a
-    path can never contain one; what follows it is the tag or archive entry.
-    """
-    transport, _, rest = ref.partition(":")
-    if transport not in LOCAL_TRANSPORTS:
-        return None
-    path = rest.split(":", 1)[0]
-    return PurePosixPath(path) if path else None
 
 
 def validate_name(name: str) -> str:

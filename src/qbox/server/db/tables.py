@@ -112,8 +112,39 @@ class Host(Base):
     status: Mapped[str] = mapped_column(String(16))
     total_vcpus: Mapped[int] = mapped_column(Integer, default=0)
     total_memory_mb: Mapped[int] = mapped_column(Integer, default=0)
+    # The agent's data disk at the last admission (None: never reported).
+    disk_total_mb: Mapped[int | None] = mapped_column(Integer, default=None)
+    disk_free_mb: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class QuotaColumns:
+    """The six per-user quotas; a null column falls back (override -> default -> setting)."""
+
+    sandboxes: Mapped[int | None] = mapped_column(Integer, default=None)
+    vcpus: Mapped[int | None] = mapped_column(Integer, default=None)
+    memory_mb: Mapped[int | None] = mapped_column(Integer, default=None)
+    disk_mb: Mapped[int | None] = mapped_column(Integer, default=None)
+    commands: Mapped[int | None] = mapped_column(Integer, default=None)
+    shells: Mapped[int | None] = mapped_column(Integer, default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class QuotaDefaults(QuotaColumns, Base):
+    """One row (id 1): the defaults admins set at runtime over the ``QBOX_QUOTA_*`` settings."""
+
+    __tablename__ = "quota_defaults"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+
+
+class UserQuota(QuotaColumns, Base):
+    """One user's overrides of the defaults."""
+
+    __tablename__ = "user_quotas"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
 
 
 class Template(Base):

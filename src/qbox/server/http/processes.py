@@ -14,11 +14,13 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from qbox.server.http.deps import json_body, note_of, require, services_of
 from qbox.server.http.openapi import media, request_body
 from qbox.server.http.schemas import CommandBody, ExecBody, StdinBody
 from qbox.server.services.keys import Principal
+from qbox.server.services.slots import Slot
 
 router = APIRouter(prefix="/v1/sandboxes/{sandbox_id}")
 NDJSON = "application/x-ndjson"
@@ -27,6 +29,20 @@ NDJSON = "application/x-ndjson"
 def _ndjson(lines: AsyncIterator[bytes]) -> StreamingResponse:
     return StreamingResponse(lines, media_type=NDJSON,
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def _held(response: StreamingResponse, slot: Slot) -> StreamingResponse:
+    """The command's quota slot is given back when its stream ends, however it ends."""
+    lines = response.body_iterator
+
+    async def releasing() -> AsyncIterator[Any]:
+        with slot:
+            async for line in lines:
+                yield line
+    response.body_iterator = releasing()
+    # A stream cancelled before its first line never runs the generator's cleanup.
+    response.background = BackgroundTask(slot.release)
+    return response
 
 
 def _note_command(request: Request, body: CommandBody) -> None:
@@ -42,9 +58,11 @@ async def exec_command(
     body = await json_body(request, ExecBody)
     _note_command(request, body)
     processes = services_of(request).processes
-    if NDJSON in request.headers.get("accept", ""):
-        return _ndjson(await processes.exec_stream(principal, sandbox_id, body.to_agent()))
-    return await processes.exec(principal, sandbox_id, body.to_agent())
+    with await services_of(request).quotas.command_slot(principal) as slot:
+        if NDJSON in request.headers.get("accept", ""):
+            stream = await processes.exec_stream(principal, sandbox_id, body.to_agent())
+            return _held(_ndjson(stream), slot.pass_on())
+        return await processes.exec(principal, sandbox_id, body.to_agent())
 
 
 @router.post("/commands", status_code=201, openapi_extra=request_body(CommandBody))
@@ -53,7 +71,9 @@ async def start_command(
 ) -> dict[str, Any]:
     body = await json_body(request, CommandBody)
     _note_command(request, body)
-    started = await services_of(request).processes.start(principal, sandbox_id, body.to_agent())
+    with await services_of(request).quotas.command_slot(principal) as slot:
+        started = await services_of(request).processes.start(principal, sandbox_id, body.to_agent())
+        slot.keep_while_running(sandbox_id, int(started["pid"]))
     if note := note_of(request):
         note.detail = f"pid={started.get('pid')} {note.detail}"
     return started

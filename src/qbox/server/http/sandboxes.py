@@ -66,7 +66,7 @@ async def list_sandboxes(
     services = services_of(request)
     rows = await services.sandboxes.find(principal, status=status, template_id=template_id,
                                          limit=limit)
-    templates = {t.id: t for t in await services.templates.find()}
+    templates = await services.templates.by_id({row.template_id for row in rows})
     return [sandbox_wire(row, templates.get(row.template_id)) for row in rows]
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from qbox.core.json_input import CONTROL_CHARS
 from qbox.core.timefmt import to_wire
 from qbox.server.db.tables import Sandbox, SandboxEvent, Template
 
@@ -24,6 +25,19 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 class _Body(BaseModel):
     # Fields a client may not set (owner, host, status, …) are refused, never obeyed.
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def plain_name(value: str) -> str:
+    """A name (of a key, a user account, a label): no control characters, not blank."""
+    if CONTROL_CHARS.search(value):
+        raise ValueError("must not contain control characters")
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+# For names in request bodies: ``name: PlainName = Field(...)``.
+PlainName = Annotated[str, AfterValidator(plain_name)]
 
 
 def _no_nul(value: str, what: str) -> str:
@@ -65,6 +79,8 @@ class SpawnBody(_Body):
         for key, item in value.items():
             if not key or len(key) > 128 or len(item) > 1024:
                 raise ValueError("label keys are 1–128 characters, values at most 1024")
+            if CONTROL_CHARS.search(key) or "\x00" in item:
+                raise ValueError("label keys have no control characters, values no NUL bytes")
         return value
 
 
@@ -85,6 +101,11 @@ class CommandBody(_Body):
     @classmethod
     def _plain(cls, value: str | None) -> str | None:
         return None if value is None else _no_nul(value, "value")
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        return None if value is None else plain_name(value)
 
     @field_validator("args")
     @classmethod
@@ -244,6 +265,8 @@ class TemplateBody(_Body):
     env: dict[str, str] = Field(default_factory=dict)
     runtime: Literal["crun", "runsc"] = "crun"
     registry_credentials: RegistryCredentials | None = Field(default=None, alias="registryCredentials")
+    # Admins only: every user may see and spawn it.
+    public: bool = False
 
     @field_validator("image_ref")
     @classmethod
@@ -281,6 +304,10 @@ class RebuildBody(_Body):
     registry_credentials: RegistryCredentials | None = Field(default=None, alias="registryCredentials")
 
 
+class TemplatePatchBody(_Body):
+    public: bool
+
+
 def sandbox_wire(sandbox: Sandbox, template: Template | None = None) -> dict[str, Any]:
     return {
         "id": sandbox.id,
@@ -302,13 +329,16 @@ def sandbox_wire(sandbox: Sandbox, template: Template | None = None) -> dict[str
     }
 
 
-def template_wire(template: Template) -> dict[str, Any]:
+def template_wire(template: Template, owner_id: str | None = None) -> dict[str, Any]:
+    """``owner_id``: the owner as the viewer may see it (template_access.owner_shown)."""
     return {
         "id": template.id,
         "name": template.name,
         "source": "image",
         "status": template.status,
         "builtin": template.builtin,
+        "public": template.public or template.builtin,
+        "ownerId": owner_id,
         "imageRef": template.image_ref,
         "imageDigest": template.image_digest,
         "sizeBytes": template.size_bytes,

@@ -1,4 +1,5 @@
-"""/v1/templates: list, get, create (build from an OCI image), rebuild, delete, build log.
+"""/v1/templates: list, get, create (build from an OCI image), rebuild, delete, build log,
+and (admins) make public or private. Who may do what: services/template_access.py.
 
 ``registryCredentials`` is write-only: it goes to the build task and nowhere
 else — not the database, the audit detail, a log line or an error message.
@@ -13,8 +14,16 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from qbox.server.http.deps import json_body, note_of, require, services_of
 from qbox.server.http.openapi import errors, media, request_body
-from qbox.server.http.schemas import RebuildBody, RegistryCredentials, TemplateBody, template_wire
+from qbox.server.db.tables import Template
+from qbox.server.http.schemas import (
+    RebuildBody,
+    RegistryCredentials,
+    TemplateBody,
+    TemplatePatchBody,
+    template_wire,
+)
 from qbox.server.services.keys import Principal
+from qbox.server.services.template_access import owner_shown
 from qbox.server.services.templates import NewTemplate, RegistryLogin
 
 router = APIRouter(prefix="/v1/templates")
@@ -30,13 +39,17 @@ def _login(credentials: RegistryCredentials | None) -> RegistryLogin | None:
     return RegistryLogin(credentials.username, credentials.password.get_secret_value())
 
 
+def _wire(principal: Principal, template: Template) -> dict[str, Any]:
+    return template_wire(template, owner_shown(principal, template))
+
+
 @router.get("")
 async def list_templates(
     request: Request,
     service: str | None = Query(default=None),
     principal: Principal = require("templates:read"),
 ) -> list[dict[str, Any]]:
-    return [template_wire(t) for t in await services_of(request).templates.find(service)]
+    return [_wire(principal, t) for t in await services_of(request).templates.find(principal, service)]
 
 
 @router.post("", status_code=201, openapi_extra=request_body(TemplateBody), responses=errors(409))
@@ -45,7 +58,8 @@ async def create_template(
 ) -> JSONResponse:
     body = await json_body(request, TemplateBody, max_bytes=MAX_TEMPLATE_BODY)
     if note := note_of(request):
-        note.detail = f"name={body.name} imageRef={body.image_ref} steps={len(body.steps)}"
+        note.detail = (f"name={body.name} imageRef={body.image_ref} steps={len(body.steps)}"
+                       + (" public" if body.public else ""))
     spec = NewTemplate(
         name=body.name, image_ref=body.image_ref, default_vcpus=body.default_vcpus,
         default_memory_mb=body.default_memory_mb, default_disk_mb=body.default_disk_mb,
@@ -53,19 +67,33 @@ async def create_template(
         allow_internet_access=body.allow_internet_access, runtime=body.runtime, tags=body.tags,
         start_cmd=body.start_cmd, ready_cmd=body.ready_cmd,
         steps=[step.to_wire() for step in body.steps], user=body.user, workdir=body.workdir,
-        env=body.env,
+        env=body.env, public=body.public,
     )
-    template = await services_of(request).templates.create(spec, _login(body.registry_credentials))
+    template = await services_of(request).templates.create(principal, spec,
+                                                           _login(body.registry_credentials))
     if note := note_of(request):
         note.target_id = template.id
-    return JSONResponse(template_wire(template), status_code=201)
+    return JSONResponse(_wire(principal, template), status_code=201)
 
 
 @router.get("/{template_id}")
 async def get_template(
     template_id: str, request: Request, principal: Principal = require("templates:read")
 ) -> dict[str, Any]:
-    return template_wire(await services_of(request).templates.get(template_id))
+    return _wire(principal, await services_of(request).templates.get(principal, template_id))
+
+
+@router.patch("/{template_id}", openapi_extra=request_body(TemplatePatchBody), responses=errors(409))
+async def patch_template(
+    template_id: str, request: Request,
+    principal: Principal = require("templates:write", action="template.update"),
+) -> dict[str, Any]:
+    """Admins only: ``{"public": bool}``."""
+    body = await json_body(request, TemplatePatchBody)
+    if note := note_of(request):
+        note.detail = f"public={str(body.public).lower()}"
+    return _wire(principal, await services_of(request).templates.set_public(principal, template_id,
+                                                                           body.public))
 
 
 @router.post("/{template_id}/rebuild", status_code=202, openapi_extra=request_body(RebuildBody, required=False),
@@ -75,11 +103,11 @@ async def rebuild_template(
     principal: Principal = require("templates:write", action="template.rebuild"),
 ) -> JSONResponse:
     body = await json_body(request, RebuildBody, allow_empty=True)
-    template = await services_of(request).templates.rebuild(template_id,
+    template = await services_of(request).templates.rebuild(principal, template_id,
                                                             _login(body.registry_credentials))
     if note := note_of(request):
         note.detail = f"build={template.build_generation}"
-    return JSONResponse(template_wire(template), status_code=202)
+    return JSONResponse(_wire(principal, template), status_code=202)
 
 
 @router.delete("/{template_id}", status_code=204, responses=errors(409))
@@ -87,7 +115,7 @@ async def delete_template(
     template_id: str, request: Request,
     principal: Principal = require("templates:write", action="template.delete"),
 ) -> Response:
-    await services_of(request).templates.delete(template_id)
+    await services_of(request).templates.delete(principal, template_id)
     return Response(status_code=204)
 
 
@@ -98,7 +126,7 @@ async def build_log(
 ) -> Response:
     templates = services_of(request).templates
     if follow:
-        lines = await templates.follow_build_log(template_id)
+        lines = await templates.follow_build_log(principal, template_id)
         return StreamingResponse(lines, media_type=TEXT,
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-    return Response(await templates.build_log(template_id), media_type=TEXT)
+    return Response(await templates.build_log(principal, template_id), media_type=TEXT)

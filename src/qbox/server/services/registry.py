@@ -10,6 +10,7 @@ from qbox.server.services.context import ServiceContext
 from qbox.server.services.files import FileService
 from qbox.server.services.keys import KeyService
 from qbox.server.services.processes import ProcessService
+from qbox.server.services.quotas import QuotaService
 from qbox.server.services.ratelimit import RateLimiter
 from qbox.server.services.reaper import Reaper
 from qbox.server.services.sandboxes import SandboxService
@@ -39,6 +40,7 @@ class Limits:
 class Services:
     ctx: ServiceContext
     sandboxes: SandboxService
+    quotas: QuotaService
     processes: ProcessService
     files: FileService
     code: CodeService
@@ -54,11 +56,13 @@ class Services:
     @classmethod
     def build(cls, ctx: ServiceContext) -> Services:
         shells = ShellService(ctx)
-        sandboxes = SandboxService(ctx, shells)
+        quotas = QuotaService(ctx)
+        sandboxes = SandboxService(ctx, shells, quotas)
         audit = AuditLog(ctx)
         return cls(
             ctx=ctx,
             sandboxes=sandboxes,
+            quotas=quotas,
             processes=ProcessService(ctx, sandboxes),
             files=FileService(ctx, sandboxes),
             code=CodeService(ctx, sandboxes),

@@ -20,7 +20,6 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qbox.core.errors import (
-    HostNoCapacityError,
     QboxError,
     SandboxNotActiveError,
     SandboxNotFoundError,
@@ -33,8 +32,17 @@ from qbox.core.states import TERMINAL_STATES, SandboxState
 from qbox.server.agents import AgentClient, AgentShell, ShellOptions
 from qbox.server.db.tables import Host, Sandbox, SandboxEvent, Template
 from qbox.server.services import events
+from qbox.server.services.admission import (
+    HostCapacity,
+    Overcommit,
+    Resources,
+    lock_host_loads,
+    no_capacity,
+    place,
+)
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.keys import Principal
+from qbox.server.services.quotas import QuotaService
 from qbox.server.services.sandbox_startup import StartPlan, follow_start_command, wait_ready
 from qbox.server.services.shells import ShellService
 from qbox.server.services.templates import sandbox_env
@@ -58,9 +66,10 @@ class SpawnRequest:
 
 
 class SandboxService:
-    def __init__(self, ctx: ServiceContext, shells: ShellService) -> None:
+    def __init__(self, ctx: ServiceContext, shells: ShellService, quotas: QuotaService) -> None:
         self.ctx = ctx
         self.shells = shells
+        self.quotas = quotas
         self._boot_tasks: dict[str, asyncio.Task[None]] = {}
         # Followers of the templates' start commands, by sandbox.
         self._start_tasks: dict[str, asyncio.Task[None]] = {}
@@ -154,7 +163,6 @@ class SandboxService:
                     f"template {template.id} is {template.status}, not ready",
                     details={"templateId": template.id, "status": template.status},
                 )
-            host = await self._pick_host(session)
             timeout = request.timeout_seconds
             if timeout is None:
                 timeout = template.default_timeout_seconds or settings.default_timeout_seconds
@@ -164,11 +172,20 @@ class SandboxService:
             internet = template.allow_internet_access if request.allow_internet_access is None \
                 else request.allow_internet_access
             settings.check_caps(vcpus, memory_mb, disk_mb)
+        wanted = Resources(vcpus, memory_mb, disk_mb)
+        capacities = await self._capacities()
+        # Quotas, capacity and the new row in one transaction: refused, nothing is stored.
+        async with self.ctx.sessions() as session:
+            loads = await lock_host_loads(session, capacities)
+            await self.quotas.check_spawn(session, principal, wanted)
+            host_id = place(loads, wanted, Overcommit.from_settings(settings))
+            if not isinstance(host_id, str):
+                raise no_capacity(host_id, wanted)
             sandbox = Sandbox(
                 id=new_sandbox_id(),
                 owner_id=principal.user_id,
                 template_id=template.id,
-                host_id=host.id,
+                host_id=host_id,
                 status=SandboxState.BOOTING.value,
                 vcpus=vcpus,
                 memory_mb=memory_mb,
@@ -183,7 +200,7 @@ class SandboxService:
             )
             session.add(sandbox)
             events.record(session, sandbox.id, f"spawn requested from template {template.id} "
-                          f"on host {host.id} ({vcpus} vCPU, {memory_mb} MB memory, {disk_mb} MB disk, "
+                          f"on host {host_id} ({vcpus} vCPU, {memory_mb} MB memory, {disk_mb} MB disk, "
                           f"internet {'on' if internet else 'off'}, {template.runtime})")
             await session.commit()
             spec: dict[str, Any] = {
@@ -202,7 +219,7 @@ class SandboxService:
                 if value:
                     spec[key] = value
             plan = StartPlan.of(template)
-        task = asyncio.create_task(self._boot(sandbox.id, host.id, spec, plan),
+        task = asyncio.create_task(self._boot(sandbox.id, host_id, spec, plan),
                                    name=f"boot {sandbox.id}")
         self._boot_tasks[sandbox.id] = task
         task.add_done_callback(functools.partial(self._forget_boot_task, sandbox.id))
@@ -216,15 +233,20 @@ class SandboxService:
     def _forget_boot_task(self, sandbox_id: str, _task: asyncio.Task[None]) -> None:
         self._boot_tasks.pop(sandbox_id, None)
 
-    async def _pick_host(self, session: AsyncSession) -> Host:
-        hosts = (
-            await session.execute(select(Host).where(Host.status == "online").order_by(Host.id))
-        ).scalars().all()
+    async def _capacities(self) -> dict[str, HostCapacity]:
+        """What each online host connected here reports it can give (asked before locking)."""
+        async with self.ctx.sessions() as session:
+            hosts = (await session.execute(select(Host).where(Host.status == "online"))).scalars().all()
+        capacities: dict[str, HostCapacity] = {}
         for host in hosts:
-            if host.id in self.ctx.agents.clients:
-                return host
-        raise HostNoCapacityError("no host is online to run the sandbox",
-                                  details={"transient": True, "retryAfterSeconds": 5}, retry_after=5)
+            agent = self.ctx.agents.clients.get(host.id)
+            if agent is None:
+                continue
+            try:
+                capacities[host.id] = HostCapacity.from_health(await agent.health(), host)
+            except QboxError as exc:
+                log.warning("host %s left out of admission: %s", host.id, exc.message)
+        return capacities
 
     async def _boot(self, sandbox_id: str, host_id: str, spec: dict[str, Any],
                     plan: StartPlan) -> None:

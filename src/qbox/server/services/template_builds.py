@@ -65,7 +65,8 @@ class BuildLogWriter:
         self._stored_bytes = 0
         self._tail: collections.deque[str] = collections.deque(maxlen=KEPT_TAIL_LINES)
         self._overflow = 0
-        # The template row went away (deleted, maybe by another replica): stop building.
+        # The template went away (deleted, maybe by another replica, or deleted and made
+        # anew: another generation): stop building.
         self.gone = False
         self._stopped = asyncio.Event()
 
@@ -86,7 +87,9 @@ class BuildLogWriter:
         now = self.ctx.clock()
         try:
             async with self.ctx.sessions() as session:
-                if await session.get(Template, self.template_id) is None:
+                template = await session.get(Template, self.template_id)
+                if (template is None or template.status == "deleted"
+                        or template.build_generation != self.generation):
                     self.gone = True
                     return
                 session.add_all(TemplateBuildLog(template_id=self.template_id,
@@ -263,7 +266,7 @@ class TemplateBuilds:
                      login: RegistryLogin | None) -> dict[str, Any]:
         async with self.ctx.sessions() as session:
             template = await session.get(Template, template_id)
-            if template is None:
+            if template is None or template.status != "building":
                 return {"status": "failed", "build_error": "template deleted"}
             host_id, agent = await self._pick_agent(session)
         if agent is None:

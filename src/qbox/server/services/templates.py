@@ -1,9 +1,11 @@
 """Templates: built-in ones registered at start, ones built from user images, look-ups.
 
-A template names an OCI image (``imageRef``, anything skopeo understands);
-the host agent imports it into its content-addressed store. A user's
-template may add build steps on top (template_builds.py runs the build);
-its build log lives in the database, so any replica can serve and follow it.
+A template names an OCI image (``imageRef``, checked against the pull policy
+in core/image_refs.py before anything is stored); the host agent imports it
+into its content-addressed store. A user's template may add build steps on
+top (template_builds.py runs the build); its build log lives in the database,
+so any replica can serve and follow it. Who may see and change a template is
+decided in template_access.py.
 """
 
 from __future__ import annotations
@@ -18,11 +20,20 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from qbox.core.errors import ConflictError, QboxError, TemplateNotFoundError
+from qbox.core.errors import ConflictError, PermissionDeniedError, QboxError
 from qbox.core.ids import template_id_for
+from qbox.core.image_refs import ImageRefPolicy
 from qbox.core.states import TERMINAL_STATES, SandboxState
 from qbox.server.db.tables import Sandbox, Template, TemplateBuildLog
 from qbox.server.services.context import ServiceContext
+from qbox.server.services.keys import Principal
+from qbox.server.services.template_access import (
+    DELETED,
+    changeable_template,
+    tombstone_values,
+    visible_template,
+    visible_to,
+)
 from qbox.server.services.template_builds import (
     CODE_INTERPRETER,
     STALE_SECONDS,
@@ -60,6 +71,8 @@ class NewTemplate:
     user: str = "user"
     workdir: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # Seen and spawned by every user (admins only may set it).
+    public: bool = False
 
 
 def has_code_interpreter(template: Template | None) -> bool:
@@ -80,63 +93,112 @@ class TemplateService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self.builds = TemplateBuilds(ctx)
+        settings = ctx.settings
+        self.ref_policy = ImageRefPolicy.from_settings(
+            settings.trusted_registries, settings.import_dirs, registry=settings.registry)
 
-    async def find(self, service: str | None = None) -> list[Template]:
+    async def find(self, principal: Principal, service: str | None = None) -> list[Template]:
         async with self.ctx.sessions() as session:
-            rows = list((await session.execute(select(Template).order_by(Template.name)))
-                        .scalars().all())
+            rows = list((await session.execute(
+                select(Template).where(visible_to(principal)).order_by(Template.name))).scalars().all())
         if service:
             rows = [t for t in rows if any(s.get("type") == service for s in t.services)]
         return rows
 
-    async def get(self, template_id: str) -> Template:
+    async def by_id(self, template_ids: set[str]) -> dict[str, Template]:
+        """The templates of sandboxes the caller may see (whoever may see the templates)."""
+        if not template_ids:
+            return {}
         async with self.ctx.sessions() as session:
-            template = await session.get(Template, template_id)
-        if template is None:
-            raise _not_found(template_id)
-        return template
+            rows = (await session.execute(
+                select(Template).where(Template.id.in_(sorted(template_ids))))).scalars().all()
+        return {t.id: t for t in rows}
+
+    async def get(self, principal: Principal, template_id: str) -> Template:
+        async with self.ctx.sessions() as session:
+            return await visible_template(session, principal, template_id)
+
+    async def check_ref(self, principal: Principal, image_ref: str) -> None:
+        """400 (403 for a member's local path) unless ``principal`` may build from ``image_ref``."""
+        # Off the event loop: a registry's name is looked up.
+        await asyncio.to_thread(self.ref_policy.check, image_ref, local_allowed=principal.is_admin)
 
     # --- building --------------------------------------------------------------
 
-    async def create(self, spec: NewTemplate, login: RegistryLogin | None) -> Template:
-        """Insert the template (``building``) and start its build in the background."""
+    async def create(self, principal: Principal, spec: NewTemplate,
+                     login: RegistryLogin | None) -> Template:
+        """Insert the template (``building``, owned by ``principal``) and start its build.
+
+        Names are global (the id is ``tpl_<name>``, which clients use as is): a
+        name in use by anyone is a 409 that says no more. A deleted template's
+        name is free again; its row (kept for its sandboxes' history) is reused.
+        """
         self.ctx.settings.check_caps(spec.default_vcpus, spec.default_memory_mb, spec.default_disk_mb,
                                      names=("defaultVcpus", "defaultMemoryMb", "defaultDiskMb"))
+        if spec.public and not principal.is_admin:
+            raise PermissionDeniedError("only an admin may make a template public",
+                                        details={"field": "public"})
+        await self.check_ref(principal, spec.image_ref)
         template_id = template_id_for(spec.name)
+        try:
+            async with self.ctx.sessions() as session:
+                template = await session.get(Template, template_id)
+                if template is not None and template.status != DELETED:
+                    raise _exists(spec.name)
+                if template is None:
+                    template = Template(id=template_id, name=spec.name, build_generation=0)
+                    session.add(template)
+                self._fill(template, principal, spec)
+                await session.commit()
+        except IntegrityError:
+            raise _exists(spec.name) from None
+        self.builds.start(template_id, template.build_generation, login)
+        return template
+
+    def _fill(self, template: Template, principal: Principal, spec: NewTemplate) -> None:
         workdir = spec.workdir
         if workdir is None:
             # The last workdir step is where commands start, unless told otherwise.
             workdir = next((s["workdir"] for s in reversed(spec.steps) if "workdir" in s), None)
         now = self.ctx.clock()
-        template = Template(
-            id=template_id, name=spec.name, status="building", builtin=False,
-            image_ref=spec.image_ref, default_vcpus=spec.default_vcpus,
+        values: dict[str, Any] = dict(
+            status="building", builtin=False, owner_id=principal.user_id, public=spec.public,
+            image_ref=spec.image_ref, image_digest="", base_digest="", registry_ref="", size_bytes=0,
+            build_error=None, default_vcpus=spec.default_vcpus,
             default_memory_mb=spec.default_memory_mb, default_disk_mb=spec.default_disk_mb,
             ready_timeout_s=spec.ready_timeout_s, enable_ssh=spec.enable_ssh,
             allow_internet_access=spec.allow_internet_access, runtime=spec.runtime,
             tags=list(spec.tags), start_cmd=spec.start_cmd, ready_cmd=spec.ready_cmd,
             steps=list(spec.steps), default_user=spec.user, workdir=workdir, envs=dict(spec.env),
-            services=[], build_generation=1, build_started_at=now, created_at=now, updated_at=now,
-        )
-        try:
-            async with self.ctx.sessions() as session:
-                if await session.get(Template, template_id) is not None:
-                    raise _exists(spec.name)
-                session.add(template)
-                await session.commit()
-        except IntegrityError:
-            raise _exists(spec.name) from None
-        self.builds.start(template_id, 1, login)
-        return template
+            services=[], build_generation=(template.build_generation or 0) + 1, build_started_at=now,
+            build_finished_at=None, created_at=now, updated_at=now)
+        for key, value in values.items():
+            setattr(template, key, value)
 
-    async def rebuild(self, template_id: str, login: RegistryLogin | None) -> Template:
+    async def set_public(self, principal: Principal, template_id: str, public: bool) -> Template:
+        """Admins only: every user may see and spawn a public template."""
         async with self.ctx.sessions() as session:
-            template = await session.get(Template, template_id)
-            if template is None:
-                raise _not_found(template_id)
+            template = await visible_template(session, principal, template_id)
+            if not principal.is_admin:
+                raise PermissionDeniedError("only an admin may change who sees a template",
+                                            details={"templateId": template_id})
+            if template.builtin and not public:
+                raise ConflictError(f"template {template_id} is built in; built-ins are public",
+                                    details={"templateId": template_id, "builtin": True})
+            template.public = public
+            template.updated_at = self.ctx.clock()
+            await session.commit()
+            return template
+
+    async def rebuild(self, principal: Principal, template_id: str,
+                      login: RegistryLogin | None) -> Template:
+        async with self.ctx.sessions() as session:
+            template = await changeable_template(session, principal, template_id, "rebuild")
             if template.builtin:
                 raise ConflictError(f"template {template_id} is built in; it is not rebuilt",
                                     details={"templateId": template_id, "builtin": True})
+            # Checked again: the policy may have changed, or an admin's ref is rebuilt by its owner.
+            await self.check_ref(principal, template.image_ref)
             generation = template.build_generation + 1
             now = self.ctx.clock()
             changed = await session.execute(
@@ -150,15 +212,16 @@ class TemplateService:
             await session.execute(delete(TemplateBuildLog)
                                   .where(TemplateBuildLog.template_id == template_id))
             await session.commit()
+            # As the build starts (read after it, a quick build could already be over).
+            await session.refresh(template)
         self.builds.start(template_id, generation, login)
-        return await self.get(template_id)
+        return template
 
-    async def delete(self, template_id: str) -> None:
-        """Remove a template no live sandbox uses; its ended sandboxes' records go with it."""
+    async def delete(self, principal: Principal, template_id: str) -> None:
+        """Remove a template no live sandbox uses. Ended sandboxes (anyone's) keep their
+        records: a template they name stays as a ``deleted`` row nobody sees."""
         async with self.ctx.sessions() as session:
-            template = await session.get(Template, template_id)
-            if template is None:
-                raise _not_found(template_id)
+            template = await changeable_template(session, principal, template_id, "delete")
             if template.builtin:
                 raise ConflictError(f"template {template_id} is built in; it cannot be deleted",
                                     details={"templateId": template_id, "builtin": True})
@@ -169,8 +232,14 @@ class TemplateService:
                 await self._refuse_if_used(session, template_id)
                 await session.execute(delete(TemplateBuildLog)
                                       .where(TemplateBuildLog.template_id == template_id))
-                await session.execute(delete(Sandbox).where(Sandbox.template_id == template_id))
-                await session.execute(delete(Template).where(Template.id == template_id))
+                history = int((await session.execute(
+                    select(func.count()).select_from(Sandbox)
+                    .where(Sandbox.template_id == template_id))).scalar_one())
+                if history:
+                    await session.execute(update(Template).where(Template.id == template_id)
+                                          .values(**tombstone_values(), updated_at=self.ctx.clock()))
+                else:
+                    await session.execute(delete(Template).where(Template.id == template_id))
                 await session.commit()
         except IntegrityError:
             # A spawn raced the deletion.
@@ -208,11 +277,9 @@ class TemplateService:
 
     # --- build log -------------------------------------------------------------
 
-    async def build_log(self, template_id: str) -> str:
+    async def build_log(self, principal: Principal, template_id: str) -> str:
         async with self.ctx.sessions() as session:
-            template = await session.get(Template, template_id)
-            if template is None:
-                raise _not_found(template_id)
+            template = await visible_template(session, principal, template_id)
             text: list[str] = []
             after = 0
             # In pages: a log may hold far more lines than one read returns.
@@ -223,9 +290,9 @@ class TemplateService:
                 text += lines
         return "".join(line + "\n" for line in text)
 
-    async def follow_build_log(self, template_id: str) -> AsyncIterator[str]:
+    async def follow_build_log(self, principal: Principal, template_id: str) -> AsyncIterator[str]:
         """The log so far, then new lines until the build ends (polls the database)."""
-        template = await self.get(template_id)
+        template = await self.get(principal, template_id)
         return self._follow(template_id, template.build_generation)
 
     async def _follow(self, template_id: str, generation: int) -> AsyncIterator[str]:
@@ -263,6 +330,9 @@ class TemplateService:
                 template = Template(id=template_id, name=name, builtin=True, status="building",
                                     created_at=now, updated_at=now)
                 session.add(template)
+            template.builtin = True
+            template.public = True
+            template.owner_id = None
             template.image_ref = image_ref
             template.runtime = runtime
             # The built-in images have a login shell and a sandbox user.
@@ -303,14 +373,10 @@ async def _lines(session: Any, template_id: str, generation: int,
     return [row[1] for row in rows], (rows[-1][0] if rows else after)
 
 
-def _not_found(template_id: str) -> TemplateNotFoundError:
-    return TemplateNotFoundError(f"template {template_id} not found",
-                                 details={"templateId": template_id})
-
-
 def _exists(name: str) -> ConflictError:
-    return ConflictError(f"a template named {name!r} already exists",
-                         details={"templateId": template_id_for(name)})
+    # Whose it is and what it holds stay unsaid: the name may be another user's.
+    return ConflictError(f"the template name {name!r} is taken; choose another",
+                         details={"name": name})
 
 
 def _building(template_id: str) -> ConflictError:
