@@ -1,12 +1,19 @@
-"""Writes the audit entry a route asked for (``AuditNote``), once the response status is known."""
+"""Writes the audit entry of a request whose change did not carry it, once the response status is known.
+
+A request that committed a change wrote its entry in that change's
+transaction (``audit_notes``). What is left for here: denials, failures,
+authentication failures and changes that live only on the host agent, each
+written through ``AuditLog.record``, which never drops an entry.
+"""
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from qbox.core.timefmt import utcnow
-from qbox.server.http.deps import AuditNote
-from qbox.server.services.audit import AuditRecord
+from qbox.server.services.audit_notes import AuditNote, make_current
+
+# The response is sent already; past this the entry is stored by the writer alone.
+_WAIT_SECONDS = 2.0
 
 
 class AuditMiddleware:
@@ -25,21 +32,24 @@ class AuditMiddleware:
                 status = int(message["status"])
             await send(message)
 
+        make_current(None)
         try:
             await self.app(scope, receive, capture)
         finally:
             note = scope.get("state", {}).get("audit")
             if isinstance(note, AuditNote) and note.action:
-                principal = note.principal
-                client = scope.get("client")
-                await scope["app"].state.services.audit.record(AuditRecord(
-                    action=note.action,
-                    outcome=status,
-                    ts=utcnow(),
-                    actor_id=principal.user_id if principal else None,
-                    actor_email=principal.email if principal else None,
-                    api_key_id=principal.api_key_id if principal else None,
-                    source_ip=client[0] if client else None,
-                    target_id=note.target_id,
-                    detail=note.detail,
-                ))
+                await _finish(scope, note, status)
+
+
+async def _finish(scope: Scope, note: AuditNote, status: int) -> None:
+    # From here on, nothing the request started (a boot, a build) writes this note.
+    note.closed = True
+    if note.source_ip is None and (client := scope.get("client")):
+        note.source_ip = client[0]
+    audit = scope["app"].state.services.audit
+    if note.written_id is None:
+        await audit.record(note.to_record(status), wait=_WAIT_SECONDS)
+    elif status != note.success_status:
+        # The change was committed (and audited) but the request then failed: say so too.
+        note.detail = f"after entry {note.written_id}: {note.detail}"
+        await audit.record(note.to_record(status), wait=_WAIT_SECONDS)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -19,6 +18,7 @@ from qbox.core.errors import (
     RateLimitedError,
     ValidationError,
 )
+from qbox.server.services.audit_notes import AuditNote, make_current
 from qbox.server.services.keys import Principal, principal_for_secret
 from qbox.server.services.registry import Services
 from qbox.server.services.web_sessions import SESSION_COOKIE
@@ -28,16 +28,6 @@ M = TypeVar("M", bound=pydantic.BaseModel)
 # Path parameters that name the request's target, in order of preference.
 _TARGET_PARAMS = ("sandbox_id", "key_id", "user_id", "template_id", "host_id")
 _HTTP_SCHEMES = {"ws": "http", "wss": "https"}
-
-
-@dataclass
-class AuditNote:
-    """What the audit middleware records for this request once its status is known."""
-
-    action: str
-    target_id: str | None = None
-    detail: str = ""
-    principal: Principal | None = None
 
 
 def services_of(request: HTTPConnection) -> Services:
@@ -52,6 +42,19 @@ def client_ip(request: HTTPConnection) -> str:
 def note_of(request: HTTPConnection) -> AuditNote | None:
     note = getattr(request.state, "audit", None)
     return note if isinstance(note, AuditNote) else None
+
+
+def attach_note(conn: HTTPConnection, note: AuditNote, *, current: bool = True) -> AuditNote:
+    """The request's audit note; if ``current``, a change the request commits carries its entry.
+
+    Its outcome in that case is the status the route declares for success.
+    """
+    conn.state.audit = note
+    note.source_ip = conn.client.host if conn.client else None
+    note.success_status = getattr(conn.scope.get("route"), "status_code", None) or 200
+    if current:
+        make_current(note)
+    return note
 
 
 def rate_limited(retry_after: float, what: str) -> RateLimitedError:
@@ -104,13 +107,14 @@ async def authenticate(conn: HTTPConnection, scope: str | None, *, action: str |
                      target_id=next((str(conn.path_params[p]) for p in _TARGET_PARAMS
                                      if p in conn.path_params), None))
     if action:
-        conn.state.audit = note
+        # Not current yet: authenticating may commit (a key's last use), which is no change of the caller's.
+        attach_note(conn, note, current=False)
     has_token = bool(conn.headers.get("authorization", "").partition(" ")[2].strip())
     cross_site = cookie and not has_token and SESSION_COOKIE in conn.cookies and not same_origin(conn, strict=True)
     principal = None if cross_site else await credentials_principal(conn, cookie=cookie)
     if principal is None:
         note.action = action or "auth.failed"
-        conn.state.audit = note
+        attach_note(conn, note, current=False)
         note.detail = f"{method} {conn.url.path}"
         wait = services.limits.auth_failures.check(client_ip(conn))
         if wait:
@@ -129,13 +133,16 @@ async def authenticate(conn: HTTPConnection, scope: str | None, *, action: str |
     if wait:
         note.action = action or "rate_limited"
         note.detail = note.detail or f"{method} {conn.url.path}"
-        conn.state.audit = note
+        attach_note(conn, note, current=False)
         raise rate_limited(wait, "sandbox spawns" if action == "sandbox.create" else "requests")
     if scope is not None and not principal.may(scope):
         raise PermissionDeniedError(
             f"api key missing required scope: {scope}",
             details={"requiredScope": scope, "grantedScopes": sorted(principal.effective)},
         )
+    if action and conn.scope["type"] == "http":
+        # A shell changes nothing in the database; its entry is written at the upgrade.
+        make_current(note)
     return principal
 
 

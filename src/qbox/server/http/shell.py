@@ -31,10 +31,8 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from qbox.core.asgi import error_response
 from qbox.core.errors import QboxError
 from qbox.core.shell_protocol import BadFrame, parse_frame, parse_params
-from qbox.core.timefmt import utcnow
 from qbox.server.agents import AgentShell, ShellOptions
 from qbox.server.http.deps import authenticate, credentials_principal, note_of, services_of
-from qbox.server.services.audit import AuditRecord
 
 router = APIRouter(prefix="/v1/sandboxes/{sandbox_id}")
 
@@ -110,14 +108,8 @@ async def _audit(websocket: WebSocket, outcome: int) -> None:
     note = note_of(websocket)
     if note is None or not note.action:
         return
-    principal = note.principal
-    await services_of(websocket).audit.record(AuditRecord(
-        action=note.action, outcome=outcome, ts=utcnow(),
-        actor_id=principal.user_id if principal else None,
-        actor_email=principal.email if principal else None,
-        api_key_id=principal.api_key_id if principal else None,
-        source_ip=websocket.client.host if websocket.client else None,
-        target_id=note.target_id, detail=note.detail))
+    note.closed = True
+    await services_of(websocket).audit.record(note.to_record(outcome))
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from qbox.core.errors import AuthenticationError, PermissionDeniedError, ValidationError
-from qbox.server.http.deps import AuditNote, client_ip, rate_limited, same_origin, services_of
+from qbox.server.http.deps import AuditNote, attach_note, client_ip, rate_limited, same_origin, services_of
 from qbox.server.http.openapi import LoginForm, errors, request_body
 from qbox.server.http.users import user_wire
 from qbox.server.services.web_sessions import CSRF_COOKIE, SESSION_COOKIE, SessionPrincipal
@@ -58,8 +58,7 @@ async def session_principal(request: Request) -> SessionPrincipal:
     LoginForm, media_types=("application/json", "application/x-www-form-urlencoded")))
 async def login(request: Request) -> JSONResponse:
     services = services_of(request)
-    note = AuditNote("auth.login")
-    request.state.audit = note
+    note = attach_note(request, AuditNote("auth.login"))
     fields = await _fields(request)
     email, password = fields.get("email", ""), fields.get("password", "")
     note.detail = f"email={email[:320]}"
@@ -71,8 +70,8 @@ async def login(request: Request) -> JSONResponse:
         if wait:
             raise rate_limited(wait, "failed logins from this address")
         raise AuthenticationError("wrong email or password")
-    cookie, csrf = await services.web_sessions.open(user)
     note.target_id = user.id
+    cookie, csrf = await services.web_sessions.open(user)
     secure = services.ctx.settings.secure_cookies or request.url.scheme == "https"
     response = JSONResponse({"user": user_wire(user), "csrfToken": csrf})
     response.set_cookie(SESSION_COOKIE, cookie, httponly=True, samesite="lax", secure=secure, path="/")
@@ -89,7 +88,7 @@ async def current_session(found: SessionPrincipal = Depends(session_principal)) 
 
 @router.post("/logout", status_code=204)
 async def logout(request: Request, found: SessionPrincipal = Depends(session_principal)) -> Response:
-    request.state.audit = AuditNote("auth.logout", target_id=found.principal.user_id, principal=found.principal)
+    attach_note(request, AuditNote("auth.logout", target_id=found.principal.user_id, principal=found.principal))
     await services_of(request).web_sessions.close(request.cookies.get(SESSION_COOKIE, ""))
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/")

@@ -1,10 +1,12 @@
-"""The audit log: append-only, hash-chained, written off the request path.
+"""The audit log: append-only, hash-chained, and no entry is ever dropped.
 
-Requests hand entries to ``AuditLog.record``, which never blocks beyond a
-short bound; one writer task per process appends them in batches. Each row's
-hash covers its content and the previous row's hash; the single
-``audit_head`` row is updated in the same transaction, which serialises
-writers across replicas and lets ``verify`` notice rows removed from the end.
+An entry for a state change is written by the change's own transaction
+(``audit_notes``). Everything else — denials, failures, changes that live on
+the host agent, background actors — goes through ``AuditLog.record``, which
+returns once its entry is stored. One writer task per process appends what
+callers hand it, many at a time under load; if such a batch fails, each entry
+is retried on its own, so one entry never costs its neighbours theirs. An
+entry the database keeps refusing is stored as a stand-in that says so.
 """
 
 from __future__ import annotations
@@ -12,85 +14,42 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
-import json
+import itertools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select
 
 from qbox.core.errors import ValidationError
-from qbox.core.timefmt import to_wire
+from qbox.core.timefmt import utcnow
 from qbox.server.db.tables import AuditEntry, AuditHead
+from qbox.server.services import audit_chain
+from qbox.server.services.audit_chain import (
+    GENESIS,
+    MAX_DETAIL,
+    AuditRecord,
+    Verification,
+    entry_hash,
+    sanitised,
+    truncate,
+    verify_chain,
+)
 from qbox.server.services.context import ServiceContext
+
+__all__ = ["GENESIS", "MAX_DETAIL", "AuditLog", "AuditQuery", "AuditRecord", "Verification", "decode_cursor",
+           "encode_cursor", "entry_hash", "truncate", "verify_chain"]
 
 log = logging.getLogger("qbox.audit")
 
-GENESIS = "0" * 64
-MAX_DETAIL = 1000
+# Callers wait for room rather than lose an entry; this only bounds memory.
 _QUEUE_SIZE = 10000
-_ENQUEUE_WAIT_SECONDS = 0.25
 _BATCH = 200
-_LINGER_SECONDS = 0.05
+# Pauses between a lone entry's attempts; after the last one it is stored as a stand-in.
+_RETRY_PAUSES = (0.05, 0.2, 1.0)
+_DATABASE_DOWN_PAUSE = 2.0
 
-
-@dataclass
-class AuditRecord:
-    action: str
-    outcome: int
-    ts: datetime
-    actor_id: str | None = None
-    actor_email: str | None = None
-    api_key_id: str | None = None
-    source_ip: str | None = None
-    target_id: str | None = None
-    detail: str = ""
-
-
-def truncate(text: str, limit: int = MAX_DETAIL) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def entry_hash(prev_hash: str, entry_id: int, record: AuditRecord) -> str:
-    content = json.dumps(
-        [entry_id, to_wire(record.ts), record.actor_id, record.actor_email, record.api_key_id,
-         record.source_ip, record.action, record.target_id, record.outcome, record.detail],
-        separators=(",", ":"), ensure_ascii=False,
-    )
-    return hashlib.sha256((prev_hash + content).encode()).hexdigest()
-
-
-def _record_of(row: AuditEntry) -> AuditRecord:
-    return AuditRecord(action=row.action, outcome=row.outcome, ts=row.ts, actor_id=row.actor_id,
-                       actor_email=row.actor_email, api_key_id=row.api_key_id, source_ip=row.source_ip,
-                       target_id=row.target_id, detail=row.detail)
-
-
-@dataclass(frozen=True)
-class Verification:
-    ok: bool
-    checked: int
-    first_bad_id: int | None = None
-    reason: str | None = None
-
-
-def verify_chain(rows: list[AuditEntry], head_last_id: int, head_last_hash: str, first_id: int) -> Verification:
-    """Pure check of rows in id order against the head row; ``first_id`` is where retention left the chain."""
-    expected_prev: str | None = None
-    expected_id = first_id
-    for checked, row in enumerate(rows):
-        if row.id != expected_id:
-            return Verification(False, checked, expected_id, f"entry {expected_id} is missing")
-        if expected_prev is not None and row.prev_hash != expected_prev:
-            return Verification(False, checked, row.id, "chain broken: previous hash does not match")
-        if entry_hash(row.prev_hash, row.id, _record_of(row)) != row.hash:
-            return Verification(False, checked, row.id, "entry was modified: its hash does not match")
-        expected_prev, expected_id = row.hash, row.id + 1
-    last_id = rows[-1].id if rows else first_id - 1
-    if head_last_id != last_id or (rows and head_last_hash != rows[-1].hash):
-        return Verification(False, len(rows), last_id + 1, "entries after the last one were removed")
-    return Verification(True, len(rows))
+_Pending = tuple[AuditRecord, "asyncio.Future[int]"]
 
 
 @dataclass
@@ -119,36 +78,50 @@ def decode_cursor(cursor: str) -> int:
         raise ValidationError.for_fields({"cursor": "not a cursor this server gave out"}) from None
 
 
+def stand_in(record: AuditRecord, error: BaseException) -> AuditRecord:
+    """What is stored for an entry the database refused: who did what, and that its detail is gone."""
+    clean = sanitised(record)
+    return replace(
+        clean, action=clean.action or "audit.unrecorded",
+        ts=clean.ts if isinstance(clean.ts, datetime) and clean.ts.tzinfo else utcnow(),
+        outcome=clean.outcome if isinstance(clean.outcome, int) else 0,
+        detail=f"the entry could not be stored as recorded ({type(error).__name__}); detail withheld")
+
+
 @dataclass
 class AuditLog:
     ctx: ServiceContext
-    queue: asyncio.Queue[AuditRecord] = field(default_factory=lambda: asyncio.Queue(_QUEUE_SIZE))
-    dropped: int = 0
+    queue: asyncio.Queue[_Pending] = field(default_factory=lambda: asyncio.Queue(_QUEUE_SIZE))
     _writer: asyncio.Task[None] | None = None
 
-    async def record(self, record: AuditRecord) -> None:
-        record.detail = truncate(record.detail)
-        try:
-            self.queue.put_nowait(record)
-        except asyncio.QueueFull:
-            try:
-                await asyncio.wait_for(self.queue.put(record), _ENQUEUE_WAIT_SECONDS)
-            except TimeoutError:
-                self.dropped += 1
-                log.error("audit queue full: dropped %s by %s on %s", record.action, record.actor_id,
-                          record.target_id)
+    async def record(self, record: AuditRecord, *, wait: float | None = None) -> int | None:
+        """Store an entry for something that committed no change of its own.
+
+        Returns its id once stored; with ``wait``, None if that takes longer
+        (the entry stays queued and is stored when the database lets it).
+        """
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        await self.queue.put((sanitised(record), done))
+        # Shielded: a caller that stops waiting does not take its entry with it.
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(asyncio.shield(done), wait)
+        return None
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._run(), name="audit writer")
 
     async def stop(self) -> None:
-        await self.flush(timeout=5)
+        await self.flush(timeout=10)
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
+        while not self.queue.empty():
+            # The database stayed away until shutdown: the log file is the last place left.
+            record, _done = self.queue.get_nowait()
+            log.error("audit entry not stored at shutdown: %r", record)
 
-    async def flush(self, timeout: float = 2.0) -> None:
+    async def flush(self, timeout: float = 5.0) -> None:
         """Wait until everything recorded so far is in the database (bounded)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.queue.join(), timeout)
@@ -156,48 +129,47 @@ class AuditLog:
     async def _run(self) -> None:
         while True:
             batch = [await self.queue.get()]
-            # Let requests in flight finish first and gather what they add: one
-            # transaction for a burst instead of one per request.
-            await asyncio.sleep(_LINGER_SECONDS)
             while len(batch) < _BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             try:
-                await self._append(batch)
-            except Exception:  # noqa: BLE001 - keep the writer alive; retry once after a pause
-                log.exception("audit write failed; retrying")
-                await asyncio.sleep(0.5)
-                try:
-                    await self._append(batch)
-                except Exception:  # noqa: BLE001
-                    log.exception("audit write failed twice: %d entries lost", len(batch))
+                await self._store(batch)
             finally:
                 for _ in batch:
                     self.queue.task_done()
 
-    async def _append(self, batch: list[AuditRecord]) -> None:
-        # Core statements, not ORM objects: this runs beside every audited request.
+    async def _store(self, batch: list[_Pending]) -> None:
+        try:
+            ids = await self._append([record for record, _ in batch])
+        except Exception:  # noqa: BLE001 - fall back to one entry at a time
+            log.warning("audit batch of %d failed; storing its entries one by one", len(batch), exc_info=True)
+            ids = [await self._store_one(record) for record, _ in batch]
+        for (_, done), entry_id in zip(batch, ids, strict=True):
+            if not done.done():
+                done.set_result(entry_id)
+
+    async def _store_one(self, record: AuditRecord) -> int:
+        for attempt in itertools.count():
+            try:
+                [entry_id] = await self._append([record])
+                return entry_id
+            except Exception as exc:  # noqa: BLE001
+                error = exc
+            if attempt >= len(_RETRY_PAUSES):
+                # Refused again and again: store what can be said about it, unless the database is away.
+                try:
+                    [entry_id] = await self._append([stand_in(record, error)])
+                except Exception:  # noqa: BLE001
+                    log.exception("audit database unavailable; the entry is kept until it is back")
+                else:
+                    log.error("audit entry refused, stored as a stand-in: %r", record, exc_info=error)
+                    return entry_id
+            await asyncio.sleep(_RETRY_PAUSES[attempt] if attempt < len(_RETRY_PAUSES) else _DATABASE_DOWN_PAUSE)
+        raise AssertionError("unreachable")
+
+    async def _append(self, records: list[AuditRecord]) -> list[int]:
         async with self.ctx.sessions() as session, session.begin():
-            # Write first: it takes the database's write lock before anything is read.
-            touched = await session.execute(update(AuditHead).where(AuditHead.id == 1)
-                                            .values(last_id=AuditHead.last_id))
-            if not getattr(touched, "rowcount", 0):
-                await session.execute(insert(AuditHead).values(id=1, last_id=0, last_hash=GENESIS))
-            head = (await session.execute(select(AuditHead.last_id, AuditHead.last_hash)
-                                          .where(AuditHead.id == 1))).one()
-            last_id, last_hash = int(head[0]), str(head[1])
-            rows = []
-            for record in batch:
-                last_id += 1
-                digest = entry_hash(last_hash, last_id, record)
-                rows.append({"id": last_id, "ts": record.ts, "actor_id": record.actor_id,
-                             "actor_email": record.actor_email, "api_key_id": record.api_key_id,
-                             "source_ip": record.source_ip, "action": record.action,
-                             "target_id": record.target_id, "outcome": record.outcome,
-                             "detail": record.detail, "prev_hash": last_hash, "hash": digest})
-                last_hash = digest
-            await session.execute(insert(AuditEntry), rows)
-            await session.execute(update(AuditHead).where(AuditHead.id == 1)
-                                  .values(last_id=last_id, last_hash=last_hash))
+            connection = await session.connection()
+            return await connection.run_sync(audit_chain.append, records)
 
     async def query(self, q: AuditQuery) -> tuple[list[AuditEntry], str | None]:
         await self.flush()
@@ -224,7 +196,12 @@ class AuditLog:
         await self.flush()
         async with self.ctx.sessions() as session:
             head = await session.get(AuditHead, 1)
-            rows = list((await session.execute(select(AuditEntry).order_by(AuditEntry.id))).scalars().all())
+            # Entries committed after the head was read are not this check's business.
+            last = head.last_id if head is not None else None
+            stmt = select(AuditEntry).order_by(AuditEntry.id)
+            if last is not None:
+                stmt = stmt.where(AuditEntry.id <= last)
+            rows = list((await session.execute(stmt)).scalars().all())
         if head is None:
             return Verification(not rows, len(rows), rows[0].id if rows else None,
                                 "entries without a chain head" if rows else None)
@@ -238,8 +215,9 @@ class AuditLog:
         return verify_chain(rows, head.last_id, head.last_hash, first_id)
 
     async def prune(self, older_than: timedelta) -> int:
-        """Retention: drop the oldest entries, leaving a marker whose hash anchors the rest."""
-        cutoff = self.ctx.clock() - older_than
+        """Retention: drop the oldest entries and, in the same transaction, a marker anchoring the rest."""
+        now = self.ctx.clock()
+        cutoff = now - older_than
         await self.flush()
         async with self.ctx.sessions() as session, session.begin():
             last_old = await session.scalar(select(AuditEntry.id).where(AuditEntry.ts < cutoff)
@@ -248,7 +226,8 @@ class AuditLog:
                 return 0
             result = await session.execute(delete(AuditEntry).where(AuditEntry.id <= last_old))
             removed = int(getattr(result, "rowcount", 0) or 0)
-        await self.record(AuditRecord(action="audit.prune", outcome=200, ts=self.ctx.clock(),
-                                      detail=f"retention removed entries up to {last_old}"))
+            marker = AuditRecord(action="audit.prune", outcome=200, ts=now,
+                                 detail=f"retention removed entries up to {last_old}")
+            connection = await session.connection()
+            await connection.run_sync(audit_chain.append, [marker])
         return removed
-

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from qbox.core.errors import HostUnavailableError
 from qbox.core.timefmt import utcnow
 from qbox.server.agents import AgentClient
+from qbox.server.services import audit_notes
 from qbox.server.settings import ServerSettings
 
 
@@ -43,3 +44,7 @@ class ServiceContext:
     agents: AgentPool
     clock: Callable[[], datetime] = utcnow
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Every session handed out writes the current audit note with the change it commits.
+        audit_notes.install(self.sessions)

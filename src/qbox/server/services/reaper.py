@@ -17,7 +17,8 @@ from sqlalchemy import select
 from qbox.core.states import SandboxState
 from qbox.core.timefmt import to_wire
 from qbox.server.db.tables import Sandbox
-from qbox.server.services.audit import AuditLog, AuditRecord
+from qbox.server.services.audit import AuditLog
+from qbox.server.services.audit_notes import AuditNote, acting
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.hostsync import sync_host
 from qbox.server.services.sandboxes import LIVE_STATES, SandboxService
@@ -59,13 +60,14 @@ class Reaper:
         reaped = []
         for sandbox_id in due_for_reaping(((r[0], r[1], r[2]) for r in rows), now):
             try:
-                if await self.sandboxes.end(
-                    sandbox_id, SandboxState.TERMINATED,
-                    f"timeout: auto-killed at {to_wire(now)} (deadline passed)",
-                ):
+                # The sandbox's end and its audit entry commit together.
+                with acting(AuditNote("sandbox.expire", target_id=sandbox_id, detail="auto-kill deadline passed")):
+                    ended = await self.sandboxes.end(
+                        sandbox_id, SandboxState.TERMINATED,
+                        f"timeout: auto-killed at {to_wire(now)} (deadline passed)",
+                    )
+                if ended:
                     reaped.append(sandbox_id)
-                    await self.audit.record(AuditRecord(action="sandbox.expire", outcome=200, ts=now,
-                                                        target_id=sandbox_id, detail="auto-kill deadline passed"))
             except Exception:  # noqa: BLE001 - one sandbox must not stop the sweep
                 log.exception("could not reap %s", sandbox_id)
         return reaped
