@@ -148,9 +148,13 @@ class FakeAgent:
         self.build_hold.set()
         self.builds_cancelled = 0
         self.gc_calls: list[list[str]] = []
+        # What /health reports the host can give (admission control); roomy unless a test says.
+        self.capacity = {"vcpus": 64, "memoryMb": 256 * 1024, "diskTotalMb": 1024 * 1024,
+                         "diskFreeMb": 1024 * 1024, "sandboxDisksMb": 0}
 
     async def health(self) -> dict[str, Any]:
-        return {"version": "test", "runtime": "fake", "sandboxes": len(self.sandboxes)}
+        return {"version": "test", "runtime": "fake", "sandboxes": len(self.sandboxes),
+                "capacity": dict(self.capacity)}
 
     async def import_image(self, ref: str, name: str) -> dict[str, Any]:
         return {"digest": "sha256:" + hashlib.sha256(ref.encode()).hexdigest(), "sizeBytes": 4096,

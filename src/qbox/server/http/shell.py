@@ -128,7 +128,12 @@ async def shell(websocket: WebSocket, sandbox_id: str) -> None:
         if note := note_of(websocket):
             note.detail = f"{options.cols}x{options.rows} user={options.user or 'user'}" + (
                 f" command={shlex.quote(options.command)}" if options.command is not None else "")
-        agent = await services.sandboxes.open_shell(principal, sandbox_id, options)
+        slot = await services.quotas.shell_slot(principal)
+        try:
+            agent = await services.sandboxes.open_shell(principal, sandbox_id, options)
+        except BaseException:
+            slot.release()
+            raise
     except QboxError as exc:
         await _audit(websocket, exc.status)
         await websocket.send_denial_response(error_response(exc))
@@ -138,7 +143,7 @@ async def shell(websocket: WebSocket, sandbox_id: str) -> None:
         return await credentials_principal(websocket, cookie=True) is not None
 
     ending: Ending
-    async with agent:
+    async with slot, agent:
         opened = services.shells.register(principal, sandbox_id, still_valid)
         await websocket.accept()
         await _audit(websocket, 101)

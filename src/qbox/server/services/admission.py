@@ -1,0 +1,166 @@
+"""Admission control: whether a new sandbox's reservation fits on a host, and which.
+
+A host offers its CPUs and memory times the overcommit ratios
+(``QBOX_OVERCOMMIT_CPU``, ``QBOX_OVERCOMMIT_MEMORY``) and, for disks, the
+free space of the agent's data disk plus what the sandbox disks there
+already hold (their reservations cover it), less ``QBOX_DISK_RESERVE_MB``
+for everything else on that filesystem. The live sandboxes placed on the
+host reserve what they asked for, booting ones included.
+
+``place`` is the decision, pure: given the hosts with their capacity and
+load, and a request, the host that takes it or why none does. It is the
+seam a multi-host scheduler grows from (today: the first host that fits).
+``lock_host_loads`` makes the check and the reservation one transaction:
+its first statement writes the hosts' rows (the agents' fresh reports), so
+SQLite's single writer, or PostgreSQL's row locks, hold every other spawn
+back until this one's sandbox row is committed or rolled back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qbox.core.errors import HostNoCapacityError
+from qbox.core.states import TERMINAL_STATES, SandboxState
+from qbox.server.db.tables import Host, Sandbox
+from qbox.server.settings import ServerSettings
+
+LIVE_STATES = tuple(s.value for s in SandboxState if s not in TERMINAL_STATES)
+RETRY_AFTER_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class Resources:
+    vcpus: int
+    memory_mb: int
+    disk_mb: int
+
+    def __add__(self, other: Resources) -> Resources:
+        return Resources(self.vcpus + other.vcpus, self.memory_mb + other.memory_mb,
+                         self.disk_mb + other.disk_mb)
+
+    def wire(self) -> dict[str, int]:
+        return {"vcpus": self.vcpus, "memoryMb": self.memory_mb, "diskMb": self.disk_mb}
+
+
+@dataclass(frozen=True)
+class HostCapacity:
+    """What an agent reported. Disk figures are None from an agent that does not report them."""
+
+    vcpus: int
+    memory_mb: int
+    disk_total_mb: int | None = None
+    disk_free_mb: int | None = None
+    # What the sandbox disk images on that disk already hold.
+    sandbox_disks_mb: int = 0
+
+    @classmethod
+    def from_health(cls, health: Mapping[str, Any], fallback: Host) -> HostCapacity:
+        report = health.get("capacity")
+        if not isinstance(report, Mapping):
+            return cls(vcpus=fallback.total_vcpus, memory_mb=fallback.total_memory_mb)
+        return cls(vcpus=int(report["vcpus"]), memory_mb=int(report["memoryMb"]),
+                   disk_total_mb=int(report["diskTotalMb"]), disk_free_mb=int(report["diskFreeMb"]),
+                   sandbox_disks_mb=int(report.get("sandboxDisksMb", 0)))
+
+
+@dataclass(frozen=True)
+class Overcommit:
+    cpu: float
+    memory: float
+    disk_reserve_mb: int
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings) -> Overcommit:
+        return cls(settings.overcommit_cpu, settings.overcommit_memory, settings.disk_reserve_mb)
+
+    def limits(self, capacity: HostCapacity) -> tuple[int, int, int | None]:
+        """How many vCPUs, MB of memory and MB of disk the live sandboxes may reserve in all."""
+        disk = None
+        if capacity.disk_free_mb is not None:
+            disk = max(0, capacity.disk_free_mb + capacity.sandbox_disks_mb - self.disk_reserve_mb)
+        return (int(capacity.vcpus * self.cpu), int(capacity.memory_mb * self.memory), disk)
+
+
+@dataclass(frozen=True)
+class HostLoad:
+    host_id: str
+    capacity: HostCapacity
+    reserved: Resources
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """Why a host cannot take a request: the first resource that does not fit."""
+
+    host_id: str
+    resource: str  # vcpus | memoryMb | diskMb
+    requested: int
+    reserved: int
+    capacity: int
+
+
+def shortfall(load: HostLoad, request: Resources, policy: Overcommit) -> Shortfall | None:
+    vcpus, memory_mb, disk_mb = policy.limits(load.capacity)
+    checks = [("vcpus", request.vcpus, load.reserved.vcpus, vcpus),
+              ("memoryMb", request.memory_mb, load.reserved.memory_mb, memory_mb)]
+    if disk_mb is not None:
+        checks.append(("diskMb", request.disk_mb, load.reserved.disk_mb, disk_mb))
+    for resource, requested, reserved, capacity in checks:
+        if reserved + requested > capacity:
+            return Shortfall(load.host_id, resource, requested, reserved, capacity)
+    return None
+
+
+def place(hosts: Sequence[HostLoad], request: Resources, policy: Overcommit) -> str | list[Shortfall]:
+    """The id of the first host the request fits on, else each host's shortfall."""
+    shortfalls: list[Shortfall] = []
+    for load in hosts:
+        missing = shortfall(load, request, policy)
+        if missing is None:
+            return load.host_id
+        shortfalls.append(missing)
+    return shortfalls
+
+
+def no_capacity(shortfalls: Sequence[Shortfall], request: Resources) -> HostNoCapacityError:
+    if not shortfalls:
+        return HostNoCapacityError("no host is online to run the sandbox",
+                                   details={"retryAfterSeconds": RETRY_AFTER_SECONDS},
+                                   retry_after=RETRY_AFTER_SECONDS)
+    first = shortfalls[0]
+    return HostNoCapacityError(
+        f"no host has room for the sandbox: {first.resource} {first.requested} requested, "
+        f"{first.reserved} of {first.capacity} reserved on host {first.host_id}",
+        details={"retryAfterSeconds": RETRY_AFTER_SECONDS, "resource": first.resource,
+                 "requested": request.wire(), "hostId": first.host_id,
+                 "reserved": first.reserved, "capacity": first.capacity},
+        retry_after=RETRY_AFTER_SECONDS)
+
+
+async def lock_host_loads(session: AsyncSession,
+                          capacities: Mapping[str, HostCapacity]) -> list[HostLoad]:
+    """Record the hosts' reports, which locks their rows until commit, then read their loads.
+
+    This must be the session's first statement: a SQLite transaction that read first
+    cannot take the write lock once another writer committed.
+    """
+    for host_id in sorted(capacities):  # one order, so two spawns never wait on each other
+        capacity = capacities[host_id]
+        await session.execute(update(Host).where(Host.id == host_id).values(
+            total_vcpus=capacity.vcpus, total_memory_mb=capacity.memory_mb,
+            disk_total_mb=capacity.disk_total_mb, disk_free_mb=capacity.disk_free_mb))
+    rows = (await session.execute(
+        select(Sandbox.host_id, func.coalesce(func.sum(Sandbox.vcpus), 0),
+               func.coalesce(func.sum(Sandbox.memory_mb), 0),
+               func.coalesce(func.sum(Sandbox.disk_size_mb), 0))
+        .where(Sandbox.host_id.in_(list(capacities)), Sandbox.status.in_(LIVE_STATES))
+        .group_by(Sandbox.host_id))).all()
+    reserved = {row[0]: Resources(int(row[1]), int(row[2]), int(row[3] or 0)) for row in rows}
+    return [HostLoad(host_id, capacities[host_id], reserved.get(host_id, Resources(0, 0, 0)))
+            for host_id in sorted(capacities)]

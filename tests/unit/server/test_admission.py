@@ -1,0 +1,163 @@
+"""Admission control (issue 13, finding 8): the decision on its own, then through the app with a
+fake agent that reports the host of the finding (2 CPUs, 24 GiB, 80 GiB free on the data disk)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from qbox.core.errors import InternalError
+from qbox.server.db.tables import Host, Sandbox
+from qbox.server.services.admission import HostCapacity, HostLoad, Overcommit, Resources, Shortfall, place
+from tests.unit.server.conftest import Harness, make_harness
+from tests.unit.server.fake_agent import FakeAgent
+from tests.unit.server.helpers import db_session
+
+GIB = 1024
+# The finding's host and request.
+SMALL_HOST = {"vcpus": 2, "memoryMb": 24 * GIB, "diskTotalMb": 250 * GIB, "diskFreeMb": 80 * GIB,
+              "sandboxDisksMb": 0}
+BIG_SPAWN = {"templateId": "tpl_python", "vcpus": 4, "memoryMb": 8 * GIB, "diskSizeMb": 20 * GIB}
+POLICY = Overcommit(cpu=4.0, memory=1.0, disk_reserve_mb=4 * GIB)
+NOTHING = Resources(0, 0, 0)
+
+
+def load(host_id: str = "h1", reserved: Resources = NOTHING, **capacity: int) -> HostLoad:
+    cap = {"vcpus": 2, "memory_mb": 24 * GIB, "disk_total_mb": 250 * GIB, "disk_free_mb": 80 * GIB, **capacity}
+    return HostLoad(host_id, HostCapacity(**cap), reserved)
+
+
+# --- the decision ------------------------------------------------------------------
+
+
+def test_a_request_that_fits_goes_to_the_first_host_with_room() -> None:
+    full = load("h1", Resources(8, 0, 0))
+    assert place([full, load("h2")], Resources(1, 512, 2048), POLICY) == "h2"
+    assert place([load("h1"), load("h2")], Resources(1, 512, 2048), POLICY) == "h1"
+
+
+@pytest.mark.parametrize(("reserved", "request_", "resource", "capacity"), [
+    # 2 CPUs x 4.0 overcommit = 8 vCPUs.
+    (Resources(8, 0, 0), Resources(1, 64, 64), "vcpus", 8),
+    # 24 GiB x 1.0.
+    (Resources(0, 20 * GIB, 0), Resources(1, 5 * GIB, 64), "memoryMb", 24 * GIB),
+    # 80 GiB free, less the 4 GiB reserve.
+    (Resources(0, 0, 60 * GIB), Resources(1, 64, 17 * GIB), "diskMb", 76 * GIB),
+])
+def test_the_first_resource_short_is_named(reserved: Resources, request_: Resources, resource: str,
+                                           capacity: int) -> None:
+    found = place([load(reserved=reserved)], request_, POLICY)
+    assert isinstance(found, list)
+    assert found == [Shortfall("h1", resource, getattr(request_, {"vcpus": "vcpus", "memoryMb": "memory_mb",
+                                                                  "diskMb": "disk_mb"}[resource]),
+                               getattr(reserved, {"vcpus": "vcpus", "memoryMb": "memory_mb",
+                                                  "diskMb": "disk_mb"}[resource]), capacity)]
+
+
+def test_exactly_full_still_fits_and_overcommit_scales() -> None:
+    assert place([load(reserved=Resources(7, 0, 0))], Resources(1, 64, 64), POLICY) == "h1"
+    lenient = Overcommit(cpu=8.0, memory=1.5, disk_reserve_mb=0)
+    assert place([load(reserved=Resources(15, 35 * GIB, 0))], Resources(1, GIB, 64), lenient) == "h1"
+
+
+def test_what_the_sandbox_disks_already_hold_is_not_counted_twice() -> None:
+    # 20 GiB of the live sandboxes' reservations is written: free space is 20 GiB lower.
+    written = load(reserved=Resources(0, 0, 40 * GIB), disk_free_mb=60 * GIB, sandbox_disks_mb=20 * GIB)
+    assert place([written], Resources(1, 64, 36 * GIB), POLICY) == "h1"
+    assert isinstance(place([written], Resources(1, 64, 37 * GIB), POLICY), list)
+
+
+def test_an_agent_without_a_disk_report_is_checked_on_cpu_and_memory_only() -> None:
+    unknown = HostLoad("h1", HostCapacity(vcpus=2, memory_mb=GIB), Resources(0, 0, 10**9))
+    assert place([unknown], Resources(1, 512, 10**6), POLICY) == "h1"
+
+
+def test_no_host_is_an_empty_refusal() -> None:
+    assert place([], Resources(1, 64, 64), POLICY) == []
+
+
+# --- through the app -----------------------------------------------------------------
+
+
+@pytest.fixture
+def small_host(tmp_path: Path) -> Iterator[Harness]:
+    agent = FakeAgent()
+    agent.capacity = dict(SMALL_HOST)
+    yield from make_harness(tmp_path, agent)
+
+
+def big_spawn(h: Harness) -> Any:
+    return h.client.post("/v1/sandboxes?wait=true&waitTimeoutSec=5", json=BIG_SPAWN, headers=h.auth())
+
+
+def live(h: Harness) -> list[str]:
+    with db_session(h.settings.data_dir) as session:
+        return list(session.scalars(select(Sandbox.id).where(Sandbox.status.in_(("booting", "running")))))
+
+
+def test_finding_8_four_big_spawns_on_a_small_host_stop_at_capacity(small_host: Harness) -> None:
+    # Before: all four ran (16 vCPU, 32 GiB, 80 GiB of disk on a 2-CPU, 24 GiB host).
+    codes = [big_spawn(small_host) for _ in range(4)]
+    assert [r.status_code for r in codes] == [201, 201, 503, 503]
+    refusal = codes[2]
+    error = refusal.json()["error"]
+    assert error["code"] == "host_no_capacity"
+    assert error["details"]["transient"] is True and error["details"]["resource"] == "vcpus"
+    assert error["details"]["reserved"] == 8 and error["details"]["capacity"] == 8
+    assert error["details"]["requested"] == {"vcpus": 4, "memoryMb": 8 * GIB, "diskMb": 20 * GIB}
+    assert refusal.headers["Retry-After"] == "5"
+    # Nothing half-made: two rows, two sandboxes on the agent.
+    assert len(live(small_host)) == 2 and len(small_host.agent.sandboxes) == 2
+    listed = small_host.client.get("/v1/sandboxes", headers=small_host.auth()).json()
+    assert len(listed) == 2
+
+
+def test_memory_then_disk_decide_when_cpus_are_overcommitted_further(tmp_path: Path) -> None:
+    agent = FakeAgent()
+    agent.capacity = dict(SMALL_HOST)
+    for h in make_harness(tmp_path, agent, overcommit_cpu=16.0):
+        assert [big_spawn(h).status_code for _ in range(3)] == [201, 201, 201]
+        r = big_spawn(h)
+        assert (r.status_code, r.json()["error"]["details"]["resource"]) == (503, "memoryMb")
+    agent = FakeAgent()
+    agent.capacity = {**SMALL_HOST, "diskFreeMb": 50 * GIB}
+    for h in make_harness(tmp_path / "disk", agent, overcommit_cpu=16.0):
+        assert [big_spawn(h).status_code for _ in range(2)] == [201, 201]
+        r = big_spawn(h)
+        assert (r.status_code, r.json()["error"]["details"]["resource"]) == (503, "diskMb")
+
+
+def test_capacity_comes_back_when_a_sandbox_ends(small_host: Harness) -> None:
+    first = big_spawn(small_host).json()
+    big_spawn(small_host)
+    assert big_spawn(small_host).status_code == 503
+    small_host.client.delete(f"/v1/sandboxes/{first['id']}", headers=small_host.auth())
+    assert big_spawn(small_host).status_code == 201
+
+
+def test_a_failed_boot_releases_its_reservation(small_host: Harness) -> None:
+    small_host.agent.fail_create = InternalError("boom")
+    for _ in range(3):
+        assert big_spawn(small_host).json()["status"] == "failed"
+    small_host.agent.fail_create = None
+    assert [big_spawn(small_host).status_code for _ in range(2)] == [201, 201]
+
+
+def test_concurrent_spawns_never_both_take_the_last_room(small_host: Harness) -> None:
+    small_host.agent.create_delay = 0.05
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        codes = list(pool.map(lambda _: big_spawn(small_host).status_code, range(12)))
+    assert sorted(codes) == [201] * 2 + [503] * 10
+    assert len(live(small_host)) == 2
+
+
+def test_the_host_row_keeps_the_agents_last_report(small_host: Harness) -> None:
+    big_spawn(small_host)
+    with db_session(small_host.settings.data_dir) as session:
+        host = session.scalars(select(Host)).one()
+    assert (host.total_vcpus, host.total_memory_mb, host.disk_free_mb) == (2, 24 * GIB, 80 * GIB)
