@@ -22,7 +22,7 @@ from qbox._version import __version__
 from qbox.agent.builds_api import builds_router
 from qbox.agent.capacity import host_capacity
 from qbox.agent.code_api import code_router
-from qbox.agent.command_stream import NDJSON, LogsQuery, logs_json, ndjson_response
+from qbox.agent.command_stream import NDJSON, LogsQuery, exec_answer, logs_answer, ndjson_response
 from qbox.agent.files_api import files_router
 from qbox.agent.hostprep import prepare_host
 from qbox.agent.images.build import KernelSource, image_kernels
@@ -47,6 +47,7 @@ from qbox.agent.sandboxes import ImageInfoLike, ImageSource, SandboxManager
 from qbox.agent.settings import AgentSettings, load_or_create_secret
 from qbox.agent.shell_api import check_secret, shell_router
 from qbox.core.asgi import install_error_handlers
+from qbox.core.disconnects import gone, unless_disconnected
 from qbox.core.timefmt import to_wire
 
 log = logging.getLogger("qbox.agent")
@@ -163,23 +164,21 @@ def _routes() -> APIRouter:
         return Response(status_code=204)
 
     @router.post("/sandboxes/{sandbox_id}/exec", response_model=None)
-    async def exec_command(sandbox_id: str, body: ExecRequest,
-                           request: Request) -> dict[str, Any] | StreamingResponse:
+    async def exec_command(sandbox_id: str, body: ExecRequest, request: Request) -> Response:
+        sandboxes = _agent(request).sandboxes
         if NDJSON in request.headers.get("accept", ""):
-            sandboxes = _agent(request).sandboxes
             record = await sandboxes.start_command(
                 sandbox_id, body.argv, env=body.env, cwd=body.cwd, user=body.user,
                 stdin=body.stdin, ephemeral=True)
             events = sandboxes.processes(sandbox_id).stream(record, timeout=body.timeout_seconds)
             return ndjson_response(events)
-        result = await _agent(request).sandboxes.exec(
+        # A caller that goes away cancels the wait, which kills the command's tree.
+        result = await unless_disconnected(request, sandboxes.exec(
             sandbox_id, body.argv, env=body.env, cwd=body.cwd, user=body.user,
-            stdin=body.stdin, timeout=body.timeout_seconds)
-        answer: dict[str, Any] = {"stdout": result.stdout, "stderr": result.stderr,
-                                  "exitCode": result.exit_code, "timedOut": result.timed_out}
-        if result.oom_killed:  # only then: the public /exec answer relays this shape
-            answer["oomKilled"] = True
-        return answer
+            stdin=body.stdin, timeout=body.timeout_seconds))
+        if result is None:
+            return gone()
+        return exec_answer(result)
 
     @router.post("/sandboxes/{sandbox_id}/commands")
     async def start_command(sandbox_id: str, body: CommandStart,
@@ -199,11 +198,11 @@ def _routes() -> APIRouter:
 
     @router.get("/sandboxes/{sandbox_id}/commands/{pid}/logs", response_model=None)
     async def command_logs(sandbox_id: str, pid: int, request: Request,
-                           query: LogsQuery = Depends()) -> dict[str, Any] | StreamingResponse:
+                           query: LogsQuery = Depends()) -> StreamingResponse:
         record = _agent(request).sandboxes.processes(sandbox_id).get(pid)
         if query.follow:
             return ndjson_response(follow(record, query.stdout_from, query.stderr_from))
-        return logs_json(record, query)
+        return logs_answer(record, query)
 
     @router.post("/sandboxes/{sandbox_id}/commands/{pid}/stdin", status_code=204)
     async def command_stdin(sandbox_id: str, pid: int, body: StdinWrite,

@@ -6,20 +6,27 @@ complete cumulative ``{stdout, stderr}``. With ``offset`` (both streams) or
 from there on, and where to continue (``stdoutNext``/``stderrNext``).
 ``follow=true`` streams ``{"type": "stdout"|"stderr", "data"}`` lines as
 output arrives, then one ``{"type": "exit", …}`` line.
+
+Answers that carry output (these and /exec's) are JSON written as it is read
+from the spool, a chunk at a time: 16 MiB of output is never one string here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from fastapi import Query
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from qbox.agent.processes import ProcessRecord
+from qbox.agent.output import OutputSpool
+from qbox.agent.processes import ExecResult, ProcessRecord
 
 NDJSON = "application/x-ndjson"
+_NO_STORE = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
 class LogsQuery:
@@ -35,13 +42,66 @@ class LogsQuery:
         self.follow = follow
 
 
-def logs_json(record: ProcessRecord, query: LogsQuery) -> dict[str, Any]:
+# A JSON object's members in order: plain values, or a spool's text from one character
+# offset to another (both fixed when the answer starts, so the numbers beside it agree).
+Member = tuple[str, Any] | tuple[str, OutputSpool, int, int]
+
+
+def _json_object(members: list[Member]) -> Iterator[bytes]:
+    for index, member in enumerate(members):
+        yield (b"{" if index == 0 else b",") + json.dumps(member[0]).encode() + b":"
+        if len(member) == 4:
+            _, spool, start, end = member
+            yield b'"'
+            for chunk in spool.chunks(start, end):
+                yield json.dumps(chunk, ensure_ascii=False)[1:-1].encode()
+            yield b'"'
+        else:
+            yield json.dumps(member[1], ensure_ascii=False).encode()
+    yield b"}" if members else b"{}"
+
+
+async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+        await asyncio.sleep(0)  # reading 16 MiB must not hold up everyone else
+
+
+class JsonStream(StreamingResponse):
+    """A JSON answer written while it is read; ``done`` runs once it is sent or the
+    client has gone (releases an /exec's spool), whatever happened."""
+
+    def __init__(self, members: list[Member], done: Callable[[], None] | None = None) -> None:
+        super().__init__(_aiter(_json_object(members)), media_type="application/json",
+                         headers={"Cache-Control": "no-store"})
+        self._done = done
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self._done is not None:
+                self._done()
+
+
+def logs_answer(record: ProcessRecord, query: LogsQuery) -> JsonStream:
+    out, err = record.stdout, record.stderr
     if not query.offsets_given:
-        return {"stdout": record.stdout.text(), "stderr": record.stderr.text()}
-    return {"stdout": record.stdout.text_from(query.stdout_from),
-            "stderr": record.stderr.text_from(query.stderr_from),
-            "stdoutNext": max(len(record.stdout), query.stdout_from),
-            "stderrNext": max(len(record.stderr), query.stderr_from)}
+        return JsonStream([("stdout", out, 0, len(out)), ("stderr", err, 0, len(err))])
+    out_end, err_end = max(len(out), query.stdout_from), max(len(err), query.stderr_from)
+    return JsonStream([("stdout", out, query.stdout_from, out_end),
+                       ("stderr", err, query.stderr_from, err_end),
+                       ("stdoutNext", out_end), ("stderrNext", err_end)])
+
+
+def exec_answer(result: ExecResult) -> JsonStream:
+    record = result.record
+    out, err = record.stdout, record.stderr
+    members: list[Member] = [("stdout", out, 0, len(out)), ("stderr", err, 0, len(err)),
+                             ("exitCode", record.exit_code), ("timedOut", result.timed_out)]
+    if record.oom_killed:  # only then: the public /exec answer relays this shape
+        members.append(("oomKilled", True))
+    return JsonStream(members, result.release)
 
 
 async def _lines(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
@@ -50,5 +110,4 @@ async def _lines(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
 
 
 def ndjson_response(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
-    return StreamingResponse(_lines(events), media_type=NDJSON,
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return StreamingResponse(_lines(events), media_type=NDJSON, headers=_NO_STORE)

@@ -4,7 +4,11 @@
 and ``/exec`` (start, wait, answer — or stream) share this manager. Records
 outlive their process — clients poll status until ``alive`` is false and
 only then read the logs — and are dropped oldest first beyond a count and an
-output budget, so memory stays bounded however many commands a sandbox runs.
+output budget, so disk use stays bounded however many commands a sandbox runs.
+Output is spooled to files in the sandbox's spool directory (``OutputSpool``),
+never held in memory; a record's spool is released when the record is
+dropped, an /exec's once its answer has been sent, and all of them when the
+sandbox ends.
 
 Killing a command signals its whole tree (``ProcessHandle.signal_tree``),
 and what is left of it after a grace period gets SIGKILL.
@@ -14,15 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal as signals
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from qbox.agent.output import DEFAULT_CAP_BYTES, OutputBuffer
+from qbox.agent.output import DEFAULT_CAP_BYTES, OutputSpool
 from qbox.agent.runtime.base import ExitStatus, ProcessHandle, ProcessSpec, RuntimeDriver
 from qbox.core.errors import ConflictError, ProcessNotFoundError, ValidationError
 from qbox.core.timefmt import utcnow
@@ -42,13 +48,13 @@ _READ_CHUNK = 64 * 1024
 Event = dict[str, Any]
 
 
-@dataclass
+@dataclass(eq=False)  # by identity: a pid is reused, a record is not
 class ProcessRecord:
     pid: int
     command: list[str]
     started_at: datetime
-    stdout: OutputBuffer
-    stderr: OutputBuffer
+    stdout: OutputSpool
+    stderr: OutputSpool
     handle: ProcessHandle
     exit: ExitStatus | None = None
     ended_at: datetime | None = None
@@ -75,23 +81,39 @@ class ProcessRecord:
     def signal(self) -> int:
         return self.exit.signal if self.exit else 0
 
+    def release_output(self) -> None:
+        self.stdout.release()
+        self.stderr.release()
+
 
 @dataclass(frozen=True)
 class ExecResult:
-    stdout: str
-    stderr: str
-    exit_code: int
-    signal: int
+    """A finished /exec: its record (whose output the caller streams, then releases
+    with ``ProcessManager.release``) and whether its timeout ran out."""
+
+    record: ProcessRecord
     timed_out: bool
-    oom_killed: bool = False
+    release: Callable[[], None]
+
+    @property
+    def exit_code(self) -> int:
+        return self.record.exit_code
+
+    @property
+    def signal(self) -> int:
+        return self.record.signal
+
+    @property
+    def oom_killed(self) -> bool:
+        return self.record.oom_killed
 
 
-async def _pump(reader: asyncio.StreamReader, buffer: OutputBuffer) -> None:
+async def _pump(reader: asyncio.StreamReader, spool: OutputSpool) -> None:
     try:
         while chunk := await reader.read(_READ_CHUNK):
-            buffer.feed(chunk)  # past the cap this drops, but keeps draining the pipe
+            spool.feed(chunk)  # past the cap this drops, but keeps draining the pipe
     finally:
-        buffer.close()
+        spool.close()
 
 
 async def _feed_stdin(writer: asyncio.StreamWriter, text: str) -> None:
@@ -141,8 +163,9 @@ async def follow(record: ProcessRecord, stdout_offset: int = 0,
     while True:
         ended = record.finished.is_set()
         for name, buffer in buffers.items():
-            if data := buffer.text_from(offsets[name]):
-                offsets[name] = len(buffer)
+            # A chunk at a time: a follower starting at 0 of 16 MiB gets many events.
+            for data in buffer.chunks(offsets[name]):
+                offsets[name] += len(data)
                 yield {"type": name, "data": data}
         if ended:
             yield exit_event(record)
@@ -162,8 +185,11 @@ class ProcessManager:
                  max_finished: int = 1000, output_cap_bytes: int = DEFAULT_CAP_BYTES,
                  finished_output_budget: int = 64 * 1024 * 1024,
                  oom_kills: Callable[[], int | None] | None = None,
-                 kill_grace: float = DEFAULT_KILL_GRACE_SECONDS) -> None:
+                 kill_grace: float = DEFAULT_KILL_GRACE_SECONDS,
+                 spool_dir: Path | None = None) -> None:
         self._runtime = runtime
+        # Where output is spooled (the sandbox's own disk); None: the system's temp dir.
+        self._spool_dir = spool_dir
         self._kill_grace = kill_grace
         # The sandbox's OOM-kill counter (cgroups.oom_kills), if it has one.
         self._oom_kills = oom_kills or (lambda: None)
@@ -175,6 +201,8 @@ class ProcessManager:
         # Finished pids, oldest first, with their output size.
         self._finished: OrderedDict[int, int] = OrderedDict()
         self._finished_bytes = 0
+        # Finished /exec records whose answer is still being sent (see ``release``).
+        self._held: set[ProcessRecord] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         # Kills waiting out their grace period (a subset of the tasks).
         self._kills: set[asyncio.Task[None]] = set()
@@ -191,10 +219,16 @@ class ProcessManager:
         the pipe open for ``write_stdin`` instead. Neither: it reads /dev/null."""
         started_at = utcnow()
         oom_kills = self._oom_kills()
-        handle = await self._runtime.exec(self._container_id, spec,
-                                          stdin=stdin is not None or keep_stdin)
-        record = ProcessRecord(handle.pid, list(spec.args), started_at,
-                               OutputBuffer(self._output_cap), OutputBuffer(self._output_cap),
+        stdout = OutputSpool(self._spool_dir, self._output_cap)
+        stderr = OutputSpool(self._spool_dir, self._output_cap)
+        try:
+            handle = await self._runtime.exec(self._container_id, spec,
+                                              stdin=stdin is not None or keep_stdin)
+        except BaseException:
+            stdout.release()
+            stderr.release()
+            raise
+        record = ProcessRecord(handle.pid, list(spec.args), started_at, stdout, stderr,
                                handle, ephemeral=ephemeral, oom_kills_at_start=oom_kills)
         if keep_stdin:
             record.stdin, record.has_stdin = handle.stdin, True
@@ -226,7 +260,9 @@ class ProcessManager:
         if self._records.get(record.pid) is not record:
             return
         if record.ephemeral:
-            self._forget(record.pid)
+            self._records.pop(record.pid, None)
+            if not record.stdout.released:
+                self._held.add(record)  # until its answer is sent
         else:
             size = record.stdout.bytes_kept + record.stderr.bytes_kept
             self._finished[record.pid] = size
@@ -243,7 +279,15 @@ class ProcessManager:
         size = self._finished.pop(pid, None)
         if size is not None:
             self._finished_bytes -= size
-        self._records.pop(pid, None)
+        record = self._records.pop(pid, None)
+        if record is not None and not record.ephemeral:
+            record.release_output()
+
+    def release(self, record: ProcessRecord) -> None:
+        """An /exec's output has been sent (or nobody wants it any more): give its
+        spool's space back. Safe while the command still runs (its output is dropped)."""
+        self._held.discard(record)
+        record.release_output()
 
     def get(self, pid: int) -> ProcessRecord:
         record = self._records.get(pid)
@@ -300,7 +344,8 @@ class ProcessManager:
 
     async def run(self, spec: ProcessSpec, *, stdin: str | None = None,
                   timeout: float | None = None) -> ExecResult:
-        """Start, wait (at most ``timeout`` seconds, then SIGKILL), and return the output."""
+        """Start, wait (at most ``timeout`` seconds, then SIGKILL), and return the finished
+        record; the caller sends its output, then calls ``release``."""
         record = await self.start(spec, stdin=stdin, ephemeral=True)
         timed_out = False
         try:
@@ -313,9 +358,9 @@ class ProcessManager:
         except asyncio.CancelledError:
             # The caller went away (HTTP client disconnected): do not leave it running.
             self._spawn(self._kill_tree(record, signals.SIGKILL))
+            self.release(record)
             raise
-        return ExecResult(record.stdout.text(), record.stderr.text(), record.exit_code,
-                          record.signal, timed_out, record.oom_killed)
+        return ExecResult(record, timed_out, functools.partial(self.release, record))
 
     async def stream(self, record: ProcessRecord, *,
                      timeout: float | None = None) -> AsyncIterator[Event]:
@@ -340,6 +385,7 @@ class ProcessManager:
             timer.cancel()
             if record.alive:
                 self._spawn(self._kill_tree(record, signals.SIGKILL))
+            self.release(record)
 
     async def close(self) -> None:
         """Stop watching (after the sandbox was deleted, its processes are gone)."""
@@ -364,11 +410,13 @@ class ProcessManager:
                 task.cancel()
             with contextlib.suppress(Exception):
                 await asyncio.gather(*pending, return_exceptions=True)
-        for record in self._records.values():
+        for record in [*self._records.values(), *self._held]:
             if not record.finished.is_set():
                 # Its watcher was cancelled: end the record anyway, so no follower waits on.
                 record.exit = record.exit or ExitStatus.killed_by(signals.SIGKILL)
                 record.finished.set()
+            record.release_output()
         self._records.clear()
+        self._held.clear()
         self._finished.clear()
         self._finished_bytes = 0

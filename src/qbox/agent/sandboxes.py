@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -118,6 +119,16 @@ def _image_env(images: ImageSource, digest: str) -> dict[str, str]:
         if sep and key:
             env[key] = value
     return env
+
+
+def output_spool_dir(directory: Path) -> Path:
+    """Where a sandbox's command output is spooled: beside its writable layer on its own
+    disk when it has one (so output counts against its disk quota, out of its sight),
+    else in its directory."""
+    disk = directory / "disk"
+    spool = (disk if os.path.ismount(disk) else directory) / "output"
+    spool.mkdir(mode=0o700, exist_ok=True)
+    return spool
 
 
 class SandboxManager:
@@ -359,6 +370,7 @@ class SandboxManager:
             output_cap_bytes=self._settings.output_cap_bytes,
             oom_kills=oom_counter(sandbox.id),
             kill_grace=self._settings.kill_grace_seconds,
+            spool_dir=output_spool_dir(sandbox.directory),
         )
         self._watchers[sandbox.id] = asyncio.create_task(self._watch(sandbox))
         self.interpreters.attach(sandbox.id, sandbox.rootfs,

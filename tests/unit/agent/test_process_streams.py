@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from qbox.agent.output import OutputBuffer
+from qbox.agent.output import OutputSpool
 from qbox.agent.processes import ProcessManager, follow
 from qbox.agent.runtime.base import ProcessSpec
 from qbox.agent.runtime.fake import FakeRuntime
@@ -49,7 +49,7 @@ def _joined(events: list[dict[str, Any]], stream: str) -> str:
 
 
 async def test_buffer_followers_wake_on_new_text_and_on_close() -> None:
-    buffer = OutputBuffer()
+    buffer = OutputSpool()
     waiting = asyncio.ensure_future(buffer.wait_for_more(0))
     await asyncio.sleep(0)
     assert not waiting.done()
@@ -135,7 +135,7 @@ async def test_stdin_refused_without_a_pipe_or_for_unknown_pids(manager: Process
         await manager.write_stdin(999999, "x")
     # Without a pipe, stdin is /dev/null: cat ends at once.
     result = await manager.run(_spec("cat"), timeout=5)
-    assert (result.stdout, result.exit_code, result.timed_out) == ("", 0, False)
+    assert (result.record.stdout.text(), result.exit_code, result.timed_out) == ("", 0, False)
 
 
 async def test_closing_stdin_twice_is_a_conflict(manager: ProcessManager) -> None:

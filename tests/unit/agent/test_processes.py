@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -26,7 +27,22 @@ async def manager(tmp_path: Path) -> ProcessManager:
     (tmp_path / "rootfs").mkdir()
     (tmp_path / "config.json").write_text(json.dumps({"root": {"path": str(tmp_path / "rootfs")}}))
     await runtime.run("sb_test0001", tmp_path)
-    return ProcessManager(runtime, "sb_test0001", max_finished=3, output_cap_bytes=1024)
+    spool = tmp_path / "output"
+    spool.mkdir()
+    return ProcessManager(runtime, "sb_test0001", max_finished=3, output_cap_bytes=1024,
+                          spool_dir=spool)
+
+
+def _spools(manager: ProcessManager) -> int:
+    """How many spool files of ``manager`` are open (they are unlinked: only fds show them)."""
+    directory = str(manager._spool_dir)
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith(directory)
+        except OSError:
+            pass
+    return count
 
 
 async def _finished(manager: ProcessManager, pid: int, timeout: float = 5) -> None:
@@ -35,18 +51,19 @@ async def _finished(manager: ProcessManager, pid: int, timeout: float = 5) -> No
 
 async def test_exit_code_and_streams(manager: ProcessManager) -> None:
     result = await manager.run(_spec("sh", "-c", "echo out; echo err >&2; exit 3"))
-    assert (result.stdout, result.stderr, result.exit_code, result.timed_out) == (
+    record = result.record
+    assert (record.stdout.text(), record.stderr.text(), result.exit_code, result.timed_out) == (
         "out\n", "err\n", 3, False)
 
 
 async def test_stdin_is_written_then_closed(manager: ProcessManager) -> None:
     result = await manager.run(_spec("cat"), stdin="hello\nworld")
-    assert result.stdout == "hello\nworld"
+    assert result.record.stdout.text() == "hello\nworld"
 
 
 async def test_without_stdin_the_command_reads_eof(manager: ProcessManager) -> None:
     result = await manager.run(_spec("cat"), timeout=5)
-    assert (result.stdout, result.exit_code, result.timed_out) == ("", 0, False)
+    assert (result.record.stdout.text(), result.exit_code, result.timed_out) == ("", 0, False)
 
 
 async def test_timeout_kills_and_reports(manager: ProcessManager) -> None:
@@ -87,8 +104,8 @@ async def test_fast_process_is_queryable_after_exit(manager: ProcessManager) -> 
 
 async def test_output_is_capped_with_a_marker(manager: ProcessManager) -> None:
     result = await manager.run(_spec("sh", "-c", "head -c 5000 /dev/zero | tr '\\0' x"))
-    assert result.stdout.startswith("x" * 1024)
-    assert "output truncated" in result.stdout
+    assert result.record.stdout.text().startswith("x" * 1024)
+    assert "output truncated" in result.record.stdout.text()
     assert result.exit_code == 0
 
 
@@ -147,3 +164,48 @@ async def test_a_command_killed_while_the_oom_counter_rose_is_flagged(tmp_path: 
     result = await manager.run(_spec("sh", "-c", "exit 3"))
     assert result.oom_killed is False
     await manager.close()
+
+
+# --- the output spool's life: a spool per stream, released when its record goes ---------
+
+async def test_output_is_spooled_in_the_given_directory_and_released_on_eviction(
+        manager: ProcessManager) -> None:
+    records = []
+    for _ in range(5):
+        record = await manager.start(_spec("echo", "hi"))
+        await _finished(manager, record.pid)
+        records.append(record)
+    # Three records kept (max_finished), two streams each; the evicted ones are gone.
+    assert _spools(manager) == 6
+    assert [r.stdout.released for r in records] == [True, True, False, False, False]
+    assert records[-1].stdout.text() == "hi\n"
+    await manager.close()
+    assert _spools(manager) == 0
+
+
+async def test_an_exec_keeps_its_spool_until_released(manager: ProcessManager) -> None:
+    result = await manager.run(_spec("sh", "-c", "echo out; echo err >&2"))
+    assert manager.list() == [] and _spools(manager) == 2
+    assert result.record.stdout.text() == "out\n"
+    result.release()
+    assert _spools(manager) == 0 and result.record.stdout.text() == ""
+
+
+async def test_an_exec_abandoned_by_its_caller_releases_its_spool(manager: ProcessManager) -> None:
+    run = asyncio.ensure_future(manager.run(_spec("sh", "-c", "echo x; sleep 30")))
+    while _spools(manager) < 2:
+        await asyncio.sleep(0.01)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert _spools(manager) == 0
+    await manager.close()
+
+
+async def test_a_finished_exec_not_yet_sent_is_released_when_the_sandbox_ends(
+        manager: ProcessManager) -> None:
+    await manager.run(_spec("echo", "unsent"))
+    assert _spools(manager) == 2
+    await manager.close()
+    assert _spools(manager) == 0
+

@@ -28,7 +28,7 @@ from qbox.core.errors import (
     ValidationError,
 )
 from qbox.core.timefmt import to_wire, utcnow
-from qbox.server.agents import FileStream, ShellOptions, WriteOptions
+from qbox.server.agents import FileStream, Relayed, ShellOptions, WriteOptions
 from tests.unit.server.fake_interpreter import LANGUAGES, FakeInterpreter
 
 
@@ -36,13 +36,30 @@ from tests.unit.server.fake_interpreter import LANGUAGES, FakeInterpreter
 _PRIVATE = ("stdout", "stderr", "body", "stdinData")
 
 
-async def _events(first: list[dict[str, Any]], output: dict[str, Any],
-                  exit_fields: dict[str, Any]) -> AsyncIterator[bytes]:
+async def _lines(events: list[dict[str, Any]]) -> AsyncIterator[bytes]:
+    for event in events:
+        yield json.dumps(event).encode() + b"\n"
+
+
+async def _no_close() -> None:
+    pass
+
+
+def _events(first: list[dict[str, Any]], output: dict[str, Any],
+            exit_fields: dict[str, Any]) -> Relayed:
     """An NDJSON event stream as the agent sends it, from a finished command."""
     events = [*first, *({"type": name, "data": output[name]} for name in ("stdout", "stderr")
                         if output[name]), {"type": "exit", **exit_fields}]
-    for event in events:
-        yield json.dumps(event).encode() + b"\n"
+    return Relayed(_lines(events), _no_close)
+
+
+def _json(answer: dict[str, Any]) -> Relayed:
+    """A JSON answer relayed in two pieces, as the agent streams it."""
+    async def pieces() -> AsyncIterator[bytes]:
+        text = json.dumps(answer).encode()
+        yield text[:len(text) // 2]
+        yield text[len(text) // 2:]
+    return Relayed(pieces(), _no_close)
 
 
 class FakeShell:
@@ -305,6 +322,9 @@ class FakeAgent:
         self._require(sandbox_id)
         return await self._run(body)
 
+    async def exec_relayed(self, sandbox_id: str, body: dict[str, Any]) -> Relayed:
+        return _json(await self.exec(sandbox_id, body))
+
     async def start_command(self, sandbox_id: str, body: dict[str, Any]) -> dict[str, Any]:
         table = self._require(sandbox_id)
         pid = next(self._pids)
@@ -347,7 +367,11 @@ class FakeAgent:
         return {k: v for k, v in command.items() if k not in _PRIVATE}
 
     async def command_logs(self, sandbox_id: str, pid: int,
-                           offsets: dict[str, int] | None = None) -> dict[str, Any]:
+                           offsets: dict[str, int] | None = None) -> Relayed:
+        return _json(self._logs(sandbox_id, pid, offsets))
+
+    def _logs(self, sandbox_id: str, pid: int,
+              offsets: dict[str, int] | None = None) -> dict[str, Any]:
         command = self._command(sandbox_id, pid)
         if not offsets:
             return {"stdout": command["stdout"], "stderr": command["stderr"]}
@@ -358,13 +382,13 @@ class FakeAgent:
                 "stderrNext": max(err, len(command["stderr"]))}
 
     async def follow_command(self, sandbox_id: str, pid: int,
-                             offsets: dict[str, int]) -> AsyncIterator[bytes]:
+                             offsets: dict[str, int]) -> Relayed:
         command = self._command(sandbox_id, pid)
-        logs = await self.command_logs(sandbox_id, pid, offsets or {"offset": 0})
+        logs = self._logs(sandbox_id, pid, offsets or {"offset": 0})
         return _events([], logs, {"exitCode": command["exitCode"], "signal": 0,
                                   "oomKilled": False})
 
-    async def exec_stream(self, sandbox_id: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def exec_stream(self, sandbox_id: str, body: dict[str, Any]) -> Relayed:
         self._require(sandbox_id)
         result = await self._run(body)
         return _events([{"type": "started", "pid": next(self._pids)}], result,

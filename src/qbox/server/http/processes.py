@@ -4,6 +4,11 @@ Besides the published contract (WIRE_PROTOCOL.md §4.3), qbox extensions
 (docs/api.md, "Commands: streaming and stdin"): log offsets, ``follow=true``
 and ``Accept: application/x-ndjson`` on /exec as NDJSON streams relayed from
 the agent, and stdin for background commands.
+
+Output is relayed as the agent streams it, never read whole here. A plain
+/exec whose client goes away is cancelled (which closes the agent call, and
+the agent then kills the command's tree); streamed answers stop with their
+client, and their agent call is closed even if nothing was sent yet.
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 from starlette.background import BackgroundTask
 
+from qbox.core.disconnects import gone, unless_disconnected
+from qbox.server.agents import Relayed
 from qbox.server.http.deps import json_body, note_of, require, services_of
 from qbox.server.http.openapi import media, request_body
 from qbox.server.http.schemas import CommandBody, ExecBody, StdinBody
@@ -26,9 +34,27 @@ router = APIRouter(prefix="/v1/sandboxes/{sandbox_id}")
 NDJSON = "application/x-ndjson"
 
 
-def _ndjson(lines: AsyncIterator[bytes]) -> StreamingResponse:
-    return StreamingResponse(lines, media_type=NDJSON,
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+class RelayResponse(StreamingResponse):
+    """An agent's answer streamed on; the agent call is closed however the response ends."""
+
+    def __init__(self, relayed: Relayed, media_type: str) -> None:
+        super().__init__(relayed.chunks, media_type=media_type,
+                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        self._relayed = relayed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._relayed.close()
+
+
+def _ndjson(relayed: Relayed) -> RelayResponse:
+    return RelayResponse(relayed, NDJSON)
+
+
+def _json(relayed: Relayed) -> RelayResponse:
+    return RelayResponse(relayed, "application/json")
 
 
 def _held(response: StreamingResponse, slot: Slot) -> StreamingResponse:
@@ -54,7 +80,7 @@ def _note_command(request: Request, body: CommandBody) -> None:
              responses=media(200, "application/json", NDJSON))
 async def exec_command(
     sandbox_id: str, request: Request, principal: Principal = require("sandboxes:execute", action="sandbox.exec")
-) -> dict[str, Any] | StreamingResponse:
+) -> Response:
     body = await json_body(request, ExecBody)
     _note_command(request, body)
     processes = services_of(request).processes
@@ -62,7 +88,11 @@ async def exec_command(
         if NDJSON in request.headers.get("accept", ""):
             stream = await processes.exec_stream(principal, sandbox_id, body.to_agent())
             return _held(_ndjson(stream), slot.pass_on())
-        return await processes.exec(principal, sandbox_id, body.to_agent())
+        # The wait is cancelled when the client goes away (the agent then kills the command).
+        answer = await unless_disconnected(request, processes.exec(principal, sandbox_id,
+                                                                   body.to_agent()))
+        # The agent's answer is relayed as it comes: the slot is held until it has.
+        return gone() if answer is None else _held(_json(answer), slot.pass_on())
 
 
 @router.post("/commands", status_code=201, openapi_extra=request_body(CommandBody))
@@ -104,13 +134,13 @@ async def command_logs(
     stderr_offset: int | None = Query(default=None, alias="stderrOffset", ge=0),
     follow: bool = Query(default=False),
     principal: Principal = require("sandboxes:read"),
-) -> dict[str, Any] | StreamingResponse:
+) -> StreamingResponse:
     given = {"offset": offset, "stdoutOffset": stdout_offset, "stderrOffset": stderr_offset}
     offsets = {name: value for name, value in given.items() if value is not None}
     processes = services_of(request).processes
     if follow:
         return _ndjson(await processes.follow(principal, sandbox_id, pid, offsets))
-    return await processes.logs(principal, sandbox_id, pid, offsets or None)
+    return _json(await processes.logs(principal, sandbox_id, pid, offsets or None))
 
 
 @router.post("/commands/{pid}/stdin", status_code=204, openapi_extra=request_body(StdinBody))
