@@ -117,6 +117,7 @@ def _routes() -> APIRouter:
     @router.post("/images")
     async def import_image(body: ImageImport, request: Request) -> dict[str, Any]:
         images = _agent(request).images
+        _agent(request).settings.refuse_own_state(body.ref)
         info = await images.import_image(body.ref, body.name)
         return {"digest": info.digest, "sizeBytes": info.size_bytes,
                 "kernels": await image_kernels(images, info.digest)}

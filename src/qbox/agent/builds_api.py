@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 
 from qbox.agent.command_stream import ndjson_response
 from qbox.agent.images.build import BuildJob
+from qbox.agent.images.recipe import machine_cache_dir
 from qbox.agent.models import BuildRequest
 
 log = logging.getLogger("qbox.agent.builds")
@@ -24,7 +25,9 @@ def builds_router() -> APIRouter:
     @router.post("/builds")
     async def build(body: BuildRequest, request: Request) -> StreamingResponse:
         agent = request.app.state.agent
-        job = BuildJob(body, agent.images, agent.sandboxes, data_dir=agent.settings.data_dir)
+        policy = agent.settings.build_ref_policy(machine_cache_dir() / "base-images")
+        job = BuildJob(body, agent.images, agent.sandboxes, data_dir=agent.settings.data_dir,
+                       policy=policy)
         # Never the request itself: it may carry registry credentials.
         log.info("building template %s from %s (%d steps) in %s", body.name, body.ref,
                  len(body.steps), job.sandbox_id)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qbox.agent.images.refs import parse_insecure_registries
+from qbox.core.image_refs import ImageRefPolicy, local_path
 
 DEFAULT_DATA_DIR = Path("/var/lib/qbox")
 SECRET_FILE = "agent-secret"
@@ -55,6 +56,11 @@ class AgentSettings:
     network_blocked: tuple[str, ...] = ()
     # Registries reached without TLS verification besides loopback ones (host[:port]).
     insecure_registries: tuple[str, ...] = ()
+    # What a template build may pull (core/image_refs.py; the control plane checked first):
+    # registries that may be on internal addresses (host[:port]; QBOX_REGISTRY is one too),
+    # and the directories local sources must be in (the base-image cache always is).
+    trusted_registries: tuple[str, ...] = ()
+    import_dirs: tuple[str, ...] = ()
     # --- isolation (docs/isolation.md) ---
     # Ids 0–65535 in a sandbox are host ids userns_base–userns_base+65535;
     # None → no user namespace (root in a sandbox is the host's root: tests only).
@@ -76,6 +82,19 @@ class AgentSettings:
     @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
+
+    def build_ref_policy(self, base_images_dir: Path) -> ImageRefPolicy:
+        """What a template build may pull: the import dirs and ``base_images_dir`` (the
+        built-in images), never this agent's own data dir; internal registries if trusted."""
+        return ImageRefPolicy.from_settings(self.trusted_registries, [*self.import_dirs, str(base_images_dir)],
+                                            forbidden_dirs=[str(self.data_dir)])
+
+    def refuse_own_state(self, ref: str) -> None:
+        """ValidationError for a local source in this agent's data dir: its own store is nobody's
+        image source (built-ins come from wherever the operator put them, else)."""
+        if local_path(ref) is not None:
+            ImageRefPolicy.from_settings(None, "/", forbidden_dirs=[str(self.data_dir)]).check(
+                ref, local_allowed=True, realpath=os.path.realpath)
 
     @property
     def sandboxes_dir(self) -> Path:
@@ -108,7 +127,8 @@ class AgentSettings:
         ``QBOX_NETWORK_DNS`` and ``QBOX_NETWORK_BLOCKED`` (comma-separated),
         ``QBOX_AGENT_OUTPUT_CAP`` (bytes, or with a K/M/G suffix) and
         ``QBOX_AGENT_KILL_GRACE`` and ``QBOX_IMAGE_GC_GRACE_SECONDS`` (seconds) and
-        ``QBOX_INSECURE_REGISTRIES`` (comma-separated); keyword arguments win."""
+        ``QBOX_INSECURE_REGISTRIES``, ``QBOX_TRUSTED_REGISTRIES`` and ``QBOX_IMPORT_DIRS``
+        (comma-separated) and ``QBOX_REGISTRY`` (trusted); keyword arguments win."""
         values: dict[str, object] = {}
         if os.environ.get("QBOX_DATA_DIR"):
             values["data_dir"] = Path(os.environ["QBOX_DATA_DIR"])
@@ -135,10 +155,19 @@ class AgentSettings:
         if os.environ.get("QBOX_INSECURE_REGISTRIES"):
             values["insecure_registries"] = tuple(sorted(
                 parse_insecure_registries(os.environ["QBOX_INSECURE_REGISTRIES"])))
+        trusted = [*_listed("QBOX_TRUSTED_REGISTRIES"), *_listed("QBOX_REGISTRY")[:1]]
+        if trusted:
+            values["trusted_registries"] = tuple(trusted)
+        if _listed("QBOX_IMPORT_DIRS"):
+            values["import_dirs"] = tuple(_listed("QBOX_IMPORT_DIRS"))
         if os.environ.get("QBOX_IMAGE_GC_GRACE_SECONDS"):
             values["image_gc_grace_seconds"] = float(os.environ["QBOX_IMAGE_GC_GRACE_SECONDS"])
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _listed(name: str) -> list[str]:
+    return [part.strip() for part in os.environ.get(name, "").split(",") if part.strip()]
 
 
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}

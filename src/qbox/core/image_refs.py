@@ -202,7 +202,8 @@ class ImageRefPolicy:
                       forbidden_dirs: Iterable[str] = ()) -> ImageRefPolicy:
         """From ``QBOX_TRUSTED_REGISTRIES`` / ``QBOX_IMPORT_DIRS`` (comma-separated) and
         ``QBOX_REGISTRY`` (where builds are pushed: trusted too)."""
-        listed = set(_split(trusted))
+        # "host[:port]/prefix" (as QBOX_REGISTRY is written) trusts the host[:port].
+        listed = {entry.partition("/")[0] for entry in _split(trusted)}
         if registry:
             listed.add(registry.strip().partition("/")[0])
         dirs = tuple(PurePosixPath(os.path.normpath(d)) for d in _split(import_dirs))

@@ -290,7 +290,7 @@ def test_clean_keeps_what_steps_changed_and_drops_untouched_seeds(tmp_path: Path
 @pytest.fixture
 async def client(tmp_path: Path, store: BuildStore) -> AsyncIterator[httpx.AsyncClient]:
     settings = AgentSettings(data_dir=tmp_path / "data", secret="s", runtime="fake",
-                             prepare_host=False)
+                             prepare_host=False, import_dirs=("/images",))
     app = create_app(settings, runtime=FakeRuntime(), store=store)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
@@ -352,7 +352,8 @@ async def test_host_paths_of_the_agent_stay_out_of_the_log_and_the_error(
         raise InternalError(f"umoci unpack failed: {data_dir}/images/tmp/unpack-1/bundle/rootfs: bad")
 
     store.import_image = unpack_fails  # type: ignore[method-assign]
-    events = await _events(BuildJob(_request(), store, manager, data_dir=data_dir))
+    # A registry image (a local source's failure is one generic sentence: test_build_ref_policy).
+    events = await _events(BuildJob(_request(ref="ghcr.io/team/base:1"), store, manager, data_dir=data_dir))
     assert events[-1]["type"] == "error"
     assert events[-1]["message"] == ("pull failed: umoci unpack failed: "
                                      "<agent data dir>/images/tmp/unpack-1/bundle/rootfs: bad")

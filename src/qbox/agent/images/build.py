@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import secrets
 import shutil
 import time
@@ -35,6 +36,7 @@ from qbox.agent.processes import follow
 from qbox.agent.sandbox import Sandbox, SandboxParams
 from qbox.agent.sandboxes import SandboxManager
 from qbox.core.errors import QboxError, ValidationError
+from qbox.core.image_refs import LOCAL_SOURCE_UNUSABLE, ImageRefPolicy, local_path
 
 log = logging.getLogger("qbox.agent.builds")
 
@@ -140,8 +142,11 @@ class _State:
 
 class BuildJob:
     def __init__(self, request: BuildRequest, store: BuildStore, sandboxes: SandboxManager,
-                 *, data_dir: Path | None = None) -> None:
+                 *, data_dir: Path | None = None, policy: ImageRefPolicy | None = None) -> None:
         self._request = request
+        # What may be pulled, checked again here: the control plane checked it, but this
+        # host's files and network are ours to guard (None: anything, for tests of steps).
+        self._policy = policy
         # Where the agent keeps its state: the host's business, kept out of what users read.
         self._data_dir = str(data_dir) if data_dir is not None else None
         self._store = store
@@ -228,13 +233,22 @@ class BuildJob:
 
     async def _import_base(self) -> Any:
         request = self._request
+        if self._policy is not None:
+            try:
+                await asyncio.to_thread(self._policy.check, request.ref, local_allowed=True,
+                                        realpath=os.path.realpath)
+            except QboxError as exc:
+                raise _Refused(exc.message) from None
+        # Whatever goes wrong with a host path is told in the same words: a user must not
+        # learn from a build which files exist on the host or what they hold.
+        local = local_path(request.ref) is not None
         try:
             return await self._store.import_image(request.ref, request.name, self._log,
                                                   credentials=self._credentials)
         except ValidationError as exc:
-            raise _Refused(exc.message) from exc
+            raise _Refused(LOCAL_SOURCE_UNUSABLE if local else exc.message) from exc
         except QboxError as exc:
-            raise BuildFailed(f"pull failed: {exc.message}") from exc
+            raise BuildFailed(f"pull failed: {LOCAL_SOURCE_UNUSABLE if local else exc.message}") from exc
 
     async def _check_user_in_base(self, digest: str) -> None:
         # Without steps no sandbox runs: the base image's rootfs is where the user must be.
