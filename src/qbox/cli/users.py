@@ -1,14 +1,15 @@
-"""``qbox users`` (admin): add, list, inspect and disable users; set their passwords."""
+"""``qbox users`` (admin): add, list, inspect and disable users; set their passwords and quotas."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from qbox.cli.context import CliState, confirm_or_decline, json_option, pass_state
-from qbox.sdk import UserInfo, Users
+from qbox.sdk import QuotaDefaults, QuotaInfo, UserInfo, Users
 
 USER_COLUMNS = ("ID", "EMAIL", "ROLE", "STATUS", "PASSWORD", "CREATED")
 
@@ -107,3 +108,136 @@ def set_password(state: CliState, user_id: str, password_stdin: bool) -> None:
         state.emit_json({"id": user_id, "hasPassword": True})
     else:
         state.env.out(f"password set for {user_id}")
+
+
+# --- quotas --------------------------------------------------------------------
+
+QUOTA_COLUMNS = ("QUOTA", "LIMIT", "USED", "OVERRIDE")
+# Option / row name -> QuotaValues field.
+QUOTA_OPTIONS = {"sandboxes": "sandboxes", "vcpus": "vcpus", "memory-mb": "memory_mb",
+                 "disk-mb": "disk_mb", "commands": "commands", "shells": "shells"}
+
+
+class LimitType(click.ParamType):
+    """A quota given on the command line: a whole number, or ``default`` to drop the override."""
+
+    name = "N|default"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if value == "default":
+            return "default"
+        if isinstance(value, int):
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a whole number or 'default'", param, ctx)
+        if number < 0:
+            self.fail("must be 0 or more", param, ctx)
+        return number
+
+
+def quota_options(func: Any) -> Any:
+    for option, field in reversed(QUOTA_OPTIONS.items()):
+        func = click.option(f"--{option}", field, type=LimitType(), default=None,
+                            help=f"{option.replace('-', ' ')}: a number, or 'default'")(func)
+    return func
+
+
+Limit = int | str | None
+
+
+@dataclass(frozen=True)
+class QuotaChange:
+    """The quota options given: numbers to set, and the names to reset ('default')."""
+
+    limits: dict[str, int]
+    reset: list[str]
+
+    @classmethod
+    def of(cls, **given: Limit) -> QuotaChange:
+        return cls({name: value for name, value in given.items() if isinstance(value, int)},
+                   [name for name, value in given.items() if value == "default"])
+
+    @property
+    def empty(self) -> bool:
+        return not self.limits and not self.reset
+
+    def require(self) -> QuotaChange:
+        if self.empty:
+            raise click.UsageError("give at least one quota, e.g. --sandboxes 5 (or --sandboxes default)")
+        return self
+
+    def value(self, name: str) -> int | None:
+        return self.limits.get(name)
+
+
+def _limit(value: int | None) -> Any:
+    return "unlimited" if value is None else value
+
+
+def _show_quota(state: CliState, info: QuotaInfo) -> None:
+    if state.json:
+        state.emit_json(info.raw)
+        return
+    rows = [[option, _limit(getattr(info.limits, field)), getattr(info.usage, field),
+             "-" if getattr(info.overrides, field) is None else getattr(info.overrides, field)]
+            for option, field in QUOTA_OPTIONS.items()]
+    if info.exempt:
+        state.env.out(f"{info.user_id} is an admin: exempt from quotas")
+    state.emit_table(QUOTA_COLUMNS, rows)
+
+
+def _show_defaults(state: CliState, defaults: QuotaDefaults) -> None:
+    if state.json:
+        state.emit_json(defaults.raw)
+        return
+    state.emit_table(("QUOTA", "DEFAULT", "SOURCE"), [
+        [option, getattr(defaults.limits, field),
+         "setting" if getattr(defaults.stored, field) is None else "admin"]
+        for option, field in QUOTA_OPTIONS.items()])
+
+
+@users.command("quota")
+@click.argument("user_id", metavar="[ID]", required=False)
+@json_option
+@pass_state
+def quota(state: CliState, user_id: str | None) -> None:
+    """Show a user's quotas and usage (your own without ID)."""
+    _show_quota(state, Users.quota(user_id, config=state.config()))
+
+
+@users.command("set-quota")
+@click.argument("user_id", metavar="ID")
+@quota_options
+@json_option
+@pass_state
+def set_quota(state: CliState, user_id: str, sandboxes: Limit, vcpus: Limit, memory_mb: Limit, disk_mb: Limit,
+              commands: Limit, shells: Limit) -> None:
+    """Override a user's quotas; 'default' returns one to the default (admin)."""
+    change = QuotaChange.of(sandboxes=sandboxes, vcpus=vcpus, memory_mb=memory_mb, disk_mb=disk_mb,
+                            commands=commands, shells=shells).require()
+    _show_quota(state, Users.set_quota(
+        user_id, sandboxes=change.value("sandboxes"), vcpus=change.value("vcpus"),
+        memory_mb=change.value("memory_mb"), disk_mb=change.value("disk_mb"),
+        commands=change.value("commands"), shells=change.value("shells"), reset=change.reset,
+        config=state.config()))
+
+
+@users.command("quota-defaults")
+@quota_options
+@json_option
+@pass_state
+def quota_defaults(state: CliState, sandboxes: Limit, vcpus: Limit, memory_mb: Limit, disk_mb: Limit,
+                   commands: Limit, shells: Limit) -> None:
+    """Show the quota defaults, or change them with options; 'default' returns one to its setting (admin)."""
+    change = QuotaChange.of(sandboxes=sandboxes, vcpus=vcpus, memory_mb=memory_mb, disk_mb=disk_mb,
+                            commands=commands, shells=shells)
+    if change.empty:
+        _show_defaults(state, Users.quota_defaults(config=state.config()))
+        return
+    _show_defaults(state, Users.set_quota_defaults(
+        sandboxes=change.value("sandboxes"), vcpus=change.value("vcpus"),
+        memory_mb=change.value("memory_mb"), disk_mb=change.value("disk_mb"),
+        commands=change.value("commands"), shells=change.value("shells"), reset=change.reset,
+        config=state.config()))

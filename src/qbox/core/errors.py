@@ -367,6 +367,7 @@ _ALL: tuple[type[QboxError], ...] = (
     SshDisabledError,
     CodeInterpreterDisabledError,
     RateLimitedError,
+    QuotaExceededError,
     InternalError,
     UnavailableError,
     HostUnavailableError,

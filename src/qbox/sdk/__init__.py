@@ -99,6 +99,7 @@ from qbox.sdk._models import (
     SystemInfo,
     TemplateInfo,
 )
+from qbox.sdk._quota_models import QuotaDefaults, QuotaInfo, QuotaValues
 from qbox.sdk._sandbox import Sandbox
 from qbox.sdk._system import AsyncSystem, System
 from qbox.sdk._template_ops import Step
@@ -173,7 +174,10 @@ __all__ = [
     "ProcessInfo",
     "ProcessNotFoundError",
     "QboxError",
+    "QuotaDefaults",
     "QuotaExceededError",
+    "QuotaInfo",
+    "QuotaValues",
     "RateLimitedError",
     "RequestTimeoutError",
     "Result",

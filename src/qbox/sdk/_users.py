@@ -1,11 +1,21 @@
-"""Users (admin): add, list, inspect, disable, set a password."""
+"""Users (admin): add, list, inspect, disable, set a password; quotas (a member reads their own)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from qbox.sdk import _access_ops as ops
+from qbox.sdk import _quota_ops as quota_ops
 from qbox.sdk._config import ConnectionConfig
 from qbox.sdk._access_models import UserInfo
+from qbox.sdk._quota_models import QuotaDefaults, QuotaInfo
 from qbox.sdk._transport import AsyncConnection, Connection
+
+
+def _limits(sandboxes: int | None, vcpus: int | None, memory_mb: int | None, disk_mb: int | None,
+            commands: int | None, shells: int | None) -> dict[str, int | None]:
+    return {"sandboxes": sandboxes, "vcpus": vcpus, "memory_mb": memory_mb, "disk_mb": disk_mb,
+            "commands": commands, "shells": shells}
 
 
 class Users:
@@ -80,6 +90,79 @@ class Users:
             conn.run(ops.set_password(conn.api, user_id, password))
 
 
+    @classmethod
+    def quota(
+        cls,
+        user_id: str | None = None,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> QuotaInfo:
+        """A user's quota limits, overrides and usage; without ``user_id``, the caller's own."""
+        with Connection.open(config, api_key, base_url, request_timeout) as conn:
+            if user_id is None:
+                return conn.run(quota_ops.my_quota(conn.api))
+            return conn.run(quota_ops.get_quota(conn.api, user_id))
+
+    @classmethod
+    def set_quota(
+        cls,
+        user_id: str,
+        *,
+        sandboxes: int | None = None,
+        vcpus: int | None = None,
+        memory_mb: int | None = None,
+        disk_mb: int | None = None,
+        commands: int | None = None,
+        shells: int | None = None,
+        reset: Iterable[str] = (),
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> QuotaInfo:
+        """Override a user's quotas (admin): the ones given change, those named in ``reset`` go back to the
+        default, the rest stay."""
+        changes = quota_ops.quota_changes(_limits(sandboxes, vcpus, memory_mb, disk_mb, commands, shells), reset)
+        with Connection.open(config, api_key, base_url, request_timeout) as conn:
+            return conn.run(quota_ops.set_quota(conn.api, user_id, changes))
+
+    @classmethod
+    def quota_defaults(
+        cls,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> QuotaDefaults:
+        """The quota defaults every member gets unless overridden (admin)."""
+        with Connection.open(config, api_key, base_url, request_timeout) as conn:
+            return conn.run(quota_ops.get_defaults(conn.api))
+
+    @classmethod
+    def set_quota_defaults(
+        cls,
+        *,
+        sandboxes: int | None = None,
+        vcpus: int | None = None,
+        memory_mb: int | None = None,
+        disk_mb: int | None = None,
+        commands: int | None = None,
+        shells: int | None = None,
+        reset: Iterable[str] = (),
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> QuotaDefaults:
+        """Change the defaults (admin); those named in ``reset`` go back to their ``QBOX_QUOTA_*`` setting."""
+        changes = quota_ops.quota_changes(_limits(sandboxes, vcpus, memory_mb, disk_mb, commands, shells), reset)
+        with Connection.open(config, api_key, base_url, request_timeout) as conn:
+            return conn.run(quota_ops.set_defaults(conn.api, changes))
+
 class AsyncUsers:
     @classmethod
     async def create(
@@ -150,3 +233,76 @@ class AsyncUsers:
         """``PUT /v1/users/{id}/password``."""
         async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
             await conn.run(ops.set_password(conn.api, user_id, password))
+
+    @classmethod
+    async def quota(
+        cls,
+        user_id: str | None = None,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> QuotaInfo:
+        """A user's quota limits, overrides and usage; without ``user_id``, the caller's own."""
+        async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
+            if user_id is None:
+                return await conn.run(quota_ops.my_quota(conn.api))
+            return await conn.run(quota_ops.get_quota(conn.api, user_id))
+
+    @classmethod
+    async def set_quota(
+        cls,
+        user_id: str,
+        *,
+        sandboxes: int | None = None,
+        vcpus: int | None = None,
+        memory_mb: int | None = None,
+        disk_mb: int | None = None,
+        commands: int | None = None,
+        shells: int | None = None,
+        reset: Iterable[str] = (),
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> QuotaInfo:
+        """Override a user's quotas (admin): the ones given change, those named in ``reset`` go back to the
+        default, the rest stay."""
+        changes = quota_ops.quota_changes(_limits(sandboxes, vcpus, memory_mb, disk_mb, commands, shells), reset)
+        async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
+            return await conn.run(quota_ops.set_quota(conn.api, user_id, changes))
+
+    @classmethod
+    async def quota_defaults(
+        cls,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> QuotaDefaults:
+        """The quota defaults every member gets unless overridden (admin)."""
+        async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
+            return await conn.run(quota_ops.get_defaults(conn.api))
+
+    @classmethod
+    async def set_quota_defaults(
+        cls,
+        *,
+        sandboxes: int | None = None,
+        vcpus: int | None = None,
+        memory_mb: int | None = None,
+        disk_mb: int | None = None,
+        commands: int | None = None,
+        shells: int | None = None,
+        reset: Iterable[str] = (),
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> QuotaDefaults:
+        """Change the defaults (admin); those named in ``reset`` go back to their ``QBOX_QUOTA_*`` setting."""
+        changes = quota_ops.quota_changes(_limits(sandboxes, vcpus, memory_mb, disk_mb, commands, shells), reset)
+        async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
+            return await conn.run(quota_ops.set_defaults(conn.api, changes))

@@ -22,6 +22,7 @@ shell as a WebSocket, so FastAPI alone would describe none of that. Here:
 from __future__ import annotations
 
 import json
+import re
 import typing
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
@@ -244,6 +245,31 @@ def _shell_operation() -> dict[str, Any]:
     }
 
 
+def _add_links(paths: dict[str, Any]) -> None:
+    """Links from each creating POST to the operations on what it created (schemathesis' stateful runs).
+
+    ``POST /a/{x}/b`` answering 201 leads to every operation on ``/a/{x}/b/{y}/…``: ``x`` from the
+    request, ``y`` from the answer's ``id`` (``{pid}`` from its ``pid``).
+    """
+    for path, operations in paths.items():
+        created = operations.get("post", {}).get("responses", {}).get("201")
+        if created is None:
+            continue
+        known = {p: f"$request.path.{p}" for p in re.findall(r"{(\w+)}", path)}
+        for other, other_operations in paths.items():
+            found = re.match(re.escape(path) + r"/{(\w+)}", other)
+            if found is None:
+                continue
+            param = found.group(1)
+            field = "id" if param.endswith("_id") else param
+            for operation in other_operations.values():
+                if "x-websocket" not in operation:
+                    created.setdefault("links", {})[operation["operationId"]] = {
+                        "operationId": operation["operationId"],
+                        "parameters": {**known, param: f"$response.body#/{field}"},
+                    }
+
+
 def document(app: FastAPI) -> dict[str, Any]:
     """The complete OpenAPI document of ``app``."""
     spec = get_openapi(title=app.title, version=app.version, routes=app.routes,
@@ -280,6 +306,7 @@ def document(app: FastAPI) -> dict[str, Any]:
                                 "state-changing requests also need X-CSRF-Token"},
     }
     spec["paths"].setdefault(SHELL_PATH, {})["get"] = _shell_operation()
+    _add_links(spec["paths"])
     return spec
 
 
