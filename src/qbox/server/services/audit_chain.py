@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, update
 
 from qbox.core.timefmt import to_wire
 from qbox.server.db.tables import AuditEntry, AuditHead
@@ -84,13 +84,14 @@ def append(connection: Connection, records: list[AuditRecord]) -> list[int]:
     """Append sanitised records to the chain inside the caller's transaction; their ids."""
     if not records:
         return []
-    # Write first: it takes the write lock before the head is read.
-    touched = connection.execute(update(AuditHead).where(AuditHead.id == 1).values(last_id=AuditHead.last_id))
-    if not touched.rowcount:
-        connection.execute(insert(AuditHead).values(id=1, last_id=0, last_hash=GENESIS))
-    last_id, last_hash = connection.execute(
-        select(AuditHead.last_id, AuditHead.last_hash).where(AuditHead.id == 1)).one()
-    last_id, last_hash = int(last_id), str(last_hash)
+    # Write first: it takes the write lock (the head's row lock) before the head is read.
+    row = connection.execute(update(AuditHead).where(AuditHead.id == 1)
+                             .values(last_id=AuditHead.last_id + len(records))
+                             .returning(AuditHead.last_id, AuditHead.last_hash)).one_or_none()
+    if row is None:
+        connection.execute(insert(AuditHead).values(id=1, last_id=len(records), last_hash=GENESIS))
+    last_id, last_hash = (int(row[0]), str(row[1])) if row is not None else (len(records), GENESIS)
+    last_id -= len(records)
     rows, ids = [], []
     for raw in records:
         record = sanitised(raw)
@@ -104,7 +105,7 @@ def append(connection: Connection, records: list[AuditRecord]) -> list[int]:
         ids.append(last_id)
         last_hash = digest
     connection.execute(insert(AuditEntry), rows)
-    connection.execute(update(AuditHead).where(AuditHead.id == 1).values(last_id=last_id, last_hash=last_hash))
+    connection.execute(update(AuditHead).where(AuditHead.id == 1).values(last_hash=last_hash))
     return ids
 
 
