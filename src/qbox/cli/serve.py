@@ -21,6 +21,7 @@ import click
 import uvicorn
 
 from qbox.server.app import Startup, create_app
+from qbox.server.http.server_protocol import http_protocol
 from qbox.agent.settings import AgentSettings, load_or_create_secret
 from qbox.server.settings import ServerSettings, default_data_dir
 
@@ -38,15 +39,19 @@ class _Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
-def _serve(app: object, settings: ServerSettings, log_level: str) -> None:
+def server_config(app: object, settings: ServerSettings, log_level: str = "warning") -> uvicorn.Config:
     # uvicorn refuses larger shell messages itself (close 1009), before they are buffered whole.
     # The standard event loop, not uvloop, whose pipe transports close their fd twice
     # (MagicStack/uvloop#763; see agent/main.py): caught here closing a number another
-    # thread had just been given.
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,  # type: ignore[arg-type]
-                            timeout_graceful_shutdown=5, ws_max_size=settings.shell_max_message_bytes,
-                            loop="asyncio")
-    _Server(config).run()
+    # thread had just been given. The HTTP protocol answers what it refuses itself (a
+    # malformed or oversized head) with the error envelope too (server/http/server_protocol.py).
+    return uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,  # type: ignore[arg-type]
+                          timeout_graceful_shutdown=5, ws_max_size=settings.shell_max_message_bytes,
+                          loop="asyncio", http=http_protocol(settings.max_header_bytes))
+
+
+def _serve(app: object, settings: ServerSettings, log_level: str) -> None:
+    _Server(server_config(app, settings, log_level)).run()
 
 
 def _echo(line: str) -> None:

@@ -7,11 +7,11 @@ rules for both, so they cannot drift apart.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from qbox.core import json_input
 from qbox.core.errors import ValidationError
 
 MAX_DIMENSION = 1000
@@ -51,10 +51,13 @@ class BadFrame(ValueError):
     """A client frame that is not one of the protocol's (closes with 1007)."""
 
 
-def _dimension(raw: object, name: str, fields: dict[str, str]) -> int:
-    value: object = raw
-    if isinstance(raw, str):
-        value = int(raw) if raw.strip().lstrip("-").isdigit() else None
+def _query_dimension(raw: str, name: str, fields: dict[str, str]) -> int:
+    """A query parameter is text: its digits are the number."""
+    return _dimension(int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 6 else None, name, fields)
+
+
+def _dimension(value: object, name: str, fields: dict[str, str]) -> int:
+    """A JSON number, strictly: ``"80"`` and ``true`` are not sizes."""
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_DIMENSION:
         fields[name] = f"must be an integer from 1 to {MAX_DIMENSION}"
         return 0
@@ -64,8 +67,8 @@ def _dimension(raw: object, name: str, fields: dict[str, str]) -> int:
 def parse_params(query: Mapping[str, str]) -> ShellParams:
     """cols/rows (default 80×24, each 1..1000), and the optional command and user."""
     fields: dict[str, str] = {}
-    cols = _dimension(query.get("cols", str(DEFAULT_SIZE.cols)), "cols", fields)
-    rows = _dimension(query.get("rows", str(DEFAULT_SIZE.rows)), "rows", fields)
+    cols = _query_dimension(query.get("cols", str(DEFAULT_SIZE.cols)), "cols", fields)
+    rows = _query_dimension(query.get("rows", str(DEFAULT_SIZE.rows)), "rows", fields)
     command, user = query.get("command"), query.get("user")
     if command is not None and (not command.strip() or "\0" in command or len(command) > MAX_COMMAND_CHARS):
         fields["command"] = f"must be a non-empty command line of at most {MAX_COMMAND_CHARS} characters, without NUL"
@@ -83,9 +86,9 @@ def parse_frame(message: Mapping[str, Any]) -> Input | Resize | None:
     if message.get("bytes") is not None:
         return Input(message["bytes"])
     try:
-        frame = json.loads(message.get("text") or "")
-    except ValueError:
-        raise BadFrame("a text frame must be a JSON object") from None
+        frame = json_input.loads((message.get("text") or "").encode("utf-8", "surrogatepass"))
+    except ValidationError as exc:
+        raise BadFrame(f"a text frame must be a JSON object ({exc.message})") from None
     if not isinstance(frame, dict):
         raise BadFrame("a text frame must be a JSON object")
     if frame.get("type") == "input" and isinstance(frame.get("data"), str):

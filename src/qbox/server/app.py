@@ -37,6 +37,7 @@ from qbox.server.http import (
     web_auth,
 )
 from qbox.server.http.auditing import AuditMiddleware
+from qbox.server.http.body import InputEdgeMiddleware
 from qbox.server.services import bootstrap
 from qbox.server.services.context import AgentPool, ServiceContext
 from qbox.server.services.reconcile import reconcile_host
@@ -147,6 +148,8 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
         redoc_url=None,
         openapi_url="/openapi.json",
     )
+    app.add_middleware(InputEdgeMiddleware, max_body_bytes=settings.max_json_body_bytes,
+                       max_url_bytes=settings.max_url_bytes)
     # Inside the request-id middleware, outside the error handlers: it sees final statuses.
     app.add_middleware(AuditMiddleware)
     install_error_handlers(app)

@@ -40,6 +40,11 @@ class ServerSettings(BaseSettings):
     max_disk_mb: int = 20480
     # The largest file one upload may write (the sandbox's disk quota also applies).
     max_file_bytes: int = 5 * 1024**3
+    # The input edge (server/http/body.py): the largest JSON or form body (chunked or not;
+    # template creation allows 16 MiB), URL (path and query) and request head (line and headers).
+    max_json_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_url_bytes: int = Field(default=8192, ge=1024)
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096)
     reaper_interval_seconds: float = 1.0
     # How often the control plane checks that running sandboxes still run (OOM, crashes).
     host_sync_interval_seconds: float = 5.0

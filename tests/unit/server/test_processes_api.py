@@ -78,8 +78,8 @@ def test_commands_flow(harness: Harness) -> None:
     assert c.delete(f"{base}/{pid}?signal=9", headers=auth).status_code == 204
     r = c.get(f"{base}/99999", headers=auth)
     assert r.status_code == 404 and r.json()["error"]["code"] == "process_not_found"
-    r = c.get(f"{base}/notanumber", headers=auth)
-    assert r.status_code == 400
+    r = c.get(f"{base}/notanumber", headers=auth)  # not a pid's format: names no process
+    assert r.status_code == 404 and r.json()["error"]["code"] == "process_not_found"
     r = c.delete(f"{base}/{pid}?signal=99", headers=auth)
     assert r.status_code == 400
 

@@ -13,14 +13,14 @@ from qbox.core.timefmt import to_wire
 from qbox.server.db.tables import ApiKey, User
 from qbox.server.http.deps import json_body, note_of, require, services_of
 from qbox.server.http.openapi import request_body
-from qbox.server.http.schemas import _Body
+from qbox.server.http.schemas import PlainName, _Body
 from qbox.server.services.keys import Principal, key_status
 
 router = APIRouter(prefix="/v1/api-keys")
 
 
 class CreateKeyBody(_Body):
-    name: str = Field(min_length=1, max_length=200)
+    name: PlainName = Field(min_length=1, max_length=200)
     scopes: list[str] = Field(min_length=1, max_length=32)
     expires_at: datetime | None = Field(default=None, alias="expiresAt")
     user_id: str | None = Field(default=None, alias="userId")

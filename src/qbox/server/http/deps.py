@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -10,24 +9,37 @@ import pydantic
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
+from qbox.core import json_input
 from qbox.core.asgi import field_errors
+from qbox.core.ids import is_path_id
 from qbox.core.errors import (
     AuthenticationError,
-    PayloadTooLargeError,
+    ContextNotFoundError,
+    NotFoundError,
     PermissionDeniedError,
+    ProcessNotFoundError,
     RateLimitedError,
+    SandboxNotFoundError,
+    TemplateNotFoundError,
     ValidationError,
 )
 from qbox.server.services.audit_notes import AuditNote, make_current
+from qbox.server.http.body import read_body
 from qbox.server.services.keys import Principal, principal_for_secret
 from qbox.server.services.registry import Services
 from qbox.server.services.web_sessions import SESSION_COOKIE
 
-MAX_JSON_BODY = 1024 * 1024
 M = TypeVar("M", bound=pydantic.BaseModel)
 # Path parameters that name the request's target, in order of preference.
 _TARGET_PARAMS = ("sandbox_id", "key_id", "user_id", "template_id", "host_id")
 _HTTP_SCHEMES = {"ws": "http", "wss": "https"}
+# What a malformed path id is not found as (other parameters: not_found).
+_NOT_FOUND: dict[str, type[NotFoundError]] = {
+    "sandbox_id": SandboxNotFoundError,
+    "template_id": TemplateNotFoundError,
+    "context_id": ContextNotFoundError,
+    "pid": ProcessNotFoundError,
+}
 
 
 def services_of(request: HTTPConnection) -> Services:
@@ -105,7 +117,8 @@ async def authenticate(conn: HTTPConnection, scope: str | None, *, action: str |
     method = str(conn.scope.get("method", "GET"))
     note = AuditNote(action or "",
                      target_id=next((str(conn.path_params[p]) for p in _TARGET_PARAMS
-                                     if p in conn.path_params), None))
+                                     if p in conn.path_params and is_path_id(p, str(conn.path_params[p]))),
+                                    None))
     if action:
         # Not current yet: authenticating may commit (a key's last use), which is no change of the caller's.
         attach_note(conn, note, current=False)
@@ -140,10 +153,20 @@ async def authenticate(conn: HTTPConnection, scope: str | None, *, action: str |
             f"api key missing required scope: {scope}",
             details={"requiredScope": scope, "grantedScopes": sorted(principal.effective)},
         )
+    check_path_ids(conn)
     if action and conn.scope["type"] == "http":
         # A shell changes nothing in the database; its entry is written at the upgrade.
         make_current(note)
     return principal
+
+
+def check_path_ids(conn: HTTPConnection) -> None:
+    """404 for a path id not of its kind's format: it names nothing, and never reaches a lookup or a host."""
+    for param, value in conn.path_params.items():
+        if not is_path_id(param, str(value)):
+            error = _NOT_FOUND.get(param, NotFoundError)
+            raise error(f"no such {param.removesuffix('_id').replace('_', ' ')}: the id is not of that kind's format",
+                        details={"param": param})
 
 
 def require(scope: str | None, *, action: str | None = None) -> Any:
@@ -161,31 +184,24 @@ def require_admin(principal: Principal) -> None:
 
 
 async def json_body(request: Request, model: type[M], *, allow_empty: bool = False,
-                    max_bytes: int = MAX_JSON_BODY) -> M:
-    """Parse the body as JSON whatever its Content-Type (curl's ``-d`` sends a form type).
+                    max_bytes: int | None = None) -> M:
+    """Parse the body as strict JSON whatever its Content-Type (curl's ``-d`` sends a form type).
 
-    Validation messages never quote the values given (they may be secrets).
+    The body is read through the input edge (``body.read_body``: at most
+    ``max_bytes``, by default ``QBOX_MAX_JSON_BODY_BYTES``, even when chunked) and
+    parsed by ``json_input``; types are strict (``true`` is not a number, ``"80"``
+    not an integer). Validation messages never quote the values given (they may be secrets).
     """
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLargeError(f"request body over {max_bytes} bytes")
-    raw = await request.body()
-    if len(raw) > max_bytes:
-        raise PayloadTooLargeError(f"request body over {max_bytes} bytes")
+    limit = max_bytes if max_bytes is not None else services_of(request).ctx.settings.max_json_body_bytes
+    raw = await read_body(request, limit)
     if not raw.strip():
         if not allow_empty:
             raise ValidationError.for_fields({"body": "a JSON object is required"})
-        data: Any = {}
-    else:
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValidationError.for_fields({"body": f"malformed JSON: {exc}"},
-                                             "request body is not valid JSON") from exc
-    if not isinstance(data, dict):
+        raw = b"{}"
+    if not isinstance(json_input.loads(raw), dict):
         raise ValidationError.for_fields({"body": "must be a JSON object"})
     try:
-        return model.model_validate(data)
+        return model.model_validate_json(raw, strict=True)
     except pydantic.ValidationError as exc:
         fields, _ = field_errors(list(exc.errors()))
         raise ValidationError.for_fields(fields, "invalid request: " + "; ".join(

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 
 from qbox.core.errors import ValidationError
 from qbox.server.agents import WriteOptions
+from qbox.server.http.body import lift_body_limit
 from qbox.server.http.deps import json_body, note_of, require, services_of
 from qbox.server.http.openapi import media, raw_body, request_body
 from qbox.server.http.schemas import _Body, _no_nul
@@ -95,6 +96,7 @@ async def write_file(
     _note(request, f"{'append' if append else 'write'} {path}")
     options = WriteOptions(mode=mode, create_parents=create_parents, append=append, user=user,
                            length=_declared_length(request))
+    lift_body_limit(request)  # streamed: the files service holds it to QBOX_MAX_FILE_BYTES
     await services_of(request).files.write(principal, sandbox_id, path, request.stream(), options)
     return Response(status_code=204)
 

@@ -8,14 +8,16 @@ the session's CSRF token.
 
 from __future__ import annotations
 
-import json
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from qbox.core import json_input
 from qbox.core.errors import AuthenticationError, PermissionDeniedError, ValidationError
+from qbox.core.json_input import printable
+from qbox.server.http.body import read_body
 from qbox.server.http.deps import AuditNote, attach_note, client_ip, rate_limited, same_origin, services_of
 from qbox.server.http.openapi import LoginForm, errors, request_body
 from qbox.server.http.users import user_wire
@@ -24,20 +26,32 @@ from qbox.server.services.web_sessions import CSRF_COOKIE, SESSION_COOKIE, Sessi
 router = APIRouter(prefix="/auth")
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_MAX_FORM_FIELDS = 32
 
 
 async def _fields(request: Request) -> dict[str, str]:
-    """JSON object or HTML form, whichever the body is."""
-    raw = await request.body()
+    """JSON object or HTML form, whichever the body is; read and parsed by the input edge's rules.
+
+    Unauthenticated, so bounded like every body (``QBOX_MAX_JSON_BODY_BYTES``, chunked or not).
+    """
+    raw = await read_body(request, services_of(request).ctx.settings.max_json_body_bytes)
     if request.headers.get("content-type", "").startswith("application/json"):
-        try:
-            data = json.loads(raw or b"{}")
-        except ValueError:
-            raise ValidationError.for_fields({"body": "malformed JSON"}) from None
+        data = json_input.loads(raw or b"{}")
         if not isinstance(data, dict):
             raise ValidationError.for_fields({"body": "must be a JSON object"})
         return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
-    return {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), errors="strict", max_num_fields=_MAX_FORM_FIELDS)
+    except UnicodeDecodeError:
+        raise ValidationError.for_fields({"body": "not valid UTF-8"}) from None
+    except ValueError:
+        raise ValidationError.for_fields({"body": f"more than {_MAX_FORM_FIELDS} form fields"}) from None
+    fields: dict[str, str] = {}
+    for key, value in pairs:
+        if "\x00" in key or "\x00" in value:
+            raise ValidationError.for_fields({printable(key): "must not contain NUL bytes"})
+        fields.setdefault(key, value)
+    return fields
 
 
 async def session_principal(request: Request) -> SessionPrincipal:
