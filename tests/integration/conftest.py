@@ -20,17 +20,30 @@ def registry() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def qbox(registry: str) -> Iterator[QboxUp]:
+def import_dir() -> Iterator[Path]:
+    """Where tests put the image files (oci:, oci-archive:) templates are built from: the
+    session qbox's ``QBOX_IMPORT_DIRS``."""
+    path = Path(tempfile.mkdtemp(prefix="qbox-it-imports-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def qbox(registry: str, import_dir: Path) -> Iterator[QboxUp]:
     """One real `qbox up` (crun, the built-in template) shared by the integration tests.
 
-    It pushes every template build to the session registry (``QBOX_REGISTRY``), as a
-    deployment with several hosts does, and a deleted template's image goes within
-    seconds (a short ``QBOX_IMAGE_GC_GRACE_SECONDS``), so tests can see it go.
+    It pushes every template build to the session registry (``QBOX_REGISTRY``, which is
+    trusted, loopback as it is), as a deployment with several hosts does; admins import
+    image files from ``import_dir``; and a deleted template's image goes within seconds (a
+    short ``QBOX_IMAGE_GC_GRACE_SECONDS``), so tests can see it go.
     """
     base = Path(tempfile.mkdtemp(prefix="qbox-it-"))
     try:
         with running_qbox(base / "data", env={"QBOX_REGISTRY": f"{registry}/qbox",
-                                                     "QBOX_IMAGE_GC_GRACE_SECONDS": "5"}) as up:
+                                              "QBOX_IMPORT_DIRS": str(import_dir),
+                                              "QBOX_IMAGE_GC_GRACE_SECONDS": "5"}) as up:
             yield up
     finally:
         shutil.rmtree(base, ignore_errors=True)

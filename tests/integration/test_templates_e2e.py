@@ -49,8 +49,9 @@ Json = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
-def scratch() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="qbox-tpl-it-"))
+def scratch(import_dir: Path) -> Iterator[Path]:
+    # In the qbox's import dir: the image files built from here are found by admins' builds.
+    path = Path(tempfile.mkdtemp(prefix="qbox-tpl-it-", dir=import_dir))
     try:
         yield path
     finally:

@@ -54,7 +54,8 @@ def _show(state: CliState, info: TemplateInfo) -> None:
         ("Registry ref", info.registry_ref), ("Size (MiB)", info.size_bytes // (1024 * 1024)),
         ("vCPUs", info.default_vcpus), ("Memory (MiB)", info.default_memory_mb),
         ("Disk (MiB)", info.default_disk_mb), ("Runtime", info.runtime), ("Internet", info.allow_internet_access),
-        ("SSH", info.enable_ssh), ("User", info.user), ("Workdir", info.workdir), ("Env", info.env),
+        ("SSH", info.enable_ssh), ("Public", info.public), ("Owner", info.owner_id),
+        ("User", info.user), ("Workdir", info.workdir), ("Env", info.env),
         ("Start cmd", info.start_cmd), ("Ready cmd", info.ready_cmd), ("Ready timeout (s)", info.ready_timeout_s),
         ("Steps", [f"{n}. {_step_text(s)}" for n, s in enumerate(info.steps, 1)]),
         ("Services", [s.name for s in info.services]), ("Tags", list(info.tags)),
@@ -179,7 +180,8 @@ def templates() -> None:
 @templates.command("create", cls=OrderedOptionsCommand)
 @click.option("--name", required=True, help="Template name (lowercase letters, digits, - and _); id tpl_NAME.")
 @click.option("--image-ref", required=True, metavar="REF",
-              help="Base image: python:3.12-slim, REGISTRY/REPO:TAG, oci-archive:/p.tar, oci:DIR:TAG, …")
+              help="Base image: python:3.12-slim, REGISTRY/REPO:TAG; admins also oci-archive:/p.tar, oci:DIR:TAG "
+                   "inside the server's import dirs.")
 @click.option("--run", multiple=True, metavar="CMD", help="Build step: run CMD as root (/bin/sh -c).")
 @click.option("--run-as-user", multiple=True, metavar="CMD", help="Build step: run CMD as the template's --user.")
 @click.option("--env", multiple=True, metavar="K=V", help="Build step: set a variable for later steps and sandboxes.")
@@ -200,6 +202,7 @@ def templates() -> None:
 @click.option("--enable-ssh", is_flag=True, help="Offer the ssh service.")
 @click.option("--runtime", type=click.Choice(["crun", "runsc"]), help="OCI runtime of its sandboxes (default: crun).")
 @click.option("--no-internet", is_flag=True, help="Its sandboxes get no internet access by default.")
+@click.option("--public", is_flag=True, help="Every user may see and spawn it (admins only).")
 @_registry_options
 @_wait_options(DEFAULT_WAIT_SECONDS)
 @json_option
@@ -226,6 +229,7 @@ def create(
     enable_ssh: bool,
     runtime: str | None,
     no_internet: bool,
+    public: bool,
     registry_username: str | None,
     registry_password_stdin: bool,
     wait: bool,
@@ -245,10 +249,24 @@ def create(
         name, image_ref, steps=steps, start_cmd=start_cmd, ready_cmd=ready_cmd, ready_timeout_s=ready_timeout,
         default_vcpus=cpu, default_memory_mb=memory, default_disk_mb=disk, enable_ssh=enable_ssh,
         tags=list(tags), user=user, allow_internet_access=False if no_internet else None, runtime=runtime,
-        registry_credentials=credentials, wait=wait, on_log=state.env.err if wait else None,
+        registry_credentials=credentials, public=public, wait=wait, on_log=state.env.err if wait else None,
         timeout=wait_timeout, config=state.config(),
     )  # fmt: skip
     _print_created(state, info)
+
+
+@templates.command("set-public")
+@click.argument("template")
+@click.option("--private", is_flag=True, help="Make it private again: only its owner (and admins) see it.")
+@json_option
+@pass_state
+def set_public(state: CliState, template: str, private: bool) -> None:
+    """Let every user see and spawn TEMPLATE (a name or tpl_ id); admins only."""
+    info = Template.set_public(template, not private, config=state.config())
+    if state.json:
+        state.emit_json(info.raw)
+    else:
+        state.env.out(f"{info.id} is {'public' if info.public else 'private'}")
 
 
 @templates.command("list")

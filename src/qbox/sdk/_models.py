@@ -106,6 +106,9 @@ class TemplateInfo:
     capabilities: tuple[str, ...] = ()
     source: str = "image"
     builtin: bool = False
+    # Seen and spawned by every user (built-ins are); ``owner_id`` is shown to admins and the owner.
+    public: bool = False
+    owner_id: str | None = None
     built_from_template_id: str | None = None
     # How it was built and how its sandboxes start (templates built from an image).
     steps: tuple[dict[str, Any], ...] = ()
@@ -160,6 +163,8 @@ class TemplateInfo:
             capabilities=tuple(str(c) for c in as_list(data.get("capabilities"), "template capabilities")),
             source=_str(data, "source", "image"),
             builtin=bool(data.get("builtin", False)),
+            public=bool(data.get("public", False)),
+            owner_id=_opt_str(data, "ownerId"),
             built_from_template_id=_opt_str(data, "builtFromTemplateId"),
             steps=tuple(s for s in as_list(data.get("steps"), "template steps") if isinstance(s, dict)),
             user=_str(data, "user"),

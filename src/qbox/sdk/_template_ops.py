@@ -110,6 +110,7 @@ class TemplateSpec:
     allow_internet_access: bool | None = None
     runtime: str | None = None
     registry_credentials: RegistryCredentials | None = field(default=None, repr=False)
+    public: bool = False
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -133,6 +134,8 @@ class TemplateSpec:
             "runtime": self.runtime,
         }
         body.update({key: value for key, value in optional.items() if value is not None})
+        if self.public:
+            body["public"] = True
         if self.registry_credentials is not None:
             body["registryCredentials"] = _credentials(self.registry_credentials)
         return body
@@ -198,6 +201,13 @@ def _then_wait(api: Api, info: TemplateInfo, waiting: BuildWait | None) -> Op[Te
     if waiting is None:
         return info
     return (yield from wait_for_build(api, info.id, timeout=waiting.timeout, on_log=waiting.on_log))
+
+
+def set_template_public(api: Api, template: str, public: bool) -> Op[TemplateInfo]:
+    """``PATCH /v1/templates/{id}`` (admins only): every user sees and spawns a public template."""
+    tid = yield from template_id(api, template)
+    return TemplateInfo.from_wire((yield from api.request("PATCH", template_path(tid),
+                                                          json={"public": bool(public)})))
 
 
 def delete_template(api: Api, template: str) -> Op[None]:

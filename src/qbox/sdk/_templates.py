@@ -46,6 +46,7 @@ class Template:
         allow_internet_access: bool | None = None,
         runtime: str | None = None,
         registry_credentials: RegistryCredentials | None = None,
+        public: bool = False,
         wait: bool = False,
         on_log: LogCallback | None = None,
         timeout: float | None = ops.DEFAULT_BUILD_TIMEOUT,
@@ -63,13 +64,18 @@ class Template:
         (``build_error`` says why); one still running after ``timeout`` seconds (``None``: no
         limit) raises ``TemplateBuildTimeoutError``. ``registry_credentials`` (``(user,
         password)``) are used for the pull only, never stored.
+
+        The template is yours: other members neither see nor spawn it unless an admin makes it
+        ``public`` (here, or with ``set_public``). Members build from registry images only;
+        local sources (``oci:``, ``oci-archive:``, ``docker-archive:``) are for admins, inside
+        the server's import directories.
         """
         spec = TemplateSpec(
             name=name, image_ref=image_ref, steps=steps or (), start_cmd=start_cmd, ready_cmd=ready_cmd,
             ready_timeout_s=ready_timeout_s, default_vcpus=default_vcpus, default_memory_mb=default_memory_mb,
             default_disk_mb=default_disk_mb, enable_ssh=enable_ssh, tags=tags or (), user=user, workdir=workdir,
             env=env, allow_internet_access=allow_internet_access, runtime=runtime,
-            registry_credentials=registry_credentials,
+            registry_credentials=registry_credentials, public=public,
         )  # fmt: skip
         with Connection.open(config, api_key, base_url, request_timeout) as conn:
             return conn.run(ops.create_template(conn.api, spec, ops.BuildWait.asked(wait, on_log, timeout)))
@@ -101,6 +107,22 @@ class Template:
         """One template by ``tpl_…`` id or name."""
         with Connection.open(config, api_key, base_url, request_timeout) as conn:
             return conn.run(ops.get_template(conn.api, template))
+
+    @classmethod
+    def set_public(
+        cls,
+        template: str,
+        public: bool = True,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> TemplateInfo:
+        """Make a template (id or name) public, or private again: admins only (``PermissionDeniedError``
+        otherwise; built-ins stay public)."""
+        with Connection.open(config, api_key, base_url, request_timeout) as conn:
+            return conn.run(ops.set_template_public(conn.api, template, public))
 
     @classmethod
     def delete(
@@ -211,6 +233,7 @@ class AsyncTemplate:
         allow_internet_access: bool | None = None,
         runtime: str | None = None,
         registry_credentials: RegistryCredentials | None = None,
+        public: bool = False,
         wait: bool = False,
         on_log: LogCallback | None = None,
         timeout: float | None = ops.DEFAULT_BUILD_TIMEOUT,
@@ -225,7 +248,7 @@ class AsyncTemplate:
             ready_timeout_s=ready_timeout_s, default_vcpus=default_vcpus, default_memory_mb=default_memory_mb,
             default_disk_mb=default_disk_mb, enable_ssh=enable_ssh, tags=tags or (), user=user, workdir=workdir,
             env=env, allow_internet_access=allow_internet_access, runtime=runtime,
-            registry_credentials=registry_credentials,
+            registry_credentials=registry_credentials, public=public,
         )  # fmt: skip
         async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
             return await conn.run(ops.create_template(conn.api, spec, ops.BuildWait.asked(wait, on_log, timeout)))
@@ -257,6 +280,21 @@ class AsyncTemplate:
         """One template by ``tpl_…`` id or name."""
         async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
             return await conn.run(ops.get_template(conn.api, template))
+
+    @classmethod
+    async def set_public(
+        cls,
+        template: str,
+        public: bool = True,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> TemplateInfo:
+        """As ``Template.set_public``, awaited."""
+        async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
+            return await conn.run(ops.set_template_public(conn.api, template, public))
 
     @classmethod
     async def delete(
