@@ -3,6 +3,7 @@ from outside are bounded and strict, refused with the envelope, and never a 500.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -10,9 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from alembic import command
+from sqlalchemy import create_engine, text
+from starlette.testclient import WebSocketDenialResponse
 
 from qbox.core.shell_protocol import BadFrame, parse_frame
+from qbox.server.db.engine import alembic_config
 from tests.unit.server.conftest import Harness, make_harness
 from tests.unit.server.fake_agent import FakeAgent
 from tests.unit.server.helpers import add_user_with_key, db_session
@@ -223,8 +227,6 @@ def test_every_path_id_is_checked_by_its_format(edge: Harness) -> None:
 
 
 def test_a_malformed_sandbox_id_on_the_shell_is_a_404(edge: Harness) -> None:
-    from starlette.testclient import WebSocketDenialResponse
-
     with pytest.raises(WebSocketDenialResponse) as caught:
         with edge.client.websocket_connect("/v1/sandboxes/sb_%0Ax/shell", headers=edge.auth()):
             pass
@@ -289,3 +291,42 @@ def test_query_values_are_strict_text(edge: Harness) -> None:
         assert_refused(r, field=field)
     r = edge.client.get(f"/v1/sandboxes/{sb}/stat?path=%2Ftmp%2Fa+b", headers=edge.auth())
     assert r.status_code == 200, r.text
+
+
+# --- migration 0008: rows stored before the edge -------------------------------------------------
+
+
+def test_migration_0008_repairs_stored_surrogates_and_nuls(tmp_path: Path) -> None:
+    for h in make_harness(tmp_path):
+        sb = spawn(h, {"labels": {"name": "x"}})["id"]
+        r = h.client.post("/v1/api-keys", json={"name": "ci", "scopes": ["sandboxes:read"]}, headers=h.auth())
+        key_id = r.json()["key"]["id"]
+    poison = [
+        ("UPDATE sandboxes SET labels = :v WHERE id = :id", '{"name": "a\\ud800", "\\udfff": "b\\u0000"}', sb),
+        ("UPDATE sandboxes SET envs = :v WHERE id = :id", '{"A": "\\udc00"}', sb),
+        ("UPDATE api_keys SET name = :v WHERE id = :id", "c\x00i", key_id),
+        ("UPDATE templates SET envs = :v WHERE id = :id", '{"E": "\\ud83d"}', "tpl_python"),
+        ("UPDATE templates SET start_cmd = :v WHERE id = :id", "run\x00me", "tpl_python"),
+        ("INSERT INTO sandbox_events (sandbox_id, time, level, component, message) "
+         "VALUES (:id, '2026-01-01 00:00:00', 'info', 'test', :v)", "bad\x00line", sb),
+    ]
+    engine = create_engine(f"sqlite:///{tmp_path / 'qbox.db'}")
+    try:
+        with engine.begin() as conn:
+            for statement, value, row_id in poison:
+                conn.execute(text(statement), {"v": value, "id": row_id})
+            conn.execute(text("UPDATE alembic_version SET version_num = '0007'"))
+            config = alembic_config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0008")
+            labels, envs = conn.execute(text("SELECT labels, envs FROM sandboxes WHERE id = :id"), {"id": sb}).one()
+            name = conn.execute(text("SELECT name FROM api_keys WHERE id = :id"), {"id": key_id}).scalar_one()
+            tpl_envs, start = conn.execute(text("SELECT envs, start_cmd FROM templates WHERE id = 'tpl_python'")).one()
+            messages = conn.execute(text("SELECT message FROM sandbox_events WHERE sandbox_id = :id"),
+                                    {"id": sb}).scalars().all()
+    finally:
+        engine.dispose()
+    assert json.loads(labels) == {"name": "a\ufffd", "\ufffd": "b\ufffd"}
+    assert json.loads(envs) == {"A": "\ufffd"} and json.loads(tpl_envs) == {"E": "\ufffd"}
+    assert name == "c\ufffdi" and start == "run\ufffdme"
+    assert "bad\ufffdline" in messages and not any("\x00" in m for m in messages)
