@@ -54,9 +54,13 @@ from qbox.core.errors import (
     ValidationError,
 )
 from qbox.core.ids import is_sandbox_id
+from qbox.core.sandbox_ends import describe_end
 from qbox.core.timefmt import utcnow
 
 log = logging.getLogger("qbox.agent.sandboxes")
+
+# How long a command's unknown end waits for the sandbox's watcher to see its init die.
+DEATH_NOTICE_SECONDS = 5.0
 
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")
 
@@ -177,6 +181,8 @@ class SandboxManager:
 
     def _active(self, sandbox_id: str) -> Sandbox:
         sandbox = self.get(sandbox_id)
+        if sandbox.status is SandboxStatus.STOPPED:
+            raise self._ended(sandbox)
         if sandbox.status is not SandboxStatus.RUNNING:
             raise SandboxNotActiveError(f"sandbox {sandbox_id} is {sandbox.status.value}",
                                         details={"currentState": sandbox.status.value})
@@ -477,6 +483,21 @@ class SandboxManager:
         state = await self._runtime_of(sandbox).state(sandbox.id)
         return state is None or state.status is not ContainerStatus.RUNNING
 
+    async def _died(self, sandbox: Sandbox) -> bool:
+        """After a command whose end is unknown: did the sandbox die under it? Its watcher
+        records why, a moment after the runtime let the command go."""
+        watcher = self._watchers.get(sandbox.id)
+        if watcher is not None and sandbox.status is SandboxStatus.RUNNING:
+            await asyncio.wait({watcher}, timeout=DEATH_NOTICE_SECONDS)
+        return sandbox.status is not SandboxStatus.RUNNING or await self._not_running(sandbox)
+
+    @staticmethod
+    def _ended(sandbox: Sandbox, what: str = "is not running") -> SandboxNotActiveError:
+        """The 409 for a sandbox that died: why, in the user's words (never a runtime's)."""
+        reason = describe_end(sandbox.exit_reason)
+        return SandboxNotActiveError(f"sandbox {sandbox.id} {what}: {reason}",
+                                     details={"currentState": "stopped", "reason": reason})
+
     async def start_command(self, sandbox_id: str, argv: list[str], *,
                             env: dict[str, str] | None = None, cwd: str | None = None,
                             user: str | None = None, stdin: str | None = None,
@@ -490,8 +511,7 @@ class SandboxManager:
                 process, stdin=stdin, keep_stdin=keep_stdin, ephemeral=ephemeral)
         except CommandStartError:
             if await self._not_running(sandbox):
-                raise SandboxNotActiveError(f"sandbox {sandbox_id} is not running",
-                                            details={"currentState": "stopped"}) from None
+                raise self._ended(sandbox) from None
             raise
 
     async def exec(self, sandbox_id: str, argv: list[str], *, env: dict[str, str] | None = None,
@@ -500,12 +520,16 @@ class SandboxManager:
         sandbox = self._active(sandbox_id)
         process = self._process_spec(sandbox, argv, env=env, cwd=cwd, user=user)
         try:
-            return await self._processes[sandbox_id].run(process, stdin=stdin, timeout=timeout)
+            result = await self._processes[sandbox_id].run(process, stdin=stdin, timeout=timeout)
         except CommandStartError:
             if await self._not_running(sandbox):
-                raise SandboxNotActiveError(f"sandbox {sandbox_id} is not running",
-                                            details={"currentState": "stopped"}) from None
+                raise self._ended(sandbox) from None
             raise
+        # A negative exit code: the runtime could not learn the command's end.
+        if result.exit_code < 0 and await self._died(sandbox):
+            result.release()
+            raise self._ended(sandbox, "stopped while the command ran")
+        return result
 
     async def open_shell(self, sandbox_id: str, size: ConsoleSize, *, command: str | None = None,
                          user: str | None = None) -> shell.ShellSession:
@@ -524,8 +548,7 @@ class SandboxManager:
             handle = await self._runtime_of(sandbox).exec(sandbox.id, process)
         except (CommandStartError, RuntimeFailure) as exc:
             if await self._not_running(sandbox):
-                raise SandboxNotActiveError(f"sandbox {sandbox_id} is not running",
-                                            details={"currentState": "stopped"}) from None
+                raise self._ended(sandbox) from None
             raise SshUnavailableError(f"cannot open a terminal in {sandbox_id}: {exc.message}",
                                       details={"sandboxId": sandbox_id}) from exc
         session = shell.ShellSession(handle, kill_grace=self._settings.kill_grace_seconds)

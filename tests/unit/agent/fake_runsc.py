@@ -5,7 +5,9 @@ acts out what the driver relies on.
 - ``exec --detach --process F --pid-file W --internal-pid-file I ID``: forks a
   waiter that runs the command on the host (its pid doubles as the "in-sandbox"
   pid), then logs ``Exiting with status: <wait status>`` to ``--debug-log`` the way
-  runsc does, and exits with the status folded into 128+N.
+  runsc does, and exits with the status folded into 128+N. With
+  ``$FAKE_RUNSC_SANDBOX_DIES`` it fails instead, as runsc's waiter does when
+  the sandbox dies under it (its error on stderr and in the log, exit 128).
 - ``kill --pid N ID SIG``: signals N. ``state``/``list``/``delete`` from a small
   JSON file per container.
 Every call is appended (argv as JSON) to ``$FAKE_RUNSC_CALLS``.
@@ -68,6 +70,14 @@ def main() -> int:
             os.write(report_write, str(child.pid).encode())
             os.close(report_write)
             _, status = os.waitpid(child.pid, 0)
+            if os.environ.get("FAKE_RUNSC_SANDBOX_DIES"):  # as when the sentry is killed
+                error = (f"waiting on pid {child.pid}: urpc method "
+                         f'"containerManager.WaitPID" failed: EOF')
+                with open(_option(argv[:at], "--debug-log") or "/dev/null", "a") as log:
+                    log.write(f"W1127 15:00:00.000000 {os.getpid():8d} util.go:64] "
+                              f"FATAL ERROR: {error}\n")
+                print(error, file=sys.stderr, flush=True)
+                os._exit(128)
             with open(_option(argv[:at], "--debug-log") or "/dev/null", "a") as log:
                 log.write(f"I1127 15:00:00.000000 {os.getpid():8d} main.go:222] "
                           f"Exiting with status: {status}\n")

@@ -15,7 +15,6 @@ import pytest
 from qbox.agent.runtime.base import ExitStatus, ProcessSpec
 from qbox.agent.runtime.runsc import (
     RunscRuntime,
-    exit_status_from_log,
     global_flags,
     is_gofer_of,
     pick_platform,
@@ -28,6 +27,13 @@ from qbox.agent.runtime.runsc_spec import (
     paths_the_gofer_opens,
     sandbox_root_uid,
     spec_for_runsc,
+    tasks_limit,
+)
+from qbox.agent.runtime.runsc_waiter import (
+    exit_status_from_log,
+    start_failure,
+    waiter_failure,
+    without_waiter_error,
 )
 from qbox.agent.spec import DEFAULT_PATH, SandboxConfig, oci_config
 
@@ -53,7 +59,9 @@ def test_spec_for_runsc_drops_seccomp_and_binds_the_rootfs_tmp(tmp_path: Path) -
     # What runsc honours is kept as it is.
     for key in ("resources", "namespaces", "cgroupsPath"):
         assert adapted["linux"][key] == config["linux"][key]
-    assert adapted["process"] == config["process"]
+    nproc = {"type": "RLIMIT_NPROC", "soft": 32, "hard": 32}  # what 128 MiB holds
+    assert adapted["process"] == {**config["process"],
+                                  "rlimits": [*config["process"]["rlimits"], nproc]}
 
 
 def test_spec_for_runsc_leaves_tmp_to_gvisor_without_a_real_directory(tmp_path: Path) -> None:
@@ -270,3 +278,89 @@ def test_parse_ps_reads_parents_from_the_table() -> None:
              b"1000      3         2         2         ?         16:45     0s        sleep\n")
     assert parse_ps(table) == {1: 0, 2: 0, 3: 2}
     assert parse_ps(b"[1,2,3]\n") == {} and parse_ps(b"") == {}
+
+
+# --- limits and what runsc says ------------------------------------------------
+
+@pytest.mark.parametrize(("memory_mb", "pids", "expected"), [
+    (64, 4096, 16), (128, 4096, 32), (512, 4096, 160), (8192, 4096, 2720), (8192, 1000, 1000),
+])
+def test_a_gvisor_sandbox_may_run_the_tasks_its_memory_holds(
+        tmp_path: Path, memory_mb: int, pids: int, expected: int) -> None:
+    config = oci_config(SandboxConfig(id="sb_runsctest1", rootfs=tmp_path, hostname="h",
+                                      init_source=Path("/usr/bin/catatonit"), vcpus=1,
+                                      memory_mb=memory_mb, pids_limit=pids,
+                                      rlimits={"RLIMIT_NPROC": (1, 1), "RLIMIT_CORE": (0, 0)}))
+    assert tasks_limit(config) == expected
+    rlimits = spec_for_runsc(config, tmp_path, bind_tmp=False)["process"]["rlimits"]
+    assert {"type": "RLIMIT_NPROC", "soft": expected, "hard": expected} in rlimits
+    assert [r["type"] for r in rlimits].count("RLIMIT_NPROC") == 1
+    assert tasks_limit({"linux": {"resources": {}}}) is None
+
+
+def test_the_waiters_failure_is_read_from_its_own_log_line() -> None:
+    log = ("I1127 15:00:00.000000     4242 main.go:222] Exiting with status: 0\n"
+           "W1127 15:00:00.000000     4343 util.go:64] FATAL ERROR: waiting on pid 5: urpc "
+           'method "containerManager.WaitPID" failed: EOF\n')
+    assert waiter_failure(log, 4343) == ('waiting on pid 5: urpc method '
+                                         '"containerManager.WaitPID" failed: EOF')
+    assert waiter_failure(log, 4242) is None
+
+
+def test_a_start_failure_keeps_the_kernels_reason_not_runscs_words() -> None:
+    assert start_failure('executing processes for container: executing command "nope" in '
+                         "sandbox: no such file or directory\n") == "no such file or directory"
+    again = start_failure('executing processes for container: executing command "/bin/echo ok" '
+                          "in sandbox: try again")
+    assert again.startswith("resource temporarily unavailable") and "executing" not in again
+    assert start_failure("") == "the runtime gave no reason"
+
+
+async def _relayed(*chunks: bytes, pid: int = 5) -> bytes:
+    source = asyncio.StreamReader()
+    relayed, task = without_waiter_error(source, pid)
+    for chunk in chunks:
+        source.feed_data(chunk)
+        await asyncio.sleep(0)
+    source.feed_eof()
+    await task
+    return await relayed.read()
+
+
+async def test_the_waiters_last_words_never_reach_the_commands_stderr() -> None:
+    error = b'waiting on pid 5: urpc method "containerManager.WaitPID" failed: EOF\n'
+    assert await _relayed(b"oops\n", error) == b"oops\n"
+    assert await _relayed(b"oops\nwaiting on", b" pid 5: urpc", b" failed: EOF\n") == b"oops\n"
+    # The command's own lines, even ones that look alike, pass as they are.
+    assert await _relayed(error, b"more\n") == error + b"more\n"
+    assert await _relayed(error, pid=6) == error
+    assert await _relayed(b"waiting on pid 5: no newline") == b"waiting on pid 5: no newline"
+    assert await _relayed(b"partial line, no newline") == b"partial line, no newline"
+
+
+async def test_output_is_relayed_as_it_comes() -> None:
+    source = asyncio.StreamReader()
+    relayed, task = without_waiter_error(source, 5)
+    source.feed_data(b"line one\npart")
+    assert await asyncio.wait_for(relayed.readexactly(13), 5) == b"line one\npart"
+    source.feed_data(b"\nwait")  # could be the waiter's: held back until it cannot be
+    await asyncio.sleep(0.01)
+    source.feed_data(b"ing for Godot\n")
+    assert await asyncio.wait_for(relayed.readexactly(19), 5) == b"\nwaiting for Godot\n"
+    source.feed_eof()
+    await task
+
+
+async def test_a_command_whose_sandbox_died_has_an_unknown_end_and_clean_stderr(
+        tmp_path: Path, fake_runsc: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    binary, _ = fake_runsc
+    monkeypatch.setenv("FAKE_RUNSC_SANDBOX_DIES", "1")
+    driver = RunscRuntime(str(binary), tmp_path / "root", scratch_dir=tmp_path / "scratch")
+    try:
+        handle = await driver.exec("sb_runsctest1", _process("sh", "-c", "echo out; echo err >&2"))
+        out, err, status = await asyncio.gather(handle.stdout.read(), handle.stderr.read(),
+                                                handle.wait())
+        assert (out, err, status) == (b"out\n", b"err\n", ExitStatus(-1))
+        assert list((tmp_path / "scratch").iterdir()) == []
+    finally:
+        await driver.close()

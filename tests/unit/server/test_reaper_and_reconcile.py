@@ -102,7 +102,23 @@ def test_ended_on_host_decisions() -> None:
          "sb_crashed": {"status": "stopped"}, "sb_unknown": {"status": "running"}},
     ))
     assert set(decided) == {"sb_oom", "sb_gone", "sb_crashed"}
-    assert "OOM" in decided["sb_oom"] and decided["sb_gone"].startswith("lost")
+    assert decided["sb_oom"] == "failed: out of memory: the sandbox used all of its memory and was stopped"
+    assert decided["sb_gone"].startswith("lost")
+    assert decided["sb_crashed"] == "failed: the sandbox's runtime stopped unexpectedly"
+
+
+def test_end_reasons_never_carry_the_agents_or_a_runtimes_words() -> None:
+    from qbox.server.services.hostsync import ended_on_host
+
+    said = {"sb_signal": "init killed by signal 9", "sb_exit": "init exited with code 128",
+            "sb_urpc": 'urpc method "containerManager.WaitPID" failed: EOF',
+            "sb_restart": "lost: its init is gone (agent or host restarted)"}
+    decided = dict(ended_on_host(said, {sandbox_id: {"status": "stopped", "exitReason": reason}
+                                        for sandbox_id, reason in said.items()}))
+    for sandbox_id, reason in said.items():
+        assert reason not in decided[sandbox_id]
+        assert not {"init", "urpc", "signal", "gVisor", "runsc", "crun"} & set(decided[sandbox_id].split())
+    assert decided["sb_restart"] == "failed: the sandbox was lost when its host's agent restarted"
 
 
 def test_host_sync_marks_an_oom_killed_sandbox_failed(harness: Harness) -> None:
@@ -116,7 +132,7 @@ def test_host_sync_marks_an_oom_killed_sandbox_failed(harness: Harness) -> None:
     decided = harness.client.portal.call(sync_host, services.ctx, services.sandboxes, "local")  # type: ignore[union-attr]
     assert [d[0] for d in decided] == [sb["id"]]
     got = harness.client.get(f"/v1/sandboxes/{sb['id']}", headers=harness.auth()).json()
-    assert got["status"] == "failed" and "OOM" in got["endReason"]
+    assert got["status"] == "failed" and "out of memory" in got["endReason"]
     logs = harness.client.get(f"/v1/sandboxes/{sb['id']}/logs", headers=harness.auth()).json()
-    assert "OOM" in logs[-1]["message"] and logs[-1]["level"] == "error"
+    assert "out of memory" in logs[-1]["message"] and logs[-1]["level"] == "error"
     assert harness.client.get(f"/v1/sandboxes/{other['id']}", headers=harness.auth()).json()["status"] == "running"

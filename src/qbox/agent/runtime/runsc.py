@@ -20,7 +20,12 @@ runsc's CLI matches crun's for run, kill, delete, state and list, so this is
   adopts it as it adopts crun's commands (``child.py``). The command's pid
   comes from ``--internal-pid-file``, signals go through ``runsc kill --pid``,
   and since the waiter's exit code folds death by signal N into 128+N, the
-  real wait status is read from the line the waiter logs as it exits.
+  real wait status is read from the line the waiter logs as it exits. What
+  runsc itself says (a start failure, the waiter's error when the sandbox dies
+  under it) stays on the agent's log (``runsc_waiter.py``).
+- The spec's pids limit is no limit under gVisor (the host's pids cgroup
+  counts the sentry's threads): ``spec_for_runsc`` sets ``RLIMIT_NPROC``,
+  which gVisor's kernel enforces (``runsc_spec.tasks_limit``).
 """
 
 from __future__ import annotations
@@ -57,17 +62,18 @@ from qbox.agent.runtime.runsc_spec import (
     sandbox_root_uid,
     spec_for_runsc,
 )
+from qbox.agent.runtime.runsc_waiter import (
+    exit_status_from_log,
+    start_failure,
+    waiter_failure,
+    without_waiter_error,
+)
 from qbox.agent.spec import oci_process
 
 log = logging.getLogger("qbox.agent.runtime")
 
 # What every call passes besides --root and --platform (see the module docstring).
 ISOLATION_FLAGS = ("--directfs=false", "--overlay2=none", "--file-access=shared")
-
-# "I1127 14:57:27.891544    6098 main.go:222] Exiting with status: 9"
-_EXIT_LINE = re.compile(r"^\S+\s+\S+\s+(\d+)\s+\S+\]\s+Exiting with status: (\d+)\s*$",
-                        re.MULTILINE)
-
 
 def pick_platform(platforms_help: str) -> str:
     """systrap when this runsc has it (Debian 13's), else ptrace (Debian 12's).
@@ -85,20 +91,6 @@ def global_flags(platform: str, flags_help: str) -> list[str]:
         if flag[2:].split("=")[0] in known:
             chosen.append(flag)
     return chosen
-
-
-def exit_status_from_log(text: str, pid: int) -> ExitStatus | None:
-    """The wait status the waiter ``pid`` logged as it exited, if it did."""
-    statuses = [int(raw) for logged_pid, raw in _EXIT_LINE.findall(text)
-                if int(logged_pid) == pid]
-    if not statuses:
-        return None
-    status = statuses[-1]
-    if os.WIFSIGNALED(status):
-        return ExitStatus.killed_by(os.WTERMSIG(status))
-    if os.WIFEXITED(status):
-        return ExitStatus(os.WEXITSTATUS(status))
-    return None
 
 
 def parse_ps(output: bytes) -> dict[int, int]:
@@ -169,7 +161,7 @@ class RunscProcess:
     def __init__(self, runtime: RunscRuntime, container_id: str, pid: int,
                  waiter: AdoptedChild, log_path: Path, stdin: asyncio.StreamWriter | None,
                  stdout: asyncio.StreamReader, stderr: asyncio.StreamReader,
-                 console: int | None = None) -> None:
+                 console: int | None = None, relay: asyncio.Task[None] | None = None) -> None:
         self._runtime = runtime
         self._container_id = container_id
         self._pid = pid
@@ -181,6 +173,7 @@ class RunscProcess:
         self.stdout = stdout
         self.stderr = stderr
         self.console = console
+        self._relay = relay  # feeds ``stderr`` (see ``without_waiter_error``)
 
     @property
     def pid(self) -> int:
@@ -192,13 +185,19 @@ class RunscProcess:
         return self._waiter.pid
 
     async def wait(self) -> ExitStatus:
+        """The command's status; unknown (-1) when the waiter failed to learn it (the
+        sandbox died under it: ``SandboxManager`` tells the user why)."""
         folded = await self._waiter.wait()
         try:
-            logged = exit_status_from_log(self._log_path.read_text(errors="replace"),
-                                          self._waiter.pid)
+            text = self._log_path.read_text(errors="replace")
         except OSError:
-            logged = None
+            text = ""
         self._log_path.unlink(missing_ok=True)
+        logged = exit_status_from_log(text, self._waiter.pid)
+        if logged is None and (failure := waiter_failure(text, self._waiter.pid)) is not None:
+            log.warning("pid %s in %s: the runsc waiter failed: %s",
+                        self._pid, self._container_id, failure)
+            return UNKNOWN_EXIT
         return logged or folded or UNKNOWN_EXIT
 
     def send_signal(self, signo: int) -> None:
@@ -330,10 +329,13 @@ class RunscRuntime(OciCliRuntime):
                 pipes.close_child_ends()
             if await proc.wait() != 0:
                 message = pipes.read_stderr_now().decode(errors="replace").strip()
-                raise CommandStartError(f"cannot start {process.args[0]!r}: {message}",
+                log.info("runsc exec in %s failed: %s", container_id, message)
+                raise CommandStartError(f"cannot start {process.args[0]!r}: "
+                                        f"{start_failure(message)}",
                                         details={"runtime": self.name})
             pid, waiter = self._watch_waiter(pid_file, waiter_pid_file)
-            stdin_writer, stdout, stderr = await pipes.streams()
+            stdin_writer, stdout, raw_stderr = await pipes.streams()
+            stderr, relay = without_waiter_error(raw_stderr, pid)
         except BaseException:
             pipes.close_all()
             log_path.unlink(missing_ok=True)
@@ -342,7 +344,7 @@ class RunscRuntime(OciCliRuntime):
             for path in (process_file, waiter_pid_file, pid_file):
                 path.unlink(missing_ok=True)
         return RunscProcess(self, container_id, pid, waiter, log_path,
-                            stdin_writer, stdout, stderr)
+                            stdin_writer, stdout, stderr, relay=relay)
 
     def _watch_waiter(self, pid_file: Path, waiter_pid_file: Path) -> tuple[int, AdoptedChild]:
         """The process's pid in the sandbox, and the watched waiter runsc left for it."""
@@ -377,6 +379,11 @@ class RunscRuntime(OciCliRuntime):
             except BaseException:
                 os.close(master)
                 raise
+        except CommandStartError as exc:
+            log.info("runsc exec on a terminal in %s failed: %s", container_id, exc.message)
+            log_path.unlink(missing_ok=True)
+            raise CommandStartError(f"cannot start {process.args[0]!r} on a terminal: "
+                                    f"{start_failure(exc.message)}", details=exc.details) from None
         except BaseException:
             log_path.unlink(missing_ok=True)
             raise

@@ -15,6 +15,14 @@ import struct
 from pathlib import Path
 from typing import Any
 
+MIB = 1024 * 1024
+# What one task (a thread or process) costs the sentry, measured with a fork bomb of
+# shells (about 1.8 MiB each, growing slowly while it runs), with room to spare.
+SENTRY_BYTES_PER_TASK = 3 * MIB
+# The sentry's own memory before any task (about 12 MiB measured), with room to spare.
+SENTRY_BASE_BYTES = 32 * MIB
+MIN_TASKS = 16
+
 
 def network_mode(config: dict[str, Any]) -> str:
     """``host`` in the network namespace the spec joins; ``none`` (loopback only) without one."""
@@ -41,6 +49,9 @@ def spec_for_runsc(config: dict[str, Any], bundle: Path, *, bind_tmp: bool) -> d
     - ``/sys`` is always gVisor's own sysfs: a bind of a host sysfs (what a
       user-namespaced crun sandbox gets, ``joined_netns.py``) would show
       the host's devices through the gofer.
+    - ``RLIMIT_NPROC`` of the init (``tasks_limit``), which gVisor's kernel
+      also gives every ``runsc exec`` command (it ignores the process's own
+      rlimits there).
     Everything else is kept: runsc honours the mounts (init bind-mount
     included), rlimits, cgroup limits, namespaces and id mappings, and
     ignores what it has no use for (devices, masked and read-only paths).
@@ -56,7 +67,34 @@ def spec_for_runsc(config: dict[str, Any], bundle: Path, *, bind_tmp: bool) -> d
         mounts.append({"destination": "/tmp", "type": "bind",
                        "source": str(rootfs_of(adapted, bundle) / "tmp"),
                        "options": ["bind", "rw", "nosuid", "nodev"]})
+    limit = tasks_limit(adapted)
+    if limit is not None:
+        process = adapted.setdefault("process", {})
+        process["rlimits"] = [
+            *(r for r in process.get("rlimits", []) if r.get("type") != "RLIMIT_NPROC"),
+            {"type": "RLIMIT_NPROC", "soft": limit, "hard": limit}]
     return adapted
+
+
+def tasks_limit(config: dict[str, Any]) -> int | None:
+    """How many tasks each user may run in a gVisor sandbox: what its memory can hold.
+
+    The spec's pids limit goes to the host's pids cgroup, which counts the
+    sentry's own threads, never the sandbox's tasks; and gVisor's memory is
+    one process in the memory cgroup, so a fork bomb that fills it makes the
+    host kill the whole sandbox. gVisor's kernel counts tasks per user
+    against ``RLIMIT_NPROC`` (root included, without CAP_SYS_RESOURCE) and
+    answers EAGAIN past it, as the pids cgroup does under crun; sized so
+    that the sentry's tasks fit in the memory limit, never above the pids
+    limit. None: the spec limits neither.
+    """
+    resources = config.get("linux", {}).get("resources", {})
+    bounds = []
+    if pids := int(resources.get("pids", {}).get("limit") or 0):
+        bounds.append(pids)
+    if memory := int(resources.get("memory", {}).get("limit") or 0):
+        bounds.append(max(MIN_TASKS, (memory - SENTRY_BASE_BYTES) // SENTRY_BYTES_PER_TASK))
+    return min(bounds) if bounds else None
 
 
 def sandbox_root_uid(config: dict[str, Any]) -> int | None:

@@ -14,16 +14,13 @@ from typing import Any
 from sqlalchemy import select
 
 from qbox.core.errors import QboxError
+from qbox.core.sandbox_ends import describe_end
 from qbox.core.states import SandboxState
 from qbox.server.db.tables import Sandbox
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.sandboxes import SandboxService
 
 log = logging.getLogger("qbox.hostsync")
-
-_REASONS = {
-    "oom": "failed: the sandbox's init was OOM-killed (memory limit reached)",
-}
 
 
 def ended_on_host(running: Iterable[str], on_host: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str]]:
@@ -34,9 +31,8 @@ def ended_on_host(running: Iterable[str], on_host: Mapping[str, Mapping[str, Any
         if row is None:
             ended.append((sandbox_id, "lost: the host no longer has this sandbox"))
         elif row.get("status") != "running":
-            exit_reason = str(row.get("exitReason") or "")
-            ended.append((sandbox_id, _REASONS.get(exit_reason, f"failed: the sandbox stopped on its host "
-                                                               f"({exit_reason or 'no reason given'})")))
+            # The agent's exitReason is its own shorthand: the user reads plain words.
+            ended.append((sandbox_id, f"failed: {describe_end(row.get('exitReason'))}"))
     return ended
 
 
