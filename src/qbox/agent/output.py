@@ -8,12 +8,14 @@ drop the head. Followers (``follow=true``) read from a character offset and
 
 The text lives in a file in the sandbox's spool directory, on the sandbox's
 own disk where it has one, so a command's output counts against the
-sandbox's disk quota rather than the agent's memory. The file is unlinked as
-soon as it is made (the space comes back when the spool is released, or when
-the agent dies); the agent keeps only its descriptor, a few counters and one
-checkpoint per ``CHECKPOINT_BYTES`` that maps character offsets to byte
-offsets. Reads are ``pread`` calls of at most ``READ_CHUNK_CHARS`` characters'
-worth, so no read builds the whole text either.
+sandbox's disk quota rather than the agent's memory. The agent keeps a few
+counters and one checkpoint per ``CHECKPOINT_BYTES`` that maps character
+offsets to byte offsets; a descriptor only while the stream is open (finished
+records, up to a thousand a sandbox, must not exhaust the agent's file
+limit), so each read opens the file. Reads ``pread`` at most
+``READ_CHUNK_CHARS`` characters' worth: no read builds the whole text either.
+The file is removed when the spool is released; what a dead agent left is
+removed with its sandbox (or when a new agent takes the sandbox over).
 """
 
 from __future__ import annotations
@@ -47,14 +49,14 @@ def truncation_marker(cap_bytes: int) -> str:
 
 
 class OutputSpool:
-    """One stream's text in an unlinked file under ``directory`` (the system's temp dir
-    when None: tests)."""
+    """One stream's text in a file under ``directory`` (the system's temp dir when None:
+    tests)."""
 
     def __init__(self, directory: Path | None = None, cap_bytes: int = DEFAULT_CAP_BYTES) -> None:
         self.cap_bytes = cap_bytes
-        # O_TMPFILE where the filesystem has it, else created and unlinked at once.
-        self._file = tempfile.TemporaryFile(dir=directory)
-        self._fd = self._file.fileno()
+        fd, path = tempfile.mkstemp(prefix="out-", dir=directory)  # 0600, not inherited
+        self._fd: int | None = fd  # open for writing until the stream ends
+        self.path = Path(path)
         # Incremental: a multi-byte character split across two reads is
         # decoded whole, not as two replacement characters.
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -93,6 +95,7 @@ class OutputSpool:
         if not self.closed and not self.truncated:
             self._append(self._decoder.decode(b"", final=True))
         self.closed = True
+        self._close_fd()
         self._wake()
 
     def release(self) -> None:
@@ -101,11 +104,17 @@ class OutputSpool:
         if self.released:
             return
         self.released = self.closed = True
-        self._file.close()
+        self._close_fd()
+        self.path.unlink(missing_ok=True)
         self._wake()
 
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
     def _append(self, text: str) -> None:
-        if not text or self.released:
+        if not text or self._fd is None:
             return
         data = text.encode()
         written = 0
@@ -152,6 +161,16 @@ class OutputSpool:
         if offset >= self._chars:
             start = offset - self._chars
             return self._suffix[start:start + limit]
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return ""  # removed with its sandbox meanwhile
+        try:
+            return self._read(fd, offset, limit)
+        finally:
+            os.close(fd)
+
+    def _read(self, fd: int, offset: int, limit: int) -> str:
         index = bisect.bisect_right(self._marks_chars, offset) - 1
         skip = offset - self._marks_chars[index]
         position = self._marks_bytes[index]
@@ -159,7 +178,7 @@ class OutputSpool:
         parts: list[str] = []
         wanted = limit
         while wanted > 0 and position < self._size:
-            chunk = os.pread(self._fd, min(self._size - position, _PREAD_BYTES), position)
+            chunk = os.pread(fd, min(self._size - position, _PREAD_BYTES), position)
             if not chunk:
                 break
             position += len(chunk)

@@ -126,12 +126,14 @@ def _image_env(images: ImageSource, digest: str) -> dict[str, str]:
 
 
 def output_spool_dir(directory: Path) -> Path:
-    """Where a sandbox's command output is spooled: beside its writable layer on its own
-    disk when it has one (so output counts against its disk quota, out of its sight),
-    else in its directory."""
+    """Where a sandbox's command output is spooled (emptied: called when an agent takes the
+    sandbox on): beside its writable layer on its own disk when it has one (so output
+    counts against its disk quota, out of its sight), else in its directory."""
     disk = directory / "disk"
     spool = (disk if os.path.ismount(disk) else directory) / "output"
     spool.mkdir(mode=0o700, exist_ok=True)
+    for stale in spool.iterdir():
+        stale.unlink(missing_ok=True)  # an earlier agent's: its records are gone
     return spool
 
 

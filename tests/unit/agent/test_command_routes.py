@@ -122,7 +122,10 @@ async def test_the_agent_client_relays_streams_and_raises_errors_first(
     followed = await _read(await agent_client.follow_command(sandbox_id, started["pid"], {}))
     assert followed[0] == {"type": "stdout", "data": "via client"}
     assert followed[-1]["type"] == "exit"
-    assert await agent_client.command_logs(sandbox_id, started["pid"], {"offset": 4}) == {
+    logs = await agent_client.command_logs(sandbox_id, started["pid"], {"offset": 4})
+    body = b"".join([chunk async for chunk in logs])
+    await logs.close()
+    assert json.loads(body) == {
         "stdout": "client", "stderr": "", "stdoutNext": 10, "stderrNext": 4}
     with pytest.raises(ProcessNotFoundError):
         await agent_client.follow_command(sandbox_id, 99999, {})

@@ -18,8 +18,8 @@ from qbox.agent.output import (
 )
 
 
-def _spool_files(directory: Path) -> list[str]:
-    """This process's open files in ``directory`` (unlinked spools show as deleted)."""
+def _open_files(directory: Path) -> list[str]:
+    """This process's open files in ``directory``."""
     found = []
     for fd in os.listdir("/proc/self/fd"):
         try:
@@ -91,15 +91,20 @@ def test_text_is_cumulative(spool_dir: Path) -> None:
     assert len(spool) == 3
 
 
-def test_the_text_is_on_disk_not_in_memory(spool_dir: Path) -> None:
+def test_the_text_is_on_disk_and_no_file_stays_open_once_the_stream_ends(
+        spool_dir: Path) -> None:
     spool = OutputSpool(spool_dir)
     spool.feed(b"x" * 300_000)
-    # Unlinked at once: nothing in the directory to clean up, but the space is used there.
-    assert os.listdir(spool_dir) == []
-    [path] = _spool_files(spool_dir)
-    assert path.endswith("(deleted)")
-    assert os.fstat(spool._fd).st_size == 300_000
+    assert [p.name for p in spool_dir.iterdir()] == [spool.path.name]
+    assert spool.path.stat().st_size == 300_000 and spool.path.stat().st_mode & 0o777 == 0o600
+    assert len(_open_files(spool_dir)) == 1  # while the command may still write
+    spool.close()
+    # A finished record holds no descriptor (a thousand of them must not exhaust the
+    # agent's file limit); reads open the file.
+    assert _open_files(spool_dir) == []
+    assert spool.read(299_990) == "x" * 10 and _open_files(spool_dir) == []
     spool.release()
+    assert list(spool_dir.iterdir()) == []
 
 
 def test_character_offsets_across_checkpoints_with_multibyte_text(spool_dir: Path) -> None:
@@ -133,10 +138,10 @@ def test_chunks_are_bounded_and_stop_at_the_given_end(spool_dir: Path) -> None:
 def test_release_frees_the_file_and_reads_find_nothing(spool_dir: Path) -> None:
     spool = OutputSpool(spool_dir)
     spool.feed(b"some output")
-    assert _spool_files(spool_dir)
+    assert _open_files(spool_dir)
     spool.release()
     spool.release()  # idempotent
-    assert _spool_files(spool_dir) == []
+    assert _open_files(spool_dir) == [] and list(spool_dir.iterdir()) == []
     assert spool.closed and spool.text() == "" and list(spool.chunks(0, 5)) == []
     spool.feed(b"more")  # a pump still draining the pipe: dropped
     assert spool.text() == ""
@@ -160,5 +165,5 @@ def test_a_full_disk_ends_the_text_with_a_marker(spool_dir: Path,
     spool.close()
     # The half-written part is cut off again: the file holds whole pieces only.
     assert spool.text() == "kept\n" + DISK_FULL_MARKER
-    assert os.fstat(spool._fd).st_size == len(b"kept\n")
+    assert spool.path.stat().st_size == len(b"kept\n")
     spool.release()

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import time
 from pathlib import Path
@@ -34,15 +33,9 @@ async def manager(tmp_path: Path) -> ProcessManager:
 
 
 def _spools(manager: ProcessManager) -> int:
-    """How many spool files of ``manager`` are open (they are unlinked: only fds show them)."""
-    directory = str(manager._spool_dir)
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            count += os.readlink(f"/proc/self/fd/{fd}").startswith(directory)
-        except OSError:
-            pass
-    return count
+    """How many spool files ``manager`` has in its directory."""
+    assert manager._spool_dir is not None
+    return len(list(manager._spool_dir.iterdir()))
 
 
 async def _finished(manager: ProcessManager, pid: int, timeout: float = 5) -> None:
@@ -209,3 +202,11 @@ async def test_a_finished_exec_not_yet_sent_is_released_when_the_sandbox_ends(
     await manager.close()
     assert _spools(manager) == 0
 
+
+
+def test_an_agent_taking_a_sandbox_on_empties_its_spool_dir(tmp_path: Path) -> None:
+    from qbox.agent.sandboxes import output_spool_dir
+    spool = output_spool_dir(tmp_path)
+    assert spool == tmp_path / "output" and spool.stat().st_mode & 0o777 == 0o700
+    (spool / "out-left-by-a-dead-agent").write_bytes(b"x" * 1000)
+    assert output_spool_dir(tmp_path) == spool and list(spool.iterdir()) == []
