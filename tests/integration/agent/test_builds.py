@@ -39,7 +39,7 @@ pytestmark = pytest.mark.integration
 async def agent(data_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
     if os.geteuid() != 0 or shutil.which("crun") is None or shutil.which("umoci") is None:
         pytest.fail("build integration tests need root, crun, skopeo and umoci")
-    settings = AgentSettings(data_dir=data_dir, secret=SECRET,
+    settings = AgentSettings(data_dir=data_dir, secret=SECRET, import_dirs=(str(data_dir.parent),),
                              runtime=os.environ.get("QBOX_AGENT_RUNTIME", "auto"))
     app = create_app(settings)
     async with app.router.lifespan_context(app), client_for(app) as client:
@@ -52,6 +52,7 @@ async def agent(data_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def base_ref(tmp_path: Path) -> str:
+    # In the agents' import dir (tmp_path; their data dirs are in it too, and stay refused).
     return busybox_layout(tmp_path / "layout")
 
 
@@ -171,7 +172,7 @@ async def test_an_unknown_ref_is_a_validation_error(agent: httpx.AsyncClient,
 
 async def test_a_client_going_away_cancels_the_build(data_dir: Path, base_ref: str) -> None:
     """Over a real socket (the in-process transport cannot disconnect mid-stream)."""
-    settings = AgentSettings(data_dir=data_dir, secret=SECRET,
+    settings = AgentSettings(data_dir=data_dir, secret=SECRET, import_dirs=(str(data_dir.parent),),
                              runtime=os.environ.get("QBOX_AGENT_RUNTIME", "auto"))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
@@ -219,7 +220,7 @@ async def test_a_build_under_gvisor(agent: httpx.AsyncClient, base_ref: str,
 
 async def test_a_restarted_agent_removes_a_build_sandbox_left_behind(
         data_dir: Path, base_ref: str) -> None:
-    settings = AgentSettings(data_dir=data_dir, secret=SECRET,
+    settings = AgentSettings(data_dir=data_dir, secret=SECRET, import_dirs=(str(data_dir.parent),),
                              runtime=os.environ.get("QBOX_AGENT_RUNTIME", "auto"))
     app = create_app(settings)
     async with app.router.lifespan_context(app), client_for(app) as client:
