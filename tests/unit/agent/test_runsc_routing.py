@@ -40,7 +40,7 @@ async def test_every_operation_goes_to_the_runtime_the_sandbox_was_created_with(
 
     assert [c.id for c in await runsc.list()] == [gvisor.id]
     assert [c.id for c in await crun.list()] == [plain.id]
-    assert (await manager.exec(gvisor.id, ["echo", "hi"])).stdout == "hi\n"
+    assert (await manager.exec(gvisor.id, ["echo", "hi"])).record.stdout.text() == "hi\n"
     record = await manager.start_command(gvisor.id, ["true"])
     await record.finished.wait()
     assert [container for container, _ in runsc.execs] == [gvisor.id, gvisor.id]
@@ -64,7 +64,7 @@ async def test_the_runtime_is_kept_in_the_state_file_and_used_after_a_restart(
     second = _manager(tmp_path, crun, runsc)
     await second.load()
     assert second.get(sandbox.id).status is SandboxStatus.RUNNING
-    assert (await second.exec(sandbox.id, ["echo", "again"])).stdout == "again\n"
+    assert (await second.exec(sandbox.id, ["echo", "again"])).record.stdout.text() == "again\n"
     assert crun.execs == []
     # A crun container of the same id would have been deleted as an orphan instead.
     assert [c.id for c in await runsc.list()] == [sandbox.id]

@@ -43,7 +43,7 @@ async def test_image_env_is_the_base_of_command_env(tmp_path: Path, digest: str)
     manager._images.env = ("PATH=/opt/py/bin:/usr/bin:/bin", "LANG=C.UTF-8")  # type: ignore[attr-defined]
     sandbox = await manager.create(SandboxParams(new_sandbox_id(), digest))
     result = await manager.exec(sandbox.id, ["sh", "-c", "echo $PATH $LANG"])
-    assert result.stdout == "/opt/py/bin:/usr/bin:/bin C.UTF-8\n"
+    assert result.record.stdout.text() == "/opt/py/bin:/usr/bin:/bin C.UTF-8\n"
 
 
 async def test_restart_with_the_container_gone_marks_it_stopped(tmp_path: Path, digest: str) -> None:
@@ -70,7 +70,7 @@ async def test_restart_keeps_running_sandboxes(tmp_path: Path, digest: str) -> N
     second = _manager(tmp_path, runtime)
     await second.load()
     assert second.get(sandbox.id).status is SandboxStatus.RUNNING
-    assert (await second.exec(sandbox.id, ["sh", "-c", "echo $K"])).stdout == "v\n"
+    assert (await second.exec(sandbox.id, ["sh", "-c", "echo $K"])).record.stdout.text() == "v\n"
 
 
 async def test_load_removes_directories_without_a_readable_state(tmp_path: Path) -> None:
