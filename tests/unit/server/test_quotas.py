@@ -230,6 +230,32 @@ def test_in_flight_execs_hold_the_command_quota(harness: Harness, member: tuple[
     assert harness.client.post(exec_url, json={"cmd": "true"}, headers=harness.auth(key)).status_code == 200
 
 
+@pytest.fixture
+def three_commands(tmp_path: Path) -> Iterator[Harness]:
+    yield from make_harness(tmp_path, quota_commands=3)
+
+
+def test_finding_4_one_member_cannot_run_more_long_execs_than_the_quota(three_commands: Harness) -> None:
+    # Before: every one of a member's concurrent long execs ran (100 of them stalled everyone).
+    h = three_commands
+    _user_id, key = add_user_with_key(h.settings.data_dir)
+    sandbox = spawn(h, key=key)["id"]
+    marks, go = h.settings.data_dir / "marks", h.settings.data_dir / "go"
+    marks.mkdir()
+    # Each exec leaves a mark once it runs, then waits for the test.
+    body = {"cmd": "sh", "args": ["-c", f"touch {marks}/$$; while [ ! -e {go} ]; do sleep 0.02; done"]}
+    exec_url = f"/v1/sandboxes/{sandbox}/exec"
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        running = [pool.submit(h.client.post, exec_url, json=body, headers=h.auth(key)) for _ in range(3)]
+        try:
+            eventually(lambda: len(list(marks.iterdir())) == 3)
+            details = quota_error(h.client.post(exec_url, json={"cmd": "true"}, headers=h.auth(key)))
+            assert details == {"quota": "commands", "limit": 3, "used": 3, "requested": 1}
+        finally:
+            go.touch()
+        assert [f.result().status_code for f in running] == [200, 200, 200]
+
+
 def test_other_users_do_not_share_a_members_command_quota(harness: Harness, member: tuple[str, str],
                                                           sandbox_of: str) -> None:
     _user_id, key = member
