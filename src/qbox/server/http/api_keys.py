@@ -12,7 +12,8 @@ from pydantic import Field
 from qbox.core.timefmt import to_wire
 from qbox.server.db.tables import ApiKey, User
 from qbox.server.http.deps import json_body, note_of, require, services_of
-from qbox.server.http.openapi import request_body
+from qbox.server.http.openapi import answers, request_body
+from qbox.server.http import response_models as rm
 from qbox.server.http.schemas import PlainName, _Body
 from qbox.server.services.keys import Principal, key_status
 
@@ -42,7 +43,7 @@ def key_wire(key: ApiKey, owner: User, now: datetime) -> dict[str, Any]:
     }
 
 
-@router.post("", status_code=201, openapi_extra=request_body(CreateKeyBody))
+@router.post("", status_code=201, openapi_extra=request_body(CreateKeyBody), responses=answers(201, rm.CreatedApiKey))
 async def create_key(request: Request, principal: Principal = require("api-keys:write",
                                                                          action="api_key.create")) -> JSONResponse:
     body = await json_body(request, CreateKeyBody)
@@ -58,7 +59,7 @@ async def create_key(request: Request, principal: Principal = require("api-keys:
     return JSONResponse({"key": key_wire(key, owner, services.ctx.clock()), "secret": secret}, status_code=201)
 
 
-@router.get("")
+@router.get("", responses=answers(200, list[rm.ApiKeyInfo]))
 async def list_keys(request: Request, user_id: str | None = Query(default=None, alias="userId"),
                     principal: Principal = require("api-keys:read")) -> list[dict[str, Any]]:
     services = services_of(request)
@@ -66,7 +67,7 @@ async def list_keys(request: Request, user_id: str | None = Query(default=None, 
     return [key_wire(k, u, now) for k, u in await services.keys.find(principal, user_id)]
 
 
-@router.get("/{key_id}")
+@router.get("/{key_id}", responses=answers(200, rm.ApiKeyInfo))
 async def get_key(key_id: str, request: Request,
                   principal: Principal = require("api-keys:read")) -> dict[str, Any]:
     services = services_of(request)
@@ -74,7 +75,7 @@ async def get_key(key_id: str, request: Request,
     return key_wire(key, owner, services.ctx.clock())
 
 
-@router.post("/{key_id}/revoke")
+@router.post("/{key_id}/revoke", responses=answers(200, rm.ApiKeyInfo))
 async def revoke_key(key_id: str, request: Request,
                      principal: Principal = require("api-keys:write", action="api_key.revoke")) -> dict[str, Any]:
     services = services_of(request)

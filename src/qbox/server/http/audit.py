@@ -11,6 +11,8 @@ from qbox.core.errors import ValidationError
 from qbox.core.timefmt import from_wire, to_wire
 from qbox.server.db.tables import AuditEntry
 from qbox.server.http.deps import require, services_of
+from qbox.server.http.openapi import answers
+from qbox.server.http import response_models as rm
 from qbox.server.services.audit import AuditQuery
 from qbox.server.services.keys import Principal
 
@@ -43,7 +45,7 @@ def _time(value: str | None, name: str) -> datetime | None:
         raise ValidationError.for_fields({name: "not an ISO 8601 time"}) from None
 
 
-@router.get("")
+@router.get("", responses=answers(200, rm.AuditPage))
 async def list_audit(
     request: Request,
     since: str | None = Query(default=None, alias="from"),
@@ -61,7 +63,7 @@ async def list_audit(
     return {"data": [entry_wire(r) for r in rows], "nextCursor": next_cursor}
 
 
-@router.get("/verify")
+@router.get("/verify", responses=answers(200, rm.AuditVerification))
 async def verify_audit(request: Request, principal: Principal = require("audit:read")) -> dict[str, Any]:
     result = await services_of(request).audit.verify()
     return {"ok": result.ok, "checked": result.checked, "firstBadId": result.first_bad_id,

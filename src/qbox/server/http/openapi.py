@@ -104,6 +104,11 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": Error, "description": STATUS_TEXT.get(status, "Error")} for status in statuses}
 
 
+def answers(status: int, model: Any, *error_statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=``: the JSON a route answers on success (see response_models), and its own errors."""
+    return {status: {"model": model}, **errors(*error_statuses)}
+
+
 def media(status: int, *media_types: str) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a success answered in these media types (streams, bytes, text; JSON too if named)."""
     return {status: {"content": {m: {"schema": {"type": "object" if m == "application/json" else "string"}}
@@ -196,12 +201,23 @@ def _drop_fastapi_422(operation: dict[str, Any]) -> None:
         del operation["responses"]["422"]
 
 
+def _only_ref(schema: dict[str, Any]) -> dict[str, Any]:
+    """A declared model, without what FastAPI derived from a ``-> dict[str, Any]`` annotation beside it."""
+    if "$ref" in schema:
+        return {"$ref": schema["$ref"]}
+    if isinstance(schema.get("items"), dict) and "$ref" in schema["items"]:
+        return {"type": "array", "items": {"$ref": schema["items"]["$ref"]}}
+    return schema
+
+
 def _drop_json_placeholders(operation: dict[str, Any]) -> None:
     """FastAPI documents a route returning a Response as JSON ``{}``; not when it declared its media."""
     for response in operation.get("responses", {}).values():
         content = response.get("content", {})
         if len(content) > 1 and content.get("application/json", {}).get("schema") == {}:
             del content["application/json"]
+        if "schema" in content.get("application/json", {}):
+            content["application/json"]["schema"] = _only_ref(content["application/json"]["schema"])
 
 
 def _shell_operation() -> dict[str, Any]:

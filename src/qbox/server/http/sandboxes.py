@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse
 from qbox.core.errors import ValidationError
 from qbox.core.states import SandboxState
 from qbox.server.http.deps import json_body, note_of, require, services_of
-from qbox.server.http.openapi import errors, request_body
+from qbox.server.http.openapi import answers, errors, request_body
+from qbox.server.http import response_models as rm
 from qbox.server.http.schemas import SpawnBody, TimeoutBody, event_wire, sandbox_wire
 from qbox.server.services.keys import Principal
 from qbox.server.services.sandboxes import SpawnRequest
@@ -20,7 +21,8 @@ router = APIRouter(prefix="/v1/sandboxes")
 _STATES = sorted(s.value for s in SandboxState)
 
 
-@router.post("", status_code=201, openapi_extra=request_body(SpawnBody), responses=errors(404, 409, 503))
+@router.post("", status_code=201, openapi_extra=request_body(SpawnBody),
+             responses=answers(201, rm.SandboxInfo, 404, 409, 503))
 async def spawn(
     request: Request,
     wait: bool = False,
@@ -53,7 +55,7 @@ async def spawn(
     return JSONResponse(sandbox_wire(sandbox, template), status_code=201)
 
 
-@router.get("")
+@router.get("", responses=answers(200, list[rm.SandboxInfo]))
 async def list_sandboxes(
     request: Request,
     status: str | None = Query(default=None),
@@ -70,7 +72,7 @@ async def list_sandboxes(
     return [sandbox_wire(row, templates.get(row.template_id)) for row in rows]
 
 
-@router.get("/{sandbox_id}")
+@router.get("/{sandbox_id}", responses=answers(200, rm.SandboxInfo))
 async def get_sandbox(
     sandbox_id: str, request: Request, principal: Principal = require("sandboxes:read")
 ) -> dict[str, Any]:
@@ -87,7 +89,8 @@ async def kill_sandbox(
     return Response(status_code=204)
 
 
-@router.post("/{sandbox_id}/timeout", openapi_extra=request_body(TimeoutBody), responses=errors(409))
+@router.post("/{sandbox_id}/timeout", openapi_extra=request_body(TimeoutBody),
+             responses=answers(200, rm.SandboxInfo, 409))
 async def set_timeout(
     sandbox_id: str, request: Request, principal: Principal = require("sandboxes:create", action="sandbox.timeout")
 ) -> dict[str, Any]:
@@ -102,7 +105,7 @@ async def set_timeout(
     return sandbox_wire(sandbox, await services.sandboxes.template_of(sandbox))
 
 
-@router.get("/{sandbox_id}/logs")
+@router.get("/{sandbox_id}/logs", responses=answers(200, list[rm.SandboxEvent]))
 async def sandbox_logs(
     sandbox_id: str,
     request: Request,

@@ -8,23 +8,25 @@ from fastapi import APIRouter
 
 from qbox._version import __version__
 from qbox.server.http.deps import require
+from qbox.server.http.openapi import answers
+from qbox.server.http import response_models as rm
 from qbox.server.services.keys import Principal
 
 router = APIRouter()
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses=answers(200, rm.Health))
 async def healthz() -> dict[str, Any]:
     return {"status": "ok"}
 
 
-@router.get("/v1/system")
+@router.get("/v1/system", responses=answers(200, rm.SystemInfo))
 async def system() -> dict[str, Any]:
     # Unauthenticated on purpose, and any bearer is ignored: clients probe it first.
     return {"version": __version__, "apiVersion": "v1"}
 
 
-@router.get("/v1/auth/me")
+@router.get("/v1/auth/me", responses=answers(200, rm.Me))
 async def me(principal: Principal = require(None)) -> dict[str, Any]:
     return {
         "id": principal.user_id,

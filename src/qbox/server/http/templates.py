@@ -13,7 +13,8 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from qbox.server.http.deps import json_body, note_of, require, services_of
-from qbox.server.http.openapi import errors, media, request_body
+from qbox.server.http.openapi import answers, errors, media, request_body
+from qbox.server.http import response_models as rm
 from qbox.server.db.tables import Template
 from qbox.server.http.schemas import (
     RebuildBody,
@@ -43,7 +44,7 @@ def _wire(principal: Principal, template: Template) -> dict[str, Any]:
     return template_wire(template, owner_shown(principal, template))
 
 
-@router.get("")
+@router.get("", responses=answers(200, list[rm.TemplateInfo]))
 async def list_templates(
     request: Request,
     service: str | None = Query(default=None),
@@ -52,7 +53,8 @@ async def list_templates(
     return [_wire(principal, t) for t in await services_of(request).templates.find(principal, service)]
 
 
-@router.post("", status_code=201, openapi_extra=request_body(TemplateBody), responses=errors(409))
+@router.post("", status_code=201, openapi_extra=request_body(TemplateBody),
+             responses=answers(201, rm.TemplateInfo, 409))
 async def create_template(
     request: Request, principal: Principal = require("templates:write", action="template.create")
 ) -> JSONResponse:
@@ -76,14 +78,15 @@ async def create_template(
     return JSONResponse(_wire(principal, template), status_code=201)
 
 
-@router.get("/{template_id}")
+@router.get("/{template_id}", responses=answers(200, rm.TemplateInfo))
 async def get_template(
     template_id: str, request: Request, principal: Principal = require("templates:read")
 ) -> dict[str, Any]:
     return _wire(principal, await services_of(request).templates.get(principal, template_id))
 
 
-@router.patch("/{template_id}", openapi_extra=request_body(TemplatePatchBody), responses=errors(409))
+@router.patch("/{template_id}", openapi_extra=request_body(TemplatePatchBody),
+               responses=answers(200, rm.TemplateInfo, 409))
 async def patch_template(
     template_id: str, request: Request,
     principal: Principal = require("templates:write", action="template.update"),
@@ -97,7 +100,7 @@ async def patch_template(
 
 
 @router.post("/{template_id}/rebuild", status_code=202, openapi_extra=request_body(RebuildBody, required=False),
-              responses=errors(409))
+              responses=answers(202, rm.TemplateInfo, 409))
 async def rebuild_template(
     template_id: str, request: Request,
     principal: Principal = require("templates:write", action="template.rebuild"),

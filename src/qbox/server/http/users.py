@@ -11,7 +11,8 @@ from pydantic import Field
 from qbox.core.timefmt import to_wire
 from qbox.server.db.tables import User
 from qbox.server.http.deps import json_body, note_of, require, require_admin, services_of
-from qbox.server.http.openapi import errors, request_body
+from qbox.server.http.openapi import answers, request_body
+from qbox.server.http import response_models as rm
 from qbox.server.http.schemas import _Body
 from qbox.server.services.keys import Principal
 
@@ -40,7 +41,7 @@ def user_wire(user: User) -> dict[str, Any]:
     }
 
 
-@router.post("", status_code=201, openapi_extra=request_body(CreateUserBody), responses=errors(409))
+@router.post("", status_code=201, openapi_extra=request_body(CreateUserBody), responses=answers(201, rm.UserInfo, 409))
 async def create_user(request: Request,
                       principal: Principal = require("api-keys:write", action="user.create")) -> JSONResponse:
     require_admin(principal)
@@ -51,19 +52,19 @@ async def create_user(request: Request,
     return JSONResponse(user_wire(user), status_code=201)
 
 
-@router.get("")
+@router.get("", responses=answers(200, list[rm.UserInfo]))
 async def list_users(request: Request, principal: Principal = require("api-keys:read")) -> list[dict[str, Any]]:
     require_admin(principal)
     return [user_wire(u) for u in await services_of(request).users.find()]
 
 
-@router.get("/{user_id}")
+@router.get("/{user_id}", responses=answers(200, rm.UserInfo))
 async def get_user(user_id: str, request: Request,
                    principal: Principal = require("api-keys:read")) -> dict[str, Any]:
     return user_wire(await services_of(request).users.get(principal, user_id))
 
 
-@router.post("/{user_id}/disable")
+@router.post("/{user_id}/disable", responses=answers(200, rm.UserInfo))
 async def disable_user(user_id: str, request: Request,
                        principal: Principal = require("api-keys:write", action="user.disable")) -> dict[str, Any]:
     require_admin(principal)

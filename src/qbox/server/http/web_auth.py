@@ -19,7 +19,8 @@ from qbox.core.errors import AuthenticationError, PermissionDeniedError, Validat
 from qbox.core.json_input import printable
 from qbox.server.http.body import read_body
 from qbox.server.http.deps import AuditNote, attach_note, client_ip, rate_limited, same_origin, services_of
-from qbox.server.http.openapi import LoginForm, errors, request_body
+from qbox.server.http.openapi import LoginForm, answers, request_body
+from qbox.server.http import response_models as rm
 from qbox.server.http.users import user_wire
 from qbox.server.services.web_sessions import CSRF_COOKIE, SESSION_COOKIE, SessionPrincipal
 
@@ -68,7 +69,7 @@ async def session_principal(request: Request) -> SessionPrincipal:
     return found
 
 
-@router.post("/login", responses=errors(401, 429), openapi_extra=request_body(
+@router.post("/login", responses=answers(200, rm.LoginAnswer, 401, 429), openapi_extra=request_body(
     LoginForm, media_types=("application/json", "application/x-www-form-urlencoded")))
 async def login(request: Request) -> JSONResponse:
     services = services_of(request)
@@ -94,7 +95,7 @@ async def login(request: Request) -> JSONResponse:
     return response
 
 
-@router.get("/session")
+@router.get("/session", responses=answers(200, rm.SessionInfo))
 async def current_session(found: SessionPrincipal = Depends(session_principal)) -> dict[str, Any]:
     p = found.principal
     return {"userId": p.user_id, "email": p.email, "role": p.role, "csrfToken": found.csrf_token}

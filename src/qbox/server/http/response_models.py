@@ -1,0 +1,179 @@
+"""The JSON objects the control plane answers with, for the OpenAPI document only.
+
+The routes build their answers with the ``*_wire`` functions; these models
+describe those objects and are declared with ``responses=answers(...)``. No
+model allows fields it does not name (``additionalProperties: false``), so a
+field added to a ``*_wire`` function and not here fails schemathesis'
+response check in ``make test``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from qbox.core.states import SandboxState
+
+Time = str | None  # RFC 3339 UTC with microseconds and Z, or null when it has not happened
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+class VmInfo(_Answer):
+    vcpus: int
+    memory_mb: int
+
+
+class ServiceInfo(_Answer):
+    """What a template's image provides, e.g. the code interpreter."""
+
+    name: str
+    type: str
+    version: str | None
+
+
+class SandboxInfo(_Answer):
+    id: str
+    template_id: str
+    status: SandboxState
+    vm: VmInfo
+    disk_size_mb: int
+    runtime: str
+    services: list[ServiceInfo]
+    labels: dict[str, str]
+    timeout_seconds: int | None
+    host_id: str | None
+    created_at: Time
+    booted_at: Time
+    ended_at: Time
+    end_reason: str | None
+    expires_at: Time
+    allow_internet_access: bool
+
+
+class SandboxEvent(_Answer):
+    time: Time
+    level: str
+    component: str
+    message: str
+
+
+class TemplateInfo(_Answer):
+    id: str
+    name: str
+    source: str
+    status: str = Field(description="building, ready or failed")
+    builtin: bool
+    public: bool
+    owner_id: str | None = Field(description="shown to its owner and to admins")
+    image_ref: str | None
+    image_digest: str | None
+    size_bytes: int | None
+    build_error: str | None
+    services: list[ServiceInfo]
+    capabilities: list[str]
+    default_vcpus: int
+    default_memory_mb: int
+    enable_ssh: bool
+    allow_internet_access: bool
+    default_disk_mb: int
+    runtime: str
+    tags: list[str]
+    start_cmd: str | None
+    ready_cmd: str | None
+    ready_timeout_s: int
+    steps: list[dict[str, Any]]
+    user: str
+    workdir: str | None
+    env: dict[str, str]
+    registry_ref: str | None
+    created_at: Time
+    updated_at: Time
+
+
+class ApiKeyInfo(_Answer):
+    id: str
+    name: str
+    prefix: str
+    scopes: list[str]
+    user_id: str
+    user_email: str
+    created_at: Time
+    expires_at: Time
+    last_used_at: Time
+    revoked_at: Time
+    status: str = Field(description="active, expired or revoked")
+
+
+class CreatedApiKey(_Answer):
+    key: ApiKeyInfo
+    secret: str = Field(description="shown once; only its hash is stored")
+
+
+class UserInfo(_Answer):
+    id: str
+    email: str
+    role: str
+    created_at: Time
+    disabled_at: Time
+    status: str = Field(description="active or disabled")
+    has_password: bool
+
+
+class AuditEntryInfo(_Answer):
+    id: int
+    ts: Time
+    actor_id: str | None
+    actor_email: str | None
+    api_key_id: str | None
+    source_ip: str | None
+    action: str
+    target_id: str | None
+    outcome: int = Field(description="the HTTP status the request ended with")
+    detail: str
+    hash: str
+
+
+class AuditPage(_Answer):
+    data: list[AuditEntryInfo]
+    next_cursor: str | None
+
+
+class AuditVerification(_Answer):
+    ok: bool
+    checked: int
+    first_bad_id: int | None
+    reason: str | None
+
+
+class Health(_Answer):
+    status: str
+
+
+class SystemInfo(_Answer):
+    version: str
+    api_version: str
+
+
+class Me(_Answer):
+    id: str
+    email: str | None
+    role: str
+    api_key_id: str | None
+    scopes: list[str]
+
+
+class LoginAnswer(_Answer):
+    user: UserInfo
+    csrf_token: str
+
+
+class SessionInfo(_Answer):
+    user_id: str
+    email: str | None
+    role: str
+    csrf_token: str
