@@ -120,6 +120,8 @@ def report(outcome: Outcome) -> str:
 def test_no_server_error_and_no_undocumented_status(api: Api, role: str) -> None:
     key = api.admin_key if role == "admin" else add_user_with_key(api.data_dir)[1]
     outcome = run(api, key)
+    print(f"schemathesis as {role}: {outcome.requests} requests, {len(outcome.operations)} operations, "
+          f"{outcome.transitions} stateful transitions, statuses {sorted(outcome.statuses)}")
     assert not outcome.failures and not outcome.errors, report(outcome)
     assert {"examples", "coverage", "fuzzing", "stateful"} <= set(outcome.phases)
     assert outcome.transitions >= 50, "no stateful links: spawn -> exec -> kill and the like"

@@ -5,8 +5,9 @@ envelope instead of FastAPI's 422, authenticate in a dependency and serve the
 shell as a WebSocket, so FastAPI alone would describe none of that. Here:
 
 - a route declares its body with ``openapi_extra=request_body(Model)`` (the
-  model ``json_body`` parses) or ``raw_body()``, and route-specific errors
-  with ``responses=errors(404, 409)``;
+  model ``json_body`` parses) or ``raw_body()``, the JSON it answers with
+  ``responses=answers(200, response_models.X, 409)`` (with the errors only it
+  sends), other media with ``media(200, "text/plain")``;
 - every other error status is derived from what the route is: an
   authenticated route can answer 401/403/429, a route with parameters 400,
   an ``{id}`` route 404, a route with a body 400/413, a route acting on a
@@ -14,7 +15,9 @@ shell as a WebSocket, so FastAPI alone would describe none of that. Here:
 - FastAPI's 422 ``HTTPValidationError`` goes (the server answers 400);
 - the security schemes (bearer key, the dashboard's session cookie) are
   declared and each operation says which it takes;
-- the shell WebSocket is a ``GET`` operation marked ``x-websocket``.
+- the shell WebSocket is a ``GET`` operation marked ``x-websocket``;
+- each creating ``POST`` links to the operations on what it created, for
+  schemathesis' stateful runs.
 
 ``docs/openapi.json`` is this document; ``make openapi`` rewrites it.
 """
