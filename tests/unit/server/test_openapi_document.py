@@ -110,3 +110,13 @@ def test_the_shell_websocket_is_described(spec: dict[str, Any]) -> None:
     assert {p["name"] for p in shell["parameters"]} == {"sandbox_id", "cols", "rows", "command", "user"}
     assert shell["security"] == [{"bearerKey": []}, {"sessionCookie": []}]
     assert "101" in shell["responses"]
+
+
+def test_a_405_allows_exactly_the_documented_methods(harness: Harness, spec: dict[str, Any]) -> None:
+    for path, operations in spec["paths"].items():
+        documented = {m.upper() for m, op in operations.items() if "x-websocket" not in op}
+        if not documented:
+            continue
+        r = harness.client.request("TRACE", path.replace("{pid}", "1"), headers=harness.auth())
+        assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed", (path, r.text)
+        assert set(r.headers["allow"].split(", ")) == documented, path

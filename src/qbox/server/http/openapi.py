@@ -8,10 +8,11 @@ shell as a WebSocket, so FastAPI alone would describe none of that. Here:
   model ``json_body`` parses) or ``raw_body()``, the JSON it answers with
   ``responses=answers(200, response_models.X, 409)`` (with the errors only it
   sends), other media with ``media(200, "text/plain")``;
-- every other error status is derived from what the route is: an
-  authenticated route can answer 401/403/429, a route with parameters 400,
-  an ``{id}`` route 404, a route with a body 400/413, a route acting on a
-  sandbox through its host whatever the host agent answers (409/422/503/507);
+- every other error status is derived from what the route is: every route
+  can answer 400 (the input edge refuses over-long URLs and malformed
+  queries), an authenticated route 401/403/429, an ``{id}`` route 404, a
+  route with a body 413, a route acting on a sandbox through its host
+  whatever the host agent answers (409/422/503/507);
 - FastAPI's 422 ``HTTPValidationError`` goes (the server answers 400);
 - the security schemes (bearer key, the dashboard's session cookie) are
   declared and each operation says which it takes;
@@ -140,13 +141,12 @@ def _auth(route: Any) -> set[str]:
     return schemes
 
 
-def derived_statuses(path: str, *, authenticated: bool, has_params: bool, has_body: bool) -> set[int]:
+def derived_statuses(path: str, *, authenticated: bool, has_body: bool) -> set[int]:
     """The error statuses any route of this kind can answer."""
-    statuses: set[int] = set()
+    # The input edge (http/body.py) refuses an over-long URL or a malformed query on any route.
+    statuses = {400}
     if authenticated:
         statuses |= {401, 403, 429}
-    if has_params or has_body:
-        statuses.add(400)
     if "{" in path:
         statuses.add(404)
     if has_body:
@@ -309,8 +309,7 @@ def document(app: FastAPI) -> dict[str, Any]:
         _drop_fastapi_422(operation)
         _drop_json_placeholders(operation)
         responses = operation.setdefault("responses", {})
-        for status in sorted(derived_statuses(path, authenticated=bool(schemes),
-                                              has_params=bool(operation.get("parameters")), has_body=has_body)):
+        for status in sorted(derived_statuses(path, authenticated=bool(schemes), has_body=has_body)):
             responses.setdefault(str(status), _error_response(status))
     _add_models(schemas, models, "validation")
     _add_models(schemas, {Error}, "serialization")
