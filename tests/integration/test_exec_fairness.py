@@ -41,11 +41,13 @@ def _member(api: httpx.Client, name: str) -> tuple[str, str]:
 
 
 def _count(api: httpx.Client, sandbox_id: str, command: str) -> int:
-    """How many processes named ``command`` run in the sandbox (by its /proc)."""
+    """How many processes named ``command`` run in the sandbox (by its /proc); -1 when the
+    exec asking was refused (a stalled control plane answers 503)."""
     script = f"n=0; for c in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $c 2>/dev/null | " \
              f"grep -qx '{command} ' && n=$((n+1)); done; echo $n"
     r = api.post(f"/v1/sandboxes/{sandbox_id}/exec", json={"cmd": "sh", "args": ["-c", script]})
-    assert r.status_code == 200, r.text
+    if r.status_code != 200:
+        return -1
     return int(r.json()["stdout"])
 
 
@@ -99,21 +101,26 @@ def test_one_members_long_execs_leave_anothers_exec_fast(
     pool = ThreadPoolExecutor(1)
     flooding = pool.submit(asyncio.run, flood())
     try:
-        # All of them are running before the quiet member starts measuring.
-        running = _until(lambda: _count(api, noisy_sandbox, "sleep 30") >= LONG_EXECS, 90)
-        assert running, f"only {_count(api, noisy_sandbox, 'sleep 30')} of {LONG_EXECS} started"
-        latencies = []
+        # All of them are running before the quiet member starts measuring (at most 20 s:
+        # a stalled control plane measures what it makes the quiet member wait).
+        _until(lambda: _count(api, noisy_sandbox, "sleep 30") >= LONG_EXECS, 20)
+        running = _count(api, noisy_sandbox, "sleep 30")
+        latencies, answers = [], []
         with qbox.client(quiet_key) as quiet:
             for _ in range(SAMPLES):
                 started = time.monotonic()
                 r = quiet.post(f"/v1/sandboxes/{quiet_sandbox}/exec",
                                json={"cmd": "echo", "args": ["hi"]})
                 latencies.append(time.monotonic() - started)
-                assert r.status_code == 200 and r.json()["stdout"] == "hi\n", r.text
-        latencies.sort()
-        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-        print(f"quiet member's exec with {LONG_EXECS} long execs running: "
-              f"p50 {latencies[len(latencies) // 2]:.3f} s, p99 {p99:.3f} s")
+                answers.append(r.status_code if r.status_code != 200 else r.json()["stdout"])
+                if latencies[-1] > 5:
+                    break  # stalled: no need to wait out every sample
+        ordered = sorted(latencies)
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        print(f"quiet member's exec with {running} of {LONG_EXECS} long execs running: "
+              f"p50 {ordered[len(ordered) // 2]:.3f} s, p99 {p99:.3f} s, answers {set(answers)}")
+        assert running == LONG_EXECS
+        assert answers == ["hi\n"] * SAMPLES
         assert p99 < 1.0, latencies
         # The long execs are still running: nothing was refused or cut short.
         assert _count(api, noisy_sandbox, "sleep 30") == LONG_EXECS
