@@ -79,8 +79,8 @@ class Error(BaseModel):
 class LoginForm(BaseModel):
     """POST /auth/login: a JSON object or an HTML form with these fields."""
 
-    email: str
-    password: str
+    email: str = Field(min_length=1)
+    password: str = Field(min_length=1)
 
 
 class RequestBody(dict[str, Any]):
