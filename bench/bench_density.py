@@ -69,6 +69,10 @@ def main() -> int:
 
         os.environ["QBOX_RATE_LIMIT_SPAWNS_PER_SECOND"] = "0"
         os.environ["QBOX_RATE_LIMIT_REQUESTS_PER_SECOND"] = "0"
+        # Idle sandboxes use a fraction of what they reserve: measure how many really fit,
+        # not where admission control would stop them (it refuses past CPUs x 4, memory x 1).
+        os.environ["QBOX_OVERCOMMIT_CPU"] = "1000"
+        os.environ["QBOX_OVERCOMMIT_MEMORY"] = "100"
         workdir = Path(tempfile.mkdtemp(prefix="qbox-density-"))
         owned = running_qbox(workdir / "data", check_leaks=False)
         up = owned.__enter__()
