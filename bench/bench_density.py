@@ -58,6 +58,8 @@ def main() -> int:
     parser.add_argument("--max", type=int, default=500)
     parser.add_argument("--step", type=int, default=50)
     parser.add_argument("--probes", type=int, default=50)
+    # Each sandbox's disk reservation: admission never lets them add up past the free space.
+    parser.add_argument("--disk-mb", type=int, default=128)
     parser.add_argument("--p99-limit-ms", type=float, default=100.0)
     args = parser.parse_args()
 
@@ -86,7 +88,8 @@ def main() -> int:
             while len(ids) < args.max:
                 for _ in range(min(args.step, args.max - len(ids))):
                     r = api.post("/v1/sandboxes?wait=true&waitTimeoutSec=60",
-                                 json={"templateId": args.template, "timeoutSeconds": 0})
+                                 json={"templateId": args.template, "timeoutSeconds": 0,
+                                       "diskSizeMb": args.disk_mb})
                     body = r.json()
                     if r.status_code != 201 or body.get("status") != "running":
                         print(f"spawn {len(ids) + 1} failed: {r.status_code} {body}")
