@@ -26,7 +26,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_api import percentile  # noqa: E402
+from bench.harness import percentile  # noqa: E402
 
 
 def used_memory_mb() -> float:
