@@ -62,11 +62,14 @@ class HostCapacity:
     @classmethod
     def from_health(cls, health: Mapping[str, Any], fallback: Host) -> HostCapacity:
         report = health.get("capacity")
-        if not isinstance(report, Mapping):
-            return cls(vcpus=fallback.total_vcpus, memory_mb=fallback.total_memory_mb)
-        return cls(vcpus=int(report["vcpus"]), memory_mb=int(report["memoryMb"]),
-                   disk_total_mb=int(report["diskTotalMb"]), disk_free_mb=int(report["diskFreeMb"]),
-                   sandbox_disks_mb=int(report.get("sandboxDisksMb", 0)))
+        try:
+            if isinstance(report, Mapping):
+                return cls(vcpus=int(report["vcpus"]), memory_mb=int(report["memoryMb"]),
+                           disk_total_mb=int(report["diskTotalMb"]), disk_free_mb=int(report["diskFreeMb"]),
+                           sandbox_disks_mb=int(report.get("sandboxDisksMb", 0)))
+        except (KeyError, TypeError, ValueError):
+            pass  # an agent from before capacity reports, or a garbled one: what we last knew
+        return cls(vcpus=fallback.total_vcpus, memory_mb=fallback.total_memory_mb)
 
 
 @dataclass(frozen=True)
