@@ -1,7 +1,7 @@
 """Quotas and admission on a real `qbox up` (crun): issue 13, findings 8 and 4 (quota half).
 
-Its own small instance: CPUs not overcommitted (so this host's real CPU count is the capacity),
-two sandboxes and one command per member.
+Its own instance, with the default admission settings and small member quotas (two
+sandboxes, one command).
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ SPAWN = "/v1/sandboxes?wait=true&waitTimeoutSec=120"
 def small() -> Iterator[QboxUp]:
     base = Path(tempfile.mkdtemp(prefix="qbox-quotas-"))
     try:
-        with running_qbox(base / "data", env={"QBOX_OVERCOMMIT_CPU": "1.0", "QBOX_QUOTA_SANDBOXES": "2",
-                                              "QBOX_QUOTA_COMMANDS": "1"}) as up:
+        with running_qbox(base / "data", env={"QBOX_QUOTA_SANDBOXES": "2", "QBOX_QUOTA_COMMANDS": "1"}) as up:
             yield up
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -60,24 +59,36 @@ def kill_all(client: httpx.Client) -> None:
         client.delete(f"/v1/sandboxes/{sb['id']}")
 
 
-def test_admission_refuses_past_the_hosts_real_cpus(small: QboxUp) -> None:
-    cpus = len(os.sched_getaffinity(0))
+def fitting(up: QboxUp, vcpus: int, memory_mb: int, disk_mb: int) -> int:
+    """How many such sandboxes this host admits with the defaults (CPUs x 4, memory x 1,
+    free disk less 4 GiB), from its real numbers."""
+    disk = os.statvfs(up.data_dir)
+    return min(len(os.sched_getaffinity(0)) * 4 // vcpus,
+               os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20 // memory_mb,
+               (disk.f_bavail * disk.f_frsize // 2**20 - 4096) // disk_mb)
+
+
+def test_finding_8_big_spawns_stop_at_the_hosts_real_capacity(small: QboxUp) -> None:
+    # Before: four {4 vCPU, 8 GiB, 20 GiB} sandboxes all ran on a 2-CPU, 24 GB host.
+    big = {"templateId": "tpl_python", "vcpus": 4, "memoryMb": 8192, "diskSizeMb": 20480}
+    fits = fitting(small, 4, 8192, 20480)
+    assert fits < 4, "this host is big enough for all four: the reproduction needs a smaller one"
     with small.client() as admin:  # admins are exempt from quotas, not from capacity
         try:
-            first = spawn(admin, vcpus=cpus)
-            assert first.status_code == 201 and first.json()["status"] == "running", first.text
-            before = containers(small)
-            refused = spawn(admin)
-            assert refused.status_code == 503, refused.text
+            answers = [admin.post(SPAWN, json=big) for _ in range(4)]
+            assert [r.status_code for r in answers] == [201] * fits + [503] * (4 - fits), \
+                [r.text for r in answers]
+            assert all(r.json()["status"] == "running" for r in answers[:fits])
+            refused = answers[fits]
             error = refused.json()["error"]
             assert error["code"] == "host_no_capacity" and error["details"]["transient"] is True
-            assert (error["details"]["resource"], error["details"]["capacity"]) == ("vcpus", cpus)
             assert refused.headers["Retry-After"] == "5"
-            # Nothing half-made: no row, no container.
-            assert containers(small) == before
-            assert len(admin.get("/v1/sandboxes", params={"status": "running"}).json()) == 1
-            assert admin.delete(f"/v1/sandboxes/{first.json()['id']}").status_code == 204
-            again = spawn(admin)
+            # Nothing half-made: no row, no container for the refused ones.
+            running = admin.get("/v1/sandboxes", params={"status": "running"}).json()
+            assert len(running) == fits and len(containers(small)) == fits
+            # Room again once one ends.
+            assert admin.delete(f"/v1/sandboxes/{answers[0].json()['id']}").status_code == 204
+            again = admin.post(SPAWN, json=big)
             assert again.status_code == 201 and again.json()["status"] == "running", again.text
         finally:
             kill_all(admin)
