@@ -172,3 +172,19 @@ async def test_a_gvisor_sandbox_survives_an_agent_restart(data_dir: Path,
             "cmd": "dmesg", "user": "root"})).json()["stdout"].startswith("[")
         assert (await client.delete(f"/sandboxes/{sandbox}")).status_code == 204
     assert leftovers(data_dir, sandbox) == []
+
+
+async def test_each_user_of_a_gvisor_sandbox_runs_what_its_memory_holds(agent: Agent) -> None:
+    sandbox = await agent.create(runtime="runsc", memoryMb=128)
+    # (128 MiB - 32 MiB) / 3 MiB: runsc_spec.tasks_limit, given to every exec by gVisor's kernel.
+    limit = await agent.exec(sandbox, "python3", "-c",
+                             "import resource; print(resource.getrlimit(resource.RLIMIT_NPROC))")
+    assert limit["stdout"] == "(32, 32)\n"
+    held = await agent.exec(sandbox, "sh", "-c", "for i in $(seq 40); do sleep 30 & done 2>&1")
+    assert "Cannot fork" in held["stdout"] or "temporarily unavailable" in held["stdout"], held
+    # Root counts on its own: it can still look, and end the user's processes.
+    counted = await agent.exec(sandbox, "sh", "-c", "ps -o pid= -u user | wc -l", user="root")
+    assert 20 <= int(counted["stdout"]) <= 32, counted
+    killed = await agent.exec(sandbox, "sh", "-c", "pkill -9 -u user; echo done", user="root")
+    assert killed["stdout"] == "done\n"
+    assert (await agent.exec(sandbox, "echo", "ok"))["stdout"] == "ok\n"
