@@ -87,6 +87,11 @@ class ServerSettings(BaseSettings):
     # Template builds: every built image is pushed to "{registry}/templates/<name>:build-<n>"
     # ("host[:port][/prefix]") when set, so hosts other than the builder can pull it.
     registry: str | None = None
+    # Where templates' images may come from (core/image_refs.py): registries ("host[:port]",
+    # comma-separated) that may be on internal addresses (the registry above is one too), and
+    # the directories admins' local sources (oci:, oci-archive:, docker-archive:) must be in.
+    trusted_registries: str | None = None
+    import_dirs: str | None = None
     # Memory of a build sandbox: the template's default memory, at least this.
     build_memory_mb: int = Field(default=2048, ge=64)
     # What the agents' image gc spares (QBOX_IMAGE_GC_GRACE_SECONDS, read by both): a

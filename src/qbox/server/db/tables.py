@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, true
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, false, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import DateTime, TypeDecorator
 
@@ -154,6 +154,10 @@ class Template(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     status: Mapped[str] = mapped_column(String(16))
     builtin: Mapped[bool] = mapped_column(default=False)
+    # Who made it (None: built in, or made before templates had owners: admins only).
+    owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), default=None, index=True)
+    # Public templates (and built-ins) are seen and spawned by every user; only an admin sets it.
+    public: Mapped[bool] = mapped_column(default=False, server_default=false())
     image_ref: Mapped[str] = mapped_column(Text, default="")
     image_digest: Mapped[str] = mapped_column(String(80), default="")
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)

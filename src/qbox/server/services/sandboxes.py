@@ -24,7 +24,6 @@ from qbox.core.errors import (
     SandboxNotActiveError,
     SandboxNotFoundError,
     SshDisabledError,
-    TemplateNotFoundError,
     TemplateNotReadyError,
 )
 from qbox.core.ids import new_sandbox_id
@@ -45,6 +44,7 @@ from qbox.server.services.keys import Principal
 from qbox.server.services.quotas import QuotaService
 from qbox.server.services.sandbox_startup import StartPlan, follow_start_command, wait_ready
 from qbox.server.services.shells import ShellService
+from qbox.server.services.template_access import visible_template
 from qbox.server.services.templates import sandbox_env
 
 log = logging.getLogger("qbox.sandboxes")
@@ -152,12 +152,8 @@ class SandboxService:
         settings = self.ctx.settings
         now = self.ctx.clock()
         async with self.ctx.sessions() as session:
-            template = await session.get(Template, request.template_id)
-            if template is None:
-                raise TemplateNotFoundError(
-                    f"template {request.template_id} does not exist",
-                    details={"templateId": request.template_id},
-                )
+            # Another user's private template is as missing as one that does not exist.
+            template = await visible_template(session, principal, request.template_id, for_spawn=True)
             if template.status != "ready":
                 raise TemplateNotReadyError(
                     f"template {template.id} is {template.status}, not ready",
