@@ -28,6 +28,7 @@ from qbox.core.errors import (
     InternalError,
     MethodNotAllowedError,
     NotFoundError,
+    PayloadTooLargeError,
     QboxError,
     ValidationError,
 )
@@ -81,6 +82,10 @@ def error_response(error: QboxError) -> JSONResponse:
         retry_after = float(error.details["retryAfterSeconds"])
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, int(round(retry_after))))
+    if isinstance(error, PayloadTooLargeError):
+        # The rest of the body is not wanted: the connection ends with this answer, which
+        # stops a client still sending (uvicorn would otherwise read and discard it all).
+        headers["Connection"] = "close"
     return JSONResponse(error.to_wire(), status_code=error.status, headers=headers)
 
 

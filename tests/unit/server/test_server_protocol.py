@@ -88,3 +88,15 @@ def test_heads_within_the_limit_pass_on_a_kept_alive_connection(server: int) -> 
             while b"}" not in answer:
                 answer += conn.recv(65536)
             assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
+def test_a_body_arriving_with_the_head_is_no_part_of_it(server: int) -> None:
+    """One read may hold the head and far more than the limit of body: the body does not count."""
+    body = b"x" * (8 * HEAD_LIMIT)
+    with socket.create_connection(("127.0.0.1", server), timeout=10) as conn:
+        conn.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: " + str(len(body)).encode()
+                     + b"\r\n\r\n" + body)
+        answer = b""
+        while b"}" not in answer:
+            answer += conn.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]

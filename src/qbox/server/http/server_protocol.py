@@ -34,13 +34,21 @@ class EnvelopeProtocol(HttpToolsProtocol):
     _problem = ""
 
     def data_received(self, data: bytes) -> None:
+        if not self._in_head:
+            super().data_received(data)
+            return
+        # A read may hold the head and much of the body: the parser takes what the head may
+        # still be, and the rest only once it has seen the head end within that.
+        room = self.max_head_bytes - self._head_bytes
+        self._head_bytes += min(len(data), room)
+        super().data_received(data[:room])
+        if len(data) <= room or self.transport.is_closing():
+            return
         if self._in_head:
-            self._head_bytes += len(data)
-            if self._head_bytes > self.max_head_bytes:
-                self._problem = f"request line and headers over {self.max_head_bytes} bytes"
-                self.send_400_response("")
-                return
-        super().data_received(data)
+            self._problem = f"request line and headers over {self.max_head_bytes} bytes"
+            self.send_400_response("")
+            return
+        super().data_received(data[room:])
 
     def on_headers_complete(self) -> None:
         self._in_head = False
