@@ -219,3 +219,28 @@ def test_migration_0005_gives_existing_templates_their_creator_or_the_first_admi
         engine.dispose()
     assert rows == {"tpl_python": (None, True), "tpl_by_member": ("usr_mem", False),
                     "tpl_unknown": ("usr_admin", False)}
+
+
+def test_a_deletion_between_the_template_check_and_the_insert_leaves_no_sandbox(
+        harness: Harness, members: tuple[str, str, str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    h = harness
+    _alice_id, alice, _bob_id, _bob = members
+    create(h, alice, "racy")
+    ready(h, alice, "tpl_racy")
+    service = h.client.app.state.services.sandboxes  # type: ignore[attr-defined]
+    capacities = service._capacities
+
+    async def deleted_meanwhile() -> Any:
+        # What a concurrent DELETE leaves once it commits: the row hidden as deleted.
+        with db_session(h.settings.data_dir) as session:
+            row = session.get(Template, "tpl_racy")
+            assert row is not None
+            row.status = "deleted"
+            session.commit()
+        return await capacities()
+
+    monkeypatch.setattr(service, "_capacities", deleted_meanwhile)
+    r = h.client.post("/v1/sandboxes", json={"templateId": "tpl_racy"}, headers=h.auth(alice))
+    assert error(r) == (404, "template_not_found")
+    assert h.client.get("/v1/sandboxes", headers=h.auth(alice)).json() == []
+    assert h.agent.sandboxes == {}

@@ -65,6 +65,14 @@ class SpawnRequest:
     allow_internet_access: bool | None = None
 
 
+def _require_ready(template: Template) -> None:
+    if template.status != "ready":
+        raise TemplateNotReadyError(
+            f"template {template.id} is {template.status}, not ready",
+            details={"templateId": template.id, "status": template.status},
+        )
+
+
 class SandboxService:
     def __init__(self, ctx: ServiceContext, shells: ShellService, quotas: QuotaService) -> None:
         self.ctx = ctx
@@ -154,11 +162,7 @@ class SandboxService:
         async with self.ctx.sessions() as session:
             # Another user's private template is as missing as one that does not exist.
             template = await visible_template(session, principal, request.template_id, for_spawn=True)
-            if template.status != "ready":
-                raise TemplateNotReadyError(
-                    f"template {template.id} is {template.status}, not ready",
-                    details={"templateId": template.id, "status": template.status},
-                )
+            _require_ready(template)
             timeout = request.timeout_seconds
             if timeout is None:
                 timeout = template.default_timeout_seconds or settings.default_timeout_seconds
@@ -173,6 +177,10 @@ class SandboxService:
         # Quotas, capacity and the new row in one transaction: refused, nothing is stored.
         async with self.ctx.sessions() as session:
             loads = await lock_host_loads(session, capacities)
+            # Again under the write lock: a deletion that committed since the read above
+            # must not leave a live sandbox of a template that is gone.
+            template = await visible_template(session, principal, request.template_id, for_spawn=True)
+            _require_ready(template)
             await self.quotas.check_spawn(session, principal, wanted)
             host_id = place(loads, wanted, Overcommit.from_settings(settings))
             if not isinstance(host_id, str):
