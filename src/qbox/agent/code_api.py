@@ -4,21 +4,26 @@ the sandbox's ``CodeInterpreter`` (interpreter/manager.py).
 An execution answers NDJSON: one CodeEvent per line (WIRE_PROTOCOL.md §5.1),
 ``complete`` last, then the response ends. Errors found before the first
 event (no kernels, an unknown language or context, a dead context, kernels
-still starting) are ordinary JSON errors with their status.
+still starting) are ordinary JSON errors with their status. A caller that
+goes away before ``complete`` cancels the execution: the kernel is
+interrupted (as on a timeout) and the context stays usable.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from qbox.agent import spec as specs
-from qbox.agent.command_stream import ndjson_response
-from qbox.agent.interpreter.manager import CodeInterpreter
+from qbox.agent.command_stream import NDJSON
+from qbox.agent.interpreter.manager import CodeInterpreter, CodeRun
 from qbox.agent.sandboxes import SandboxManager
 
 
@@ -38,6 +43,27 @@ class CodeExecute(_Wire):
     env: dict[str, str] | None = None
     # Clients send whole seconds (0.5 arrives as 0): 0 or none means no limit.
     timeout_seconds: float | None = Field(None, ge=0)
+
+
+async def _lines(run: CodeRun) -> AsyncIterator[bytes]:
+    async for event in run:
+        yield json.dumps(event, ensure_ascii=False).encode() + b"\n"
+
+
+class _RunResponse(StreamingResponse):
+    """An execution's events as NDJSON; however the response ends (sent, client gone,
+    even before the first line) an execution that has not completed is cancelled."""
+
+    def __init__(self, run: CodeRun) -> None:
+        super().__init__(_lines(run), media_type=NDJSON,
+                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        self._run = run
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._run.cancel()
 
 
 def _code(request: Request, sandbox_id: str) -> CodeInterpreter:
@@ -79,8 +105,8 @@ def code_router() -> APIRouter:
         code = _code(request, sandbox_id)
         env = specs.check_env(body.env or {}, "env")
         context = await code.context_for(body.context_id, body.language)
-        events = await code.execute(context, body.code, env=env,
-                                    timeout=body.timeout_seconds or None)
-        return ndjson_response(events)
+        run = await code.execute(context, body.code, env=env,
+                                 timeout=body.timeout_seconds or None)
+        return _RunResponse(run)
 
     return router

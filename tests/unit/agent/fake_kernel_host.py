@@ -5,7 +5,9 @@ Its "kernels" run a tiny line language instead of Python, one command a line:
 ``raise NAME: VALUE``, ``sleep S``, ``incr`` / ``get`` (a counter that a
 restart resets), ``env K`` (prints the execution's env value), ``cwd``,
 ``big N`` (N bytes on stdout), ``die`` (the kernel dies), ``exit_host``
-(the whole host exits at once). Environment knobs: FAKE_READY_DELAY and
+(the whole host exits at once). ``cancel`` interrupts a running execution
+(a ``KeyboardInterrupt`` error, then ``done`` with ``cancelled``) or drops a
+queued one. Environment knobs: FAKE_READY_DELAY and
 FAKE_START_DELAY (seconds), FAKE_KERNELS (the kernel list as JSON),
 FAKE_NOISE (garbage lines before ready), FAKE_NO_READY (never ready),
 FAKE_LOG (a file where each request's op is appended).
@@ -41,12 +43,27 @@ class Kernel:
         self.counter = 0
         self.dead = False
         self.queue: asyncio.Queue[tuple[int, dict[str, object]]] = asyncio.Queue()
+        # ``cancel``: the running execution (its id and task), and queued ones to skip.
+        self.running: tuple[int, asyncio.Task[None]] | None = None
+        self.cancelled: set[int] = set()
         self.worker = asyncio.create_task(self.work())
+
+    def cancel(self, request_id: int) -> bool:
+        if self.running is not None and self.running[0] == request_id:
+            self.cancelled.add(request_id)
+            self.running[1].cancel()
+            return True
+        if any(queued == request_id for queued, _ in self.queue._queue):  # type: ignore[attr-defined]
+            self.cancelled.add(request_id)
+            return True
+        return False
 
     async def work(self) -> None:
         while True:
             request_id, request = await self.queue.get()
             await self.execute(request_id, request)
+            self.running = None
+            self.cancelled.discard(request_id)
 
     async def execute(self, request_id: int, request: dict[str, object]) -> None:
         if self.dead:
@@ -55,8 +72,22 @@ class Kernel:
             return
         began = time.monotonic()
         timeout = request.get("timeout")
+        if request_id in self.cancelled:  # cancelled while queued: never runs
+            out({"id": request_id, "event": "done", "executionMs": 0, "timedOut": False,
+                 "kernelDied": False, "cancelled": True})
+            return
+        run = asyncio.ensure_future(asyncio.wait_for(self.run(request_id, request), timeout))  # type: ignore[arg-type]
+        self.running = (request_id, run)
         try:
-            await asyncio.wait_for(self.run(request_id, request), timeout)  # type: ignore[arg-type]
+            await run
+        except asyncio.CancelledError:
+            if request_id not in self.cancelled:
+                raise
+            out({"id": request_id, "event": "error", "error": {
+                "name": "KeyboardInterrupt", "value": "", "traceback": []}})
+            out({"id": request_id, "event": "done", "executionMs": 1, "timedOut": False,
+                 "kernelDied": False, "cancelled": True})
+            return
         except TimeoutError:
             out({"id": request_id, "event": "error", "error": {
                 "name": "KeyboardInterrupt", "value": "", "traceback": []}})
@@ -162,6 +193,10 @@ class Host:
             if op == "restart":
                 self.kernels[context] = Kernel(kernel.name, kernel.cwd)
             out({"id": request_id, "event": "ok"})
+        elif op == "cancel":
+            target = request.get("request")
+            found = any(k.cancel(target) for k in self.kernels.values())  # type: ignore[arg-type]
+            out({"id": request_id, "event": "ok", "found": found})
         elif op == "state":
             out({"id": request_id, "event": "ok", "contexts": [
                 {"context": c, "kernel": k.name, "state": "dead" if k.dead else "idle"}

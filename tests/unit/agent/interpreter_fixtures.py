@@ -54,6 +54,8 @@ class CodeAgent:
     store: FakeImageStore
     with_kernels: str
     without_kernels: str
+    # The agent's ASGI app, for tests that play the client's side by hand (a disconnect).
+    app: Any = None
 
     async def create(self, digest: str | None = None, envs: dict[str, str] | None = None) -> str:
         sandbox_id = new_sandbox_id()
@@ -100,6 +102,7 @@ def make_code_agent_fixture(ready_wait: float = 10.0) -> Callable[..., Any]:
                 transport=httpx.ASGITransport(app=app), base_url="http://agent/internal/v1",
                 headers={"Authorization": f"Bearer {SECRET}"},
             ) as client:
-                yield CodeAgent(client, runtime, manager, store, with_kernels, without_kernels)
+                yield CodeAgent(client, runtime, manager, store, with_kernels, without_kernels,
+                                app)
 
     return code_agent

@@ -212,6 +212,30 @@ def test_timeout_interrupts_and_the_context_keeps_its_state(host: Host) -> None:
     assert text(run(host, "py", "kept + 1")[0]["data"]) == "42"
 
 
+def test_cancel_interrupts_a_running_cell_and_the_context_keeps_its_state(host: Host) -> None:
+    run(host, "py", "kept = 41")
+    busy = host.send("execute", context="py", code="import time\nprint('spinning', flush=True)\n"
+                     "while True:\n    time.sleep(0.1)")
+    queued = host.send("execute", context="py", code="never = 1")
+    with host.changed:
+        assert host.changed.wait_for(lambda: any(
+            line.get("id") == busy and line["event"] == "stream" for line in host.lines), TIMEOUT)
+    assert host.call("cancel", request=queued)[-1] == {"id": host.next_id, "event": "ok",
+                                                       "found": True}
+    started = time.monotonic()
+    assert host.call("cancel", request=busy)[-1]["found"] is True
+    events = host.wait(busy)
+    assert time.monotonic() - started < 10
+    assert [e["event"] for e in events] == ["stream", "error", "done"]
+    assert events[1]["error"]["name"] == "KeyboardInterrupt"
+    assert events[-1]["cancelled"] is True and events[-1]["timedOut"] is False
+    assert host.wait(queued) == [{"id": queued, "event": "done", "executionMs": 0,
+                                  "timedOut": False, "kernelDied": False, "cancelled": True}]
+    assert text(run(host, "py", "kept + 1, 'never' in globals()")[0]["data"]) == "(42, False)"
+    assert host.call("cancel", request=busy)[-1]["found"] is False  # it is over
+    assert host.call("cancel", request="x")[-1]["code"] == "invalid_request"
+
+
 def test_a_kernel_ignoring_the_interrupt_is_restarted(host: Host) -> None:
     assert host.call("start", context="stubborn", kernel="python3", cwd="/")[-1]["event"] == "ok"
     try:

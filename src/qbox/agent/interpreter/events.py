@@ -7,7 +7,7 @@ replaced, never passed on as they came.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any
 
 from qbox.agent.interpreter.contexts import Context
@@ -57,8 +57,8 @@ def code_event(message: dict[str, Any]) -> CodeEvent | None:
     return None
 
 
-async def code_events(context: Context, events: AsyncIterator[dict[str, Any] | HostGone],
-                      began: float) -> AsyncIterator[CodeEvent]:
+async def code_events(context: Context, events: AsyncIterable[dict[str, Any] | HostGone],
+                      began: float) -> AsyncGenerator[CodeEvent, None]:
     """The CodeEvents of one execution: ``started``, what the host sent, ``complete`` last
     (also when the host refused the execution or exited during it)."""
     def elapsed() -> int:

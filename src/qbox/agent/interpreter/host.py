@@ -19,7 +19,7 @@ import itertools
 import json
 import logging
 import signal as signals
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,7 @@ class HostRequestFailed(Exception):
 @dataclass
 class _Pending:
     queue: asyncio.Queue[dict[str, Any] | HostGone] = field(default_factory=asyncio.Queue)
+    request_id: int = 0
     # The reader of the queue went away (a client that disconnected): events
     # are dropped, and only the final answer still reaches ``on_final``.
     detached: bool = False
@@ -201,6 +202,7 @@ class KernelHost:
         request_id = next(self._ids)
         line = json.dumps({"id": request_id, "op": op, **fields}, ensure_ascii=False) + "\n"
         self._pending[request_id] = entry
+        entry.request_id = request_id
         stdin = self._handle.stdin
         try:
             if stdin is None:
@@ -234,26 +236,31 @@ class KernelHost:
 
     async def stream(self, op: str, *,
                      on_final: Callable[[dict[str, Any] | HostGone], None] | None = None,
-                     **fields: Any) -> AsyncIterator[dict[str, Any] | HostGone]:
-        """Send one request; the returned iterator yields its events up to and including the
+                     **fields: Any) -> HostStream:
+        """Send one request; the returned stream yields its events up to and including the
         final answer (or ``HostGone``). ``on_final`` sees the final answer even when nobody
-        iterates any more. The request is on its way when this returns."""
+        iterates any more. The request is on its way when this returns. A stream left
+        before its final answer (closed, or never read and cancelled) is cancelled at the
+        host: an execution's kernel is interrupted."""
         entry = _Pending(on_final=on_final)
         await self._send(op, fields, entry)
-        return self._events(entry)
+        return HostStream(self, entry)
 
-    @staticmethod
-    async def _events(entry: _Pending) -> AsyncIterator[dict[str, Any] | HostGone]:
+    def cancel(self, request_id: int) -> bool:
+        """Ask the host to cancel a pending request (``cancel`` in the protocol; its answer
+        is not waited for). False when there is nothing to cancel."""
+        if self._gone is not None or request_id not in self._pending:
+            return False
+        stdin = self._handle.stdin
+        line = json.dumps({"id": next(self._ids), "op": "cancel", "request": request_id}) + "\n"
         try:
-            while True:
-                message = await entry.queue.get()
-                yield message
-                if isinstance(message, HostGone) or message["event"] in FINAL_EVENTS:
-                    return
-        finally:
-            entry.detached = True
-            while not entry.queue.empty():  # what is left is never read: free it now
-                entry.queue.get_nowait()
+            if stdin is None:
+                return False
+            # One write of a whole line: it cannot interleave with another (only drains wait).
+            stdin.write(line.encode())
+        except (ConnectionError, OSError, RuntimeError):
+            return False
+        return True
 
     # --- shutdown ----------------------------------------------------------------
 
@@ -282,3 +289,48 @@ class KernelHost:
                 await self._reader
             if self._gone is None:
                 await self._ended()
+
+
+class HostStream:
+    """The events of one streamed request, and its cancellation (see ``KernelHost.stream``)."""
+
+    def __init__(self, host: KernelHost, entry: _Pending) -> None:
+        self._host = host
+        self._entry = entry
+        self._ended = False
+        self._cancelled = False
+        self._events = self._read()
+
+    @property
+    def request_id(self) -> int:
+        return self._entry.request_id
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any] | HostGone]:
+        return self._events
+
+    async def aclose(self) -> None:
+        await self._events.aclose()
+        self.cancel()  # also when it was never read
+
+    def cancel(self) -> None:
+        """Leave the request: nothing more is queued for it, and unless its final answer came
+        the host is asked to cancel it (once)."""
+        entry = self._entry
+        entry.detached = True
+        while not entry.queue.empty():  # what is left is never read: free it now
+            entry.queue.get_nowait()
+        if not self._ended and not self._cancelled:
+            self._cancelled = True
+            self._host.cancel(entry.request_id)
+
+    async def _read(self) -> AsyncGenerator[dict[str, Any] | HostGone, None]:
+        try:
+            while True:
+                message = await self._entry.queue.get()
+                if isinstance(message, HostGone) or message["event"] in FINAL_EVENTS:
+                    self._ended = True
+                yield message
+                if self._ended:
+                    return
+        finally:
+            self.cancel()

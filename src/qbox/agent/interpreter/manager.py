@@ -20,7 +20,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,22 @@ HOST_READY_TIMEOUT_SECONDS = 120.0
 STOP_WAIT_SECONDS = 10.0
 
 SpawnHost = Callable[[list[str]], Awaitable[ProcessHandle]]
+
+
+class CodeRun:
+    """One execution's CodeEvents; ``cancel`` (also what ``aclose`` does) leaves it, and
+    unless it has completed the kernel host interrupts the kernel."""
+
+    def __init__(self, events: AsyncGenerator[CodeEvent, None], cancel: Callable[[], None]) -> None:
+        self._events = events
+        self.cancel = cancel
+
+    def __aiter__(self) -> AsyncIterator[CodeEvent]:
+        return self._events
+
+    async def aclose(self) -> None:
+        await self._events.aclose()
+        self.cancel()
 
 
 class CodeInterpreter:
@@ -316,8 +332,10 @@ class CodeInterpreter:
         return context
 
     async def execute(self, context: Context, code: str, *, env: dict[str, str] | None = None,
-                      timeout: float | None = None) -> AsyncIterator[CodeEvent]:
-        """Send the execution; the iterator yields its CodeEvents, ``complete`` last."""
+                      timeout: float | None = None) -> CodeRun:
+        """Send the execution; iterating yields its CodeEvents, ``complete`` last. Closing it
+        (or ``cancel``) before ``complete`` interrupts the kernel: the cell stops, the
+        context stays."""
         host = context.host
         if host is None:
             raise ConflictError(f"context {context.id} has no kernel; restart it")
@@ -336,7 +354,7 @@ class CodeInterpreter:
             ended(exc)
             raise CodeInterpreterUnavailableError(
                 f"the kernel host of sandbox {self.sandbox_id} exited: {exc}") from None
-        return code_events(context, events, began)
+        return CodeRun(code_events(context, events, began), events.cancel)
 
     def _execution_ended(self, context: Context, generation: int,
                          final: dict[str, Any] | HostGone) -> None:

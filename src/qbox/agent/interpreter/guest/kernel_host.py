@@ -157,6 +157,8 @@ class KernelHost:
         self.specs = KernelSpecManager()
         self.contexts: dict[str, Context] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        # Executions by request id, from their request until ``done`` (``cancel`` finds them).
+        self.executions: dict[int, Execution] = {}
 
     # -- output -----------------------------------------------------------
 
@@ -199,6 +201,7 @@ class KernelHost:
                 "restart": self.op_restart,
                 "stop": self.op_stop,
                 "state": self.op_state,
+                "cancel": self.op_cancel,
             }.get(request.get("op"))  # type: ignore[arg-type]
             if handler is None:
                 raise RequestError("invalid_request", f"unknown op {request.get('op')!r}")
@@ -314,19 +317,38 @@ class KernelHost:
         if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0):
             raise RequestError("invalid_request", "timeout must be a non-negative number of seconds")
         env = _env(request)
-        async with context.lock:
-            if context.id not in self.contexts:
-                raise RequestError("context_not_found", f"context {context.id!r} was stopped")
-            if context.state == "dead":
-                raise RequestError("context_dead", f"the kernel of context {context.id!r} died; restart it")
-            if context.state == "starting":
-                raise RequestError("conflict", f"context {context.id!r} is restarting")
-            context.state = "busy"
-            try:
-                await Execution(self, context, request_id).run(code, timeout, env)
-            finally:
-                if context.state == "busy":
-                    context.state = "idle"
+        execution = Execution(self, context, request_id)
+        self.executions[request_id] = execution
+        try:
+            async with context.lock:
+                if execution.cancelled:  # its caller left while it waited for the kernel
+                    execution.emit({"event": "done", "executionMs": 0, "timedOut": False,
+                                    "kernelDied": False, "cancelled": True})
+                    return
+                if context.id not in self.contexts:
+                    raise RequestError("context_not_found", f"context {context.id!r} was stopped")
+                if context.state == "dead":
+                    raise RequestError("context_dead", f"the kernel of context {context.id!r} died; restart it")
+                if context.state == "starting":
+                    raise RequestError("conflict", f"context {context.id!r} is restarting")
+                context.state = "busy"
+                execution.generation = context.generation
+                try:
+                    await execution.run(code, timeout, env)
+                finally:
+                    if context.state == "busy":
+                        context.state = "idle"
+        finally:
+            self.executions.pop(request_id, None)
+
+    async def op_cancel(self, request_id: int, request: dict[str, Any]) -> None:
+        target = request.get("request")
+        if not isinstance(target, int) or isinstance(target, bool):
+            raise RequestError("invalid_request", "request must be the integer id of an execute")
+        execution = self.executions.get(target)
+        if execution is not None:
+            execution.cancelled = True
+        self.emit({"id": request_id, "event": "ok", "found": execution is not None})
 
     # -- lifecycle --------------------------------------------------------
 
@@ -348,6 +370,8 @@ class Execution:
         self.request_id = request_id
         self.generation = context.generation
         self.restarted = False
+        # Set by ``cancel``: the kernel is interrupted as on a timeout.
+        self.cancelled = False
 
     def emit(self, event: dict[str, Any]) -> None:
         self.host.emit({"id": self.request_id, **event})
@@ -361,18 +385,19 @@ class Execution:
         if outcome == "ok":
             msg_id = self.context.client.execute(code, store_history=True, allow_stdin=False, stop_on_error=False)
             outcome = await self._relay(msg_id, timeout)
-        if outcome in ("ok", "timed_out") and env_steps is not None and not self.restarted:
+        if outcome in ("ok", "timed_out", "cancelled") and env_steps is not None and not self.restarted:
             # An interrupted kernel keeps its state, so it gets its environment
             # back; a restarted one (a new generation) never had ours.
             await self._silent(env_steps[1])
-        self.emit(
-            {
-                "event": "done",
-                "executionMs": int((time.monotonic() - started) * 1000),
-                "timedOut": outcome == "timed_out",
-                "kernelDied": outcome == "died",
-            }
-        )
+        done = {
+            "event": "done",
+            "executionMs": int((time.monotonic() - started) * 1000),
+            "timedOut": outcome == "timed_out",
+            "kernelDied": outcome == "died",
+        }
+        if outcome == "cancelled":
+            done["cancelled"] = True
+        self.emit(done)
 
     async def _silent(self, code: str) -> str:
         msg_id = self.context.client.execute(code, silent=True, store_history=False, allow_stdin=False)
@@ -405,6 +430,7 @@ class Execution:
         client = self.context.client
         deadline = None if timeout is None else time.monotonic() + timeout
         interrupted_at: float | None = None
+        why = "ok"
         while True:
             try:
                 msg = await client.get_iopub_msg(timeout=POLL)
@@ -413,21 +439,20 @@ class Execution:
             if msg is not None and msg.get("parent_header", {}).get("msg_id") == msg_id:
                 if self._relay_one(msg):
                     break
-                continue
-            if msg is not None:
-                continue
-            if await self._gone():
+            elif msg is None and await self._gone():
                 return "died"
+            # Checked after every message too: a cell that prints without pause still stops.
             now = time.monotonic()
-            if interrupted_at is None and deadline is not None and now >= deadline:
-                log(f"context {self.context.id}: timeout, interrupting")
+            if interrupted_at is None and (self.cancelled or (deadline is not None and now >= deadline)):
+                why = "cancelled" if self.cancelled else "timed_out"
+                log(f"context {self.context.id}: {why.replace('_', ' ')}, interrupting")
                 await self.context.manager.interrupt_kernel()
                 interrupted_at = now
             elif interrupted_at is not None and now >= interrupted_at + INTERRUPT_GRACE:
                 log(f"context {self.context.id}: interrupt ignored, restarting")
-                return await self._restart_after_timeout()
+                return await self._restart_after_interrupt(why)
         await self._drain_reply(msg_id)
-        return "ok" if interrupted_at is None else "timed_out"
+        return why
 
     def _relay_one(self, msg: dict[str, Any]) -> bool:
         """Relay one iopub message of our execution; True when the kernel went idle."""
@@ -462,18 +487,19 @@ class Execution:
             if reply.get("parent_header", {}).get("msg_id") == msg_id:
                 return
 
-    async def _restart_after_timeout(self) -> str:
+    async def _restart_after_interrupt(self, why: str) -> str:
         context = self.context
         context.generation += 1
         self.generation = context.generation
         self.restarted = True
         context.state = "starting"
+        what = "was cancelled" if why == "cancelled" else "timed out"
         self.emit(
             {
                 "event": "error",
                 "error": {
                     "name": "TimeoutError",
-                    "value": "the execution timed out and the kernel ignored the interrupt; "
+                    "value": f"the execution {what} and the kernel ignored the interrupt; "
                     "it was restarted and its state is lost",
                     "traceback": [],
                 },
@@ -483,11 +509,11 @@ class Execution:
             await context.manager.restart_kernel(now=True)
             await asyncio.wait_for(context.client.wait_for_ready(timeout=START_TIMEOUT), START_TIMEOUT + 5)
         except Exception as exc:  # noqa: BLE001 - as in op_start
-            log(f"context {context.id}: restart after timeout failed: {exc!r}")
+            log(f"context {context.id}: restart after the interrupt failed: {exc!r}")
             context.state = "dead"
-            return "timed_out"
+            return why
         context.state = "busy"
-        return "timed_out"
+        return why
 
 
 def _string(request: dict[str, Any], name: str, *, allow_empty: bool = False) -> str:
