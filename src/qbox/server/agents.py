@@ -164,7 +164,8 @@ class AgentClient(Protocol):
     async def restart_code_context(self, sandbox_id: str, context_id: str) -> dict[str, Any]: ...
     async def delete_code_context(self, sandbox_id: str, context_id: str) -> None: ...
     # NDJSON CodeEvent lines (WIRE_PROTOCOL §5.1); an error before the first is raised.
-    async def code_execute(self, sandbox_id: str, body: dict[str, Any]) -> AsyncIterator[bytes]: ...
+    # Close it once done (also unread): an execution left before `complete` is cancelled.
+    async def code_execute(self, sandbox_id: str, body: dict[str, Any]) -> Relayed: ...
     # An /exec's answer, read whole (the control plane's own short commands: readyCmd).
     async def exec(self, sandbox_id: str, body: dict[str, Any]) -> dict[str, Any]: ...
     async def start_command(self, sandbox_id: str, body: dict[str, Any]) -> dict[str, Any]: ...
@@ -492,13 +493,12 @@ class HttpAgentClient:
         await self._call("DELETE", _path("sandboxes", sandbox_id, "code", "contexts", context_id),
                          timeout=60)
 
-    async def code_execute(self, sandbox_id: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
-        # No read timeout: the execution's own timeout is the agent's to enforce.
-        # No read timeout: the execution's own timeout is the agent's to enforce.
-        relayed = await self._relayed(self._request(
+    async def code_execute(self, sandbox_id: str, body: dict[str, Any]) -> Relayed:
+        # No read timeout: the execution's own timeout is the agent's to enforce. Closing
+        # the call before ``complete`` makes the agent interrupt the cell.
+        return await self._relayed(self._request(
             "POST", _path("sandboxes", sandbox_id, "code", "execute"), long=True, json=body,
             headers={"Accept": "application/x-ndjson"}, timeout=_UNBOUNDED), lines=True)
-        return relayed.chunks
 
     def _exec_request(self, sandbox_id: str, body: dict[str, Any]) -> httpx.Request:
         # The answer comes when the command ends: the agent enforces its timeout.

@@ -428,9 +428,9 @@ class FakeAgent:
     async def delete_code_context(self, sandbox_id: str, context_id: str) -> None:
         self._interpreter(sandbox_id).delete(context_id)
 
-    async def code_execute(self, sandbox_id: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def code_execute(self, sandbox_id: str, body: dict[str, Any]) -> Relayed:
         self.last_code_body = body
-        return await self._interpreter(sandbox_id).execute(body)
+        return Relayed(await self._interpreter(sandbox_id).execute(body), _no_close)
 
     async def aclose(self) -> None:
         self.closed = True

@@ -4,6 +4,10 @@
 SSE stream of CodeEvents that always ends with ``complete`` and is closed
 right after it (the published client reads to EOF with no timeout). Quiet
 executions get a keep-alive comment every few seconds.
+
+A client that goes away (SSE or unary, before or after the first event)
+closes the agent call, and the agent then interrupts the cell: a
+disconnected ``while True: pass`` does not keep its kernel busy.
 """
 
 from __future__ import annotations
@@ -11,17 +15,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
 from pydantic import Field, field_validator
 
+from qbox.core.disconnects import gone, unless_disconnected
 from qbox.server.http.deps import json_body, note_of, require, services_of
 from qbox.server.http.openapi import media, request_body
+from qbox.server.http.relay import RelayResponse
 from qbox.server.http.schemas import ENV_KEY_RE, _Body, _no_nul
-from qbox.server.services.code import INTERRUPTED_ERROR, Execution
+from qbox.server.services.code import INTERRUPTED_ERROR, Execution, events_of
 from qbox.server.services.keys import Principal
 
 router = APIRouter(prefix="/v1/sandboxes/{sandbox_id}")
@@ -112,22 +117,30 @@ async def _sse_stream(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[by
 async def execute(
     sandbox_id: str, request: Request,
     principal: Principal = require("sandboxes:execute", action="code.execute"),
-) -> dict[str, Any] | StreamingResponse:
+) -> dict[str, Any] | Response:
     body = await json_body(request, ExecuteBody)
     if note := note_of(request):
         target = body.context_id or body.language or "default"
         note.detail = f"{target} ({len(body.code.encode())} bytes of code)"
-    events = await services_of(request).code.execute(principal, sandbox_id, body.to_agent())
+    relayed = await services_of(request).code.execute(principal, sandbox_id, body.to_agent())
     if body.stream:
-        return StreamingResponse(_sse_stream(events), media_type="text/event-stream; charset=utf-8",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return RelayResponse(relayed, "text/event-stream; charset=utf-8",
+                             body=_sse_stream(events_of(relayed.chunks)))
+    try:
+        execution = await unless_disconnected(request, _aggregate(events_of(relayed.chunks)))
+    finally:
+        await relayed.close()
+    return gone() if execution is None else execution.to_wire()
+
+
+async def _aggregate(events: AsyncGenerator[dict[str, Any], None]) -> Execution:
     execution = Execution()
     async with contextlib.aclosing(events):
         async for event in events:
             execution.add(event)
             if execution.complete:
                 break
-    return execution.to_wire()
+    return execution
 
 
 @router.get("/code-languages")

@@ -19,34 +19,19 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
 from starlette.background import BackgroundTask
 
 from qbox.core.disconnects import gone, unless_disconnected
 from qbox.server.agents import Relayed
 from qbox.server.http.deps import json_body, note_of, require, services_of
 from qbox.server.http.openapi import media, request_body
+from qbox.server.http.relay import RelayResponse
 from qbox.server.http.schemas import CommandBody, ExecBody, StdinBody
 from qbox.server.services.keys import Principal
 from qbox.server.services.slots import Slot
 
 router = APIRouter(prefix="/v1/sandboxes/{sandbox_id}")
 NDJSON = "application/x-ndjson"
-
-
-class RelayResponse(StreamingResponse):
-    """An agent's answer streamed on; the agent call is closed however the response ends."""
-
-    def __init__(self, relayed: Relayed, media_type: str) -> None:
-        super().__init__(relayed.chunks, media_type=media_type,
-                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-        self._relayed = relayed
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._relayed.close()
 
 
 def _ndjson(relayed: Relayed) -> RelayResponse:

@@ -2,19 +2,20 @@
 
 The agent answers an execution as a stream of CodeEvents (WIRE_PROTOCOL
 §5.1), one JSON object per line; the router turns it into the unary answer
-or into SSE. ``Execution`` is the pure aggregation step.
+or into SSE, and closes the agent call however that ends (the agent then
+interrupts a cell still running). ``Execution`` is the pure aggregation step.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from qbox.core.errors import CodeInterpreterDisabledError, InvalidArgumentError
-from qbox.server.agents import AgentClient
+from qbox.server.agents import AgentClient, Relayed
 from qbox.server.db.tables import Sandbox, Template
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.keys import Principal
@@ -66,7 +67,7 @@ class Execution:
                 "timedOut": self.timed_out}
 
 
-async def events_of(lines: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+async def events_of(lines: AsyncIterator[bytes]) -> AsyncGenerator[dict[str, Any], None]:
     """CodeEvents from the agent's NDJSON lines (anything else is logged and skipped)."""
     async for line in lines:
         try:
@@ -116,12 +117,13 @@ class CodeService:
                           lambda a: a.delete_code_context(sandbox_id, context_id))
 
     async def execute(self, principal: Principal, sandbox_id: str,
-                      body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """The execution's events; errors before the first (access, template, language,
-        context, a kernel still starting) are raised."""
+                      body: dict[str, Any]) -> Relayed:
+        """The execution's NDJSON lines from the agent (``events_of`` reads them); errors
+        before the first (access, template, language, context, a kernel still starting) are
+        raised. Close it however the answer ends: the agent interrupts an execution whose
+        call is closed before ``complete``."""
         if body.get("contextId") and body.get("language"):
             raise InvalidArgumentError("give contextId or language, not both",
                                        details={"contextId": body["contextId"],
                                                 "language": body["language"]})
-        lines = await self._relay(principal, sandbox_id, lambda a: a.code_execute(sandbox_id, body))
-        return events_of(lines)
+        return await self._relay(principal, sandbox_id, lambda a: a.code_execute(sandbox_id, body))
