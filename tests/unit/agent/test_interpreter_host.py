@@ -107,6 +107,7 @@ async def test_a_reader_that_left_gets_nothing_but_the_end_is_still_seen() -> No
     handle.say({"id": request_id, "event": "stream", "text": "1"})
     assert (await anext(events))["text"] == "1"
     await events.aclose()  # the client went away
+    assert handle.stdin.lines[-1] == {"id": request_id + 1, "op": "cancel", "request": request_id}
     handle.say(*[{"id": request_id, "event": "stream", "text": "x" * 1000}] * 100)
     await _answered(host, handle)
     assert host.queued_count == 0 and host.pending_count == 1
@@ -114,6 +115,25 @@ async def test_a_reader_that_left_gets_nothing_but_the_end_is_still_seen() -> No
                 "kernelDied": False})
     await _answered(host, handle)
     assert [f["event"] for f in finals] == ["done"] and host.pending_count == 0
+
+
+async def test_a_stream_never_read_is_cancelled_once_and_a_finished_one_never() -> None:
+    host, handle = await _host()
+    unread = await host.stream("execute", context="a", code="x")
+    request_id = handle.stdin.lines[-1]["id"]
+    unread.cancel()  # its response was cancelled before the first line
+    unread.cancel()
+    await unread.aclose()
+    assert [line for line in handle.stdin.lines if line["op"] == "cancel"] == [
+        {"id": request_id + 1, "op": "cancel", "request": request_id}]
+    done = {"event": "done", "executionMs": 1, "timedOut": False, "kernelDied": False}
+    finished = await host.stream("execute", context="a", code="y")
+    finished_id = handle.stdin.lines[-1]["id"]
+    handle.say({"id": finished_id, **done})
+    assert [m async for m in finished] == [{"id": finished_id, **done}]
+    finished.cancel()
+    assert handle.stdin.lines[-1]["id"] == finished_id  # nothing more was sent
+    assert host.cancel(finished_id) is False
 
 
 async def test_the_hosts_end_fails_what_is_pending_with_its_last_words() -> None:
