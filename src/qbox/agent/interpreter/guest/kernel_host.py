@@ -429,6 +429,11 @@ class Execution:
     async def _relay(self, msg_id: str, timeout: float | None) -> str:
         client = self.context.client
         deadline = None if timeout is None else time.monotonic() + timeout
+        # ipykernel ignores SIGINT until it runs a request: an interrupt sent before our
+        # ``execute_input`` could be lost (then the kernel would be restarted, its state
+        # gone). So it waits for that, or for INTERRUPT_GRACE from a kernel that never says.
+        running = False
+        stop_at: float | None = None
         interrupted_at: float | None = None
         why = "ok"
         while True:
@@ -437,14 +442,17 @@ class Execution:
             except Empty:
                 msg = None
             if msg is not None and msg.get("parent_header", {}).get("msg_id") == msg_id:
+                running = running or msg.get("msg_type") == "execute_input"
                 if self._relay_one(msg):
                     break
             elif msg is None and await self._gone():
                 return "died"
             # Checked after every message too: a cell that prints without pause still stops.
             now = time.monotonic()
-            if interrupted_at is None and (self.cancelled or (deadline is not None and now >= deadline)):
+            if stop_at is None and (self.cancelled or (deadline is not None and now >= deadline)):
                 why = "cancelled" if self.cancelled else "timed_out"
+                stop_at = now
+            if interrupted_at is None and stop_at is not None and (running or now >= stop_at + INTERRUPT_GRACE):
                 log(f"context {self.context.id}: {why.replace('_', ' ')}, interrupting")
                 await self.context.manager.interrupt_kernel()
                 interrupted_at = now
