@@ -43,7 +43,8 @@ from qbox.agent.runtime.base import RuntimeDriver
 from qbox.agent.runtime.factory import create_runsc, create_runtime, filesystem_for
 from qbox.agent.runtime.fake import FakeRuntime
 from qbox.agent.sandbox import Sandbox, SandboxParams
-from qbox.agent.sandboxes import ImageInfoLike, ImageSource, SandboxManager
+from qbox.agent.sandbox_images import ImageInfoLike, ImageSource
+from qbox.agent.sandboxes import SandboxManager
 from qbox.agent.settings import AgentSettings, load_or_create_secret
 from qbox.agent.shell_api import check_secret, shell_router
 from qbox.core.asgi import install_error_handlers

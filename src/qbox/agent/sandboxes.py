@@ -17,7 +17,6 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Protocol
 
 from qbox.agent import fsid, shell, users
 from qbox.agent import spec as specs
@@ -42,11 +41,10 @@ from qbox.agent.runtime.base import (
     RuntimeFailure,
 )
 from qbox.agent.sandbox import STATE_FILE, Sandbox, SandboxParams, SandboxStatus
+from qbox.agent.sandbox_images import ImageSource, image_config_env, image_layers
 from qbox.agent.settings import AgentSettings
 from qbox.core.errors import (
     ConflictError,
-    NotFoundError,
-    QboxError,
     SandboxNotActiveError,
     SandboxNotFoundError,
     SshUnavailableError,
@@ -65,31 +63,6 @@ DEATH_NOTICE_SECONDS = 5.0
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")
 
 
-class ImageSource(Protocol):
-    """The part of the image store (``qbox.agent.images.ImageStore``) a sandbox needs."""
-
-    def lower_dirs(self, digest: str) -> list[Path]:
-        """The image's read-only dirs, top first; NotFoundError when it is not in the store."""
-        ...
-
-    def config(self, digest: str) -> ImageConfigLike: ...
-
-    async def import_image(self, ref: str, name: str) -> ImageInfoLike: ...
-
-
-class ImageInfoLike(Protocol):
-    @property
-    def digest(self) -> str: ...
-
-    @property
-    def size_bytes(self) -> int: ...
-
-
-class ImageConfigLike(Protocol):
-    @property
-    def env(self) -> tuple[str, ...]: ...
-
-
 def _user_of(sandbox: Sandbox, user: str | None) -> str | None:
     """The call's user, else the sandbox's default (None, as "user" is: uid 1000 by any name)."""
     if user:
@@ -98,31 +71,12 @@ def _user_of(sandbox: Sandbox, user: str | None) -> str | None:
     return None if default in (None, "", users.DEFAULT_USER) else default
 
 
-def pull_name(digest: str) -> str:
-    """The store tag of an image pulled for a sandbox (a name per digest: pulls never clash)."""
-    return "pull-" + digest.partition(":")[2][:12]
-
-
 def describe_exit(status: ExitStatus | None) -> str:
     if status is None:
         return "init exited"
     if status.signal:
         return f"init killed by signal {status.signal}"
     return f"init exited with code {status.exit_code}"
-
-
-def _image_env(images: ImageSource, digest: str) -> dict[str, str]:
-    try:
-        pairs = images.config(digest).env
-    except Exception:  # noqa: BLE001 - an unreadable image config just means no extra env
-        log.warning("cannot read the image config of %s", digest, exc_info=True)
-        return {}
-    env: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = str(pair).partition("=")
-        if sep and key:
-            env[key] = value
-    return env
 
 
 def output_spool_dir(directory: Path) -> Path:
@@ -278,14 +232,14 @@ class SandboxManager:
         async with self._locked(params.id):
             if params.id in self._sandboxes:
                 raise ConflictError(f"sandbox {params.id} already exists on this host")
-            lower = await self._image_layers(params)
+            lower = await image_layers(self._images, params)
             directory = self._dir / params.id
             if directory.exists():
                 # Left from a failed cleanup (a live one would have been loaded).
                 await self._teardown(params.id, directory)
             image_env = self._image_envs.get(params.image_digest)
             if image_env is None:
-                image_env = _image_env(self._images, params.image_digest)
+                image_env = image_config_env(self._images, params.image_digest)
                 self._image_envs[params.image_digest] = image_env
             sandbox = Sandbox(params, directory, utcnow(), image_env=dict(image_env))
             self._sandboxes[params.id] = sandbox
@@ -299,29 +253,6 @@ class SandboxManager:
                     log.exception("cleaning up after the failed boot of %s", params.id)
                 raise
             return sandbox
-
-    async def _image_layers(self, params: SandboxParams) -> list[Path]:
-        """The image's layers, pulled first from ``image_pull_ref`` when the store lacks it."""
-        not_ready = TemplateNotReadyError(f"image {params.image_digest} is not in this host's store",
-                                          details={"imageDigest": params.image_digest})
-        try:
-            return self._images.lower_dirs(params.image_digest)
-        except NotFoundError:
-            if params.image_pull_ref is None:
-                raise not_ready from None
-        log.info("pulling %s for %s", params.image_pull_ref, params.id)
-        try:
-            await self._images.import_image(params.image_pull_ref, pull_name(params.image_digest))
-        except QboxError as exc:
-            raise TemplateNotReadyError(
-                f"image {params.image_digest} is not in this host's store and pulling "
-                f"{params.image_pull_ref} failed: {exc.message}",
-                details={"imageDigest": params.image_digest}) from exc
-        try:
-            return self._images.lower_dirs(params.image_digest)
-        except NotFoundError:
-            # The ref now names another image (a moved tag).
-            raise not_ready from None
 
     async def _boot(self, sandbox: Sandbox, lower: list[Path]) -> None:
         self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -51,6 +51,16 @@ def has_surrogate(text: str) -> bool:
     return _SURROGATE.search(text) is not None
 
 
+# Lone surrogates cannot be encoded (nor stored by PostgreSQL), NUL ends C strings:
+# text bound for storage has both as U+FFFD, as a UTF-8 decoder does with invalid bytes.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """``text`` with every lone surrogate and NUL replaced by U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
 def printable(text: str) -> str:
     """``text`` safe to show in an error message (surrogates and controls escaped)."""
     if has_surrogate(text) or CONTROL_CHARS.search(text):

@@ -13,21 +13,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, insert, update
 
+from qbox.core.json_input import storable
 from qbox.core.timefmt import to_wire
 from qbox.server.db.tables import AuditEntry, AuditHead
 
 GENESIS = "0" * 64
 MAX_DETAIL = 1000
-# Lone surrogates cannot be encoded (nor stored by PostgreSQL), NUL ends C
-# strings: both become U+FFFD, as a UTF-8 decoder does with invalid bytes.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-_REPLACEMENT = "\ufffd"
 
 
 @dataclass
@@ -48,7 +44,7 @@ def truncate(text: str, limit: int = MAX_DETAIL) -> str:
 
 
 def clean_text(text: str, limit: int) -> str:
-    return truncate(_UNSTORABLE.sub(_REPLACEMENT, text), limit)
+    return truncate(storable(text), limit)
 
 
 def _limit(column: str) -> int:
