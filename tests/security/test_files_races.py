@@ -137,20 +137,29 @@ class Swapper:
 
 
 def hammer(attack: Any, seconds: float, at_least: int, workers: int = 8,
-           give_up_after: float = 20.0) -> list[tuple[str, str, Any, str]]:
+           give_up_after: float = 20.0,
+           raced_enough: Any = lambda: True) -> list[tuple[str, str, Any, str]]:
     """Run ``attack(rng)`` from ``workers`` threads; the (op, path, status, body) it returns.
 
-    It runs for ``seconds`` and then on until ``at_least`` requests were answered, so a slow,
-    loaded machine still runs the whole race; ``give_up_after`` bounds it (the swapper runs 30 s).
+    It runs for ``seconds`` and then on until ``at_least`` requests were answered and
+    ``raced_enough()`` (asked at most twice a second) says the other side of the race did
+    its part, so a slow, loaded machine still runs the whole race; ``give_up_after`` bounds
+    it (the swapper runs 30 s).
     """
     started = time.monotonic()
     done = [0]
     lock = threading.Lock()
+    raced = {"ok": False, "asked": 0.0}
 
     def more() -> bool:
         elapsed = time.monotonic() - started
         with lock:
-            return elapsed < seconds or (done[0] < at_least and elapsed < give_up_after)
+            if elapsed < seconds:
+                return True
+            if not raced["ok"] and elapsed - raced["asked"] >= 0.5:
+                raced["asked"] = elapsed
+                raced["ok"] = bool(raced_enough())
+            return (done[0] < at_least or not raced["ok"]) and elapsed < give_up_after
 
     def worker(seed: int) -> list[tuple[str, str, Any, str]]:
         rng, out = random.Random(seed), []
@@ -208,7 +217,7 @@ def test_race_directory_swapped_with_links_out_of_the_root(make_box: Any, host_c
     swapper = Swapper(files, seconds=30, decoy_rel=decoy_rel, decoy=decoy, pairs=links)
     log_offset = len(qbox_sec.log())
     try:
-        results = hammer(attack, seconds=4, at_least=400)
+        results = hammer(attack, seconds=4, at_least=400, raced_enough=lambda: swapper.swaps() > 100)
         swaps = swapper.swaps()
     finally:
         swapper.kill()
