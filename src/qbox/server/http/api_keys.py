@@ -15,7 +15,8 @@ from qbox.server.http.deps import json_body, note_of, require, services_of
 from qbox.server.http.openapi import answers, request_body
 from qbox.server.http import response_models as rm
 from qbox.server.http.schemas import PlainName, _Body
-from qbox.server.services.keys import Principal, key_status
+from qbox.server.principal import Principal
+from qbox.server.services.keys import key_status
 
 router = APIRouter(prefix="/v1/api-keys")
 

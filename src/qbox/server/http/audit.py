@@ -14,7 +14,7 @@ from qbox.server.http.deps import require, services_of
 from qbox.server.http.openapi import answers
 from qbox.server.http import response_models as rm
 from qbox.server.services.audit import AuditQuery
-from qbox.server.services.keys import Principal
+from qbox.server.principal import Principal
 
 router = APIRouter(prefix="/v1/audit")
 

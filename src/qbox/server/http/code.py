@@ -27,7 +27,7 @@ from qbox.server.http.openapi import media, request_body
 from qbox.server.http.relay import RelayResponse
 from qbox.server.http.schemas import ENV_KEY_RE, _Body, _no_nul
 from qbox.server.services.code import INTERRUPTED_ERROR, Execution, events_of
-from qbox.server.services.keys import Principal
+from qbox.server.principal import Principal
 
 router = APIRouter(prefix="/v1/sandboxes/{sandbox_id}")
 KEEPALIVE_SECONDS = 10.0

@@ -25,7 +25,8 @@ from qbox.core.errors import (
 )
 from qbox.server.services.audit_notes import AuditNote, make_current
 from qbox.server.http.body import read_body
-from qbox.server.services.keys import Principal, principal_for_secret
+from qbox.server.principal import Principal
+from qbox.server.services.keys import principal_for_secret
 from qbox.server.services.registry import Services
 from qbox.server.services.web_sessions import SESSION_COOKIE
 

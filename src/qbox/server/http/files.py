@@ -20,7 +20,7 @@ from qbox.server.http.body import lift_body_limit
 from qbox.server.http.deps import json_body, note_of, require, services_of
 from qbox.server.http.openapi import media, raw_body, request_body
 from qbox.server.http.schemas import _Body, _no_nul
-from qbox.server.services.keys import Principal
+from qbox.server.principal import Principal
 
 router = APIRouter(prefix="/v1/sandboxes/{sandbox_id}")
 

@@ -39,7 +39,7 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
 from qbox.core import shell_protocol
-from qbox.server.services.keys import Principal
+from qbox.server.principal import Principal
 from qbox.server.services.web_sessions import SESSION_COOKIE, SessionPrincipal
 
 REF = "#/components/schemas/"

@@ -27,7 +27,7 @@ from qbox.server.http.deps import json_body, note_of, require, services_of
 from qbox.server.http.openapi import media, request_body
 from qbox.server.http.relay import RelayResponse
 from qbox.server.http.schemas import CommandBody, ExecBody, StdinBody
-from qbox.server.services.keys import Principal
+from qbox.server.principal import Principal
 from qbox.server.services.slots import Slot
 
 router = APIRouter(prefix="/v1/sandboxes/{sandbox_id}")

@@ -14,7 +14,7 @@ from pydantic import Field, StrictInt
 from qbox.server.http.deps import json_body, note_of, require, require_admin, services_of
 from qbox.server.http.openapi import request_body
 from qbox.server.http.schemas import _Body
-from qbox.server.services.keys import Principal
+from qbox.server.principal import Principal
 from qbox.server.services.quotas import MAX_LIMIT
 
 router = APIRouter(prefix="/v1")

@@ -13,7 +13,7 @@ from qbox.server.http.deps import json_body, note_of, require, services_of
 from qbox.server.http.openapi import answers, errors, request_body
 from qbox.server.http import response_models as rm
 from qbox.server.http.schemas import SpawnBody, TimeoutBody, event_wire, sandbox_wire
-from qbox.server.services.keys import Principal
+from qbox.server.principal import Principal
 from qbox.server.services.sandboxes import SpawnRequest
 
 router = APIRouter(prefix="/v1/sandboxes")

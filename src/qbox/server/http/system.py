@@ -10,7 +10,7 @@ from qbox._version import __version__
 from qbox.server.http.deps import require
 from qbox.server.http.openapi import answers
 from qbox.server.http import response_models as rm
-from qbox.server.services.keys import Principal
+from qbox.server.principal import Principal
 
 router = APIRouter()
 

@@ -23,7 +23,7 @@ from qbox.server.http.schemas import (
     TemplatePatchBody,
     template_wire,
 )
-from qbox.server.services.keys import Principal
+from qbox.server.principal import Principal
 from qbox.server.services.template_access import owner_shown
 from qbox.server.services.templates import NewTemplate, RegistryLogin
 

@@ -14,7 +14,7 @@ from qbox.server.http.deps import json_body, note_of, require, require_admin, se
 from qbox.server.http.openapi import answers, request_body
 from qbox.server.http import response_models as rm
 from qbox.server.http.schemas import _Body
-from qbox.server.services.keys import Principal
+from qbox.server.principal import Principal
 
 router = APIRouter(prefix="/v1/users")
 

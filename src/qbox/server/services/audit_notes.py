@@ -16,7 +16,7 @@ import contextlib
 import contextvars
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,11 +24,9 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
 from qbox.core.timefmt import utcnow
 from qbox.server.db.tables import ApiKey, Sandbox, Template, User
+from qbox.server.principal import Principal
 from qbox.server.services import audit_chain
 from qbox.server.services.audit_chain import AuditRecord
-
-if TYPE_CHECKING:  # keys needs the ServiceContext, which installs these hooks
-    from qbox.server.services.keys import Principal
 
 _CHANGED = "audit_changed"
 _CREATED = "audit_created"

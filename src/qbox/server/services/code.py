@@ -18,7 +18,7 @@ from qbox.core.errors import CodeInterpreterDisabledError, InvalidArgumentError
 from qbox.server.agents import AgentClient, Relayed
 from qbox.server.db.tables import Sandbox, Template
 from qbox.server.services.context import ServiceContext
-from qbox.server.services.keys import Principal
+from qbox.server.principal import Principal
 from qbox.server.services.sandboxes import SandboxService
 from qbox.server.services.templates import has_code_interpreter
 

@@ -13,7 +13,7 @@ from typing import Any
 from qbox.core.errors import PayloadTooLargeError, ValidationError
 from qbox.server.agents import FileStream, WriteOptions
 from qbox.server.services.context import ServiceContext
-from qbox.server.services.keys import Principal
+from qbox.server.principal import Principal
 from qbox.server.services.sandboxes import SandboxService
 
 

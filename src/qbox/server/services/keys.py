@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -19,9 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from qbox.core.errors import NotFoundError, PermissionDeniedError, ValidationError
 from qbox.core.ids import new_id
-from qbox.core.scopes import WILDCARD, effective_scopes, grants, unknown_scopes
+from qbox.core.scopes import WILDCARD, effective_scopes, unknown_scopes
 from qbox.core.timefmt import utcnow
 from qbox.server.db.tables import ApiKey, User
+from qbox.server.principal import Principal
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.shells import ShellService
 
@@ -38,27 +38,6 @@ def hash_secret(secret: str) -> str:
 
 def mint_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(32)
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: the user behind the key and what the key may do."""
-
-    user_id: str
-    email: str
-    role: str
-    api_key_id: str | None
-    # The key's scopes as granted (shown to the caller) …
-    scopes: tuple[str, ...]
-    # … and what they amount to for this user's role (what is enforced).
-    effective: frozenset[str] = field(default_factory=frozenset)
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
-    def may(self, scope: str) -> bool:
-        return grants(self.effective, scope)
 
 
 def key_status(key: ApiKey, now: datetime) -> str:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from qbox.server.agents import AgentClient, Relayed
 from qbox.server.services.context import ServiceContext
-from qbox.server.services.keys import Principal
+from qbox.server.principal import Principal
 from qbox.server.services.sandboxes import SandboxService
 
 T = TypeVar("T")

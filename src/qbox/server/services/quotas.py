@@ -23,7 +23,7 @@ from qbox.core.errors import NotFoundError, QboxError, SandboxNotFoundError, Val
 from qbox.server.db.tables import QuotaColumns, QuotaDefaults, Sandbox, User, UserQuota
 from qbox.server.services.admission import LIVE_STATES, Resources
 from qbox.server.services.context import ServiceContext
-from qbox.server.services.keys import Principal
+from qbox.server.principal import Principal
 from qbox.server.services.slots import CommandSlot, CommandSlots, ShellSlots, Slot, exceeded
 from qbox.server.settings import ServerSettings
 

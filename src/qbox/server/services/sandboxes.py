@@ -40,7 +40,7 @@ from qbox.server.services.admission import (
     place,
 )
 from qbox.server.services.context import ServiceContext
-from qbox.server.services.keys import Principal
+from qbox.server.principal import Principal
 from qbox.server.services.quotas import QuotaService
 from qbox.server.services.sandbox_startup import StartPlan, follow_start_command, wait_ready
 from qbox.server.services.shells import ShellService

@@ -14,12 +14,9 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from qbox.server.principal import Principal
 from qbox.server.services.context import ServiceContext
-
-if TYPE_CHECKING:  # keys.py ends shells when a key is revoked
-    from qbox.server.services.keys import Principal
 
 log = logging.getLogger("qbox.shells")
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from qbox.core.errors import PermissionDeniedError, TemplateNotFoundError
 from qbox.server.db.tables import Template
-from qbox.server.services.keys import Principal
+from qbox.server.principal import Principal
 
 DELETED = "deleted"
 

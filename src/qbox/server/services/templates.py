@@ -26,7 +26,7 @@ from qbox.core.image_refs import ImageRefPolicy
 from qbox.core.states import TERMINAL_STATES, SandboxState
 from qbox.server.db.tables import Sandbox, Template, TemplateBuildLog
 from qbox.server.services.context import ServiceContext
-from qbox.server.services.keys import Principal
+from qbox.server.principal import Principal
 from qbox.server.services.template_access import (
     DELETED,
     changeable_template,

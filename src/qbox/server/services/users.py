@@ -18,7 +18,7 @@ from qbox.core.ids import new_id
 from qbox.core.scopes import ROLES
 from qbox.server.db.tables import ApiKey, User, WebSession
 from qbox.server.services.context import ServiceContext
-from qbox.server.services.keys import Principal
+from qbox.server.principal import Principal
 from qbox.server.services.shells import ShellService
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")

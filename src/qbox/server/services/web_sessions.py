@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from qbox.core.scopes import effective_scopes
 from qbox.server.db.tables import User, WebSession
 from qbox.server.services.context import ServiceContext
-from qbox.server.services.keys import Principal
+from qbox.server.principal import Principal
 
 SESSION_COOKIE = "qbox_session"
 CSRF_COOKIE = "qbox_csrf"
