@@ -303,8 +303,15 @@ def _denial_body(raw: bytes | None) -> Any:
         return text
 
 
+# Opens an agent's shell WebSocket: (path with query, headers) -> the open shell.
+# Tests pass one that speaks to the agent app in-process, as ``transport`` does for HTTP.
+ShellConnector = Callable[[str, dict[str, str]], Awaitable[AgentShell]]
+
+
 class HttpAgentClient:
-    def __init__(self, endpoint: AgentEndpoint, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(self, endpoint: AgentEndpoint, transport: httpx.AsyncBaseTransport | None = None,
+                 shell_connector: ShellConnector | None = None):
+        self._connect_shell = shell_connector or self._connect_websocket
         over_http = endpoint.address.startswith(("http://", "https://"))
         base_url = endpoint.address.rstrip("/") if over_http else "http://agent"
         self._endpoint = endpoint
@@ -559,10 +566,12 @@ class HttpAgentClient:
         )
 
     async def open_shell(self, sandbox_id: str, options: ShellOptions) -> AgentShell:
-        address = self._endpoint.address
         path = (f"/internal/v1{_path('sandboxes', sandbox_id, 'shell')}"
                 f"?{urlencode(options.params())}")
-        headers = {"Authorization": f"Bearer {self._endpoint.secret}"}
+        return await self._connect_shell(path, {"Authorization": f"Bearer {self._endpoint.secret}"})
+
+    async def _connect_websocket(self, path: str, headers: dict[str, str]) -> AgentShell:
+        address = self._endpoint.address
         limits: dict[str, Any] = {"max_size": _SHELL_MAX_MESSAGE, "max_queue": _SHELL_MAX_QUEUE,
                                   "open_timeout": _SHELL_OPEN_TIMEOUT, "close_timeout": _SHELL_CLOSE_TIMEOUT,
                                   "compression": None, "proxy": None}
