@@ -16,20 +16,8 @@ import click
 
 from qbox.cli.context import CliState, json_option, pass_state
 from qbox.cli.exit_codes import ExitCode
+from qbox.cli.sandbox_ref import parse_pairs, resolve_sandbox
 from qbox.sdk import Execution, ExecutionError, Result, Sandbox
-
-
-def _resolve(state: CliState, sandbox: str) -> str:
-    # Imported here: the sandboxes group imports this module to register the command.
-    from qbox.cli.sandboxes import resolve_sandbox
-
-    return resolve_sandbox(state, sandbox)
-
-
-def _env_pairs(values: tuple[str, ...]) -> dict[str, str]:
-    from qbox.cli.sandboxes import parse_pairs
-
-    return parse_pairs(values, "--env")
 
 
 def read_source(state: CliState, code: str | None, path: str | None) -> str:
@@ -151,10 +139,10 @@ def run_code(
     With --json (or piped), one JSON object with all of it.
     """
     source = read_source(state, code, path)
-    env_vars = _env_pairs(envs) or None
+    env_vars = parse_pairs(envs, "--env") or None
     printer = _Printer(state)
     streaming = not state.json and state.env.stdout_is_tty()
-    sb = Sandbox.connect(_resolve(state, sandbox), config=state.config())
+    sb = Sandbox.connect(resolve_sandbox(state, sandbox), config=state.config())
     try:  # not ``with``: that would kill the sandbox
         if streaming:
             execution = sb.run_code(

@@ -1,9 +1,11 @@
 """``qbox sandboxes files``: copy, list, print, write and remove files in a sandbox.
 
-A sandbox path is ``sb_ID:PATH``: recognised by the ``sb_`` prefix and split
-at the first ``:`` (ids never contain one). PATH is absolute, or relative to
-the sandbox user's home. Every transfer is streamed; nothing is held whole in
-memory.
+A sandbox path is ``SANDBOX:PATH``, SANDBOX an ``sb_`` id or a name label as
+everywhere else. As in scp, an argument is a sandbox path when a ``:`` comes
+before any ``/`` (a local file whose name holds a colon is written
+``./a:b``); it is split at that first ``:`` (ids and names never contain
+one). PATH is absolute, or relative to the sandbox user's home. Every transfer
+is streamed; nothing is held whole in memory.
 """
 
 from __future__ import annotations
@@ -20,44 +22,42 @@ from typing import Any
 import click
 
 from qbox.cli.context import CliState, json_option, pass_state
+from qbox.cli.sandbox_ref import resolve_sandbox
 from qbox.core.errors import NotFoundError
 from qbox.sdk import FileEntry, Files, FileStat, Sandbox
 
-SANDBOX_PREFIX = "sb_"
 PROGRESS_MIN_BYTES = 1024 * 1024
 LIST_COLUMNS = ("MODE", "SIZE", "MODIFIED")
 
 
 @dataclass(frozen=True)
 class RemotePath:
-    sandbox_id: str
+    sandbox: str  # an id or a name, as given: resolved when the command connects
     path: str
 
     def __str__(self) -> str:
-        return f"{self.sandbox_id}:{self.path}"
+        return f"{self.sandbox}:{self.path}"
 
 
 def parse_remote(arg: str) -> RemotePath | None:
-    """``sb_ID:PATH`` as a ``RemotePath``; anything else is a local path (``None``)."""
-    if not arg.startswith(SANDBOX_PREFIX):
-        return None
-    sandbox_id, sep, path = arg.partition(":")
-    if not sep:
+    """``SANDBOX:PATH`` as a ``RemotePath``; anything else is a local path (``None``)."""
+    sandbox, sep, path = arg.partition(":")
+    if not sep or not sandbox or "/" in sandbox:
         return None
     if not path:
         raise click.BadParameter(f"{arg!r} has no path after the ':'")
-    return RemotePath(sandbox_id, path)
+    return RemotePath(sandbox, path)
 
 
 class RemotePathType(click.ParamType):
-    name = "sb_ID:PATH"
+    name = "SANDBOX:PATH"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> RemotePath:
         if isinstance(value, RemotePath):
             return value
         remote = parse_remote(str(value))
         if remote is None:
-            self.fail(f"expected a sandbox path like sb_ID:/path, got {value!r}", param, ctx)
+            self.fail(f"expected a sandbox path like sb_ID:/path or NAME:/path, got {value!r}", param, ctx)
         return remote
 
 
@@ -104,8 +104,8 @@ class ProgressBar:
 
 
 @contextmanager
-def sandbox_files(state: CliState, sandbox_id: str) -> Iterator[Files]:
-    sandbox = Sandbox.connect(sandbox_id, config=state.config())
+def sandbox_files(state: CliState, target: RemotePath) -> Iterator[Files]:
+    sandbox = Sandbox.connect(resolve_sandbox(state, target.sandbox), config=state.config())
     try:
         yield sandbox.files
     finally:
@@ -123,7 +123,7 @@ def local_errors(path: str | os.PathLike[str]) -> Iterator[None]:
 
 @click.group("files")
 def files() -> None:
-    """Copy, list, print, write and remove files in a sandbox (paths are sb_ID:PATH)."""
+    """Copy, list, print, write and remove files in a sandbox (paths are SANDBOX:PATH, SANDBOX an id or name)."""
 
 
 @files.command("cp")
@@ -132,7 +132,7 @@ def files() -> None:
 @click.option("--mode", callback=_octal_mode, help="Octal permissions of an upload (default: the local file's).")
 @pass_state
 def cp(state: CliState, src: str, dst: str, mode: int | None) -> None:
-    """Copy SRC to DST; exactly one of them is a sandbox path (sb_ID:PATH).
+    """Copy SRC to DST; exactly one of them is a sandbox path (SANDBOX:PATH).
 
     A DST that is a local directory, or a sandbox path ending in '/', gets the
     source's file name. Transfers are streamed, with a progress bar on a
@@ -140,7 +140,7 @@ def cp(state: CliState, src: str, dst: str, mode: int | None) -> None:
     """
     source, target = parse_remote(src), parse_remote(dst)
     if (source is None) == (target is None):
-        raise click.UsageError("exactly one of SRC and DST must be a sandbox path (sb_ID:PATH)")
+        raise click.UsageError("exactly one of SRC and DST must be a sandbox path (SANDBOX:PATH)")
     if target is not None:
         _upload(state, Path(src), target, mode)
     elif source is not None:
@@ -153,8 +153,8 @@ def _upload(state: CliState, local: Path, target: RemotePath, mode: int | None) 
     if stat_module.S_ISDIR(info.st_mode):
         raise click.UsageError(f"{local} is a directory; cp copies single files")
     remote = target.path + local.name if target.path.endswith("/") else target.path
-    progress = ProgressBar(f"{local.name} -> {target.sandbox_id}")
-    with sandbox_files(state, target.sandbox_id) as sandbox, local_errors(local):
+    progress = ProgressBar(f"{local.name} -> {target.sandbox}")
+    with sandbox_files(state, target) as sandbox, local_errors(local):
         file_mode = mode if mode is not None else stat_module.S_IMODE(info.st_mode)
         try:
             sandbox.upload(local, remote, mode=file_mode, on_progress=progress)
@@ -165,8 +165,8 @@ def _upload(state: CliState, local: Path, target: RemotePath, mode: int | None) 
 def _download(state: CliState, source: RemotePath, local: Path) -> None:
     if local.is_dir():
         local = local / PurePosixPath(source.path).name
-    progress = ProgressBar(f"{source.sandbox_id} -> {local.name}")
-    with sandbox_files(state, source.sandbox_id) as sandbox, local_errors(local):
+    progress = ProgressBar(f"{source.sandbox} -> {local.name}")
+    with sandbox_files(state, source) as sandbox, local_errors(local):
         try:
             sandbox.download(source.path, local, on_progress=progress)
         finally:
@@ -186,7 +186,7 @@ def _entry_row(entry: FileEntry, show_path: bool) -> list[Any]:
 @pass_state
 def ls(state: CliState, target: RemotePath, depth: int, recursive: bool) -> None:
     """List a directory in a sandbox."""
-    with sandbox_files(state, target.sandbox_id) as sandbox:
+    with sandbox_files(state, target) as sandbox:
         entries = sandbox.list(target.path, depth=None if recursive else depth)
     if state.json:
         state.emit_json([{**entry.raw, "path": entry.path} for entry in entries])
@@ -201,7 +201,7 @@ def ls(state: CliState, target: RemotePath, depth: int, recursive: bool) -> None
 def cat(state: CliState, target: RemotePath) -> None:
     """Print a file's raw bytes to stdout, as they arrive."""
     out = sys.stdout.buffer
-    with sandbox_files(state, target.sandbox_id) as sandbox:
+    with sandbox_files(state, target) as sandbox:
         with sandbox.read(target.path, format="stream") as stream:
             for chunk in stream:
                 out.write(chunk)
@@ -216,7 +216,7 @@ def cat(state: CliState, target: RemotePath) -> None:
 def write(state: CliState, target: RemotePath, mode: int, append: bool) -> None:
     """Write stdin to a file in a sandbox (streamed; parent directories are created)."""
     stdin = sys.stdin.buffer
-    with sandbox_files(state, target.sandbox_id) as sandbox:
+    with sandbox_files(state, target) as sandbox:
         if append:
             sandbox.append(target.path, stdin, mode=mode)
         else:
@@ -235,7 +235,7 @@ def _kind(info: FileStat) -> str:
 @pass_state
 def stat(state: CliState, target: RemotePath) -> None:
     """Show what is at a path in a sandbox (exit 4 if nothing is)."""
-    with sandbox_files(state, target.sandbox_id) as sandbox:
+    with sandbox_files(state, target) as sandbox:
         info = sandbox.stat(target.path)
     if not info.exists:
         raise NotFoundError(f"{target}: no such file or directory", details={"path": target.path})
@@ -261,7 +261,7 @@ def stat(state: CliState, target: RemotePath) -> None:
 @pass_state
 def mkdir(state: CliState, target: RemotePath, mode: int, parents: bool) -> None:
     """Create a directory in a sandbox."""
-    with sandbox_files(state, target.sandbox_id) as sandbox:
+    with sandbox_files(state, target) as sandbox:
         sandbox.mkdir(target.path, mode=mode, parents=parents)
 
 
@@ -271,5 +271,5 @@ def mkdir(state: CliState, target: RemotePath, mode: int, parents: bool) -> None
 @pass_state
 def rm(state: CliState, target: RemotePath, recursive: bool) -> None:
     """Remove a file (or, with -r, a directory tree) in a sandbox."""
-    with sandbox_files(state, target.sandbox_id) as sandbox:
+    with sandbox_files(state, target) as sandbox:
         sandbox.remove(target.path, recursive=recursive)

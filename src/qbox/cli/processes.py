@@ -11,17 +11,11 @@ from collections.abc import Iterator
 import click
 
 from qbox.cli.context import CliState, json_option, pass_state
+from qbox.cli.sandbox_ref import resolve_sandbox
 from qbox.core.errors import ProcessNotFoundError
 from qbox.sdk import Sandbox
 
 PROCESS_COLUMNS = ("PID", "ALIVE", "EXIT", "STARTED", "COMMAND")
-
-
-def _resolve(state: CliState, sandbox: str) -> str:
-    # Imported here: the sandboxes group imports this module to register its commands.
-    from qbox.cli.sandboxes import resolve_sandbox
-
-    return resolve_sandbox(state, sandbox)
 
 
 def parse_signal(_ctx: click.Context | None, _param: click.Parameter | None, value: str) -> int:
@@ -51,7 +45,7 @@ def _connected(state: CliState, sandbox_id: str) -> Iterator[Sandbox]:
 @pass_state
 def ps(state: CliState, sandbox: str) -> None:
     """List the commands started in a sandbox, running or exited."""
-    with _connected(state, _resolve(state, sandbox)) as sb:
+    with _connected(state, resolve_sandbox(state, sandbox)) as sb:
         found = sb.commands.list()
     if state.json:
         state.emit_json([p.raw for p in found])
@@ -70,7 +64,7 @@ def ps(state: CliState, sandbox: str) -> None:
 @pass_state
 def kill_process(state: CliState, sandbox: str, pid: int, signo: int) -> None:
     """Signal a command and everything it started."""
-    sandbox_id = _resolve(state, sandbox)
+    sandbox_id = resolve_sandbox(state, sandbox)
     with _connected(state, sandbox_id) as sb:
         signalled = sb.commands.kill(pid, signo)
     if not signalled:
@@ -85,7 +79,7 @@ def command_output(state: CliState, sandbox: str, pid: int, follow: bool) -> Non
     """Print a command's output: what it wrote so far, or (``follow``) also what it writes
     until it ends. Its stdout goes to ours, its stderr to ours."""
     as_json = state.explicit_format == "json"  # raw text by default, even into a pipe
-    with _connected(state, _resolve(state, sandbox)) as sb:
+    with _connected(state, resolve_sandbox(state, sandbox)) as sb:
         handle = sb.commands.connect(pid)
         if not follow:
             logs = handle.logs()

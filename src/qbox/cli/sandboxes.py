@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -13,35 +12,13 @@ from qbox.cli.context import CliState, confirm_or_decline, json_option, pass_sta
 from qbox.cli.exit_codes import ExitCode, exit_code_for
 from qbox.cli.files import files
 from qbox.cli.processes import command_output, kill_process, ps
+from qbox.cli.sandbox_ref import parse_pairs, resolve_sandbox
 from qbox.cli.shell import ssh
-from qbox.core.errors import QboxError, SandboxNotFoundError
+from qbox.core.errors import QboxError
 from qbox.sdk import Sandbox, SandboxInfo
 
 CREATE_WAIT_SECONDS = 120
 SANDBOX_COLUMNS = ("ID", "NAME", "TEMPLATE", "STATUS", "CREATED")
-
-
-def parse_pairs(values: Sequence[str], option: str) -> dict[str, str]:
-    pairs: dict[str, str] = {}
-    for value in values:
-        key, sep, val = value.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {value!r}", param_hint=option)
-        pairs[key] = val
-    return pairs
-
-
-def resolve_sandbox(state: CliState, arg: str) -> str:
-    """A sandbox id: ``sb_…`` as given, anything else looked up by its ``name`` label."""
-    if arg.startswith("sb_"):
-        return arg
-    matches = [s for s in Sandbox.list(config=state.config()) if s.labels.get("name") == arg]
-    if not matches:
-        raise SandboxNotFoundError(f"no sandbox named {arg!r}", details={"name": arg})
-    if len(matches) > 1:
-        ids = ", ".join(s.id for s in matches)
-        raise click.UsageError(f"{len(matches)} sandboxes are named {arg!r} ({ids}); use an id")
-    return matches[0].id
 
 
 def _row(info: SandboxInfo) -> list[Any]:

@@ -25,6 +25,7 @@ import click
 
 from qbox.cli.context import CliState, pass_state
 from qbox.cli.exit_codes import ExitCode
+from qbox.cli.sandbox_ref import resolve_sandbox
 from qbox.core.errors import QboxError
 from qbox.sdk._shell_ops import require_websockets
 
@@ -34,13 +35,6 @@ if TYPE_CHECKING:
 DEFAULT_SIZE = (80, 24)
 END_OF_INPUT = "\x04"  # what a terminal sends for end-of-file (Ctrl-D)
 READ_SIZE = 4096
-
-
-def _resolve(state: CliState, sandbox: str) -> str:
-    # Imported here: the sandboxes group imports this module to register its command.
-    from qbox.cli.sandboxes import resolve_sandbox
-
-    return resolve_sandbox(state, sandbox)
 
 
 def window_size(fd: int | None) -> tuple[int, int]:
@@ -193,7 +187,7 @@ def ssh(
     in_fd, out_fd = sys.stdin.fileno(), sys.stdout.fileno()
     tty_fd = in_fd if interactive else None
     local_cols, local_rows = window_size(tty_fd if tty_fd is not None else out_fd if os.isatty(out_fd) else None)
-    sandbox_id = _resolve(state, sandbox)
+    sandbox_id = resolve_sandbox(state, sandbox)
     shell = Shell.open(
         sandbox_id, cols or local_cols, rows or local_rows, command=command, user=user, config=state.config()
     )

@@ -118,6 +118,37 @@ def test_cp_shows_progress_for_big_files_on_a_terminal(
     assert (tmp_path / "back.bin").stat().st_size == size
 
 
+def test_cp_resolves_a_sandbox_name_on_either_side(cli: Cli, tmp_path: Path) -> None:
+    cli.server.on("GET", "/v1/sandboxes", reply(200, [sandbox("sb_1", labels={"name": "web"}), sandbox("sb_2")]))
+    cli.server.on("PUT", FILE, reply(204))
+    cli.server.on("GET", DOWNLOAD, httpx.Response(200, content=b"log"))
+    local = tmp_path / "in.txt"
+    local.write_text("hi")
+    up = cli("sb", "files", "cp", str(local), "web:/srv/in.txt")
+    down = cli("sb", "files", "cp", "web:/var/log/app.log", str(tmp_path / "app.log"))
+    assert (up.exit_code, up.stderr, down.exit_code, down.stderr) == (0, "", 0, "")
+    assert cli.server.last("PUT", FILE).params == {"path": "/srv/in.txt", "mode": "644"}
+    assert (tmp_path / "app.log").read_bytes() == b"log"
+
+
+def test_cp_to_an_unknown_name_exits_4_before_reading_anything(cli: Cli, tmp_path: Path) -> None:
+    cli.server.on("GET", "/v1/sandboxes", reply(200, [sandbox("sb_1")]))
+    local = tmp_path / "in.txt"
+    local.write_text("hi")
+    result = cli("sb", "files", "cp", str(local), "web:/srv/in.txt", tty=True)
+    assert result.exit_code == ExitCode.NOT_FOUND
+    assert "no sandbox named 'web'" in result.stderr
+    assert cli.server.targets == ["GET /v1/sandboxes"]
+
+
+def test_a_colon_after_a_slash_is_part_of_a_local_path(cli: Cli, tmp_path: Path) -> None:
+    local = tmp_path / "notes:v2.txt"
+    local.write_text("x")
+    cli.server.on("PUT", FILE, reply(204))
+    assert cli("sb", "files", "cp", str(local), "sb_1:/srv/").exit_code == 0
+    assert cli.server.last("PUT", FILE).params["path"] == "/srv/notes:v2.txt"
+
+
 # --- ls, cat, write, stat, mkdir, rm -----------------------------------------------------------
 
 ENTRIES = [
@@ -147,6 +178,13 @@ def test_ls_recursive_lists_each_directory_and_shows_paths(cli: Cli) -> None:
     assert lines[0].split()[-1] == "PATH"
     assert [line.split()[-1] for line in lines[1:]] == ["/w/src", "/w/src/main.py", "/w/a.txt"]
     assert requests_beyond_connect(cli) == [f"GET {SB}/files"] * 2
+
+
+def test_ls_by_name(cli: Cli) -> None:
+    cli.server.on("GET", "/v1/sandboxes", reply(200, [sandbox("sb_1", labels={"name": "web"})]))
+    cli.server.on("GET", SB + "/files", reply(200, ENTRIES))
+    assert cli("sb", "files", "ls", "web:/w").exit_code == 0
+    assert cli.server.last("GET", SB + "/files").params == {"path": "/w"}
 
 
 def test_ls_needs_a_sandbox_path(cli: Cli) -> None:
