@@ -12,8 +12,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from qbox.agent.command_stream import ndjson_response
+from qbox.agent.images.base_image import machine_cache_dir
 from qbox.agent.images.build import BuildJob
-from qbox.agent.images.recipe import machine_cache_dir
 from qbox.agent.models import BuildRequest
 
 log = logging.getLogger("qbox.agent.builds")

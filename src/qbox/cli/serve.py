@@ -119,7 +119,7 @@ def up(host: str, port: int, data_dir: Path | None) -> None:
     """Run qbox on this machine: the control plane and one host agent."""
     if os.geteuid() != 0:
         raise click.ClickException("qbox up runs sandboxes with crun and must run as root")
-    from qbox.agent.images.recipe import ensure_base_image, machine_cache_dir
+    from qbox.agent.images.base_image import ensure_base_image, machine_cache_dir
 
     data_dir = (data_dir or default_data_dir()).resolve()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from qbox.agent.images import ImageInfo, ImageStore, base_image_ref, ensure_base_image, machine_cache_dir
-from qbox.agent.images.recipe import PYTHON_RECIPE, SANDBOX_PATH, base_image_dir
+from qbox.agent.images.base_image import base_image_dir
+from qbox.agent.images.recipe import PYTHON_RECIPE, SANDBOX_PATH
 from qbox.core.errors import ValidationError
 
 _TOOLS = ("mmdebstrap", "umoci", "skopeo", "chroot")

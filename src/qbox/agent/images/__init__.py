@@ -6,16 +6,14 @@ template's image goes through on an agent; ``ensure_builtin_python`` does
 both for the ``python`` template. See docs/images.md for the operator's view.
 """
 
-from qbox.agent.images.recipe import (
+from qbox.agent.images.base_image import (
     BUILTIN_TEMPLATE_NAME,
-    PYTHON_RECIPE,
-    Recipe,
-    SandboxUser,
     base_image_ref,
     ensure_base_image,
     ensure_builtin_python,
     machine_cache_dir,
 )
+from qbox.agent.images.recipe import PYTHON_RECIPE, Recipe, SandboxUser
 from qbox.agent.images.refs import RegistryCredentials
 from qbox.agent.images.runner import CommandResult, CommandRunner, SubprocessRunner
 from qbox.agent.images.store import ImageConfig, ImageInfo, ImageStore

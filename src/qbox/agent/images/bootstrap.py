@@ -19,14 +19,11 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from qbox.agent.images.apt_sources import AptSource
+from qbox.agent.images.recipe import KernelSpec, Recipe, SandboxUser, Wheel
 from qbox.agent.images.runner import CommandRunner
 from qbox.core.errors import InternalError
-
-if TYPE_CHECKING:
-    from qbox.agent.images.recipe import KernelSpec, Recipe, SandboxUser, Wheel
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
