@@ -189,17 +189,17 @@ class Api:
         while True:
             attempt += 1
             try:
-                response: HttpResponse = yield Send(request)
+                response = yield from Send(request)
                 raise_for_status(response)
                 return response
             except QboxError as error:
                 if not retry or attempt > self.max_retries or not should_retry(error, request.method):
                     raise
-                yield Sleep(retry_delay(error, attempt))
+                yield from Sleep(retry_delay(error, attempt))
 
     def open(self, request: HttpRequest) -> Op[HttpResponse]:
         """Send ``request`` once and leave a 2xx body unread in ``response.stream``."""
-        response: HttpResponse = yield Open(request)
+        response = yield from Open(request)
         raise_for_status(response)
         return response
 

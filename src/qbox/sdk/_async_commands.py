@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Literal, overload
 
 from qbox.sdk import _command_ops as ops
-from qbox.sdk._command_ops import OutputCallback, OutputCursor
+from qbox.sdk._command_ops import AsyncOutputCallback, OutputCursor
 from qbox.sdk._models import CommandLogs, CommandOutput, CommandResult, CommandStatus, ProcessInfo
 from qbox.sdk._transport import AsyncConnection
 
@@ -21,8 +21,8 @@ class AsyncCommandHandle:
         sandbox_id: str,
         pid: int,
         *,
-        on_stdout: OutputCallback | None = None,
-        on_stderr: OutputCallback | None = None,
+        on_stdout: AsyncOutputCallback | None = None,
+        on_stderr: AsyncOutputCallback | None = None,
     ) -> None:
         self._conn = connection
         self._sandbox_id = sandbox_id
@@ -39,8 +39,8 @@ class AsyncCommandHandle:
         self,
         timeout: float | None = None,
         *,
-        on_stdout: OutputCallback | None = None,
-        on_stderr: OutputCallback | None = None,
+        on_stdout: AsyncOutputCallback | None = None,
+        on_stderr: AsyncOutputCallback | None = None,
         raise_on_error: bool = True,
     ) -> CommandResult:
         """Block until the process exits; on ``timeout`` kill it (signal 9) and raise."""
@@ -112,8 +112,8 @@ class AsyncCommands:
         user: str | None = None,
         stdin: bool = False,
         timeout: float | None = 60.0,
-        on_stdout: OutputCallback | None = None,
-        on_stderr: OutputCallback | None = None,
+        on_stdout: AsyncOutputCallback | None = None,
+        on_stderr: AsyncOutputCallback | None = None,
         raise_on_error: bool = True,
     ) -> CommandResult: ...
 
@@ -128,8 +128,8 @@ class AsyncCommands:
         user: str | None = None,
         stdin: bool = False,
         timeout: float | None = 60.0,
-        on_stdout: OutputCallback | None = None,
-        on_stderr: OutputCallback | None = None,
+        on_stdout: AsyncOutputCallback | None = None,
+        on_stderr: AsyncOutputCallback | None = None,
         raise_on_error: bool = True,
     ) -> AsyncCommandHandle: ...
 
@@ -143,8 +143,8 @@ class AsyncCommands:
         user: str | None = None,
         stdin: bool = False,
         timeout: float | None = 60.0,
-        on_stdout: OutputCallback | None = None,
-        on_stderr: OutputCallback | None = None,
+        on_stdout: AsyncOutputCallback | None = None,
+        on_stderr: AsyncOutputCallback | None = None,
         raise_on_error: bool = True,
     ) -> CommandResult | AsyncCommandHandle:
         """Run a shell command line (``/bin/sh -c cmd``).
@@ -178,8 +178,8 @@ class AsyncCommands:
         user: str | None = None,
         stdin: bool = False,
         timeout: float | None = 60.0,
-        on_stdout: OutputCallback | None = None,
-        on_stderr: OutputCallback | None = None,
+        on_stdout: AsyncOutputCallback | None = None,
+        on_stderr: AsyncOutputCallback | None = None,
         raise_on_error: bool = True,
     ) -> CommandResult: ...
 
@@ -194,8 +194,8 @@ class AsyncCommands:
         user: str | None = None,
         stdin: bool = False,
         timeout: float | None = 60.0,
-        on_stdout: OutputCallback | None = None,
-        on_stderr: OutputCallback | None = None,
+        on_stdout: AsyncOutputCallback | None = None,
+        on_stderr: AsyncOutputCallback | None = None,
         raise_on_error: bool = True,
     ) -> AsyncCommandHandle: ...
 
@@ -209,8 +209,8 @@ class AsyncCommands:
         user: str | None = None,
         stdin: bool = False,
         timeout: float | None = 60.0,
-        on_stdout: OutputCallback | None = None,
-        on_stderr: OutputCallback | None = None,
+        on_stdout: AsyncOutputCallback | None = None,
+        on_stderr: AsyncOutputCallback | None = None,
         raise_on_error: bool = True,
     ) -> CommandResult | AsyncCommandHandle:
         """Like ``run`` but with an argv list, executed without a shell."""
@@ -236,8 +236,8 @@ class AsyncCommands:
         user: str | None,
         stdin: bool,
         timeout: float | None,
-        on_stdout: OutputCallback | None,
-        on_stderr: OutputCallback | None,
+        on_stdout: AsyncOutputCallback | None,
+        on_stderr: AsyncOutputCallback | None,
         raise_on_error: bool,
     ) -> CommandResult | AsyncCommandHandle:
         api = self._conn.api

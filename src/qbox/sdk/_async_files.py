@@ -7,8 +7,8 @@ from typing import Literal, overload
 
 from qbox.sdk import _file_ops as ops
 from qbox.sdk._file_models import FileEntry, FileStat
-from qbox.sdk._file_transfer import DownloadSink, FileData, LocalPath, ProgressCallback, request_body
-from qbox.sdk._transport import AsyncByteStream, AsyncConnection
+from qbox.sdk._file_transfer import AsyncProgressCallback, DownloadSink, FileData, LocalPath, Progress, request_body
+from qbox.sdk._transport import AsyncByteStream, AsyncConnection, settle
 
 
 class AsyncFiles:
@@ -50,7 +50,7 @@ class AsyncFiles:
         *,
         mode: int = ops.DEFAULT_FILE_MODE,
         create_parents: bool = True,
-        on_progress: ProgressCallback | None = None,
+        on_progress: AsyncProgressCallback | None = None,
     ) -> None:
         """Create or overwrite ``path`` with ``data``: text (as UTF-8), bytes, or a binary file
         object, which is streamed from where it stands, never read whole. Missing parent
@@ -66,7 +66,7 @@ class AsyncFiles:
         data: FileData,
         *,
         mode: int = ops.DEFAULT_FILE_MODE,
-        on_progress: ProgressCallback | None = None,
+        on_progress: AsyncProgressCallback | None = None,
     ) -> None:
         """Add ``data`` to the end of ``path`` in one request; a missing file is created with
         ``mode``, an existing one keeps its own."""
@@ -96,15 +96,18 @@ class AsyncFiles:
         await self._conn.run(ops.rename(self._conn.api, self._sandbox_id, src, dst))
 
     async def download(
-        self, remote: str, local_path: LocalPath, *, on_progress: ProgressCallback | None = None
+        self, remote: str, local_path: LocalPath, *, on_progress: AsyncProgressCallback | None = None
     ) -> None:
         """Copy ``remote`` to ``local_path`` chunk by chunk, with no timeout. ``on_progress(done,
         total)`` hears each chunk (total is None when the server does not say)."""
         stream: AsyncByteStream = await self._conn.run(ops.open_read(self._conn.api, self._sandbox_id, remote))
+        progress = Progress(stream.length, on_progress)
         async with stream:
-            with DownloadSink(local_path, stream.length, on_progress) as sink:
+            with DownloadSink(local_path) as sink:
+                await settle(progress(0))
                 async for chunk in stream:
                     sink.write(chunk)
+                    await settle(progress(len(chunk)))
 
     async def upload(
         self,
@@ -113,7 +116,7 @@ class AsyncFiles:
         *,
         mode: int = ops.DEFAULT_FILE_MODE,
         create_parents: bool = True,
-        on_progress: ProgressCallback | None = None,
+        on_progress: AsyncProgressCallback | None = None,
     ) -> None:
         """Copy the local file ``local_path`` to ``remote``, streamed from disk (off the event loop)."""
         with open(local_path, "rb") as source:

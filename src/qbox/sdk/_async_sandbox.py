@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
@@ -19,6 +19,7 @@ from qbox.sdk._config import ConnectionConfig
 from qbox.sdk._hybrid import class_or_instance
 from qbox.sdk._models import ExecResult, LogEntry, SandboxInfo
 from qbox.sdk._shell_ops import require_websockets
+from qbox.sdk._steps import AsyncCallback
 from qbox.sdk._transport import AsyncConnection
 
 if TYPE_CHECKING:
@@ -233,10 +234,10 @@ class AsyncSandbox:
         *,
         env: Mapping[str, str] | None = None,
         timeout: float | None = 60,
-        on_stdout: Callable[[str], object] | None = None,
-        on_stderr: Callable[[str], object] | None = None,
-        on_result: Callable[[Result], object] | None = None,
-        on_error: Callable[[ExecutionError], object] | None = None,
+        on_stdout: AsyncCallback[str] | None = None,
+        on_stderr: AsyncCallback[str] | None = None,
+        on_result: AsyncCallback[Result] | None = None,
+        on_error: AsyncCallback[ExecutionError] | None = None,
         raise_on_error: bool = False,
     ) -> Execution:
         """Run ``code`` in the sandbox's interpreter and return its ``Execution``.

@@ -43,7 +43,7 @@ from qbox.sdk._code_models import (
 from qbox.sdk._models import as_list, as_object, bad_response
 from qbox.sdk._sandbox_ops import sandbox_path
 from qbox.sdk._sse import SseParser
-from qbox.sdk._steps import Close, Op, Read, Sleep
+from qbox.sdk._steps import Close, Deliver, Op, Read, Sleep
 
 EVENT_STREAM = "text/event-stream"
 # The server stops the code at ``timeout``; give its answer this long to arrive.
@@ -114,16 +114,16 @@ class Callbacks:
     def any(self) -> bool:
         return any((self.on_stdout, self.on_stderr, self.on_result, self.on_error))
 
-    def deliver(self, event: CodeEvent) -> None:
+    def deliver(self, event: CodeEvent) -> Op[None]:
         if isinstance(event, StreamOutput):
             callback = self.on_stdout if event.stream == "stdout" else self.on_stderr
             if callback is not None:
-                callback(event.text)
+                yield from Deliver(callback, event.text)
         elif isinstance(event, Result):
             if self.on_result is not None:
-                self.on_result(event)
+                yield from Deliver(self.on_result, event)
         elif isinstance(event, ExecutionError) and self.on_error is not None:
-            self.on_error(event)
+            yield from Deliver(self.on_error, event)
 
 
 @dataclass
@@ -173,14 +173,14 @@ def open_events(api: Api, sandbox_id: str, request: ExecuteRequest) -> Op[EventC
         except QboxError as error:
             if attempt > api.max_retries or not should_retry(error, built.method):
                 raise
-            yield Sleep(retry_delay(error, attempt))
+            yield from Sleep(retry_delay(error, attempt))
     content_type = response.header("content-type") or ""
     return EventCursor(stream=response.stream, unary=EVENT_STREAM not in content_type and "json" in content_type)
 
 
 def _read_unary(cursor: EventCursor) -> Op[list[CodeEvent]]:
     body = b""
-    while (chunk := (yield Read(cursor.stream))) is not None:
+    while (chunk := (yield from Read(cursor.stream))) is not None:
         body += chunk
     try:
         return events_from_unary(json.loads(body))
@@ -196,7 +196,7 @@ def next_events(cursor: EventCursor) -> Op[list[CodeEvent]]:
         cursor.finished = True
         events = yield from _read_unary(cursor)
     else:
-        chunk = yield Read(cursor.stream)
+        chunk = yield from Read(cursor.stream)
         if chunk is None:
             cursor.finished = True
         payloads = cursor.parser.close() if chunk is None else cursor.parser.feed(chunk)
@@ -212,7 +212,7 @@ def close_events(cursor: EventCursor) -> Op[None]:
     """Give the stream up (iteration stopped early); nothing when it was read to its end."""
     if not cursor.finished:
         cursor.finished = True
-        yield Close(cursor.stream)
+        yield from Close(cursor.stream)
 
 
 def execute_streaming(api: Api, sandbox_id: str, request: ExecuteRequest, callbacks: Callbacks) -> Op[Execution]:
@@ -223,7 +223,7 @@ def execute_streaming(api: Api, sandbox_id: str, request: ExecuteRequest, callba
         while not cursor.finished:
             for event in (yield from next_events(cursor)):
                 builder.add(event)
-                callbacks.deliver(event)
+                yield from callbacks.deliver(event)
     finally:
         yield from close_events(cursor)
     return builder.build()

@@ -40,7 +40,7 @@ from qbox.sdk._models import (
     bad_response,
 )
 from qbox.sdk._sandbox_ops import sandbox_path
-from qbox.sdk._steps import Close, Now, Op, Read, Sleep
+from qbox.sdk._steps import AsyncCallback, Close, Deliver, Now, Op, Read, Sleep
 
 POLL_INITIAL = 0.05
 POLL_FACTOR = 1.5
@@ -51,6 +51,7 @@ SIGKILL = 9
 NDJSON = "application/x-ndjson"
 
 OutputCallback = Callable[[str], object]
+AsyncOutputCallback = AsyncCallback[str]
 
 
 def shell_argv(command: str) -> list[str]:
@@ -211,7 +212,7 @@ def _open_follow(
         return None
     cursor.streaming = False
     body = b""
-    while (chunk := (yield Read(response.stream))) is not None:
+    while (chunk := (yield from Read(response.stream))) is not None:
         body += chunk
     try:
         return CommandLogs.from_wire(json.loads(body or b"null"))
@@ -223,7 +224,7 @@ def stop_output(cursor: OutputCursor) -> Op[None]:
     """Close the follow stream, if one is open (iteration given up, or a timeout)."""
     if cursor.stream is not None:
         stream, cursor.stream = cursor.stream, None
-        yield Close(stream)
+        yield from Close(stream)
 
 
 def follow_output(
@@ -241,7 +242,7 @@ def follow_output(
         if cursor.stream is None:
             return []
     try:
-        chunk = yield Read(cursor.stream)
+        chunk = yield from Read(cursor.stream)
     except RequestTimeoutError:
         yield from stop_output(cursor)
         return []
@@ -266,7 +267,7 @@ def next_output(api: Api, sandbox_id: str, pid: int, cursor: OutputCursor) -> Op
         cursor.rounds += 1
         return (yield from follow_output(api, sandbox_id, pid, cursor))
     if cursor.rounds:
-        yield Sleep(cursor.back_off())
+        yield from Sleep(cursor.back_off())
     cursor.rounds += 1
     return (yield from poll_output(api, sandbox_id, pid, cursor))
 
@@ -287,14 +288,14 @@ def _finished(
         final = yield from logs(api, sandbox_id, pid)
         return CommandResult(current.exit_code, final.stdout, final.stderr)
     if cursor.streaming:
-        remaining = None if deadline is None else max(deadline - (yield Now()), 0.01)
+        remaining = None if deadline is None else max(deadline - (yield from Now()), 0.01)
         chunks = yield from follow_output(api, sandbox_id, pid, cursor, timeout=remaining)
     else:
         chunks = yield from poll_output(api, sandbox_id, pid, cursor)
     for chunk in chunks:
         callback = on_stdout if chunk.stream == "stdout" else on_stderr
         if callback is not None:
-            callback(chunk.text)
+            yield from Deliver(callback, chunk.text)
     if not cursor.done:
         return None
     return CommandResult(cursor.exit_code, cursor.stdout, cursor.stderr)
@@ -318,7 +319,7 @@ def wait(
     on_stderr: OutputCallback | None = None,
     raise_on_error: bool = True,
 ) -> Op[CommandResult]:
-    started: float = yield Now()
+    started = yield from Now()
     deadline = None if timeout is None else started + timeout
     cursor = OutputCursor()
     while True:
@@ -328,7 +329,7 @@ def wait(
         # A stream waits for output by itself: only polling pauses.
         delay = 0.0 if cursor.stream is not None else cursor.back_off()
         if deadline is not None:
-            now: float = yield Now()
+            now = yield from Now()
             if now >= deadline:
                 yield from stop_output(cursor)
                 try:
@@ -341,7 +342,7 @@ def wait(
                 )
             delay = min(delay, deadline - now)
         if delay > 0:
-            yield Sleep(delay)
+            yield from Sleep(delay)
     if raise_on_error and result.exit_code != 0:
         raise _exit_error(pid, result)
     return result

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import IO, Any, Self, TypeAlias
 
@@ -18,24 +18,25 @@ from qbox.sdk._steps import Body, Upload
 
 # ``on_progress(done_bytes, total_bytes)``; total is None when nobody knows it in advance.
 ProgressCallback: TypeAlias = Callable[[int, int | None], object]
+AsyncProgressCallback: TypeAlias = Callable[[int, int | None], None] | Callable[[int, int | None], Awaitable[None]]
 FileData: TypeAlias = str | bytes | IO[bytes]
 LocalPath: TypeAlias = str | os.PathLike[str]
 
 
 class Progress:
-    """Counts bytes moved and reports them: once at the start, then after every chunk."""
+    """Counts bytes moved and reports them: called with 0 at the start, then with each chunk's size.
+
+    It returns what the callback returned, for the async SDK to await an ``async def`` one.
+    """
 
     def __init__(self, total: int | None, callback: ProgressCallback | None) -> None:
         self.total = total
         self.done = 0
         self._callback = callback
-        if callback is not None:
-            callback(0, total)
 
-    def __call__(self, size: int) -> None:
+    def __call__(self, size: int) -> object:
         self.done += size
-        if self._callback is not None:
-            self._callback(self.done, self.total)
+        return None if self._callback is None else self._callback(self.done, self.total)
 
 
 def remaining_size(source: Any) -> int | None:
@@ -79,22 +80,17 @@ def request_body(data: FileData, on_progress: ProgressCallback | None = None) ->
 class DownloadSink:
     """Writes a download to ``local_path`` as it arrives; a failed download removes the partial file."""
 
-    def __init__(self, local_path: LocalPath, total: int | None, on_progress: ProgressCallback | None) -> None:
+    def __init__(self, local_path: LocalPath) -> None:
         self.path = os.fspath(local_path)
-        self._total = total
-        self._on_progress = on_progress
         self._file: IO[bytes] | None = None
-        self._progress: Progress | None = None
 
     def __enter__(self) -> Self:
         self._file = open(self.path, "wb")  # closed in __exit__
-        self._progress = Progress(self._total, self._on_progress)
         return self
 
     def write(self, chunk: bytes) -> None:
-        assert self._file is not None and self._progress is not None, "use DownloadSink as a context manager"
+        assert self._file is not None, "use DownloadSink as a context manager"
         self._file.write(chunk)
-        self._progress(len(chunk))
 
     def __exit__(
         self,

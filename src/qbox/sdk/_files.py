@@ -7,7 +7,7 @@ from typing import Literal, overload
 
 from qbox.sdk import _file_ops as ops
 from qbox.sdk._file_models import FileEntry, FileStat
-from qbox.sdk._file_transfer import DownloadSink, FileData, LocalPath, ProgressCallback, request_body
+from qbox.sdk._file_transfer import DownloadSink, FileData, LocalPath, Progress, ProgressCallback, request_body
 from qbox.sdk._transport import ByteStream, Connection
 
 
@@ -97,9 +97,12 @@ class Files:
         """Copy ``remote`` to ``local_path`` chunk by chunk, with no timeout. ``on_progress(done,
         total)`` hears each chunk (total is None when the server does not say)."""
         stream: ByteStream = self._conn.run(ops.open_read(self._conn.api, self._sandbox_id, remote))
-        with stream, DownloadSink(local_path, stream.length, on_progress) as sink:
+        progress = Progress(stream.length, on_progress)
+        with stream, DownloadSink(local_path) as sink:
+            progress(0)
             for chunk in stream:
                 sink.write(chunk)
+                progress(len(chunk))
 
     def upload(
         self,

@@ -1,27 +1,34 @@
-"""Plain data exchanged between SDK operations and the drivers that run them.
+"""The I/O steps that SDK operations yield, and the drivers' side of them.
 
-Every SDK operation is written once, as a generator that *yields* steps and
-*receives* their results:
+Every SDK operation is written once, as a generator of ``IoStep``s; the
+answer to each comes back through ``yield from``, typed by the step:
 
-    Send(request)  -> HttpResponse   (or a TransportError thrown back in)
-    Open(request)  -> HttpResponse   its body left unread in ``stream`` on a 2xx
-    Read(stream)   -> bytes | None   the stream's next chunk; None at its end
-    Close(stream)  -> None           an opened stream given up before its end
-    Sleep(seconds) -> None
-    Now()          -> float          (monotonic seconds)
+    answer = yield from Send(request)   HttpResponse  (or a QboxError raised here)
+    answer = yield from Open(request)   HttpResponse, its body left unread in ``stream`` on a 2xx
+    answer = yield from Read(stream)    bytes | None  the stream's next chunk; None at its end
+    yield from Close(stream)            an opened stream given up before its end
+    yield from Sleep(seconds)
+    answer = yield from Now()           float (monotonic seconds)
+    yield from Deliver(callback, value) a user's callback called (and awaited, when async)
 
-A sync driver and an async driver (``_transport.py``) execute the same
-generators, so request building, response parsing, retries and polling
-exist in one copy. Nothing here performs I/O.
+A sync and an async driver (``_transport.py``) run the same generators, so
+request building, response parsing, retries and polling exist in one copy.
+Each step names the driver call that answers it (``run``/``arun``), so mypy
+checks the answer's type at both ends; an ``Op`` receives ``object`` from a
+bare ``yield``, which cannot be used as an answer by mistake. Nothing here
+performs I/O: the drivers do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeAlias, TypeVar
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
+V = TypeVar("V")
 
 CHUNK_SIZE = 256 * 1024
 
@@ -35,7 +42,8 @@ class Upload:
     """A raw request body that the driver reads from ``source`` chunk by chunk, never whole.
 
     ``length`` (when known) is sent as Content-Length, else the body goes
-    chunked; ``on_chunk`` hears the size of each chunk as it is sent.
+    chunked; ``on_chunk`` hears 0 when sending starts, then the size of each
+    chunk as it is sent (the async driver awaits what it returns, if awaitable).
     """
 
     source: Readable
@@ -69,40 +77,144 @@ class HttpResponse:
         return self.headers.get(name.lower())
 
 
+class SyncIo(Protocol):
+    """What a blocking driver does for steps; a transport failure raises a ``QboxError``."""
+
+    def send(self, request: HttpRequest) -> HttpResponse: ...
+
+    def open(self, request: HttpRequest) -> HttpResponse: ...
+
+    def read(self, stream: Any) -> bytes | None: ...
+
+    def close(self, stream: Any) -> None: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+    def now(self) -> float: ...
+
+    def deliver(self, callback: Callable[[V], object], value: V) -> None: ...
+
+
+class AsyncIo(Protocol):
+    """What an asyncio driver does for steps; ``deliver`` awaits what a callback returns."""
+
+    async def send(self, request: HttpRequest) -> HttpResponse: ...
+
+    async def open(self, request: HttpRequest) -> HttpResponse: ...
+
+    async def read(self, stream: Any) -> bytes | None: ...
+
+    async def close(self, stream: Any) -> None: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+    def now(self) -> float: ...
+
+    async def deliver(self, callback: Callable[[V], object], value: V) -> None: ...
+
+
+class IoStep(ABC, Generic[R]):
+    """One piece of I/O an operation asks its driver for, answered with an ``R``.
+
+    ``answer = yield from step`` yields the step and returns the driver's
+    answer, typed ``R`` (as httpx's ``auth_flow`` receives a ``Response``).
+    """
+
+    def __iter__(self) -> Generator[IoStep[R], R, R]:
+        return (yield self)
+
+    @abstractmethod
+    def run(self, io: SyncIo) -> R: ...
+
+    @abstractmethod
+    async def arun(self, io: AsyncIo) -> R: ...
+
+
 @dataclass(frozen=True)
-class Send:
+class Send(IoStep[HttpResponse]):
     request: HttpRequest
 
+    def run(self, io: SyncIo) -> HttpResponse:
+        return io.send(self.request)
+
+    async def arun(self, io: AsyncIo) -> HttpResponse:
+        return await io.send(self.request)
+
 
 @dataclass(frozen=True)
-class Open:
+class Open(IoStep[HttpResponse]):
     """Like ``Send``, but a 2xx body is left to stream; an error body is read whole."""
 
     request: HttpRequest
 
+    def run(self, io: SyncIo) -> HttpResponse:
+        return io.open(self.request)
+
+    async def arun(self, io: AsyncIo) -> HttpResponse:
+        return await io.open(self.request)
+
 
 @dataclass(frozen=True)
-class Read:
-    """The next chunk of an ``Open`` response's ``stream`` (a TransportError is thrown back in)."""
+class Read(IoStep[bytes | None]):
+    """The next chunk of an ``Open`` response's ``stream``; None at its end."""
 
     stream: Any
 
+    def run(self, io: SyncIo) -> bytes | None:
+        return io.read(self.stream)
+
+    async def arun(self, io: AsyncIo) -> bytes | None:
+        return await io.read(self.stream)
+
 
 @dataclass(frozen=True)
-class Close:
+class Close(IoStep[None]):
     stream: Any
 
+    def run(self, io: SyncIo) -> None:
+        io.close(self.stream)
+
+    async def arun(self, io: AsyncIo) -> None:
+        await io.close(self.stream)
+
 
 @dataclass(frozen=True)
-class Sleep:
+class Sleep(IoStep[None]):
     seconds: float
 
+    def run(self, io: SyncIo) -> None:
+        io.sleep(self.seconds)
+
+    async def arun(self, io: AsyncIo) -> None:
+        await io.sleep(self.seconds)
+
 
 @dataclass(frozen=True)
-class Now:
-    pass
+class Now(IoStep[float]):
+    def run(self, io: SyncIo) -> float:
+        return io.now()
+
+    async def arun(self, io: AsyncIo) -> float:
+        return io.now()
 
 
-Step: TypeAlias = Send | Open | Read | Close | Sleep | Now
+@dataclass(frozen=True)
+class Deliver(IoStep[None], Generic[V]):
+    """Hand ``value`` to a user's callback. A step, not a call, so the async driver can await
+    an ``async def`` callback; what it raises is raised at the ``yield from``."""
+
+    callback: Callable[[V], object]
+    value: V
+
+    def run(self, io: SyncIo) -> None:
+        io.deliver(self.callback, self.value)
+
+    async def arun(self, io: AsyncIo) -> None:
+        await io.deliver(self.callback, self.value)
+
+
+# What the async SDK takes as a callback: a plain function, or an ``async def`` one it awaits.
+AsyncCallback: TypeAlias = Callable[[V], None] | Callable[[V], Awaitable[None]]
+
 # An operation returning T: ``result = yield from op`` composes them.
-Op: TypeAlias = Generator[Step, Any, T]
+Op: TypeAlias = Generator[IoStep[Any], object, T]

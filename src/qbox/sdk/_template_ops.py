@@ -28,7 +28,7 @@ from qbox.core.errors import (
 from qbox.sdk._api import Api
 from qbox.sdk._models import TemplateInfo, as_list
 from qbox.sdk._sandbox_ops import TEMPLATE_ID_PREFIX
-from qbox.sdk._steps import Close, Now, Op, Read, Sleep
+from qbox.sdk._steps import AsyncCallback, Close, Deliver, Now, Op, Read, Sleep
 
 DEFAULT_BUILD_TIMEOUT = 600.0
 DEFAULT_READY_TIMEOUT_S = 30
@@ -43,6 +43,7 @@ TEXT = "text/plain"
 _UTF8 = codecs.getincrementaldecoder("utf-8")
 
 LogCallback = Callable[[str], object]
+AsyncLogCallback = AsyncCallback[str]
 RegistryCredentials = tuple[str, str] | Mapping[str, str]
 
 
@@ -262,7 +263,7 @@ def next_lines(cursor: LogCursor) -> Op[list[str]]:
     """The lines the stream's next chunk completes; at its end, an unfinished last line."""
     if cursor.finished:
         return []
-    chunk = yield Read(cursor.stream)
+    chunk = yield from Read(cursor.stream)
     return cursor.end() if chunk is None else cursor.feed(chunk)
 
 
@@ -270,7 +271,7 @@ def close_log(cursor: LogCursor) -> Op[None]:
     """Give the stream up early; nothing when it was read to its end."""
     if not cursor.finished:
         cursor.finished = True
-        yield Close(cursor.stream)
+        yield from Close(cursor.stream)
 
 
 @dataclass
@@ -286,7 +287,7 @@ class _Watch:
 
 def _follow(api: Api, watch: _Watch) -> Op[None]:
     """Hand new log lines to ``on_log`` until the stream ends, stalls (a TransportError) or time is up."""
-    left = watch.left((yield Now()))
+    left = watch.left((yield from Now()))
     stall = STALL_SECONDS if left is None else max(0.001, min(STALL_SECONDS, left))
     cursor = yield from open_log(api, watch.template_id, timeout=stall, skip=watch.delivered)
     try:
@@ -294,8 +295,8 @@ def _follow(api: Api, watch: _Watch) -> Op[None]:
             for line in (yield from next_lines(cursor)):
                 watch.delivered += 1
                 if watch.on_log is not None:
-                    watch.on_log(line)
-            left = watch.left((yield Now()))
+                    yield from Deliver(watch.on_log, line)
+            left = watch.left((yield from Now()))
             if left is not None and left <= 0:
                 return
     finally:
@@ -319,7 +320,7 @@ def wait_for_build(
 ) -> Op[TemplateInfo]:
     """Follow the build to its end (lines to ``on_log``); the ready template, or raise."""
     tid = yield from template_id(api, template)
-    start = yield Now()
+    start = yield from Now()
     watch = _Watch(tid, None if timeout is None else start + timeout, on_log)
     follow = True
     while True:
@@ -335,11 +336,11 @@ def wait_for_build(
         info = build_outcome(TemplateInfo.from_wire((yield from api.get(template_path(tid)))))
         if not info.is_building:
             return info
-        left = watch.left((yield Now()))
+        left = watch.left((yield from Now()))
         if left is not None and left <= 0:
             raise TemplateBuildTimeoutError(
                 f"template {info.name or tid} is still {info.status or 'building'} after {timeout:g}s; "
                 f"the build goes on (follow it with `qbox templates logs {tid} -f`)",
                 template_id=tid,
             )
-        yield Sleep(POLL_SECONDS if left is None else min(POLL_SECONDS, left))
+        yield from Sleep(POLL_SECONDS if left is None else min(POLL_SECONDS, left))

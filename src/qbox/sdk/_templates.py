@@ -20,7 +20,7 @@ from typing import Any
 from qbox.sdk import _template_ops as ops
 from qbox.sdk._config import ConnectionConfig
 from qbox.sdk._models import TemplateInfo
-from qbox.sdk._template_ops import LogCallback, RegistryCredentials, TemplateSpec
+from qbox.sdk._template_ops import AsyncLogCallback, LogCallback, RegistryCredentials, TemplateSpec
 from qbox.sdk._transport import AsyncConnection, Connection
 
 
@@ -235,14 +235,14 @@ class AsyncTemplate:
         registry_credentials: RegistryCredentials | None = None,
         public: bool = False,
         wait: bool = False,
-        on_log: LogCallback | None = None,
+        on_log: AsyncLogCallback | None = None,
         timeout: float | None = ops.DEFAULT_BUILD_TIMEOUT,
         api_key: str | None = None,
         base_url: str | None = None,
         request_timeout: float | None = None,
         config: ConnectionConfig | None = None,
     ) -> TemplateInfo:
-        """As ``Template.create``, awaited (``on_log`` is a plain callable)."""
+        """As ``Template.create``, awaited (``on_log`` may be an ``async def``)."""
         spec = TemplateSpec(
             name=name, image_ref=image_ref, steps=steps or (), start_cmd=start_cmd, ready_cmd=ready_cmd,
             ready_timeout_s=ready_timeout_s, default_vcpus=default_vcpus, default_memory_mb=default_memory_mb,
@@ -317,7 +317,7 @@ class AsyncTemplate:
         *,
         registry_credentials: RegistryCredentials | None = None,
         wait: bool = False,
-        on_log: LogCallback | None = None,
+        on_log: AsyncLogCallback | None = None,
         timeout: float | None = ops.DEFAULT_BUILD_TIMEOUT,
         api_key: str | None = None,
         base_url: str | None = None,
@@ -334,7 +334,7 @@ class AsyncTemplate:
         cls,
         template: str,
         *,
-        on_log: LogCallback | None = None,
+        on_log: AsyncLogCallback | None = None,
         timeout: float | None = ops.DEFAULT_BUILD_TIMEOUT,
         api_key: str | None = None,
         base_url: str | None = None,

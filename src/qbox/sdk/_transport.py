@@ -11,19 +11,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar, cast
 from urllib.parse import urlsplit
 
 import httpx
 
-from qbox.core.errors import ConnectionFailedError, QboxError, RequestTimeoutError, TransportError
+from qbox.core.errors import ConnectionFailedError, RequestTimeoutError, TransportError
 from qbox.sdk._api import Api
 from qbox.sdk._config import Clock, ConnectionConfig, resolve
-from qbox.sdk._steps import Close, HttpRequest, HttpResponse, Now, Op, Open, Read, Send, Sleep, Upload
+from qbox.sdk._steps import HttpRequest, HttpResponse, Op, Upload
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 
 class SyncTransport(Protocol):
@@ -61,6 +63,8 @@ def transport_error(exc: Exception, request: HttpRequest) -> TransportError:
 
 
 def _upload_chunks(upload: Upload) -> Iterator[bytes]:
+    if upload.on_chunk is not None:
+        upload.on_chunk(0)
     while chunk := bytes(upload.source.read(upload.chunk_size)):
         if upload.on_chunk is not None:
             upload.on_chunk(len(chunk))
@@ -68,10 +72,12 @@ def _upload_chunks(upload: Upload) -> Iterator[bytes]:
 
 
 async def _aupload_chunks(upload: Upload) -> AsyncIterator[bytes]:
+    if upload.on_chunk is not None:
+        await settle(upload.on_chunk(0))
     # A file object's reads block (a pipe may block for long): keep them off the event loop.
     while chunk := bytes(await asyncio.to_thread(upload.source.read, upload.chunk_size)):
         if upload.on_chunk is not None:
-            upload.on_chunk(len(chunk))
+            await settle(upload.on_chunk(len(chunk)))
         yield chunk
 
 
@@ -235,62 +241,86 @@ class AsyncHttpxTransport:
         await self._client.aclose()
 
 
+class _BlockingIo:
+    """The blocking answers to steps: a transport for requests, a clock for time."""
+
+    def __init__(self, transport: SyncTransport, clock: Clock) -> None:
+        self.send = transport.send
+        self.open = transport.open
+        self.sleep = clock.sleep
+        self.now = clock.now
+
+    def read(self, stream: ByteStream) -> bytes | None:
+        return next(stream, None)
+
+    def close(self, stream: ByteStream) -> None:
+        stream.close()
+
+    def deliver(self, callback: Callable[[V], object], value: V) -> None:
+        callback(value)
+
+
+class _AsyncIo:
+    """The asyncio answers to steps; an ``async def`` callback is awaited."""
+
+    def __init__(self, transport: AsyncTransport, clock: Clock) -> None:
+        self.send = transport.send
+        self.open = transport.open
+        self.sleep = clock.asleep
+        self.now = clock.now
+
+    async def read(self, stream: AsyncByteStream) -> bytes | None:
+        return await anext(stream, None)
+
+    async def close(self, stream: AsyncByteStream) -> None:
+        await stream.aclose()
+
+    async def deliver(self, callback: Callable[[V], object], value: V) -> None:
+        await settle(callback(value))
+
+
+async def settle(result: object) -> None:
+    """Await what a user's callback returned when it is awaitable (an ``async def`` callback)."""
+    if inspect.isawaitable(result):
+        await result
+
+
 def drive(op: Op[T], transport: SyncTransport, clock: Clock) -> T:
-    """Run an operation to completion, blocking."""
-    reply: Any = None
-    error: QboxError | None = None
+    """Run an operation to completion, blocking.
+
+    What a step raises (a transport failure, a callback's error) is thrown back
+    into the operation, so its ``try``/``finally`` see it.
+    """
+    io = _BlockingIo(transport, clock)
+    reply: object = None
+    error: Exception | None = None
     while True:
         try:
             step = op.send(reply) if error is None else op.throw(error)
         except StopIteration as stop:
             return cast(T, stop.value)
         reply, error = None, None
-        if isinstance(step, Send | Open):
-            try:
-                send = transport.send if isinstance(step, Send) else transport.open
-                reply = send(step.request)
-            except QboxError as exc:
-                error = exc
-        elif isinstance(step, Read):
-            try:
-                reply = next(step.stream, None)
-            except QboxError as exc:
-                error = exc
-        elif isinstance(step, Close):
-            step.stream.close()
-        elif isinstance(step, Sleep):
-            clock.sleep(step.seconds)
-        elif isinstance(step, Now):
-            reply = clock.now()
+        try:
+            reply = step.run(io)
+        except Exception as exc:  # noqa: BLE001 - re-raised in the op, at the step it yielded
+            error = exc
 
 
 async def adrive(op: Op[T], transport: AsyncTransport, clock: Clock) -> T:
-    """Run an operation to completion on the event loop."""
-    reply: Any = None
-    error: QboxError | None = None
+    """Run an operation to completion on the event loop (as ``drive``)."""
+    io = _AsyncIo(transport, clock)
+    reply: object = None
+    error: Exception | None = None
     while True:
         try:
             step = op.send(reply) if error is None else op.throw(error)
         except StopIteration as stop:
             return cast(T, stop.value)
         reply, error = None, None
-        if isinstance(step, Send | Open):
-            try:
-                send = transport.send if isinstance(step, Send) else transport.open
-                reply = await send(step.request)
-            except QboxError as exc:
-                error = exc
-        elif isinstance(step, Read):
-            try:
-                reply = await anext(step.stream, None)
-            except QboxError as exc:
-                error = exc
-        elif isinstance(step, Close):
-            await step.stream.aclose()
-        elif isinstance(step, Sleep):
-            await clock.asleep(step.seconds)
-        elif isinstance(step, Now):
-            reply = clock.now()
+        try:
+            reply = await step.arun(io)
+        except Exception as exc:  # noqa: BLE001 - re-raised in the op, at the step it yielded
+            error = exc
 
 
 def _resolved(
