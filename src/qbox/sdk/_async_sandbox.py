@@ -26,6 +26,32 @@ if TYPE_CHECKING:
     from qbox.sdk._async_shell import AsyncShell
 
 
+# The class forms of ``get_info`` and ``logs``: they take the id an instance knows.
+async def _get_info_by_id(
+    sandbox_id: str,
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    request_timeout: float | None = None,
+    config: ConnectionConfig | None = None,
+) -> SandboxInfo:
+    async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
+        return await conn.run(ops.get_info(conn.api, sandbox_id))
+
+
+async def _logs_by_id(
+    sandbox_id: str,
+    *,
+    tail: int | None = None,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    request_timeout: float | None = None,
+    config: ConnectionConfig | None = None,
+) -> list[LogEntry]:
+    async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
+        return await conn.run(ops.logs(conn.api, sandbox_id, tail))
+
+
 class AsyncSandbox:
     """A running sandbox: ``await AsyncSandbox.create()`` or ``await AsyncSandbox.connect(id)``.
 
@@ -149,17 +175,6 @@ class AsyncSandbox:
         async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
             return await conn.run(ops.kill(conn.api, sandbox_id))
 
-    async def _get_info_by_id(
-        cls,
-        sandbox_id: str,
-        *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        request_timeout: float | None = None,
-        config: ConnectionConfig | None = None,
-    ) -> SandboxInfo:
-        async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
-            return await conn.run(ops.get_info(conn.api, sandbox_id))
 
     async def _get_info(self) -> SandboxInfo:
         """The sandbox's current state: ``sb.get_info()`` or ``AsyncSandbox.get_info(id)``."""
@@ -167,19 +182,6 @@ class AsyncSandbox:
         return self._info
 
     get_info = class_or_instance(_get_info_by_id, _get_info)
-
-    async def _logs_by_id(
-        cls,
-        sandbox_id: str,
-        *,
-        tail: int | None = None,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        request_timeout: float | None = None,
-        config: ConnectionConfig | None = None,
-    ) -> builtins.list[LogEntry]:
-        async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
-            return await conn.run(ops.logs(conn.api, sandbox_id, tail))
 
     async def _logs(self, *, tail: int | None = None) -> builtins.list[LogEntry]:
         """Lifecycle events and start-command output, oldest first: ``sb.logs()`` or

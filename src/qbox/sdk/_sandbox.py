@@ -25,6 +25,32 @@ if TYPE_CHECKING:
     from qbox.sdk._shell import Shell
 
 
+# The class forms of ``get_info`` and ``logs``: they take the id an instance knows.
+def _get_info_by_id(
+    sandbox_id: str,
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    request_timeout: float | None = None,
+    config: ConnectionConfig | None = None,
+) -> SandboxInfo:
+    with Connection.open(config, api_key, base_url, request_timeout) as conn:
+        return conn.run(ops.get_info(conn.api, sandbox_id))
+
+
+def _logs_by_id(
+    sandbox_id: str,
+    *,
+    tail: int | None = None,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    request_timeout: float | None = None,
+    config: ConnectionConfig | None = None,
+) -> list[LogEntry]:
+    with Connection.open(config, api_key, base_url, request_timeout) as conn:
+        return conn.run(ops.logs(conn.api, sandbox_id, tail))
+
+
 class Sandbox:
     """A running sandbox. Use ``Sandbox.create()`` or ``Sandbox.connect(id)``.
 
@@ -148,17 +174,6 @@ class Sandbox:
         with Connection.open(config, api_key, base_url, request_timeout) as conn:
             return conn.run(ops.kill(conn.api, sandbox_id))
 
-    def _get_info_by_id(
-        cls,
-        sandbox_id: str,
-        *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        request_timeout: float | None = None,
-        config: ConnectionConfig | None = None,
-    ) -> SandboxInfo:
-        with Connection.open(config, api_key, base_url, request_timeout) as conn:
-            return conn.run(ops.get_info(conn.api, sandbox_id))
 
     def _get_info(self) -> SandboxInfo:
         """The sandbox's current state: ``sb.get_info()`` or ``Sandbox.get_info(id)``."""
@@ -166,19 +181,6 @@ class Sandbox:
         return self._info
 
     get_info = class_or_instance(_get_info_by_id, _get_info)
-
-    def _logs_by_id(
-        cls,
-        sandbox_id: str,
-        *,
-        tail: int | None = None,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        request_timeout: float | None = None,
-        config: ConnectionConfig | None = None,
-    ) -> builtins.list[LogEntry]:
-        with Connection.open(config, api_key, base_url, request_timeout) as conn:
-            return conn.run(ops.logs(conn.api, sandbox_id, tail))
 
     def _logs(self, *, tail: int | None = None) -> builtins.list[LogEntry]:
         """Lifecycle events and start-command output, oldest first: ``sb.logs()`` or
