@@ -26,7 +26,7 @@ from fastapi import FastAPI
 from qbox.agent import mounts
 from qbox.agent.app import create_app
 from qbox.agent.settings import AgentSettings
-from qbox.agent.images.store import ImageConfig, ImageInfo
+from qbox.agent.images.store_tree import ImageConfig, ImageInfo
 from qbox.core.errors import NotFoundError
 from qbox.core.ids import new_sandbox_id
 

@@ -9,7 +9,7 @@ import pytest
 
 from qbox.agent.images import ImageInfo, ImageStore, RegistryCredentials
 from qbox.agent.settings import AgentSettings
-from qbox.agent.images.store import human_size
+from qbox.agent.images.store_tree import human_size
 from qbox.core.errors import InternalError, NotFoundError, ValidationError
 
 from .fakes import FakeRunner, Reply, digest_for, image_runner

@@ -16,7 +16,8 @@ from qbox.agent.images.base_image import (
 from qbox.agent.images.recipe import PYTHON_RECIPE, Recipe, SandboxUser
 from qbox.agent.images.refs import RegistryCredentials
 from qbox.agent.images.runner import CommandResult, CommandRunner, SubprocessRunner
-from qbox.agent.images.store import ImageConfig, ImageInfo, ImageStore
+from qbox.agent.images.store import ImageStore
+from qbox.agent.images.store_tree import ImageConfig, ImageInfo
 
 __all__ = [
     "BUILTIN_TEMPLATE_NAME",

@@ -29,7 +29,8 @@ from qbox.agent.images.bootstrap import build_rootfs, remove_tree
 from qbox.agent.images.lock import file_lock
 from qbox.agent.images.recipe import PYTHON_RECIPE, Recipe
 from qbox.agent.images.runner import CommandRunner, SubprocessRunner
-from qbox.agent.images.store import ImageInfo, ImageStore
+from qbox.agent.images.store import ImageStore
+from qbox.agent.images.store_tree import ImageInfo
 from qbox.core.errors import InternalError
 
 CACHE_DIR_ENV = "QBOX_CACHE_DIR"

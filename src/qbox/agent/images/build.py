@@ -30,7 +30,7 @@ from qbox.agent import users
 from qbox.agent.images import build_layer as layers
 from qbox.agent.images.kernelspecs import find_kernelspecs
 from qbox.agent.images.refs import RegistryCredentials
-from qbox.agent.images.store import human_size
+from qbox.agent.images.store_tree import human_size
 from qbox.agent.models import BuildRequest, BuildStep
 from qbox.agent.processes import follow
 from qbox.agent.sandbox import Sandbox, SandboxParams

@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from qbox.core.errors import InternalError
 
 # Enough context for an error message without keeping a chatty tool's whole log.
 OUTPUT_TAIL_LINES = 40
@@ -25,6 +28,8 @@ OUTPUT_TAIL_LINES = 40
 EXIT_NOT_FOUND = 127
 
 OutputCallback = Callable[[str], None]
+
+_LOGRUS_MSG_RE = re.compile(r'level=\w+ msg="((?:[^"\\]|\\.)*)"')
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,14 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+    def message(self, lines: int = 8) -> str:
+        """The end of the tool's output for an error message, skopeo's logrus framing taken off."""
+        out = []
+        for line in self.output_tail.splitlines()[-lines:]:
+            match = _LOGRUS_MSG_RE.search(line)
+            out.append(match.group(1).replace('\\"', '"') if match else line)
+        return " | ".join(out) or f"exit status {self.returncode}"
 
 
 class CommandRunner(Protocol):
@@ -51,6 +64,13 @@ class CommandRunner(Protocol):
         ``env`` adds to (never replaces) the agent's environment.
         """
         ...
+
+
+async def run_umoci(runner: CommandRunner, args: Sequence[str]) -> None:
+    """``umoci ARGS`` that must succeed: a failure is an internal error naming the subcommand."""
+    result = await runner.run(["umoci", *args])
+    if not result.ok:
+        raise InternalError(f"umoci {args[0]} failed: {result.message()}")
 
 
 class SubprocessRunner:
