@@ -3,7 +3,8 @@
 Every error carries a snake_case ``code`` (the wire contract) and an HTTP
 ``status``. The server renders any ``QboxError`` as
 ``{"error": {"code", "message", "details"}}``; the SDK turns such a body back
-into the same class through ``error_from_wire`` — by code, never by message.
+into the same class through ``error_from_wire`` — by code, never by message,
+with a table built from the classes below (each declares its ``code``).
 
     QboxError
     ├── ValidationError            validation_error      400
@@ -46,6 +47,7 @@ users catch one family.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 # Codes whose errors a client may retry even without ``details.transient``
@@ -347,38 +349,20 @@ class TemplateBuildTimeoutError(QboxError, TimeoutError):
         self.template_id = template_id
 
 
-_ALL: tuple[type[QboxError], ...] = (
-    ValidationError,
-    PayloadTooLargeError,
-    AuthenticationError,
-    PermissionDeniedError,
-    NotFoundError,
-    SandboxNotFoundError,
-    TemplateNotFoundError,
-    ContextNotFoundError,
-    ProcessNotFoundError,
-    MethodNotAllowedError,
-    ConflictError,
-    SandboxNotActiveError,
-    TemplateNotReadyError,
-    InvalidArgumentError,
-    LanguageNotSupportedError,
-    FeatureDisabledError,
-    SshDisabledError,
-    CodeInterpreterDisabledError,
-    RateLimitedError,
-    QuotaExceededError,
-    InternalError,
-    UnavailableError,
-    HostUnavailableError,
-    HostNoCapacityError,
-    CodeInterpreterUnavailableError,
-    SshUnavailableError,
-    InsufficientStorageError,
-)
+def _wire_classes(root: type[QboxError]) -> Iterator[type[QboxError]]:
+    """The errors a server may send, parents before children, in the order defined here.
 
-ERROR_CLASSES_BY_CODE: dict[str, type[QboxError]] = {cls.code: cls for cls in _ALL}
-# Codes other qbox servers send that share a class with one of ours.
+    A class that declares no ``code`` of its own refines its parent's (the
+    parent stands for it); status 0 marks an error raised by the client only.
+    """
+    for cls in root.__subclasses__():
+        if "code" in vars(cls) and cls.status != 0:
+            yield cls
+        yield from _wire_classes(cls)
+
+
+# Derived, not kept by hand: a new error class is mapped by declaring its ``code``.
+ERROR_CLASSES_BY_CODE: dict[str, type[QboxError]] = {cls.code: cls for cls in _wire_classes(QboxError)}
 ERROR_CLASSES_BY_CODE.update(
     {
         "sandbox_already_terminated": SandboxNotActiveError,
