@@ -27,7 +27,7 @@ from qbox.agent.files_api import files_router
 from qbox.agent.hostprep import prepare_host
 from qbox.agent.images.build import KernelSource, image_kernels
 from qbox.agent.images.store import ImageStore
-from qbox.agent.isolation import IsolationPolicy
+from qbox.agent.isolation import policy_for
 from qbox.agent.models import (
     CommandStart,
     ExecRequest,
@@ -39,9 +39,8 @@ from qbox.agent.models import (
 from qbox.agent.network import SandboxNetwork, create_network
 from qbox.agent.processes import ProcessRecord, follow
 from qbox.agent.rootfs import SandboxFilesystem
-from qbox.agent.runtime.base import RuntimeDriver
+from qbox.agent.runtime.base import RuntimeCapability, RuntimeDriver
 from qbox.agent.runtime.factory import create_runsc, create_runtime, filesystem_for
-from qbox.agent.runtime.fake import FakeRuntime
 from qbox.agent.sandbox import Sandbox, SandboxParams
 from qbox.agent.sandbox_images import ImageInfoLike, ImageSource
 from qbox.agent.sandboxes import SandboxManager
@@ -253,11 +252,11 @@ def create_app(settings: AgentSettings, runtime: RuntimeDriver | None = None,
         gvisor = await create_runsc(settings) if runtime is None else None
         images: ImageStoreLike = store or ImageStore(
             settings.images_dir, insecure_registries=settings.insecure_registries)
-        fake = isinstance(driver, FakeRuntime)
+        isolates = RuntimeCapability.ISOLATES in driver.capabilities
         manager = SandboxManager(
             settings, driver, images, filesystem or filesystem_for(driver, settings),
-            network or create_network(settings, fake_runtime=fake),
-            None if fake else IsolationPolicy.from_settings(settings),
+            network or create_network(settings, fake_runtime=not isolates),
+            policy_for(driver, settings),
             runtimes={"runsc": gvisor} if gvisor is not None else None)
         await manager.load()
         app.state.agent = AgentState(settings, driver, images, manager)

@@ -3,7 +3,8 @@
 The sandbox manager asks this policy for each piece (docs/isolation.md):
 the user namespace's id mapping, the seccomp profile, the rlimits, the
 disk quota of the writable layer, what a joined network namespace needs,
-and how to read the sandbox's OOM kills.
+and how to read the sandbox's OOM kills. A runtime that isolates nothing
+(the fake) gets ``NO_ISOLATION``, the policy that asks for none of it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from qbox.agent import cgroups, joined_netns, seccomp, seccomp_bpf
 from qbox.agent import spec as specs
 from qbox.agent.idmap import IdMapping
 from qbox.agent.rootfs import LayerOptions
-from qbox.agent.runtime.base import ExitStatus
+from qbox.agent.runtime.base import ExitStatus, RuntimeCapability, RuntimeDriver
 from qbox.agent.settings import AgentSettings
 
 # exitReason of a sandbox whose init the OOM killer took (docs/agent-protocol.md).
@@ -62,6 +63,11 @@ class IsolationPolicy:
             return uid, gid
         return self.mapping.host_id(uid), self.mapping.host_id(gid)
 
+    def acting_ids(self, uid: int, gid: int) -> tuple[int, int] | None:
+        """The host ids the agent takes on to act as a sandbox user in its files; None when
+        it acts as itself."""
+        return self.host_ids(uid, gid)
+
     def open_bundle(self, bundle: Path) -> None:
         """Let the sandbox's root search (only search) its bundle directory: the runtime
         resolves the rootfs from there after entering the user namespace."""
@@ -83,6 +89,25 @@ class IsolationPolicy:
         return {"id_mapping": self.mapping, "seccomp": self.seccomp,
                 "seccomp_bpf": self.seccomp_bpf, "rlimits": dict(self.rlimits),
                 "no_swap": self.no_swap}
+
+
+@dataclass(frozen=True)
+class NoIsolation(IsolationPolicy):
+    """The null policy: no user namespace, seccomp, rlimits or disk quota, and the agent
+    acts in sandbox files as itself (without root it has no other ids to take)."""
+
+    def acting_ids(self, uid: int, gid: int) -> None:
+        return None
+
+
+NO_ISOLATION = NoIsolation()
+
+
+def policy_for(runtime: RuntimeDriver, settings: AgentSettings) -> IsolationPolicy:
+    """The settings' policy for a runtime that isolates; ``NO_ISOLATION`` for one that does not."""
+    if RuntimeCapability.ISOLATES in runtime.capabilities:
+        return IsolationPolicy.from_settings(settings)
+    return NO_ISOLATION
 
 
 def oom_counter(sandbox_id: str) -> Callable[[], int | None]:

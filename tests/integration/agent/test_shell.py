@@ -245,7 +245,7 @@ async def test_two_shells_on_one_sandbox_are_independent(served: Served, sandbox
 async def test_a_runtime_that_fails_is_not_waited_on(served: Served, sandbox: str,
                                                      runtime: str) -> None:
     manager = served.agent.app.state.agent.sandboxes
-    driver = manager._runtime_of(manager.get(sandbox))
+    driver = manager._runtimes.of(manager.get(sandbox))
     scratch = driver._scratch
     consoles = Path(tempfile.gettempdir())
     before = set(scratch.iterdir()) | set(consoles.glob("qbox-console-*"))

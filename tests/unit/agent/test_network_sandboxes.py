@@ -62,14 +62,15 @@ async def test_create_attaches_and_mounts_resolv_conf(tmp_path: Path, digest: st
     assert network.get(online.id) is None and network.get(offline.id) is not None
 
 
-async def test_a_failed_boot_detaches(tmp_path: Path, digest: str) -> None:
+async def test_a_failed_boot_detaches(tmp_path: Path, digest: str,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
     network = RecordingNetwork(tmp_path / "network")
     manager = _manager(tmp_path, network)
 
     async def broken_run(*args: object) -> None:
         raise RuntimeError("crun said no")
 
-    manager._runtime.run = broken_run  # type: ignore[method-assign]
+    monkeypatch.setattr(FakeRuntime, "run", broken_run)
     sandbox_id = new_sandbox_id()
     with pytest.raises(RuntimeError):
         await manager.create(SandboxParams(sandbox_id, digest))

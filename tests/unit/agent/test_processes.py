@@ -205,7 +205,7 @@ async def test_a_finished_exec_not_yet_sent_is_released_when_the_sandbox_ends(
 
 
 def test_an_agent_taking_a_sandbox_on_empties_its_spool_dir(tmp_path: Path) -> None:
-    from qbox.agent.sandboxes import output_spool_dir
+    from qbox.agent.bundle import output_spool_dir
     spool = output_spool_dir(tmp_path)
     assert spool == tmp_path / "output" and spool.stat().st_mode & 0o777 == 0o700
     (spool / "out-left-by-a-dead-agent").write_bytes(b"x" * 1000)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal as signals
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Flag, StrEnum, auto
 from pathlib import Path
 from typing import Protocol
 
@@ -21,6 +21,19 @@ from qbox.core.shell_protocol import ConsoleSize as ConsoleSize  # a terminal's 
 # The runtime a sandbox's spec names when it names none; it means the host's
 # default OCI runtime (crun, or runc where crun cannot run).
 DEFAULT_RUNTIME = "crun"
+
+
+class RuntimeCapability(Flag):
+    """What a driver can do that another cannot: the agent asks these, never a driver's name."""
+
+    NONE = 0
+    # Runs each sandbox as root in namespaces of its own: the sandbox gets the isolation
+    # policy, an overlay rootfs and the host's network. (The fake isolates nothing.)
+    ISOLATES = auto()
+    # A terminal process's PTY is a host device the sandbox's processes reopen, so the
+    # sandbox's user must own it (crun, runc). gVisor emulates its PTYs: the host's end
+    # is out of the sandbox's sight.
+    HOST_PTY = auto()
 
 
 class ContainerStatus(StrEnum):
@@ -105,6 +118,7 @@ class ProcessHandle(Protocol):
 
 class RuntimeDriver(Protocol):
     name: str
+    capabilities: RuntimeCapability
 
     async def run(self, container_id: str, bundle: Path) -> ContainerState:
         """Create and start the container from ``bundle/config.json``; return once init runs."""

@@ -26,6 +26,7 @@ from qbox.agent.runtime.base import (
     ContainerStatus,
     ExitStatus,
     ProcessSpec,
+    RuntimeCapability,
     RuntimeFailure,
 )
 from qbox.agent.runtime.child import AdoptedChild, OrphanReaper, namespace_pid
@@ -91,6 +92,8 @@ class AdoptedProcess:
 
 class OciCliRuntime:
     """A RuntimeDriver over an OCI runtime's CLI (crun or runc)."""
+
+    capabilities = RuntimeCapability.ISOLATES | RuntimeCapability.HOST_PTY
 
     def __init__(self, binary: str, root: Path, *, scratch_dir: Path | None = None,
                  name: str | None = None) -> None:

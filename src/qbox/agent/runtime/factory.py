@@ -14,7 +14,7 @@ import os
 import shutil
 
 from qbox.agent.rootfs import DirectoryFilesystem, OverlayFilesystem, SandboxFilesystem
-from qbox.agent.runtime.base import RuntimeDriver
+from qbox.agent.runtime.base import RuntimeCapability, RuntimeDriver
 from qbox.agent.runtime.child import become_subreaper
 from qbox.agent.runtime.crun import OciCliRuntime
 from qbox.agent.runtime.fake import FakeRuntime
@@ -105,8 +105,8 @@ async def create_runsc(settings: AgentSettings) -> RunscRuntime | None:
 
 def filesystem_for(runtime: RuntimeDriver, settings: AgentSettings | None = None
                    ) -> SandboxFilesystem:
-    # The fake runs without root, so it gets plain directories, not overlays.
-    if isinstance(runtime, FakeRuntime):
+    # A runtime that isolates nothing runs without root: plain directories, not overlays.
+    if RuntimeCapability.ISOLATES not in runtime.capabilities:
         return DirectoryFilesystem()
     return OverlayFilesystem(settings.disks_dir if settings is not None else None)
 

@@ -25,6 +25,7 @@ from qbox.agent.runtime.base import (
     ContainerStatus,
     ExitStatus,
     ProcessSpec,
+    RuntimeCapability,
     RuntimeFailure,
 )
 from qbox.agent.runtime.pipes import ProcessPipes, ended_stream, set_console_size
@@ -78,6 +79,8 @@ class _Container:
 
 class FakeRuntime:
     name = "fake"
+    # Its processes are the agent's own children on host PTYs, isolated from nothing.
+    capabilities = RuntimeCapability.HOST_PTY
 
     def __init__(self) -> None:
         self._containers: dict[str, _Container] = {}

@@ -48,6 +48,7 @@ from qbox.agent.runtime.base import (
     ContainerStatus,
     ExitStatus,
     ProcessSpec,
+    RuntimeCapability,
     RuntimeFailure,
 )
 from qbox.agent.runtime.child import AdoptedChild, _children_of
@@ -227,6 +228,9 @@ class RunscProcess:
 
 class RunscRuntime(OciCliRuntime):
     """A RuntimeDriver over runsc (gVisor)."""
+
+    # Its PTYs are the Sentry's own: the host's end is nobody's inside.
+    capabilities = RuntimeCapability.ISOLATES
 
     def __init__(self, binary: str, root: Path, *, scratch_dir: Path,
                  flags: list[str] | None = None, name: str = "runsc") -> None:
