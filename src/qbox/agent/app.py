@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -28,14 +28,6 @@ from qbox.agent.hostprep import prepare_host
 from qbox.agent.images.build import KernelSource, image_kernels
 from qbox.agent.images.store import ImageStore
 from qbox.agent.isolation import policy_for
-from qbox.agent.models import (
-    CommandStart,
-    ExecRequest,
-    ImageImport,
-    ImagesGc,
-    SandboxSpec,
-    StdinWrite,
-)
 from qbox.agent.network import SandboxNetwork, create_network
 from qbox.agent.processes import ProcessRecord, follow
 from qbox.agent.rootfs import SandboxFilesystem
@@ -48,7 +40,16 @@ from qbox.agent.settings import AgentSettings, load_or_create_secret
 from qbox.agent.shell_api import check_secret, shell_router
 from qbox.core.asgi import install_error_handlers
 from qbox.core.disconnects import gone, unless_disconnected
-from qbox.core.timefmt import to_wire
+from qbox.protocol.host import Capacity, Health
+from qbox.protocol.images import ImageImport, ImageImported, ImageInfo, ImagesCollected, ImagesGc
+from qbox.protocol.processes import (
+    CommandStart,
+    CommandStarted,
+    CommandStatus,
+    ExecRequest,
+    StdinWrite,
+)
+from qbox.protocol.sandboxes import SandboxCreated, SandboxInfo, SandboxSpec
 
 log = logging.getLogger("qbox.agent")
 
@@ -83,23 +84,16 @@ def _agent(request: Request) -> AgentState:
 
 # --- wire shapes -------------------------------------------------------------
 
-def sandbox_json(sandbox: Sandbox) -> dict[str, Any]:
-    body: dict[str, Any] = {"id": sandbox.id, "status": sandbox.status.value,
-                            "address": sandbox.address}
-    if sandbox.exit_reason and sandbox.status.value == "stopped":
-        body["exitReason"] = sandbox.exit_reason
-    return body
+def sandbox_info(sandbox: Sandbox) -> SandboxInfo:
+    stopped = sandbox.status.value == "stopped"
+    return SandboxInfo(id=sandbox.id, status=sandbox.status.value, address=sandbox.address,
+                       exit_reason=sandbox.exit_reason if stopped else None)
 
 
-def command_json(record: ProcessRecord) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "pid": record.pid, "command": record.command, "startedAt": to_wire(record.started_at),
-        "alive": record.alive, "exitCode": record.exit_code, "signal": record.signal,
-        "oomKilled": record.oom_killed,
-    }
-    if record.ended_at is not None:
-        body["endedAt"] = to_wire(record.ended_at)
-    return body
+def command_status(record: ProcessRecord) -> CommandStatus:
+    return CommandStatus(pid=record.pid, command=record.command, started_at=record.started_at,
+                         alive=record.alive, exit_code=record.exit_code, signal=record.signal,
+                         oom_killed=record.oom_killed, ended_at=record.ended_at)
 
 
 # --- routes ------------------------------------------------------------------
@@ -108,56 +102,59 @@ def _routes() -> APIRouter:
     router = APIRouter()
 
     @router.get("/health")
-    async def health(request: Request) -> dict[str, Any]:
+    async def health(request: Request) -> Health:
         agent = _agent(request)
-        return {"version": __version__, "runtime": agent.runtime.name,
-                "runtimes": agent.sandboxes.runtime_names, "sandboxes": len(agent.sandboxes),
-                "capacity": host_capacity(agent.settings.data_dir, agent.settings.sandboxes_dir)}
+        capacity = host_capacity(agent.settings.data_dir, agent.settings.sandboxes_dir)
+        return Health(version=__version__, runtime=agent.runtime.name,
+                      runtimes=agent.sandboxes.runtime_names, sandboxes=len(agent.sandboxes),
+                      capacity=Capacity.model_validate(capacity))
 
     @router.post("/images")
-    async def import_image(body: ImageImport, request: Request) -> dict[str, Any]:
+    async def import_image(body: ImageImport, request: Request) -> ImageImported:
         images = _agent(request).images
         _agent(request).settings.refuse_own_state(body.ref)
         info = await images.import_image(body.ref, body.name)
-        return {"digest": info.digest, "sizeBytes": info.size_bytes,
-                "kernels": await image_kernels(images, info.digest)}
+        return ImageImported.model_validate({
+            "digest": info.digest, "sizeBytes": info.size_bytes,
+            "kernels": await image_kernels(images, info.digest)})
 
     @router.get("/images/{digest}")
-    async def get_image(digest: str, request: Request) -> dict[str, Any]:
+    async def get_image(digest: str, request: Request) -> ImageInfo:
         images = _agent(request).images
         info = images.info(digest)
         unpacked = images.has(digest)
-        return {"digest": info.digest, "sizeBytes": info.size_bytes, "unpacked": unpacked,
-                "kernels": await image_kernels(images, digest) if unpacked else []}
+        return ImageInfo.model_validate({
+            "digest": info.digest, "sizeBytes": info.size_bytes, "unpacked": unpacked,
+            "kernels": await image_kernels(images, digest) if unpacked else []})
 
     @router.post("/images/gc")
-    async def collect_images(body: ImagesGc, request: Request) -> dict[str, Any]:
+    async def collect_images(body: ImagesGc, request: Request) -> ImagesCollected:
         agent = _agent(request)
         removed, freed = await agent.images.gc(set(body.keep),
                                                agent.sandboxes.image_digests_in_use(),
                                                # A control plane computes `keep` before asking;
                                                # a build may store an image in between.
                                                grace_seconds=agent.settings.image_gc_grace_seconds)
-        return {"removed": removed, "freedBytes": freed}
+        return ImagesCollected(removed=removed, freed_bytes=freed)
 
     @router.post("/sandboxes", status_code=201)
-    async def create_sandbox(body: SandboxSpec, request: Request) -> dict[str, Any]:
+    async def create_sandbox(body: SandboxSpec, request: Request) -> SandboxCreated:
         sandbox = await _agent(request).sandboxes.create(SandboxParams(
             id=body.id, image_digest=body.image_digest, envs=body.envs, vcpus=body.vcpus,
             memory_mb=body.memory_mb, hostname=body.hostname,
             allow_internet_access=body.allow_internet_access, disk_size_mb=body.disk_size_mb,
             runtime=body.runtime, user=body.user, workdir=body.workdir,
             image_pull_ref=body.image_pull_ref))
-        return {"id": sandbox.id, "status": sandbox.status.value,
-                "bootedAt": to_wire(sandbox.booted_at), "address": sandbox.address}
+        return SandboxCreated(id=sandbox.id, booted_at=sandbox.booted_at,
+                              address=sandbox.address)
 
     @router.get("/sandboxes")
-    async def list_sandboxes(request: Request) -> list[dict[str, Any]]:
-        return [sandbox_json(s) for s in _agent(request).sandboxes]
+    async def list_sandboxes(request: Request) -> list[SandboxInfo]:
+        return [sandbox_info(s) for s in _agent(request).sandboxes]
 
     @router.get("/sandboxes/{sandbox_id}")
-    async def get_sandbox(sandbox_id: str, request: Request) -> dict[str, Any]:
-        return sandbox_json(_agent(request).sandboxes.get(sandbox_id))
+    async def get_sandbox(sandbox_id: str, request: Request) -> SandboxInfo:
+        return sandbox_info(_agent(request).sandboxes.get(sandbox_id))
 
     @router.delete("/sandboxes/{sandbox_id}", status_code=204)
     async def delete_sandbox(sandbox_id: str, request: Request) -> Response:
@@ -183,27 +180,29 @@ def _routes() -> APIRouter:
 
     @router.post("/sandboxes/{sandbox_id}/commands")
     async def start_command(sandbox_id: str, body: CommandStart,
-                            request: Request) -> dict[str, Any]:
+                            request: Request) -> CommandStarted:
         record = await _agent(request).sandboxes.start_command(
             sandbox_id, body.argv, env=body.env, cwd=body.cwd, user=body.user,
             keep_stdin=body.stdin)
-        return {"pid": record.pid, "startedAt": to_wire(record.started_at)}
+        return CommandStarted(pid=record.pid, started_at=record.started_at)
 
     @router.get("/sandboxes/{sandbox_id}/commands")
-    async def list_commands(sandbox_id: str, request: Request) -> list[dict[str, Any]]:
-        return [command_json(r) for r in _agent(request).sandboxes.processes(sandbox_id).list()]
+    async def list_commands(sandbox_id: str, request: Request) -> list[CommandStatus]:
+        return [command_status(r)
+                for r in _agent(request).sandboxes.processes(sandbox_id).list()]
 
     @router.get("/sandboxes/{sandbox_id}/commands/{pid}")
-    async def command_status(sandbox_id: str, pid: int, request: Request) -> dict[str, Any]:
-        return command_json(_agent(request).sandboxes.processes(sandbox_id).get(pid))
+    async def get_command(sandbox_id: str, pid: int, request: Request) -> CommandStatus:
+        return command_status(_agent(request).sandboxes.processes(sandbox_id).get(pid))
 
     @router.get("/sandboxes/{sandbox_id}/commands/{pid}/logs", response_model=None)
     async def command_logs(sandbox_id: str, pid: int, request: Request,
                            query: LogsQuery = Depends()) -> StreamingResponse:
         record = _agent(request).sandboxes.processes(sandbox_id).get(pid)
         if query.follow:
-            return ndjson_response(follow(record, query.stdout_from, query.stderr_from))
-        return logs_answer(record, query)
+            offsets = query.offsets
+            return ndjson_response(follow(record, offsets.stdout_from, offsets.stderr_from))
+        return logs_answer(record, query.offsets)
 
     @router.post("/sandboxes/{sandbox_id}/commands/{pid}/stdin", status_code=204)
     async def command_stdin(sandbox_id: str, pid: int, body: StdinWrite,

@@ -11,43 +11,45 @@ interrupted (as on a timeout) and the context stays usable.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
 
 from qbox.agent import spec as specs
 from qbox.agent.command_stream import NDJSON
+from qbox.agent.interpreter import contexts, languages
 from qbox.agent.interpreter.manager import CodeInterpreter, CodeRun
 from qbox.agent.sandboxes import SandboxManager
+from qbox.protocol.code import (
+    CODE_EVENT,
+    CodeExecute,
+    Context,
+    ContextCreate,
+    Contexts,
+    Language,
+    Languages,
+)
+from qbox.protocol.wire import ndjson_line
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+def _language(found: languages.Language) -> Language:
+    return Language(language=found.language, aliases=list(found.aliases),
+                    kernel_name=found.kernel_name, is_default=found.is_default)
 
 
-class ContextCreate(_Wire):
-    language: str | None = None
-    cwd: str | None = None
-
-
-class CodeExecute(_Wire):
-    code: str
-    context_id: str | None = None
-    language: str | None = None
-    env: dict[str, str] | None = None
-    # Clients send whole seconds (0.5 arrives as 0): 0 or none means no limit.
-    timeout_seconds: float | None = Field(None, ge=0)
+def _context(context: contexts.Context) -> Context:
+    return Context(id=context.id, language=context.language, cwd=context.cwd,
+                   is_default=context.is_default, kernel_name=context.kernel_name,
+                   created_at=context.created_at, last_used_at=context.last_used_at,
+                   state=context.state.value)
 
 
 async def _lines(run: CodeRun) -> AsyncIterator[bytes]:
+    # The events are the interpreter's: each is checked against the protocol on its way out.
     async for event in run:
-        yield json.dumps(event, ensure_ascii=False).encode() + b"\n"
+        yield ndjson_line(CODE_EVENT.validate_python(event))
 
 
 class _RunResponse(StreamingResponse):
@@ -75,25 +77,23 @@ def code_router() -> APIRouter:
     router = APIRouter(prefix="/sandboxes/{sandbox_id}/code")
 
     @router.get("/languages")
-    async def languages(sandbox_id: str, request: Request) -> dict[str, Any]:
+    async def list_languages(sandbox_id: str, request: Request) -> Languages:
         found = await _code(request, sandbox_id).require_enabled()
-        return {"languages": [language.to_json() for language in found]}
+        return Languages(languages=[_language(language) for language in found])
 
     @router.get("/contexts")
-    async def list_contexts(sandbox_id: str, request: Request) -> dict[str, Any]:
-        contexts = await _code(request, sandbox_id).contexts()
-        return {"contexts": [context.to_json() for context in contexts]}
+    async def list_contexts(sandbox_id: str, request: Request) -> Contexts:
+        found = await _code(request, sandbox_id).contexts()
+        return Contexts(contexts=[_context(context) for context in found])
 
     @router.post("/contexts")
     async def create_context(sandbox_id: str, body: ContextCreate,
-                             request: Request) -> dict[str, Any]:
-        context = await _code(request, sandbox_id).create_context(body.language, body.cwd)
-        return context.to_json()
+                             request: Request) -> Context:
+        return _context(await _code(request, sandbox_id).create_context(body.language, body.cwd))
 
     @router.post("/contexts/{context_id}/restart")
-    async def restart_context(sandbox_id: str, context_id: str,
-                              request: Request) -> dict[str, Any]:
-        return (await _code(request, sandbox_id).restart_context(context_id)).to_json()
+    async def restart_context(sandbox_id: str, context_id: str, request: Request) -> Context:
+        return _context(await _code(request, sandbox_id).restart_context(context_id))
 
     @router.delete("/contexts/{context_id}", status_code=204)
     async def delete_context(sandbox_id: str, context_id: str, request: Request) -> Response:

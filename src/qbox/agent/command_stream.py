@@ -24,21 +24,22 @@ from starlette.types import Receive, Scope, Send
 
 from qbox.agent.output import OutputSpool
 from qbox.agent.processes import ExecResult, ProcessRecord
+from qbox.protocol.processes import LogOffsets
+from qbox.protocol.wire import Wire, ndjson_line
 
 NDJSON = "application/x-ndjson"
 _NO_STORE = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
 class LogsQuery:
+    """The query of ``…/logs``: the protocol's ``LogOffsets``, and ``follow``."""
+
     def __init__(self, offset: int | None = Query(None, ge=0),
                  stdout_offset: int | None = Query(None, alias="stdoutOffset", ge=0),
                  stderr_offset: int | None = Query(None, alias="stderrOffset", ge=0),
                  follow: bool = Query(False)) -> None:
-        self.offsets_given = offset is not None or stdout_offset is not None or \
-            stderr_offset is not None
-        base = offset or 0
-        self.stdout_from = base if stdout_offset is None else stdout_offset
-        self.stderr_from = base if stderr_offset is None else stderr_offset
+        self.offsets = LogOffsets(offset=offset, stdout_offset=stdout_offset,
+                                  stderr_offset=stderr_offset)
         self.follow = follow
 
 
@@ -84,17 +85,19 @@ class JsonStream(StreamingResponse):
                 self._done()
 
 
-def logs_answer(record: ProcessRecord, query: LogsQuery) -> JsonStream:
+def logs_answer(record: ProcessRecord, offsets: LogOffsets) -> JsonStream:
+    """A ``CommandLogs`` body."""
     out, err = record.stdout, record.stderr
-    if not query.offsets_given:
+    if not offsets.given:
         return JsonStream([("stdout", out, 0, len(out)), ("stderr", err, 0, len(err))])
-    out_end, err_end = max(len(out), query.stdout_from), max(len(err), query.stderr_from)
-    return JsonStream([("stdout", out, query.stdout_from, out_end),
-                       ("stderr", err, query.stderr_from, err_end),
+    out_end, err_end = max(len(out), offsets.stdout_from), max(len(err), offsets.stderr_from)
+    return JsonStream([("stdout", out, offsets.stdout_from, out_end),
+                       ("stderr", err, offsets.stderr_from, err_end),
                        ("stdoutNext", out_end), ("stderrNext", err_end)])
 
 
 def exec_answer(result: ExecResult) -> JsonStream:
+    """An ``ExecResult`` body (protocol.processes), its output read from the spool."""
     record = result.record
     out, err = record.stdout, record.stderr
     members: list[Member] = [("stdout", out, 0, len(out)), ("stderr", err, 0, len(err)),
@@ -104,10 +107,11 @@ def exec_answer(result: ExecResult) -> JsonStream:
     return JsonStream(members, result.release)
 
 
-async def _lines(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+async def _lines(events: AsyncIterator[Wire]) -> AsyncIterator[bytes]:
     async for event in events:
-        yield json.dumps(event, ensure_ascii=False).encode() + b"\n"
+        yield ndjson_line(event)
 
 
-def ndjson_response(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+def ndjson_response(events: AsyncIterator[Wire]) -> StreamingResponse:
+    """Protocol events, one JSON object a line."""
     return StreamingResponse(_lines(events), media_type=NDJSON, headers=_NO_STORE)

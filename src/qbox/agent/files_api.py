@@ -9,34 +9,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 
 from qbox.agent.files import SandboxFiles, run_to_end
 from qbox.agent.sandboxes import SandboxManager
 from qbox.core.errors import QboxError, ValidationError
+from qbox.protocol.files import FileEntry, FileStat, FileWritten, Mkdir, Rename
 
 CHUNK_BYTES = 1024 * 1024
-
-
-class MkdirBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    path: str
-    mode: int = Field(default=0o755, ge=0, le=0o7777)
-    parents: bool = True
-    user: str | None = None
-
-
-class RenameBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    src: str
-    dst: str
-    user: str | None = None
 
 
 def parse_mode(text: str) -> int:
@@ -81,15 +64,16 @@ def files_router() -> APIRouter:
 
     @router.get("/stat")
     async def stat(sandbox_id: str, request: Request, path: str = Query(...),
-                   user: str | None = None) -> dict[str, Any]:
+                   user: str | None = None) -> FileStat:
         files = await _files(request, sandbox_id, user)
-        return await asyncio.to_thread(files.stat, path)
+        return FileStat.model_validate(await asyncio.to_thread(files.stat, path))
 
     @router.get("/list")
     async def list_dir(sandbox_id: str, request: Request, path: str = Query(...),
-                       user: str | None = None) -> list[dict[str, Any]]:
+                       user: str | None = None) -> list[FileEntry]:
         files = await _files(request, sandbox_id, user)
-        return await asyncio.to_thread(files.list, path)
+        return [FileEntry.model_validate(entry)
+                for entry in await asyncio.to_thread(files.list, path)]
 
     @router.get("/content")
     async def read(sandbox_id: str, request: Request, path: str = Query(...),
@@ -103,14 +87,15 @@ def files_router() -> APIRouter:
     async def write(sandbox_id: str, request: Request, path: str = Query(...),
                     mode: str = "644", create_parents: bool = Query(True, alias="createParents"),
                     append: bool = False, user: str | None = None,
-                    max_bytes: int | None = Query(None, alias="maxBytes", ge=0)) -> dict[str, Any]:
+                    max_bytes: int | None = Query(None, alias="maxBytes", ge=0)) -> FileWritten:
         body = request.stream()
         try:
             permissions = parse_mode(mode)
             files = await _files(request, sandbox_id, user)
             operation = files.append if append else files.write
-            return await operation(path, body, mode=permissions,
-                                   create_parents=create_parents, max_bytes=max_bytes)
+            return FileWritten.model_validate(await operation(
+                path, body, mode=permissions, create_parents=create_parents,
+                max_bytes=max_bytes))
         except QboxError:
             # Read the rest before answering: a client still sending would
             # otherwise see a broken pipe instead of this error.
@@ -126,13 +111,13 @@ def files_router() -> APIRouter:
         return Response(status_code=204)
 
     @router.post("/mkdir", status_code=204)
-    async def mkdir(sandbox_id: str, body: MkdirBody, request: Request) -> Response:
+    async def mkdir(sandbox_id: str, body: Mkdir, request: Request) -> Response:
         files = await _files(request, sandbox_id, body.user)
         await asyncio.to_thread(files.mkdir, body.path, mode=body.mode, parents=body.parents)
         return Response(status_code=204)
 
     @router.post("/rename", status_code=204)
-    async def rename(sandbox_id: str, body: RenameBody, request: Request) -> Response:
+    async def rename(sandbox_id: str, body: Rename, request: Request) -> Response:
         files = await _files(request, sandbox_id, body.user)
         await asyncio.to_thread(files.rename, body.src, body.dst)
         return Response(status_code=204)

@@ -22,14 +22,11 @@ from qbox.agent.shell import ShellSession
 from qbox.core.asgi import error_response
 from qbox.core.errors import AuthenticationError, QboxError
 from qbox.core.shell_protocol import BadFrame, Input, parse_frame, parse_params
+from qbox.protocol.shells import CLOSE_INVALID_DATA, CLOSE_NORMAL, exit_reason
 
 __all__ = ["shell_router"]
 
 log = logging.getLogger("qbox.agent.shell")
-
-# WebSocket close codes (RFC 6455).
-CLOSE_NORMAL = 1000
-CLOSE_INVALID_DATA = 1007
 
 
 def check_secret(connection: HTTPConnection, expected: bytes) -> None:
@@ -37,10 +34,6 @@ def check_secret(connection: HTTPConnection, expected: bytes) -> None:
     scheme, _, token = connection.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
         raise AuthenticationError("missing or wrong host secret")
-
-
-def exit_reason(exit_code: int) -> str:
-    return f"exit {exit_code}"
 
 
 async def _send_output(websocket: WebSocket, session: ShellSession) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from qbox.agent.app import create_app
 from qbox.agent.images.build import BuildJob
-from qbox.agent.models import BuildRequest
+from qbox.protocol.images import BuildRequest
 from qbox.agent.runtime.fake import FakeRuntime
 from qbox.agent.settings import AgentSettings
 from qbox.core.errors import InternalError, QboxError, ValidationError

@@ -19,7 +19,7 @@ from qbox.agent.app import create_app
 from qbox.agent.images import build_layer
 from qbox.agent.images.build import BuildJob, step_label
 from qbox.agent.images.refs import RegistryCredentials
-from qbox.agent.models import BuildRequest, BuildStep
+from qbox.protocol.images import BuildRequest, BuildStep
 from qbox.agent.rootfs import DirectoryFilesystem
 from qbox.agent.runtime.fake import FakeRuntime
 from qbox.agent.sandbox import SandboxParams

@@ -167,5 +167,5 @@ async def test_closing_does_not_wait_out_a_grace_and_ends_followers(tmp_path: Pa
     started = time.monotonic()
     await manager.close()  # the sandbox goes: no waiting for the grace
     assert time.monotonic() - started < 1.5
-    assert (await asyncio.wait_for(following, 5))["type"] == "exit"
+    assert (await asyncio.wait_for(following, 5)).type == "exit"
     await runtime.delete("sb_test0003")

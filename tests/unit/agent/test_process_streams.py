@@ -16,6 +16,7 @@ from qbox.agent.processes import ProcessManager, follow
 from qbox.agent.runtime.base import ProcessSpec
 from qbox.agent.runtime.fake import FakeRuntime
 from qbox.core.errors import ConflictError, ProcessNotFoundError
+from qbox.protocol.wire import Wire
 
 ENV = {"PATH": "/usr/bin:/bin", "HOME": "/home/user"}
 
@@ -38,9 +39,10 @@ async def manager(tmp_path: Path) -> AsyncIterator[ProcessManager]:
         await runtime.delete("sb_test0001")
 
 
-async def _collect(events: AsyncIterator[dict[str, Any]], timeout: float = 10) -> list[dict[str, Any]]:
+async def _collect(events: AsyncIterator[Wire], timeout: float = 10) -> list[dict[str, Any]]:
+    """The events as they go on the wire."""
     async def gather() -> list[dict[str, Any]]:
-        return [event async for event in events]
+        return [event.wire() async for event in events]
     return await asyncio.wait_for(gather(), timeout)
 
 
@@ -68,7 +70,7 @@ async def test_follow_streams_output_as_it_comes_then_the_exit(manager: ProcessM
     record = await manager.start(_spec("sh", "-c", "echo one; read x; echo two >&2; exit 3"),
                                  keep_stdin=True)
     events = follow(record)
-    first = await asyncio.wait_for(events.__anext__(), 5)
+    first = (await asyncio.wait_for(events.__anext__(), 5)).wire()
     # "one" arrives while the command still waits for its stdin: it is streamed, not batched.
     assert first == {"type": "stdout", "data": "one\n"} and record.alive
     await manager.write_stdin(record.pid, "go\n")
@@ -108,7 +110,7 @@ async def test_exec_stream_events_and_timeout(manager: ProcessManager) -> None:
 async def test_a_stream_given_up_by_its_consumer_kills_the_command(manager: ProcessManager) -> None:
     record = await manager.start(_spec("sh", "-c", "echo x; sleep 1000"), ephemeral=True)
     events = manager.stream(record)
-    assert (await events.__anext__())["type"] == "started"
+    assert (await events.__anext__()).type == "started"
     await events.aclose()
     await asyncio.wait_for(record.finished.wait(), 5)
     assert record.signal == signal.SIGKILL

@@ -31,12 +31,13 @@ from qbox.agent.images import build_layer as layers
 from qbox.agent.images.kernelspecs import find_kernelspecs
 from qbox.agent.images.refs import RegistryCredentials
 from qbox.agent.images.store_tree import human_size
-from qbox.agent.models import BuildRequest, BuildStep
 from qbox.agent.processes import follow
 from qbox.agent.sandbox import Sandbox, SandboxParams
 from qbox.agent.sandboxes import SandboxManager
 from qbox.core.errors import QboxError, ValidationError
 from qbox.core.image_refs import LOCAL_SOURCE_UNUSABLE, ImageRefPolicy, local_path
+from qbox.protocol.images import BuildRequest, BuildStep
+from qbox.protocol.processes import OutputEvent
 
 log = logging.getLogger("qbox.agent.builds")
 
@@ -342,9 +343,9 @@ class BuildJob:
             user=user)
         partial = {"stdout": "", "stderr": ""}
         async for event in follow(record):
-            stream = event["type"]
-            if stream in partial:
-                *lines, partial[stream] = (partial[stream] + event["data"]).split("\n")
+            if isinstance(event, OutputEvent):
+                stream = event.type
+                *lines, partial[stream] = (partial[stream] + event.data).split("\n")
                 for line in lines:
                     self._log(line)
         for rest in partial.values():

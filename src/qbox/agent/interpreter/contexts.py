@@ -12,10 +12,9 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from qbox.agent.interpreter.host import KernelHost
-from qbox.core.timefmt import to_wire, utcnow
+from qbox.core.timefmt import utcnow
 
 
 class ContextState(StrEnum):
@@ -56,8 +55,3 @@ class Context:
             return ContextState.DEAD
         return ContextState.BUSY if self.running else ContextState.IDLE
 
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "language": self.language, "cwd": self.cwd,
-                "isDefault": self.is_default, "kernelName": self.kernel_name,
-                "createdAt": to_wire(self.created_at), "lastUsedAt": to_wire(self.last_used_at),
-                "state": self.state.value}

@@ -34,10 +34,6 @@ class Language:
     aliases: tuple[str, ...]
     is_default: bool
 
-    def to_json(self) -> dict[str, object]:
-        return {"language": self.language, "aliases": list(self.aliases),
-                "kernelName": self.kernel_name, "isDefault": self.is_default}
-
 
 def _kernel_rank(spec: KernelSpecInfo) -> tuple[int, str]:
     if spec.name in _PREFERRED_KERNELS:

@@ -1,0 +1,53 @@
+"""Sandboxes on a host: ``/sandboxes`` (create, list) and ``/sandboxes/{id}`` (get, delete)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from qbox.protocol.wire import Wire, WireTime
+
+Runtime = Literal["crun", "runsc"]
+
+
+class SandboxSpec(Wire):
+    """What to boot. ``user``/``workdir`` are the defaults of every command, file and code
+    call that names none (null: "user", its home)."""
+
+    OMIT_NONE = frozenset({"hostname", "user", "workdir", "image_pull_ref"})
+
+    id: str
+    image_digest: str
+    envs: dict[str, str] = Field(default_factory=dict)
+    vcpus: int = Field(1, ge=1, le=1024)
+    memory_mb: int = Field(512, ge=16)
+    # The writable layer's quota (ENOSPC beyond it); None: the agent's default (2048).
+    disk_size_mb: int | None = Field(None, ge=16, le=1024 * 1024)
+    allow_internet_access: bool = True
+    hostname: str | None = None
+    # crun (or the host's fallback, runc), or runsc (gVisor).
+    runtime: Runtime = "crun"
+    user: str | None = None
+    workdir: str | None = None
+    # Imported when imageDigest is not in this host's store (a built template's registryRef).
+    image_pull_ref: str | None = None
+
+
+class SandboxCreated(Wire):
+    id: str
+    status: Literal["running"] = "running"
+    booted_at: WireTime | None
+    # The sandbox's IPv4 address on eth0; null when the agent runs without networking.
+    address: str | None
+
+
+class SandboxInfo(Wire):
+    OMIT_NONE = frozenset({"exit_reason"})
+
+    id: str
+    # "running" or "stopped" (a sandbox still being created is not listed).
+    status: str
+    address: str | None
+    # Why a stopped sandbox ended, in the agent's shorthand ("lost: …", "oom", …).
+    exit_reason: str | None = None
