@@ -26,12 +26,13 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from qbox.agent.output import DEFAULT_CAP_BYTES, OutputSpool
 from qbox.agent.runtime.base import ExitStatus, ProcessHandle, ProcessSpec, RuntimeDriver
 from qbox.core.errors import ConflictError, ProcessNotFoundError, ValidationError
 from qbox.core.timefmt import utcnow
+from qbox.protocol.processes import ExitEvent, OutputEvent, StartedEvent
 
 log = logging.getLogger("qbox.agent.processes")
 
@@ -45,7 +46,7 @@ DEFAULT_KILL_GRACE_SECONDS = 5.0
 STDIN_DRAIN_SECONDS = 20.0
 _READ_CHUNK = 64 * 1024
 
-Event = dict[str, Any]
+Event = StartedEvent | OutputEvent | ExitEvent
 
 
 @dataclass(eq=False)  # by identity: a pid is reused, a record is not
@@ -145,13 +146,13 @@ def validate_signal(signo: int) -> int:
     return signo
 
 
-def exit_event(record: ProcessRecord) -> Event:
-    return {"type": "exit", "exitCode": record.exit_code, "signal": record.signal,
-            "oomKilled": record.oom_killed}
+def exit_event(record: ProcessRecord) -> ExitEvent:
+    return ExitEvent(exit_code=record.exit_code, signal=record.signal,
+                     oom_killed=record.oom_killed)
 
 
 async def follow(record: ProcessRecord, stdout_offset: int = 0,
-                 stderr_offset: int = 0) -> AsyncIterator[Event]:
+                 stderr_offset: int = 0) -> AsyncIterator[OutputEvent | ExitEvent]:
     """Output events from the given character offsets as output arrives, then the exit.
 
     Ends once the process has ended and its output drained (as far as the
@@ -159,14 +160,15 @@ async def follow(record: ProcessRecord, stdout_offset: int = 0,
     follower waiting).
     """
     offsets = {"stdout": stdout_offset, "stderr": stderr_offset}
-    buffers = {"stdout": record.stdout, "stderr": record.stderr}
+    buffers: dict[Literal["stdout", "stderr"], OutputSpool] = {"stdout": record.stdout,
+                                                                "stderr": record.stderr}
     while True:
         ended = record.finished.is_set()
         for name, buffer in buffers.items():
             # A chunk at a time: a follower starting at 0 of 16 MiB gets many events.
             for data in buffer.chunks(offsets[name]):
                 offsets[name] += len(data)
-                yield {"type": name, "data": data}
+                yield OutputEvent(type=name, data=data)
         if ended:
             yield exit_event(record)
             return
@@ -376,10 +378,10 @@ class ProcessManager:
         timer = asyncio.get_running_loop().call_later(
             timeout or DEFAULT_EXEC_TIMEOUT_SECONDS, expire)
         try:
-            yield {"type": "started", "pid": record.pid}
+            yield StartedEvent(pid=record.pid)
             async for event in follow(record):
-                if event["type"] == "exit":
-                    event["timedOut"] = timed_out
+                if isinstance(event, ExitEvent):
+                    event.timed_out = timed_out
                 yield event
         finally:
             timer.cancel()
