@@ -3,7 +3,8 @@
 Speaks docs/kernel-host-protocol.md on stdin/stdout (one JSON object per
 line); stderr is its log. It runs inside the sandbox with the image's own
 python3, so it uses only the standard library and jupyter_client 7.4 (Debian
-bookworm's), and never imports qbox.
+bookworm's), and never imports qbox. Its sibling modules (kernel_context,
+kernel_execution) arrive with it in the guest directory.
 
 Kernels talk to it over ZeroMQ ``ipc`` sockets in a private directory, so a
 sandbox without networking (not even loopback) can still run them.
@@ -11,143 +12,34 @@ sandbox without networking (not even loopback) can still run them.
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import contextlib
-import json
 import os
-import re
-import shlex
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import time
-import uuid
-from dataclasses import dataclass, field
-from queue import Empty
-from typing import Any
 
-from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-from jupyter_client.manager import AsyncKernelManager
+# The siblings are found from this file's directory even when the image's
+# environment says not to put a script's directory on sys.path (PYTHONSAFEPATH).
+# Nothing is written there: the guest directory is shared read-only.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True
+
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import uuid  # noqa: E402
+from typing import Any  # noqa: E402
+
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel  # noqa: E402
+from jupyter_client.manager import AsyncKernelManager  # noqa: E402
+from kernel_context import Context, RequestError, log  # noqa: E402
+from kernel_execution import Execution  # noqa: E402
 
 MAX_LINE = 64 * 1024 * 1024
-START_TIMEOUT = 60.0
-INTERRUPT_GRACE = 2.0
-POLL = 0.2
 SHUTDOWN_WAIT = 2.0
-LOG_TAIL = 2000
-# Jupyter messages carry these base64-encoded already; everything else is text or JSON.
-BINARY_MIMES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "application/pdf"})
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-class RequestError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def log(message: str) -> None:
-    print(f"kernel_host: {message}", file=sys.stderr, flush=True)
-
-
-def encode_bundle(data: dict[str, Any]) -> dict[str, str]:
-    """Every MIME value as base64 of its raw bytes (see the protocol's "Execute events")."""
-    out = {}
-    for mime, value in data.items():
-        if mime in BINARY_MIMES and isinstance(value, str):
-            compact = "".join(value.split())
-            try:
-                base64.b64decode(compact, validate=True)
-            except (binascii.Error, ValueError):
-                pass
-            else:
-                out[mime] = compact
-                continue
-        if mime.endswith("json") or not isinstance(value, str):
-            raw = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
-        else:
-            raw = value.encode("utf-8", "surrogatepass")
-        out[mime] = base64.b64encode(raw).decode("ascii")
-    return out
-
-
-def env_code(language: str, env: dict[str, str]) -> tuple[str, str] | None:
-    """Silent code to set ``env`` before an execution and to restore it after, or None."""
-    if not env:
-        return None
-    if language == "python":
-        values = json.dumps(env)
-        setup = (
-            "import os as __qbox_os\n"
-            f"__qbox_saved_env = {{k: __qbox_os.environ.get(k) for k in {values}}}\n"
-            f"__qbox_os.environ.update({values})\n"
-        )
-        restore = (
-            "for __qbox_k, __qbox_v in __qbox_saved_env.items():\n"
-            "    if __qbox_v is None:\n"
-            "        __qbox_os.environ.pop(__qbox_k, None)\n"
-            "    else:\n"
-            "        __qbox_os.environ[__qbox_k] = __qbox_v\n"
-            "del __qbox_saved_env, __qbox_os\n"
-        )
-        return setup, restore
-    if language == "bash":
-        setup_lines, restore_lines = [], []
-        for name, value in env.items():
-            setup_lines.append(
-                f'if [ -n "${{{name}+x}}" ]; then __qbox_had_{name}=1; __qbox_old_{name}="${name}"; '
-                f"else __qbox_had_{name}=0; fi; export {name}={shlex.quote(value)}"
-            )
-            restore_lines.append(
-                f'if [ "$__qbox_had_{name}" = 1 ]; then export {name}="$__qbox_old_{name}"; '
-                f"else unset {name}; fi; unset __qbox_had_{name} __qbox_old_{name}"
-            )
-        return "\n".join(setup_lines), "\n".join(restore_lines)
-    return None
-
-
-@dataclass
-class Context:
-    id: str
-    kernel: str
-    language: str
-    manager: AsyncKernelManager
-    log_path: str
-    state: str = "starting"
-    client: Any = None
-    # The kernel's stdout and stderr; open for the context's life, as restarts reuse it.
-    log_file: Any = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Bumped by restart/stop so a running execution knows its kernel is gone.
-    generation: int = 0
-
-    def log_tail(self) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - LOG_TAIL))
-                return f.read().decode("utf-8", "replace").strip()
-        except OSError:
-            return ""
-
-    async def death_note(self) -> str:
-        process = getattr(self.manager.provisioner, "process", None)
-        code = process.poll() if process is not None else None
-        if code is None:
-            return "the kernel died"
-        if code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = f"signal {-code}"
-            return f"the kernel was killed by {name}" + (" (out of memory?)" if -code == signal.SIGKILL else "")
-        return f"the kernel exited with status {code}"
 
 
 class KernelHost:
@@ -259,7 +151,7 @@ class KernelHost:
             # should come back as display_data, which the inline backend does.
             kernel_env["MPLBACKEND"] = INLINE_BACKEND
         try:
-            context.log_file = open(context.log_path, "ab")  # noqa: SIM115 (closed by _dispose)
+            context.log_file = open(context.log_path, "ab")  # noqa: SIM115 (closed by dispose)
             await manager.start_kernel(
                 cwd=cwd,
                 env=kernel_env,
@@ -269,10 +161,10 @@ class KernelHost:
             )
             context.client = manager.client()
             context.client.start_channels()
-            await asyncio.wait_for(context.client.wait_for_ready(timeout=START_TIMEOUT), START_TIMEOUT + 5)
+            await context.wait_ready()
         except Exception as exc:  # noqa: BLE001 - jupyter_client raises anything; all mean "did not start"
             self.contexts.pop(context_id, None)
-            await _dispose(context)
+            await context.dispose()
             tail = context.log_tail()
             raise RequestError(
                 "kernel_start_failed", f"kernel {kernel!r} did not start: {exc}" + (f"\n{tail}" if tail else "")
@@ -294,8 +186,7 @@ class KernelHost:
         context.generation += 1
         context.state = "starting"
         try:
-            await context.manager.restart_kernel(now=True)
-            await asyncio.wait_for(context.client.wait_for_ready(timeout=START_TIMEOUT), START_TIMEOUT + 5)
+            await context.restart()
         except Exception as exc:  # noqa: BLE001 - as in op_start
             context.state = "dead"
             raise RequestError("kernel_start_failed", f"restart failed: {exc}\n{context.log_tail()}") from None
@@ -307,7 +198,7 @@ class KernelHost:
         self.contexts.pop(context.id, None)
         context.generation += 1
         context.state = "dead"
-        await _dispose(context)
+        await context.dispose()
         self.emit({"id": request_id, "event": "ok", "context": context.id})
 
     async def op_execute(self, request_id: int, request: dict[str, Any]) -> None:
@@ -317,7 +208,7 @@ class KernelHost:
         if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0):
             raise RequestError("invalid_request", "timeout must be a non-negative number of seconds")
         env = _env(request)
-        execution = Execution(self, context, request_id)
+        execution = Execution(self.emit, context, request_id)
         self.executions[request_id] = execution
         try:
             async with context.lock:
@@ -358,170 +249,7 @@ class KernelHost:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         contexts = list(self.contexts.values())
         self.contexts.clear()
-        await asyncio.gather(*(_dispose(c) for c in contexts), return_exceptions=True)
-
-
-class Execution:
-    """One ``execute`` request: env setup, the code, iopub relay, env restore."""
-
-    def __init__(self, host: KernelHost, context: Context, request_id: int) -> None:
-        self.host = host
-        self.context = context
-        self.request_id = request_id
-        self.generation = context.generation
-        self.restarted = False
-        # Set by ``cancel``: the kernel is interrupted as on a timeout.
-        self.cancelled = False
-
-    def emit(self, event: dict[str, Any]) -> None:
-        self.host.emit({"id": self.request_id, **event})
-
-    async def run(self, code: str, timeout: float | None, env: dict[str, str]) -> None:
-        started = time.monotonic()
-        outcome = "ok"
-        env_steps = env_code(self.context.language, env)
-        if env_steps is not None:
-            outcome = await self._silent(env_steps[0])
-        if outcome == "ok":
-            msg_id = self.context.client.execute(code, store_history=True, allow_stdin=False, stop_on_error=False)
-            outcome = await self._relay(msg_id, timeout)
-        if outcome in ("ok", "timed_out", "cancelled") and env_steps is not None and not self.restarted:
-            # An interrupted kernel keeps its state, so it gets its environment
-            # back; a restarted one (a new generation) never had ours.
-            await self._silent(env_steps[1])
-        done = {
-            "event": "done",
-            "executionMs": int((time.monotonic() - started) * 1000),
-            "timedOut": outcome == "timed_out",
-            "kernelDied": outcome == "died",
-        }
-        if outcome == "cancelled":
-            done["cancelled"] = True
-        self.emit(done)
-
-    async def _silent(self, code: str) -> str:
-        msg_id = self.context.client.execute(code, silent=True, store_history=False, allow_stdin=False)
-        while True:
-            if await self._gone():
-                return "died"
-            try:
-                reply = await self.context.client.get_shell_msg(timeout=POLL)
-            except Empty:
-                continue
-            if reply.get("parent_header", {}).get("msg_id") == msg_id:
-                return "ok"
-
-    async def _gone(self) -> bool:
-        """True (having said why) once the kernel died or was restarted under us."""
-        context = self.context
-        if context.generation != self.generation:
-            self._died("the kernel was restarted or stopped during the execution")
-            return True
-        if not await context.manager.is_alive():
-            self._died(await context.death_note())
-            context.state = "dead"
-            return True
-        return False
-
-    def _died(self, how: str) -> None:
-        self.emit({"event": "error", "error": {"name": "KernelDied", "value": how, "traceback": []}})
-
-    async def _relay(self, msg_id: str, timeout: float | None) -> str:
-        client = self.context.client
-        deadline = None if timeout is None else time.monotonic() + timeout
-        # ipykernel ignores SIGINT until it runs a request: an interrupt sent before our
-        # ``execute_input`` could be lost (then the kernel would be restarted, its state
-        # gone). So it waits for that, or for INTERRUPT_GRACE from a kernel that never says.
-        running = False
-        stop_at: float | None = None
-        interrupted_at: float | None = None
-        why = "ok"
-        while True:
-            try:
-                msg = await client.get_iopub_msg(timeout=POLL)
-            except Empty:
-                msg = None
-            if msg is not None and msg.get("parent_header", {}).get("msg_id") == msg_id:
-                running = running or msg.get("msg_type") == "execute_input"
-                if self._relay_one(msg):
-                    break
-            elif msg is None and await self._gone():
-                return "died"
-            # Checked after every message too: a cell that prints without pause still stops.
-            now = time.monotonic()
-            if stop_at is None and (self.cancelled or (deadline is not None and now >= deadline)):
-                why = "cancelled" if self.cancelled else "timed_out"
-                stop_at = now
-            if interrupted_at is None and stop_at is not None and (running or now >= stop_at + INTERRUPT_GRACE):
-                log(f"context {self.context.id}: {why.replace('_', ' ')}, interrupting")
-                await self.context.manager.interrupt_kernel()
-                interrupted_at = now
-            elif interrupted_at is not None and now >= interrupted_at + INTERRUPT_GRACE:
-                log(f"context {self.context.id}: interrupt ignored, restarting")
-                return await self._restart_after_interrupt(why)
-        await self._drain_reply(msg_id)
-        return why
-
-    def _relay_one(self, msg: dict[str, Any]) -> bool:
-        """Relay one iopub message of our execution; True when the kernel went idle."""
-        kind = msg.get("msg_type")
-        content = msg.get("content", {})
-        if kind == "stream":
-            self.emit({"event": "stream", "stream": content.get("name", "stdout"), "text": content.get("text", "")})
-        elif kind in ("display_data", "update_display_data"):
-            self.emit({"event": "display", "data": encode_bundle(content.get("data", {}))})
-        elif kind == "execute_result":
-            self.emit({"event": "result", "data": encode_bundle(content.get("data", {}))})
-        elif kind == "error":
-            error = {
-                "name": str(content.get("ename", "")),
-                "value": str(content.get("evalue", "")),
-                "traceback": [str(line) for line in content.get("traceback", [])],
-            }
-            self.emit({"event": "error", "error": error})
-        elif kind == "status" and content.get("execution_state") == "idle":
-            return True
-        return False
-
-    async def _drain_reply(self, msg_id: str) -> None:
-        # The execute_reply follows (or just precedes) idle; take it off the
-        # shell queue so it does not pile up there.
-        deadline = time.monotonic() + INTERRUPT_GRACE
-        while time.monotonic() < deadline:
-            try:
-                reply = await self.context.client.get_shell_msg(timeout=POLL)
-            except Empty:
-                continue
-            if reply.get("parent_header", {}).get("msg_id") == msg_id:
-                return
-
-    async def _restart_after_interrupt(self, why: str) -> str:
-        context = self.context
-        context.generation += 1
-        self.generation = context.generation
-        self.restarted = True
-        context.state = "starting"
-        what = "was cancelled" if why == "cancelled" else "timed out"
-        self.emit(
-            {
-                "event": "error",
-                "error": {
-                    "name": "TimeoutError",
-                    "value": f"the execution {what} and the kernel ignored the interrupt; "
-                    "it was restarted and its state is lost",
-                    "traceback": [],
-                },
-            }
-        )
-        try:
-            await context.manager.restart_kernel(now=True)
-            await asyncio.wait_for(context.client.wait_for_ready(timeout=START_TIMEOUT), START_TIMEOUT + 5)
-        except Exception as exc:  # noqa: BLE001 - as in op_start
-            log(f"context {context.id}: restart after the interrupt failed: {exc!r}")
-            context.state = "dead"
-            return why
-        context.state = "busy"
-        return why
+        await asyncio.gather(*(c.dispose() for c in contexts), return_exceptions=True)
 
 
 def _string(request: dict[str, Any], name: str, *, allow_empty: bool = False) -> str:
@@ -539,20 +267,6 @@ def _env(request: dict[str, Any]) -> dict[str, str]:
         if not _ENV_NAME_RE.fullmatch(name):
             raise RequestError("invalid_request", f"env name {name!r} is not a valid variable name")
     return env
-
-
-async def _dispose(context: Context) -> None:
-    if context.client is not None:
-        context.client.stop_channels()
-    try:
-        if context.manager.has_kernel:
-            await context.manager.shutdown_kernel(now=context.state in ("dead", "busy"))
-    except Exception as exc:  # noqa: BLE001 - a kernel that will not stop gets killed below
-        log(f"context {context.id}: shutdown: {exc!r}")
-        with contextlib.suppress(Exception):
-            await context.manager.provisioner.kill()  # type: ignore[union-attr]
-    if context.log_file is not None:
-        context.log_file.close()
 
 
 async def read_requests(host: KernelHost) -> None:
