@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from qbox.agent.spec import check_env
+from qbox.core.errors import ValidationError
+from qbox.core.ids import is_sandbox_id
 from qbox.core.timefmt import from_wire, to_wire
 
 STATE_FILE = "sandbox.json"
+
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")
 
 
 class SandboxStatus(StrEnum):
@@ -50,6 +56,15 @@ class SandboxParams:
     # A template build's sandbox: never listed (the control plane does not know it),
     # removed by the next agent if one is left behind.
     build: bool = False
+
+    def validate(self) -> None:
+        if not is_sandbox_id(self.id):
+            raise ValidationError.for_fields({"id": "must look like sb_<8-40 of [0-9a-z]>"})
+        if self.hostname is not None and not _HOSTNAME_RE.match(self.hostname):
+            raise ValidationError.for_fields({"hostname": "must be a valid host name label"})
+        if self.vcpus < 1 or self.memory_mb < 16:
+            raise ValidationError.for_fields({"vcpus/memoryMb": "vcpus ≥ 1, memoryMb ≥ 16"})
+        check_env(self.envs, "envs")
 
 
 @dataclass

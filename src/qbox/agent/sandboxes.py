@@ -2,67 +2,45 @@
 
 Create is the hot path (target: well under 150 ms through the HTTP API): the
 bundle (bundle.py), then one ``crun run --detach``. A sandbox's state changes
-only through lifecycle.py; restart adoption is adoption.py; what the agent
-does as a sandbox's user is as_user.py.
+only through lifecycle.py; restart adoption is adoption.py; commands and
+shells start in running_sandbox.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from qbox.agent import adoption, as_user, shell, users
-from qbox.agent import spec as specs
-from qbox.agent.bundle import BundleBuilder, output_spool_dir
+from qbox.agent import adoption, as_user, shell
+from qbox.agent.bundle import BundleBuilder
 from qbox.agent.files import SandboxFiles
 from qbox.agent.idmap import IdMapping
 from qbox.agent.interpreter.manager import CodeInterpreter, CodeInterpreters
 from qbox.agent.isolation import NO_ISOLATION, IsolationPolicy, oom_counter
 from qbox.agent.lifecycle import DELETED_REASON, SandboxEvent, advance, init_exit_reason
 from qbox.agent.network import NoNetwork, SandboxNetwork
-from qbox.agent.openat2 import RootDir
 from qbox.agent.processes import ExecResult, ProcessManager, ProcessRecord
 from qbox.agent.rootfs import SandboxFilesystem
-from qbox.agent.runtime.base import (
-    CommandStartError,
-    ConsoleSize,
-    ContainerStatus,
-    ProcessHandle,
-    ProcessSpec,
-    RuntimeCapability,
-    RuntimeDriver,
-    RuntimeFailure,
-)
+from qbox.agent.runtime.base import ConsoleSize, RuntimeDriver
 from qbox.agent.runtime.registry import Runtimes
+from qbox.agent.running_sandbox import RunningSandbox, ended
 from qbox.agent.sandbox import Sandbox, SandboxParams, SandboxStatus
 from qbox.agent.sandbox_images import ImageSource, image_config_env, image_layers
 from qbox.agent.settings import AgentSettings
-from qbox.core.errors import (
-    ConflictError,
-    SandboxNotActiveError,
-    SandboxNotFoundError,
-    SshUnavailableError,
-    ValidationError,
-)
+from qbox.core.errors import ConflictError, SandboxNotActiveError, SandboxNotFoundError
 from qbox.core.ids import is_sandbox_id
-from qbox.core.sandbox_ends import describe_end
 from qbox.core.timefmt import utcnow
 
 log = logging.getLogger("qbox.agent.sandboxes")
 
-# How long a command's unknown end waits for the sandbox's watcher to see its init die.
-DEATH_NOTICE_SECONDS = 5.0
-
-_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")
-
 
 class SandboxManager:
+    """Every sandbox of this host by id; the one door to them for the routes and builds."""
+
     def __init__(self, settings: AgentSettings, runtime: RuntimeDriver, images: ImageSource,
                  filesystem: SandboxFilesystem, network: SandboxNetwork | None = None,
                  isolation: IsolationPolicy = NO_ISOLATION,
@@ -77,8 +55,7 @@ class SandboxManager:
         self._fs = filesystem
         self._dir = settings.sandboxes_dir
         self._sandboxes: dict[str, Sandbox] = {}
-        self._processes: dict[str, ProcessManager] = {}
-        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, RunningSandbox] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._image_envs: dict[str, dict[str, str]] = {}
         # Jupyter kernels per sandbox (interpreter/): warmed up at boot when the image has some.
@@ -103,7 +80,7 @@ class SandboxManager:
     def _active(self, sandbox_id: str) -> Sandbox:
         sandbox = self.get(sandbox_id)
         if sandbox.status is SandboxStatus.STOPPED:
-            raise self._ended(sandbox)
+            raise ended(sandbox)
         if sandbox.status is not SandboxStatus.RUNNING:
             raise SandboxNotActiveError(f"sandbox {sandbox_id} is {sandbox.status.value}",
                                         details={"currentState": sandbox.status.value})
@@ -113,9 +90,13 @@ class SandboxManager:
     def runtime_names(self) -> list[str]:
         return self._runtimes.names
 
-    def processes(self, sandbox_id: str) -> ProcessManager:
+    def _running_of(self, sandbox_id: str) -> RunningSandbox:
+        """The running sandbox behind an id; refused (404, 409) unless it runs."""
         self._active(sandbox_id)
-        return self._processes[sandbox_id]
+        return self._running[sandbox_id]
+
+    def processes(self, sandbox_id: str) -> ProcessManager:
+        return self._running_of(sandbox_id).processes
 
     def code(self, sandbox_id: str) -> CodeInterpreter:
         self._active(sandbox_id)
@@ -148,17 +129,8 @@ class SandboxManager:
 
     # --- create ----------------------------------------------------------------
 
-    def _validate(self, params: SandboxParams) -> None:
-        if not is_sandbox_id(params.id):
-            raise ValidationError.for_fields({"id": "must look like sb_<8-40 of [0-9a-z]>"})
-        if params.hostname is not None and not _HOSTNAME_RE.match(params.hostname):
-            raise ValidationError.for_fields({"hostname": "must be a valid host name label"})
-        if params.vcpus < 1 or params.memory_mb < 16:
-            raise ValidationError.for_fields({"vcpus/memoryMb": "vcpus ≥ 1, memoryMb ≥ 16"})
-        specs.check_env(params.envs, "envs")
-
     async def create(self, params: SandboxParams) -> Sandbox:
-        self._validate(params)
+        params.validate()
         runtime = self._runtimes.for_spawn(params.runtime)
         async with self._locked(params.id):
             if params.id in self._sandboxes:
@@ -194,22 +166,11 @@ class SandboxManager:
 
     def _attach(self, sandbox: Sandbox) -> None:
         """Take the running sandbox on: its process table, its watcher, its kernels."""
-        self._processes[sandbox.id] = ProcessManager(
-            self._runtimes.of(sandbox), sandbox.id,
-            max_finished=self._settings.max_finished_processes,
-            output_cap_bytes=self._settings.output_cap_bytes,
-            oom_kills=oom_counter(sandbox.id),
-            kill_grace=self._settings.kill_grace_seconds,
-            spool_dir=output_spool_dir(sandbox.directory),
-        )
-        self._watchers[sandbox.id] = asyncio.create_task(self._watch(sandbox))
-        self.interpreters.attach(sandbox.id, sandbox.rootfs,
-                                 functools.partial(self._spawn_kernel_host, sandbox))
-
-    async def _spawn_kernel_host(self, sandbox: Sandbox, argv: list[str]) -> ProcessHandle:
-        # As the sandbox user in its home, like any command (its env, its limits).
-        process = self._process_spec(sandbox, argv, env=None, cwd=None, user=None)
-        return await self._runtimes.of(sandbox).exec(sandbox.id, process, stdin=True)
+        running = RunningSandbox(sandbox, self._runtimes.of(sandbox), self._isolation,
+                                 self._settings)
+        self._running[sandbox.id] = running
+        running.watcher = asyncio.create_task(self._watch(sandbox))
+        self.interpreters.attach(sandbox.id, sandbox.rootfs, running.spawn_kernel_host)
 
     async def _watch(self, sandbox: Sandbox) -> None:
         """Mark the sandbox stopped when its init exits (not through delete)."""
@@ -257,7 +218,7 @@ class SandboxManager:
         """Every step runs even when an earlier one fails, so one error never strands the rest
         (mounts, loop devices, the netns); the first error is raised at the end. With
         ``keep_filesystem`` only the processes end (the rootfs, disk and netns stay)."""
-        watcher = self._watchers.pop(sandbox_id, None)
+        running = self._running.pop(sandbox_id, None)
         errors: list[BaseException] = []
 
         async def step(action: Callable[[], Awaitable[object]]) -> None:
@@ -271,12 +232,11 @@ class SandboxManager:
             runtimes = self._runtimes.that_may_hold(self._sandboxes.get(sandbox_id))
         for runtime in runtimes:
             await step(functools.partial(runtime.delete, sandbox_id))
-        processes = self._processes.pop(sandbox_id, None)
-        if processes is not None:
-            await step(processes.close)
+        if running is not None:
+            await step(running.processes.close)
         await step(functools.partial(self.interpreters.detach, sandbox_id))
-        if watcher is not None:
-            watcher.cancel()
+        if running is not None and running.watcher is not None:
+            running.watcher.cancel()
         if not keep_filesystem:
             if directory.exists():
                 await step(lambda: asyncio.to_thread(self._fs.release, directory))
@@ -286,95 +246,27 @@ class SandboxManager:
 
     # --- commands --------------------------------------------------------------
 
-    def _process_spec(self, sandbox: Sandbox, argv: list[str], *, env: dict[str, str] | None,
-                      cwd: str | None, user: str | None,
-                      who: users.UserInfo | None = None) -> ProcessSpec:
-        return as_user.command_process(sandbox, self._isolation, argv, env=env, cwd=cwd,
-                                       user=user, who=who)
-
-    async def _not_running(self, sandbox: Sandbox) -> bool:
-        """After a failed start: was it the sandbox (its init just died) rather than the command?"""
-        state = await self._runtimes.of(sandbox).state(sandbox.id)
-        return state is None or state.status is not ContainerStatus.RUNNING
-
-    async def _died(self, sandbox: Sandbox) -> bool:
-        """After a command whose end is unknown: did the sandbox die under it? Its watcher
-        records why, a moment after the runtime let the command go."""
-        watcher = self._watchers.get(sandbox.id)
-        if watcher is not None and sandbox.status is SandboxStatus.RUNNING:
-            await asyncio.wait({watcher}, timeout=DEATH_NOTICE_SECONDS)
-        return sandbox.status is not SandboxStatus.RUNNING or await self._not_running(sandbox)
-
-    @staticmethod
-    def _ended(sandbox: Sandbox, what: str = "is not running") -> SandboxNotActiveError:
-        """The 409 for a sandbox that died: why, in the user's words (never a runtime's)."""
-        reason = describe_end(sandbox.exit_reason)
-        return SandboxNotActiveError(f"sandbox {sandbox.id} {what}: {reason}",
-                                     details={"currentState": "stopped", "reason": reason})
-
     async def start_command(self, sandbox_id: str, argv: list[str], *,
                             env: dict[str, str] | None = None, cwd: str | None = None,
                             user: str | None = None, stdin: str | None = None,
                             keep_stdin: bool = False,
                             ephemeral: bool = False) -> ProcessRecord:
         """Start a command; ``ephemeral`` for a streamed /exec (see ProcessManager.start)."""
-        sandbox = self._active(sandbox_id)
-        process = self._process_spec(sandbox, argv, env=env, cwd=cwd, user=user)
-        try:
-            return await self._processes[sandbox_id].start(
-                process, stdin=stdin, keep_stdin=keep_stdin, ephemeral=ephemeral)
-        except CommandStartError:
-            if await self._not_running(sandbox):
-                raise self._ended(sandbox) from None
-            raise
+        return await self._running_of(sandbox_id).start_command(
+            argv, env=env, cwd=cwd, user=user, stdin=stdin, keep_stdin=keep_stdin,
+            ephemeral=ephemeral)
 
     async def exec(self, sandbox_id: str, argv: list[str], *, env: dict[str, str] | None = None,
                    cwd: str | None = None, user: str | None = None, stdin: str | None = None,
                    timeout: float | None = None) -> ExecResult:
-        sandbox = self._active(sandbox_id)
-        process = self._process_spec(sandbox, argv, env=env, cwd=cwd, user=user)
-        try:
-            result = await self._processes[sandbox_id].run(process, stdin=stdin, timeout=timeout)
-        except CommandStartError:
-            if await self._not_running(sandbox):
-                raise self._ended(sandbox) from None
-            raise
-        # A negative exit code: the runtime could not learn the command's end.
-        if result.exit_code < 0 and await self._died(sandbox):
-            result.release()
-            raise self._ended(sandbox, "stopped while the command ran")
-        return result
+        return await self._running_of(sandbox_id).exec(argv, env=env, cwd=cwd, user=user,
+                                                   stdin=stdin, timeout=timeout)
 
     async def open_shell(self, sandbox_id: str, size: ConsoleSize, *, command: str | None = None,
                          user: str | None = None) -> shell.ShellSession:
         """The user's login shell on a PTY (running ``command`` if given), like an ssh login:
         as that user, in their home, with the sandbox's env plus TERM and SHELL."""
-        sandbox = self._active(sandbox_id)
-        runtime = self._runtimes.of(sandbox)
-        user = as_user.user_of(sandbox, user)
-        who = users.resolve_in_rootfs(sandbox.rootfs, user)
-        with RootDir(sandbox.rootfs) as root:
-            login = shell.login_shell(root, who.name)
-        process = dataclasses.replace(
-            self._process_spec(sandbox, shell.shell_argv(login, command), cwd=None, user=user,
-                               who=who, env={"TERM": "xterm-256color", "SHELL": login}),
-            terminal=True, console_size=size)
-        try:
-            handle = await runtime.exec(sandbox.id, process)
-        except (CommandStartError, RuntimeFailure) as exc:
-            if await self._not_running(sandbox):
-                raise self._ended(sandbox) from None
-            raise SshUnavailableError(f"cannot open a terminal in {sandbox_id}: {exc.message}",
-                                      details={"sandboxId": sandbox_id}) from exc
-        session = shell.ShellSession(handle, kill_grace=self._settings.kill_grace_seconds)
-        owner = self._isolation.acting_ids(who.uid, who.gid)
-        if (owner is not None and handle.console is not None
-                and RuntimeCapability.HOST_PTY in runtime.capabilities):
-            try:
-                shell.give_terminal(handle.console, owner[0])
-            except OSError as exc:  # the shell works without it; programs reopening it may not
-                log.warning("cannot give the terminal of %s to %s: %s", sandbox_id, who.name, exc)
-        return session
+        return await self._running_of(sandbox_id).open_shell(size, command=command, user=user)
 
     # --- restart ---------------------------------------------------------------
 
@@ -398,9 +290,9 @@ class SandboxManager:
 
     async def close(self) -> None:
         """Stop watching (on agent shutdown); sandboxes keep running."""
-        for watcher in self._watchers.values():
-            watcher.cancel()
-        self._watchers.clear()
+        for running in self._running.values():
+            if running.watcher is not None:
+                running.watcher.cancel()
         # Closing a kernel host's stdin makes it shut its kernels down.
         await self.interpreters.close()
         await self._network.close()
