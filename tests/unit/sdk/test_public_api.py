@@ -121,6 +121,18 @@ def test_every_name_resolves_to_the_same_object() -> None:
         assert getattr(qbox, name) is getattr(qbox.sdk, name)
 
 
+def test_one_class_in_the_sdk_is_called_step_the_template_build_step() -> None:
+    import pkgutil
+
+    steps = {}
+    for module in pkgutil.iter_modules(qbox.sdk.__path__, "qbox.sdk."):
+        found = getattr(__import__(module.name, fromlist=["_"]), "Step", None)
+        if found is not None:
+            steps[module.name] = found
+    assert steps and all(found is qbox.Step for found in steps.values()), steps
+    assert qbox.Step.run("make") == {"run": "make", "user": "root"}
+
+
 def test_errors_are_the_core_hierarchy() -> None:
     from qbox.core import errors
 
