@@ -96,7 +96,7 @@ class NoIsolation(IsolationPolicy):
     """The null policy: no user namespace, seccomp, rlimits or disk quota, and the agent
     acts in sandbox files as itself (without root it has no other ids to take)."""
 
-    def acting_ids(self, uid: int, gid: int) -> None:
+    def acting_ids(self, uid: int, gid: int) -> tuple[int, int] | None:
         return None
 
 

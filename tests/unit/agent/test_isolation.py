@@ -22,7 +22,7 @@ def test_policy_from_settings(tmp_path: Path) -> None:
     assert bare.layer_options(64) == LayerOptions()
 
 
-def test_host_ids_and_what_the_fake_gets() -> None:
+def test_host_ids_and_a_policy_that_asks_for_nothing() -> None:
     assert IsolationPolicy(mapping=IdMapping()).host_ids(1000, 1000) == (101_000, 101_000)
     assert IsolationPolicy().host_ids(1000, 1000) == (1000, 1000)
     assert IsolationPolicy().config_fields() == {"id_mapping": None, "seccomp": None,
