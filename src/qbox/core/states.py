@@ -1,4 +1,8 @@
-"""Sandbox lifecycle states (WIRE_PROTOCOL.md §7)."""
+"""Sandbox lifecycle states (WIRE_PROTOCOL.md §7).
+
+Which event moves a sandbox from one state to another is the control plane's
+lifecycle table (``server/services/lifecycle.py``); here are only the states.
+"""
 
 from __future__ import annotations
 
@@ -21,3 +25,5 @@ class SandboxState(StrEnum):
 
 
 TERMINAL_STATES = frozenset({SandboxState.TERMINATED, SandboxState.KILLED, SandboxState.FAILED})
+# A live sandbox may still end; a terminal one never changes again.
+LIVE_STATES = frozenset(SandboxState) - TERMINAL_STATES

@@ -13,6 +13,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from fastapi import FastAPI
 
@@ -40,13 +41,16 @@ from qbox.server.http.auditing import AuditMiddleware
 from qbox.server.http.body import InputEdgeMiddleware
 from qbox.server.services import bootstrap
 from qbox.server.services.context import AgentPool, ServiceContext
-from qbox.server.services.reconcile import reconcile_host
+from qbox.server.services.hostsync import sync_host, sync_hosts
+from qbox.server.services.periodic import Periodic
 from qbox.server.services.registry import Services
+from qbox.server.services.template_builds import HEARTBEAT_SECONDS, STALE_SWEEP_SECONDS
 from qbox.server.settings import ServerSettings
 
 log = logging.getLogger("qbox.server")
 
 LOCAL_HOST_ID = "local"
+AUDIT_PRUNE_SECONDS = 3600.0
 
 
 @dataclass
@@ -62,6 +66,7 @@ class Startup:
     on_admin_created: Callable[[str, str], None] | None = None
     # Replaces the HTTP client to the local agent (tests pass an in-process one).
     local_agent: AgentClient | None = None
+    # The sandbox loops (reaper, host sync) and audit retention; unit tests drive them by hand.
     run_reaper: bool = True
     agent_wait_seconds: float = 30.0
 
@@ -71,6 +76,31 @@ def _local_agent(settings: ServerSettings) -> AgentClient:
     if secret is None:
         secret = (settings.data_dir / "agent-secret").read_text().strip()
     return HttpAgentClient(AgentEndpoint(settings.resolved_agent_address(), secret))
+
+
+def _periodic_tasks(services: Services, startup: Startup) -> list[Periodic]:
+    """Each background task as its own loop."""
+    settings = services.ctx.settings
+    builds = services.templates.builds
+    loops = [
+        Periodic("build lease refresh", HEARTBEAT_SECONDS, builds.refresh_leases,
+                 first_delay=HEARTBEAT_SECONDS),
+        # Builds that died with their process were failed at start; later ones are found here.
+        Periodic("stale build sweep", STALE_SWEEP_SECONDS, builds.expire_stale,
+                 first_delay=STALE_SWEEP_SECONDS),
+    ]
+    if not startup.run_reaper:
+        return loops
+    loops += [
+        Periodic("reaper", settings.reaper_interval_seconds, services.reaper.sweep),
+        Periodic("host sync", settings.host_sync_interval_seconds,
+                 lambda: sync_hosts(services.ctx, services.lifecycle)),
+    ]
+    if settings.audit_retention_days:
+        retention = timedelta(days=settings.audit_retention_days)
+        loops.append(Periodic("audit retention", AUDIT_PRUNE_SECONDS,
+                              lambda: services.audit.prune(retention)))
+    return loops
 
 
 async def _wait_for_agent(agent: AgentClient, seconds: float) -> None:
@@ -100,7 +130,7 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
         services = Services.build(ctx)
         app.state.services = services
         services.audit.start()
-        reaper_task: asyncio.Task[None] | None = None
+        loops: list[Periodic] = []
         try:
             interrupted = await services.templates.fail_interrupted_builds()
             if interrupted:
@@ -121,19 +151,18 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
                 await services.templates.ensure_builtin(name, ref, LOCAL_HOST_ID,
                                                         runtime=startup.builtin_runtimes.get(name, "crun"),
                                                         on_progress=startup.on_progress)
-            decided = await reconcile_host(ctx, services.sandboxes, LOCAL_HOST_ID)
-            if decided.mark_lost or decided.remove_from_host:
+            decided = await sync_host(ctx, services.lifecycle, LOCAL_HOST_ID, at_start=True)
+            if decided.ended or decided.strangers:
                 startup.on_progress(
-                    f"reconcile: {len(decided.mark_lost)} sandbox(es) marked lost, "
-                    f"{len(decided.remove_from_host)} unknown container(s) removed")
-            if startup.run_reaper:
-                reaper_task = asyncio.create_task(services.reaper.run_forever(), name="reaper")
+                    f"reconcile: {len(decided.ended)} sandbox(es) marked lost, "
+                    f"{len(decided.strangers)} unknown container(s) removed")
+            loops = _periodic_tasks(services, startup)
+            for loop in loops:
+                loop.start()
             yield
         finally:
-            if reaper_task is not None:
-                reaper_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reaper_task
+            for loop in loops:
+                await loop.stop()
             await services.templates.shutdown()
             await services.sandboxes.shutdown()
             await services.audit.stop()

@@ -6,9 +6,10 @@ import asyncio
 from datetime import timedelta
 from pathlib import Path
 
+from qbox.core.states import SandboxState
 from qbox.core.timefmt import utcnow
+from qbox.server.services.host_view import OnHost, compare
 from qbox.server.services.reaper import due_for_reaping
-from qbox.server.services.reconcile import plan
 from tests.unit.server.conftest import Harness, make_harness
 from tests.unit.server.fake_agent import FakeAgent
 from tests.unit.server.helpers import set_deadline
@@ -28,14 +29,16 @@ def test_due_for_reaping_picks_live_sandboxes_past_their_deadline() -> None:
 
 
 def test_reconcile_plan() -> None:
-    decided = plan(
-        on_host={"sb_known": "running", "sb_unknown": "running", "sb_stopped": "stopped",
-                 "sb_midboot": "running"},
-        believed={"sb_known": "running", "sb_stopped": "running", "sb_gone": "running",
-                  "sb_midboot": "booting"},
+    decided = compare(
+        "local",
+        on_host={"sb_known": OnHost("running"), "sb_unknown": OnHost("running"),
+                 "sb_stopped": OnHost("stopped"), "sb_midboot": OnHost("running")},
+        believed={"sb_known": SandboxState.RUNNING, "sb_stopped": SandboxState.RUNNING,
+                  "sb_gone": SandboxState.RUNNING, "sb_midboot": SandboxState.BOOTING},
+        at_start=True,
     )
     assert decided.remove_from_host == ["sb_midboot", "sb_stopped", "sb_unknown"]
-    assert decided.mark_lost == ["sb_gone", "sb_midboot", "sb_stopped"]
+    assert [e.sandbox_id for e in decided.ended] == ["sb_gone", "sb_midboot", "sb_stopped"]
 
 
 def _sweep(h: Harness) -> list[str]:
@@ -93,14 +96,22 @@ def test_restart_keeps_keys_and_reconciles(tmp_path: Path) -> None:
     gen.close()
 
 
-def test_ended_on_host_decisions() -> None:
-    from qbox.server.services.hostsync import ended_on_host
+def _ended_on_host(running: list[str] | dict[str, str],
+                   on_host: dict[str, dict[str, str]]) -> dict[str, str]:
+    """The periodic host sync's decision: id -> endReason."""
+    diff = compare("local", {sandbox_id: SandboxState.RUNNING for sandbox_id in running},
+                   {sandbox_id: OnHost.from_agent(row) for sandbox_id, row in on_host.items()},
+                   at_start=False)
+    assert diff.strangers == []  # unknown containers are left to the start-up reconcile
+    return {e.sandbox_id: e.change.reason for e in diff.ended}
 
-    decided = dict(ended_on_host(
+
+def test_ended_on_host_decisions() -> None:
+    decided = _ended_on_host(
         ["sb_ok", "sb_oom", "sb_gone", "sb_crashed"],
         {"sb_ok": {"status": "running"}, "sb_oom": {"status": "stopped", "exitReason": "oom"},
          "sb_crashed": {"status": "stopped"}, "sb_unknown": {"status": "running"}},
-    ))
+    )
     assert set(decided) == {"sb_oom", "sb_gone", "sb_crashed"}
     assert decided["sb_oom"] == "failed: out of memory: the sandbox used all of its memory and was stopped"
     assert decided["sb_gone"].startswith("lost")
@@ -108,13 +119,11 @@ def test_ended_on_host_decisions() -> None:
 
 
 def test_end_reasons_never_carry_the_agents_or_a_runtimes_words() -> None:
-    from qbox.server.services.hostsync import ended_on_host
-
     said = {"sb_signal": "init killed by signal 9", "sb_exit": "init exited with code 128",
             "sb_urpc": 'urpc method "containerManager.WaitPID" failed: EOF',
             "sb_restart": "lost: its init is gone (agent or host restarted)"}
-    decided = dict(ended_on_host(said, {sandbox_id: {"status": "stopped", "exitReason": reason}
-                                        for sandbox_id, reason in said.items()}))
+    decided = _ended_on_host(said, {sandbox_id: {"status": "stopped", "exitReason": reason}
+                                    for sandbox_id, reason in said.items()})
     for sandbox_id, reason in said.items():
         assert reason not in decided[sandbox_id]
         assert not {"init", "urpc", "signal", "gVisor", "runsc", "crun"} & set(decided[sandbox_id].split())
@@ -129,8 +138,8 @@ def test_host_sync_marks_an_oom_killed_sandbox_failed(harness: Harness) -> None:
     harness.agent.sandboxes[sb["id"]]["status"] = "stopped"
     harness.agent.sandboxes[sb["id"]]["exitReason"] = "oom"
     services = harness.client.app.state.services  # type: ignore[attr-defined]
-    decided = harness.client.portal.call(sync_host, services.ctx, services.sandboxes, "local")  # type: ignore[union-attr]
-    assert [d[0] for d in decided] == [sb["id"]]
+    decided = harness.client.portal.call(sync_host, services.ctx, services.lifecycle, "local")  # type: ignore[union-attr]
+    assert [e.sandbox_id for e in decided.ended] == [sb["id"]]
     got = harness.client.get(f"/v1/sandboxes/{sb['id']}", headers=harness.auth()).json()
     assert got["status"] == "failed" and "out of memory" in got["endReason"]
     logs = harness.client.get(f"/v1/sandboxes/{sb['id']}/logs", headers=harness.auth()).json()

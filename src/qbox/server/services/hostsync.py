@@ -1,54 +1,54 @@
-"""Notice sandboxes that ended on their own: their init died (OOM, a crash) or the host lost them.
+"""Make the database and a host agent agree: at start (reconcile) and then periodically.
 
-Runs periodically beside the reaper. Only sandboxes the database has as
-``running`` are considered, so a sandbox still booting is never mistaken for
-a lost one; unknown containers are left to the start-up reconcile.
+At start, containers the control plane does not hold live are removed and
+every sandbox it believes alive that the host does not run is failed. While
+serving, the sync notices sandboxes that ended on their own: their init died
+(OOM, a crash) or the host lost them. Which is which is ``host_view.compare``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from typing import Any
 
 from sqlalchemy import select
 
 from qbox.core.errors import QboxError
-from qbox.core.sandbox_ends import describe_end
-from qbox.core.states import SandboxState
+from qbox.core.states import LIVE_STATES, SandboxState
 from qbox.server.db.tables import Sandbox
 from qbox.server.services.context import ServiceContext
-from qbox.server.services.sandboxes import SandboxService
+from qbox.server.services.host_view import HostDiff, OnHost, compare
+from qbox.server.services.lifecycle import SandboxLifecycle, values_of
+from qbox.server.services.periodic import each
 
 log = logging.getLogger("qbox.hostsync")
 
 
-def ended_on_host(running: Iterable[str], on_host: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str]]:
-    """(id, reason) for each sandbox believed running that its host no longer runs."""
-    ended = []
-    for sandbox_id in sorted(running):
-        row = on_host.get(sandbox_id)
-        if row is None:
-            ended.append((sandbox_id, "lost: the host no longer has this sandbox"))
-        elif row.get("status") != "running":
-            # The agent's exitReason is its own shorthand: the user reads plain words.
-            ended.append((sandbox_id, f"failed: {describe_end(row.get('exitReason'))}"))
-    return ended
-
-
-async def sync_host(ctx: ServiceContext, sandboxes: SandboxService, host_id: str) -> list[tuple[str, str]]:
+async def sync_host(ctx: ServiceContext, lifecycle: SandboxLifecycle, host_id: str, *,
+                    at_start: bool = False) -> HostDiff:
+    """Compare the host's sandboxes with the database's and apply the difference."""
+    agent = ctx.agents.for_host(host_id)
+    on_host = {str(row["id"]): OnHost.from_agent(row) for row in await agent.list_sandboxes()}
     async with ctx.sessions() as session:
-        running = set((await session.execute(
-            select(Sandbox.id).where(Sandbox.host_id == host_id,
-                                     Sandbox.status == SandboxState.RUNNING.value))).scalars().all())
-    if not running:
-        return []
-    try:
-        rows = await ctx.agents.for_host(host_id).list_sandboxes()
-    except QboxError as exc:
-        log.warning("host %s did not answer the sync: %s", host_id, exc.message)
-        return []
-    decided = ended_on_host(running, {row["id"]: row for row in rows})
-    for sandbox_id, reason in decided:
-        await sandboxes.end(sandbox_id, SandboxState.FAILED, reason, level="error")
-    return decided
+        rows = (await session.execute(
+            select(Sandbox.id, Sandbox.status).where(Sandbox.host_id == host_id,
+                                                     Sandbox.status.in_(values_of(LIVE_STATES)))
+        )).all()
+    diff = compare(host_id, {row[0]: SandboxState(row[1]) for row in rows}, on_host,
+                   at_start=at_start)
+    for ending in diff.ended:
+        ended = await lifecycle.end(ending.sandbox_id, ending.change, remove_from_host=False)
+        if ended and ending.on_host:
+            await lifecycle.remove_from_host(ending.sandbox_id, host_id)
+    for sandbox_id in diff.strangers:
+        try:
+            await agent.delete_sandbox(sandbox_id)
+            log.info("reconcile: removed %s from host %s", sandbox_id, host_id)
+        except QboxError as exc:
+            log.error("reconcile: could not remove %s: %s", sandbox_id, exc.message)
+    return diff
+
+
+async def sync_hosts(ctx: ServiceContext, lifecycle: SandboxLifecycle) -> dict[str, HostDiff]:
+    """One periodic pass over every connected host; a host that fails is logged and skipped."""
+    return await each("host sync of", list(ctx.agents.clients),
+                      lambda host_id: sync_host(ctx, lifecycle, host_id))

@@ -9,10 +9,12 @@ from qbox.server.services.code import CodeService
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.files import FileService
 from qbox.server.services.keys import KeyService
+from qbox.server.services.lifecycle import SandboxLifecycle
 from qbox.server.services.processes import ProcessService
 from qbox.server.services.quotas import QuotaService
 from qbox.server.services.ratelimit import RateLimiter
 from qbox.server.services.reaper import Reaper
+from qbox.server.services.sandbox_startup import SandboxBoots
 from qbox.server.services.sandboxes import SandboxService
 from qbox.server.services.shells import ShellService
 from qbox.server.services.templates import TemplateService
@@ -39,6 +41,7 @@ class Limits:
 @dataclass
 class Services:
     ctx: ServiceContext
+    lifecycle: SandboxLifecycle
     sandboxes: SandboxService
     quotas: QuotaService
     processes: ProcessService
@@ -57,17 +60,23 @@ class Services:
     def build(cls, ctx: ServiceContext) -> Services:
         shells = ShellService(ctx)
         quotas = QuotaService(ctx)
-        sandboxes = SandboxService(ctx, shells, quotas)
+        lifecycle = SandboxLifecycle(ctx)
+        boots = SandboxBoots(ctx, lifecycle)
+        # An ended sandbox's shells close, and its start command is no longer followed.
+        lifecycle.when_ended(shells.close_for_sandbox)
+        lifecycle.when_ended(boots.stop_following)
+        sandboxes = SandboxService(ctx, lifecycle, boots, quotas)
         audit = AuditLog(ctx)
         return cls(
             ctx=ctx,
+            lifecycle=lifecycle,
             sandboxes=sandboxes,
             quotas=quotas,
             processes=ProcessService(ctx, sandboxes),
             files=FileService(ctx, sandboxes),
             code=CodeService(ctx, sandboxes),
             templates=TemplateService(ctx),
-            reaper=Reaper(ctx, sandboxes, audit),
+            reaper=Reaper(ctx, lifecycle),
             keys=KeyService(ctx, shells),
             users=UserService(ctx, shells),
             web_sessions=WebSessionService(ctx),

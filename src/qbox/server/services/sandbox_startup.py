@@ -1,14 +1,17 @@
-"""A template's start and ready commands, run while its sandbox boots.
+"""A sandbox's boot: create it on its host, then the template's start and ready commands.
 
-``startCmd`` runs in the background as the template's user; its output lines
-go to the sandbox log (component ``start_cmd``: stdout as ``info``, stderr as
-``error``), capped, then its exit. ``readyCmd`` is run every half second
-until it exits 0; the sandbox is ``running`` only then.
+A spawn hands the boot to a background task here; the task ends the boot
+through the lifecycle (``booted``, or why it failed). ``startCmd`` runs in
+the background as the template's user; its output lines go to the sandbox
+log (component ``start_cmd``: stdout as ``info``, stderr as ``error``),
+capped, then its exit. ``readyCmd`` is run every half second until it
+exits 0; the sandbox is ``running`` only then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -17,10 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from qbox.core.errors import QboxError, SandboxNotFoundError
+from qbox.core.states import SandboxState
 from qbox.server.agents import AgentClient
-from qbox.server.db.tables import Template
+from qbox.server.db.tables import Sandbox, Template
 from qbox.server.services import events
 from qbox.server.services.context import ServiceContext
+from qbox.server.services.lifecycle import Change, LifecycleEvent, SandboxLifecycle
 
 log = logging.getLogger("qbox.sandboxes")
 
@@ -157,3 +162,90 @@ async def wait_ready(agent: AgentClient, sandbox_id: str, plan: StartPlan,
             if tail:
                 last += f": {tail[-_TAIL_CHARS:]}"
         await asyncio.sleep(max(0.0, min(READY_INTERVAL_SECONDS, deadline - loop.time())))
+
+
+class SandboxBoots:
+    """The boots in flight in this process, and the start commands they left running."""
+
+    def __init__(self, ctx: ServiceContext, lifecycle: SandboxLifecycle) -> None:
+        self.ctx = ctx
+        self.lifecycle = lifecycle
+        self._boots: dict[str, asyncio.Task[None]] = {}
+        # Followers of the templates' start commands, by sandbox.
+        self._followers: dict[str, asyncio.Task[None]] = {}
+
+    def start(self, sandbox_id: str, host_id: str, spec: dict[str, Any],
+              plan: StartPlan) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._boot(sandbox_id, host_id, spec, plan),
+                                   name=f"boot {sandbox_id}")
+        self._boots[sandbox_id] = task
+        task.add_done_callback(functools.partial(_forget, self._boots, sandbox_id))
+        return task
+
+    async def _boot(self, sandbox_id: str, host_id: str, spec: dict[str, Any],
+                    plan: StartPlan) -> None:
+        agent = self.ctx.agents.for_host(host_id)
+        try:
+            await agent.create_sandbox(spec)
+            failure = await self._start(agent, sandbox_id, plan)
+        except asyncio.CancelledError:
+            await self.lifecycle.apply(sandbox_id, Change.of(LifecycleEvent.BOOT_INTERRUPTED))
+            raise
+        except QboxError as exc:
+            log.warning("boot of %s failed: %s", sandbox_id, exc.message)
+            await self.lifecycle.apply(sandbox_id, Change.of(LifecycleEvent.BOOT_FAILED,
+                                                             error=exc.message))
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure must end in `failed`, never a hang
+            log.exception("boot of %s crashed", sandbox_id)
+            await self.lifecycle.apply(sandbox_id, Change.of(LifecycleEvent.BOOT_FAILED,
+                                                             error=str(exc)))
+            return
+        if failure is not None:
+            self.stop_following(sandbox_id)
+            await self.lifecycle.apply(sandbox_id, failure)
+            await self.lifecycle.remove_from_host(sandbox_id, host_id)
+            return
+        if not await self.lifecycle.apply(sandbox_id, Change.of(LifecycleEvent.BOOTED)):
+            # Killed while booting: the container exists now, so remove it.
+            self.stop_following(sandbox_id)
+            await self.lifecycle.remove_from_host(sandbox_id, host_id)
+
+    async def _start(self, agent: AgentClient, sandbox_id: str, plan: StartPlan) -> Change | None:
+        """Start the template's startCmd, wait for its readyCmd; None when ready, else why not."""
+        if plan.start_cmd:
+            try:
+                started = await agent.start_command(sandbox_id, plan.shell(plan.start_cmd))
+            except QboxError as exc:
+                return Change.of(LifecycleEvent.START_COMMAND_FAILED, error=exc.message)
+            task = asyncio.create_task(
+                follow_start_command(self.ctx, agent, sandbox_id, int(started["pid"])),
+                name=f"start command {sandbox_id}")
+            self._followers[sandbox_id] = task
+            task.add_done_callback(functools.partial(_forget, self._followers, sandbox_id))
+        if not plan.ready_cmd:
+            return None
+
+        async def still_booting() -> bool:
+            async with self.ctx.sessions() as session:
+                sandbox = await session.get(Sandbox, sandbox_id)
+                return sandbox is not None and sandbox.status == SandboxState.BOOTING
+        why = await wait_ready(agent, sandbox_id, plan, still_booting)
+        return None if why is None else Change.of(LifecycleEvent.NEVER_READY, why=why)
+
+    def stop_following(self, sandbox_id: str) -> None:
+        """Stop copying the start command's output (its sandbox ended or never booted)."""
+        task = self._followers.pop(sandbox_id, None)
+        if task is not None:
+            task.cancel()
+
+    async def shutdown(self) -> None:
+        tasks = [*self._boots.values(), *self._followers.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _forget(tasks: dict[str, asyncio.Task[None]], sandbox_id: str, task: asyncio.Task[None]) -> None:
+    if tasks.get(sandbox_id) is task:
+        del tasks[sandbox_id]

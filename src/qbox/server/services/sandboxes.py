@@ -1,22 +1,21 @@
-"""Sandbox lifecycle: spawn, look up, extend, end.
+"""Sandboxes as their users ask for them: spawn, look up, extend, kill, reach on their host.
 
-A spawn writes the row (``booting``) and boots it on the host agent in a
-background task; ``wait`` holds the caller until the task settles or the wait
-runs out. Every transition is a conditional UPDATE on the current status, so
-a DELETE racing a boot, or the reaper racing a DELETE, ends the sandbox once.
+A spawn admits the sandbox, writes its row (``booting``) and hands the boot
+to a background task (``sandbox_startup``); ``wait`` holds the caller until
+the task settles or the wait runs out. Every change of state goes through
+the lifecycle (``lifecycle``), so a DELETE racing a boot ends the sandbox once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qbox.core.errors import (
@@ -27,7 +26,7 @@ from qbox.core.errors import (
     TemplateNotReadyError,
 )
 from qbox.core.ids import new_sandbox_id
-from qbox.core.states import TERMINAL_STATES, SandboxState
+from qbox.core.states import LIVE_STATES, SandboxState
 from qbox.server.agents import AgentClient, AgentShell, ShellOptions
 from qbox.server.db.tables import Host, Sandbox, SandboxEvent, Template
 from qbox.server.services import events
@@ -41,16 +40,15 @@ from qbox.server.services.admission import (
 )
 from qbox.server.services.context import ServiceContext
 from qbox.server.principal import Principal
+from qbox.server.services.lifecycle import Change, LifecycleEvent, SandboxLifecycle, booting_row
 from qbox.server.services.quotas import QuotaService
-from qbox.server.services.sandbox_startup import StartPlan, follow_start_command, wait_ready
-from qbox.server.services.shells import ShellService
+from qbox.server.services.sandbox_startup import SandboxBoots, StartPlan
 from qbox.server.services.template_access import visible_template
 from qbox.server.services.templates import sandbox_env
 
 log = logging.getLogger("qbox.sandboxes")
 
 T = TypeVar("T")
-LIVE_STATES = tuple(s.value for s in SandboxState if s not in TERMINAL_STATES)
 
 
 @dataclass(frozen=True)
@@ -74,13 +72,12 @@ def _require_ready(template: Template) -> None:
 
 
 class SandboxService:
-    def __init__(self, ctx: ServiceContext, shells: ShellService, quotas: QuotaService) -> None:
+    def __init__(self, ctx: ServiceContext, lifecycle: SandboxLifecycle, boots: SandboxBoots,
+                 quotas: QuotaService) -> None:
         self.ctx = ctx
-        self.shells = shells
+        self.lifecycle = lifecycle
+        self.boots = boots
         self.quotas = quotas
-        self._boot_tasks: dict[str, asyncio.Task[None]] = {}
-        # Followers of the templates' start commands, by sandbox.
-        self._start_tasks: dict[str, asyncio.Task[None]] = {}
 
     # --- queries -------------------------------------------------------------
 
@@ -142,8 +139,8 @@ class SandboxService:
         try:
             return await call(agent)
         except SandboxNotFoundError:
-            await self.mark_lost(sandbox_id,
-                                 f"lost: host {sandbox.host_id} no longer runs this sandbox")
+            await self.lifecycle.apply(sandbox_id, Change.of(LifecycleEvent.MISSING_ON_HOST,
+                                                             host=sandbox.host_id))
             sandbox = await self.get(principal, sandbox_id)
             raise not_active(sandbox) from None
 
@@ -185,12 +182,11 @@ class SandboxService:
             host_id = place(loads, wanted, Overcommit.from_settings(settings))
             if not isinstance(host_id, str):
                 raise no_capacity(host_id, wanted)
-            sandbox = Sandbox(
+            sandbox = booting_row(
                 id=new_sandbox_id(),
                 owner_id=principal.user_id,
                 template_id=template.id,
                 host_id=host_id,
-                status=SandboxState.BOOTING.value,
                 vcpus=vcpus,
                 memory_mb=memory_mb,
                 disk_size_mb=disk_mb,
@@ -223,19 +219,13 @@ class SandboxService:
                 if value:
                     spec[key] = value
             plan = StartPlan.of(template)
-        task = asyncio.create_task(self._boot(sandbox.id, host_id, spec, plan),
-                                   name=f"boot {sandbox.id}")
-        self._boot_tasks[sandbox.id] = task
-        task.add_done_callback(functools.partial(self._forget_boot_task, sandbox.id))
+        task = self.boots.start(sandbox.id, host_id, spec, plan)
         if wait_seconds:
             await asyncio.wait({task}, timeout=wait_seconds)
         async with self.ctx.sessions() as session:
             fresh = await session.get(Sandbox, sandbox.id)
             assert fresh is not None
             return fresh
-
-    def _forget_boot_task(self, sandbox_id: str, _task: asyncio.Task[None]) -> None:
-        self._boot_tasks.pop(sandbox_id, None)
 
     async def _capacities(self) -> dict[str, HostCapacity]:
         """What each online host connected here reports it can give (asked before locking)."""
@@ -252,77 +242,13 @@ class SandboxService:
                 log.warning("host %s left out of admission: %s", host.id, exc.message)
         return capacities
 
-    async def _boot(self, sandbox_id: str, host_id: str, spec: dict[str, Any],
-                    plan: StartPlan) -> None:
-        agent = self.ctx.agents.for_host(host_id)
-        try:
-            await agent.create_sandbox(spec)
-            failure = await self._start(agent, sandbox_id, plan)
-        except asyncio.CancelledError:
-            await self._transition(sandbox_id, SandboxState.FAILED,
-                                   "boot interrupted: control plane shutting down",
-                                   from_states=(SandboxState.BOOTING.value,))
-            raise
-        except QboxError as exc:
-            log.warning("boot of %s failed: %s", sandbox_id, exc.message)
-            await self._transition(sandbox_id, SandboxState.FAILED, f"boot failed: {exc.message}",
-                                   from_states=(SandboxState.BOOTING.value,), level="error")
-            return
-        except Exception as exc:  # noqa: BLE001 - any failure must end in `failed`, never a hang
-            log.exception("boot of %s crashed", sandbox_id)
-            await self._transition(sandbox_id, SandboxState.FAILED, f"boot failed: {exc}",
-                                   from_states=(SandboxState.BOOTING.value,), level="error")
-            return
-        if failure is not None:
-            self._stop_start_task(sandbox_id)
-            await self._transition(sandbox_id, SandboxState.FAILED, failure,
-                                   from_states=(SandboxState.BOOTING.value,), level="error")
-            await self._delete_on_host(sandbox_id, host_id)
-            return
-        booted = await self._transition(sandbox_id, SandboxState.RUNNING, "sandbox running",
-                                        from_states=(SandboxState.BOOTING.value,))
-        if not booted:
-            # Killed while booting: the container exists now, so remove it.
-            self._stop_start_task(sandbox_id)
-            await self._delete_on_host(sandbox_id, host_id)
-
-    async def _start(self, agent: AgentClient, sandbox_id: str, plan: StartPlan) -> str | None:
-        """Start the template's startCmd, wait for its readyCmd; None when ready, else why not."""
-        if plan.start_cmd:
-            try:
-                started = await agent.start_command(sandbox_id, plan.shell(plan.start_cmd))
-            except QboxError as exc:
-                return f"startCmd could not be started: {exc.message}"
-            task = asyncio.create_task(
-                follow_start_command(self.ctx, agent, sandbox_id, int(started["pid"])),
-                name=f"start command {sandbox_id}")
-            self._start_tasks[sandbox_id] = task
-            task.add_done_callback(functools.partial(self._forget_start_task, sandbox_id))
-        if not plan.ready_cmd:
-            return None
-
-        async def still_booting() -> bool:
-            async with self.ctx.sessions() as session:
-                sandbox = await session.get(Sandbox, sandbox_id)
-                return sandbox is not None and sandbox.status == SandboxState.BOOTING
-        return await wait_ready(agent, sandbox_id, plan, still_booting)
-
-    def _forget_start_task(self, sandbox_id: str, task: asyncio.Task[None]) -> None:
-        if self._start_tasks.get(sandbox_id) is task:
-            del self._start_tasks[sandbox_id]
-
-    def _stop_start_task(self, sandbox_id: str) -> None:
-        task = self._start_tasks.pop(sandbox_id, None)
-        if task is not None:
-            task.cancel()
-
     # --- changes -------------------------------------------------------------
 
     async def set_timeout(self, principal: Principal, sandbox_id: str, seconds: int) -> Sandbox:
         now = self.ctx.clock()
         async with self.ctx.sessions() as session:
             sandbox = await self._owned(session, principal, sandbox_id)
-            if sandbox.status not in LIVE_STATES:
+            if SandboxState(sandbox.status) not in LIVE_STATES:
                 raise not_active(sandbox)
             sandbox.timeout_seconds = seconds
             sandbox.deadline_at = now + timedelta(seconds=seconds) if seconds else None
@@ -334,66 +260,14 @@ class SandboxService:
     async def kill(self, principal: Principal, sandbox_id: str) -> Sandbox:
         async with self.ctx.sessions() as session:
             sandbox = await self._owned(session, principal, sandbox_id)
-        if sandbox.status not in LIVE_STATES:
+        if SandboxState(sandbox.status) not in LIVE_STATES:
             raise not_active(sandbox)
-        await self.end(sandbox_id, SandboxState.KILLED,
-                       f"killed by DELETE (api key {principal.api_key_id})")
+        await self.lifecycle.end(sandbox_id, Change.of(LifecycleEvent.KILL_REQUESTED,
+                                                       api_key=principal.api_key_id))
         async with self.ctx.sessions() as session:
             fresh = await session.get(Sandbox, sandbox_id)
             assert fresh is not None
             return fresh
-
-    async def end(self, sandbox_id: str, state: SandboxState, reason: str, *,
-                  level: str = "info") -> bool:
-        """End a live sandbox: mark it, then remove it from its host. False if already ended."""
-        async with self.ctx.sessions() as session:
-            sandbox = await session.get(Sandbox, sandbox_id)
-        if sandbox is None:
-            return False
-        ended = await self._transition(sandbox_id, state, reason, from_states=LIVE_STATES,
-                                       level=level)
-        if ended and sandbox.status == SandboxState.RUNNING and sandbox.host_id:
-            await self._delete_on_host(sandbox_id, sandbox.host_id)
-        if ended:
-            self.shells.close_for_sandbox(sandbox_id)
-            self._stop_start_task(sandbox_id)
-        # A sandbox still booting is removed by its boot task when it finishes.
-        return ended
-
-    async def mark_lost(self, sandbox_id: str, reason: str) -> None:
-        """The host no longer runs a sandbox we believed alive."""
-        await self._transition(sandbox_id, SandboxState.FAILED, reason, from_states=LIVE_STATES,
-                               level="error")
-
-    async def _delete_on_host(self, sandbox_id: str, host_id: str) -> None:
-        try:
-            await self.ctx.agents.for_host(host_id).delete_sandbox(sandbox_id)
-        except QboxError as exc:
-            log.error("could not remove %s from host %s: %s", sandbox_id, host_id, exc.message)
-            async with self.ctx.sessions() as session:
-                events.record(session, sandbox_id, f"removal from host failed: {exc.message} "
-                              "(reconcile retries at the next start)", level="error")
-                await session.commit()
-
-    async def _transition(self, sandbox_id: str, state: SandboxState, reason: str, *,
-                          from_states: tuple[str, ...], level: str = "info") -> bool:
-        now = self.ctx.clock()
-        values: dict[str, Any] = {"status": state.value}
-        if state in TERMINAL_STATES:
-            values.update(ended_at=now, end_reason=reason, deadline_at=None)
-        elif state == SandboxState.RUNNING:
-            values["booted_at"] = now
-        async with self.ctx.sessions() as session:
-            result = await session.execute(
-                update(Sandbox)
-                .where(Sandbox.id == sandbox_id, Sandbox.status.in_(from_states))
-                .values(**values)
-            )
-            changed = bool(getattr(result, "rowcount", 0))
-            if changed:
-                events.record(session, sandbox_id, reason, level=level)
-            await session.commit()
-        return changed
 
     async def _owned(self, session: AsyncSession, principal: Principal, sandbox_id: str) -> Sandbox:
         sandbox = await session.get(Sandbox, sandbox_id)
@@ -404,10 +278,7 @@ class SandboxService:
         return sandbox
 
     async def shutdown(self) -> None:
-        tasks = [*self._boot_tasks.values(), *self._start_tasks.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.boots.shutdown()
 
 
 def not_active(sandbox: Sandbox) -> SandboxNotActiveError:

@@ -25,14 +25,17 @@ from qbox.core.errors import QboxError
 from qbox.server.agents import AgentClient
 from qbox.server.db.tables import Host, Template, TemplateBuildLog
 from qbox.server.services.context import ServiceContext
+from qbox.server.services.periodic import each
 
 log = logging.getLogger("qbox.templates")
 
 FLUSH_SECONDS = 0.25
-# A running build touches its template this often; one untouched for STALE_SECONDS has
-# lost its process (another replica's, or ours before a crash) and is marked failed.
+# A running build touches its template this often (its lease); one untouched for
+# STALE_SECONDS has lost its process (another replica's, or ours before a crash) and is
+# marked failed. Both are periodic loops started with the app.
 HEARTBEAT_SECONDS = 10.0
 STALE_SECONDS = 45.0
+STALE_SWEEP_SECONDS = STALE_SECONDS / 3
 MAX_LOG_BYTES = 5 * 1024 * 1024
 KEPT_TAIL_LINES = 200
 _MAX_LINE_CHARS = 64 * 1024
@@ -102,31 +105,13 @@ class BuildLogWriter:
     async def run(self) -> None:
         """Flush every FLUSH_SECONDS until ``stop()``; never cancelled mid-write (a batch
         taken from ``_pending`` and then cancelled would be lost)."""
-        loop = asyncio.get_running_loop()
-        beat = loop.time()
         while not self._stopped.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopped.wait(), FLUSH_SECONDS)
             await self.flush()
-            if loop.time() - beat >= HEARTBEAT_SECONDS:
-                beat = loop.time()
-                await self.heartbeat()
 
     def stop(self) -> None:
         self._stopped.set()
-
-    async def heartbeat(self) -> None:
-        try:
-            async with self.ctx.sessions() as session:
-                await session.execute(
-                    update(Template)
-                    .where(Template.id == self.template_id,
-                           Template.build_generation == self.generation,
-                           Template.status == "building")
-                    .values(updated_at=self.ctx.clock()))
-                await session.commit()
-        except Exception:  # noqa: BLE001 - the next beat tries again
-            log.exception("could not mark the build of %s alive", self.template_id)
 
     async def close(self) -> None:
         """Write what is left: the kept tail after a marker saying how much was dropped."""
@@ -167,8 +152,9 @@ class TemplateBuilds:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # The generation each running build builds: its lease is on that generation only.
+        self._generations: dict[str, int] = {}
         self._gc_tasks: set[asyncio.Task[None]] = set()
-        self._sweeper: asyncio.Task[None] | None = None
         # A collection was asked for while something was building; it runs after the build.
         self._gc_pending = False
 
@@ -176,11 +162,13 @@ class TemplateBuilds:
         task = asyncio.create_task(self._run(template_id, generation, login),
                                    name=f"build {template_id}#{generation}")
         self._tasks[template_id] = task
+        self._generations[template_id] = generation
         task.add_done_callback(functools.partial(self._forget, template_id))
 
     def _forget(self, template_id: str, task: asyncio.Task[None]) -> None:
         if self._tasks.get(template_id) is task:
             del self._tasks[template_id]
+            del self._generations[template_id]
 
     async def cancel(self, template_id: str) -> None:
         task = self._tasks.get(template_id)
@@ -201,22 +189,29 @@ class TemplateBuilds:
             await session.commit()
         return int(getattr(result, "rowcount", 0) or 0)
 
-    def start_sweeper(self) -> None:
-        self._sweeper = asyncio.create_task(self._sweep(), name="stale build sweeper")
+    async def expire_stale(self) -> int:
+        """One sweep: fail the builds whose lease was not refreshed for STALE_SECONDS."""
+        failed = await self.fail_stale(self.ctx.clock() - timedelta(seconds=STALE_SECONDS))
+        if failed:
+            log.warning("%d build(s) without a live process marked failed", failed)
+        return failed
 
-    async def _sweep(self) -> None:
-        while True:
-            await asyncio.sleep(STALE_SECONDS / 3)
-            try:
-                failed = await self.fail_stale(self.ctx.clock() - timedelta(seconds=STALE_SECONDS))
-            except Exception:  # noqa: BLE001 - the next sweep tries again
-                log.exception("stale build sweep failed")
-                continue
-            if failed:
-                log.warning("%d build(s) without a live process marked failed", failed)
+    async def refresh_leases(self) -> None:
+        """Touch the template of every build this process runs, each on its own."""
+        await each("build lease of", list(self._generations.items()), self._refresh_lease)
+
+    async def _refresh_lease(self, build: tuple[str, int]) -> None:
+        template_id, generation = build
+        async with self.ctx.sessions() as session:
+            await session.execute(
+                update(Template)
+                .where(Template.id == template_id, Template.build_generation == generation,
+                       Template.status == "building")
+                .values(updated_at=self.ctx.clock()))
+            await session.commit()
 
     async def shutdown(self) -> None:
-        tasks = [*self._tasks.values(), *self._gc_tasks, *([self._sweeper] if self._sweeper else [])]
+        tasks = [*self._tasks.values(), *self._gc_tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -263,14 +263,12 @@ class TemplateService:
         """At start: builds a dead process left ``building`` can never finish, so they fail.
 
         With SQLite this process is the only one: every such build is dead. With
-        several replicas only builds whose heartbeat stopped are; a sweeper keeps
-        checking for those.
+        several replicas only builds whose lease ran out are; a periodic sweep
+        (``TemplateBuilds.expire_stale``) keeps checking for those.
         """
         single = self.ctx.settings.resolved_database_url().startswith("sqlite")
         stale = None if single else self.ctx.clock() - timedelta(seconds=STALE_SECONDS)
-        failed = await self.builds.fail_stale(stale)
-        self.builds.start_sweeper()
-        return failed
+        return await self.builds.fail_stale(stale)
 
     async def shutdown(self) -> None:
         await self.builds.shutdown()

@@ -1,0 +1,80 @@
+"""What the database believes of a host's sandboxes against what the host says: the decision.
+
+One pure function, used at start (reconcile) and periodically (host sync).
+At start no boot of a previous process is still in flight, so a sandbox not
+yet ``running`` can never finish booting, and containers the database does
+not hold live belong to no one. While serving, a sandbox not yet ``running``
+belongs to its boot task, and a container without a live row is left to the
+next start (its boot task or its end removes it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from qbox.core.sandbox_ends import describe_end
+from qbox.core.states import SandboxState
+from qbox.server.services.lifecycle import Change, LifecycleEvent
+
+# The agent's status of a sandbox that runs (docs/agent-protocol.md).
+HOST_RUNNING = "running"
+
+
+@dataclass(frozen=True)
+class OnHost:
+    """One sandbox as its host lists it."""
+
+    status: str
+    exit_reason: str | None = None
+
+    @classmethod
+    def from_agent(cls, row: Mapping[str, Any]) -> OnHost:
+        reason = row.get("exitReason")
+        return cls(str(row.get("status", "")), str(reason) if reason is not None else None)
+
+
+@dataclass(frozen=True)
+class Ending:
+    sandbox_id: str
+    change: Change
+    # The host still holds its container, which must go once the sandbox is marked.
+    on_host: bool
+
+
+@dataclass
+class HostDiff:
+    ended: list[Ending] = field(default_factory=list)
+    # Containers nobody holds live: unknown to the database, or of sandboxes it has as ended.
+    strangers: list[str] = field(default_factory=list)
+
+    @property
+    def remove_from_host(self) -> list[str]:
+        return sorted([e.sandbox_id for e in self.ended if e.on_host] + self.strangers)
+
+
+def compare(host_id: str, believed: Mapping[str, SandboxState], on_host: Mapping[str, OnHost],
+            *, at_start: bool) -> HostDiff:
+    """What to change for the sandboxes the database has live on ``host_id`` (``believed``),
+    given what the host runs (``on_host``)."""
+    diff = HostDiff()
+    for sandbox_id, state in sorted(believed.items()):
+        row = on_host.get(sandbox_id)
+        change = _ended(host_id, state, row, at_start=at_start)
+        if change is not None:
+            diff.ended.append(Ending(sandbox_id, change, on_host=row is not None))
+    if at_start:
+        diff.strangers = sorted(set(on_host) - set(believed))
+    return diff
+
+
+def _ended(host_id: str, state: SandboxState, row: OnHost | None, *, at_start: bool) -> Change | None:
+    if state != SandboxState.RUNNING:
+        return Change.of(LifecycleEvent.BOOT_LOST, host=host_id) if at_start else None
+    if row is None:
+        return Change.of(LifecycleEvent.MISSING_ON_HOST, host=host_id)
+    if row.status != HOST_RUNNING:
+        # The agent's exitReason is its own shorthand: the user reads plain words.
+        return Change.of(LifecycleEvent.ENDED_ON_HOST, why=describe_end(row.exit_reason))
+    return None
