@@ -8,7 +8,8 @@ from typing import Literal, overload
 from qbox.sdk import _file_ops as ops
 from qbox.sdk._file_models import FileEntry, FileStat
 from qbox.sdk._file_transfer import AsyncProgressCallback, DownloadSink, FileData, LocalPath, Progress, request_body
-from qbox.sdk._transport import AsyncByteStream, AsyncConnection, settle
+from qbox.sdk._steps import settle
+from qbox.sdk._transport import AsyncByteStream, AsyncConnection
 
 
 class AsyncFiles:

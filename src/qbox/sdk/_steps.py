@@ -1,4 +1,4 @@
-"""The I/O steps that SDK operations yield, and the drivers' side of them.
+"""The I/O steps that SDK operations yield, and the loops that run operations.
 
 Every SDK operation is written once, as a generator of ``IoStep``s; the
 answer to each comes back through ``yield from``, typed by the step:
@@ -11,20 +11,22 @@ answer to each comes back through ``yield from``, typed by the step:
     answer = yield from Now()           float (monotonic seconds)
     yield from Deliver(callback, value) a user's callback called (and awaited, when async)
 
-A sync and an async driver (``_transport.py``) run the same generators, so
-request building, response parsing, retries and polling exist in one copy.
-Each step names the driver call that answers it (``run``/``arun``), so mypy
-checks the answer's type at both ends; an ``Op`` receives ``object`` from a
-bare ``yield``, which cannot be used as an answer by mistake. Nothing here
-performs I/O: the drivers do.
+``drive`` and ``adrive`` run the same generators against a blocking or an
+asyncio ``SyncIo``/``AsyncIo`` (``_transport.py``), so request building,
+response parsing, retries and polling exist in one copy. Each step names the
+``SyncIo``/``AsyncIo`` call that answers it (``run``/``arun``), so mypy checks
+the answer's type at both ends; an ``Op`` receives ``object`` from a bare
+``yield``, which cannot be used as an answer by mistake. Nothing here
+performs I/O: the ``SyncIo``/``AsyncIo`` do.
 """
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeAlias, TypeVar
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar, cast
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -218,3 +220,45 @@ AsyncCallback: TypeAlias = Callable[[V], None] | Callable[[V], Awaitable[None]]
 
 # An operation returning T: ``result = yield from op`` composes them.
 Op: TypeAlias = Generator[IoStep[Any], object, T]
+
+
+async def settle(result: object) -> None:
+    """Await what a user's callback returned when it is awaitable (an ``async def`` callback)."""
+    if inspect.isawaitable(result):
+        await result
+
+
+def drive(op: Op[T], io: SyncIo) -> T:
+    """Run an operation to completion, blocking.
+
+    What a step raises (a transport failure, a callback's error) is thrown back
+    into the operation, so its ``try``/``finally`` see it.
+    """
+    reply: object = None
+    error: Exception | None = None
+    while True:
+        try:
+            step = op.send(reply) if error is None else op.throw(error)
+        except StopIteration as stop:
+            return cast(T, stop.value)
+        reply, error = None, None
+        try:
+            reply = step.run(io)
+        except Exception as exc:  # noqa: BLE001 - re-raised in the op, at the step it yielded
+            error = exc
+
+
+async def adrive(op: Op[T], io: AsyncIo) -> T:
+    """Run an operation to completion on the event loop (as ``drive``)."""
+    reply: object = None
+    error: Exception | None = None
+    while True:
+        try:
+            step = op.send(reply) if error is None else op.throw(error)
+        except StopIteration as stop:
+            return cast(T, stop.value)
+        reply, error = None, None
+        try:
+            reply = await step.arun(io)
+        except Exception as exc:  # noqa: BLE001 - re-raised in the op, at the step it yielded
+            error = exc

@@ -1,4 +1,4 @@
-"""Transports (the only code that touches httpx) and the drivers that run operations.
+"""Transports (the only code that touches httpx) and the I/O that answers operations' steps.
 
 ``SyncTransport`` / ``AsyncTransport`` send one ``HttpRequest`` and return one
 ``HttpResponse`` (``open`` leaves a 2xx body unread, as a ``ByteStream`` /
@@ -11,10 +11,9 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar, cast
+from typing import Any, Protocol, Self, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -22,7 +21,7 @@ import httpx
 from qbox.core.errors import ConnectionFailedError, RequestTimeoutError, TransportError
 from qbox.sdk._api import Api
 from qbox.sdk._config import Clock, ConnectionConfig, resolve
-from qbox.sdk._steps import HttpRequest, HttpResponse, Op, Upload
+from qbox.sdk._steps import HttpRequest, HttpResponse, Op, Upload, adrive, drive, settle
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -279,50 +278,6 @@ class _AsyncIo:
         await settle(callback(value))
 
 
-async def settle(result: object) -> None:
-    """Await what a user's callback returned when it is awaitable (an ``async def`` callback)."""
-    if inspect.isawaitable(result):
-        await result
-
-
-def drive(op: Op[T], transport: SyncTransport, clock: Clock) -> T:
-    """Run an operation to completion, blocking.
-
-    What a step raises (a transport failure, a callback's error) is thrown back
-    into the operation, so its ``try``/``finally`` see it.
-    """
-    io = _BlockingIo(transport, clock)
-    reply: object = None
-    error: Exception | None = None
-    while True:
-        try:
-            step = op.send(reply) if error is None else op.throw(error)
-        except StopIteration as stop:
-            return cast(T, stop.value)
-        reply, error = None, None
-        try:
-            reply = step.run(io)
-        except Exception as exc:  # noqa: BLE001 - re-raised in the op, at the step it yielded
-            error = exc
-
-
-async def adrive(op: Op[T], transport: AsyncTransport, clock: Clock) -> T:
-    """Run an operation to completion on the event loop (as ``drive``)."""
-    io = _AsyncIo(transport, clock)
-    reply: object = None
-    error: Exception | None = None
-    while True:
-        try:
-            step = op.send(reply) if error is None else op.throw(error)
-        except StopIteration as stop:
-            return cast(T, stop.value)
-        reply, error = None, None
-        try:
-            reply = await step.arun(io)
-        except Exception as exc:  # noqa: BLE001 - re-raised in the op, at the step it yielded
-            error = exc
-
-
 def _resolved(
     config: ConnectionConfig | None,
     api_key: str | None,
@@ -351,7 +306,7 @@ class Connection:
         return cls(_resolved(config, api_key, base_url, request_timeout))
 
     def run(self, op: Op[T]) -> T:
-        return drive(op, self.transport, self.clock)
+        return drive(op, _BlockingIo(self.transport, self.clock))
 
     def close(self) -> None:
         self.transport.close()
@@ -387,7 +342,7 @@ class AsyncConnection:
         return cls(_resolved(config, api_key, base_url, request_timeout))
 
     async def run(self, op: Op[T]) -> T:
-        return await adrive(op, self.transport, self.clock)
+        return await adrive(op, _AsyncIo(self.transport, self.clock))
 
     async def close(self) -> None:
         await self.transport.close()
