@@ -3,7 +3,8 @@
 ``DATA_DIR/sandboxes/<id>/sandbox.json`` holds what a restarted agent needs
 to keep serving the sandbox (its envs, limits, image) and why it stopped.
 The runtime keeps its own state under ``--root``; together they let
-``SandboxManager.load`` find everything again.
+restart adoption (``adoption.py``) find everything again. Its status changes
+only through ``lifecycle.py``.
 """
 
 from __future__ import annotations

@@ -187,7 +187,7 @@ class RunscProcess:
 
     async def wait(self) -> ExitStatus:
         """The command's status; unknown (-1) when the waiter failed to learn it (the
-        sandbox died under it: ``SandboxManager`` tells the user why)."""
+        sandbox died under it: ``RunningSandbox`` tells the user why)."""
         folded = await self._waiter.wait()
         try:
             text = self._log_path.read_text(errors="replace")
