@@ -26,11 +26,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qbox.core.errors import HostNoCapacityError
-from qbox.core.states import TERMINAL_STATES, SandboxState
+from qbox.core.states import LIVE_STATES
 from qbox.server.db.tables import Host, Sandbox
+from qbox.server.services.lifecycle import values_of
 from qbox.server.settings import ServerSettings
 
-LIVE_STATES = tuple(s.value for s in SandboxState if s not in TERMINAL_STATES)
 RETRY_AFTER_SECONDS = 5
 
 
@@ -162,7 +162,7 @@ async def lock_host_loads(session: AsyncSession,
         select(Sandbox.host_id, func.coalesce(func.sum(Sandbox.vcpus), 0),
                func.coalesce(func.sum(Sandbox.memory_mb), 0),
                func.coalesce(func.sum(Sandbox.disk_size_mb), 0))
-        .where(Sandbox.host_id.in_(list(capacities)), Sandbox.status.in_(LIVE_STATES))
+        .where(Sandbox.host_id.in_(list(capacities)), Sandbox.status.in_(values_of(LIVE_STATES)))
         .group_by(Sandbox.host_id))).all()
     reserved = {row[0]: Resources(int(row[1]), int(row[2]), int(row[3] or 0)) for row in rows}
     return [HostLoad(host_id, capacities[host_id], reserved.get(host_id, Resources(0, 0, 0)))

@@ -20,9 +20,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qbox.core.errors import NotFoundError, QboxError, SandboxNotFoundError, ValidationError
+from qbox.core.states import LIVE_STATES, SandboxState
 from qbox.server.db.tables import QuotaColumns, QuotaDefaults, Sandbox, User, UserQuota
-from qbox.server.services.admission import LIVE_STATES, Resources
+from qbox.server.services.admission import Resources
 from qbox.server.services.context import ServiceContext
+from qbox.server.services.lifecycle import values_of
 from qbox.server.principal import Principal
 from qbox.server.services.slots import CommandSlot, CommandSlots, ShellSlots, Slot, exceeded
 from qbox.server.settings import ServerSettings
@@ -177,7 +179,7 @@ class QuotaService:
     async def _still_running(self, sandbox_id: str, pids: frozenset[int]) -> frozenset[int]:
         async with self.ctx.sessions() as session:
             sandbox = await session.get(Sandbox, sandbox_id)
-        if sandbox is None or sandbox.status not in LIVE_STATES or sandbox.host_id is None:
+        if sandbox is None or SandboxState(sandbox.status) not in LIVE_STATES or sandbox.host_id is None:
             return frozenset()
         try:
             listed = await self.ctx.agents.for_host(sandbox.host_id).list_commands(sandbox_id)
@@ -194,5 +196,5 @@ async def sandbox_usage(session: AsyncSession, user_id: str) -> tuple[int, Resou
         select(func.count(), func.coalesce(func.sum(Sandbox.vcpus), 0),
                func.coalesce(func.sum(Sandbox.memory_mb), 0),
                func.coalesce(func.sum(Sandbox.disk_size_mb), 0))
-        .where(Sandbox.owner_id == user_id, Sandbox.status.in_(LIVE_STATES)))).one()
+        .where(Sandbox.owner_id == user_id, Sandbox.status.in_(values_of(LIVE_STATES))))).one()
     return int(row[0]), Resources(int(row[1]), int(row[2]), int(row[3] or 0))

@@ -23,9 +23,10 @@ from sqlalchemy.exc import IntegrityError
 from qbox.core.errors import ConflictError, PermissionDeniedError, QboxError
 from qbox.core.ids import template_id_for
 from qbox.core.image_refs import ImageRefPolicy
-from qbox.core.states import TERMINAL_STATES, SandboxState
+from qbox.core.states import LIVE_STATES
 from qbox.server.db.tables import Sandbox, Template, TemplateBuildLog
 from qbox.server.services.context import ServiceContext
+from qbox.server.services.lifecycle import values_of
 from qbox.server.principal import Principal
 from qbox.server.services.template_access import (
     DELETED,
@@ -48,7 +49,6 @@ __all__ = ["CODE_INTERPRETER", "NewTemplate", "RegistryLogin", "TemplateService"
 log = logging.getLogger("qbox.templates")
 
 FOLLOW_POLL_SECONDS = 0.5
-_LIVE_STATES = tuple(s.value for s in SandboxState if s not in TERMINAL_STATES)
 
 
 @dataclass(frozen=True)
@@ -252,7 +252,7 @@ class TemplateService:
     async def _refuse_if_used(self, session: Any, template_id: str) -> None:
         count = int((await session.execute(
             select(func.count()).select_from(Sandbox)
-            .where(Sandbox.template_id == template_id, Sandbox.status.in_(_LIVE_STATES))
+            .where(Sandbox.template_id == template_id, Sandbox.status.in_(values_of(LIVE_STATES)))
         )).scalar_one())
         if count:
             raise ConflictError(
