@@ -260,7 +260,7 @@ class SandboxManager:
                    cwd: str | None = None, user: str | None = None, stdin: str | None = None,
                    timeout: float | None = None) -> ExecResult:
         return await self._running_of(sandbox_id).exec(argv, env=env, cwd=cwd, user=user,
-                                                   stdin=stdin, timeout=timeout)
+                                                       stdin=stdin, timeout=timeout)
 
     async def open_shell(self, sandbox_id: str, size: ConsoleSize, *, command: str | None = None,
                          user: str | None = None) -> shell.ShellSession:
