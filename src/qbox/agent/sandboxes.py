@@ -175,13 +175,13 @@ class SandboxManager:
     async def _watch(self, sandbox: Sandbox) -> None:
         """Mark the sandbox stopped when its init exits (not through delete)."""
         try:
-            status = await self._runtimes.of(sandbox).wait(sandbox.id)
+            init_status = await self._runtimes.of(sandbox).wait(sandbox.id)
         except Exception:  # noqa: BLE001 - a broken watcher must not take the agent down
             log.exception("watching sandbox %s failed", sandbox.id)
             return
         if self._sandboxes.get(sandbox.id) is not sandbox:
             return
-        reason = init_exit_reason(status, oom_counter(sandbox.id)())
+        reason = init_exit_reason(init_status, oom_counter(sandbox.id)())
         if advance(sandbox, SandboxEvent.INIT_EXITED, reason):
             log.info("sandbox %s stopped: %s", sandbox.id, sandbox.exit_reason)
             try:
