@@ -60,7 +60,7 @@ class CodeExecute(Wire):
     # Set for this execution only.
     env: dict[str, str] | None = None
     # Clients send whole seconds (0.5 arrives as 0): 0 or none means no limit.
-    timeout_seconds: float | None = Field(None, ge=0)
+    timeout_seconds: float | None = Field(default=None, ge=0)
 
 
 # --- CodeEvents ----------------------------------------------------------------

@@ -56,7 +56,7 @@ class WriteQuery(FileQuery):
     mode: str = "644"
     create_parents: bool = True
     append: bool = False
-    max_bytes: int | None = Field(None, ge=0)
+    max_bytes: int | None = Field(default=None, ge=0)
 
 
 class Mkdir(Wire):

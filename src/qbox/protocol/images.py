@@ -57,7 +57,7 @@ class CopyStep(Wire):
     path: str
     content: str = ""
     encoding: Literal["utf-8", "base64"] = "utf-8"
-    mode: int = Field(0o644, ge=0, le=0o7777)
+    mode: int = Field(default=0o644, ge=0, le=0o7777)
     user: str = "root"
 
     @field_validator("path")
@@ -71,11 +71,11 @@ class BuildStep(Wire):
 
     OMIT_NONE = frozenset({"run", "user", "env", "workdir", "copy_"})
 
-    run: str | None = Field(None, min_length=1)
+    run: str | None = Field(default=None, min_length=1)
     user: str | None = None
     env: dict[str, str] | None = None
     workdir: str | None = None
-    copy_: CopyStep | None = Field(None, alias="copy")
+    copy_: CopyStep | None = Field(default=None, alias="copy")
 
     @field_validator("workdir")
     @classmethod
@@ -101,9 +101,9 @@ class BuildRequest(Wire):
     workdir: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     runtime: Literal["crun", "runsc"] = "crun"
-    vcpus: int = Field(1, ge=1, le=1024)
-    memory_mb: int = Field(512, ge=16)
-    disk_mb: int | None = Field(None, ge=16, le=1024 * 1024)
+    vcpus: int = Field(default=1, ge=1, le=1024)
+    memory_mb: int = Field(default=512, ge=16)
+    disk_mb: int | None = Field(default=None, ge=16, le=1024 * 1024)
     # "REG/templates/<name>:build-<n>": where the built image is pushed.
     push: str | None = None
 

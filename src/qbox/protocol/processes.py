@@ -44,7 +44,7 @@ class ExecRequest(ExecSpec):
 
     # Written to the command, then closed; none: the command reads /dev/null.
     stdin: str | None = None
-    timeout_seconds: float | None = Field(None, gt=0)
+    timeout_seconds: float | None = Field(default=None, gt=0)
 
 
 class StdinWrite(Wire):
@@ -102,9 +102,9 @@ class LogOffsets(Wire):
 
     OMIT_NONE = frozenset({"offset", "stdout_offset", "stderr_offset"})
 
-    offset: int | None = Field(None, ge=0)
-    stdout_offset: int | None = Field(None, ge=0)
-    stderr_offset: int | None = Field(None, ge=0)
+    offset: int | None = Field(default=None, ge=0)
+    stdout_offset: int | None = Field(default=None, ge=0)
+    stderr_offset: int | None = Field(default=None, ge=0)
 
     @property
     def given(self) -> bool:

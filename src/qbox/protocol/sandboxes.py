@@ -20,10 +20,10 @@ class SandboxSpec(Wire):
     id: str
     image_digest: str
     envs: dict[str, str] = Field(default_factory=dict)
-    vcpus: int = Field(1, ge=1, le=1024)
-    memory_mb: int = Field(512, ge=16)
+    vcpus: int = Field(default=1, ge=1, le=1024)
+    memory_mb: int = Field(default=512, ge=16)
     # The writable layer's quota (ENOSPC beyond it); None: the agent's default (2048).
-    disk_size_mb: int | None = Field(None, ge=16, le=1024 * 1024)
+    disk_size_mb: int | None = Field(default=None, ge=16, le=1024 * 1024)
     allow_internet_access: bool = True
     hostname: str | None = None
     # crun (or the host's fallback, runc), or runsc (gVisor).
@@ -48,6 +48,6 @@ class SandboxInfo(Wire):
     id: str
     # "running" or "stopped" (a sandbox still being created is not listed).
     status: str
-    address: str | None
+    address: str | None = None
     # Why a stopped sandbox ended, in the agent's shorthand ("lost: …", "oom", …).
     exit_reason: str | None = None

@@ -26,8 +26,8 @@ def exit_reason(exit_code: int) -> str:
 class ShellQuery(Wire):
     OMIT_NONE = frozenset({"command", "user"})
 
-    cols: int = Field(80, ge=1, le=MAX_DIMENSION)
-    rows: int = Field(24, ge=1, le=MAX_DIMENSION)
+    cols: int = Field(default=80, ge=1, le=MAX_DIMENSION)
+    rows: int = Field(default=24, ge=1, le=MAX_DIMENSION)
     # Run this command line in the user's login shell instead of an interactive one.
     command: str | None = None
     user: str | None = None

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from qbox._version import __version__
 from qbox.core.asgi import install_error_handlers
 from qbox.core.errors import HostUnavailableError
-from qbox.server.agents import AgentClient, AgentEndpoint, HttpAgentClient
+from qbox.server.agent_client import AgentClient, AgentEndpoint
 from qbox.server.db.engine import make_async_engine, make_sessionmaker, migrate
 from qbox.server.http import (
     api_keys,
@@ -75,7 +75,7 @@ def _local_agent(settings: ServerSettings) -> AgentClient:
     secret = settings.agent_secret
     if secret is None:
         secret = (settings.data_dir / "agent-secret").read_text().strip()
-    return HttpAgentClient(AgentEndpoint(settings.resolved_agent_address(), secret))
+    return AgentClient(AgentEndpoint(settings.resolved_agent_address(), secret))
 
 
 def _periodic_tasks(services: Services, startup: Startup) -> list[Periodic]:

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from qbox.core.errors import ConflictError, ProcessNotFoundError, SandboxNotFoundError
-from qbox.server.agents import AgentEndpoint, HttpAgentClient
+from qbox.protocol.processes import CommandStart, ExecRequest, LogOffsets, StdinWrite
+from qbox.server.agent_client import AgentClient, AgentEndpoint
 from tests.unit.agent.conftest import SECRET, AgentUnderTest
 from tests.unit.agent.test_app import _create
 
@@ -102,9 +103,9 @@ async def test_stdin_round_trip_and_conflicts(agent: AgentUnderTest) -> None:
 
 
 @pytest.fixture
-async def agent_client(agent: AgentUnderTest) -> HttpAgentClient:
-    return HttpAgentClient(AgentEndpoint("http://agent", SECRET),
-                           transport=httpx.ASGITransport(app=agent.app))
+async def agent_client(agent: AgentUnderTest) -> AgentClient:
+    return AgentClient(AgentEndpoint("http://agent", SECRET),
+                       transport=httpx.ASGITransport(app=agent.app))
 
 
 async def _read(lines: Any) -> list[dict[str, Any]]:
@@ -112,25 +113,26 @@ async def _read(lines: Any) -> list[dict[str, Any]]:
 
 
 async def test_the_agent_client_relays_streams_and_raises_errors_first(
-        agent: AgentUnderTest, agent_client: HttpAgentClient) -> None:
+        agent: AgentUnderTest, agent_client: AgentClient) -> None:
     sandbox_id = await _create(agent)
-    events = await _read(await agent_client.exec_stream(
-        sandbox_id, {"cmd": "sh", "args": ["-c", "echo streamed"]}))
+    processes = agent_client.processes
+    events = await _read(await processes.exec_stream(
+        sandbox_id, ExecRequest(cmd="sh", args=["-c", "echo streamed"])))
     assert [e["type"] for e in events] == ["started", "stdout", "exit"]
-    started = await agent_client.start_command(sandbox_id, {"cmd": "cat", "stdin": True})
-    await agent_client.write_stdin(sandbox_id, started["pid"], {"data": "via client", "close": True})
-    followed = await _read(await agent_client.follow_command(sandbox_id, started["pid"], {}))
+    started = await processes.start(sandbox_id, CommandStart(cmd="cat", stdin=True))
+    await processes.write_stdin(sandbox_id, started.pid, StdinWrite(data="via client", close=True))
+    followed = await _read(await processes.follow(sandbox_id, started.pid, LogOffsets()))
     assert followed[0] == {"type": "stdout", "data": "via client"}
     assert followed[-1]["type"] == "exit"
-    logs = await agent_client.command_logs(sandbox_id, started["pid"], {"offset": 4})
+    logs = await processes.logs(sandbox_id, started.pid, LogOffsets(offset=4))
     body = b"".join([chunk async for chunk in logs])
     await logs.close()
     assert json.loads(body) == {
         "stdout": "client", "stderr": "", "stdoutNext": 10, "stderrNext": 4}
     with pytest.raises(ProcessNotFoundError):
-        await agent_client.follow_command(sandbox_id, 99999, {})
+        await processes.follow(sandbox_id, 99999, LogOffsets())
     with pytest.raises(SandboxNotFoundError):
-        await agent_client.exec_stream("sb_nonexistent00", {"cmd": "true"})
+        await processes.exec_stream("sb_nonexistent00", ExecRequest(cmd="true"))
     with pytest.raises(ConflictError):
-        await agent_client.write_stdin(sandbox_id, started["pid"], {"data": "x"})
+        await processes.write_stdin(sandbox_id, started.pid, StdinWrite(data="x"))
     await agent_client.aclose()

@@ -13,8 +13,11 @@ import httpx
 import pytest
 
 from qbox.core.errors import HostNoCapacityError
-from qbox.server import agents
-from qbox.server.agents import AgentEndpoint, HttpAgentClient
+from qbox.protocol.processes import ExecRequest
+from qbox.server.agent_client import AgentClient, AgentEndpoint
+from qbox.server.agent_client import transport as agents
+
+HEALTH = b'{"version":"0","runtime":"fake","runtimes":["crun"],"sandboxes":0}'
 
 
 @contextlib.asynccontextmanager
@@ -28,7 +31,7 @@ async def _agent(path: Path) -> AsyncIterator[list[asyncio.StreamWriter]]:
                 pass  # headers (the calls here send no body)
             if b"/health" in line:
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                             b"content-length: 2\r\n\r\n{}")
+                             b"content-length: %d\r\n\r\n%s" % (len(HEALTH), HEALTH))
                 await writer.drain()
             else:
                 held.append(writer)
@@ -52,24 +55,24 @@ async def test_short_calls_pass_while_long_ones_fill_their_own_bound(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # (raising=False: the same test shows the stall on a client without the bound.)
     monkeypatch.setattr(agents, "MAX_LONG_CALLS", LONG, raising=False)
-    monkeypatch.setattr(agents, "_LONG_LIMITS", httpx.Limits(max_connections=LONG,
-                                                             max_keepalive_connections=0),
+    monkeypatch.setattr(agents, "LONG_LIMITS", httpx.Limits(max_connections=LONG,
+                                                            max_keepalive_connections=0),
                         raising=False)
-    monkeypatch.setattr(agents, "_LONG_POOL_WAIT", 0.5, raising=False)
+    monkeypatch.setattr(agents, "LONG_POOL_WAIT", 0.5, raising=False)
     socket = tmp_path / "agent.sock"
     async with _agent(socket) as held:
-        client = HttpAgentClient(AgentEndpoint(str(socket), "s"))
+        client = AgentClient(AgentEndpoint(str(socket), "s"))
         try:
-            long_calls = [asyncio.ensure_future(client.exec("sb_x", {"cmd": "sleep"}))
+            long_calls = [asyncio.ensure_future(client.processes.exec("sb_x", ExecRequest(cmd="sleep")))
                           for _ in range(LONG)]
             while len(held) < LONG:
                 await asyncio.sleep(0.01)
             # Each long call has a connection of its own; short calls still have theirs.
             for _ in range(150):
-                assert await asyncio.wait_for(client.health(), 5) == {}
+                assert (await asyncio.wait_for(client.health(), 5)).version == "0"
             # Past the bound, a long call is refused (503, transient), not queued forever.
             with pytest.raises(HostNoCapacityError):
-                await client.exec("sb_x", {"cmd": "sleep"})
+                await client.processes.exec("sb_x", ExecRequest(cmd="sleep"))
             assert not any(call.done() for call in long_calls)
             for call in long_calls:
                 call.cancel()

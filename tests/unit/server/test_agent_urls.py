@@ -1,6 +1,6 @@
 """Every internal agent URL encodes each path segment whole (issue 13, finding 10).
 
-Every method of the agent client is driven with hostile ids; the request
+Every method of the agent client's nouns is driven with hostile ids; the request
 target the transport sees must be the same route as for a plain id, with
 only that one segment differing, and no query or fragment of the id's
 making. The shell's WebSocket URL is checked on a real unix socket.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import typing
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,30 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from qbox.core.errors import HostUnavailableError
-from qbox.server.agents import AgentClient, AgentEndpoint, HttpAgentClient, ShellOptions, WriteOptions
+from qbox.core.errors import HostUnavailableError, QboxError
+from qbox.protocol.code import CodeExecute, ContextCreate
+from qbox.protocol.files import FileQuery, Mkdir, Rename, WriteQuery
+from qbox.protocol.images import BuildRequest
+from qbox.protocol.processes import CommandStart, ExecRequest, LogOffsets, StdinWrite
+from qbox.protocol.sandboxes import SandboxSpec
+from qbox.protocol.shells import ShellQuery
+from qbox.server.agent_client import AgentClient, AgentEndpoint
 
 HOSTILE = ["%09", "\t", "\n", "\x7f", "?a=b", "x?a=b", "../x", "..", ".", "#", "#frag", "/", "a/b",
            "%2F", " ", "ü"]
 PLAIN = "sb_plain0001"
+# The nouns of the client that make HTTP calls (shells are WebSockets: checked below).
+NOUNS = ("sandboxes", "processes", "files", "code", "images")
+# A value for each protocol body a method takes.
+BODIES: dict[type, Any] = {
+    SandboxSpec: SandboxSpec(id="sb_x0000000", image_digest="sha256:x"),
+    ExecRequest: ExecRequest(cmd="true"), CommandStart: CommandStart(cmd="true"),
+    StdinWrite: StdinWrite(data="x"), LogOffsets: LogOffsets(),
+    FileQuery: FileQuery(path="/tmp/x"), WriteQuery: WriteQuery(path="/tmp/x"),
+    Mkdir: Mkdir(path="/tmp/x"), Rename: Rename(src="/tmp/x", dst="/tmp/y"),
+    ContextCreate: ContextCreate(), CodeExecute: CodeExecute(code="1"),
+    BuildRequest: BuildRequest(name="img", ref="registry.example/img:1"),
+}
 
 
 def _encoded(segment: str) -> str:
@@ -35,29 +54,40 @@ async def _content() -> AsyncIterator[bytes]:
     yield b"data"
 
 
-def _arguments(name: str, parameters: list[str], hostile: str) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "sandbox_id": hostile, "context_id": hostile, "pid": 42, "path": "/tmp/x",
-        "user": None, "body": {}, "spec": {}, "offsets": {}, "signal": 15, "recursive": False,
-        "ref": "registry.example/img:1", "name": "img", "keep": [], "options": WriteOptions(),
+def _arguments(call: Any, hostile: str) -> dict[str, Any]:
+    by_name: dict[str, Any] = {
+        "sandbox_id": hostile, "context_id": hostile, "pid": 42, "signal": 15, "recursive": False,
+        "ref": "registry.example/img:1", "name": "img", "keep": [], "length": None,
     }
-    if name == "write_file":
-        values["content"] = _content()
-    missing = [p for p in parameters if p not in values]
-    assert not missing, f"add a value for {missing} ({name})"
-    return {p: values[p] for p in parameters}
+    hints = typing.get_type_hints(call)
+    values: dict[str, Any] = {}
+    for parameter in inspect.signature(call).parameters:
+        if parameter == "content":
+            values[parameter] = _content()
+        elif hints.get(parameter) in BODIES:
+            values[parameter] = BODIES[hints[parameter]]
+        else:
+            assert parameter in by_name, f"add a value for {parameter} ({call.__qualname__})"
+            values[parameter] = by_name[parameter]
+    return values
 
 
 def _http_methods() -> list[str]:
-    """The agent client's methods that make HTTP calls (derived: a new one is covered)."""
-    names = [n for n, _ in inspect.getmembers(AgentClient, inspect.isfunction)
-             if not n.startswith("_")]
-    return sorted(set(names) - {"open_shell", "aclose"})
+    """``noun.method`` for every call the client makes over HTTP (derived: a new one is
+    covered), and the client's own ``health``."""
+    client = AgentClient(AgentEndpoint("http://agent", "s"))
+    names = ["health"]
+    for noun in NOUNS:
+        names += [f"{noun}.{name}" for name, _ in
+                  inspect.getmembers(getattr(client, noun), inspect.iscoroutinefunction)
+                  if not name.startswith("_")]
+    return sorted(names)
 
 
 def test_every_method_is_driven() -> None:
-    # The derivation itself: the protocol has methods that carry ids.
-    assert {"delete_code_context", "exec", "follow_command", "read_file"} <= set(_http_methods())
+    # The derivation itself: the client has methods that carry ids.
+    assert {"code.delete_context", "processes.exec", "processes.follow", "files.read"} <= set(
+        _http_methods())
 
 
 async def _targets(method: str, sandbox_id: str) -> list[bytes]:
@@ -68,15 +98,20 @@ async def _targets(method: str, sandbox_id: str) -> list[bytes]:
         seen.append(request.url.raw_path)
         return httpx.Response(200, json={}, headers={"content-length": "2"})
 
-    client = HttpAgentClient(AgentEndpoint("http://agent", "s"),
-                             transport=httpx.MockTransport(handler))
-    call = getattr(client, method)
-    parameters = [p for p in inspect.signature(call).parameters]
-    result = await call(**_arguments(method, parameters, sandbox_id))
-    for closer in ("close", "aclose"):
-        if callable(getattr(result, closer, None)):
-            await getattr(result, closer)()
-            break
+    client = AgentClient(AgentEndpoint("http://agent", "s"), transport=httpx.MockTransport(handler))
+    target: Any = client
+    for part in method.split("."):
+        target = getattr(target, part)
+    try:
+        result = await target(**_arguments(target, sandbox_id))
+    except QboxError as exc:
+        # The mock's "{}" is no protocol body: the request was made all the same.
+        assert exc.code == "internal", exc
+    else:
+        for closer in ("close", "aclose"):
+            if callable(getattr(result, closer, None)):
+                await getattr(result, closer)()
+                break
     await client.aclose()
     return seen
 
@@ -96,7 +131,7 @@ async def test_hostile_ids_stay_one_segment_of_the_same_route(method: str) -> No
 
 
 async def test_a_hostile_id_cannot_add_a_query() -> None:
-    [target] = await _targets("delete_code_context", "x?a=b")
+    [target] = await _targets("code.delete_context", "x?a=b")
     assert target == b"/internal/v1/sandboxes/x%3Fa%3Db/code/contexts/x%3Fa%3Db"
 
 
@@ -110,11 +145,11 @@ async def test_the_shell_url_encodes_its_segment(tmp_path: Path) -> None:
 
     path = tmp_path / "agent.sock"
     server = await asyncio.start_unix_server(answer, path=str(path))
-    client = HttpAgentClient(AgentEndpoint(str(path), "s"))
+    client = AgentClient(AgentEndpoint(str(path), "s"))
     try:
         for hostile in ("\n", "?a=b", "../x", "#", "/"):
             with pytest.raises(HostUnavailableError):
-                await client.open_shell(hostile, ShellOptions(cols=80, rows=24))
+                await client.shells.open(hostile, ShellQuery(cols=80, rows=24))
     finally:
         await client.aclose()
         server.close()

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from starlette.types import Message
 
-from qbox.server.agents import Relayed
+from qbox.server.agent_client import Relayed
 from tests.unit.server.conftest import Harness
 from tests.unit.server.test_sandboxes_api import spawn
 

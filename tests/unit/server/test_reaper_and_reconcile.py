@@ -8,6 +8,7 @@ from pathlib import Path
 
 from qbox.core.states import SandboxState
 from qbox.core.timefmt import utcnow
+from qbox.protocol.sandboxes import SandboxInfo
 from qbox.server.services.host_view import OnHost, compare
 from qbox.server.services.reaper import due_for_reaping
 from tests.unit.server.conftest import Harness, make_harness
@@ -100,7 +101,8 @@ def _ended_on_host(running: list[str] | dict[str, str],
                    on_host: dict[str, dict[str, str]]) -> dict[str, str]:
     """The periodic host sync's decision: id -> endReason."""
     diff = compare("local", {sandbox_id: SandboxState.RUNNING for sandbox_id in running},
-                   {sandbox_id: OnHost.from_agent(row) for sandbox_id, row in on_host.items()},
+                   {sandbox_id: OnHost.from_agent(SandboxInfo.model_validate({"id": sandbox_id, **row}))
+                    for sandbox_id, row in on_host.items()},
                    at_start=False)
     assert diff.strangers == []  # unknown containers are left to the start-up reconcile
     return {e.sandbox_id: e.change.reason for e in diff.ended}

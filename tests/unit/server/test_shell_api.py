@@ -19,7 +19,8 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from qbox.core.errors import HostUnavailableError, QboxError, SshUnavailableError
-from qbox.server.agents import AgentEndpoint, HttpAgentClient, ShellOptions
+from qbox.protocol.shells import ShellQuery
+from qbox.server.agent_client import AgentClient, AgentEndpoint
 from qbox.server.db.tables import ApiKey, Template
 from tests.unit.server.conftest import Harness, make_harness
 from tests.unit.server.fake_agent import FakeShell
@@ -148,7 +149,7 @@ def test_frames_reach_the_agent_unchanged_and_the_exit_reaches_the_client(harnes
     query = "cols=100&rows=30&command=top&user=root"
     with harness.client.websocket_connect(url(sb, query), headers=harness.auth()) as ws:
         shell = last_shell(harness)
-        assert shell.options == ShellOptions(cols=100, rows=30, command="top", user="root")
+        assert shell.options == ShellQuery(cols=100, rows=30, command="top", user="root")
         ws.send_text('{"type": "input", "data": "ls\\r"}')
         assert ws.receive_bytes() == b"ls\r"
         ws.send_text('{"type":"resize","cols":120,"rows":40}')
@@ -396,8 +397,9 @@ async def test_the_agent_client_relays_a_shell_over_a_unix_socket(tmp_path: Path
         return _check_upgrade(connection, request)
 
     async with unix_serve(_agent_shell_server, path, process_request=record):
-        client = HttpAgentClient(AgentEndpoint(path, "s3cret"))
-        async with await client.open_shell("sb_1", ShellOptions(100, 30, command="ls -l", user="root")) as shell:
+        client = AgentClient(AgentEndpoint(path, "s3cret"))
+        query = ShellQuery(cols=100, rows=30, command="ls -l", user="root")
+        async with await client.shells.open("sb_1", query) as shell:
             await shell.send('{"type": "input", "data": "x"}')
             await shell.send(b"exit")
             output = [chunk async for chunk in shell]
@@ -405,17 +407,17 @@ async def test_the_agent_client_relays_a_shell_over_a_unix_socket(tmp_path: Path
         assert (shell.close_code, shell.close_reason) == (1000, "exit 7")
         assert paths == ["/internal/v1/sandboxes/sb_1/shell?cols=100&rows=30&command=ls+-l&user=root"]
         with pytest.raises(SshUnavailableError) as refusal:
-            await client.open_shell("sb_refused", ShellOptions())
+            await client.shells.open("sb_refused", ShellQuery())
         assert refusal.value.message == "no pty" and refusal.value.status == 503
-        wrong = HttpAgentClient(AgentEndpoint(path, "wrong"))
+        wrong = AgentClient(AgentEndpoint(path, "wrong"))
         with pytest.raises(QboxError) as unauthorised:
-            await wrong.open_shell("sb_1", ShellOptions())
+            await wrong.shells.open("sb_1", ShellQuery())
         assert (unauthorised.value.code, unauthorised.value.status) == ("internal", 500)
         await client.aclose()
         await wrong.aclose()
-    gone = HttpAgentClient(AgentEndpoint(str(tmp_path / "missing.sock"), "s3cret"))
+    gone = AgentClient(AgentEndpoint(str(tmp_path / "missing.sock"), "s3cret"))
     with pytest.raises(HostUnavailableError):
-        await gone.open_shell("sb_1", ShellOptions())
+        await gone.shells.open("sb_1", ShellQuery())
     await gone.aclose()
 
 
@@ -428,8 +430,8 @@ async def test_the_agent_client_reaches_an_http_agent_and_keeps_its_path(tmp_pat
 
     async with serve(_agent_shell_server, "127.0.0.1", 0, process_request=record) as server:
         port = next(iter(server.sockets)).getsockname()[1]
-        client = HttpAgentClient(AgentEndpoint(f"http://127.0.0.1:{port}/prefix/", "s3cret"))
-        async with await client.open_shell("sb_2", ShellOptions()) as shell:
+        client = AgentClient(AgentEndpoint(f"http://127.0.0.1:{port}/prefix/", "s3cret"))
+        async with await client.shells.open("sb_2", ShellQuery()) as shell:
             await shell.send(b"exit")
             assert [chunk async for chunk in shell] == [b"exit"]
         assert paths == ["/prefix/internal/v1/sandboxes/sb_2/shell?cols=80&rows=24"]

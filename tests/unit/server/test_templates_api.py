@@ -18,7 +18,8 @@ from sqlalchemy import select, update
 
 from qbox.core.errors import ValidationError
 from qbox.core.timefmt import utcnow
-from qbox.server.agents import AgentEndpoint, HttpAgentClient
+from qbox.protocol.images import BuildRequest
+from qbox.server.agent_client import AgentClient, AgentEndpoint
 from qbox.server.db.tables import Template, TemplateBuildLog
 from qbox.server.services import template_builds
 from tests.unit.server.conftest import Harness, make_harness
@@ -498,17 +499,21 @@ def test_http_agent_client_streams_build_events_and_gc() -> None:
             return httpx.Response(200, json={"removed": ["sha256:a"], "freedBytes": 10})
         if json.loads(request.content)["ref"] == "missing:1":
             return httpx.Response(400, json={"error": {"code": "validation_error", "message": "bad ref"}})
-        lines = [{"type": "log", "line": "pulling"}, {"type": "result", "digest": "sha256:b"}]
+        lines = [{"type": "log", "line": "pulling"},
+                 {"type": "result", "digest": "sha256:b", "sizeBytes": 1, "baseDigest": "sha256:a"}]
         return httpx.Response(200, content=b"".join(json.dumps(e).encode() + b"\n" for e in lines) + b"\n",
                               headers={"content-type": "application/x-ndjson"})
 
     async def scenario() -> None:
-        client = HttpAgentClient(AgentEndpoint("http://agent", "s"), transport=httpx.MockTransport(handler))
-        events = [e async for e in await client.build({"name": "web", "ref": "busybox:1"})]
-        assert events == [{"type": "log", "line": "pulling"}, {"type": "result", "digest": "sha256:b"}]
+        client = AgentClient(AgentEndpoint("http://agent", "s"), transport=httpx.MockTransport(handler))
+        events = [e.wire() async for e in await client.images.build(BuildRequest(name="web", ref="busybox:1"))]
+        assert events == [{"type": "log", "line": "pulling"},
+                          {"type": "result", "digest": "sha256:b", "sizeBytes": 1, "kernels": [],
+                           "baseDigest": "sha256:a", "pushedRef": None}]
         with pytest.raises(ValidationError, match="bad ref"):
-            await client.build({"name": "web", "ref": "missing:1"})
-        assert await client.gc_images(["sha256:c"]) == {"removed": ["sha256:a"], "freedBytes": 10}
+            await client.images.build(BuildRequest(name="web", ref="missing:1"))
+        collected = await client.images.collect(["sha256:c"])
+        assert collected.wire() == {"removed": ["sha256:a"], "freedBytes": 10}
         await client.aclose()
 
     asyncio.run(scenario())

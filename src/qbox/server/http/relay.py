@@ -14,7 +14,7 @@ from collections.abc import AsyncIterable
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from qbox.server.agents import Relayed
+from qbox.server.agent_client import Relayed
 
 NO_STORE = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 

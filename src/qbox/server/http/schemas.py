@@ -1,4 +1,4 @@
-"""Request models (pydantic, camelCase, unknown fields refused) and response shapes."""
+"""Request models (pydantic, camelCase, unknown fields refused); the answers are views.py's."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from qbox.core.json_input import CONTROL_CHARS
-from qbox.core.timefmt import to_wire
-from qbox.server.db.tables import Sandbox, SandboxEvent, Template
+from qbox.protocol.processes import CommandStart, ExecRequest, StdinWrite
 
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_EXEC_TIMEOUT = 24 * 3600
@@ -88,14 +87,14 @@ class TimeoutBody(_Body):
     timeout_seconds: int = Field(alias="timeoutSeconds", ge=0)
 
 
-class CommandBody(_Body):
+class CommandLine(_Body):
+    """What every command names: the program, its arguments, where and as whom."""
+
     cmd: str = Field(min_length=1)
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     cwd: str | None = None
     user: str | None = Field(default=None, min_length=1, max_length=64)
-    # qbox extension: keep stdin open as a pipe for …/commands/{pid}/stdin.
-    stdin: bool = False
 
     @field_validator("cmd", "cwd")
     @classmethod
@@ -117,38 +116,36 @@ class CommandBody(_Body):
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
         return _check_envs(value, reserve_qbox=False)
 
-    def to_agent(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"cmd": self.cmd, "args": self.args}
-        if self.env:
-            body["env"] = self.env
-        if self.cwd:
-            body["cwd"] = self.cwd
-        if self.user:
-            body["user"] = self.user
-        if self.stdin is True:
-            body["stdin"] = True
-        return body
+    def _spec(self) -> dict[str, Any]:
+        # Unset and empty are the same to the agent: both are left out.
+        return {"cmd": self.cmd, "args": self.args, "env": self.env or None,
+                "cwd": self.cwd or None, "user": self.user or None}
+
+
+class CommandBody(CommandLine):
+    # qbox extension: keep stdin open as a pipe for …/commands/{pid}/stdin.
+    stdin: bool = False
+
+    def to_agent(self) -> CommandStart:
+        return CommandStart(**self._spec(), stdin=self.stdin)
 
 
 class StdinBody(_Body):
     data: str = Field(default="", max_length=1024 * 1024)
     close: bool = False
 
-    def to_agent(self) -> dict[str, Any]:
-        return {"data": self.data, "close": self.close}
+    def to_agent(self) -> StdinWrite:
+        return StdinWrite(data=self.data, close=self.close)
 
 
-class ExecBody(CommandBody):
-    stdin: str | None = None  # type: ignore[assignment]
+class ExecBody(CommandLine):
+    stdin: str | None = None
     timeout_seconds: float | None = Field(default=None, alias="timeoutSeconds", gt=0,
                                           le=MAX_EXEC_TIMEOUT)
 
-    def to_agent(self) -> dict[str, Any]:
-        body = super().to_agent()
-        if self.stdin is not None:
-            body["stdin"] = self.stdin
-        body["timeoutSeconds"] = self.timeout_seconds or 60
-        return body
+    def to_agent(self) -> ExecRequest:
+        return ExecRequest(**self._spec(), stdin=self.stdin,
+                           timeout_seconds=self.timeout_seconds or 60)
 
 
 def _abs_path(value: str | None) -> str | None:
@@ -306,69 +303,3 @@ class RebuildBody(_Body):
 
 class TemplatePatchBody(_Body):
     public: bool
-
-
-def sandbox_wire(sandbox: Sandbox, template: Template | None = None) -> dict[str, Any]:
-    return {
-        "id": sandbox.id,
-        "templateId": sandbox.template_id,
-        "status": sandbox.status,
-        "vm": {"vcpus": sandbox.vcpus, "memoryMb": sandbox.memory_mb},
-        "diskSizeMb": sandbox.disk_size_mb,
-        "runtime": sandbox.runtime,
-        "services": list(template.services) if template else [],
-        "labels": dict(sandbox.labels),
-        "timeoutSeconds": sandbox.timeout_seconds,
-        "hostId": sandbox.host_id,
-        "createdAt": to_wire(sandbox.created_at),
-        "bootedAt": to_wire(sandbox.booted_at),
-        "endedAt": to_wire(sandbox.ended_at),
-        "endReason": sandbox.end_reason,
-        "expiresAt": to_wire(sandbox.deadline_at),
-        "allowInternetAccess": sandbox.allow_internet_access,
-    }
-
-
-def template_wire(template: Template, owner_id: str | None = None) -> dict[str, Any]:
-    """``owner_id``: the owner as the viewer may see it (template_access.owner_shown)."""
-    return {
-        "id": template.id,
-        "name": template.name,
-        "source": "image",
-        "status": template.status,
-        "builtin": template.builtin,
-        "public": template.public or template.builtin,
-        "ownerId": owner_id,
-        "imageRef": template.image_ref,
-        "imageDigest": template.image_digest,
-        "sizeBytes": template.size_bytes,
-        "buildError": template.build_error,
-        "services": list(template.services),
-        "capabilities": [],
-        "defaultVcpus": template.default_vcpus,
-        "defaultMemoryMb": template.default_memory_mb,
-        "enableSsh": template.enable_ssh,
-        "allowInternetAccess": template.allow_internet_access,
-        "defaultDiskMb": template.default_disk_mb,
-        "runtime": template.runtime,
-        "tags": list(template.tags),
-        "startCmd": template.start_cmd,
-        "readyCmd": template.ready_cmd,
-        "readyTimeoutS": template.ready_timeout_s,
-        "steps": list(template.steps),
-        "user": template.default_user or "user",
-        "workdir": template.workdir,
-        "env": dict(template.envs),
-        "registryRef": template.registry_ref,
-        "createdAt": to_wire(template.created_at),
-        "updatedAt": to_wire(template.updated_at),
-    }
-
-
-def event_wire(event: SandboxEvent) -> dict[str, Any]:
-    return {
-        "time": to_wire(event.time),
-        "level": event.level,
-        "component": event.component,
-        "message": event.message,
-    }

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qbox.core.errors import HostNoCapacityError
 from qbox.core.states import LIVE_STATES
+from qbox.protocol.host import Health
 from qbox.server.db.tables import Host, Sandbox
 from qbox.server.services.lifecycle import values_of
 from qbox.server.settings import ServerSettings
@@ -60,16 +60,14 @@ class HostCapacity:
     sandbox_disks_mb: int = 0
 
     @classmethod
-    def from_health(cls, health: Mapping[str, Any], fallback: Host) -> HostCapacity:
-        report = health.get("capacity")
-        try:
-            if isinstance(report, Mapping):
-                return cls(vcpus=int(report["vcpus"]), memory_mb=int(report["memoryMb"]),
-                           disk_total_mb=int(report["diskTotalMb"]), disk_free_mb=int(report["diskFreeMb"]),
-                           sandbox_disks_mb=int(report.get("sandboxDisksMb", 0)))
-        except (KeyError, TypeError, ValueError):
-            pass  # an agent from before capacity reports, or a garbled one: what we last knew
-        return cls(vcpus=fallback.total_vcpus, memory_mb=fallback.total_memory_mb)
+    def from_health(cls, health: Health, fallback: Host) -> HostCapacity:
+        report = health.capacity
+        if report is None:
+            # An agent from before capacity reports, or a garbled one: what we last knew.
+            return cls(vcpus=fallback.total_vcpus, memory_mb=fallback.total_memory_mb)
+        return cls(vcpus=report.vcpus, memory_mb=report.memory_mb,
+                   disk_total_mb=report.disk_total_mb, disk_free_mb=report.disk_free_mb,
+                   sandbox_disks_mb=report.sandbox_disks_mb)
 
 
 @dataclass(frozen=True)

@@ -8,75 +8,75 @@ interrupts a cell still running). ``Execution`` is the pure aggregation step.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
+
+import pydantic
 
 from qbox.core.errors import CodeInterpreterDisabledError, InvalidArgumentError
-from qbox.server.agents import AgentClient, Relayed
+from qbox.protocol.code import (
+    CODE_EVENT,
+    CodeError,
+    CodeEventBody,
+    CodeExecute,
+    CodeOutput,
+    CompleteCodeEvent,
+    Context,
+    ContextCreate,
+    ErrorCodeEvent,
+    Languages,
+    MimeBundle,
+    OutputCodeEvent,
+    ResultCodeEvent,
+    StartedCodeEvent,
+)
+from qbox.server.agent_client import AgentClient, Relayed
 from qbox.server.db.tables import Sandbox, Template
-from qbox.server.services.context import ServiceContext
 from qbox.server.principal import Principal
+from qbox.server.services.context import ServiceContext
 from qbox.server.services.sandboxes import SandboxService
 from qbox.server.services.templates import has_code_interpreter
 
 log = logging.getLogger("qbox.code")
 T = TypeVar("T")
 
-# An execution the interpreter stopped answering about: reported, never hung.
-INTERRUPTED_ERROR = {"name": "InterpreterError",
-                     "value": "the code interpreter stopped before the execution completed",
-                     "traceback": []}
-
 
 @dataclass
 class Execution:
-    """The unary answer to code-execute, built from its events in order."""
+    """An execution's events gathered in order, for the unary answer."""
 
     context_id: str = ""
     language: str = ""
-    outputs: list[dict[str, Any]] = field(default_factory=list)
-    result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
+    outputs: list[CodeOutput] = field(default_factory=list)
+    result: MimeBundle | None = None
+    error: CodeError | None = None
     execution_ms: int = 0
     timed_out: bool = False
     complete: bool = False
 
-    def add(self, event: dict[str, Any]) -> None:
-        kind = event.get("kind")
-        if kind == "started":
-            self.context_id = str(event.get("contextId", ""))
-            self.language = str(event.get("language", ""))
-        elif kind == "output" and isinstance(event.get("output"), dict):
-            self.outputs.append(event["output"])
-        elif kind == "result" and isinstance(event.get("result"), dict):
-            self.result = event["result"]
-        elif kind == "error" and isinstance(event.get("error"), dict):
-            self.error = event["error"]
-        elif kind == "complete":
-            self.execution_ms = int(event.get("executionMs", 0))
-            self.timed_out = bool(event.get("timedOut", False))
+    def add(self, event: CodeEventBody) -> None:
+        if isinstance(event, StartedCodeEvent):
+            self.context_id, self.language = event.context_id, event.language
+        elif isinstance(event, OutputCodeEvent):
+            self.outputs.append(event.output)
+        elif isinstance(event, ResultCodeEvent):
+            self.result = event.result
+        elif isinstance(event, ErrorCodeEvent):
+            self.error = event.error
+        elif isinstance(event, CompleteCodeEvent):
+            self.execution_ms, self.timed_out = event.execution_ms, event.timed_out
             self.complete = True
 
-    def to_wire(self) -> dict[str, Any]:
-        error = self.error if self.complete else (self.error or INTERRUPTED_ERROR)
-        return {"contextId": self.context_id, "language": self.language, "outputs": self.outputs,
-                "result": self.result, "error": error, "executionMs": self.execution_ms,
-                "timedOut": self.timed_out}
 
-
-async def events_of(lines: AsyncIterator[bytes]) -> AsyncGenerator[dict[str, Any], None]:
+async def events_of(lines: AsyncIterator[bytes]) -> AsyncGenerator[CodeEventBody, None]:
     """CodeEvents from the agent's NDJSON lines (anything else is logged and skipped)."""
     async for line in lines:
         try:
-            event = json.loads(line)
-        except ValueError:
-            log.warning("code interpreter sent a line that is not JSON: %.200r", line)
-            continue
-        if isinstance(event, dict) and isinstance(event.get("kind"), str):
-            yield event
+            yield CODE_EVENT.validate_json(line)
+        except pydantic.ValidationError:
+            log.warning("code interpreter sent a line that is no CodeEvent: %.200r", line)
 
 
 def _enabled(sandbox: Sandbox, template: Template | None) -> None:
@@ -96,34 +96,38 @@ class CodeService:
                      call: Callable[[AgentClient], Awaitable[T]]) -> T:
         return await self.sandboxes.relay(principal, sandbox_id, call, check=_enabled)
 
-    async def languages(self, principal: Principal, sandbox_id: str) -> dict[str, Any]:
-        return await self._relay(principal, sandbox_id, lambda a: a.code_languages(sandbox_id))
+    async def languages(self, principal: Principal, sandbox_id: str) -> Languages:
+        return await self._relay(principal, sandbox_id,
+                                 lambda agent: agent.code.languages(sandbox_id))
 
-    async def contexts(self, principal: Principal, sandbox_id: str) -> dict[str, Any]:
-        return await self._relay(principal, sandbox_id, lambda a: a.code_contexts(sandbox_id))
+    async def contexts(self, principal: Principal, sandbox_id: str) -> list[Context]:
+        found = await self._relay(principal, sandbox_id,
+                                  lambda agent: agent.code.contexts(sandbox_id))
+        return found.contexts
 
     async def create_context(self, principal: Principal, sandbox_id: str,
-                             body: dict[str, Any]) -> dict[str, Any]:
+                             request: ContextCreate) -> Context:
         return await self._relay(principal, sandbox_id,
-                                 lambda a: a.create_code_context(sandbox_id, body))
+                                 lambda agent: agent.code.create_context(sandbox_id, request))
 
     async def restart_context(self, principal: Principal, sandbox_id: str,
-                              context_id: str) -> dict[str, Any]:
+                              context_id: str) -> Context:
         return await self._relay(principal, sandbox_id,
-                                 lambda a: a.restart_code_context(sandbox_id, context_id))
+                                 lambda agent: agent.code.restart_context(sandbox_id, context_id))
 
     async def delete_context(self, principal: Principal, sandbox_id: str, context_id: str) -> None:
         await self._relay(principal, sandbox_id,
-                          lambda a: a.delete_code_context(sandbox_id, context_id))
+                          lambda agent: agent.code.delete_context(sandbox_id, context_id))
 
     async def execute(self, principal: Principal, sandbox_id: str,
-                      body: dict[str, Any]) -> Relayed:
+                      request: CodeExecute) -> Relayed:
         """The execution's NDJSON lines from the agent (``events_of`` reads them); errors
         before the first (access, template, language, context, a kernel still starting) are
         raised. Close it however the answer ends: the agent interrupts an execution whose
         call is closed before ``complete``."""
-        if body.get("contextId") and body.get("language"):
+        if request.context_id and request.language:
             raise InvalidArgumentError("give contextId or language, not both",
-                                       details={"contextId": body["contextId"],
-                                                "language": body["language"]})
-        return await self._relay(principal, sandbox_id, lambda a: a.code_execute(sandbox_id, body))
+                                       details={"contextId": request.context_id,
+                                                "language": request.language})
+        return await self._relay(principal, sandbox_id,
+                                 lambda agent: agent.code.execute(sandbox_id, request))

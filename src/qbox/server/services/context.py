@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from qbox.core.errors import HostUnavailableError
 from qbox.core.timefmt import utcnow
-from qbox.server.agents import AgentClient
+from qbox.server.agent_client import AgentClient
 from qbox.server.services import audit_notes
 from qbox.server.settings import ServerSettings
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from qbox.core.sandbox_ends import describe_end
 from qbox.core.states import SandboxState
+from qbox.protocol.sandboxes import SandboxInfo
 from qbox.server.services.lifecycle import Change, LifecycleEvent
 
 # The agent's status of a sandbox that runs (docs/agent-protocol.md).
@@ -30,9 +30,8 @@ class OnHost:
     exit_reason: str | None = None
 
     @classmethod
-    def from_agent(cls, row: Mapping[str, Any]) -> OnHost:
-        reason = row.get("exitReason")
-        return cls(str(row.get("status", "")), str(reason) if reason is not None else None)
+    def from_agent(cls, row: SandboxInfo) -> OnHost:
+        return cls(row.status, row.exit_reason)
 
 
 @dataclass(frozen=True)

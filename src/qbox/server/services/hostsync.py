@@ -27,21 +27,23 @@ async def sync_host(ctx: ServiceContext, lifecycle: SandboxLifecycle, host_id: s
                     at_start: bool = False) -> HostDiff:
     """Compare the host's sandboxes with the database's and apply the difference."""
     agent = ctx.agents.for_host(host_id)
-    on_host = {str(row["id"]): OnHost.from_agent(row) for row in await agent.list_sandboxes()}
     async with ctx.sessions() as session:
         rows = (await session.execute(
             select(Sandbox.id, Sandbox.status).where(Sandbox.host_id == host_id,
                                                      Sandbox.status.in_(values_of(LIVE_STATES)))
         )).all()
-    diff = compare(host_id, {row[0]: SandboxState(row[1]) for row in rows}, on_host,
-                   at_start=at_start)
+    believed = {row[0]: SandboxState(row[1]) for row in rows}
+    if not at_start and SandboxState.RUNNING not in believed.values():
+        return HostDiff()  # nothing the host could have ended: no need to ask it
+    on_host = {row.id: OnHost.from_agent(row) for row in await agent.sandboxes.list()}
+    diff = compare(host_id, believed, on_host, at_start=at_start)
     for ending in diff.ended:
         ended = await lifecycle.end(ending.sandbox_id, ending.change, remove_from_host=False)
         if ended and ending.on_host:
             await lifecycle.remove_from_host(ending.sandbox_id, host_id)
     for sandbox_id in diff.strangers:
         try:
-            await agent.delete_sandbox(sandbox_id)
+            await agent.sandboxes.delete(sandbox_id)
             log.info("reconcile: removed %s from host %s", sandbox_id, host_id)
         except QboxError as exc:
             log.error("reconcile: could not remove %s: %s", sandbox_id, exc.message)

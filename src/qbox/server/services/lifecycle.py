@@ -172,7 +172,7 @@ class SandboxLifecycle:
     async def remove_from_host(self, sandbox_id: str, host_id: str) -> None:
         """Delete an ended sandbox's container; a failure is logged and left to the next reconcile."""
         try:
-            await self.ctx.agents.for_host(host_id).delete_sandbox(sandbox_id)
+            await self.ctx.agents.for_host(host_id).sandboxes.delete(sandbox_id)
         except QboxError as exc:
             log.error("could not remove %s from host %s: %s", sandbox_id, host_id, exc.message)
             async with self.ctx.sessions() as session:

@@ -9,11 +9,19 @@ as they arrive, never read whole: the caller streams them on and closes them.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from qbox.server.agents import AgentClient, Relayed
-from qbox.server.services.context import ServiceContext
+from qbox.protocol.processes import (
+    CommandStart,
+    CommandStarted,
+    CommandStatus,
+    ExecRequest,
+    LogOffsets,
+    StdinWrite,
+)
+from qbox.server.agent_client import AgentClient, Relayed
 from qbox.server.principal import Principal
+from qbox.server.services.context import ServiceContext
 from qbox.server.services.sandboxes import SandboxService
 
 T = TypeVar("T")
@@ -28,37 +36,45 @@ class ProcessService:
                      call: Callable[[AgentClient], Awaitable[T]]) -> T:
         return await self.sandboxes.relay(principal, sandbox_id, call)
 
-    async def exec(self, principal: Principal, sandbox_id: str, body: dict[str, Any]) -> Relayed:
+    async def exec(self, principal: Principal, sandbox_id: str, request: ExecRequest) -> Relayed:
         """The answer's JSON, once the command has ended."""
-        return await self._relay(principal, sandbox_id, lambda a: a.exec_relayed(sandbox_id, body))
-
-    async def start(self, principal: Principal, sandbox_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._relay(principal, sandbox_id, lambda a: a.start_command(sandbox_id, body))
-
-    async def find(self, principal: Principal, sandbox_id: str) -> list[dict[str, Any]]:
-        return await self._relay(principal, sandbox_id, lambda a: a.list_commands(sandbox_id))
-
-    async def status(self, principal: Principal, sandbox_id: str, pid: int) -> dict[str, Any]:
-        return await self._relay(principal, sandbox_id, lambda a: a.command_status(sandbox_id, pid))
-
-    async def logs(self, principal: Principal, sandbox_id: str, pid: int,
-                   offsets: dict[str, int] | None = None) -> Relayed:
         return await self._relay(principal, sandbox_id,
-                                 lambda a: a.command_logs(sandbox_id, pid, offsets))
-
-    async def follow(self, principal: Principal, sandbox_id: str, pid: int,
-                     offsets: dict[str, int]) -> Relayed:
-        """NDJSON lines of output, then the exit; errors come before the first line."""
-        return await self._relay(principal, sandbox_id,
-                                 lambda a: a.follow_command(sandbox_id, pid, offsets))
+                                 lambda agent: agent.processes.exec_relayed(sandbox_id, request))
 
     async def exec_stream(self, principal: Principal, sandbox_id: str,
-                          body: dict[str, Any]) -> Relayed:
-        return await self._relay(principal, sandbox_id, lambda a: a.exec_stream(sandbox_id, body))
+                          request: ExecRequest) -> Relayed:
+        return await self._relay(principal, sandbox_id,
+                                 lambda agent: agent.processes.exec_stream(sandbox_id, request))
+
+    async def start(self, principal: Principal, sandbox_id: str,
+                    request: CommandStart) -> CommandStarted:
+        return await self._relay(principal, sandbox_id,
+                                 lambda agent: agent.processes.start(sandbox_id, request))
+
+    async def find(self, principal: Principal, sandbox_id: str) -> list[CommandStatus]:
+        return await self._relay(principal, sandbox_id,
+                                 lambda agent: agent.processes.list(sandbox_id))
+
+    async def status(self, principal: Principal, sandbox_id: str, pid: int) -> CommandStatus:
+        return await self._relay(principal, sandbox_id,
+                                 lambda agent: agent.processes.status(sandbox_id, pid))
+
+    async def logs(self, principal: Principal, sandbox_id: str, pid: int,
+                   offsets: LogOffsets) -> Relayed:
+        return await self._relay(principal, sandbox_id,
+                                 lambda agent: agent.processes.logs(sandbox_id, pid, offsets))
+
+    async def follow(self, principal: Principal, sandbox_id: str, pid: int,
+                     offsets: LogOffsets) -> Relayed:
+        """NDJSON lines of output, then the exit; errors come before the first line."""
+        return await self._relay(principal, sandbox_id,
+                                 lambda agent: agent.processes.follow(sandbox_id, pid, offsets))
 
     async def write_stdin(self, principal: Principal, sandbox_id: str, pid: int,
-                          body: dict[str, Any]) -> None:
-        await self._relay(principal, sandbox_id, lambda a: a.write_stdin(sandbox_id, pid, body))
+                          write: StdinWrite) -> None:
+        await self._relay(principal, sandbox_id,
+                          lambda agent: agent.processes.write_stdin(sandbox_id, pid, write))
 
     async def kill(self, principal: Principal, sandbox_id: str, pid: int, signal: int) -> None:
-        await self._relay(principal, sandbox_id, lambda a: a.kill_command(sandbox_id, pid, signal))
+        await self._relay(principal, sandbox_id,
+                          lambda agent: agent.processes.kill(sandbox_id, pid, signal))

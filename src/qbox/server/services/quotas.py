@@ -182,12 +182,12 @@ class QuotaService:
         if sandbox is None or SandboxState(sandbox.status) not in LIVE_STATES or sandbox.host_id is None:
             return frozenset()
         try:
-            listed = await self.ctx.agents.for_host(sandbox.host_id).list_commands(sandbox_id)
+            listed = await self.ctx.agents.for_host(sandbox.host_id).processes.list(sandbox_id)
         except SandboxNotFoundError:
             return frozenset()
         except QboxError:
             return pids  # the host cannot tell now: keep counting them
-        return frozenset(int(c["pid"]) for c in listed if c.get("alive")) & pids
+        return frozenset(command.pid for command in listed if command.alive) & pids
 
 
 async def sandbox_usage(session: AsyncSession, user_id: str) -> tuple[int, Resources]:

@@ -12,16 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+
+import pydantic
 
 from qbox.core.errors import QboxError, SandboxNotFoundError
 from qbox.core.states import SandboxState
-from qbox.server.agents import AgentClient
+from qbox.protocol.processes import (
+    COMMAND_EVENT,
+    CommandStart,
+    ExecRequest,
+    ExitEvent,
+    LogOffsets,
+    OutputEvent,
+)
+from qbox.protocol.sandboxes import SandboxSpec
+from qbox.server.agent_client import AgentClient
 from qbox.server.db.tables import Sandbox, Template
 from qbox.server.services import events
 from qbox.server.services.context import ServiceContext
@@ -48,11 +57,12 @@ class StartPlan:
         return cls(start_cmd=template.start_cmd, ready_cmd=template.ready_cmd,
                    ready_timeout_s=template.ready_timeout_s, user=template.default_user)
 
-    def shell(self, command: str, **extra: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {"cmd": "/bin/sh", "args": ["-c", command], **extra}
-        if self.user:
-            body["user"] = self.user
-        return body
+    def start(self, command: str) -> CommandStart:
+        return CommandStart(cmd="/bin/sh", args=["-c", command], user=self.user or None)
+
+    def check(self, command: str, timeout: int) -> ExecRequest:
+        return ExecRequest(cmd="/bin/sh", args=["-c", command], user=self.user or None,
+                           timeout_seconds=timeout)
 
 
 class OutputLines:
@@ -106,28 +116,27 @@ async def follow_start_command(ctx: ServiceContext, agent: AgentClient, sandbox_
                                pid: int) -> None:
     """Copy the start command's output into the sandbox log until it (or the sandbox) ends."""
     lines = OutputLines()
-    ended: dict[str, Any] | None = None
+    ended: ExitEvent | None = None
     try:
-        stream = await agent.follow_command(sandbox_id, pid, {})
+        stream = await agent.processes.follow(sandbox_id, pid, LogOffsets())
         async for raw in stream:
             try:
-                event = json.loads(raw)
-            except ValueError:
+                event = COMMAND_EVENT.validate_json(raw)
+            except pydantic.ValidationError:
                 continue
-            kind = event.get("type")
-            if kind in ("stdout", "stderr"):
-                await _record(ctx, sandbox_id, lines.feed(kind, str(event.get("data", ""))))
-            elif kind == "exit":
+            if isinstance(event, OutputEvent):
+                await _record(ctx, sandbox_id, lines.feed(event.type, event.data))
+            elif isinstance(event, ExitEvent):
                 ended = event
     except QboxError as exc:
         # The sandbox ended under it: nothing more to follow.
         log.info("start command of %s no longer followed: %s", sandbox_id, exc.message)
     entries = lines.finish()
     if ended is not None:
-        if ended.get("signal"):
-            entries.append(("error", f"start command killed by signal {ended['signal']}"))
+        if ended.signal:
+            entries.append(("error", f"start command killed by signal {ended.signal}"))
         else:
-            code = ended.get("exitCode")
+            code = ended.exit_code
             entries.append(("info" if code == 0 else "error",
                             f"start command exited with code {code}"))
     await _record(ctx, sandbox_id, entries)
@@ -148,17 +157,17 @@ async def wait_ready(agent: AgentClient, sandbox_id: str, plan: StartPlan,
             return None
         timeout = min(READY_EXEC_MAX_SECONDS, max(1, math.ceil(remaining)))
         try:
-            result = await agent.exec(sandbox_id, plan.shell(plan.ready_cmd, timeoutSeconds=timeout))
+            result = await agent.processes.exec(sandbox_id, plan.check(plan.ready_cmd, timeout))
         except SandboxNotFoundError:
             return "sandbox ended before readyCmd exited 0"
         except QboxError as exc:
             last = f"error: {exc.message}"
         else:
-            if result.get("exitCode") == 0 and not result.get("timedOut"):
+            if result.exit_code == 0 and not result.timed_out:
                 return None
-            last = (f"timed out after {timeout}s" if result.get("timedOut")
-                    else f"exit code {result.get('exitCode')}")
-            tail = (str(result.get("stdout") or "") + str(result.get("stderr") or "")).strip()
+            last = (f"timed out after {timeout}s" if result.timed_out
+                    else f"exit code {result.exit_code}")
+            tail = (result.stdout + result.stderr).strip()
             if tail:
                 last += f": {tail[-_TAIL_CHARS:]}"
         await asyncio.sleep(max(0.0, min(READY_INTERVAL_SECONDS, deadline - loop.time())))
@@ -174,7 +183,7 @@ class SandboxBoots:
         # Followers of the templates' start commands, by sandbox.
         self._followers: dict[str, asyncio.Task[None]] = {}
 
-    def start(self, sandbox_id: str, host_id: str, spec: dict[str, Any],
+    def start(self, sandbox_id: str, host_id: str, spec: SandboxSpec,
               plan: StartPlan) -> asyncio.Task[None]:
         task = asyncio.create_task(self._boot(sandbox_id, host_id, spec, plan),
                                    name=f"boot {sandbox_id}")
@@ -182,11 +191,11 @@ class SandboxBoots:
         task.add_done_callback(functools.partial(_forget, self._boots, sandbox_id))
         return task
 
-    async def _boot(self, sandbox_id: str, host_id: str, spec: dict[str, Any],
+    async def _boot(self, sandbox_id: str, host_id: str, spec: SandboxSpec,
                     plan: StartPlan) -> None:
         agent = self.ctx.agents.for_host(host_id)
         try:
-            await agent.create_sandbox(spec)
+            await agent.sandboxes.create(spec)
             failure = await self._start(agent, sandbox_id, plan)
         except asyncio.CancelledError:
             await self.lifecycle.apply(sandbox_id, Change.of(LifecycleEvent.BOOT_INTERRUPTED))
@@ -215,11 +224,11 @@ class SandboxBoots:
         """Start the template's startCmd, wait for its readyCmd; None when ready, else why not."""
         if plan.start_cmd:
             try:
-                started = await agent.start_command(sandbox_id, plan.shell(plan.start_cmd))
+                started = await agent.processes.start(sandbox_id, plan.start(plan.start_cmd))
             except QboxError as exc:
                 return Change.of(LifecycleEvent.START_COMMAND_FAILED, error=exc.message)
             task = asyncio.create_task(
-                follow_start_command(self.ctx, agent, sandbox_id, int(started["pid"])),
+                follow_start_command(self.ctx, agent, sandbox_id, started.pid),
                 name=f"start command {sandbox_id}")
             self._followers[sandbox_id] = task
             task.add_done_callback(functools.partial(_forget, self._followers, sandbox_id))

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,7 +27,9 @@ from qbox.core.errors import (
 )
 from qbox.core.ids import new_sandbox_id
 from qbox.core.states import LIVE_STATES, SandboxState
-from qbox.server.agents import AgentClient, AgentShell, ShellOptions
+from qbox.protocol.sandboxes import SandboxSpec
+from qbox.protocol.shells import ShellQuery
+from qbox.server.agent_client import AgentClient, AgentShell
 from qbox.server.db.tables import Host, Sandbox, SandboxEvent, Template
 from qbox.server.services import events
 from qbox.server.services.admission import (
@@ -144,9 +146,9 @@ class SandboxService:
             sandbox = await self.get(principal, sandbox_id)
             raise not_active(sandbox) from None
 
-    async def open_shell(self, principal: Principal, sandbox_id: str, options: ShellOptions) -> AgentShell:
+    async def open_shell(self, principal: Principal, sandbox_id: str, query: ShellQuery) -> AgentShell:
         """A shell on the agent, if the sandbox runs and its template allows shells."""
-        return await self.relay(principal, sandbox_id, lambda agent: agent.open_shell(sandbox_id, options),
+        return await self.relay(principal, sandbox_id, lambda agent: agent.shells.open(sandbox_id, query),
                                 check=_ssh_enabled)
 
     # --- spawn ---------------------------------------------------------------
@@ -203,21 +205,15 @@ class SandboxService:
                           f"on host {host_id} ({vcpus} vCPU, {memory_mb} MB memory, {disk_mb} MB disk, "
                           f"internet {'on' if internet else 'off'}, {template.runtime})")
             await session.commit()
-            spec: dict[str, Any] = {
-                "id": sandbox.id,
-                "imageDigest": template.image_digest,
-                "envs": {**sandbox_env(template), **request.envs},
-                "vcpus": vcpus,
-                "memoryMb": memory_mb,
-                "diskSizeMb": disk_mb,
-                "allowInternetAccess": internet,
-                "runtime": template.runtime,
-            }
-            # Only what a template sets, so agents without template builds accept the spec.
-            for key, value in (("user", template.default_user), ("workdir", template.workdir),
-                               ("imagePullRef", template.registry_ref)):
-                if value:
-                    spec[key] = value
+            # Not validated here: the agent judges the spec (its refusal fails the boot, as
+            # any agent error does). user/workdir/imagePullRef go only when the template
+            # sets them, so agents without template builds accept the spec.
+            spec = SandboxSpec.model_construct(
+                id=sandbox.id, image_digest=template.image_digest,
+                envs={**sandbox_env(template), **request.envs}, vcpus=vcpus, memory_mb=memory_mb,
+                disk_size_mb=disk_mb, allow_internet_access=internet, runtime=template.runtime,
+                user=template.default_user or None, workdir=template.workdir or None,
+                image_pull_ref=template.registry_ref or None)
             plan = StartPlan.of(template)
         task = self.boots.start(sandbox.id, host_id, spec, plan)
         if wait_seconds:

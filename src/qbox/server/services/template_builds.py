@@ -21,8 +21,12 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from qbox.core.errors import QboxError
-from qbox.server.agents import AgentClient
+import pydantic
+from pydantic import SecretStr
+
+from qbox.core.errors import QboxError, ValidationError
+from qbox.protocol import images as wire
+from qbox.server.agent_client import AgentClient
 from qbox.server.db.tables import Host, Template, TemplateBuildLog
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.periodic import each
@@ -53,8 +57,8 @@ class RegistryLogin:
     username: str
     password: str = field(repr=False)
 
-    def to_agent(self) -> dict[str, str]:
-        return {"username": self.username, "password": self.password}
+    def to_agent(self) -> wire.RegistryLogin:
+        return wire.RegistryLogin(username=self.username, password=SecretStr(self.password))
 
 
 class BuildLogWriter:
@@ -125,25 +129,31 @@ class BuildLogWriter:
 
 
 def build_request(template: Template, build_memory_mb: int, registry: str | None,
-                  login: RegistryLogin | None) -> dict[str, Any]:
-    """The agent's BuildRequest for the template's current generation."""
+                  login: RegistryLogin | None) -> wire.BuildRequest:
+    """The agent's BuildRequest for the template's current generation (a template the
+    agent would refuse is a ValidationError, as the agent's answer would be)."""
     push = None
     if registry:
         push = f"{registry.rstrip('/')}/templates/{template.name}:build-{template.build_generation}"
-    return {
-        "name": template.name,
-        "ref": template.image_ref,
-        "credentials": login.to_agent() if login else None,
-        "steps": list(template.steps),
-        "user": template.default_user or "user",
-        "workdir": template.workdir,
-        "env": dict(template.envs),
-        "runtime": template.runtime,
-        "vcpus": template.default_vcpus,
-        "memoryMb": max(template.default_memory_mb, build_memory_mb),
-        "diskMb": template.default_disk_mb,
-        "push": push,
-    }
+    try:
+        return wire.BuildRequest.model_validate({
+            "name": template.name,
+            "ref": template.image_ref,
+            "credentials": login.to_agent() if login else None,
+            "steps": list(template.steps),
+            "user": template.default_user or "user",
+            "workdir": template.workdir,
+            "env": dict(template.envs),
+            "runtime": template.runtime,
+            "vcpus": template.default_vcpus,
+            "memoryMb": max(template.default_memory_mb, build_memory_mb),
+            "diskMb": template.default_disk_mb,
+            "push": push,
+        })
+    except pydantic.ValidationError as exc:
+        fields = {".".join(str(part) for part in error["loc"]): error["msg"]
+                  for error in exc.errors()}
+        raise ValidationError.for_fields(fields) from None
 
 
 class TemplateBuilds:
@@ -267,24 +277,22 @@ class TemplateBuilds:
         if agent is None:
             return {"status": "failed", "build_error": "no host is online to build the template"}
         settings = self.ctx.settings
-        body = build_request(template, settings.build_memory_mb, settings.registry, login)
         writer.add(f"building {template.image_ref} on host {host_id} "
                    f"(build {template.build_generation})")
         try:
-            events = await agent.build(body)
+            events = await agent.images.build(
+                build_request(template, settings.build_memory_mb, settings.registry, login))
         except QboxError as exc:
             writer.add(f"build failed: {exc.message}")
             return {"status": "failed", "build_error": exc.message}
         try:
             async for event in events:
-                kind = event.get("type")
-                if kind == "log":
-                    writer.add(str(event.get("line", "")))
-                elif kind == "result":
+                if isinstance(event, wire.BuildLog):
+                    writer.add(event.line)
+                elif isinstance(event, wire.BuildResult):
                     return _ready(event)
-                elif kind == "error":
-                    return {"status": "failed",
-                            "build_error": str(event.get("message") or "build failed")}
+                else:
+                    return {"status": "failed", "build_error": event.message or "build failed"}
                 if writer.gone:
                     return {"status": "failed", "build_error": "template deleted"}
         finally:
@@ -329,7 +337,7 @@ class TemplateBuilds:
         keep = sorted({digest for row in rows for digest in row if digest})
         for host_id, agent in list(self.ctx.agents.clients.items()):
             try:
-                result = await agent.gc_images(keep)
+                result = await agent.images.collect(keep)
             except QboxError as exc:
                 log.warning("image gc on host %s failed: %s", host_id, exc.message)
                 continue
@@ -337,25 +345,25 @@ class TemplateBuilds:
                 log.exception("image gc on host %s crashed", host_id)
                 continue
             log.info("image gc on host %s: %d image(s) removed, %d bytes freed", host_id,
-                     len(result.get("removed") or []), int(result.get("freedBytes") or 0))
+                     len(result.removed), result.freed_bytes)
 
 
-def services_for(kernels: list[dict[str, Any]]) -> list[dict[str, str]]:
+def services_for(kernels: list[wire.KernelSpec]) -> list[dict[str, str]]:
     """The services a template offers, from what its image holds (its Jupyter kernels)."""
     if not kernels:
         return []
-    languages = sorted({str(k.get("language", "")) for k in kernels} - {""})
+    languages = sorted({kernel.language for kernel in kernels} - {""})
     return [{"name": CODE_INTERPRETER, "type": CODE_INTERPRETER,
              "version": "jupyter:" + ",".join(languages)}]
 
 
-def _ready(event: dict[str, Any]) -> dict[str, Any]:
+def _ready(event: wire.BuildResult) -> dict[str, Any]:
     return {
         "status": "ready",
         "build_error": None,
-        "image_digest": str(event.get("digest", "")),
-        "size_bytes": int(event.get("sizeBytes") or 0),
-        "services": services_for(list(event.get("kernels") or [])),
-        "base_digest": str(event.get("baseDigest") or ""),
-        "registry_ref": str(event.get("pushedRef") or ""),
+        "image_digest": event.digest,
+        "size_bytes": event.size_bytes,
+        "services": services_for(event.kernels),
+        "base_digest": event.base_digest,
+        "registry_ref": event.pushed_ref or "",
     }

@@ -338,16 +338,15 @@ class TemplateService:
             await session.commit()
         on_progress(f"template {template_id}: importing {image_ref}")
         try:
-            image = await self.ctx.agents.for_host(host_id).import_image(image_ref, name)
+            image = await self.ctx.agents.for_host(host_id).images.import_image(image_ref, name)
         except QboxError as exc:
             await self._set(template_id, status="failed", build_error=exc.message)
             raise
-        on_progress(f"template {template_id}: ready ({image['digest'][:19]}, "
-                    f"{int(image.get('sizeBytes', 0)) // (1024 * 1024)} MiB)")
+        on_progress(f"template {template_id}: ready ({image.digest[:19]}, "
+                    f"{image.size_bytes // (1024 * 1024)} MiB)")
         return await self._set(template_id, status="ready", build_error=None,
-                               image_digest=image["digest"],
-                               size_bytes=int(image.get("sizeBytes", 0)),
-                               services=services_for(image.get("kernels") or []))
+                               image_digest=image.digest, size_bytes=image.size_bytes,
+                               services=services_for(image.kernels))
 
     async def _set(self, template_id: str, **values: object) -> Template:
         async with self.ctx.sessions() as session:

@@ -1,0 +1,24 @@
+"""Sandboxes on one host: boot, list, delete."""
+
+from __future__ import annotations
+
+from qbox.protocol.sandboxes import SandboxCreated, SandboxInfo, SandboxSpec
+from qbox.server.agent_client.transport import Transport, parsed, parsed_list, path
+
+
+class SandboxClient:
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    async def create(self, spec: SandboxSpec) -> SandboxCreated:
+        """Answers once the sandbox's init runs (a boot may take a while)."""
+        return parsed(SandboxCreated, await self._transport.call(
+            "POST", "/sandboxes", body=spec, timeout=120))
+
+    async def list(self) -> list[SandboxInfo]:
+        """Every sandbox the agent holds (build sandboxes aside)."""
+        return parsed_list(SandboxInfo, await self._transport.call("GET", "/sandboxes") or [])
+
+    async def delete(self, sandbox_id: str) -> None:
+        """Idempotent: an unknown id is fine."""
+        await self._transport.call("DELETE", path("sandboxes", sandbox_id), timeout=60)

@@ -1,0 +1,152 @@
+"""The public API's response bodies (docs/api.md, WIRE_PROTOCOL.md), built here and only here.
+
+From database rows and from the typed answers of host agents
+(``qbox.protocol``): what an agent says is never relayed as the public body
+itself, so the two contracts can move apart without a client noticing.
+Streamed answers (an /exec's output, logs, follows, code events) are relayed
+as the agent writes them; their shapes are the agent protocol's, which the
+public contract shares.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qbox.core.timefmt import to_wire
+from qbox.protocol.code import CodeError, CodeOutput, Context, Languages
+from qbox.protocol.files import FileEntry, FileStat
+from qbox.protocol.processes import CommandStarted, CommandStatus
+from qbox.server.db.tables import Sandbox, SandboxEvent, Template
+from qbox.server.services.code import Execution
+
+# An execution the interpreter stopped answering about: reported, never hung.
+INTERRUPTED_ERROR = CodeError(name="InterpreterError",
+                              value="the code interpreter stopped before the execution completed")
+
+
+def sandbox(sandbox: Sandbox, template: Template | None = None) -> dict[str, Any]:
+    return {
+        "id": sandbox.id,
+        "templateId": sandbox.template_id,
+        "status": sandbox.status,
+        "vm": {"vcpus": sandbox.vcpus, "memoryMb": sandbox.memory_mb},
+        "diskSizeMb": sandbox.disk_size_mb,
+        "runtime": sandbox.runtime,
+        "services": list(template.services) if template else [],
+        "labels": dict(sandbox.labels),
+        "timeoutSeconds": sandbox.timeout_seconds,
+        "hostId": sandbox.host_id,
+        "createdAt": to_wire(sandbox.created_at),
+        "bootedAt": to_wire(sandbox.booted_at),
+        "endedAt": to_wire(sandbox.ended_at),
+        "endReason": sandbox.end_reason,
+        "expiresAt": to_wire(sandbox.deadline_at),
+        "allowInternetAccess": sandbox.allow_internet_access,
+    }
+
+
+def template(template: Template, owner_id: str | None = None) -> dict[str, Any]:
+    """``owner_id``: the owner as the viewer may see it (template_access.owner_shown)."""
+    return {
+        "id": template.id,
+        "name": template.name,
+        "source": "image",
+        "status": template.status,
+        "builtin": template.builtin,
+        "public": template.public or template.builtin,
+        "ownerId": owner_id,
+        "imageRef": template.image_ref,
+        "imageDigest": template.image_digest,
+        "sizeBytes": template.size_bytes,
+        "buildError": template.build_error,
+        "services": list(template.services),
+        "capabilities": [],
+        "defaultVcpus": template.default_vcpus,
+        "defaultMemoryMb": template.default_memory_mb,
+        "enableSsh": template.enable_ssh,
+        "allowInternetAccess": template.allow_internet_access,
+        "defaultDiskMb": template.default_disk_mb,
+        "runtime": template.runtime,
+        "tags": list(template.tags),
+        "startCmd": template.start_cmd,
+        "readyCmd": template.ready_cmd,
+        "readyTimeoutS": template.ready_timeout_s,
+        "steps": list(template.steps),
+        "user": template.default_user or "user",
+        "workdir": template.workdir,
+        "env": dict(template.envs),
+        "registryRef": template.registry_ref,
+        "createdAt": to_wire(template.created_at),
+        "updatedAt": to_wire(template.updated_at),
+    }
+
+
+def sandbox_event(event: SandboxEvent) -> dict[str, Any]:
+    return {
+        "time": to_wire(event.time),
+        "level": event.level,
+        "component": event.component,
+        "message": event.message,
+    }
+
+
+def command_started(started: CommandStarted) -> dict[str, Any]:
+    return {"pid": started.pid, "startedAt": to_wire(started.started_at)}
+
+
+def command(status: CommandStatus) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "pid": status.pid, "command": list(status.command), "startedAt": to_wire(status.started_at),
+        "alive": status.alive, "exitCode": status.exit_code, "signal": status.signal,
+        "oomKilled": status.oom_killed,
+    }
+    if status.ended_at is not None:
+        body["endedAt"] = to_wire(status.ended_at)
+    return body
+
+
+def file_stat(stat: FileStat) -> dict[str, Any]:
+    return {"path": stat.path, "exists": stat.exists, "size": stat.size, "mode": stat.mode,
+            "isDir": stat.is_dir, "isSymlink": stat.is_symlink,
+            "symlinkTarget": stat.symlink_target, "modifiedAt": to_wire(stat.modified_at)}
+
+
+def file_entry(entry: FileEntry) -> dict[str, Any]:
+    return {"name": entry.name, "isDir": entry.is_dir, "size": entry.size, "mode": entry.mode,
+            "mtime": to_wire(entry.mtime)}
+
+
+def languages(found: Languages) -> dict[str, Any]:
+    return {"languages": [{"language": language.language, "aliases": list(language.aliases),
+                           "kernelName": language.kernel_name, "isDefault": language.is_default}
+                          for language in found.languages]}
+
+
+def context(found: Context) -> dict[str, Any]:
+    return {"id": found.id, "language": found.language, "cwd": found.cwd,
+            "isDefault": found.is_default, "kernelName": found.kernel_name,
+            "createdAt": to_wire(found.created_at), "lastUsedAt": to_wire(found.last_used_at),
+            "state": found.state}
+
+
+def contexts(found: list[Context]) -> dict[str, Any]:
+    return {"contexts": [context(one) for one in found]}
+
+
+def code_error(error: CodeError) -> dict[str, Any]:
+    return {"name": error.name, "value": error.value, "traceback": list(error.traceback)}
+
+
+def code_output(output: CodeOutput) -> dict[str, Any]:
+    if output.display is not None:
+        return {"display": dict(output.display)}
+    return {"stream": output.stream, "text": output.text}
+
+
+def execution(done: Execution) -> dict[str, Any]:
+    """The unary answer to code-execute; one the interpreter left unfinished says so."""
+    error = done.error if done.complete else (done.error or INTERRUPTED_ERROR)
+    return {"contextId": done.context_id, "language": done.language,
+            "outputs": [code_output(output) for output in done.outputs],
+            "result": done.result, "error": None if error is None else code_error(error),
+            "executionMs": done.execution_ms, "timedOut": done.timed_out}
