@@ -129,3 +129,14 @@ async def test_the_host_sync_goes_on_after_a_host_that_fails(ctx: ServiceContext
     assert [e.sandbox_id for e in synced["h2"].ended] == [oom]
     assert (await row(ctx, oom)).status == SandboxState.FAILED and h2.deleted == [oom]
     assert (await row(ctx, on_h1)).status == SandboxState.RUNNING  # not judged on no answer
+
+
+async def test_the_host_sync_asks_a_host_only_when_it_runs_something(ctx: ServiceContext) -> None:
+    ctx.agents.add("h1", HostRecorder(fail_with=HostUnavailableError("host h1 is down")))  # type: ignore[arg-type]
+    booting = await add_sandbox(ctx, SandboxState.BOOTING, host_id="h1")
+    # Nothing on h1 is running, so nothing there can have ended: h1 is not asked.
+    synced = await sync_hosts(ctx, SandboxLifecycle(ctx))
+    assert list(synced) == ["h1"] and synced["h1"].ended == [] and synced["h1"].strangers == []
+    await add_sandbox(ctx, SandboxState.RUNNING, host_id="h1")
+    assert await sync_hosts(ctx, SandboxLifecycle(ctx)) == {}  # asked now, and it did not answer
+    assert (await row(ctx, booting)).status == SandboxState.BOOTING
