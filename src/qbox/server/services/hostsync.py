@@ -35,7 +35,7 @@ async def sync_host(ctx: ServiceContext, lifecycle: SandboxLifecycle, host_id: s
     believed = {row[0]: SandboxState(row[1]) for row in rows}
     if not at_start and SandboxState.RUNNING not in believed.values():
         return HostDiff()  # nothing the host could have ended: no need to ask it
-    on_host = {str(row["id"]): OnHost.from_agent(row) for row in await agent.list_sandboxes()}
+    on_host = {row.id: OnHost.from_agent(row) for row in await agent.sandboxes.list()}
     diff = compare(host_id, believed, on_host, at_start=at_start)
     for ending in diff.ended:
         ended = await lifecycle.end(ending.sandbox_id, ending.change, remove_from_host=False)
@@ -43,7 +43,7 @@ async def sync_host(ctx: ServiceContext, lifecycle: SandboxLifecycle, host_id: s
             await lifecycle.remove_from_host(ending.sandbox_id, host_id)
     for sandbox_id in diff.strangers:
         try:
-            await agent.delete_sandbox(sandbox_id)
+            await agent.sandboxes.delete(sandbox_id)
             log.info("reconcile: removed %s from host %s", sandbox_id, host_id)
         except QboxError as exc:
             log.error("reconcile: could not remove %s: %s", sandbox_id, exc.message)
