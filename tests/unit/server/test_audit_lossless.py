@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import sqlalchemy
 
-from qbox.server.services.audit import AuditRecord
+from qbox.server.services.audit import AuditNote
 from tests.unit.server.conftest import Harness
 from tests.unit.server.helpers import add_user_with_key, db_session
 from tests.unit.server.test_audit import entries
@@ -124,12 +124,12 @@ def test_a_poison_record_is_stored_sanitised_beside_its_neighbours(harness: Harn
 
     async def record_all() -> list[int]:
         return list(await asyncio.gather(
-            audit.record(AuditRecord(action="test.before", outcome=200, ts=now, detail="fine")),
-            audit.record(AuditRecord(action="test.poison", outcome=400, ts=now, target_id="t\ud800\x00" * 100,
-                                     source_ip="\udcff" * 100, detail="a\ud800b\x00c" + "x" * 5000)),
+            audit.record(AuditNote("test.before", detail="fine", at=now), 200),
+            audit.record(AuditNote("test.poison", target_id="t\ud800\x00" * 100, source_ip="\udcff" * 100,
+                                   detail="a\ud800b\x00c" + "x" * 5000, at=now), 400),
             # Not even sanitising makes this one storable: it becomes a stand-in, never a loss.
-            audit.record(AuditRecord(action=None, outcome=500, ts=now)),  # type: ignore[arg-type]
-            audit.record(AuditRecord(action="test.after", outcome=200, ts=now, detail="fine")),
+            audit.record(AuditNote(None, at=now), 500),  # type: ignore[arg-type]
+            audit.record(AuditNote("test.after", detail="fine", at=now), 200),
         ))
 
     ids = harness.client.portal.call(record_all)  # type: ignore[union-attr]

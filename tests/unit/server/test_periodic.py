@@ -13,6 +13,7 @@ import pytest
 from qbox.core.errors import HostUnavailableError
 from qbox.core.states import SandboxState
 from qbox.core.timefmt import utcnow
+from qbox.server.services.audit import AuditService
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.hostsync import sync_hosts
 from qbox.server.services.lifecycle import Change, SandboxLifecycle
@@ -110,12 +111,12 @@ async def test_the_reaper_goes_on_after_a_sandbox_that_fails(ctx: ServiceContext
     past = utcnow() - timedelta(seconds=1)
     first = await add_sandbox(ctx, SandboxState.BOOTING, deadline=past)
     second = await add_sandbox(ctx, SandboxState.BOOTING, deadline=past)
-    reaper = Reaper(ctx, _BrokenFor(ctx, broken=first))
+    reaper = Reaper(ctx, _BrokenFor(ctx, broken=first), AuditService(ctx))
     assert await reaper.sweep() == [second]
     assert (await row(ctx, second)).status == SandboxState.TERMINATED
     assert (await row(ctx, first)).status == SandboxState.BOOTING
     # The next sweep tries the failed one again.
-    assert await Reaper(ctx, SandboxLifecycle(ctx)).sweep() == [first]
+    assert await Reaper(ctx, SandboxLifecycle(ctx), AuditService(ctx)).sweep() == [first]
 
 
 async def test_the_host_sync_goes_on_after_a_host_that_fails(ctx: ServiceContext) -> None:

@@ -11,7 +11,8 @@ from pydantic import Field
 
 from qbox.core.timefmt import to_wire
 from qbox.server.db.tables import ApiKey, User
-from qbox.server.http.deps import json_body, note_of, require, services_of
+from qbox.server.http.access import Bucket, allowed
+from qbox.server.http.deps import json_body, services_of
 from qbox.server.http.openapi import answers, request_body
 from qbox.server.http import response_models as rm
 from qbox.server.http.schemas import PlainName, _Body
@@ -45,8 +46,9 @@ def key_wire(key: ApiKey, owner: User, now: datetime) -> dict[str, Any]:
 
 
 @router.post("", status_code=201, openapi_extra=request_body(CreateKeyBody), responses=answers(201, rm.CreatedApiKey))
-async def create_key(request: Request, principal: Principal = require("api-keys:write",
-                                                                         action="api_key.create")) -> JSONResponse:
+async def create_key(
+    request: Request, principal: Principal = allowed("api-keys:write", Bucket.REQUESTS, audit="api_key.create")
+) -> JSONResponse:
     body = await json_body(request, CreateKeyBody)
     services = services_of(request)
     expires = body.expires_at
@@ -54,15 +56,12 @@ async def create_key(request: Request, principal: Principal = require("api-keys:
         expires = expires.replace(tzinfo=UTC)
     key, owner, secret = await services.keys.create(principal, name=body.name, scopes=body.scopes,
                                                     expires_at=expires, user_id=body.user_id)
-    if note := note_of(request):
-        note.target_id = key.id
-        note.detail = f"name={key.name!r} user={owner.id} scopes={','.join(key.scopes)}"
     return JSONResponse({"key": key_wire(key, owner, services.ctx.clock()), "secret": secret}, status_code=201)
 
 
 @router.get("", responses=answers(200, list[rm.ApiKeyInfo]))
 async def list_keys(request: Request, user_id: str | None = Query(default=None, alias="userId"),
-                    principal: Principal = require("api-keys:read")) -> list[dict[str, Any]]:
+                    principal: Principal = allowed("api-keys:read", Bucket.REQUESTS)) -> list[dict[str, Any]]:
     services = services_of(request)
     now = services.ctx.clock()
     return [key_wire(k, u, now) for k, u in await services.keys.find(principal, user_id)]
@@ -70,7 +69,7 @@ async def list_keys(request: Request, user_id: str | None = Query(default=None, 
 
 @router.get("/{key_id}", responses=answers(200, rm.ApiKeyInfo))
 async def get_key(key_id: str, request: Request,
-                  principal: Principal = require("api-keys:read")) -> dict[str, Any]:
+                  principal: Principal = allowed("api-keys:read", Bucket.REQUESTS)) -> dict[str, Any]:
     services = services_of(request)
     key, owner = await services.keys.get(principal, key_id)
     return key_wire(key, owner, services.ctx.clock())
@@ -78,7 +77,8 @@ async def get_key(key_id: str, request: Request,
 
 @router.post("/{key_id}/revoke", responses=answers(200, rm.ApiKeyInfo))
 async def revoke_key(key_id: str, request: Request,
-                     principal: Principal = require("api-keys:write", action="api_key.revoke")) -> dict[str, Any]:
+                     principal: Principal = allowed("api-keys:write", Bucket.REQUESTS, audit="api_key.revoke")
+                     ) -> dict[str, Any]:
     services = services_of(request)
     key, owner = await services.keys.revoke(principal, key_id)
     return key_wire(key, owner, services.ctx.clock())

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Query, Request
 from qbox.core.errors import ValidationError
 from qbox.core.timefmt import from_wire, to_wire
 from qbox.server.db.tables import AuditEntry
-from qbox.server.http.deps import require, services_of
+from qbox.server.http.access import Bucket, allowed
+from qbox.server.http.deps import services_of
 from qbox.server.http.openapi import answers
 from qbox.server.http import response_models as rm
 from qbox.server.services.audit import AuditQuery
@@ -55,7 +56,7 @@ async def list_audit(
     target_id: str | None = Query(default=None, alias="targetId"),
     limit: int = Query(default=100, ge=1, le=1000),
     cursor: str | None = Query(default=None),
-    principal: Principal = require("audit:read"),
+    principal: Principal = allowed("audit:read", Bucket.REQUESTS),
 ) -> dict[str, Any]:
     rows, next_cursor = await services_of(request).audit.query(AuditQuery(
         since=_time(since, "from"), until=_time(until, "to"), actor_id=actor_id, action=action,
@@ -64,7 +65,9 @@ async def list_audit(
 
 
 @router.get("/verify", responses=answers(200, rm.AuditVerification))
-async def verify_audit(request: Request, principal: Principal = require("audit:read")) -> dict[str, Any]:
+async def verify_audit(
+    request: Request, principal: Principal = allowed("audit:read", Bucket.REQUESTS)
+) -> dict[str, Any]:
     result = await services_of(request).audit.verify()
     return {"ok": result.ok, "checked": result.checked, "firstBadId": result.first_bad_id,
             "reason": result.reason}

@@ -22,7 +22,9 @@ from fastapi import APIRouter, Request, Response
 from pydantic import Field, field_validator
 
 from qbox.core.disconnects import gone, unless_disconnected
-from qbox.server.http.deps import json_body, note_of, require, services_of
+from qbox.server.http.access import Bucket, allowed
+from qbox.server.http.auditing import describe
+from qbox.server.http.deps import json_body, services_of
 from qbox.server.http.openapi import media, request_body
 from qbox.server.http.relay import RelayResponse
 from qbox.server.http.schemas import ENV_KEY_RE, _Body, _no_nul
@@ -116,12 +118,10 @@ async def _sse_stream(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[by
              responses=media(200, "application/json", "text/event-stream"))
 async def execute(
     sandbox_id: str, request: Request,
-    principal: Principal = require("sandboxes:execute", action="code.execute"),
+    principal: Principal = allowed("sandboxes:execute", Bucket.REQUESTS, audit="code.execute"),
 ) -> dict[str, Any] | Response:
     body = await json_body(request, ExecuteBody)
-    if note := note_of(request):
-        target = body.context_id or body.language or "default"
-        note.detail = f"{target} ({len(body.code.encode())} bytes of code)"
+    describe(request, f"{body.context_id or body.language or 'default'} ({len(body.code.encode())} bytes of code)")
     relayed = await services_of(request).code.execute(principal, sandbox_id, body.to_agent())
     if body.stream:
         return RelayResponse(relayed, "text/event-stream; charset=utf-8",
@@ -145,47 +145,43 @@ async def _aggregate(events: AsyncGenerator[dict[str, Any], None]) -> Execution:
 
 @router.get("/code-languages")
 async def languages(sandbox_id: str, request: Request,
-                    principal: Principal = require("sandboxes:read")) -> dict[str, Any]:
+                    principal: Principal = allowed("sandboxes:read", Bucket.REQUESTS)) -> dict[str, Any]:
     return await services_of(request).code.languages(principal, sandbox_id)
 
 
 @router.get("/code-contexts")
 async def contexts(sandbox_id: str, request: Request,
-                   principal: Principal = require("sandboxes:read")) -> dict[str, Any]:
+                   principal: Principal = allowed("sandboxes:read", Bucket.REQUESTS)) -> dict[str, Any]:
     return await services_of(request).code.contexts(principal, sandbox_id)
 
 
 @router.post("/code-contexts", status_code=201, openapi_extra=request_body(ContextBody))
 async def create_context(
     sandbox_id: str, request: Request,
-    principal: Principal = require("sandboxes:execute", action="code.context.create"),
+    principal: Principal = allowed("sandboxes:execute", Bucket.REQUESTS, audit="code.context.create"),
 ) -> dict[str, Any]:
     body = await json_body(request, ContextBody)
-    if note := note_of(request):
-        note.detail = body.language
+    describe(request, body.language)
     context = await services_of(request).code.create_context(
         principal, sandbox_id, body.model_dump(exclude_none=True))
-    if note := note_of(request):
-        note.detail = f"{context.get('id')} {body.language}"
+    describe(request, f"{context.get('id')} {body.language}")
     return context
 
 
 @router.post("/code-contexts/{context_id}/restart")
 async def restart_context(
     sandbox_id: str, context_id: str, request: Request,
-    principal: Principal = require("sandboxes:execute", action="code.context.restart"),
+    principal: Principal = allowed("sandboxes:execute", Bucket.REQUESTS, audit="code.context.restart"),
 ) -> dict[str, Any]:
-    if note := note_of(request):
-        note.detail = context_id
+    describe(request, context_id)
     return await services_of(request).code.restart_context(principal, sandbox_id, context_id)
 
 
 @router.delete("/code-contexts/{context_id}", status_code=204)
 async def delete_context(
     sandbox_id: str, context_id: str, request: Request,
-    principal: Principal = require("sandboxes:execute", action="code.context.delete"),
+    principal: Principal = allowed("sandboxes:execute", Bucket.REQUESTS, audit="code.context.delete"),
 ) -> Response:
-    if note := note_of(request):
-        note.detail = context_id
+    describe(request, context_id)
     await services_of(request).code.delete_context(principal, sandbox_id, context_id)
     return Response(status_code=204)

@@ -17,7 +17,9 @@ from pydantic import Field, field_validator
 from qbox.core.errors import ValidationError
 from qbox.server.agents import WriteOptions
 from qbox.server.http.body import lift_body_limit
-from qbox.server.http.deps import json_body, note_of, require, services_of
+from qbox.server.http.access import Bucket, allowed
+from qbox.server.http.auditing import describe
+from qbox.server.http.deps import json_body, services_of
 from qbox.server.http.openapi import media, raw_body, request_body
 from qbox.server.http.schemas import _Body, _no_nul
 from qbox.server.principal import Principal
@@ -48,11 +50,6 @@ class RenameBody(_Body):
     _dst_ok = field_validator("dst")(lambda v: _no_nul(v, "dst"))
 
 
-def _note(request: Request, detail: str) -> None:
-    if note := note_of(request):
-        note.detail = detail
-
-
 def _declared_length(request: Request) -> int | None:
     declared = request.headers.get("content-length")
     if declared is None:
@@ -71,13 +68,13 @@ async def _download(request: Request, sandbox_id: str, path: str | None, user: s
 
 @router.get("/download", responses=media(200, "application/octet-stream"))
 async def download(sandbox_id: str, request: Request, path: str | None = _PATH, user: str | None = _USER,
-                   principal: Principal = require("files:read")) -> StreamingResponse:
+                   principal: Principal = allowed("files:read", Bucket.REQUESTS)) -> StreamingResponse:
     return await _download(request, sandbox_id, path, user, principal)
 
 
 @router.get("/file", responses=media(200, "application/octet-stream"))
 async def read_file(sandbox_id: str, request: Request, path: str | None = _PATH, user: str | None = _USER,
-                    principal: Principal = require("files:read")) -> StreamingResponse:
+                    principal: Principal = allowed("files:read", Bucket.REQUESTS)) -> StreamingResponse:
     """The same bytes as /download (the published client reads through /download)."""
     return await _download(request, sandbox_id, path, user, principal)
 
@@ -91,9 +88,9 @@ async def write_file(
     create_parents: bool = Query(True, alias="createParents"),
     append: bool = Query(False, description="Add to the end instead of replacing (qbox)."),
     user: str | None = _USER,
-    principal: Principal = require("files:write", action="file.write"),
+    principal: Principal = allowed("files:write", Bucket.REQUESTS, audit="file.write"),
 ) -> Response:
-    _note(request, f"{'append' if append else 'write'} {path}")
+    describe(request, f"{'append' if append else 'write'} {path}")
     options = WriteOptions(mode=mode, create_parents=create_parents, append=append, user=user,
                            length=_declared_length(request))
     lift_body_limit(request)  # streamed: the files service holds it to QBOX_MAX_FILE_BYTES
@@ -108,9 +105,9 @@ async def remove_file(
     path: str | None = _PATH,
     recursive: bool = False,
     user: str | None = _USER,
-    principal: Principal = require("files:write", action="file.delete"),
+    principal: Principal = allowed("files:write", Bucket.REQUESTS, audit="file.delete"),
 ) -> Response:
-    _note(request, f"{path}{' (recursive)' if recursive else ''}")
+    describe(request, f"{path}{' (recursive)' if recursive else ''}")
     await services_of(request).files.remove(principal, sandbox_id, path, recursive, user)
     return Response(status_code=204)
 
@@ -118,21 +115,21 @@ async def remove_file(
 @router.get("/files")
 async def list_files(sandbox_id: str, request: Request, path: str | None = _PATH,
                      user: str | None = _USER,
-                     principal: Principal = require("files:read")) -> list[dict[str, Any]]:
+                     principal: Principal = allowed("files:read", Bucket.REQUESTS)) -> list[dict[str, Any]]:
     return await services_of(request).files.list(principal, sandbox_id, path, user)
 
 
 @router.get("/stat")
 async def stat(sandbox_id: str, request: Request, path: str | None = _PATH, user: str | None = _USER,
-               principal: Principal = require("files:read")) -> dict[str, Any]:
+               principal: Principal = allowed("files:read", Bucket.REQUESTS)) -> dict[str, Any]:
     return await services_of(request).files.stat(principal, sandbox_id, path, user)
 
 
 @router.post("/files/mkdir", status_code=204, openapi_extra=request_body(MkdirBody))
 async def make_dir(sandbox_id: str, request: Request,
-                   principal: Principal = require("files:write", action="file.mkdir")) -> Response:
+                   principal: Principal = allowed("files:write", Bucket.REQUESTS, audit="file.mkdir")) -> Response:
     body = await json_body(request, MkdirBody)
-    _note(request, body.path)
+    describe(request, body.path)
     await services_of(request).files.mkdir(principal, sandbox_id,
                                            body.model_dump(exclude_none=True))
     return Response(status_code=204)
@@ -140,9 +137,9 @@ async def make_dir(sandbox_id: str, request: Request,
 
 @router.post("/files/rename", status_code=204, openapi_extra=request_body(RenameBody))
 async def rename(sandbox_id: str, request: Request,
-                 principal: Principal = require("files:write", action="file.rename")) -> Response:
+                 principal: Principal = allowed("files:write", Bucket.REQUESTS, audit="file.rename")) -> Response:
     body = await json_body(request, RenameBody)
-    _note(request, f"{body.src} -> {body.dst}")
+    describe(request, f"{body.src} -> {body.dst}")
     await services_of(request).files.rename(principal, sandbox_id,
                                             body.model_dump(exclude_none=True))
     return Response(status_code=204)

@@ -23,7 +23,9 @@ from starlette.background import BackgroundTask
 
 from qbox.core.disconnects import gone, unless_disconnected
 from qbox.server.agents import Relayed
-from qbox.server.http.deps import json_body, note_of, require, services_of
+from qbox.server.http.access import Bucket, allowed
+from qbox.server.http.auditing import describe
+from qbox.server.http.deps import json_body, services_of
 from qbox.server.http.openapi import media, request_body
 from qbox.server.http.relay import RelayResponse
 from qbox.server.http.schemas import CommandBody, ExecBody, StdinBody
@@ -56,18 +58,18 @@ def _held(response: StreamingResponse, slot: Slot) -> StreamingResponse:
     return response
 
 
-def _note_command(request: Request, body: CommandBody) -> None:
-    if note := note_of(request):
-        note.detail = shlex.join([body.cmd, *body.args])
+def _describe_command(request: Request, body: CommandBody, prefix: str = "") -> None:
+    describe(request, prefix + shlex.join([body.cmd, *body.args]))
 
 
 @router.post("/exec", response_model=None, openapi_extra=request_body(ExecBody),
              responses=media(200, "application/json", NDJSON))
 async def exec_command(
-    sandbox_id: str, request: Request, principal: Principal = require("sandboxes:execute", action="sandbox.exec")
+    sandbox_id: str, request: Request,
+    principal: Principal = allowed("sandboxes:execute", Bucket.REQUESTS, audit="sandbox.exec")
 ) -> Response:
     body = await json_body(request, ExecBody)
-    _note_command(request, body)
+    _describe_command(request, body)
     processes = services_of(request).processes
     with await services_of(request).quotas.command_slot(principal) as slot:
         if NDJSON in request.headers.get("accept", ""):
@@ -82,28 +84,28 @@ async def exec_command(
 
 @router.post("/commands", status_code=201, openapi_extra=request_body(CommandBody))
 async def start_command(
-    sandbox_id: str, request: Request, principal: Principal = require("sandboxes:execute", action="command.start")
+    sandbox_id: str, request: Request,
+    principal: Principal = allowed("sandboxes:execute", Bucket.REQUESTS, audit="command.start")
 ) -> dict[str, Any]:
     body = await json_body(request, CommandBody)
-    _note_command(request, body)
+    _describe_command(request, body)
     with await services_of(request).quotas.command_slot(principal) as slot:
         started = await services_of(request).processes.start(principal, sandbox_id, body.to_agent())
         slot.keep_while_running(sandbox_id, int(started["pid"]))
-    if note := note_of(request):
-        note.detail = f"pid={started.get('pid')} {note.detail}"
+    _describe_command(request, body, f"pid={started.get('pid')} ")
     return started
 
 
 @router.get("/commands")
 async def list_commands(
-    sandbox_id: str, request: Request, principal: Principal = require("sandboxes:read")
+    sandbox_id: str, request: Request, principal: Principal = allowed("sandboxes:read", Bucket.REQUESTS)
 ) -> list[dict[str, Any]]:
     return await services_of(request).processes.find(principal, sandbox_id)
 
 
 @router.get("/commands/{pid}")
 async def command_status(
-    sandbox_id: str, pid: int, request: Request, principal: Principal = require("sandboxes:read")
+    sandbox_id: str, pid: int, request: Request, principal: Principal = allowed("sandboxes:read", Bucket.REQUESTS)
 ) -> dict[str, Any]:
     return await services_of(request).processes.status(principal, sandbox_id, pid)
 
@@ -118,7 +120,7 @@ async def command_logs(
     stdout_offset: int | None = Query(default=None, alias="stdoutOffset", ge=0),
     stderr_offset: int | None = Query(default=None, alias="stderrOffset", ge=0),
     follow: bool = Query(default=False),
-    principal: Principal = require("sandboxes:read"),
+    principal: Principal = allowed("sandboxes:read", Bucket.REQUESTS),
 ) -> StreamingResponse:
     given = {"offset": offset, "stdoutOffset": stdout_offset, "stderrOffset": stderr_offset}
     offsets = {name: value for name, value in given.items() if value is not None}
@@ -133,11 +135,10 @@ async def command_stdin(
     sandbox_id: str,
     pid: int,
     request: Request,
-    principal: Principal = require("sandboxes:execute", action="command.stdin"),
+    principal: Principal = allowed("sandboxes:execute", Bucket.REQUESTS, audit="command.stdin"),
 ) -> Response:
     body = await json_body(request, StdinBody)
-    if note := note_of(request):
-        note.detail = f"pid={pid} bytes={len(body.data.encode())}{' close' if body.close else ''}"
+    describe(request, f"pid={pid} bytes={len(body.data.encode())}{' close' if body.close else ''}")
     await services_of(request).processes.write_stdin(principal, sandbox_id, pid, body.to_agent())
     return Response(status_code=204)
 
@@ -148,9 +149,8 @@ async def kill_command(
     pid: int,
     request: Request,
     signal: int = Query(default=15, ge=1, le=64),
-    principal: Principal = require("sandboxes:execute", action="command.kill"),
+    principal: Principal = allowed("sandboxes:execute", Bucket.REQUESTS, audit="command.kill"),
 ) -> Response:
-    if note := note_of(request):
-        note.detail = f"pid={pid} signal={signal}"
+    describe(request, f"pid={pid} signal={signal}")
     await services_of(request).processes.kill(principal, sandbox_id, pid, signal)
     return Response(status_code=204)

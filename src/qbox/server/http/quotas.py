@@ -11,7 +11,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import Field, StrictInt
 
-from qbox.server.http.deps import json_body, note_of, require, require_admin, services_of
+from qbox.server.http.access import Bucket, allowed, require_admin
+from qbox.server.http.auditing import describe
+from qbox.server.http.deps import json_body, services_of
 from qbox.server.http.openapi import request_body
 from qbox.server.http.schemas import _Body
 from qbox.server.principal import Principal
@@ -39,24 +41,26 @@ def _describe(changes: dict[str, int | None]) -> str:
 
 
 @router.get("/quota")
-async def my_quota(request: Request, principal: Principal = require("sandboxes:read")) -> dict[str, Any]:
+async def my_quota(
+    request: Request, principal: Principal = allowed("sandboxes:read", Bucket.REQUESTS)
+) -> dict[str, Any]:
     """The caller's own limits and usage."""
     return (await services_of(request).quotas.report(principal, principal.user_id)).wire()
 
 
 @router.get("/users/{user_id}/quota")
 async def user_quota(user_id: str, request: Request,
-                     principal: Principal = require("api-keys:read")) -> dict[str, Any]:
+                     principal: Principal = allowed("api-keys:read", Bucket.REQUESTS)) -> dict[str, Any]:
     return (await services_of(request).quotas.report(principal, user_id)).wire()
 
 
 @router.put("/users/{user_id}/quota", openapi_extra=request_body(QuotaBody))
 async def set_user_quota(user_id: str, request: Request,
-                         principal: Principal = require("api-keys:write", action="user.quota")) -> dict[str, Any]:
+                         principal: Principal = allowed("api-keys:write", Bucket.REQUESTS, audit="user.quota")
+                         ) -> dict[str, Any]:
     require_admin(principal)
     changes = (await json_body(request, QuotaBody)).changes()
-    if note := note_of(request):
-        note.target_id, note.detail = user_id, _describe(changes)
+    describe(request, _describe(changes))
     return (await services_of(request).quotas.set_overrides(principal, user_id, changes)).wire()
 
 
@@ -65,17 +69,18 @@ def _defaults_wire(limits: dict[str, int], stored: dict[str, int | None]) -> dic
 
 
 @router.get("/quota-defaults")
-async def quota_defaults(request: Request, principal: Principal = require("api-keys:read")) -> dict[str, Any]:
+async def quota_defaults(
+    request: Request, principal: Principal = allowed("api-keys:read", Bucket.REQUESTS)
+) -> dict[str, Any]:
     require_admin(principal)
     return _defaults_wire(*await services_of(request).quotas.defaults())
 
 
 @router.put("/quota-defaults", openapi_extra=request_body(QuotaBody))
 async def set_quota_defaults(request: Request,
-                             principal: Principal = require("api-keys:write", action="quota.defaults")
+                             principal: Principal = allowed("api-keys:write", Bucket.REQUESTS, audit="quota.defaults")
                              ) -> dict[str, Any]:
     require_admin(principal)
     changes = (await json_body(request, QuotaBody)).changes()
-    if note := note_of(request):
-        note.detail = _describe(changes)
+    describe(request, _describe(changes))
     return _defaults_wire(*await services_of(request).quotas.set_defaults(changes))

@@ -9,7 +9,9 @@ from fastapi.responses import JSONResponse
 
 from qbox.core.errors import ValidationError
 from qbox.core.states import SandboxState
-from qbox.server.http.deps import json_body, note_of, require, services_of
+from qbox.server.http.access import Bucket, allowed
+from qbox.server.http.auditing import describe
+from qbox.server.http.deps import json_body, services_of
 from qbox.server.http.openapi import answers, errors, request_body
 from qbox.server.http import response_models as rm
 from qbox.server.http.schemas import SpawnBody, TimeoutBody, event_wire, sandbox_wire
@@ -27,7 +29,7 @@ async def spawn(
     request: Request,
     wait: bool = False,
     wait_timeout: float = Query(default=60, alias="waitTimeoutSec", ge=0),
-    principal: Principal = require("sandboxes:create", action="sandbox.create"),
+    principal: Principal = allowed("sandboxes:create", Bucket.REQUESTS, Bucket.SPAWNS, audit="sandbox.create"),
 ) -> JSONResponse:
     body = await json_body(request, SpawnBody)
     services = services_of(request)
@@ -49,8 +51,6 @@ async def spawn(
         ),
         wait_seconds=min(wait_timeout, settings.max_wait_seconds) if wait else None,
     )
-    if note := note_of(request):
-        note.target_id, note.detail = sandbox.id, f"template={sandbox.template_id} status={sandbox.status}"
     template = await services.sandboxes.template_of(sandbox)
     return JSONResponse(sandbox_wire(sandbox, template), status_code=201)
 
@@ -61,7 +61,7 @@ async def list_sandboxes(
     status: str | None = Query(default=None),
     template_id: str | None = Query(default=None, alias="templateId"),
     limit: int | None = Query(default=None, ge=1, le=10000),
-    principal: Principal = require("sandboxes:read"),
+    principal: Principal = allowed("sandboxes:read", Bucket.REQUESTS),
 ) -> list[dict[str, Any]]:
     if status is not None and status not in _STATES:
         raise ValidationError.for_fields({"status": f"must be one of {', '.join(_STATES)}"})
@@ -74,7 +74,7 @@ async def list_sandboxes(
 
 @router.get("/{sandbox_id}", responses=answers(200, rm.SandboxInfo))
 async def get_sandbox(
-    sandbox_id: str, request: Request, principal: Principal = require("sandboxes:read")
+    sandbox_id: str, request: Request, principal: Principal = allowed("sandboxes:read", Bucket.REQUESTS)
 ) -> dict[str, Any]:
     services = services_of(request)
     sandbox = await services.sandboxes.get(principal, sandbox_id)
@@ -83,7 +83,8 @@ async def get_sandbox(
 
 @router.delete("/{sandbox_id}", status_code=204, responses=errors(409, 503))
 async def kill_sandbox(
-    sandbox_id: str, request: Request, principal: Principal = require("sandboxes:delete", action="sandbox.kill")
+    sandbox_id: str, request: Request,
+    principal: Principal = allowed("sandboxes:delete", Bucket.REQUESTS, audit="sandbox.kill")
 ) -> Response:
     await services_of(request).sandboxes.kill(principal, sandbox_id)
     return Response(status_code=204)
@@ -92,11 +93,11 @@ async def kill_sandbox(
 @router.post("/{sandbox_id}/timeout", openapi_extra=request_body(TimeoutBody),
              responses=answers(200, rm.SandboxInfo, 409))
 async def set_timeout(
-    sandbox_id: str, request: Request, principal: Principal = require("sandboxes:create", action="sandbox.timeout")
+    sandbox_id: str, request: Request,
+    principal: Principal = allowed("sandboxes:create", Bucket.REQUESTS, audit="sandbox.timeout")
 ) -> dict[str, Any]:
     body = await json_body(request, TimeoutBody)
-    if note := note_of(request):
-        note.detail = f"timeoutSeconds={body.timeout_seconds}"
+    describe(request, f"timeoutSeconds={body.timeout_seconds}")
     services = services_of(request)
     limit = services.ctx.settings.max_timeout_seconds
     if body.timeout_seconds > limit:
@@ -110,7 +111,7 @@ async def sandbox_logs(
     sandbox_id: str,
     request: Request,
     tail: int | None = Query(default=None, ge=1, le=100000),
-    principal: Principal = require("sandboxes:read"),
+    principal: Principal = allowed("sandboxes:read", Bucket.REQUESTS),
 ) -> list[dict[str, Any]]:
     services = services_of(request)
     rows = await services.sandboxes.logs(principal, sandbox_id,

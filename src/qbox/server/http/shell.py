@@ -24,7 +24,7 @@ import contextlib
 import shlex
 from collections.abc import Awaitable
 
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, Depends, WebSocket
 from starlette.datastructures import QueryParams
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
@@ -32,9 +32,13 @@ from qbox.core.asgi import error_response
 from qbox.core.errors import QboxError
 from qbox.core.shell_protocol import BadFrame, parse_frame, parse_params
 from qbox.server.agents import AgentShell, ShellOptions
-from qbox.server.http.deps import authenticate, credentials_principal, note_of, services_of
+from qbox.server.http.access import Access, Bucket, credentials_principal
+from qbox.server.http.auditing import Audited, describe
+from qbox.server.http.deps import services_of
+from qbox.server.principal import Principal
 
 router = APIRouter(prefix="/v1/sandboxes/{sandbox_id}")
+SHELL = Access("sandboxes:execute", (Bucket.REQUESTS,), Audited("sandbox.shell"), cookie=True)
 
 _OUTPUT_FRAME = 64 * 1024
 # Close codes a peer may not send; they mean the agent's connection broke.
@@ -103,15 +107,6 @@ async def _relay(websocket: WebSocket, agent: AgentShell, ended: Awaitable[tuple
     return next(t.result() for t in tasks if not t.cancelled())
 
 
-async def _audit(websocket: WebSocket, outcome: int) -> None:
-    """The audit middleware sees HTTP only: the shell's entry is written here, at the upgrade."""
-    note = note_of(websocket)
-    if note is None or not note.action:
-        return
-    note.closed = True
-    await services_of(websocket).audit.record(note.to_record(outcome))
-
-
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
     if websocket.application_state == WebSocketState.CONNECTED \
             and websocket.client_state == WebSocketState.CONNECTED:
@@ -120,14 +115,16 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
 
 
 @router.websocket("/shell")
-async def shell(websocket: WebSocket, sandbox_id: str) -> None:
+async def shell(websocket: WebSocket, sandbox_id: str,
+                access: Principal | QboxError = Depends(SHELL.attempt)) -> None:
     services = services_of(websocket)
     try:
-        principal = await authenticate(websocket, "sandboxes:execute", action="sandbox.shell", cookie=True)
+        if isinstance(access, QboxError):
+            raise access
+        principal = access
         options = _options(websocket.query_params)
-        if note := note_of(websocket):
-            note.detail = f"{options.cols}x{options.rows} user={options.user or 'user'}" + (
-                f" command={shlex.quote(options.command)}" if options.command is not None else "")
+        describe(websocket, f"{options.cols}x{options.rows} user={options.user or 'user'}" + (
+            f" command={shlex.quote(options.command)}" if options.command is not None else ""))
         slot = await services.quotas.shell_slot(principal)
         try:
             agent = await services.sandboxes.open_shell(principal, sandbox_id, options)
@@ -135,7 +132,6 @@ async def shell(websocket: WebSocket, sandbox_id: str) -> None:
             slot.release()
             raise
     except QboxError as exc:
-        await _audit(websocket, exc.status)
         await websocket.send_denial_response(error_response(exc))
         return
 
@@ -146,7 +142,6 @@ async def shell(websocket: WebSocket, sandbox_id: str) -> None:
     async with slot, agent:
         opened = services.shells.register(principal, sandbox_id, still_valid)
         await websocket.accept()
-        await _audit(websocket, 101)
         if opened is None:
             ending = 1008, f"too many shells open for this api key (at most {services.ctx.settings.shell_max_per_key})"
         else:

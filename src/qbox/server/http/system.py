@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from qbox._version import __version__
-from qbox.server.http.deps import require
+from qbox.server.http.access import Bucket, allowed
 from qbox.server.http.openapi import answers
 from qbox.server.http import response_models as rm
 from qbox.server.principal import Principal
@@ -27,7 +27,7 @@ async def system() -> dict[str, Any]:
 
 
 @router.get("/v1/auth/me", responses=answers(200, rm.Me))
-async def me(principal: Principal = require(None)) -> dict[str, Any]:
+async def me(principal: Principal = allowed(None, Bucket.REQUESTS)) -> dict[str, Any]:
     return {
         "id": principal.user_id,
         "email": principal.email,

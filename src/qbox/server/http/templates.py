@@ -12,7 +12,9 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from qbox.server.http.deps import json_body, note_of, require, services_of
+from qbox.server.http.access import Bucket, allowed
+from qbox.server.http.auditing import describe
+from qbox.server.http.deps import json_body, services_of
 from qbox.server.http.openapi import answers, errors, media, request_body
 from qbox.server.http import response_models as rm
 from qbox.server.db.tables import Template
@@ -48,7 +50,7 @@ def _wire(principal: Principal, template: Template) -> dict[str, Any]:
 async def list_templates(
     request: Request,
     service: str | None = Query(default=None),
-    principal: Principal = require("templates:read"),
+    principal: Principal = allowed("templates:read", Bucket.REQUESTS),
 ) -> list[dict[str, Any]]:
     return [_wire(principal, t) for t in await services_of(request).templates.find(principal, service)]
 
@@ -56,12 +58,11 @@ async def list_templates(
 @router.post("", status_code=201, openapi_extra=request_body(TemplateBody),
              responses=answers(201, rm.TemplateInfo, 409))
 async def create_template(
-    request: Request, principal: Principal = require("templates:write", action="template.create")
+    request: Request, principal: Principal = allowed("templates:write", Bucket.REQUESTS, audit="template.create")
 ) -> JSONResponse:
     body = await json_body(request, TemplateBody, max_bytes=MAX_TEMPLATE_BODY)
-    if note := note_of(request):
-        note.detail = (f"name={body.name} imageRef={body.image_ref} steps={len(body.steps)}"
-                       + (" public" if body.public else ""))
+    describe(request, f"name={body.name} imageRef={body.image_ref} steps={len(body.steps)}"
+             + (" public" if body.public else ""))
     spec = NewTemplate(
         name=body.name, image_ref=body.image_ref, default_vcpus=body.default_vcpus,
         default_memory_mb=body.default_memory_mb, default_disk_mb=body.default_disk_mb,
@@ -73,14 +74,12 @@ async def create_template(
     )
     template = await services_of(request).templates.create(principal, spec,
                                                            _login(body.registry_credentials))
-    if note := note_of(request):
-        note.target_id = template.id
     return JSONResponse(_wire(principal, template), status_code=201)
 
 
 @router.get("/{template_id}", responses=answers(200, rm.TemplateInfo))
 async def get_template(
-    template_id: str, request: Request, principal: Principal = require("templates:read")
+    template_id: str, request: Request, principal: Principal = allowed("templates:read", Bucket.REQUESTS)
 ) -> dict[str, Any]:
     return _wire(principal, await services_of(request).templates.get(principal, template_id))
 
@@ -89,12 +88,11 @@ async def get_template(
                responses=answers(200, rm.TemplateInfo, 409))
 async def patch_template(
     template_id: str, request: Request,
-    principal: Principal = require("templates:write", action="template.update"),
+    principal: Principal = allowed("templates:write", Bucket.REQUESTS, audit="template.update"),
 ) -> dict[str, Any]:
     """Admins only: ``{"public": bool}``."""
     body = await json_body(request, TemplatePatchBody)
-    if note := note_of(request):
-        note.detail = f"public={str(body.public).lower()}"
+    describe(request, f"public={str(body.public).lower()}")
     return _wire(principal, await services_of(request).templates.set_public(principal, template_id,
                                                                            body.public))
 
@@ -103,20 +101,18 @@ async def patch_template(
               responses=answers(202, rm.TemplateInfo, 409))
 async def rebuild_template(
     template_id: str, request: Request,
-    principal: Principal = require("templates:write", action="template.rebuild"),
+    principal: Principal = allowed("templates:write", Bucket.REQUESTS, audit="template.rebuild"),
 ) -> JSONResponse:
     body = await json_body(request, RebuildBody, allow_empty=True)
     template = await services_of(request).templates.rebuild(principal, template_id,
                                                             _login(body.registry_credentials))
-    if note := note_of(request):
-        note.detail = f"build={template.build_generation}"
     return JSONResponse(_wire(principal, template), status_code=202)
 
 
 @router.delete("/{template_id}", status_code=204, responses=errors(409))
 async def delete_template(
     template_id: str, request: Request,
-    principal: Principal = require("templates:write", action="template.delete"),
+    principal: Principal = allowed("templates:write", Bucket.REQUESTS, audit="template.delete"),
 ) -> Response:
     await services_of(request).templates.delete(principal, template_id)
     return Response(status_code=204)
@@ -125,7 +121,7 @@ async def delete_template(
 @router.get("/{template_id}/build-log", response_model=None, responses=media(200, TEXT))
 async def build_log(
     template_id: str, request: Request, follow: bool = False,
-    principal: Principal = require("templates:read"),
+    principal: Principal = allowed("templates:read", Bucket.REQUESTS),
 ) -> Response:
     templates = services_of(request).templates
     if follow:

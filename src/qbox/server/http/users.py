@@ -10,7 +10,8 @@ from pydantic import Field
 
 from qbox.core.timefmt import to_wire
 from qbox.server.db.tables import User
-from qbox.server.http.deps import json_body, note_of, require, require_admin, services_of
+from qbox.server.http.access import Bucket, allowed, require_admin
+from qbox.server.http.deps import json_body, services_of
 from qbox.server.http.openapi import answers, request_body
 from qbox.server.http import response_models as rm
 from qbox.server.http.schemas import _Body
@@ -43,37 +44,40 @@ def user_wire(user: User) -> dict[str, Any]:
 
 @router.post("", status_code=201, openapi_extra=request_body(CreateUserBody), responses=answers(201, rm.UserInfo, 409))
 async def create_user(request: Request,
-                      principal: Principal = require("api-keys:write", action="user.create")) -> JSONResponse:
+                      principal: Principal = allowed("api-keys:write", Bucket.REQUESTS, audit="user.create")
+                      ) -> JSONResponse:
     require_admin(principal)
     body = await json_body(request, CreateUserBody)
     user = await services_of(request).users.create(body.email, body.role, body.password)
-    if note := note_of(request):
-        note.target_id, note.detail = user.id, f"email={user.email} role={user.role}"
     return JSONResponse(user_wire(user), status_code=201)
 
 
 @router.get("", responses=answers(200, list[rm.UserInfo]))
-async def list_users(request: Request, principal: Principal = require("api-keys:read")) -> list[dict[str, Any]]:
+async def list_users(
+    request: Request, principal: Principal = allowed("api-keys:read", Bucket.REQUESTS)
+) -> list[dict[str, Any]]:
     require_admin(principal)
     return [user_wire(u) for u in await services_of(request).users.find()]
 
 
 @router.get("/{user_id}", responses=answers(200, rm.UserInfo))
 async def get_user(user_id: str, request: Request,
-                   principal: Principal = require("api-keys:read")) -> dict[str, Any]:
+                   principal: Principal = allowed("api-keys:read", Bucket.REQUESTS)) -> dict[str, Any]:
     return user_wire(await services_of(request).users.get(principal, user_id))
 
 
 @router.post("/{user_id}/disable", responses=answers(200, rm.UserInfo))
 async def disable_user(user_id: str, request: Request,
-                       principal: Principal = require("api-keys:write", action="user.disable")) -> dict[str, Any]:
+                       principal: Principal = allowed("api-keys:write", Bucket.REQUESTS, audit="user.disable")
+                       ) -> dict[str, Any]:
     require_admin(principal)
     return user_wire(await services_of(request).users.disable(principal, user_id))
 
 
 @router.put("/{user_id}/password", status_code=204, openapi_extra=request_body(PasswordBody))
 async def set_password(user_id: str, request: Request,
-                       principal: Principal = require("api-keys:write", action="user.password")) -> Response:
+                       principal: Principal = allowed("api-keys:write", Bucket.REQUESTS, audit="user.password")
+                       ) -> Response:
     body = await json_body(request, PasswordBody)
     await services_of(request).users.set_password(principal, user_id, body.password)
     return Response(status_code=204)

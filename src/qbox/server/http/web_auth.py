@@ -18,7 +18,9 @@ from qbox.core import json_input
 from qbox.core.errors import AuthenticationError, PermissionDeniedError, ValidationError
 from qbox.core.json_input import printable
 from qbox.server.http.body import read_body
-from qbox.server.http.deps import AuditNote, attach_note, client_ip, rate_limited, same_origin, services_of
+from qbox.server.http.access import rate_limited, same_origin
+from qbox.server.http.auditing import Audited, describe
+from qbox.server.http.deps import client_ip, services_of
 from qbox.server.http.openapi import LoginForm, answers, request_body
 from qbox.server.http import response_models as rm
 from qbox.server.http.users import user_wire
@@ -26,8 +28,9 @@ from qbox.server.services.web_sessions import CSRF_COOKIE, SESSION_COOKIE, Sessi
 
 router = APIRouter(prefix="/auth")
 
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _MAX_FORM_FIELDS = 32
+LOGIN = Audited("auth.login")
+LOGOUT = Audited("auth.logout", target_is_caller=True)
 
 
 async def _fields(request: Request) -> dict[str, str]:
@@ -56,27 +59,32 @@ async def _fields(request: Request) -> dict[str, str]:
 
 
 async def session_principal(request: Request) -> SessionPrincipal:
-    """Dependency: the cookie's session; for unsafe methods, also origin and CSRF checks."""
-    services = services_of(request)
-    found = await services.web_sessions.resolve(request.cookies.get(SESSION_COOKIE))
+    """Dependency: who the cookie's session is."""
+    found = await services_of(request).web_sessions.resolve(request.cookies.get(SESSION_COOKIE))
     if found is None:
         raise AuthenticationError("not logged in")
-    if request.method not in _SAFE_METHODS:
-        presented = request.headers.get("x-csrf-token") or (await _fields(request)).get("csrf_token")
-        if not same_origin(request) or not found.csrf_ok(presented):
-            raise PermissionDeniedError("cross-site request refused: missing or wrong CSRF token",
-                                        details={"reason": "csrf"})
+    request.state.principal = found.principal
+    return found
+
+
+async def same_site_session(request: Request,
+                            found: SessionPrincipal = Depends(session_principal)) -> SessionPrincipal:
+    """Dependency of a state-changing request: the session, sent from our own origin with its CSRF token."""
+    presented = request.headers.get("x-csrf-token") or (await _fields(request)).get("csrf_token")
+    if not same_origin(request) or not found.csrf_ok(presented):
+        raise PermissionDeniedError("cross-site request refused: missing or wrong CSRF token",
+                                    details={"reason": "csrf"})
     return found
 
 
 @router.post("/login", responses=answers(200, rm.LoginAnswer, 401, 429), openapi_extra=request_body(
-    LoginForm, media_types=("application/json", "application/x-www-form-urlencoded")))
+    LoginForm, media_types=("application/json", "application/x-www-form-urlencoded")),
+    dependencies=[Depends(LOGIN.declare)])
 async def login(request: Request) -> JSONResponse:
     services = services_of(request)
-    note = attach_note(request, AuditNote("auth.login"))
     fields = await _fields(request)
     email, password = fields.get("email", ""), fields.get("password", "")
-    note.detail = f"email={email[:320]}"
+    describe(request, f"email={email[:320]}")
     if not email or not password:
         raise ValidationError.for_fields({k: "required" for k in ("email", "password") if not fields.get(k)})
     user = await services.users.authenticate(email, password)
@@ -85,7 +93,6 @@ async def login(request: Request) -> JSONResponse:
         if wait:
             raise rate_limited(wait, "failed logins from this address")
         raise AuthenticationError("wrong email or password")
-    note.target_id = user.id
     cookie, csrf = await services.web_sessions.open(user)
     secure = services.ctx.settings.secure_cookies or request.url.scheme == "https"
     response = JSONResponse({"user": user_wire(user), "csrfToken": csrf})
@@ -101,9 +108,8 @@ async def current_session(found: SessionPrincipal = Depends(session_principal)) 
     return {"userId": p.user_id, "email": p.email, "role": p.role, "csrfToken": found.csrf_token}
 
 
-@router.post("/logout", status_code=204)
-async def logout(request: Request, found: SessionPrincipal = Depends(session_principal)) -> Response:
-    attach_note(request, AuditNote("auth.logout", target_id=found.principal.user_id, principal=found.principal))
+@router.post("/logout", status_code=204, dependencies=[Depends(same_site_session), Depends(LOGOUT.declare)])
+async def logout(request: Request) -> Response:
     await services_of(request).web_sessions.close(request.cookies.get(SESSION_COOKIE, ""))
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/")

@@ -1,12 +1,14 @@
 """The audit log: append-only, hash-chained, and no entry is ever dropped.
 
-An entry for a state change is written by the change's own transaction
-(``audit_notes``). Everything else — denials, failures, changes that live on
-the host agent, background actors — goes through ``AuditLog.record``, which
-returns once its entry is stored. One writer task per process appends what
-callers hand it, many at a time under load; if such a batch fails, each entry
-is retried on its own, so one entry never costs its neighbours theirs. An
-entry the database keeps refusing is stored as a stand-in that says so.
+Every writer — HTTP routes, WebSocket shells, background tasks — names its
+action in an ``AuditNote`` and finishes it with ``AuditService.record``. A
+note that was current while a change committed was written by that change's
+own transaction (``audit_notes``); ``record`` then adds nothing, unless the
+outcome is not the one that entry says. Every other note (a denial, a failure,
+a change that lives on the host agent) is appended here, by one writer task
+per process, many at a time under load; if such a batch fails, each entry is
+retried on its own, so one entry never costs its neighbours theirs. An entry
+the database keeps refusing is stored as a stand-in that says so.
 """
 
 from __future__ import annotations
@@ -35,10 +37,11 @@ from qbox.server.services.audit_chain import (
     truncate,
     verify_chain,
 )
+from qbox.server.services.audit_notes import AuditNote, acting
 from qbox.server.services.context import ServiceContext
 
-__all__ = ["GENESIS", "MAX_DETAIL", "AuditLog", "AuditQuery", "AuditRecord", "Verification", "decode_cursor",
-           "encode_cursor", "entry_hash", "truncate", "verify_chain"]
+__all__ = ["GENESIS", "MAX_DETAIL", "AuditNote", "AuditQuery", "AuditRecord", "AuditService", "Verification",
+           "decode_cursor", "encode_cursor", "entry_hash", "truncate", "verify_chain"]
 
 log = logging.getLogger("qbox.audit")
 
@@ -89,17 +92,29 @@ def stand_in(record: AuditRecord, error: BaseException) -> AuditRecord:
 
 
 @dataclass
-class AuditLog:
+class AuditService:
     ctx: ServiceContext
     queue: asyncio.Queue[_Pending] = field(default_factory=lambda: asyncio.Queue(_QUEUE_SIZE))
     _writer: asyncio.Task[None] | None = None
 
-    async def record(self, record: AuditRecord, *, wait: float | None = None) -> int | None:
-        """Store an entry for something that committed no change of its own.
+    async def record(self, note: AuditNote, outcome: int, *, wait: float | None = None) -> int | None:
+        """The note's entry, saying ``outcome``; from here on nothing else writes the note.
 
-        Returns its id once stored; with ``wait``, None if that takes longer
-        (the entry stays queued and is stored when the database lets it).
+        If a change's transaction wrote the entry already, nothing more is
+        stored unless ``outcome`` differs from what it says (the change
+        committed, then the request failed): a second entry says so. Returns
+        the id of the entry that says ``outcome`` once stored; with ``wait``,
+        None if that takes longer (it stays queued and is stored when the
+        database lets it).
         """
+        note.closed = True
+        if note.written_id is not None:
+            if outcome == note.success_status:
+                return note.written_id
+            note.detail = f"after entry {note.written_id}: {note.detail}"
+        return await self._append_later(note.to_record(outcome), wait)
+
+    async def _append_later(self, record: AuditRecord, wait: float | None) -> int | None:
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         await self.queue.put((sanitised(record), done))
         # Shielded: a caller that stops waiting does not take its entry with it.
@@ -215,19 +230,19 @@ class AuditLog:
         return verify_chain(rows, head.last_id, head.last_hash, first_id)
 
     async def prune(self, older_than: timedelta) -> int:
-        """Retention: drop the oldest entries and, in the same transaction, a marker anchoring the rest."""
+        """Retention: drop the oldest entries; the marker anchoring the rest commits with the deletion."""
         now = self.ctx.clock()
         cutoff = now - older_than
         await self.flush()
-        async with self.ctx.sessions() as session, session.begin():
-            last_old = await session.scalar(select(AuditEntry.id).where(AuditEntry.ts < cutoff)
-                                            .order_by(AuditEntry.id.desc()).limit(1))
-            if last_old is None:
-                return 0
-            result = await session.execute(delete(AuditEntry).where(AuditEntry.id <= last_old))
-            removed = int(getattr(result, "rowcount", 0) or 0)
-            marker = AuditRecord(action="audit.prune", outcome=200, ts=now,
-                                 detail=f"retention removed entries up to {last_old}")
-            connection = await session.connection()
-            await connection.run_sync(audit_chain.append, [marker])
+        marker = AuditNote("audit.prune", at=now)
+        with acting(marker):
+            async with self.ctx.sessions() as session, session.begin():
+                last_old = await session.scalar(select(AuditEntry.id).where(AuditEntry.ts < cutoff)
+                                                .order_by(AuditEntry.id.desc()).limit(1))
+                if last_old is None:
+                    return 0
+                marker.detail = f"retention removed entries up to {last_old}"
+                result = await session.execute(delete(AuditEntry).where(AuditEntry.id <= last_old))
+                removed = int(getattr(result, "rowcount", 0) or 0)
+        await self.record(marker, marker.success_status)
         return removed

@@ -6,8 +6,9 @@ transaction that then commits a change appends the note's entry to the chain
 inside that same transaction, through a session event on every session the
 ``ServiceContext`` hands out; if the entry cannot be written, the change is
 not committed either. Routes and services need not know: they commit as
-always. A note whose action changed nothing (a denial, a failure, a change
-that lives only on the host agent) is written afterwards by ``AuditLog.record``.
+always. Every note is then finished by ``AuditService.record``, which writes
+the entry of a note whose action changed nothing (a denial, a failure, a
+change that lives only on the host agent).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import contextvars
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import event
@@ -23,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
 from qbox.core.timefmt import utcnow
-from qbox.server.db.tables import ApiKey, Sandbox, Template, User
+from qbox.server.db.tables import ApiKey, Sandbox, Template, User, WebSession
 from qbox.server.principal import Principal
 from qbox.server.services import audit_chain
 from qbox.server.services.audit_chain import AuditRecord
@@ -48,12 +50,14 @@ class AuditNote:
     written_id: int | None = None
     # Set when the request is over: later commits (background tasks it started) write nothing.
     closed: bool = False
+    # When it happened, if not when the entry is written.
+    at: datetime | None = None
     _pending_id: int | None = field(default=None, repr=False)
 
     def to_record(self, outcome: int) -> AuditRecord:
         principal = self.principal
         return AuditRecord(
-            action=self.action, outcome=outcome, ts=utcnow(),
+            action=self.action, outcome=outcome, ts=self.at or utcnow(),
             actor_id=principal.user_id if principal else None,
             actor_email=principal.email if principal else None,
             api_key_id=principal.api_key_id if principal else None,
@@ -80,25 +84,28 @@ def acting(note: AuditNote) -> Iterator[AuditNote]:
         _current.reset(token)
 
 
-# A create's target is the row it inserted; its id is not known before the commit.
-_CREATES: dict[str, tuple[type[Any], Callable[[Any], str]]] = {
-    "api_key": (ApiKey, lambda k: f"name={k.name!r} user={k.user_id} scopes={','.join(k.scopes)}"),
-    "sandbox": (Sandbox, lambda s: f"template={s.template_id} status={s.status}"),
-    "template": (Template, lambda t: f"name={t.name} imageRef={t.image_ref} steps={len(t.steps or [])}"),
-    "user": (User, lambda u: f"email={u.email} role={u.role}"),
+# An action whose target is a row it inserts: that row's kind, its target id, and (unless the
+# route described it) the entry's detail. The id is not known before the commit.
+_CREATES: dict[str, tuple[type[Any], Callable[[Any], str], Callable[[Any], str]]] = {
+    "api_key.create": (ApiKey, lambda k: k.id,
+                       lambda k: f"name={k.name!r} user={k.user_id} scopes={','.join(k.scopes)}"),
+    "auth.login": (WebSession, lambda s: s.user_id, lambda s: ""),
+    "sandbox.create": (Sandbox, lambda s: s.id, lambda s: f"template={s.template_id} status={s.status}"),
+    "template.create": (Template, lambda t: t.id,
+                        lambda t: f"name={t.name} imageRef={t.image_ref} steps={len(t.steps or [])}"),
+    "user.create": (User, lambda u: u.id, lambda u: f"email={u.email} role={u.role}"),
 }
 
 
 def _fill_in_created(note: AuditNote, created: list[Any]) -> None:
-    noun, _, verb = note.action.partition(".")
-    if verb != "create" or noun not in _CREATES:
+    if note.action not in _CREATES:
         return
-    kind, describe = _CREATES[noun]
+    kind, target_of, describe = _CREATES[note.action]
     row = next((obj for obj in created if isinstance(obj, kind)), None)
     if row is None:
         return
     if note.target_id is None:
-        note.target_id = str(row.id)
+        note.target_id = str(target_of(row))
     if not note.detail:
         note.detail = describe(row)
 

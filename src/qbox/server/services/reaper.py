@@ -15,6 +15,7 @@ from sqlalchemy import select
 from qbox.core.states import LIVE_STATES, SandboxState
 from qbox.core.timefmt import to_wire
 from qbox.server.db.tables import Sandbox
+from qbox.server.services.audit import AuditService
 from qbox.server.services.audit_notes import AuditNote, acting
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.lifecycle import Change, LifecycleEvent, SandboxLifecycle, values_of
@@ -36,9 +37,10 @@ def due_for_reaping(
 
 
 class Reaper:
-    def __init__(self, ctx: ServiceContext, lifecycle: SandboxLifecycle) -> None:
+    def __init__(self, ctx: ServiceContext, lifecycle: SandboxLifecycle, audit: AuditService) -> None:
         self.ctx = ctx
         self.lifecycle = lifecycle
+        self.audit = audit
 
     async def sweep(self) -> list[str]:
         """One pass: the ids of the sandboxes it ended."""
@@ -58,6 +60,10 @@ class Reaper:
 
     async def _reap(self, sandbox_id: str, now: datetime) -> bool:
         # The sandbox's end and its audit entry commit together.
-        with acting(AuditNote("sandbox.expire", target_id=sandbox_id, detail="auto-kill deadline passed")):
-            return await self.lifecycle.end(
+        note = AuditNote("sandbox.expire", target_id=sandbox_id, detail="auto-kill deadline passed")
+        with acting(note):
+            ended = await self.lifecycle.end(
                 sandbox_id, Change.of(LifecycleEvent.DEADLINE_REACHED, at=to_wire(now)))
+        if ended:
+            await self.audit.record(note, note.success_status)
+        return ended

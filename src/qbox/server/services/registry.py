@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qbox.server.services.audit import AuditLog
+from qbox.server.services.audit import AuditService
 from qbox.server.services.code import CodeService
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.files import FileService
@@ -53,7 +53,7 @@ class Services:
     users: UserService
     web_sessions: WebSessionService
     shells: ShellService
-    audit: AuditLog
+    audit: AuditService
     limits: Limits
 
     @classmethod
@@ -66,7 +66,7 @@ class Services:
         lifecycle.when_ended(shells.close_for_sandbox)
         lifecycle.when_ended(boots.stop_following)
         sandboxes = SandboxService(ctx, lifecycle, boots, quotas)
-        audit = AuditLog(ctx)
+        audit = AuditService(ctx)
         return cls(
             ctx=ctx,
             lifecycle=lifecycle,
@@ -76,7 +76,7 @@ class Services:
             files=FileService(ctx, sandboxes),
             code=CodeService(ctx, sandboxes),
             templates=TemplateService(ctx),
-            reaper=Reaper(ctx, lifecycle),
+            reaper=Reaper(ctx, lifecycle, audit),
             keys=KeyService(ctx, shells),
             users=UserService(ctx, shells),
             web_sessions=WebSessionService(ctx),
