@@ -119,6 +119,8 @@ async def test_the_agent_client_relays_streams_and_raises_errors_first(
     events = await _read(await processes.exec_stream(
         sandbox_id, ExecRequest(cmd="sh", args=["-c", "echo streamed"])))
     assert [e["type"] for e in events] == ["started", "stdout", "exit"]
+    answer = await processes.exec(sandbox_id, ExecRequest(cmd="sh", args=["-c", "echo hi; exit 3"]))
+    assert (answer.stdout, answer.exit_code, answer.timed_out, answer.oom_killed) == ("hi\n", 3, False, None)
     started = await processes.start(sandbox_id, CommandStart(cmd="cat", stdin=True))
     await processes.write_stdin(sandbox_id, started.pid, StdinWrite(data="via client", close=True))
     followed = await _read(await processes.follow(sandbox_id, started.pid, LogOffsets()))
