@@ -13,6 +13,7 @@ from sqlalchemy import select
 from qbox.core.errors import QboxError
 from qbox.core.ids import new_sandbox_id
 from qbox.core.states import SandboxState
+from qbox.protocol.sandboxes import SandboxInfo
 from qbox.server.db.engine import make_async_engine, make_sessionmaker, migrate
 from qbox.server.db.tables import Host, Sandbox, SandboxEvent, Template, User
 from qbox.server.services.context import AgentPool, ServiceContext
@@ -24,20 +25,22 @@ HOSTS = ("h1", "h2")
 
 
 class HostRecorder:
-    """The agent calls the lifecycle and the sync make: it lists ``sandboxes`` and records deletions."""
+    """The agent calls the lifecycle and the sync make (``agent.sandboxes``): it lists
+    ``listed`` and records deletions; ``fail_with`` makes both fail."""
 
-    def __init__(self, sandboxes: list[dict[str, Any]] | None = None,
+    def __init__(self, listed: list[dict[str, Any]] | None = None,
                  fail_with: QboxError | None = None) -> None:
-        self.sandboxes = sandboxes or []
+        self.listed = [SandboxInfo.model_validate(row) for row in listed or []]
         self.deleted: list[str] = []
         self.fail_with = fail_with
+        self.sandboxes = self
 
-    async def list_sandboxes(self) -> list[dict[str, Any]]:
+    async def list(self) -> list[SandboxInfo]:
         if self.fail_with is not None:
             raise self.fail_with
-        return self.sandboxes
+        return self.listed
 
-    async def delete_sandbox(self, sandbox_id: str) -> None:
+    async def delete(self, sandbox_id: str) -> None:
         if self.fail_with is not None:
             raise self.fail_with
         await asyncio.sleep(0)

@@ -6,6 +6,7 @@ import pytest
 
 from qbox.core.sandbox_ends import HOST_RESTARTED, OUT_OF_MEMORY, RUNTIME_STOPPED
 from qbox.core.states import SandboxState
+from qbox.protocol.sandboxes import SandboxInfo
 from qbox.server.services.host_view import OnHost, compare
 from qbox.server.services.lifecycle import LifecycleEvent
 
@@ -66,5 +67,7 @@ def test_containers_nobody_holds_are_removed_only_at_start() -> None:
 
 
 def test_the_agents_row_is_read_as_it_is_written() -> None:
-    assert OnHost.from_agent({"id": "sb_1", "status": "stopped", "exitReason": "oom"}) == OOM
-    assert OnHost.from_agent({"id": "sb_1", "status": "running"}) == RUNS
+    def listed(row: dict[str, str]) -> OnHost:
+        return OnHost.from_agent(SandboxInfo.model_validate(row))
+    assert listed({"id": "sb_1", "status": "stopped", "exitReason": "oom"}) == OOM
+    assert listed({"id": "sb_1", "status": "running"}) == RUNS
