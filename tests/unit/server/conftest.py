@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,13 +10,13 @@ from fastapi.testclient import TestClient
 
 from qbox.server.app import Startup, create_app
 from qbox.server.settings import ServerSettings
-from tests.unit.server.fake_agent import FakeAgent
+from tests.unit.server.agent_host import SECRET, RunningAgent
 
 
 @dataclass
 class Harness:
     client: TestClient
-    agent: FakeAgent
+    agent: RunningAgent
     admin_key: str
     settings: ServerSettings
 
@@ -23,17 +24,29 @@ class Harness:
         return {"Authorization": f"Bearer {key or self.admin_key}"}
 
 
-def make_harness(data_dir: Path, agent: FakeAgent | None = None, **settings_kw: object) -> Iterator[Harness]:
-    agent = agent or FakeAgent()
-    settings = ServerSettings(data_dir=data_dir, agent_secret="x", **settings_kw)  # type: ignore[arg-type]
-    secrets: list[str] = []
-    startup = Startup(builtin_templates={"python": "oci:/nonexistent:latest"},
-                      local_agent=agent, run_reaper=False,
-                      on_admin_created=lambda secret, _path: secrets.append(secret))
-    app = create_app(settings, startup)
-    with TestClient(app, raise_server_exceptions=False) as client:
+def make_harness(data_dir: Path, agent: RunningAgent | None = None,
+                 **settings_kw: object) -> Iterator[Harness]:
+    """The control plane over a real agent (its own, or ``agent``, which outlives it)."""
+    settings = ServerSettings(data_dir=data_dir, agent_secret=SECRET, **settings_kw)  # type: ignore[arg-type]
+    with contextlib.ExitStack() as stack:
+        if agent is None:
+            # The host trusts what the control plane trusts, as `qbox up` configures both.
+            agent = stack.enter_context(RunningAgent(
+                data_dir / "agent", trusted_registries=_split(settings.trusted_registries),
+                import_dirs=_split(settings.import_dirs),
+                image_gc_grace_seconds=settings.image_gc_grace_seconds))
+        secrets: list[str] = []
+        startup = Startup(builtin_templates={"python": "oci:/nonexistent:latest"},
+                          local_agent=agent.client(), run_reaper=False,
+                          on_admin_created=lambda secret, _path: secrets.append(secret))
+        client = stack.enter_context(TestClient(create_app(settings, startup),
+                                                raise_server_exceptions=False))
         key = secrets[0] if secrets else (data_dir / "admin-key").read_text().strip()
         yield Harness(client=client, agent=agent, admin_key=key, settings=settings)
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
 
 
 @pytest.fixture

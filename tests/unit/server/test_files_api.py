@@ -1,4 +1,4 @@
-"""The files API through the control plane (the fake agent uses the real SandboxFiles on a temp dir)."""
+"""The files API through the control plane (the real agent: its fake runtime's sandboxes are directories)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from qbox.agent.files_api import CHUNK_BYTES as AGENT_CHUNK_BYTES
 from tests.unit.server.conftest import Harness, make_harness
 from tests.unit.server.helpers import add_user_with_key
 from tests.unit.server.test_audit import entries
@@ -26,7 +27,7 @@ def put(h: Harness, sb: str, path: str, data: bytes = b"", **params: str) -> int
 
 
 def root_of(h: Harness, sb: str) -> Path:
-    return h.agent.roots[sb]
+    return h.agent.rootfs(sb)
 
 
 def error(r: object) -> str:
@@ -81,16 +82,16 @@ def test_upload_streams_in_chunks(harness: Harness, sb: str) -> None:
                            headers=harness.auth())
     assert r.status_code == 204
     assert (root_of(harness, sb) / "big").stat().st_size == 64 * 65536
-    assert harness.agent.chunks_seen > 1
+    assert harness.agent.requests("PUT", f"/sandboxes/{sb}/files/content")[-1].chunks > 1
 
 
 def test_download_streams(harness: Harness, sb: str) -> None:
-    harness.agent.files(sb)  # creates the fake sandbox's root
-    (root_of(harness, sb) / "big").write_bytes(b"q" * (1024 * 1024))
+    size = 3 * AGENT_CHUNK_BYTES  # the agent reads a file a chunk at a time
+    (root_of(harness, sb) / "big").write_bytes(b"q" * size)
     with harness.client.stream("GET", f"/v1/sandboxes/{sb}/download?path=/big",
                                headers=harness.auth()) as r:
         chunks = list(r.iter_raw())
-    assert sum(map(len, chunks)) == 1024 * 1024 and len(chunks) > 1
+    assert sum(map(len, chunks)) == size and len(chunks) > 1
 
 
 def test_stat_of_a_missing_path_is_200_with_exists_false(harness: Harness, sb: str) -> None:
@@ -179,8 +180,8 @@ def test_over_the_size_cap_is_413(tmp_path: Path) -> None:
         r = h.client.put(f"/v1/sandboxes/{sb}/file?path=/tmp/big&mode=644", content=unannounced(),
                          headers=h.auth())
         assert r.status_code == 413
-        assert not (h.agent.roots[sb] / "tmp/big").exists()
-        assert [p.name for p in (h.agent.roots[sb] / "tmp").iterdir()] == ["ok"]
+        assert not (h.agent.rootfs(sb) / "tmp/big").exists()
+        assert [p.name for p in (h.agent.rootfs(sb) / "tmp").iterdir()] == ["ok"]
 
 
 def test_ended_sandbox_is_not_active(harness: Harness, sb: str) -> None:

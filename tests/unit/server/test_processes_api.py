@@ -1,4 +1,4 @@
-"""Exec and commands through the control plane (the fake agent runs them on the test host)."""
+"""Exec and commands through the control plane (the agent's fake runtime runs them on the test host)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_exec_on_ended_sandbox_is_sandbox_not_active(harness: Harness) -> None:
 
 def test_sandbox_gone_from_host_is_marked_lost(harness: Harness) -> None:
     sb = spawn(harness)
-    harness.agent.sandboxes.clear()
+    harness.agent.forget(sb["id"])
     r = harness.client.post(f"/v1/sandboxes/{sb['id']}/exec", json={"cmd": "true"},
                             headers=harness.auth())
     assert r.status_code == 409

@@ -1,11 +1,11 @@
-"""Sandbox lifecycle through the HTTP API, against an in-memory agent."""
+"""Sandbox lifecycle through the HTTP API, over the real agent (fake runtime)."""
 
 from __future__ import annotations
 
 import re
 from datetime import timedelta
 
-from qbox.core.errors import InternalError
+from qbox.agent.runtime.base import RuntimeFailure
 from qbox.core.timefmt import from_wire, utcnow
 from tests.unit.server.conftest import Harness
 from tests.unit.server.helpers import add_user_with_key
@@ -36,26 +36,26 @@ def test_spawn_with_wait_returns_running_sandbox(harness: Harness) -> None:
         assert WIRE_TIME.match(sb[field]), field
     assert sb["endedAt"] is None
     # The agent got the merged environment and the limits.
-    spec = harness.agent.sandboxes[sb["id"]]["spec"]
-    assert spec["envs"] == {"FOO": "bar"} and spec["vcpus"] == 2 and spec["memoryMb"] == 1024
-    assert spec["imageDigest"].startswith("sha256:")
+    params = harness.agent.params(sb["id"])
+    assert params.envs == {"FOO": "bar"} and params.vcpus == 2 and params.memory_mb == 1024
+    assert params.image_digest.startswith("sha256:")
 
 
 def test_spawn_without_wait_answers_at_once_booting(harness: Harness) -> None:
-    harness.agent.create_delay = 0.5
+    harness.agent.runtime.run_delay = 0.5
     sb = spawn(harness, query="")
     assert sb["status"] == "booting"
     assert sb["bootedAt"] is None
 
 
 def test_wait_timeout_returns_the_sandbox_as_it_is(harness: Harness) -> None:
-    harness.agent.create_delay = 2
+    harness.agent.runtime.run_delay = 2
     sb = spawn(harness, query="?wait=true&waitTimeoutSec=0.2")
     assert sb["status"] == "booting"
 
 
 def test_boot_failure_is_failed_with_reason(harness: Harness) -> None:
-    harness.agent.fail_create = InternalError("crun said no")
+    harness.agent.runtime.run_error = RuntimeFailure("crun said no")
     sb = spawn(harness)
     assert sb["status"] == "failed"
     assert "crun said no" in sb["endReason"]
@@ -184,12 +184,12 @@ def test_network_and_disk_settings_reach_the_agent(harness: Harness) -> None:
     default = spawn(harness)
     assert default["allowInternetAccess"] is True and default["diskSizeMb"] == 2048
     assert default["runtime"] == "crun"
-    spec = harness.agent.sandboxes[default["id"]]["spec"]
-    assert (spec["allowInternetAccess"], spec["diskSizeMb"], spec["runtime"]) == (True, 2048, "crun")
+    params = harness.agent.params(default["id"])
+    assert (params.allow_internet_access, params.disk_size_mb, params.runtime) == (True, 2048, "crun")
     offline = spawn(harness, {"allowInternetAccess": False, "diskSizeMb": 512})
     assert offline["allowInternetAccess"] is False and offline["diskSizeMb"] == 512
-    spec = harness.agent.sandboxes[offline["id"]]["spec"]
-    assert (spec["allowInternetAccess"], spec["diskSizeMb"]) == (False, 512)
+    params = harness.agent.params(offline["id"])
+    assert (params.allow_internet_access, params.disk_size_mb) == (False, 512)
 
 
 def test_limits_beyond_the_caps_and_runtime_are_refused(harness: Harness) -> None:

@@ -9,6 +9,7 @@ to end; it isolates nothing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import json
 import os
@@ -86,8 +87,16 @@ class FakeRuntime:
         self._containers: dict[str, _Container] = {}
         # Tests may inspect what was asked of the runtime.
         self.execs: list[tuple[str, ProcessSpec]] = []
+        # Tests may slow down or fail starting containers, or terminals (a shell's exec).
+        self.run_delay = 0.0
+        self.run_error: RuntimeFailure | None = None
+        self.terminal_error: RuntimeFailure | None = None
 
     async def run(self, container_id: str, bundle: Path) -> ContainerState:
+        if self.run_delay:
+            await asyncio.sleep(self.run_delay)
+        if self.run_error is not None:
+            raise self.run_error
         if container_id in self._containers:
             raise RuntimeFailure(f"fake run failed: container {container_id} exists")
         config = json.loads((bundle / "config.json").read_text())
@@ -109,7 +118,10 @@ class FakeRuntime:
         cwd = container.rootfs / process.cwd.lstrip("/")
         if not cwd.is_dir():
             cwd = container.rootfs
+        process = dataclasses.replace(process, args=_program_in(container.rootfs, process.args))
         if process.terminal:
+            if self.terminal_error is not None:
+                raise self.terminal_error
             handle = await _start_on_terminal(process, cwd)
             container.processes.append(handle)
             return handle
@@ -197,6 +209,15 @@ async def _start_on_terminal(process: ProcessSpec, cwd: Path) -> FakeProcess:
         os.close(slave)
     os.set_blocking(master, False)
     return FakeProcess(proc, None, ended_stream(), ended_stream(), console=master)
+
+
+def _program_in(rootfs: Path, args: list[str]) -> list[str]:
+    """An absolute program the sandbox holds (an executable file there) runs from the
+    sandbox; any other from this machine."""
+    own = rootfs / args[0].lstrip("/")
+    if args[0].startswith("/") and own.is_file() and os.access(own, os.X_OK):
+        return [str(own), *args[1:]]
+    return args
 
 
 def _take_terminal() -> None:
