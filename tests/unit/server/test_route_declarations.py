@@ -18,6 +18,7 @@ import fastapi.routing
 import pytest
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, APIWebSocketRoute
+from starlette.testclient import WebSocketDenialResponse
 
 from qbox.server.app import create_app
 from qbox.server.http.access import Access, Bucket
@@ -28,7 +29,6 @@ from tests.unit.server.conftest import Harness
 from tests.unit.server.helpers import set_deadline
 from tests.unit.server.test_audit import entries
 from tests.unit.server.test_sandboxes_api import spawn
-from tests.unit.server.test_shell_api import refused, url
 
 PUBLIC = {("GET", "/healthz"), ("GET", "/v1/system")}
 # Authenticated by the dashboard's session cookie (login: by a password in the body), not a key.
@@ -124,9 +124,12 @@ def test_the_shell_writes_its_entries_through_the_one_record_path(
         harness: Harness, recorded: list[tuple[str, int]]) -> None:
     sb = spawn(harness)["id"]
     recorded.clear()
-    with harness.client.websocket_connect(url(sb, "cols=90&rows=20"), headers=harness.auth()):
+    with harness.client.websocket_connect(f"/v1/sandboxes/{sb}/shell?cols=90&rows=20", headers=harness.auth()):
         pass
-    assert refused(harness, url(sb), {"Authorization": "Bearer qbox_forged"})[0] == 401
+    with pytest.raises(WebSocketDenialResponse) as caught, harness.client.websocket_connect(
+            f"/v1/sandboxes/{sb}/shell", headers={"Authorization": "Bearer qbox_forged"}):
+        pass
+    assert caught.value.status_code == 401
     assert recorded == [("sandbox.shell", 101), ("sandbox.shell", 401)]
     log = entries(harness, action="sandbox.shell")
     assert [(e["outcome"], e["targetId"], e["detail"]) for e in log] == [
