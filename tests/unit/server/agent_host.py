@@ -106,6 +106,10 @@ class RunningAgent:
     def sandbox_ids(self) -> list[str]:
         return self.call(lambda: [s.id for s in self.manager])  # type: ignore[no-any-return]
 
+    def running_ids(self) -> list[str]:
+        return self.call(lambda: [s.id for s in self.manager  # type: ignore[no-any-return]
+                                  if s.status.value == "running"])
+
     def params(self, sandbox_id: str) -> SandboxParams:
         return self.call(lambda: self.manager.get(sandbox_id).params)  # type: ignore[no-any-return]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -35,3 +37,11 @@ def set_deadline(data_dir: Path, sandbox_id: str, deadline: datetime) -> None:
     with db_session(data_dir) as session:
         session.execute(update(Sandbox).where(Sandbox.id == sandbox_id).values(deadline_at=deadline))
         session.commit()
+
+
+def eventually(check: Callable[[], object], seconds: float = 5.0) -> None:
+    """Wait until ``check()`` holds (the agent runs on its own loop: its side lags a little)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)

@@ -1,4 +1,4 @@
-"""Admission control through the app (issue 13, finding 8), with a fake agent that reports the
+"""Admission control through the app (issue 13, finding 8), with an agent that reports the
 host of the finding (2 CPUs, 24 GiB, 80 GiB free on the data disk). The decision alone:
 test_admission_decision.py."""
 
@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from qbox.core.errors import InternalError
+from qbox.agent.runtime.base import RuntimeFailure
 from qbox.server.db.tables import Host, Sandbox
 from tests.unit.server.conftest import Harness, make_harness
-from tests.unit.server.fake_agent import FakeAgent
+from tests.unit.server.agent_host import RunningAgent
 from tests.unit.server.helpers import db_session
 
 GIB = 1024
@@ -27,9 +27,9 @@ BIG_SPAWN = {"templateId": "tpl_python", "vcpus": 4, "memoryMb": 8 * GIB, "diskS
 
 @pytest.fixture
 def small_host(tmp_path: Path) -> Iterator[Harness]:
-    agent = FakeAgent()
-    agent.capacity = dict(SMALL_HOST)
-    yield from make_harness(tmp_path, agent)
+    with RunningAgent(tmp_path / "agent") as agent:
+        agent.capacity = dict(SMALL_HOST)
+        yield from make_harness(tmp_path, agent)
 
 
 def big_spawn(h: Harness) -> Any:
@@ -53,24 +53,24 @@ def test_finding_8_four_big_spawns_on_a_small_host_stop_at_capacity(small_host: 
     assert error["details"]["requested"] == {"vcpus": 4, "memoryMb": 8 * GIB, "diskMb": 20 * GIB}
     assert refusal.headers["Retry-After"] == "5"
     # Nothing half-made: two rows, two sandboxes on the agent.
-    assert len(live(small_host)) == 2 and len(small_host.agent.sandboxes) == 2
+    assert len(live(small_host)) == 2 and len(small_host.agent.sandbox_ids()) == 2
     listed = small_host.client.get("/v1/sandboxes", headers=small_host.auth()).json()
     assert len(listed) == 2
 
 
 def test_memory_then_disk_decide_when_cpus_are_overcommitted_further(tmp_path: Path) -> None:
-    agent = FakeAgent()
-    agent.capacity = dict(SMALL_HOST)
-    for h in make_harness(tmp_path, agent, overcommit_cpu=16.0):
-        assert [big_spawn(h).status_code for _ in range(3)] == [201, 201, 201]
-        r = big_spawn(h)
-        assert (r.status_code, r.json()["error"]["details"]["resource"]) == (503, "memoryMb")
-    agent = FakeAgent()
-    agent.capacity = {**SMALL_HOST, "diskFreeMb": 50 * GIB}
-    for h in make_harness(tmp_path / "disk", agent, overcommit_cpu=16.0):
-        assert [big_spawn(h).status_code for _ in range(2)] == [201, 201]
-        r = big_spawn(h)
-        assert (r.status_code, r.json()["error"]["details"]["resource"]) == (503, "diskMb")
+    with RunningAgent(tmp_path / "agent") as agent:
+        agent.capacity = dict(SMALL_HOST)
+        for h in make_harness(tmp_path, agent, overcommit_cpu=16.0):
+            assert [big_spawn(h).status_code for _ in range(3)] == [201, 201, 201]
+            r = big_spawn(h)
+            assert (r.status_code, r.json()["error"]["details"]["resource"]) == (503, "memoryMb")
+    with RunningAgent(tmp_path / "disk-agent") as agent:
+        agent.capacity = {**SMALL_HOST, "diskFreeMb": 50 * GIB}
+        for h in make_harness(tmp_path / "disk", agent, overcommit_cpu=16.0):
+            assert [big_spawn(h).status_code for _ in range(2)] == [201, 201]
+            r = big_spawn(h)
+            assert (r.status_code, r.json()["error"]["details"]["resource"]) == (503, "diskMb")
 
 
 def test_capacity_comes_back_when_a_sandbox_ends(small_host: Harness) -> None:
@@ -82,15 +82,15 @@ def test_capacity_comes_back_when_a_sandbox_ends(small_host: Harness) -> None:
 
 
 def test_a_failed_boot_releases_its_reservation(small_host: Harness) -> None:
-    small_host.agent.fail_create = InternalError("boom")
+    small_host.agent.runtime.run_error = RuntimeFailure("boom")
     for _ in range(3):
         assert big_spawn(small_host).json()["status"] == "failed"
-    small_host.agent.fail_create = None
+    small_host.agent.runtime.run_error = None
     assert [big_spawn(small_host).status_code for _ in range(2)] == [201, 201]
 
 
 def test_concurrent_spawns_never_both_take_the_last_room(small_host: Harness) -> None:
-    small_host.agent.create_delay = 0.05
+    small_host.agent.runtime.run_delay = 0.05
     with ThreadPoolExecutor(max_workers=12) as pool:
         codes = list(pool.map(lambda _: big_spawn(small_host).status_code, range(12)))
     assert sorted(codes) == [201] * 2 + [503] * 10

@@ -108,9 +108,9 @@ def test_curl_form_content_type_is_read_as_json(harness: Harness) -> None:
 
 
 def test_crash_in_a_service_is_internal_without_traceback(harness: Harness) -> None:
-    harness.agent.exec = None  # type: ignore[assignment]  # calling it raises TypeError
     sb = harness.client.post("/v1/sandboxes?wait=true", json={"templateId": "tpl_python"},
                              headers=harness.auth()).json()
+    harness.agent.faults.crash = TypeError("'NoneType' object is not callable")  # the agent call crashes
     r = harness.client.post(f"/v1/sandboxes/{sb['id']}/exec", json={"cmd": "true"},
                             headers=harness.auth())
     assert r.status_code == 500

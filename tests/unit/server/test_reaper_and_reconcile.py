@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
+import qbox.agent.sandboxes as agent_sandboxes
+from qbox.agent.sandbox import SandboxParams
 from qbox.core.states import SandboxState
 from qbox.core.timefmt import utcnow
 from qbox.protocol.sandboxes import SandboxInfo
 from qbox.server.services.host_view import OnHost, compare
 from qbox.server.services.reaper import due_for_reaping
 from tests.unit.server.conftest import Harness, make_harness
-from tests.unit.server.fake_agent import FakeAgent
-from tests.unit.server.helpers import set_deadline
+from tests.unit.server.agent_host import RunningAgent
+from tests.unit.server.helpers import eventually, set_deadline
 from tests.unit.server.test_sandboxes_api import spawn
 
 
@@ -60,41 +63,42 @@ def test_sweep_terminates_expired_sandboxes_with_reason(harness: Harness) -> Non
 
 
 def test_deadline_that_passed_while_down_is_enforced_at_start(tmp_path: Path) -> None:
-    agent = FakeAgent()
-    gen = make_harness(tmp_path, agent)
-    h = next(gen)
-    sb = spawn(h, {"timeoutSeconds": 60})
-    gen.close()  # qbox stops; the sandbox keeps running on the host
-    set_deadline(tmp_path, sb["id"], utcnow() - timedelta(minutes=5))
-    gen = make_harness(tmp_path, agent)
-    h = next(gen)
-    assert _sweep(h) == [sb["id"]]
-    got = h.client.get(f"/v1/sandboxes/{sb['id']}", headers=h.auth()).json()
-    assert got["status"] == "terminated"
-    gen.close()
+    with RunningAgent(tmp_path / "agent") as agent:
+        gen = make_harness(tmp_path, agent)
+        h = next(gen)
+        sb = spawn(h, {"timeoutSeconds": 60})
+        gen.close()  # qbox stops; the sandbox keeps running on the host
+        set_deadline(tmp_path, sb["id"], utcnow() - timedelta(minutes=5))
+        gen = make_harness(tmp_path, agent)
+        h = next(gen)
+        assert _sweep(h) == [sb["id"]]
+        got = h.client.get(f"/v1/sandboxes/{sb['id']}", headers=h.auth()).json()
+        assert got["status"] == "terminated"
+        gen.close()
 
 
 def test_restart_keeps_keys_and_reconciles(tmp_path: Path) -> None:
-    agent = FakeAgent()
-    gen = make_harness(tmp_path, agent)
-    h = next(gen)
-    key = h.admin_key
-    kept = spawn(h)
-    lost = spawn(h)
-    gen.close()
-    del agent.sandboxes[lost["id"]]          # vanished while qbox was down
-    asyncio.run(agent.create_sandbox({"id": "sb_stranger", "envs": {}}))  # nobody knows it
-    gen = make_harness(tmp_path, agent)
-    h = next(gen)
-    assert h.admin_key == key  # no second admin, the key file still works
-    got = h.client.get(f"/v1/sandboxes/{kept['id']}", headers=h.auth()).json()
-    assert got["status"] == "running"
-    got = h.client.get(f"/v1/sandboxes/{lost['id']}", headers=h.auth()).json()
-    assert got["status"] == "failed" and "lost" in got["endReason"]
-    logs = h.client.get(f"/v1/sandboxes/{lost['id']}/logs", headers=h.auth()).json()
-    assert "lost" in logs[-1]["message"]
-    assert "sb_stranger" in agent.deleted and "sb_stranger" not in agent.sandboxes
-    gen.close()
+    with RunningAgent(tmp_path / "agent") as agent:
+        gen = make_harness(tmp_path, agent)
+        h = next(gen)
+        key = h.admin_key
+        kept = spawn(h)
+        lost = spawn(h)
+        gen.close()
+        agent.forget(lost["id"])  # vanished while qbox was down
+        image = agent.params(kept["id"]).image_digest
+        agent.call(agent.manager.create, SandboxParams("sb_stranger", image))  # nobody knows it
+        gen = make_harness(tmp_path, agent)
+        h = next(gen)
+        assert h.admin_key == key  # no second admin, the key file still works
+        got = h.client.get(f"/v1/sandboxes/{kept['id']}", headers=h.auth()).json()
+        assert got["status"] == "running"
+        got = h.client.get(f"/v1/sandboxes/{lost['id']}", headers=h.auth()).json()
+        assert got["status"] == "failed" and "lost" in got["endReason"]
+        logs = h.client.get(f"/v1/sandboxes/{lost['id']}/logs", headers=h.auth()).json()
+        assert "lost" in logs[-1]["message"]
+        assert "sb_stranger" in agent.deleted and "sb_stranger" not in agent.sandbox_ids()
+        gen.close()
 
 
 def _ended_on_host(running: list[str] | dict[str, str],
@@ -132,13 +136,16 @@ def test_end_reasons_never_carry_the_agents_or_a_runtimes_words() -> None:
     assert decided["sb_restart"] == "failed: the sandbox was lost when its host's agent restarted"
 
 
-def test_host_sync_marks_an_oom_killed_sandbox_failed(harness: Harness) -> None:
+def test_host_sync_marks_an_oom_killed_sandbox_failed(harness: Harness,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from qbox.server.services.hostsync import sync_host
 
     sb = spawn(harness)
     other = spawn(harness)
-    harness.agent.sandboxes[sb["id"]]["status"] = "stopped"
-    harness.agent.sandboxes[sb["id"]]["exitReason"] = "oom"
+    # The OOM killer ends the sandbox's init: its cgroup counts a kill, its init dies of SIGKILL.
+    monkeypatch.setattr(agent_sandboxes, "oom_counter", lambda sandbox_id: lambda: 1)
+    harness.agent.kill_init(sb["id"])
+    eventually(lambda: sb["id"] not in harness.agent.running_ids())
     services = harness.client.app.state.services  # type: ignore[attr-defined]
     decided = harness.client.portal.call(sync_host, services.ctx, services.lifecycle, "local")  # type: ignore[union-attr]
     assert [e.sandbox_id for e in decided.ended] == [sb["id"]]
