@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
@@ -256,7 +257,12 @@ class _BlockingIo:
         stream.close()
 
     def deliver(self, callback: Callable[[V], object], value: V) -> None:
-        callback(value)
+        result = callback(value)
+        if inspect.iscoroutine(result):
+            # Its body would never run here; say so instead of dropping it.
+            result.close()
+            raise TypeError(f"{getattr(callback, '__qualname__', callback)!s} is an async "
+                            "callback; the sync SDK calls plain functions (use AsyncSandbox)")
 
 
 class _AsyncIo:

@@ -1,4 +1,5 @@
-"""The async SDK awaits ``async def`` callbacks, in order, where it calls plain ones."""
+"""The async SDK awaits ``async def`` callbacks, in order, where it calls plain ones; the sync
+SDK refuses them rather than dropping them unrun."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tests.unit.sdk.fakes import FakeServer, reply, sandbox
 from tests.unit.sdk.test_code import COMPLETE, EXECUTE, OUT, RAISED, RESULT, STARTED, sse
 from tests.unit.sdk.test_commands import ALIVE, CMDS, LOGS, PROC, exited
 from tests.unit.sdk.test_commands import STARTED as COMMAND_STARTED
+from tests.unit.sdk.test_commands import connect as connect_sync
 from tests.unit.sdk.test_files import DOWNLOAD, FILE, RawBodyServer
 from tests.unit.sdk.test_templates_build import LOG, template
 
@@ -129,3 +131,14 @@ async def test_file_progress_reaches_an_async_callback(tmp_path: Path) -> None:
     assert downloaded.items == [("down", 0, 1000), ("down", 1000, 1000)]
     assert (tmp_path / "f.bin").read_bytes() == data
     await sb.close()
+
+
+def test_the_sync_sdk_refuses_an_async_callback_instead_of_dropping_it(server: FakeServer) -> None:
+    server.on("POST", CMDS, COMMAND_STARTED)
+    server.on("GET", LOGS, reply(200, {"stdout": "a", "stderr": ""}))
+    server.on("GET", PROC, ALIVE, exited(0))
+    heard = Heard()
+    sb, _ = connect_sync(server)
+    with pytest.raises(TypeError, match="async callback"):
+        sb.commands.run("prog", on_stdout=heard.hearing("out"))
+    assert heard.items == []
