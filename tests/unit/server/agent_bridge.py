@@ -199,10 +199,14 @@ class ShellLink:
     accepting: asyncio.Event = field(default_factory=asyncio.Event)
     # Set, the agent's close never reaches the control plane (a connection left open).
     hide_agent_close: bool = False
-    _broken: asyncio.Event = field(default_factory=asyncio.Event)
+    broken: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.accepting.set()
+
+    def break_connection(self) -> None:
+        """The connection to the agent breaks (the control plane sees 1006)."""
+        self.broken.set()
 
 
 class BridgedShell:
@@ -233,7 +237,7 @@ class BridgedShell:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while self._close is None:
             getting = asyncio.ensure_future(self._from_agent.get())
-            broken = asyncio.ensure_future(self.link._broken.wait())
+            broken = asyncio.ensure_future(self.link.broken.wait())
             try:
                 await asyncio.wait({getting, broken}, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -253,10 +257,6 @@ class BridgedShell:
             self.link.received_bytes += len(chunk)
             yield chunk
 
-    def break_connection(self) -> None:
-        """The connection to the agent breaks (the control plane sees 1006)."""
-        self.link._broken.set()
-
     async def close(self) -> None:
         self.link.closed = True
         if self._close is None:
@@ -273,7 +273,7 @@ class BridgedShell:
         await self.close()
 
 
-def shell_connector(app: ASGIApp, portal: BlockingPortal, shells: list[BridgedShell],
+def shell_connector(app: ASGIApp, portal: BlockingPortal, shells: list[ShellLink],
                     faults: Faults) -> Callable[[str, dict[str, str]], Awaitable[BridgedShell]]:
     """The ``shell_connector`` of the control plane's agent client, onto ``app``."""
 
@@ -335,9 +335,8 @@ def shell_connector(app: ASGIApp, portal: BlockingPortal, shells: list[BridgedSh
             raise agent_error(status, denial_body(body))
         if first["type"] != "websocket.accept":
             raise HostUnavailableError("host agent closed the shell before accepting it")
-        shell = BridgedShell(link, hop, to_agent, from_agent)
-        shells.append(shell)
-        return shell
+        shells.append(link)
+        return BridgedShell(link, hop, to_agent, from_agent)
 
     return connect
 

@@ -15,6 +15,7 @@ SandboxManager), ``calls``/``shells``/``faults`` (the wire), and ``capacity``
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import signal
 import sys
@@ -34,7 +35,7 @@ from qbox.agent.sandboxes import SandboxManager
 from qbox.agent.settings import AgentSettings
 from qbox.server.agent_client import AgentClient, AgentEndpoint
 from tests.unit.agent.interpreter_fixtures import FAKE_HOST, CopyingFilesystem
-from tests.unit.server.agent_bridge import BridgedShell, BridgeTransport, Call, Faults, shell_connector
+from tests.unit.server.agent_bridge import BridgeTransport, Call, Faults, ShellLink, shell_connector
 from tests.unit.server.host_images import HostImageStore
 
 T = TypeVar("T")
@@ -59,7 +60,7 @@ class RunningAgent:
                               filesystem=CopyingFilesystem())
         self.capacity = dict(ROOMY)
         self.calls: list[Call] = []
-        self.shells: list[BridgedShell] = []
+        self.shells: list[ShellLink] = []
         self.faults = Faults()
         self._stack = contextlib.ExitStack()
         self.portal: BlockingPortal
@@ -118,6 +119,11 @@ class RunningAgent:
 
     def commands(self, sandbox_id: str) -> list[ProcessRecord]:
         return self.call(lambda: self.manager.processes(sandbox_id).list())  # type: ignore[no-any-return]
+
+    def shell_log(self) -> list[dict[str, Any]]:
+        """What the sandboxes' login shells noted (fake_login_shell.py): arguments, sizes."""
+        log = self.data_dir / "shells.log"
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
     def forget(self, sandbox_id: str) -> None:
         """The sandbox vanishes from the host, the control plane unaware."""

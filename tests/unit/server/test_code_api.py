@@ -1,4 +1,5 @@
-"""The code interpreter through the control plane (the fake agent runs Python in-process)."""
+"""The code interpreter through the control plane, over the real agent and the agent tests' fake kernel
+host (tests/unit/agent/fake_kernel_host.py: a line language, e.g. ``incr``/``get``/``print T``)."""
 
 from __future__ import annotations
 
@@ -47,11 +48,11 @@ def test_templates_and_sandboxes_advertise_the_service(harness: Harness, sb: str
 
 
 def test_unary_execution_keeps_state_and_base64s_every_mime(harness: Harness, sb: str) -> None:
-    first = run(harness, sb, {"code": "x = 41\nprint('hello')", "language": "python"})
+    first = run(harness, sb, {"code": "incr\n" * 41 + "print hello", "language": "python"})
     assert first["error"] is None and first["result"] is None and first["timedOut"] is False
     assert first["outputs"] == [{"stream": "stdout", "text": "hello\n"}]
     assert first["contextId"].startswith("ctx_") and first["language"] == "python"
-    second = run(harness, sb, {"code": "x + 1"})
+    second = run(harness, sb, {"code": "incr\nget"})
     assert second["contextId"] == first["contextId"]
     assert base64.b64decode(second["result"]["text/plain"]) == b"42"
     assert set(second) == {"contextId", "language", "outputs", "result", "error", "executionMs",
@@ -59,14 +60,14 @@ def test_unary_execution_keeps_state_and_base64s_every_mime(harness: Harness, sb
 
 
 def test_code_errors_are_200_with_the_error(harness: Harness, sb: str) -> None:
-    body = run(harness, sb, {"code": "1/0"})
+    body = run(harness, sb, {"code": "raise ZeroDivisionError: division by zero"})
     assert body["error"]["name"] == "ZeroDivisionError" and body["error"]["traceback"]
     assert body["result"] is None
 
 
 def test_stream_is_sse_and_ends_with_complete(harness: Harness, sb: str) -> None:
     with harness.client.stream("POST", f"/v1/sandboxes/{sb}/code-execute",
-                               json={"code": "print('a')\n6*7", "stream": True},
+                               json={"code": "print a\nresult 42", "stream": True},
                                headers={**harness.auth(), "Accept": "text/event-stream"}) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
@@ -79,7 +80,7 @@ def test_stream_is_sse_and_ends_with_complete(harness: Harness, sb: str) -> None
 
 
 def test_a_stream_cut_short_still_ends_with_error_and_complete(harness: Harness, sb: str) -> None:
-    run(harness, sb, {"code": "break_stream = True"})  # the fake stops sending before complete
+    harness.agent.faults.cut_after_first_line.add("/code/execute")  # answers break off
     with harness.client.stream("POST", f"/v1/sandboxes/{sb}/code-execute",
                                json={"code": "1", "stream": True},
                                headers={**harness.auth(), "Accept": "text/event-stream"}) as r:
@@ -95,13 +96,16 @@ def test_contexts_create_list_restart_delete(harness: Harness, sb: str) -> None:
     assert r.status_code == 201
     ctx = r.json()
     assert ctx["language"] == "python" and ctx["cwd"] == "/tmp" and ctx["isDefault"] is False
-    run(harness, sb, {"code": "y = 5", "contextId": ctx["id"]})
-    assert base64.b64decode(run(harness, sb, {"code": "y", "contextId": ctx["id"]})["result"]["text/plain"]) == b"5"
+    run(harness, sb, {"code": "incr\n" * 5, "contextId": ctx["id"]})
+    assert base64.b64decode(run(harness, sb, {"code": "get", "contextId": ctx["id"]})["result"]["text/plain"]) == b"5"
     listed = c.get(f"/v1/sandboxes/{sb}/code-contexts", headers=auth).json()
-    assert [x["id"] for x in listed["contexts"]] == [ctx["id"]]
+    # Besides the default context (the agent warms it up at boot), the one made here.
+    assert [x["id"] for x in listed["contexts"] if not x["isDefault"]] == [ctx["id"]]
+    assert sum(x["isDefault"] for x in listed["contexts"]) <= 1
     r = c.post(f"/v1/sandboxes/{sb}/code-contexts/{ctx['id']}/restart", headers=auth)  # no body
     assert r.status_code == 200 and r.json()["id"] == ctx["id"]
-    assert run(harness, sb, {"code": "y", "contextId": ctx["id"]})["error"]["name"] == "NameError"
+    # Its state is gone.
+    assert base64.b64decode(run(harness, sb, {"code": "get", "contextId": ctx["id"]})["result"]["text/plain"]) == b"0"
     assert c.delete(f"/v1/sandboxes/{sb}/code-contexts/{ctx['id']}", headers=auth).status_code == 204
     r = c.post(f"/v1/sandboxes/{sb}/code-execute", json={"code": "1", "contextId": ctx["id"]}, headers=auth)
     assert r.status_code == 404 and r.json()["error"]["code"] == "context_not_found"
@@ -125,8 +129,9 @@ def test_errors(harness: Harness, sb: str) -> None:
                  {"code": "1", "owner": "me"}):
         r = c.post(url, json=body, headers=auth)
         assert r.status_code == 400 and r.json()["error"]["code"] == "validation_error", body
-    harness.agent.interpreters[sb].unavailable = True
-    r = c.post(url, json={"code": "1"}, headers=auth)
+    harness.agent.manager.interpreters.ready_wait = 0.3
+    starting = spawn(harness, {"envs": {"FAKE_NO_READY": "1"}})["id"]  # its kernel host never gets ready
+    r = c.post(f"/v1/sandboxes/{starting}/code-execute", json={"code": "1"}, headers=auth)
     assert r.status_code == 503 and r.json()["error"]["details"]["transient"] is True
     c.delete(f"/v1/sandboxes/{sb}", headers=auth)
     r = c.post(url, json={"code": "1"}, headers=auth)
@@ -135,10 +140,10 @@ def test_errors(harness: Harness, sb: str) -> None:
 
 def test_timeout_and_env_reach_the_agent(harness: Harness, sb: str) -> None:
     run(harness, sb, {"code": "1", "timeoutSeconds": 0, "env": {"A": "b"}})
-    assert harness.agent.last_code_body["timeoutSeconds"] == 300  # 0: none given
-    assert harness.agent.last_code_body["env"] == {"A": "b"}
+    assert harness.agent.code_bodies[-1]["timeoutSeconds"] == 300  # 0: none given
+    assert harness.agent.code_bodies[-1]["env"] == {"A": "b"}
     run(harness, sb, {"code": "1", "timeoutSeconds": 7})
-    assert harness.agent.last_code_body["timeoutSeconds"] == 7
+    assert harness.agent.code_bodies[-1]["timeoutSeconds"] == 7
 
 
 def test_a_template_without_kernels_is_422(harness: Harness, sb: str) -> None:

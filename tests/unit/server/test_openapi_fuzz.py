@@ -29,7 +29,7 @@ from schemathesis.python import asgi
 from qbox.server.app import Startup, create_app
 from qbox.server.settings import ServerSettings
 
-from tests.unit.server.fake_agent import FakeAgent
+from tests.unit.server.agent_host import SECRET, RunningAgent
 from tests.unit.server.helpers import add_user_with_key
 
 MAX_EXAMPLES = 10
@@ -63,15 +63,17 @@ class Api:
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
     secrets: list[str] = []
-    startup = Startup(builtin_templates={"python": "oci:/nonexistent:latest"}, local_agent=FakeAgent(),
-                      run_reaper=False, on_admin_created=lambda secret, _path: secrets.append(secret))
-    app = create_app(ServerSettings(data_dir=tmp_path, agent_secret="x", **NO_LIMITS), startup)
-    try:
-        # Loading the document starts the app's lifespan (schemathesis keeps it until shut down).
-        schemathesis.openapi.from_asgi("/openapi.json", app)
-        yield Api(app, tmp_path, secrets[0])
-    finally:
-        asgi.shutdown_lifespans()
+    with RunningAgent(tmp_path / "agent") as agent:
+        startup = Startup(builtin_templates={"python": "oci:/nonexistent:latest"},
+                          local_agent=agent.client(), run_reaper=False,
+                          on_admin_created=lambda secret, _path: secrets.append(secret))
+        app = create_app(ServerSettings(data_dir=tmp_path, agent_secret=SECRET, **NO_LIMITS), startup)
+        try:
+            # Loading the document starts the app's lifespan (schemathesis keeps it until shut down).
+            schemathesis.openapi.from_asgi("/openapi.json", app)
+            yield Api(app, tmp_path, secrets[0])
+        finally:
+            asgi.shutdown_lifespans()
 
 
 def run(api: Api, key: str) -> Outcome:

@@ -59,7 +59,7 @@ def test_the_sandbox_quota_refuses_with_details_and_stores_nothing(harness: Harn
     spawn(harness, key=key)
     details = quota_error(try_spawn(harness, key))
     assert details == {"quota": "sandboxes", "limit": 2, "used": 2, "requested": 1}
-    assert stored_sandboxes(harness, user_id) == 2 and len(harness.agent.sandboxes) == 2
+    assert stored_sandboxes(harness, user_id) == 2 and len(harness.agent.sandbox_ids()) == 2
     # An ended sandbox no longer counts.
     assert harness.client.delete(f"/v1/sandboxes/{first['id']}", headers=harness.auth(key)).status_code == 204
     assert try_spawn(harness, key).status_code == 201
@@ -85,7 +85,7 @@ def test_thirty_concurrent_spawns_by_one_member_stop_at_the_quota(harness: Harne
                                                                    member: tuple[str, str]) -> None:
     # Finding 8: all 30 succeeded. The default quota (QBOX_QUOTA_SANDBOXES) is 10.
     user_id, key = member
-    harness.agent.create_delay = 0.05  # boots overlap the next spawns
+    harness.agent.runtime.run_delay = 0.05  # boots overlap the next spawns
     with ThreadPoolExecutor(max_workers=30) as pool:
         codes = list(pool.map(lambda _: try_spawn(harness, key).status_code, range(30)))
     assert sorted(codes) == [201] * 10 + [429] * 20
@@ -280,7 +280,6 @@ def test_the_shell_quota_refuses_before_the_upgrade(harness: Harness, member: tu
     with harness.client.websocket_connect(url(sandbox_of), headers=harness.auth(key)):
         pass
     # A refused open gives its slot back too.
-    harness.agent.fail_shell = None
     assert refused(harness, url("sb_missing"), harness.auth(key))[0] == 404
     assert harness.client.get("/v1/quota", headers=harness.auth(key)).json()["usage"]["shells"] == 0
 

@@ -18,12 +18,14 @@ from websockets.asyncio.server import ServerConnection, serve, unix_serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from qbox.agent.runtime.base import RuntimeFailure
+from qbox.agent.shell import CHUNK_BYTES
 from qbox.core.errors import HostUnavailableError, QboxError, SshUnavailableError
 from qbox.protocol.shells import ShellQuery
 from qbox.server.agent_client import AgentClient, AgentEndpoint
 from qbox.server.db.tables import ApiKey, Template
 from tests.unit.server.conftest import Harness, make_harness
-from tests.unit.server.fake_agent import FakeShell
+from tests.unit.server.agent_bridge import ShellLink
 from tests.unit.server.helpers import add_user_with_key, db_session
 from tests.unit.server.test_audit import entries
 from tests.unit.server.test_sandboxes_api import spawn
@@ -58,9 +60,18 @@ def eventually(check: Callable[[], bool], seconds: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-def last_shell(h: Harness, count: int = 1) -> FakeShell:
+def last_shell(h: Harness, count: int = 1) -> ShellLink:
+    """The count-th shell, once its login shell is up (as a client waits for a prompt)."""
     eventually(lambda: len(h.agent.shells) >= count)
+    shell_ready(h)
     return h.agent.shells[count - 1]
+
+
+def shell_ready(h: Harness, count: int | None = None) -> None:
+    """``count`` login shells (default: one per shell opened) have set their terminals up:
+    input sent before would be echoed by the terminal itself."""
+    wanted = len(h.agent.shells) if count is None else count
+    eventually(lambda: sum("argv" in e for e in h.agent.shell_log()) >= wanted)
 
 
 @pytest.fixture
@@ -83,10 +94,12 @@ def test_refusals_come_before_the_upgrade_as_error_envelopes(harness: Harness) -
     assert refused(harness, url(sb, "cols=0&rows=24"), harness.auth()) == (400, "validation_error")
     assert refused(harness, url(sb, "cols=80&rows=abc"), harness.auth()) == (400, "validation_error")
     assert refused(harness, url(sb, "cols=1001&rows=24"), harness.auth()) == (400, "validation_error")
-    harness.agent.fail_shell = SshUnavailableError("the runtime could not start a terminal")
+    harness.agent.runtime.terminal_error = RuntimeFailure("the runtime could not start a terminal")
     assert refused(harness, url(sb), harness.auth()) == (503, "ssh_unavailable")
-    harness.agent.fail_shell = HostUnavailableError("host agent unreachable")
+    harness.agent.runtime.terminal_error = None
+    harness.agent.faults.unreachable = True
     assert refused(harness, url(sb), harness.auth()) == (503, "host_unavailable")
+    harness.agent.faults.unreachable = False
     assert harness.agent.shells == []
     harness.client.delete(f"/v1/sandboxes/{sb}", headers=harness.auth())
     assert refused(harness, url(sb), harness.auth()) == (409, "sandbox_not_active")
@@ -136,6 +149,7 @@ def test_the_session_cookie_works_from_our_own_origin_only(harness: Harness) -> 
     assert refused(harness, url(sb), {"Origin": "https://evil.example"}) == (403, "forbidden")
     assert refused(harness, url(sb), {"Origin": "https://testserver"}) == (403, "forbidden")
     with harness.client.websocket_connect(url(sb), headers={"Origin": ORIGIN}) as ws:
+        shell_ready(harness)
         ws.send_text(json.dumps({"type": "input", "data": "hi\r"}))
         assert ws.receive_bytes() == b"hi\r"
     assert len(harness.agent.shells) == 1
@@ -149,7 +163,8 @@ def test_frames_reach_the_agent_unchanged_and_the_exit_reaches_the_client(harnes
     query = "cols=100&rows=30&command=top&user=root"
     with harness.client.websocket_connect(url(sb, query), headers=harness.auth()) as ws:
         shell = last_shell(harness)
-        assert shell.options == ShellQuery(cols=100, rows=30, command="top", user="root")
+        assert ShellQuery.model_validate(shell.query) == ShellQuery(cols=100, rows=30, command="top",
+                                                                    user="root")
         ws.send_text('{"type": "input", "data": "ls\\r"}')
         assert ws.receive_bytes() == b"ls\r"
         ws.send_text('{"type":"resize","cols":120,"rows":40}')
@@ -160,12 +175,15 @@ def test_frames_reach_the_agent_unchanged_and_the_exit_reaches_the_client(harnes
         assert closed(ws) == (1000, "exit 3")
     assert shell.frames == ['{"type": "input", "data": "ls\\r"}', '{"type":"resize","cols":120,"rows":40}',
                             b"\x03raw", '{"type": "input", "data": "exit 3\\r"}']
-    assert shell.resizes == [(120, 40)]
+    started, *resized = harness.agent.shell_log()
+    assert started["argv"] == ["-lc", "top"] and started["size"] == [100, 30]
+    assert [entry["resize"] for entry in resized] == [[120, 40]]
 
 
 def test_large_output_arrives_in_binary_frames_of_at_most_64_kib(harness: Harness) -> None:
     sb = spawn(harness)["id"]
     with harness.client.websocket_connect(url(sb), headers=harness.auth()) as ws:
+        shell_ready(harness)
         ws.send_text(json.dumps({"type": "input", "data": "flood 200000\r"}))
         received = b""
         while len(received) < 200000 + len("flood 200000\r"):
@@ -196,7 +214,7 @@ def test_a_malformed_text_frame_closes_1007(harness: Harness) -> None:
 def test_a_broken_agent_connection_closes_1011(harness: Harness) -> None:
     sb = spawn(harness)["id"]
     with harness.client.websocket_connect(url(sb), headers=harness.auth()) as ws:
-        last_shell(harness).end(1006, "")
+        last_shell(harness).break_connection()
         assert closed(ws) == (1011, "host agent connection lost")
 
 
@@ -206,6 +224,7 @@ def test_a_broken_agent_connection_closes_1011(harness: Harness) -> None:
 def test_a_message_over_the_limit_closes_1009_and_the_agent_shell(small: Harness) -> None:
     sb = spawn(small)["id"]
     with small.client.websocket_connect(url(sb), headers=small.auth()) as ws:
+        shell_ready(small)
         ws.send_bytes(b"x" * 1024)
         assert ws.receive_bytes() == b"x" * 1024
         ws.send_bytes(b"x" * 1025)
@@ -222,11 +241,13 @@ def test_one_key_may_have_so_many_shells_open(small: Harness) -> None:
             code, reason = closed(third)
             assert code == 1008 and "at most 2" in reason
         with small.client.websocket_connect(url(sb), headers=small.auth(other)) as another_key:
+            shell_ready(small, 3)  # the refused third never got that far
             another_key.send_bytes(b"ok")
             assert another_key.receive_bytes() == b"ok"
         first.close()
         eventually(lambda: small.agent.shells[0].closed)
         with small.client.websocket_connect(url(sb), headers=small.auth()) as again:
+            shell_ready(small, 4)
             again.send_bytes(b"ok")
             assert again.receive_bytes() == b"ok"
 
@@ -255,6 +276,7 @@ def test_a_revocation_made_elsewhere_ends_the_shell_at_the_next_check(small: Har
     _u, key = add_user_with_key(small.settings.data_dir)
     sb = spawn(small, key=key)["id"]
     with small.client.websocket_connect(url(sb), headers=small.auth(key)) as ws:
+        shell_ready(small)
         ws.send_bytes(b"still here")
         assert ws.receive_bytes() == b"still here"
         time.sleep(0.5)  # several checks pass while the key is good
@@ -273,14 +295,14 @@ def test_deleting_the_sandbox_ends_its_shells(harness: Harness) -> None:
     with harness.client.websocket_connect(url(sb), headers=harness.auth()) as ws:
         last_shell(harness)
         assert harness.client.delete(f"/v1/sandboxes/{sb}", headers=harness.auth()).status_code == 204
-        assert closed(ws) == (1000, "exit 129")  # the agent hung the shell up
+        assert closed(ws) == (1000, "exit 137")  # the sandbox's end killed the shell
 
 
 def test_deleting_the_sandbox_ends_shells_its_agent_left_open(harness: Harness) -> None:
-    harness.agent.shells_survive_delete = True
     sb = spawn(harness)["id"]
     with harness.client.websocket_connect(url(sb), headers=harness.auth()) as ws:
         shell = last_shell(harness)
+        shell.hide_agent_close = True  # the agent's end of the shell never arrives
         assert harness.client.delete(f"/v1/sandboxes/{sb}", headers=harness.auth()).status_code == 204
         assert closed(ws) == (1001, "sandbox ended")
     assert shell.closed
@@ -319,20 +341,22 @@ def test_output_is_read_from_the_agent_only_as_fast_as_the_client_takes_it(harne
         app = asyncio.ensure_future(harness.client.app(asgi_scope(harness, sb), inbox.get, send))  # type: ignore[arg-type]
         await asyncio.wait_for(accepted.wait(), 5)
         shell = harness.agent.shells[-1]
+        while not any("argv" in entry for entry in harness.agent.shell_log()):
+            await asyncio.sleep(0.01)  # its terminal is set up
         flood = json.dumps({"type": "input", "data": "flood 50000000\r"})
         await inbox.put({"type": "websocket.receive", "text": flood})
         await asyncio.sleep(0.5)
-        stalled = shell.produced
+        stalled = shell.received_bytes
         taking.set()
         while sum(map(len, received)) < 1_000_000:
             await asyncio.sleep(0.01)
         await inbox.put({"type": "websocket.disconnect", "code": 1000})
         await asyncio.wait_for(app, 5)
-        return stalled, shell.produced, int(shell.closed)
+        return stalled, shell.received_bytes, int(shell.closed)
 
     stalled, produced, agent_closed = harness.client.portal.call(scenario)  # type: ignore[union-attr]
     # At most the chunk being sent and the one after it were read while the client took nothing.
-    assert stalled <= 2 * FakeShell.FLOOD_CHUNK + 100
+    assert stalled <= 2 * CHUNK_BYTES + 100
     assert produced >= 1_000_000 and agent_closed
 
 

@@ -86,9 +86,8 @@ def test_finding_1_another_member_cannot_read_change_or_take_over_a_template(
     assert error(r) == (404, "template_not_found")
     # A's next spawn runs A's template: A's env, no start command of B's.
     sb = spawn(h, alice, "tpl_seca-tpl")
-    spec = h.agent.sandboxes[sb["id"]]["spec"]
-    assert spec["envs"]["SECA_TOKEN"] == SECRET
-    assert h.agent.commands[sb["id"]] == {}
+    assert h.agent.params(sb["id"]).envs["SECA_TOKEN"] == SECRET
+    assert h.agent.commands(sb["id"]) == []
     assert len(h.agent.builds) == 1  # B's rebuild never reached the agent
     own = h.client.get(url, headers=h.auth(alice)).json()
     assert own["steps"][0]["copy"]["content"] == f"key={SECRET}\n" and own["public"] is False
@@ -243,4 +242,4 @@ def test_a_deletion_between_the_template_check_and_the_insert_leaves_no_sandbox(
     r = h.client.post("/v1/sandboxes", json={"templateId": "tpl_racy"}, headers=h.auth(alice))
     assert error(r) == (404, "template_not_found")
     assert h.client.get("/v1/sandboxes", headers=h.auth(alice)).json() == []
-    assert h.agent.sandboxes == {}
+    assert h.agent.sandbox_ids() == []

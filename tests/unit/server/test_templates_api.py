@@ -1,4 +1,5 @@
-"""Templates built from OCI images, through the HTTP API, against an in-memory agent."""
+"""Templates built from OCI images, through the HTTP API, over the real agent (its builds run steps on
+the fake runtime; its image store is a directory tree)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,14 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from qbox.core.errors import ValidationError
+from qbox.core.errors import NotFoundError, ValidationError
 from qbox.core.timefmt import utcnow
 from qbox.protocol.images import BuildRequest
 from qbox.server.agent_client import AgentClient, AgentEndpoint
 from qbox.server.db.tables import Template, TemplateBuildLog
 from qbox.server.services import template_builds
 from tests.unit.server.conftest import Harness, make_harness
-from tests.unit.server.helpers import add_user_with_key, db_session
+from tests.unit.server.helpers import add_user_with_key, db_session, eventually
 from tests.unit.server.test_sandboxes_api import spawn
 
 SECRET = "hunter2-very-secret-password"
@@ -70,7 +71,7 @@ def build_log(h: Harness, template_id: str = "tpl_web", follow: bool = False) ->
 
 def test_create_answers_building_then_the_build_makes_it_ready(harness: Harness) -> None:
     tpl = create(harness, {
-        "steps": [{"run": "apk add curl"}, {"env": {"A": "1"}}, {"workdir": "/srv"},
+        "steps": [{"run": "echo added curl"}, {"env": {"A": "1"}}, {"workdir": "/srv"},
                   {"copy": {"path": "/srv/app.txt", "content": "hi\n"}}],
         "startCmd": "serve", "readyCmd": "", "readyTimeoutS": 45, "defaultMemoryMb": 1024,
         "env": {"B": "2"}, "tags": ["web"], "registryCredentials": {"username": "bob", "password": SECRET},
@@ -78,7 +79,7 @@ def test_create_answers_building_then_the_build_makes_it_ready(harness: Harness)
     assert tpl["id"] == "tpl_web" and tpl["status"] == "building" and tpl["builtin"] is False
     assert tpl["startCmd"] == "serve" and tpl["readyCmd"] is None and tpl["readyTimeoutS"] == 45
     assert tpl["user"] == "user" and tpl["workdir"] == "/srv" and tpl["env"] == {"B": "2"}
-    assert tpl["steps"][0] == {"run": "apk add curl", "user": "root"}
+    assert tpl["steps"][0] == {"run": "echo added curl", "user": "root"}
     assert tpl["steps"][3]["copy"] == {"path": "/srv/app.txt", "content": "hi\n", "encoding": "utf-8",
                                        "mode": 0o644, "user": "root"}
     ready = settled(harness)
@@ -94,22 +95,17 @@ def test_create_answers_building_then_the_build_makes_it_ready(harness: Harness)
     assert len(body["steps"]) == 4
     log = build_log(harness)
     assert log.startswith("building busybox:1 on host local (build 1)\n")
-    assert log.endswith("template ready: " + ready["imageDigest"] + ", 4 KB\n")
+    assert log.endswith("template ready: " + ready["imageDigest"] + ", 4.1 KB\n")
     # The credentials are nowhere to be read back.
     assert SECRET not in harness.client.get("/v1/templates", headers=harness.auth()).text
     assert SECRET not in log
 
 
 def test_a_failed_build_says_why(harness: Harness) -> None:
-    harness.agent.build_events = [
-        {"type": "log", "line": "step 1/1: run (root): false"},
-        {"type": "log", "line": "build failed: step 1/1 (run: false) exited with code 1"},
-        {"type": "error", "code": "build_failed", "message": "step 1 (run: false) failed with exit code 1",
-         "step": 1}]
     create(harness, {"steps": [{"run": "false"}]})
     failed = settled(harness)
     assert failed["status"] == "failed"
-    assert failed["buildError"] == "step 1 (run: false) failed with exit code 1"
+    assert failed["buildError"] == "step 1/1 (run: false) exited with code 1"
     assert build_log(harness).endswith("build failed: step 1/1 (run: false) exited with code 1\n")
     r = harness.client.post("/v1/sandboxes", json={"templateId": "tpl_web"}, headers=harness.auth())
     assert r.status_code == 409 and r.json()["error"]["code"] == "template_not_ready"
@@ -117,23 +113,22 @@ def test_a_failed_build_says_why(harness: Harness) -> None:
 
 def test_a_long_build_log_is_returned_whole(harness: Harness) -> None:
     # More lines than one database read (5000) returns; storing them takes a while on a busy host.
-    harness.agent.build_events = [*({"type": "log", "line": f"line {n}"} for n in range(7_000)),
-                                  {"type": "result", "digest": "sha256:" + "a" * 64, "sizeBytes": 1}]
-    create(harness)
+    create(harness, {"steps": [{"run": "seq 0 6999 | sed 's/^/line /'"}]})
     done = until(lambda: (t := get(harness, "tpl_web"))["status"] != "building" and t, seconds=120)
     assert done["status"] == "ready"
     lines = build_log(harness).splitlines()
-    assert lines[-7_000:] == [f"line {n}" for n in range(7_000)]
+    first = lines.index("line 0")
+    assert lines[first:first + 7_000] == [f"line {n}" for n in range(7_000)]
     r = harness.client.get("/v1/templates/tpl_web/build-log?follow=true", headers=harness.auth())
     assert r.text.splitlines() == lines
 
 
 def test_an_agent_refusal_or_a_lost_connection_fails_the_build(harness: Harness) -> None:
-    harness.agent.build_error = ValidationError("pull failed: manifest unknown")
+    harness.agent.store.import_error = NotFoundError("manifest unknown")
     create(harness)
     assert settled(harness)["buildError"] == "pull failed: manifest unknown"
-    harness.agent.build_error = None
-    harness.agent.build_events = [{"type": "log", "line": "pulling"}]
+    harness.agent.store.import_error = None
+    harness.agent.faults.cut_after_first_line.add("/builds")  # the connection breaks
     create(harness, {"name": "cut"})
     assert "lost the connection to host local" in settled(harness, "tpl_cut")["buildError"]
 
@@ -145,8 +140,8 @@ def test_with_a_registry_every_build_is_pushed(tmp_path: Path) -> None:
         assert h.agent.builds[0]["push"] == "reg.example:5000/qbox/templates/web:build-1"
         assert ready["registryRef"] == f"docker://reg.example:5000/qbox/templates/web@{ready['imageDigest']}"
         sb = spawn(h, {"templateId": "tpl_web"})
-        spec = h.agent.sandboxes[sb["id"]]["spec"]
-        assert spec["imagePullRef"] == ready["registryRef"] and spec["user"] == "user"
+        params = h.agent.params(sb["id"])
+        assert params.image_pull_ref == ready["registryRef"] and params.user == "user"
 
 
 def test_a_duplicate_name_is_a_conflict(harness: Harness) -> None:
@@ -231,37 +226,37 @@ def test_credentials_never_leak_in_errors_logs_or_audit(harness: Harness,
 
 
 def test_build_log_follow_streams_until_the_build_ends(harness: Harness) -> None:
-    harness.agent.build_hold.clear()
-    create(harness, {"steps": [{"run": "make"}]})
+    harness.agent.store.hold.clear()
+    create(harness, {"steps": [{"run": "echo made"}]})
     until(lambda: "building busybox:1" in build_log(harness))
 
     def release() -> None:
         time.sleep(0.6)
-        harness.agent.build_hold.set()
+        harness.agent.store.hold.set()
 
     threading.Thread(target=release).start()
     started = time.monotonic()
     text = build_log(harness, follow=True)
     assert time.monotonic() - started >= 0.5
     assert text.startswith("building busybox:1") and "step 1/1: run" in text
-    assert text.endswith(", 4 KB\n") and text == build_log(harness)
+    assert text.endswith(", 4.1 KB\n") and text == build_log(harness)
     # A finished build's follow ends at once.
     assert build_log(harness, follow=True) == text
 
 
 def test_a_huge_build_log_keeps_its_end(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(template_builds, "MAX_LOG_BYTES", 1000)
-    lines = [f"line {n:04d}" for n in range(1000)]
-    harness.agent.build_events = [*({"type": "log", "line": line} for line in lines),
-                                  {"type": "error", "code": "build_failed", "message": "boom"}]
-    create(harness)
+    create(harness, {"steps": [{"run": "for n in $(seq 0 999); do printf 'line %04d\\n' $n; done; exit 1"}]})
     settled(harness)
     log = build_log(harness).splitlines()
     assert len(log) < 400
-    assert log[-1] == "line 0999" and log[-200] == "line 0800"
+    # The step's 1000 lines end with the agent's two (its exit code, the failure).
+    assert log[-2].startswith("step 1/1: exit code 1") and log[-1].startswith("build failed")
+    assert log[-3] == "line 0999" and log[-200] == "line 0802"
     assert log[-201].startswith("… ") and log[-201].endswith(" lines omitted …")
     omitted = int(log[-201].split()[1])
-    assert len(log) - 1 - 1 + omitted == 1000  # the "building …" line and the marker
+    # Besides the step's lines and the marker: "building …", the pull, the step's start and end.
+    assert len(log) - 1 + omitted == 1000 + 5
 
 
 def test_unknown_template_is_404(harness: Harness) -> None:
@@ -275,13 +270,13 @@ def test_unknown_template_is_404(harness: Harness) -> None:
 
 
 def test_rebuild_starts_over_and_is_refused_while_building(harness: Harness) -> None:
-    harness.agent.build_hold.clear()
+    harness.agent.store.hold.clear()
     create(harness)
     r = harness.client.post("/v1/templates/tpl_web/rebuild", headers=harness.auth())
     assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
     r = harness.client.post("/v1/sandboxes", json={"templateId": "tpl_web"}, headers=harness.auth())
     assert r.status_code == 409 and r.json()["error"]["code"] == "template_not_ready"
-    harness.agent.build_hold.set()
+    harness.agent.store.hold.set()
     first = settled(harness)
     r = harness.client.post("/v1/templates/tpl_web/rebuild", headers=harness.auth())
     assert r.status_code == 202 and r.json()["status"] == "building"
@@ -336,32 +331,32 @@ def test_a_deletion_collects_again_once_the_agents_grace_has_passed(short_grace:
 def test_images_are_collected_only_when_nothing_builds(harness: Harness) -> None:
     create(harness)
     settled(harness)
-    harness.agent.build_hold.clear()
-    create(harness, {"name": "slow", "imageRef": "alpine:3"})
+    harness.agent.store.hold.clear()
+    create(harness, {"name": "slow", "imageRef": "alpine:3", "steps": [{"env": {"A": "1"}}]})
     assert harness.client.delete("/v1/templates/tpl_web", headers=harness.auth()).status_code == 204
     time.sleep(0.3)
     # The slow build's base image is in no template row yet: collecting now could remove it.
     assert harness.agent.gc_calls == []
-    harness.agent.build_hold.set()
+    harness.agent.store.hold.set()
     slow = settled(harness, "tpl_slow")
     keep = until(lambda: harness.agent.gc_calls)[0]
     assert slow["imageDigest"] in keep and len(keep) == 3  # python's, slow's and slow's base
 
 
 def test_delete_cancels_a_running_build(harness: Harness) -> None:
-    harness.agent.build_hold.clear()
+    harness.agent.store.hold.clear()
     create(harness)
     until(lambda: harness.agent.builds)
     r = harness.client.delete("/v1/templates/tpl_web", headers=harness.auth())
     assert r.status_code == 204
-    assert harness.agent.builds_cancelled == 1
+    eventually(lambda: harness.agent.store.cancelled_pulls == 1)
     with db_session(harness.settings.data_dir) as session:
         assert session.execute(select(TemplateBuildLog)).first() is None
-    harness.agent.build_hold.set()
+    harness.agent.store.hold.set()
 
 
 def test_list_filters_by_service(harness: Harness) -> None:
-    harness.agent.image_kernels = []
+    harness.agent.store.kernels_in_images = False
     create(harness)
     settled(harness)
     names = lambda query: [t["name"] for t in harness.client.get(  # noqa: E731
@@ -388,7 +383,7 @@ def get_failed_reason(data_dir: Path) -> str | None:
 
 def test_builds_left_building_by_a_dead_process_fail_at_start(tmp_path: Path) -> None:
     for h in make_harness(tmp_path):
-        h.agent.build_hold.clear()
+        h.agent.store.hold.clear()
         create(h)
         until(lambda: h.agent.builds)  # noqa: B023 - called before the loop moves on
     assert get_failed_reason(tmp_path) == "build interrupted: control plane shutting down; rebuild it"
@@ -416,14 +411,13 @@ def test_start_command_output_goes_to_the_sandbox_log(harness: Harness) -> None:
     settled(harness)
     sb = spawn(harness, {"templateId": "tpl_web", "envs": {"U": "3"}})
     assert sb["status"] == "running"
-    spec = harness.agent.sandboxes[sb["id"]]["spec"]
-    assert spec["envs"] == {"S": "1", "T": "2", "U": "3"}
+    assert harness.agent.params(sb["id"]).envs == {"S": "1", "T": "2", "U": "3"}
     entries = until(lambda: [e for e in logs(harness, sb["id"]) if e["component"] == "start_cmd"][2:] and
                     [(e["level"], e["message"]) for e in logs(harness, sb["id"]) if e["component"] == "start_cmd"])
     assert sorted(entries[:2]) == [("error", "oops"), ("info", "started")]
     assert entries[2] == ("error", "start command exited with code 3")
-    started = next(iter(harness.agent.commands[sb["id"]].values()))
-    assert started["command"] == ["/bin/sh", "-c", "echo started; echo oops >&2; exit 3"]
+    started = harness.agent.commands(sb["id"])[0]
+    assert started.command == ["/bin/sh", "-c", "echo started; echo oops >&2; exit 3"]
 
 
 def test_start_command_output_is_capped(harness: Harness) -> None:
@@ -461,14 +455,14 @@ def test_killing_a_sandbox_waiting_for_ready(harness: Harness) -> None:
     create(harness, {"readyCmd": "exit 1", "readyTimeoutS": 60})
     settled(harness)
     sb = spawn(harness, {"templateId": "tpl_web"}, query="")
-    until(lambda: sb["id"] in harness.agent.sandboxes)
+    until(lambda: sb["id"] in harness.agent.sandbox_ids())
     r = harness.client.delete(f"/v1/sandboxes/{sb['id']}", headers=harness.auth())
     assert r.status_code == 204
     until(lambda: sb["id"] in harness.agent.deleted)
 
 
 def test_with_several_replicas_only_builds_without_a_heartbeat_fail(harness: Harness) -> None:
-    harness.agent.build_hold.clear()
+    harness.agent.store.hold.clear()
     create(harness)
     create(harness, {"name": "fresh"})
     with db_session(harness.settings.data_dir) as session:
@@ -481,7 +475,7 @@ def test_with_several_replicas_only_builds_without_a_heartbeat_fail(harness: Har
     assert portal.call(builds.fail_stale, utcnow() - timedelta(seconds=45)) == 1
     assert get(harness)["buildError"] == "build interrupted: control plane restarted; rebuild it"
     assert get(harness, "tpl_fresh")["status"] == "building"
-    harness.agent.build_hold.set()
+    harness.agent.store.hold.set()
     assert settled(harness, "tpl_fresh")["status"] == "ready"
     # The dead build's late result does not overwrite the verdict.
     assert get(harness)["status"] == "failed"
