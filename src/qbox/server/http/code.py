@@ -22,14 +22,22 @@ from fastapi import APIRouter, Request, Response
 from pydantic import Field, field_validator
 
 from qbox.core.disconnects import gone, unless_disconnected
+from qbox.protocol.code import (
+    CodeEventBody,
+    CodeExecute,
+    CompleteCodeEvent,
+    ContextCreate,
+    ErrorCodeEvent,
+)
+from qbox.server.http import views
 from qbox.server.http.access import Bucket, allowed
 from qbox.server.http.auditing import describe
 from qbox.server.http.deps import json_body, services_of
 from qbox.server.http.openapi import media, request_body
 from qbox.server.http.relay import RelayResponse
 from qbox.server.http.schemas import ENV_KEY_RE, _Body, _no_nul
-from qbox.server.services.code import INTERRUPTED_ERROR, Execution, events_of
 from qbox.server.principal import Principal
+from qbox.server.services.code import Execution, events_of
 
 router = APIRouter(prefix="/v1/sandboxes/{sandbox_id}")
 KEEPALIVE_SECONDS = 10.0
@@ -58,14 +66,11 @@ class ExecuteBody(_Body):
             _no_nul(value, f"value of {key}")
         return env
 
-    def to_agent(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"code": self.code, "env": self.env,
-                                "timeoutSeconds": self.timeout_seconds or DEFAULT_TIMEOUT_SECONDS}
-        if self.context_id:
-            body["contextId"] = self.context_id
-        if self.language:
-            body["language"] = self.language.lower()
-        return body
+    def to_agent(self) -> CodeExecute:
+        return CodeExecute(code=self.code, context_id=self.context_id or None,
+                           language=self.language.lower() if self.language else None,
+                           env=self.env,
+                           timeout_seconds=self.timeout_seconds or DEFAULT_TIMEOUT_SECONDS)
 
 
 class ContextBody(_Body):
@@ -74,14 +79,18 @@ class ContextBody(_Body):
 
     _cwd_ok = field_validator("cwd")(lambda v: v if v is None else _no_nul(v, "cwd"))
 
+    def to_agent(self) -> ContextCreate:
+        return ContextCreate(language=self.language, cwd=self.cwd)
 
-def _sse(event: dict[str, Any]) -> bytes:
-    return f"event: {event['kind']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+
+def _sse(event: CodeEventBody) -> bytes:
+    data = json.dumps(event.wire(), separators=(",", ":"))
+    return f"event: {event.kind}\ndata: {data}\n\n".encode()
 
 
-async def _sse_stream(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+async def _sse_stream(events: AsyncIterator[CodeEventBody]) -> AsyncIterator[bytes]:
     """The events as SSE, keep-alives while quiet, and always a final ``complete``."""
-    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=64)
+    queue: asyncio.Queue[CodeEventBody | None] = asyncio.Queue(maxsize=64)
 
     async def pump() -> None:
         try:
@@ -102,12 +111,12 @@ async def _sse_stream(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[by
             if event is None:
                 break
             yield _sse(event)
-            if event["kind"] == "complete":
+            if isinstance(event, CompleteCodeEvent):
                 completed = True
                 break
         if not completed:  # the interpreter went away mid-execution: say so, then end
-            yield _sse({"kind": "error", "error": INTERRUPTED_ERROR})
-            yield _sse({"kind": "complete", "executionMs": 0, "timedOut": False})
+            yield _sse(ErrorCodeEvent(error=views.INTERRUPTED_ERROR))
+            yield _sse(CompleteCodeEvent(execution_ms=0, timed_out=False))
     finally:
         task.cancel()
         with contextlib.suppress(BaseException):
@@ -130,10 +139,10 @@ async def execute(
         execution = await unless_disconnected(request, _aggregate(events_of(relayed.chunks)))
     finally:
         await relayed.close()
-    return gone() if execution is None else execution.to_wire()
+    return gone() if execution is None else views.execution(execution)
 
 
-async def _aggregate(events: AsyncGenerator[dict[str, Any], None]) -> Execution:
+async def _aggregate(events: AsyncGenerator[CodeEventBody, None]) -> Execution:
     execution = Execution()
     async with contextlib.aclosing(events):
         async for event in events:
@@ -146,13 +155,13 @@ async def _aggregate(events: AsyncGenerator[dict[str, Any], None]) -> Execution:
 @router.get("/code-languages")
 async def languages(sandbox_id: str, request: Request,
                     principal: Principal = allowed("sandboxes:read", Bucket.REQUESTS)) -> dict[str, Any]:
-    return await services_of(request).code.languages(principal, sandbox_id)
+    return views.languages(await services_of(request).code.languages(principal, sandbox_id))
 
 
 @router.get("/code-contexts")
 async def contexts(sandbox_id: str, request: Request,
                    principal: Principal = allowed("sandboxes:read", Bucket.REQUESTS)) -> dict[str, Any]:
-    return await services_of(request).code.contexts(principal, sandbox_id)
+    return views.contexts(await services_of(request).code.contexts(principal, sandbox_id))
 
 
 @router.post("/code-contexts", status_code=201, openapi_extra=request_body(ContextBody))
@@ -162,10 +171,10 @@ async def create_context(
 ) -> dict[str, Any]:
     body = await json_body(request, ContextBody)
     describe(request, body.language)
-    context = await services_of(request).code.create_context(
-        principal, sandbox_id, body.model_dump(exclude_none=True))
-    describe(request, f"{context.get('id')} {body.language}")
-    return context
+    context = await services_of(request).code.create_context(principal, sandbox_id,
+                                                             body.to_agent())
+    describe(request, f"{context.id} {body.language}")
+    return views.context(context)
 
 
 @router.post("/code-contexts/{context_id}/restart")
@@ -174,7 +183,8 @@ async def restart_context(
     principal: Principal = allowed("sandboxes:execute", Bucket.REQUESTS, audit="code.context.restart"),
 ) -> dict[str, Any]:
     describe(request, context_id)
-    return await services_of(request).code.restart_context(principal, sandbox_id, context_id)
+    return views.context(
+        await services_of(request).code.restart_context(principal, sandbox_id, context_id))
 
 
 @router.delete("/code-contexts/{context_id}", status_code=204)

@@ -15,7 +15,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field, field_validator
 
 from qbox.core.errors import ValidationError
-from qbox.server.agents import WriteOptions
+from qbox.protocol.files import Mkdir, Rename
+from qbox.server.http import views
 from qbox.server.http.body import lift_body_limit
 from qbox.server.http.access import Bucket, allowed
 from qbox.server.http.auditing import describe
@@ -23,6 +24,7 @@ from qbox.server.http.deps import json_body, services_of
 from qbox.server.http.openapi import media, raw_body, request_body
 from qbox.server.http.schemas import _Body, _no_nul
 from qbox.server.principal import Principal
+from qbox.server.services.files import FileWrite
 
 router = APIRouter(prefix="/v1/sandboxes/{sandbox_id}")
 
@@ -40,6 +42,9 @@ class MkdirBody(_Body):
 
     _path_ok = field_validator("path")(lambda v: _no_nul(v, "path"))
 
+    def to_agent(self) -> Mkdir:
+        return Mkdir(path=self.path, mode=self.mode, parents=self.parents, user=self.user)
+
 
 class RenameBody(_Body):
     src: str = Field(min_length=1, max_length=4096)
@@ -48,6 +53,9 @@ class RenameBody(_Body):
 
     _src_ok = field_validator("src")(lambda v: _no_nul(v, "src"))
     _dst_ok = field_validator("dst")(lambda v: _no_nul(v, "dst"))
+
+    def to_agent(self) -> Rename:
+        return Rename(src=self.src, dst=self.dst, user=self.user)
 
 
 def _declared_length(request: Request) -> int | None:
@@ -91,10 +99,10 @@ async def write_file(
     principal: Principal = allowed("files:write", Bucket.REQUESTS, audit="file.write"),
 ) -> Response:
     describe(request, f"{'append' if append else 'write'} {path}")
-    options = WriteOptions(mode=mode, create_parents=create_parents, append=append, user=user,
-                           length=_declared_length(request))
+    how = FileWrite(mode=mode, create_parents=create_parents, append=append, user=user,
+                    length=_declared_length(request))
     lift_body_limit(request)  # streamed: the files service holds it to QBOX_MAX_FILE_BYTES
-    await services_of(request).files.write(principal, sandbox_id, path, request.stream(), options)
+    await services_of(request).files.write(principal, sandbox_id, path, request.stream(), how)
     return Response(status_code=204)
 
 
@@ -116,13 +124,14 @@ async def remove_file(
 async def list_files(sandbox_id: str, request: Request, path: str | None = _PATH,
                      user: str | None = _USER,
                      principal: Principal = allowed("files:read", Bucket.REQUESTS)) -> list[dict[str, Any]]:
-    return await services_of(request).files.list(principal, sandbox_id, path, user)
+    entries = await services_of(request).files.list(principal, sandbox_id, path, user)
+    return [views.file_entry(entry) for entry in entries]
 
 
 @router.get("/stat")
 async def stat(sandbox_id: str, request: Request, path: str | None = _PATH, user: str | None = _USER,
                principal: Principal = allowed("files:read", Bucket.REQUESTS)) -> dict[str, Any]:
-    return await services_of(request).files.stat(principal, sandbox_id, path, user)
+    return views.file_stat(await services_of(request).files.stat(principal, sandbox_id, path, user))
 
 
 @router.post("/files/mkdir", status_code=204, openapi_extra=request_body(MkdirBody))
@@ -130,8 +139,7 @@ async def make_dir(sandbox_id: str, request: Request,
                    principal: Principal = allowed("files:write", Bucket.REQUESTS, audit="file.mkdir")) -> Response:
     body = await json_body(request, MkdirBody)
     describe(request, body.path)
-    await services_of(request).files.mkdir(principal, sandbox_id,
-                                           body.model_dump(exclude_none=True))
+    await services_of(request).files.mkdir(principal, sandbox_id, body.to_agent())
     return Response(status_code=204)
 
 
@@ -140,6 +148,5 @@ async def rename(sandbox_id: str, request: Request,
                  principal: Principal = allowed("files:write", Bucket.REQUESTS, audit="file.rename")) -> Response:
     body = await json_body(request, RenameBody)
     describe(request, f"{body.src} -> {body.dst}")
-    await services_of(request).files.rename(principal, sandbox_id,
-                                            body.model_dump(exclude_none=True))
+    await services_of(request).files.rename(principal, sandbox_id, body.to_agent())
     return Response(status_code=204)

@@ -22,13 +22,15 @@ from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from qbox.core.disconnects import gone, unless_disconnected
-from qbox.server.agents import Relayed
+from qbox.protocol.processes import LogOffsets
+from qbox.server.agent_client import Relayed
+from qbox.server.http import views
 from qbox.server.http.access import Bucket, allowed
 from qbox.server.http.auditing import describe
 from qbox.server.http.deps import json_body, services_of
 from qbox.server.http.openapi import media, request_body
 from qbox.server.http.relay import RelayResponse
-from qbox.server.http.schemas import CommandBody, ExecBody, StdinBody
+from qbox.server.http.schemas import CommandBody, CommandLine, ExecBody, StdinBody
 from qbox.server.principal import Principal
 from qbox.server.services.slots import Slot
 
@@ -58,7 +60,7 @@ def _held(response: StreamingResponse, slot: Slot) -> StreamingResponse:
     return response
 
 
-def _describe_command(request: Request, body: CommandBody, prefix: str = "") -> None:
+def _describe_command(request: Request, body: CommandLine, prefix: str = "") -> None:
     describe(request, prefix + shlex.join([body.cmd, *body.args]))
 
 
@@ -91,23 +93,24 @@ async def start_command(
     _describe_command(request, body)
     with await services_of(request).quotas.command_slot(principal) as slot:
         started = await services_of(request).processes.start(principal, sandbox_id, body.to_agent())
-        slot.keep_while_running(sandbox_id, int(started["pid"]))
-    _describe_command(request, body, f"pid={started.get('pid')} ")
-    return started
+        slot.keep_while_running(sandbox_id, started.pid)
+    _describe_command(request, body, f"pid={started.pid} ")
+    return views.command_started(started)
 
 
 @router.get("/commands")
 async def list_commands(
     sandbox_id: str, request: Request, principal: Principal = allowed("sandboxes:read", Bucket.REQUESTS)
 ) -> list[dict[str, Any]]:
-    return await services_of(request).processes.find(principal, sandbox_id)
+    return [views.command(status)
+            for status in await services_of(request).processes.find(principal, sandbox_id)]
 
 
 @router.get("/commands/{pid}")
 async def command_status(
     sandbox_id: str, pid: int, request: Request, principal: Principal = allowed("sandboxes:read", Bucket.REQUESTS)
 ) -> dict[str, Any]:
-    return await services_of(request).processes.status(principal, sandbox_id, pid)
+    return views.command(await services_of(request).processes.status(principal, sandbox_id, pid))
 
 
 @router.get("/commands/{pid}/logs", response_model=None,
@@ -122,12 +125,11 @@ async def command_logs(
     follow: bool = Query(default=False),
     principal: Principal = allowed("sandboxes:read", Bucket.REQUESTS),
 ) -> StreamingResponse:
-    given = {"offset": offset, "stdoutOffset": stdout_offset, "stderrOffset": stderr_offset}
-    offsets = {name: value for name, value in given.items() if value is not None}
+    offsets = LogOffsets(offset=offset, stdout_offset=stdout_offset, stderr_offset=stderr_offset)
     processes = services_of(request).processes
     if follow:
         return _ndjson(await processes.follow(principal, sandbox_id, pid, offsets))
-    return _json(await processes.logs(principal, sandbox_id, pid, offsets or None))
+    return _json(await processes.logs(principal, sandbox_id, pid, offsets))
 
 
 @router.post("/commands/{pid}/stdin", status_code=204, openapi_extra=request_body(StdinBody))

@@ -14,7 +14,8 @@ from qbox.server.http.auditing import describe
 from qbox.server.http.deps import json_body, services_of
 from qbox.server.http.openapi import answers, errors, request_body
 from qbox.server.http import response_models as rm
-from qbox.server.http.schemas import SpawnBody, TimeoutBody, event_wire, sandbox_wire
+from qbox.server.http import views
+from qbox.server.http.schemas import SpawnBody, TimeoutBody
 from qbox.server.principal import Principal
 from qbox.server.services.sandboxes import SpawnRequest
 
@@ -52,7 +53,7 @@ async def spawn(
         wait_seconds=min(wait_timeout, settings.max_wait_seconds) if wait else None,
     )
     template = await services.sandboxes.template_of(sandbox)
-    return JSONResponse(sandbox_wire(sandbox, template), status_code=201)
+    return JSONResponse(views.sandbox(sandbox, template), status_code=201)
 
 
 @router.get("", responses=answers(200, list[rm.SandboxInfo]))
@@ -69,7 +70,7 @@ async def list_sandboxes(
     rows = await services.sandboxes.find(principal, status=status, template_id=template_id,
                                          limit=limit)
     templates = await services.templates.by_id({row.template_id for row in rows})
-    return [sandbox_wire(row, templates.get(row.template_id)) for row in rows]
+    return [views.sandbox(row, templates.get(row.template_id)) for row in rows]
 
 
 @router.get("/{sandbox_id}", responses=answers(200, rm.SandboxInfo))
@@ -78,7 +79,7 @@ async def get_sandbox(
 ) -> dict[str, Any]:
     services = services_of(request)
     sandbox = await services.sandboxes.get(principal, sandbox_id)
-    return sandbox_wire(sandbox, await services.sandboxes.template_of(sandbox))
+    return views.sandbox(sandbox, await services.sandboxes.template_of(sandbox))
 
 
 @router.delete("/{sandbox_id}", status_code=204, responses=errors(409, 503))
@@ -103,7 +104,7 @@ async def set_timeout(
     if body.timeout_seconds > limit:
         raise ValidationError.for_fields({"timeoutSeconds": f"must be at most {limit}"})
     sandbox = await services.sandboxes.set_timeout(principal, sandbox_id, body.timeout_seconds)
-    return sandbox_wire(sandbox, await services.sandboxes.template_of(sandbox))
+    return views.sandbox(sandbox, await services.sandboxes.template_of(sandbox))
 
 
 @router.get("/{sandbox_id}/logs", responses=answers(200, list[rm.SandboxEvent]))
@@ -116,4 +117,4 @@ async def sandbox_logs(
     services = services_of(request)
     rows = await services.sandboxes.logs(principal, sandbox_id,
                                          tail or services.ctx.settings.log_tail_default)
-    return [event_wire(row) for row in rows]
+    return [views.sandbox_event(row) for row in rows]

@@ -31,7 +31,8 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from qbox.core.asgi import error_response
 from qbox.core.errors import QboxError
 from qbox.core.shell_protocol import BadFrame, parse_frame, parse_params
-from qbox.server.agents import AgentShell, ShellOptions
+from qbox.protocol.shells import ShellQuery
+from qbox.server.agent_client import AgentShell
 from qbox.server.http.access import Access, Bucket, credentials_principal
 from qbox.server.http.auditing import Audited, describe
 from qbox.server.http.deps import services_of
@@ -49,9 +50,9 @@ _MAX_REASON_BYTES = 123
 Ending = tuple[int, str] | None
 
 
-def _options(query: QueryParams) -> ShellOptions:
+def _options(query: QueryParams) -> ShellQuery:
     params = parse_params(query)
-    return ShellOptions(cols=params.size.cols, rows=params.size.rows, command=params.command, user=params.user)
+    return ShellQuery(cols=params.size.cols, rows=params.size.rows, command=params.command, user=params.user)
 
 
 def _frame_problem(text: str) -> str | None:

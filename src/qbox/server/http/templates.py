@@ -17,13 +17,13 @@ from qbox.server.http.auditing import describe
 from qbox.server.http.deps import json_body, services_of
 from qbox.server.http.openapi import answers, errors, media, request_body
 from qbox.server.http import response_models as rm
+from qbox.server.http import views
 from qbox.server.db.tables import Template
 from qbox.server.http.schemas import (
     RebuildBody,
     RegistryCredentials,
     TemplateBody,
     TemplatePatchBody,
-    template_wire,
 )
 from qbox.server.principal import Principal
 from qbox.server.services.template_access import owner_shown
@@ -43,7 +43,7 @@ def _login(credentials: RegistryCredentials | None) -> RegistryLogin | None:
 
 
 def _wire(principal: Principal, template: Template) -> dict[str, Any]:
-    return template_wire(template, owner_shown(principal, template))
+    return views.template(template, owner_shown(principal, template))
 
 
 @router.get("", responses=answers(200, list[rm.TemplateInfo]))
