@@ -198,7 +198,10 @@ def test_running_background_commands_hold_the_command_quota(harness: Harness, me
     assert r.status_code == 200 and r.json()["stdout"] == "ok\n"
     # Quick commands that ended never pile up against the quota.
     for _ in range(5):
-        assert harness.client.post(commands, json={"cmd": "true"}, headers=harness.auth(key)).status_code == 201
+        r = harness.client.post(commands, json={"cmd": "true"}, headers=harness.auth(key))
+        assert r.status_code == 201
+        status = f"{commands}/{r.json()['pid']}"
+        eventually(lambda: not harness.client.get(status, headers=harness.auth(key)).json()["alive"])  # noqa: B023
 
 
 def test_in_flight_execs_hold_the_command_quota(harness: Harness, member: tuple[str, str],
