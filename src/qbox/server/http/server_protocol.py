@@ -6,6 +6,12 @@ those with a plain-text 400. Here they get the envelope like every other
 error. The head (request line and headers) is bounded too: httptools buffers
 a header whole however long it is, so bytes are counted as they arrive and,
 past the limit, the request is answered and the connection closed.
+
+Closing at once would lose that answer now and then: a socket closed with
+unread input sends a reset, and a reset that reaches the client before it
+has read the answer throws the answer away. So the server half-closes
+instead and discards what still arrives, for ``LINGER_SECONDS`` at most
+(Apache's "lingering close").
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from qbox.core.asgi import new_request_id
 from qbox.core.errors import ValidationError
+
+# How long a refused connection's further input is read and dropped before it is closed.
+LINGER_SECONDS = 2.0
 
 
 def envelope_400(message: str) -> bytes:
@@ -32,8 +41,11 @@ class EnvelopeProtocol(HttpToolsProtocol):
     _in_head = True
     _head_bytes = 0
     _problem = ""
+    _lingering = False
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # the answer is sent; what the client still sends is dropped unread
         if not self._in_head:
             super().data_received(data)
             return
@@ -42,7 +54,7 @@ class EnvelopeProtocol(HttpToolsProtocol):
         room = self.max_head_bytes - self._head_bytes
         self._head_bytes += min(len(data), room)
         super().data_received(data[:room])
-        if len(data) <= room or self.transport.is_closing():
+        if len(data) <= room or self.transport.is_closing() or self._lingering:
             return
         if self._in_head:
             self._problem = f"request line and headers over {self.max_head_bytes} bytes"
@@ -60,7 +72,16 @@ class EnvelopeProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         self.transport.write(envelope_400(self._problem or f"invalid HTTP request ({msg.rstrip('.') or 'unparsable'})"))
-        self.transport.close()
+        self._lingering = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+    def eof_received(self) -> None:
+        if self._lingering:
+            self.transport.close()  # the client has sent all it will: nothing to wait for
+            return
+        super().eof_received()
 
 
 def http_protocol(max_head_bytes: int) -> type[EnvelopeProtocol]:
