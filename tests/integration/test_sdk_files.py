@@ -71,12 +71,14 @@ def test_async_files(qbox: QboxUp) -> None:
         sb = await AsyncSandbox.create("tpl_python", timeout=120, api_key=qbox.api_key,
                                        base_url=qbox.base_url)
         try:
-            await sb.files.write("/tmp/a.txt", "async\n")
-            assert await sb.files.read("/tmp/a.txt") == "async\n"
-            stream = await sb.files.read("/tmp/a.txt", format="stream")
+            await sb.files.write("/tmp/async/a.txt", "async\n")
+            assert await sb.files.read("/tmp/async/a.txt") == "async\n"
+            stream = await sb.files.read("/tmp/async/a.txt", format="stream")
             got = b"".join([chunk async for chunk in stream])
             assert got == b"async\n"
-            assert [e.name for e in await sb.files.list("/tmp")] == ["a.txt"]
+            # A folder of its own: /tmp also holds what the sandbox itself puts there (its
+            # code interpreter's files, once that has started).
+            assert [e.name for e in await sb.files.list("/tmp/async")] == ["a.txt"]
         finally:
             await sb.kill()
 

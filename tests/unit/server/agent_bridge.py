@@ -48,6 +48,7 @@ class Call:
     body: bytes = b""
     chunks: int = 0  # how many pieces the body reached the agent in
     closed: bool = False  # the control plane closed the answer (read to its end, or left)
+    received: bool = False  # the agent app has read the whole body
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -153,6 +154,7 @@ class BridgeTransport(httpx.AsyncBaseTransport):
                     call.chunks += 1
                     return {"type": "http.request", "body": chunk, "more_body": True}
                 body_sent = True
+                call.received = True
                 return {"type": "http.request", "body": b"", "more_body": False}
             # Shielded: a receive given up (the app stops listening) must not look like a leave.
             await asyncio.shield(asyncio.wrap_future(left))

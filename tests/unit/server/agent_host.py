@@ -138,6 +138,11 @@ class RunningAgent:
     def requests(self, method: str, pattern: str) -> list[Call]:
         return [c for c in self.calls if c.method == method and re.fullmatch(pattern, c.path)]
 
+    def bodies(self, method: str, pattern: str) -> list[Any]:
+        """The JSON bodies of the calls the agent app has read whole (one still arriving is
+        not one yet: reading it half-way would be a race of the test, not of the code)."""
+        return [c.json() for c in self.requests(method, pattern) if c.received]
+
     @property
     def deleted(self) -> list[str]:
         """The sandboxes the control plane deleted."""
@@ -146,15 +151,15 @@ class RunningAgent:
 
     @property
     def builds(self) -> list[dict[str, Any]]:
-        return [c.json() for c in self.requests("POST", "/builds")]
+        return self.bodies("POST", "/builds")
 
     @property
     def gc_calls(self) -> list[list[str]]:
-        return [c.json()["keep"] for c in self.requests("POST", "/images/gc")]
+        return [body["keep"] for body in self.bodies("POST", "/images/gc")]
 
     @property
     def code_bodies(self) -> list[dict[str, Any]]:
-        return [c.json() for c in self.requests("POST", r"/sandboxes/[^/]+/code/execute")]
+        return self.bodies("POST", r"/sandboxes/[^/]+/code/execute")
 
 
 @contextlib.contextmanager
