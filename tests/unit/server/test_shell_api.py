@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from qbox.server.agent_client import AgentClient, AgentEndpoint
 from qbox.server.db.tables import ApiKey, Template
 from tests.unit.server.conftest import Harness, make_harness
 from tests.unit.server.agent_bridge import ShellLink
-from tests.unit.server.helpers import add_user_with_key, db_session
+from tests.unit.server.helpers import add_user_with_key, db_session, eventually
 from tests.unit.server.test_audit import entries
 from tests.unit.server.test_sandboxes_api import spawn
 from tests.unit.server.test_users_and_sessions import add_user, login
@@ -51,13 +51,6 @@ def closed(ws: Any) -> tuple[int, str]:
         while True:
             ws.receive_bytes()
     return caught.value.code, caught.value.reason
-
-
-def eventually(check: Callable[[], bool], seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def last_shell(h: Harness, count: int = 1) -> ShellLink:
@@ -307,6 +300,19 @@ def test_deleting_the_sandbox_ends_shells_its_agent_left_open(harness: Harness) 
         assert closed(ws) == (1001, "sandbox ended")
     assert shell.closed
 
+
+
+def test_a_sandbox_found_gone_from_its_host_ends_its_shells(harness: Harness) -> None:
+    """An exec that finds the sandbox gone ends it as host sync would: its shells close too."""
+    sb = spawn(harness)["id"]
+    with harness.client.websocket_connect(url(sb), headers=harness.auth()) as ws:
+        shell = last_shell(harness)
+        shell.hide_agent_close = True  # only the control plane can end this shell now
+        harness.agent.forget(sb)
+        r = harness.client.post(f"/v1/sandboxes/{sb}/exec", json={"cmd": "true"}, headers=harness.auth())
+        assert r.status_code == 409
+        eventually(lambda: shell.closed)
+        assert closed(ws) == (1001, "sandbox ended")
 
 # --- backpressure, seen at the ASGI interface ----------------------------------------------------
 

@@ -141,8 +141,10 @@ class SandboxService:
         try:
             return await call(agent)
         except SandboxNotFoundError:
-            await self.lifecycle.apply(sandbox_id, Change.of(LifecycleEvent.MISSING_ON_HOST,
-                                                             host=sandbox.host_id))
+            # Ended as host sync ends it: its shells and start-command follower go too.
+            await self.lifecycle.end(sandbox_id, Change.of(LifecycleEvent.MISSING_ON_HOST,
+                                                           host=sandbox.host_id),
+                                     remove_from_host=False)
             sandbox = await self.get(principal, sandbox_id)
             raise not_active(sandbox) from None
 
