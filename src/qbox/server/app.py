@@ -67,7 +67,7 @@ class Startup:
     # Replaces the HTTP client to the local agent (tests pass an in-process one).
     local_agent: AgentClient | None = None
     # The sandbox loops (reaper, host sync) and audit retention; unit tests drive them by hand.
-    run_reaper: bool = True
+    run_sandbox_loops: bool = True
     agent_wait_seconds: float = 30.0
 
 
@@ -89,7 +89,7 @@ def _periodic_tasks(services: Services, startup: Startup) -> list[Periodic]:
         Periodic("stale build sweep", STALE_SWEEP_SECONDS, builds.expire_stale,
                  first_delay=STALE_SWEEP_SECONDS),
     ]
-    if not startup.run_reaper:
+    if not startup.run_sandbox_loops:
         return loops
     loops += [
         Periodic("reaper", settings.reaper_interval_seconds, services.reaper.sweep),

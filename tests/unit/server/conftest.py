@@ -37,7 +37,7 @@ def make_harness(data_dir: Path, agent: RunningAgent | None = None,
                 image_gc_grace_seconds=settings.image_gc_grace_seconds))
         secrets: list[str] = []
         startup = Startup(builtin_templates={"python": "oci:/nonexistent:latest"},
-                          local_agent=agent.client(), run_reaper=False,
+                          local_agent=agent.client(), run_sandbox_loops=False,
                           on_admin_created=lambda secret, _path: secrets.append(secret))
         client = stack.enter_context(TestClient(create_app(settings, startup),
                                                 raise_server_exceptions=False))

@@ -65,7 +65,7 @@ def api(tmp_path: Path) -> Iterator[Api]:
     secrets: list[str] = []
     with RunningAgent(tmp_path / "agent") as agent:
         startup = Startup(builtin_templates={"python": "oci:/nonexistent:latest"},
-                          local_agent=agent.client(), run_reaper=False,
+                          local_agent=agent.client(), run_sandbox_loops=False,
                           on_admin_created=lambda secret, _path: secrets.append(secret))
         app = create_app(ServerSettings(data_dir=tmp_path, agent_secret=SECRET, **NO_LIMITS), startup)
         try:
