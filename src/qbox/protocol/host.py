@@ -1,12 +1,13 @@
-"""``GET /health``: what the agent runs and what the control plane admits spawns against."""
+"""What a host says of itself: ``GET /health`` (pulled by the control plane), and joining and
+heartbeats (pushed by an agent that joined with ``qbox agent --join``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError, ValidatorFunctionWrapHandler, field_validator
+from pydantic import Field, ValidationError, ValidatorFunctionWrapHandler, field_validator
 
-from qbox.protocol.wire import Wire
+from qbox.protocol.wire import Wire, WireTime
 
 
 class Capacity(Wire):
@@ -20,6 +21,16 @@ class Capacity(Wire):
     sandbox_disks_mb: int = 0
 
 
+class Usage(Wire):
+    """Measured, not reserved: CPU busy over the last interval (0–100 across all CPUs), memory
+    in use on the machine, and the data dir's filesystem."""
+
+    cpu_percent: float = 0.0
+    memory_used_mb: int = 0
+    disk_used_mb: int = 0
+    disk_total_mb: int = 0
+
+
 class Health(Wire):
     version: str
     # The default driver: "crun", "runc" or "fake".
@@ -28,8 +39,16 @@ class Health(Wire):
     runtimes: list[str]
     sandboxes: int
     capacity: Capacity | None = None
+    # Newer agents say more (all optional, so an older agent's health still reads).
+    hostname: str | None = None
+    usage: Usage | None = None
+    # The image digests this host's store holds (the scheduler prefers such hosts).
+    images: list[str] = Field(default_factory=list)
+    # How many sandboxes this host runs at most (its address pool and settings); None: no limit.
+    max_sandboxes: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("capacity", mode="wrap")
+    @field_validator("capacity", "usage", mode="wrap")
     @classmethod
     def _garbled_is_missing(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         # An agent from before capacity reports, or a garbled one: the control plane falls
@@ -38,3 +57,48 @@ class Health(Wire):
             return handler(value)
         except ValidationError:
             return None
+
+
+class HostReport(Health):
+    """What an agent that joined sends with its join and every heartbeat: its health, and
+    the address the control plane dials for data-plane calls (``--listen``)."""
+
+    address: str
+
+
+class JoinRequest(Wire):
+    """``POST /v1/agent/join``: a join token (``qbox hosts token create``), used once."""
+
+    token: str
+    report: HostReport
+    # A PEM certificate request for the agent's TLS listener, signed by the cluster CA when
+    # the control plane runs TLS (docs/operations.md, "TLS between hosts and control plane").
+    csr_pem: str | None = None
+
+
+class JoinReply(Wire):
+    OMIT_NONE = frozenset({"ca_cert_pem", "certificate_pem"})
+
+    host_id: str
+    # What the agent presents on every heartbeat (the control plane keeps only its hash).
+    credential: str
+    # What the control plane presents on every data-plane call to this agent.
+    agent_secret: str
+    heartbeat_seconds: float
+    # Seconds without a heartbeat answered before the agent fences itself.
+    fence_seconds: float
+    ca_cert_pem: str | None = None
+    certificate_pem: str | None = None
+
+
+class HeartbeatReply(Wire):
+    """The control plane's answer to ``POST /v1/agent/heartbeat``."""
+
+    host_id: str
+    # ready | draining | unhealthy | down, as the control plane sees the host now.
+    status: str
+    heartbeat_seconds: float
+    fence_seconds: float
+    # Each live sandbox of this host and its deadline (null: no auto-kill). The agent
+    # enforces these itself, so deadlines hold while every control plane is away.
+    deadlines: dict[str, WireTime | None] = Field(default_factory=dict)

@@ -15,7 +15,7 @@ class SandboxSpec(Wire):
     """What to boot. ``user``/``workdir`` are the defaults of every command, file and code
     call that names none (null: "user", its home)."""
 
-    OMIT_NONE = frozenset({"hostname", "user", "workdir", "image_pull_ref"})
+    OMIT_NONE = frozenset({"hostname", "user", "workdir", "image_pull_ref", "deadline_at"})
 
     id: str
     image_digest: str
@@ -32,6 +32,15 @@ class SandboxSpec(Wire):
     workdir: str | None = None
     # Imported when imageDigest is not in this host's store (a built template's registryRef).
     image_pull_ref: str | None = None
+    # When the agent ends the sandbox itself (reason "timeout") if no control plane did:
+    # deadlines hold while the control plane is down. None: no auto-kill.
+    deadline_at: WireTime | None = None
+
+
+class SandboxDeadline(Wire):
+    """``PUT /sandboxes/{id}/deadline``: the sandbox's new deadline (its timeout changed)."""
+
+    deadline_at: WireTime | None
 
 
 class SandboxCreated(Wire):

@@ -84,6 +84,20 @@ class ServerSettings(BaseSettings):
     # Free space on the agent's data disk that sandbox disk reservations never take.
     disk_reserve_mb: int = Field(default=4096, ge=0)
 
+    # Hosts (docs/operations.md, "Run on many hosts"): joined agents heartbeat this often; a
+    # host is unhealthy after three missed beats and down (its sandboxes "host lost") after
+    # host_lost_seconds. An agent that no control plane answered for host_fence_seconds
+    # (default: host_lost_seconds) kills its own sandboxes.
+    host_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    host_lost_seconds: float = Field(default=60.0, gt=0)
+    host_fence_seconds: float | None = Field(default=None, gt=0)
+    # Join tokens live this long unless `qbox hosts token create --ttl` says otherwise.
+    join_token_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    # The scheduler scores this many ready hosts with room, sampled (0: all of them).
+    scheduler_sample: int = Field(default=0, ge=0)
+    # The address this replica's agents are told to reach it at (joined agents' heartbeats).
+    public_url: str | None = None
+
     # Template builds: every built image is pushed to "{registry}/templates/<name>:build-<n>"
     # ("host[:port][/prefix]") when set, so hosts other than the builder can pull it.
     registry: str | None = None
@@ -97,6 +111,10 @@ class ServerSettings(BaseSettings):
     # What the agents' image gc spares (QBOX_IMAGE_GC_GRACE_SECONDS, read by both): a
     # deletion's gc runs again once this has passed, to take what the grace kept.
     image_gc_grace_seconds: float = Field(default=60.0, ge=0)
+
+    @property
+    def fence_seconds(self) -> float:
+        return self.host_fence_seconds or self.host_lost_seconds
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'qbox.db'}"

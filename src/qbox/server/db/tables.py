@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, false, true
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, false, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import DateTime, TypeDecorator
 
@@ -104,19 +104,69 @@ class ApiKey(Base):
 
 
 class Host(Base):
+    """A machine that runs sandboxes: the embedded agent of ``qbox up`` (pulled) or an agent
+    that joined with a token (pushes heartbeats). Figures are the agent's last report."""
+
     __tablename__ = "hosts"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     hostname: Mapped[str] = mapped_column(String(255))
+    # Where the control plane dials the agent: a unix socket path or http(s)://host:port.
     address: Mapped[str] = mapped_column(Text)
+    # Liveness as the host monitor last judged it: ready | unhealthy | down (core/hosts.py).
     status: Mapped[str] = mapped_column(String(16))
+    # Drained (cordoned) by an operator: no new sandboxes; running ones run to their end.
+    draining: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # "embedded" (qbox up's own agent, health pulled) or "joined" (heartbeats pushed).
+    kind: Mapped[str] = mapped_column(String(16), default="embedded", server_default="embedded")
     total_vcpus: Mapped[int] = mapped_column(Integer, default=0)
     total_memory_mb: Mapped[int] = mapped_column(Integer, default=0)
-    # The agent's data disk at the last admission (None: never reported).
+    # The agent's data disk at the last report (None: never reported).
     disk_total_mb: Mapped[int | None] = mapped_column(Integer, default=None)
     disk_free_mb: Mapped[int | None] = mapped_column(Integer, default=None)
+    sandbox_disks_mb: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cpu_percent: Mapped[float | None] = mapped_column(Float, default=None)
+    memory_used_mb: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_sandboxes: Mapped[int | None] = mapped_column(Integer, default=None)
+    version: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    runtimes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Image digests the host's store holds.
+    images: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # sha256 of the host credential a joined agent heartbeats with (None: embedded, removed).
+    credential_hash: Mapped[str | None] = mapped_column(String(64), default=None, unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The last heartbeat (joined) or answered health call (embedded).
     last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Removed by an operator (qbox hosts remove): kept for the sandboxes that ran there.
+    removed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class JoinToken(Base):
+    """A one-time token an agent exchanges for its host credential. Only the hash is kept."""
+
+    __tablename__ = "join_tokens"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str | None] = mapped_column(ForeignKey("users.id"), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    # Labels the joining host gets (e.g. {"gpu": "true"}).
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+    host_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ClusterKey(Base):
+    """Secrets every replica shares, made by the first one to start (name → value)."""
+
+    __tablename__ = "cluster_keys"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class QuotaColumns:
@@ -206,7 +256,8 @@ class TemplateBuildLog(Base):
 
 class Sandbox(Base):
     __tablename__ = "sandboxes"
-    __table_args__ = (Index("ix_sandboxes_status_deadline", "status", "deadline_at"),)
+    __table_args__ = (Index("ix_sandboxes_status_deadline", "status", "deadline_at"),
+                      Index("ix_sandboxes_host_status", "host_id", "status"))
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
