@@ -58,6 +58,11 @@ def _echo(line: str) -> None:
     click.echo(f"qbox: {line}", err=True)
 
 
+def _local_url(host: str, port: int) -> str:
+    """Where a client on this machine reaches a server listening on ``host``."""
+    return f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}"
+
+
 def _announce_admin(secret: str, key_file: str, base_url: str) -> None:
     click.echo("")
     click.echo("  qbox admin API key (shown once; also saved to " + key_file + "):")
@@ -125,7 +130,7 @@ def up(host: str, port: int, data_dir: Path | None) -> None:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     socket_path = data_dir / "agent.sock"
     agent_secret = load_or_create_secret(data_dir)
-    base_url = f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}"
+    base_url = _local_url(host, port)
 
     _echo(f"data dir {data_dir}")
     base_ref = asyncio.run(ensure_base_image(machine_cache_dir(), on_progress=_echo))
@@ -158,13 +163,19 @@ def up(host: str, port: int, data_dir: Path | None) -> None:
 @click.option("--host", default=None, help="Address to listen on [QBOX_HOST].")
 @click.option("--port", default=None, type=int, help="Port [QBOX_PORT].")
 def server(host: str | None, port: int | None) -> None:
-    """Run only the control plane (agent address and secret from QBOX_AGENT_*)."""
+    """Run a control-plane replica (settings from QBOX_*; hosts join with tokens).
+
+    The first replica on an empty database creates the first admin and prints its key
+    once; later ones, and replicas started at the same moment, find it (docs/operations.md).
+    """
     settings = ServerSettings()
     if host:
         settings.host = host
     if port:
         settings.port = port
-    _serve(create_app(settings), settings, "info")
+    base_url = settings.public_url or _local_url(settings.host, settings.port)
+    startup = Startup(on_admin_created=lambda secret, path: _announce_admin(secret, path, base_url))
+    _serve(create_app(settings, startup), settings, "info")
 
 
 @click.command()

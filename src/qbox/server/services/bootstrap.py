@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from qbox.core.ids import new_id
 from qbox.core.scopes import WILDCARD
@@ -25,19 +26,35 @@ class AdminBootstrap:
 
 
 async def ensure_admin(ctx: ServiceContext) -> AdminBootstrap:
+    """The database's first admin and its key, created once whichever replica starts first.
+
+    Replicas starting together on an empty database all find no admin; the unique
+    ``users.email`` lets exactly one insert the first admin, and the others, refused,
+    find it and create nothing (only the winner writes ``admin-key``).
+    """
     key_file = ctx.settings.data_dir / "admin-key"
-    async with ctx.sessions() as session:
-        existing = (await session.execute(select(User).where(User.role == "admin"))).scalars().first()
-        if existing is not None:
+    if await _has_admin(ctx):
+        return AdminBootstrap(created=False, key_file=key_file)
+    try:
+        async with ctx.sessions() as session:
+            user = User(id=new_id("usr", 16), email=ADMIN_EMAIL, role="admin")
+            session.add(user)
+            await session.flush()
+            _key, secret = await create_key(session, user_id=user.id, name="admin (created at first start)",
+                                            scopes=[WILDCARD])
+            await session.commit()
+    except IntegrityError:
+        if await _has_admin(ctx):
             return AdminBootstrap(created=False, key_file=key_file)
-        user = User(id=new_id("usr", 16), email=ADMIN_EMAIL, role="admin")
-        session.add(user)
-        await session.flush()
-        _key, secret = await create_key(session, user_id=user.id, name="admin (created by qbox up)",
-                                        scopes=[WILDCARD])
-        await session.commit()
+        raise  # admin@localhost is taken by a user who is no longer an admin: not a race
     write_secret_file(key_file, secret + "\n")
     return AdminBootstrap(created=True, key_file=key_file, secret=secret)
+
+
+async def _has_admin(ctx: ServiceContext) -> bool:
+    async with ctx.sessions() as session:
+        found = await session.execute(select(User.id).where(User.role == "admin").limit(1))
+        return found.first() is not None
 
 
 def write_secret_file(path: Path, content: str) -> None:

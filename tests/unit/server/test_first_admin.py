@@ -1,0 +1,109 @@
+"""The first admin: created once per database, even by replicas starting at the same moment."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from qbox.server.db.engine import make_async_engine, make_sessionmaker, migrate
+from qbox.server.db.tables import ApiKey, User
+from qbox.server.services.bootstrap import AdminBootstrap, ensure_admin
+from qbox.server.services.context import AgentPool, ServiceContext
+from qbox.server.settings import ServerSettings
+
+
+@asynccontextmanager
+async def replica(data_dir: Path, database_url: str,
+                  before_admin_insert: threading.Barrier | None = None) -> AsyncIterator[ServiceContext]:
+    """One replica's services on the shared database; ``before_admin_insert`` holds its insert
+    of the first admin until every replica has looked for an admin and found none."""
+    engine = make_async_engine(database_url)
+    if before_admin_insert is not None:
+        def hold(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if statement.lstrip().upper().startswith("INSERT INTO USERS"):
+                before_admin_insert.wait(timeout=10)
+        event.listen(engine.sync_engine, "before_cursor_execute", hold)
+    settings = ServerSettings(data_dir=data_dir, database_url=database_url, agent_secret="x")
+    try:
+        yield ServiceContext(settings=settings, sessions=make_sessionmaker(engine), agents=AgentPool())
+    finally:
+        await engine.dispose()
+
+
+async def counts(ctx: ServiceContext) -> tuple[int, int]:
+    async with ctx.sessions() as session:
+        admins = await session.scalar(select(func.count()).select_from(User).where(User.role == "admin"))
+        keys = await session.scalar(select(func.count()).select_from(ApiKey))
+    return admins or 0, keys or 0
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    migrate(url)
+    return url
+
+
+def test_replicas_starting_together_create_one_admin(tmp_path: Path, database_url: str) -> None:
+    both_looked = threading.Barrier(2)
+    results: dict[str, AdminBootstrap | Exception] = {}
+
+    def start(name: str) -> None:
+        async def run() -> AdminBootstrap:
+            async with replica(tmp_path / name, database_url, both_looked) as ctx:
+                return await ensure_admin(ctx)
+        try:
+            results[name] = asyncio.run(run())
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            results[name] = error
+
+    # Each replica on its own thread and event loop, as two processes would be.
+    threads = [threading.Thread(target=start, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert all(isinstance(result, AdminBootstrap) for result in results.values()), results
+    outcomes = [result for result in results.values() if isinstance(result, AdminBootstrap)]
+    winners = [outcome for outcome in outcomes if outcome.created]
+    assert len(winners) == 1 and len(outcomes) == 2
+    winner = winners[0]
+    assert winner.secret is not None and winner.key_file.read_text() == winner.secret + "\n"
+    assert stat.S_IMODE(winner.key_file.stat().st_mode) == 0o600
+    loser = next(outcome for outcome in outcomes if not outcome.created)
+    assert loser.secret is None and not loser.key_file.exists()
+
+    async def check() -> tuple[int, int]:
+        async with replica(tmp_path / "a", database_url) as ctx:
+            return await counts(ctx)
+    assert asyncio.run(check()) == (1, 1)
+
+
+async def test_a_later_start_creates_nothing(tmp_path: Path, database_url: str) -> None:
+    async with replica(tmp_path / "a", database_url) as ctx:
+        first = await ensure_admin(ctx)
+    async with replica(tmp_path / "b", database_url) as ctx:
+        again = await ensure_admin(ctx)
+        assert await counts(ctx) == (1, 1)
+    assert first.created and not again.created and again.secret is None
+    assert not (tmp_path / "b" / "admin-key").exists()
+
+
+async def test_a_taken_admin_address_without_any_admin_is_an_error(tmp_path: Path, database_url: str) -> None:
+    # Not a race: the first admin was demoted and no admin is left, so nothing may be hidden.
+    async with replica(tmp_path / "a", database_url) as ctx:
+        await ensure_admin(ctx)
+        async with ctx.sessions() as session:
+            await session.execute(update(User).values(role="member"))
+            await session.commit()
+        with pytest.raises(IntegrityError):
+            await ensure_admin(ctx)
