@@ -77,6 +77,8 @@ from qbox.sdk._commands import CommandHandle, Commands
 from qbox.sdk._config import ConnectionConfig
 from qbox.sdk._file_models import FileEntry, FileStat
 from qbox.sdk._files import Files
+from qbox.sdk._host_models import CreatedHostToken, Host, HostToken
+from qbox.sdk._hosts import AsyncHosts, AsyncHostTokens, Hosts, HostTokens
 from qbox.sdk._access_models import (
     ApiKeyInfo,
     AuditEntry,
@@ -117,6 +119,8 @@ __all__ = [
     "AsyncCommandHandle",
     "AsyncCommands",
     "AsyncFiles",
+    "AsyncHostTokens",
+    "AsyncHosts",
     "AsyncSandbox",
     "AsyncSystem",
     "AsyncTemplate",
@@ -147,6 +151,7 @@ __all__ = [
     "ConnectionFailedError",
     "ContextNotFoundError",
     "CreatedApiKey",
+    "CreatedHostToken",
     "ExecResult",
     "Execution",
     "ExecutionDone",
@@ -158,8 +163,12 @@ __all__ = [
     "FileEntry",
     "FileStat",
     "Files",
+    "Host",
     "HostNoCapacityError",
+    "HostToken",
+    "HostTokens",
     "HostUnavailableError",
+    "Hosts",
     "Identity",
     "InsufficientStorageError",
     "InternalError",
