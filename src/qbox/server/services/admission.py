@@ -129,19 +129,39 @@ def place(hosts: Sequence[HostLoad], request: Resources, policy: Overcommit) -> 
     return shortfalls
 
 
-def no_capacity(shortfalls: Sequence[Shortfall], request: Resources) -> HostNoCapacityError:
+# How a host passed over before its room was weighed is named (services/scheduler.py's reasons).
+_PASSED_OVER = {"notReady": "not ready", "draining": "draining", "runtime": "without runtime {runtime}",
+                "selector": "not matching the template's host selector {selector}"}
+
+
+def no_capacity(shortfalls: Sequence[Shortfall], request: Resources,
+                passed_over: Mapping[str, int] | None = None, *, runtime: str = "",
+                selector: Mapping[str, str] | None = None) -> HostNoCapacityError:
+    """The 503 of a spawn no host takes: the first host short of room, if any, and how many
+    hosts were passed over for each reason (``details.reasons``, with ``full``)."""
+    passed = {reason: count for reason, count in (passed_over or {}).items() if count}
+    labels = ",".join(f"{key}={value}" for key, value in sorted((selector or {}).items()))
+    excluded = "; ".join(
+        f"{count} host{'' if count == 1 else 's'} "
+        + _PASSED_OVER.get(reason, reason).format(runtime=runtime, selector=labels)
+        for reason, count in passed.items())
+    details: dict[str, object] = {"retryAfterSeconds": RETRY_AFTER_SECONDS, "requested": request.wire()}
+    if passed or shortfalls:
+        details["reasons"] = {**passed, **({"full": len(shortfalls)} if shortfalls else {})}
+    if selector:
+        details["hostSelector"] = dict(selector)
     if not shortfalls:
-        return HostNoCapacityError("no host is online to run the sandbox",
-                                   details={"retryAfterSeconds": RETRY_AFTER_SECONDS},
-                                   retry_after=RETRY_AFTER_SECONDS)
+        message = f"no host can run the sandbox: {excluded}" if passed else "no host is online to run the sandbox"
+        return HostNoCapacityError(message, details=details, retry_after=RETRY_AFTER_SECONDS)
     first = shortfalls[0]
+    details.update(resource=first.resource, hostId=first.host_id, reserved=first.reserved,
+                   capacity=first.capacity)
     return HostNoCapacityError(
         f"no host has room for the sandbox: {first.resource} {first.requested} requested, "
-        f"{first.reserved} of {first.capacity} reserved on host {first.host_id}",
-        details={"retryAfterSeconds": RETRY_AFTER_SECONDS, "resource": first.resource,
-                 "requested": request.wire(), "hostId": first.host_id,
-                 "reserved": first.reserved, "capacity": first.capacity},
-        retry_after=RETRY_AFTER_SECONDS)
+        f"{first.reserved} of {first.capacity} reserved on host {first.host_id}"
+        + (f" ({len(shortfalls)} hosts full)" if len(shortfalls) > 1 else "")
+        + (f"; {excluded}" if excluded else ""),
+        details=details, retry_after=RETRY_AFTER_SECONDS)
 
 
 async def lock_host_loads(session: AsyncSession,
