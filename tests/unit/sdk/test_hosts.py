@@ -66,11 +66,18 @@ def only_embedded(h: Harness) -> Host:
     return embedded
 
 
-def join(h: Harness, token: str, address: str = "http://192.0.2.7:7070") -> httpx.Response:
+def report() -> HostReport:
+    return HostReport(version="test", runtime="crun", runtimes=["crun"], sandboxes=0, hostname="worker-7",
+                      address="http://192.0.2.7:7070")
+
+
+def join(h: Harness, token: str) -> httpx.Response:
     """What ``qbox agent --join`` sends: the token and the agent's own report."""
-    report = HostReport(version="test", runtime="crun", runtimes=["crun"], sandboxes=0, hostname="worker-7",
-                        address=address)
-    return h.client.post("/v1/agent/join", json=JoinRequest(token=token, report=report).wire())
+    return h.client.post("/v1/agent/join", json=JoinRequest(token=token, report=report()).wire())
+
+
+def heartbeat(h: Harness, credential: str) -> httpx.Response:
+    return h.client.post("/v1/agent/heartbeat", json=report().wire(), headers={"Authorization": f"Bearer {credential}"})
 
 
 def test_the_embedded_agent_is_a_ready_host_whose_reservations_follow_its_sandboxes(harness: Harness) -> None:
@@ -169,12 +176,10 @@ def test_removing_a_host_revokes_its_credential(harness: Harness) -> None:
     admin = config(harness)
     reply = join(harness, HostTokens.create(config=admin).token).json()
     host_id, credential = reply["hostId"], reply["credential"]
-    report = HostReport(version="test", runtime="crun", runtimes=["crun"], sandboxes=0,
-                        address="http://192.0.2.7:7070").wire()
-    beat = harness.client.post("/v1/agent/heartbeat", json=report, headers={"Authorization": f"Bearer {credential}"})
+    beat = heartbeat(harness, credential)
     assert beat.status_code == 200, beat.text
     Hosts.remove(host_id, config=admin)
-    beat = harness.client.post("/v1/agent/heartbeat", json=report, headers={"Authorization": f"Bearer {credential}"})
+    beat = heartbeat(harness, credential)
     assert beat.status_code == 401 and beat.json()["error"]["code"] == "invalid_host_credential"
     assert host_id not in {h.id for h in Hosts.list(config=admin)}
 
