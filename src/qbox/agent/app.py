@@ -19,11 +19,13 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from qbox._version import __version__
+from qbox.agent import cgroups
 from qbox.agent.builds_api import builds_router
 from qbox.agent.capacity import host_capacity
 from qbox.agent.code_api import code_router
 from qbox.agent.command_stream import NDJSON, LogsQuery, exec_answer, logs_answer, ndjson_response
 from qbox.agent.files_api import files_router
+from qbox.agent.host_names import HostNames
 from qbox.agent.hostprep import prepare_host
 from qbox.agent.images.build import KernelSource, image_kernels
 from qbox.agent.images.store import ImageStore
@@ -267,6 +269,8 @@ def create_app(settings: AgentSettings, runtime: RuntimeDriver | None = None,
             await manager.close()
             if runtime is None:
                 await driver.close()
+                # Empty once the last sandbox is gone: no subtree outlives its agent's sandboxes.
+                cgroups.remove_parent(HostNames.for_data_dir(settings.data_dir).cgroup_parent)
             if gvisor is not None:
                 await gvisor.close()
 

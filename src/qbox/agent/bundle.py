@@ -59,6 +59,7 @@ class BundleBuilder:
             resolv_conf=attachment.resolv_conf,
             sysfs_source=sysfs,
             guest_source=GUEST_SOURCE if GUEST_SOURCE.is_dir() else None,
+            cgroup_parent=isolation.cgroup_parent,
             **isolation.config_fields(),
         ))
         (sandbox.directory / "config.json").write_text(json.dumps(config))

@@ -1,6 +1,7 @@
 """Reading a sandbox's cgroup: how often the OOM killer struck it, whether swap is accounted.
 
-The runtime creates the cgroup from the spec's ``cgroupsPath`` (``/qbox/<id>``),
+The runtime creates the cgroup from the spec's ``cgroupsPath`` (``/qbox/<id>``,
+or ``/qbox-<tag>/<id>`` for an agent on another data dir: host_names.py),
 under each v1 hierarchy (``/sys/fs/cgroup/memory/qbox/<id>``) or in the v2
 tree (``/sys/fs/cgroup/qbox/<id>``). Both count OOM kills: v1 in
 ``memory.oom_control`` (``oom_kill N``, Linux ≥ 4.13), v2 in ``memory.events``.
@@ -49,3 +50,17 @@ def swap_accounted(root: Path = CGROUP_ROOT) -> bool:
     if (root / "cgroup.controllers").exists():
         return any(root.glob("*/memory.swap.max"))
     return False
+
+
+def remove_parent(parent: str, root: Path = CGROUP_ROOT) -> None:
+    """Remove the agent's cgroup subtree (``/qbox-<tag>``) in each hierarchy where it is empty.
+
+    A subtree that still holds a sandbox's cgroup (one left running, or another
+    runtime's) refuses the rmdir and stays: this never touches a live sandbox.
+    """
+    relative = parent.strip("/")
+    for directory in (root / relative, *root.glob(f"*/{relative}")):
+        try:
+            directory.rmdir()
+        except OSError:
+            continue

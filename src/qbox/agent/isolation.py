@@ -3,7 +3,7 @@
 The sandbox manager asks this policy for each piece (docs/isolation.md):
 the user namespace's id mapping, the seccomp profile, the rlimits, the
 disk quota of the writable layer, what a joined network namespace needs,
-and how to read the sandbox's OOM kills. A runtime that isolates nothing
+the cgroup subtree sandboxes live in and how to read their OOM kills. A runtime that isolates nothing
 (the fake) gets ``NO_ISOLATION``, the policy that asks for none of it.
 """
 
@@ -20,6 +20,7 @@ from typing import Any
 
 from qbox.agent import cgroups, joined_netns, seccomp, seccomp_bpf
 from qbox.agent import spec as specs
+from qbox.agent.host_names import HostNames
 from qbox.agent.idmap import IdMapping
 from qbox.agent.rootfs import LayerOptions
 from qbox.agent.runtime.base import ExitStatus, RuntimeCapability, RuntimeDriver
@@ -38,6 +39,8 @@ class IsolationPolicy:
     no_swap: bool = False
     # None → no disk quota.
     default_disk_mb: int | None = None
+    # This agent's own subtree of the cgroup tree (host_names.py).
+    cgroup_parent: str = specs.CGROUP_PARENT
 
     @classmethod
     def from_settings(cls, settings: AgentSettings) -> IsolationPolicy:
@@ -49,6 +52,7 @@ class IsolationPolicy:
             rlimits=specs.sandbox_rlimits(resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
             no_swap=cgroups.swap_accounted(),
             default_disk_mb=settings.default_disk_mb if settings.disk_quota else None,
+            cgroup_parent=HostNames.for_data_dir(settings.data_dir).cgroup_parent,
         )
 
     def layer_options(self, disk_size_mb: int | None) -> LayerOptions:
@@ -90,6 +94,10 @@ class IsolationPolicy:
                 "seccomp_bpf": self.seccomp_bpf, "rlimits": dict(self.rlimits),
                 "no_swap": self.no_swap}
 
+    def oom_counter(self, sandbox_id: str) -> Callable[[], int | None]:
+        """Reads how many processes the OOM killer has killed in the sandbox so far."""
+        return partial(cgroups.oom_kills, f"{self.cgroup_parent}/{sandbox_id}")
+
 
 @dataclass(frozen=True)
 class NoIsolation(IsolationPolicy):
@@ -108,11 +116,6 @@ def policy_for(runtime: RuntimeDriver, settings: AgentSettings) -> IsolationPoli
     if RuntimeCapability.ISOLATES in runtime.capabilities:
         return IsolationPolicy.from_settings(settings)
     return NO_ISOLATION
-
-
-def oom_counter(sandbox_id: str) -> Callable[[], int | None]:
-    """Reads how many processes the OOM killer has killed in the sandbox so far."""
-    return partial(cgroups.oom_kills, f"{specs.CGROUP_PARENT}/{sandbox_id}")
 
 
 def init_killed_by_oom(status: ExitStatus | None, oom_kills: int | None) -> bool:

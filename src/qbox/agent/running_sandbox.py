@@ -14,7 +14,7 @@ import logging
 
 from qbox.agent import as_user, shell, users
 from qbox.agent.bundle import output_spool_dir
-from qbox.agent.isolation import IsolationPolicy, oom_counter
+from qbox.agent.isolation import IsolationPolicy
 from qbox.agent.openat2 import RootDir
 from qbox.agent.processes import ExecResult, ProcessManager, ProcessRecord
 from qbox.agent.runtime.base import (
@@ -56,7 +56,7 @@ class RunningSandbox:
             runtime, sandbox.id,
             max_finished=settings.max_finished_processes,
             output_cap_bytes=settings.output_cap_bytes,
-            oom_kills=oom_counter(sandbox.id),
+            oom_kills=isolation.oom_counter(sandbox.id),
             kill_grace=settings.kill_grace_seconds,
             spool_dir=output_spool_dir(sandbox.directory),
         )

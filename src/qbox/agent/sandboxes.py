@@ -20,7 +20,7 @@ from qbox.agent.bundle import BundleBuilder
 from qbox.agent.files import SandboxFiles
 from qbox.agent.idmap import IdMapping
 from qbox.agent.interpreter.manager import CodeInterpreter, CodeInterpreters
-from qbox.agent.isolation import NO_ISOLATION, IsolationPolicy, oom_counter
+from qbox.agent.isolation import NO_ISOLATION, IsolationPolicy
 from qbox.agent.lifecycle import DELETED_REASON, SandboxEvent, advance, init_exit_reason
 from qbox.agent.network import NoNetwork, SandboxNetwork
 from qbox.agent.processes import ExecResult, ProcessManager, ProcessRecord
@@ -181,7 +181,7 @@ class SandboxManager:
             return
         if self._sandboxes.get(sandbox.id) is not sandbox:
             return
-        reason = init_exit_reason(init_status, oom_counter(sandbox.id)())
+        reason = init_exit_reason(init_status, self._isolation.oom_counter(sandbox.id)())
         if advance(sandbox, SandboxEvent.INIT_EXITED, reason):
             log.info("sandbox %s stopped: %s", sandbox.id, sandbox.exit_reason)
             try:

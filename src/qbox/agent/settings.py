@@ -11,10 +11,10 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from qbox.agent.host_names import DEFAULT_DATA_DIR, HostNames
 from qbox.agent.images.refs import parse_insecure_registries
 from qbox.core.image_refs import ImageRefPolicy, local_path
 
-DEFAULT_DATA_DIR = Path("/var/lib/qbox")
 SECRET_FILE = "agent-secret"
 RUNTIME_CHOICES = ("auto", "crun", "runc", "fake")
 
@@ -48,8 +48,9 @@ class AgentSettings:
     # --- networking (docs/operations.md, "Networking") ---
     # False → every sandbox gets an empty namespace (loopback only), no firewall.
     network: bool = True
-    # Sandbox addresses, one /30 link per sandbox (16384 sandboxes in a /16).
-    network_pool: str = "10.213.0.0/16"
+    # Sandbox addresses, one /30 link per sandbox (16384 sandboxes in a /16); "" → the data
+    # dir's own (host_names.py: 10.213.0.0/16 for the default dir, else a /20 of 10.208/12).
+    network_pool: str = ""
     # Upstream DNS servers for sandboxes; empty → the host's (loopback stubs skipped).
     network_dns: tuple[str, ...] = ()
     # More destinations sandboxes may never reach (e.g. a remote control plane's address).
@@ -78,6 +79,9 @@ class AgentSettings:
         # Runtimes and mount options need absolute paths (crun resolves
         # relative ones against its own cwd).
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
+        if not self.network_pool:
+            object.__setattr__(self, "network_pool",
+                               HostNames.for_data_dir(self.data_dir).default_pool)
 
     @property
     def images_dir(self) -> Path:

@@ -97,6 +97,8 @@ class SandboxConfig:
     no_swap: bool = False
     # The host directory bound read-only at GUEST_IN_SANDBOX; None → no such mount.
     guest_source: Path | None = None
+    # The agent's own cgroup subtree (host_names.py): the sandbox's is <parent>/<id>.
+    cgroup_parent: str = CGROUP_PARENT
 
 
 def sandbox_rlimits(host_nofile_hard: int, wanted_nofile: int = NOFILE_LIMIT
@@ -290,7 +292,7 @@ def oci_config(config: SandboxConfig) -> dict[str, Any]:
     if config.vcpus < 1 or config.memory_mb < 1 or config.pids_limit < 1:
         raise ValueError("vcpus, memory and pids limits must be positive")
     linux: dict[str, Any] = {
-        "cgroupsPath": f"{CGROUP_PARENT}/{config.id}",
+        "cgroupsPath": f"{config.cgroup_parent}/{config.id}",
         "namespaces": _namespaces(config),
         "resources": _resources(config),
         "maskedPaths": list(MASKED_PATHS),

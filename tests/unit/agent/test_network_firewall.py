@@ -97,3 +97,23 @@ def test_stale_elements_are_those_whose_interface_is_gone() -> None:
         'delete element inet qbox internet { "qb-1" }',
     ]
     assert firewall.stale_elements_script(CONFIG, {"nftables": []}, set()) == ""
+
+
+def test_the_table_says_its_pool_and_other_agents_tables_are_found_by_name() -> None:
+    script = firewall.base_script(CONFIG)
+    assert "add set inet qbox pool { type ipv4_addr; flags interval; }" in script
+    assert "flush set inet qbox pool\nadd element inet qbox pool { 10.213.0.0/16 }" in script
+    # As nft 1.0.6 prints "list tables" and "list set inet qbox_x pool" in JSON.
+    tables = {"nftables": [{"metainfo": {"version": "1.0.6"}},
+                           {"table": {"family": "inet", "name": "qbox", "handle": 1}},
+                           {"table": {"family": "inet", "name": "qbox_4f2a9c", "handle": 2}},
+                           {"table": {"family": "ip", "name": "qbox_ip", "handle": 3}},
+                           {"table": {"family": "inet", "name": "qboxer", "handle": 4}},
+                           {"table": {"family": "inet", "name": "filter", "handle": 5}}]}
+    assert firewall.other_tables(tables, "qbox") == ["qbox_4f2a9c"]
+    assert firewall.other_tables(tables, "qbox_4f2a9c") == ["qbox"]
+    assert firewall.pool_command("qbox_4f2a9c") == "list set inet qbox_4f2a9c pool\n"
+    listing = {"nftables": [{"metainfo": {}}, {"set": {
+        "family": "inet", "name": "pool", "table": "qbox_4f2a9c", "type": "ipv4_addr",
+        "flags": ["interval"], "elem": [{"prefix": {"addr": "10.208.16.0", "len": 20}}]}}]}
+    assert firewall.listed_pools(listing) == [IPv4Network("10.208.16.0/20")]

@@ -10,6 +10,8 @@ import pytest
 from qbox.agent.network import links, manager, netns
 from qbox.agent.network.addresses import Lease
 from qbox.agent.network.manager import HostNetwork, NetworkConfig
+from qbox.agent.network.nftables import NftError
+from qbox.core.errors import InternalError
 
 
 class FakeNft:
@@ -126,4 +128,80 @@ async def test_a_failed_build_leaves_nothing(tmp_path: Path, kernel: FakeKernel,
     with pytest.raises(OSError):
         await network.attach("sb_aaaaaaaa", internet=True)
     assert kernel.namespaces == set() and list((tmp_path / "network").iterdir()) == []
+    await network.close()
+
+
+class TablesNft(FakeNft):
+    """An nft whose namespace holds other agents' tables, each claiming a pool."""
+
+    def __init__(self, pools: dict[str, str | None]) -> None:
+        super().__init__()
+        self.pools = pools
+
+    def query(self, script: str) -> dict[str, Any]:
+        if script.startswith("list tables"):
+            return {"nftables": [{"metainfo": {}}, *({"table": {"family": "inet", "name": name}}
+                                                      for name in self.pools)]}
+        if not script.startswith("list set") or script.split()[4] != "pool":
+            return {"nftables": []}
+        table = script.split()[3]
+        pool = self.pools.get(table)
+        if pool is None:
+            raise NftError(f"no set pool in {table}")
+        addr, length = pool.split("/")
+        return {"nftables": [{"set": {"name": "pool", "table": table,
+                                      "elem": [{"prefix": {"addr": addr, "len": int(length)}}]}}]}
+
+
+async def test_start_refuses_a_pool_another_agents_table_claims(
+        tmp_path: Path, kernel: FakeKernel) -> None:
+    nft = TablesNft({"qbox_aaaaaa": "10.213.0.0/20"})
+    network = _network(tmp_path, nft)
+    with pytest.raises(InternalError, match=r"inet qbox_aaaaaa.*QBOX_NETWORK_POOL"):
+        await network.start(set())
+    await network.close()
+    # Refused before programming anything, and its failed start deletes no table.
+    assert nft.scripts == []
+
+
+async def test_start_accepts_other_agents_with_pools_of_their_own(
+        tmp_path: Path, kernel: FakeKernel) -> None:
+    # A table without a pool set (an older qbox's) is passed over, and only qbox tables count.
+    nft = TablesNft({"qbox_aaaaaa": "10.208.16.0/20", "qbox_bbbbbb": None,
+                     "filter": "10.213.0.0/16"})
+    network = _network(tmp_path, nft)
+    await network.start(set())
+    assert "add element inet qbox pool { 10.213.0.0/28 }" in nft.scripts[0]
+    await network.close()
+
+
+async def test_an_agent_stopping_with_no_sandbox_removes_its_table_and_only_then(
+        tmp_path: Path, kernel: FakeKernel) -> None:
+    nft = FakeNft()
+    network = _network(tmp_path, nft)
+    await network.start(set())
+    await network.attach("sb_aaaaaaaa", internet=True)
+    await network.close()
+    assert not any(script.startswith("delete table") for script in nft.scripts)
+    nft = FakeNft()
+    again = _network(tmp_path, nft)
+    await again.start({"sb_aaaaaaaa"})
+    await again.detach("sb_aaaaaaaa")
+    await again.close()
+    assert nft.scripts[-1] == "delete table inet qbox\n"
+
+
+async def test_names_come_from_the_config(tmp_path: Path, kernel: FakeKernel) -> None:
+    config = NetworkConfig(state_dir=tmp_path / "network", pool="10.208.16.0/28",
+                           netns_dir=tmp_path / "netns", ifname_prefix="qbabc123-",
+                           table="qbox_abc123", netns_prefix="qbox-abc123-")
+    nft = FakeNft()
+    network = HostNetwork(config, nft_factory=lambda: nft)
+    await network.start(set())
+    attachment = await network.attach("sb_aaaaaaaa", internet=True)
+    assert attachment.netns_path == tmp_path / "netns" / "qbox-abc123-sb_aaaaaaaa"
+    assert kernel.ifnames == {"qbabc123-0"}
+    assert nft.scripts[-1] == ('add element inet qbox_abc123 sandboxes '
+                               '{ "qbabc123-0" . 10.208.16.2 }\n'
+                               'add element inet qbox_abc123 internet { "qbabc123-0" }\n')
     await network.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import qbox.agent.sandboxes as agent_sandboxes
+from qbox.agent.isolation import IsolationPolicy
 from qbox.agent.sandbox import SandboxParams
 from qbox.core.states import SandboxState
 from qbox.core.timefmt import utcnow
@@ -143,7 +143,7 @@ def test_host_sync_marks_an_oom_killed_sandbox_failed(harness: Harness,
     sb = spawn(harness)
     other = spawn(harness)
     # The OOM killer ends the sandbox's init: its cgroup counts a kill, its init dies of SIGKILL.
-    monkeypatch.setattr(agent_sandboxes, "oom_counter", lambda sandbox_id: lambda: 1)
+    monkeypatch.setattr(IsolationPolicy, "oom_counter", lambda self, sandbox_id: lambda: 1)
     harness.agent.kill_init(sb["id"])
     eventually(lambda: sb["id"] not in harness.agent.running_ids())
     services = harness.client.app.state.services  # type: ignore[attr-defined]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from qbox.agent.host_names import HostNames
 from qbox.agent.network.base import SandboxNetwork
 from qbox.agent.network.fake import FakeNetwork, NoNetwork
 from qbox.agent.settings import AgentSettings
@@ -16,6 +17,9 @@ def create_network(settings: AgentSettings, *, fake_runtime: bool) -> SandboxNet
     # (unit tests) and a network-less agent need not pay.
     from qbox.agent.network.manager import HostNetwork, NetworkConfig
 
+    names = HostNames.for_data_dir(settings.data_dir)
     return HostNetwork(NetworkConfig(
         state_dir=settings.network_dir, pool=settings.network_pool,
-        dns=settings.network_dns, blocked=settings.network_blocked))
+        dns=settings.network_dns, blocked=settings.network_blocked,
+        ifname_prefix=names.ifname_prefix, table=names.nft_table,
+        netns_prefix=names.netns_prefix))

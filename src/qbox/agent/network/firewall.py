@@ -1,4 +1,4 @@
-"""The host-side firewall of sandboxes: nftables scripts for table ``inet qbox``.
+"""The host-side firewall of sandboxes: nftables scripts for the agent's table (``inet qbox``).
 
 One table, static chains, and per-sandbox *set elements* (adding or removing
 a sandbox is one element in ``sandboxes`` and, with internet access, one in
@@ -14,6 +14,11 @@ a sandbox is one element in ``sandboxes`` and, with internet access, one in
                             @internet; accept port 53 to @resolvers;
                             refuse @blocked destinations
     postrouting (nat)       masquerade the pool out of any non-sandbox interface
+
+The table also holds its pool (set ``pool``), so that an agent starting
+in a namespace where another agent's table (``qbox_<tag>``, host_names.py)
+already claims an overlapping pool can refuse to, whether or not that agent
+has sandboxes at the moment.
 
 ``blocked`` is the always-forbidden IPv4 space (private, CGNAT, loopback,
 link-local/metadata, multicast, reserved), the pool itself, the networks the
@@ -99,8 +104,11 @@ def base_script(config: FirewallConfig) -> str:
         f"add set {t} internet {{ type ifname; }}",
         f"add set {t} resolvers {{ type ipv4_addr; }}",
         f"add set {t} blocked {{ type ipv4_addr; flags interval; }}",
+        f"add set {t} pool {{ type ipv4_addr; flags interval; }}",
         f"flush set {t} resolvers",
         f"flush set {t} blocked",
+        f"flush set {t} pool",
+        f"add element {t} pool {{ {config.pool} }}",
         f"add element {t} blocked {{ {', '.join(map(str, blocked_networks(config)))} }}",
     ]
     if config.resolvers:
@@ -185,3 +193,30 @@ def stale_elements_script(config: FirewallConfig, listing: dict[str, Any],
             elif name == "internet" and isinstance(element, str) and element not in live_ifnames:
                 lines.append(f'delete element {t} internet {{ "{element}" }}')
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def other_tables(listing: dict[str, Any], own: str) -> list[str]:
+    """The ``inet`` tables of other qbox agents in this namespace, from ``list tables``."""
+    names = [item["table"].get("name", "") for item in listing.get("nftables", [])
+             if isinstance(item, dict) and isinstance(item.get("table"), dict)
+             and item["table"].get("family") == "inet"]
+    return sorted(name for name in names if name != own and
+                  (name == TABLE or name.startswith(f"{TABLE}_")))
+
+
+def pool_command(table: str) -> str:
+    return f"list set inet {table} pool\n"
+
+
+def listed_pools(listing: dict[str, Any]) -> list[IPv4Network]:
+    """The networks in the ``pool`` set of a ``pool_command`` listing."""
+    pools: list[IPv4Network] = []
+    for item in listing.get("nftables", []):
+        nft_set = item.get("set") if isinstance(item, dict) else None
+        for element in (nft_set or {}).get("elem", []):
+            if isinstance(element, dict) and "prefix" in element:
+                prefix = element["prefix"]
+                pools.append(IPv4Network(f"{prefix['addr']}/{prefix['len']}"))
+            elif isinstance(element, str):
+                pools.append(IPv4Network(element))
+    return pools

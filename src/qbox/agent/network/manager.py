@@ -34,7 +34,6 @@ from qbox.core.errors import HostNoCapacityError, InternalError
 log = logging.getLogger("qbox.agent.network")
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
-NETNS_NAME_PREFIX = "qbox-"
 # A slot whose interface still exists (the kernel is destroying an old
 # one, or another agent holds it) is skipped; this many in a row is an error.
 MAX_SLOT_TRIES = 64
@@ -51,8 +50,10 @@ class NetworkConfig:
     # Destinations refused on top of the built-in ranges (e.g. a control plane's address).
     blocked: tuple[str, ...] = ()
     netns_dir: Path = netns.NETNS_DIR
+    # The agent's own names (host_names.py): veth host ends, nft table, namespace pins.
     ifname_prefix: str = IFNAME_PREFIX
     table: str = firewall.TABLE
+    netns_prefix: str = "qbox-"
     enable_forwarding: bool = True
 
 
@@ -82,6 +83,9 @@ class HostNetwork:
         self._nft: Nft | None = None
         self._ipr: Any = None
         self._host_fd = -1
+        # Set once start has sorted out the earlier agent's sandboxes: before that an
+        # empty _held says nothing about what still runs.
+        self._started = False
 
     async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -108,7 +112,7 @@ class HostNetwork:
     # --- on the network thread ---------------------------------------------------
 
     def _netns_path(self, sandbox_id: str) -> Path:
-        return self._config.netns_dir / f"{NETNS_NAME_PREFIX}{sandbox_id}"
+        return self._config.netns_dir / f"{self._config.netns_prefix}{sandbox_id}"
 
     def _start(self, keep: set[str]) -> dict[str, Attachment]:
         if self._config.enable_forwarding:
@@ -122,6 +126,7 @@ class HostNetwork:
         if overlap:
             raise InternalError(f"the sandbox address pool {self._pool.network} overlaps "
                                 f"this host's networks {overlap}: choose another QBOX_NETWORK_POOL")
+        self._refuse_claimed_pool()
         self._resolvers = resolv.host_resolvers(self._config.dns)
         extra = [*attached, *(IPv4Network(text) for text in self._config.blocked)]
         self._firewall = firewall.FirewallConfig(
@@ -134,10 +139,27 @@ class HostNetwork:
             log.info("removing the network left by sandbox %s", sandbox_id)
             self._teardown(sandbox_id, record)
         self._remove_stale_elements()
+        self._started = True
         log.info("sandbox network ready: pool %s, nftables via %s, resolvers %s",
                  self._pool.network, self._nft.name,
                  ", ".join(map(str, self._resolvers)) or "none")
         return dict(self._attachments)
+
+    def _refuse_claimed_pool(self) -> None:
+        """Refuse a pool another agent's table in this namespace holds: both agents would
+        route the same addresses to their own sandboxes."""
+        assert self._nft is not None
+        tables = self._nft.query("list tables inet\n")
+        for table in firewall.other_tables(tables, self._config.table):
+            try:
+                claimed = firewall.listed_pools(self._nft.query(firewall.pool_command(table)))
+            except NftError:
+                continue  # an older qbox's table, which does not say
+            if any(pool.overlaps(self._pool.network) for pool in claimed):
+                raise InternalError(
+                    f"the sandbox address pool {self._pool.network} overlaps the pool of "
+                    f"another agent on this host (nftables table inet {table}, "
+                    f"{', '.join(map(str, claimed))}): set QBOX_NETWORK_POOL to another range")
 
     def _program_firewall(self) -> None:
         assert self._nft is not None
@@ -248,6 +270,14 @@ class HostNetwork:
         self._records.remove(sandbox_id)
 
     def _close(self) -> None:
+        if self._nft is not None and self._started and not self._held:
+            # Nothing of ours is left to keep online: no table outlives its agent
+            # (a test's, or one whose data dir is gone), and its pool is free again.
+            try:
+                self._nft.run(f"delete table {self._firewall.family_table}\n")
+            except NftError:
+                log.warning("cannot remove nftables table %s", self._firewall.family_table,
+                            exc_info=True)
         if self._ipr is not None:
             self._ipr.close()
             self._ipr = None

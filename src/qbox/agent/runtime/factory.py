@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 
+from qbox.agent.host_names import HostNames
 from qbox.agent.rootfs import DirectoryFilesystem, OverlayFilesystem, SandboxFilesystem
 from qbox.agent.runtime.base import RuntimeCapability, RuntimeDriver
 from qbox.agent.runtime.child import become_subreaper
@@ -43,6 +44,7 @@ async def probe(driver: OciCliRuntime, settings: AgentSettings,
         config = oci_config(SandboxConfig(
             id=probe_id, rootfs=bundle / "rootfs", hostname="probe",
             init_source=settings.init_path, vcpus=1, memory_mb=64, pids_limit=256,
+            cgroup_parent=HostNames.for_data_dir(settings.data_dir).cgroup_parent,
         ))
         (bundle / "config.json").write_text(json.dumps(config))
         await driver.run(probe_id, bundle)
