@@ -126,6 +126,18 @@ class AuthenticationError(QboxError):
     status = 401
 
 
+class InvalidJoinTokenError(AuthenticationError):
+    """A join token that is unknown, used, expired or revoked (``POST /v1/agent/join``)."""
+
+    code = "invalid_join_token"
+
+
+class InvalidHostCredentialError(AuthenticationError):
+    """A heartbeat with a host credential that is unknown or revoked (the host was removed)."""
+
+    code = "invalid_host_credential"
+
+
 class PermissionDeniedError(QboxError):
     code = "forbidden"
     status = 403

@@ -20,6 +20,7 @@ USER_ID_RE = re.compile(r"^usr_[0-9a-z]{8,40}$")
 CONTEXT_ID_RE = re.compile(r"^ctx_[0-9a-z]{1,40}$")
 PID_RE = re.compile(r"^[1-9][0-9]{0,9}$")
 HOST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+JOIN_TOKEN_ID_RE = re.compile(r"^jt_[0-9a-z]{8,40}$")
 # Any other path parameter: printable, and nothing a URL or a path would read as structure.
 PLAIN_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_.~+=:@-]{1,128}$")
 
@@ -31,6 +32,7 @@ PATH_ID_FORMATS: dict[str, re.Pattern[str]] = {
     "context_id": CONTEXT_ID_RE,
     "pid": PID_RE,
     "host_id": HOST_ID_RE,
+    "token_id": JOIN_TOKEN_ID_RE,
 }
 
 

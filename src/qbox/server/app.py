@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -20,13 +19,16 @@ from fastapi import FastAPI
 from qbox._version import __version__
 from qbox.core.asgi import install_error_handlers
 from qbox.core.errors import HostUnavailableError
+from qbox.protocol.host import Health
 from qbox.server.agent_client import AgentClient, AgentEndpoint
 from qbox.server.db.engine import make_async_engine, make_sessionmaker, migrate
 from qbox.server.http import (
     api_keys,
     audit,
+    cluster,
     code,
     files,
+    hosts,
     openapi,
     processes,
     quotas,
@@ -40,7 +42,7 @@ from qbox.server.http import (
 from qbox.server.http.auditing import AuditMiddleware
 from qbox.server.http.body import InputEdgeMiddleware
 from qbox.server.services import bootstrap
-from qbox.server.services.context import AgentPool, ServiceContext
+from qbox.server.services.context import AgentFactory, AgentPool, ServiceContext
 from qbox.server.services.hostsync import sync_host, sync_hosts
 from qbox.server.services.periodic import Periodic
 from qbox.server.services.registry import Services
@@ -66,6 +68,11 @@ class Startup:
     on_admin_created: Callable[[str, str], None] | None = None
     # Replaces the HTTP client to the local agent (tests pass an in-process one).
     local_agent: AgentClient | None = None
+    # Run without an embedded agent: hosts join with tokens (`qbox server` with no
+    # QBOX_AGENT_ADDRESS).
+    embedded_agent: bool = True
+    # Makes the clients of joined hosts from (address, secret); tests route them in-process.
+    agent_factory: AgentFactory | None = None
     # The sandbox loops (reaper, host sync) and audit retention; unit tests drive them by hand.
     run_sandbox_loops: bool = True
     agent_wait_seconds: float = 30.0
@@ -95,6 +102,8 @@ def _periodic_tasks(services: Services, startup: Startup) -> list[Periodic]:
         Periodic("reaper", settings.reaper_interval_seconds, services.reaper.sweep),
         Periodic("host sync", settings.host_sync_interval_seconds,
                  lambda: sync_hosts(services.ctx, services.lifecycle)),
+        Periodic("host monitor", min(1.0, settings.host_heartbeat_seconds / 2),
+                 services.host_monitor.tick),
     ]
     if settings.audit_retention_days:
         retention = timedelta(days=settings.audit_retention_days)
@@ -103,16 +112,34 @@ def _periodic_tasks(services: Services, startup: Startup) -> list[Periodic]:
     return loops
 
 
-async def _wait_for_agent(agent: AgentClient, seconds: float) -> None:
+async def _wait_for_agent(agent: AgentClient, seconds: float) -> Health:
     deadline = asyncio.get_running_loop().time() + seconds
     while True:
         try:
-            await agent.health()
-            return
+            return await agent.health()
         except HostUnavailableError:
             if asyncio.get_running_loop().time() > deadline:
                 raise
             await asyncio.sleep(0.1)
+
+
+async def _add_embedded_host(ctx: ServiceContext, services: Services, startup: Startup) -> None:
+    """qbox up's own agent: registered as host ``local``, its templates, and reconcile."""
+    settings = ctx.settings
+    agent = startup.local_agent or _local_agent(settings)
+    health = await _wait_for_agent(agent, startup.agent_wait_seconds)
+    ctx.agents.add(LOCAL_HOST_ID, agent)
+    await bootstrap.ensure_host(ctx, LOCAL_HOST_ID, socket.gethostname(),
+                                settings.resolved_agent_address(), health)
+    for name, ref in startup.builtin_templates.items():
+        await services.templates.ensure_builtin(name, ref, LOCAL_HOST_ID,
+                                                runtime=startup.builtin_runtimes.get(name, "crun"),
+                                                on_progress=startup.on_progress)
+    decided = await sync_host(ctx, services.lifecycle, LOCAL_HOST_ID, at_start=True)
+    if decided.ended or decided.strangers:
+        startup.on_progress(
+            f"reconcile: {len(decided.ended)} sandbox(es) marked lost, "
+            f"{len(decided.strangers)} unknown container(s) removed")
 
 
 def create_app(settings: ServerSettings | None = None, startup: Startup | None = None) -> FastAPI:
@@ -138,24 +165,10 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
             admin = await bootstrap.ensure_admin(ctx)
             if admin.secret and startup.on_admin_created:
                 startup.on_admin_created(admin.secret, str(admin.key_file))
-            agent = startup.local_agent or _local_agent(settings)
-            await _wait_for_agent(agent, startup.agent_wait_seconds)
-            ctx.agents.add(LOCAL_HOST_ID, agent)
-            await bootstrap.ensure_host(
-                ctx, LOCAL_HOST_ID, socket.gethostname(), settings.resolved_agent_address(),
-                total_vcpus=os.cpu_count() or 1,
-                total_memory_mb=(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-                // (1024 * 1024),
-            )
-            for name, ref in startup.builtin_templates.items():
-                await services.templates.ensure_builtin(name, ref, LOCAL_HOST_ID,
-                                                        runtime=startup.builtin_runtimes.get(name, "crun"),
-                                                        on_progress=startup.on_progress)
-            decided = await sync_host(ctx, services.lifecycle, LOCAL_HOST_ID, at_start=True)
-            if decided.ended or decided.strangers:
-                startup.on_progress(
-                    f"reconcile: {len(decided.ended)} sandbox(es) marked lost, "
-                    f"{len(decided.strangers)} unknown container(s) removed")
+            if startup.agent_factory is not None:
+                ctx.agents.factory = startup.agent_factory
+            if startup.embedded_agent:
+                await _add_embedded_host(ctx, services, startup)
             loops = _periodic_tasks(services, startup)
             for loop in loops:
                 loop.start()
@@ -183,7 +196,10 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
     app.add_middleware(AuditMiddleware)
     install_error_handlers(app)
     for module in (system, sandboxes, processes, files, code, shell, templates, api_keys, users, quotas,
-                   audit, web_auth):
+                   audit, web_auth, hosts):
         app.include_router(module.router)
+    app.include_router(hosts.tokens_router)
+    app.include_router(hosts.agents_router)
+    app.include_router(cluster.router)
     openapi.install(app)
     return app

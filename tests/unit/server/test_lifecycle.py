@@ -41,6 +41,8 @@ EXPECTED: dict[LifecycleEvent, tuple[set[SandboxState], SandboxState, str]] = {
     E.ENDED_ON_HOST: ({S.PENDING, S.BOOTING, S.RUNNING, S.PAUSED, S.SNAPSHOTTED}, S.FAILED, "error"),
     E.MISSING_ON_HOST: ({S.PENDING, S.BOOTING, S.RUNNING, S.PAUSED, S.SNAPSHOTTED}, S.FAILED, "error"),
     E.BOOT_LOST: ({S.PENDING, S.BOOTING, S.RUNNING, S.PAUSED, S.SNAPSHOTTED}, S.FAILED, "error"),
+    E.HOST_LOST: ({S.PENDING, S.BOOTING, S.RUNNING, S.PAUSED, S.SNAPSHOTTED}, S.FAILED, "error"),
+    E.HOST_REMOVED: ({S.PENDING, S.BOOTING, S.RUNNING, S.PAUSED, S.SNAPSHOTTED}, S.FAILED, "error"),
 }
 
 # The facts each event's reason names, and the reason they make.
@@ -58,6 +60,8 @@ REASONS: dict[LifecycleEvent, tuple[dict[str, object], str]] = {
     E.MISSING_ON_HOST: ({"host": "h1"}, "lost: host h1 no longer has this sandbox"),
     E.BOOT_LOST: ({"host": "h1"},
                   "lost: its boot on host h1 did not finish (the control plane stopped)"),
+    E.HOST_LOST: ({"host": "h1", "seconds": 61}, "host lost: host h1 sent no heartbeat for 61 s"),
+    E.HOST_REMOVED: ({"host": "h1"}, "host removed: host h1 was removed by an operator"),
 }
 
 PAIRS = list(itertools.product(SandboxState, LifecycleEvent))
@@ -70,8 +74,8 @@ def change(event: LifecycleEvent) -> Change:
 
 
 @pytest.fixture
-async def ctx(tmp_path: Path) -> AsyncIterator[ServiceContext]:
-    async for context in service_context(tmp_path):
+async def ctx(tmp_path: Path, database: str | None) -> AsyncIterator[ServiceContext]:
+    async for context in service_context(tmp_path, database):
         yield context
 
 
@@ -100,6 +104,7 @@ def test_reasons_are_the_documented_words() -> None:
     assert "DELETE" in change(E.KILL_REQUESTED).reason
     assert change(E.MISSING_ON_HOST).reason.startswith("lost: ")
     assert change(E.BOOT_LOST).reason.startswith("lost: ")
+    assert change(E.HOST_LOST).reason.startswith("host lost")
 
 
 def test_a_new_sandbox_row_is_booting() -> None:

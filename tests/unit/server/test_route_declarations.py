@@ -30,10 +30,14 @@ from tests.unit.server.helpers import set_deadline
 from tests.unit.server.test_audit import entries
 from tests.unit.server.test_sandboxes_api import spawn
 
-PUBLIC = {("GET", "/healthz"), ("GET", "/v1/system")}
+PUBLIC = {("GET", "/healthz"), ("GET", "/v1/system"), ("GET", "/v1/agent/ca")}
 # Authenticated by the dashboard's session cookie (login: by a password in the body), not a key.
 DASHBOARD = {("POST", "/auth/login"), ("GET", "/auth/session"), ("POST", "/auth/logout")}
 ANY_KEY = {("GET", "/v1/auth/me")}
+# Called by host agents: a join token in the body, then the host credential (no API key).
+AGENT = {("POST", "/v1/agent/join"), ("POST", "/v1/agent/heartbeat")}
+# A heartbeat changes only its host's figures; twelve entries a minute per host would drown the log.
+UNAUDITED = {("POST", "/v1/agent/heartbeat")}
 READS = {"GET", "HEAD", "OPTIONS"}
 
 
@@ -71,7 +75,7 @@ def test_every_keyed_route_declares_its_scope_and_buckets(tmp_path: Path) -> Non
     assert len(routes) >= 40
     for method, path, declared in routes:
         route = (method, path)
-        if route in PUBLIC | DASHBOARD:
+        if route in PUBLIC | DASHBOARD | AGENT:
             assert not any(isinstance(d, Access) for d in declared), route
             continue
         access = _one(declared, Access, route)
@@ -90,7 +94,7 @@ def test_every_route_that_changes_something_declares_its_audit_action(tmp_path: 
     for method, path, declared in _routes(tmp_path):
         audited = [d for d in declared if isinstance(d, Audited)]
         audited += [d.audit for d in declared if isinstance(d, Access) and d.audit is not None]
-        if method in READS:
+        if method in READS or (method, path) in UNAUDITED:
             assert not audited, f"{method} {path} reads; it audits nothing"
             continue
         assert len(audited) == 1, f"{method} {path} changes something: declare its audit action"
@@ -100,6 +104,7 @@ def test_every_route_that_changes_something_declares_its_audit_action(tmp_path: 
     assert len(set(actions.values())) == len(actions)
     assert actions[("WEBSOCKET", "/v1/sandboxes/{sandbox_id}/shell")] == "sandbox.shell"
     assert actions[("POST", "/auth/logout")] == "auth.logout"
+    assert actions[("POST", "/v1/agent/join")] == "host.join"
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from qbox.server.principal import Principal
 from qbox.server.services.audit_notes import AuditNote, make_current
 
 # Path parameters that name the request's target, in order of preference.
-_TARGET_PARAMS = ("sandbox_id", "key_id", "user_id", "template_id", "host_id")
+_TARGET_PARAMS = ("sandbox_id", "key_id", "user_id", "template_id", "host_id", "token_id")
 # The response is sent already; past this the entry is stored by the writer alone.
 _WAIT_SECONDS = 2.0
 

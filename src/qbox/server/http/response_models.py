@@ -90,6 +90,7 @@ class TemplateInfo(_Answer):
     user: str
     workdir: str | None
     env: dict[str, str]
+    host_selector: dict[str, str] = Field(description="labels a host must carry to run its sandboxes")
     registry_ref: str | None
     created_at: Time
     updated_at: Time
@@ -112,6 +113,47 @@ class ApiKeyInfo(_Answer):
 class CreatedApiKey(_Answer):
     key: ApiKeyInfo
     secret: str = Field(description="shown once; only its hash is stored")
+
+
+class HostInfo(_Answer):
+    id: str
+    hostname: str
+    status: str = Field(description="ready, draining, unhealthy or down")
+    kind: str = Field(description="embedded (qbox up's own agent) or joined")
+    sandbox_count: int
+    used_vcpus: int
+    total_vcpus: int
+    used_memory_mb: int
+    total_memory_mb: int
+    used_disk_mb: int
+    cpu_percent: float | None
+    memory_used_mb: int | None
+    disk_used_mb: int | None
+    disk_total_mb: int | None
+    max_sandboxes: int | None
+    runtimes: list[str]
+    templates: list[str] = Field(description="templates whose image the host holds")
+    version: str
+    address: str
+    last_heartbeat_at: Time
+    labels: dict[str, str]
+    created_at: Time
+
+
+class HostTokenInfo(_Answer):
+    id: str
+    created_at: Time
+    expires_at: Time
+    labels: dict[str, str]
+    used_at: Time
+    host_id: str | None
+    revoked_at: Time
+    status: str = Field(description="active, used, expired or revoked")
+
+
+class CreatedHostToken(HostTokenInfo):
+    token: str = Field(description="shown once; only its hash is stored")
+    join_command: str
 
 
 class UserInfo(_Answer):
@@ -177,3 +219,10 @@ class SessionInfo(_Answer):
     email: str | None
     role: str
     csrf_token: str
+
+
+class ClusterCaInfo(_Answer):
+    """The cluster CA's certificate (public) and its fingerprint, ``sha256:<hex>``."""
+
+    certificate_pem: str
+    fingerprint: str

@@ -10,14 +10,18 @@ public contract shares.
 
 from __future__ import annotations
 
+import shlex
+from datetime import datetime
 from typing import Any
 
 from qbox.core.timefmt import to_wire
 from qbox.protocol.code import CodeError, CodeOutput, Context, Languages
 from qbox.protocol.files import FileEntry, FileStat
 from qbox.protocol.processes import CommandStarted, CommandStatus
-from qbox.server.db.tables import Sandbox, SandboxEvent, Template
+from qbox.server.db.tables import JoinToken, Sandbox, SandboxEvent, Template
 from qbox.server.services.code import Execution
+from qbox.server.services.host_join import token_status
+from qbox.server.services.hosts import HostView
 
 # An execution the interpreter stopped answering about: reported, never hung.
 INTERRUPTED_ERROR = CodeError(name="InterpreterError",
@@ -75,6 +79,7 @@ def template(template: Template, owner_id: str | None = None) -> dict[str, Any]:
         "user": template.default_user or "user",
         "workdir": template.workdir,
         "env": dict(template.envs),
+        "hostSelector": dict(template.host_selector or {}),
         "registryRef": template.registry_ref,
         "createdAt": to_wire(template.created_at),
         "updatedAt": to_wire(template.updated_at),
@@ -150,3 +155,53 @@ def execution(done: Execution) -> dict[str, Any]:
             "outputs": [code_output(output) for output in done.outputs],
             "result": done.result, "error": None if error is None else code_error(error),
             "executionMs": done.execution_ms, "timedOut": done.timed_out}
+
+
+def host(view: HostView) -> dict[str, Any]:
+    row = view.host
+    disk_used = None
+    if row.disk_total_mb is not None and row.disk_free_mb is not None:
+        disk_used = row.disk_total_mb - row.disk_free_mb
+    return {
+        "id": row.id,
+        "hostname": row.hostname,
+        "status": view.status,
+        "kind": row.kind,
+        "sandboxCount": view.reserved.sandboxes,
+        "usedVcpus": view.reserved.vcpus,
+        "totalVcpus": row.total_vcpus,
+        "usedMemoryMb": view.reserved.memory_mb,
+        "totalMemoryMb": row.total_memory_mb,
+        "usedDiskMb": view.reserved.disk_mb,
+        "cpuPercent": row.cpu_percent,
+        "memoryUsedMb": row.memory_used_mb,
+        "diskUsedMb": disk_used,
+        "diskTotalMb": row.disk_total_mb,
+        "maxSandboxes": row.max_sandboxes,
+        "runtimes": list(row.runtimes),
+        "templates": view.templates,
+        "version": row.version,
+        "address": row.address,
+        "lastHeartbeatAt": to_wire(row.last_seen_at),
+        "labels": dict(row.labels),
+        "createdAt": to_wire(row.created_at),
+    }
+
+
+def host_token(token: JoinToken, now: datetime) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "createdAt": to_wire(token.created_at),
+        "expiresAt": to_wire(token.expires_at),
+        "labels": dict(token.labels),
+        "usedAt": to_wire(token.used_at),
+        "hostId": token.host_id,
+        "revokedAt": to_wire(token.revoked_at),
+        "status": token_status(token, now),
+    }
+
+
+def created_host_token(token: JoinToken, secret: str, url: str, now: datetime) -> dict[str, Any]:
+    """The token, shown this once, and the command that joins a host with it."""
+    command = f"qbox agent --join {shlex.quote(url)} --token {secret} --listen ADDRESS:PORT"
+    return {**host_token(token, now), "token": secret, "joinCommand": command}

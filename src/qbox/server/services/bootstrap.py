@@ -1,4 +1,4 @@
-"""First start: the admin user, its API key, and the local host."""
+"""First start: the admin user, its API key, and the embedded host."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from sqlalchemy.exc import IntegrityError
 
 from qbox.core.ids import new_id
 from qbox.core.scopes import WILDCARD
+from qbox.protocol.host import Health
 from qbox.server.db.tables import Host, User
 from qbox.server.services.context import ServiceContext
+from qbox.server.services.hosts import EMBEDDED, READY, record_report
 from qbox.server.services.keys import create_key
 
 ADMIN_EMAIL = "admin@localhost"
@@ -67,16 +69,18 @@ def write_secret_file(path: Path, content: str) -> None:
 
 
 async def ensure_host(ctx: ServiceContext, host_id: str, hostname: str, address: str,
-                      total_vcpus: int, total_memory_mb: int) -> Host:
+                      health: Health) -> Host:
+    """The embedded agent's host row, with what it just reported (a restart keeps its id)."""
     async with ctx.sessions() as session:
         host = await session.get(Host, host_id)
         if host is None:
-            host = Host(id=host_id, hostname=hostname, address=address, status="online")
+            host = Host(id=host_id, hostname=hostname, address=address, status=READY, kind=EMBEDDED)
             session.add(host)
+        record_report(host, health)
         host.address = address
-        host.status = "online"
-        host.total_vcpus = total_vcpus
-        host.total_memory_mb = total_memory_mb
+        host.status = READY
+        host.kind = EMBEDDED
+        host.removed_at = None
         host.last_seen_at = ctx.clock()
         await session.commit()
         return host

@@ -54,16 +54,21 @@ class HostDiff:
 
 
 def compare(host_id: str, believed: Mapping[str, SandboxState], on_host: Mapping[str, OnHost],
-            *, at_start: bool) -> HostDiff:
+            *, at_start: bool, sweep: bool = False) -> HostDiff:
     """What to change for the sandboxes the database has live on ``host_id`` (``believed``),
-    given what the host runs (``on_host``)."""
+    given what the host runs (``on_host``).
+
+    ``sweep``: the host is back after missing heartbeats, so its containers of sandboxes
+    that ended meanwhile are strangers too. ``believed`` must then be read after the host
+    was listed, so that a boot in flight (its row is written before its container) is known.
+    """
     diff = HostDiff()
     for sandbox_id, state in sorted(believed.items()):
         row = on_host.get(sandbox_id)
         change = _ended(host_id, state, row, at_start=at_start)
         if change is not None:
             diff.ended.append(Ending(sandbox_id, change, on_host=row is not None))
-    if at_start:
+    if at_start or sweep:
         diff.strangers = sorted(set(on_host) - set(believed))
     return diff
 

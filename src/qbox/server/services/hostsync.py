@@ -27,16 +27,17 @@ async def sync_host(ctx: ServiceContext, lifecycle: SandboxLifecycle, host_id: s
                     at_start: bool = False) -> HostDiff:
     """Compare the host's sandboxes with the database's and apply the difference."""
     agent = ctx.agents.for_host(host_id)
-    async with ctx.sessions() as session:
-        rows = (await session.execute(
-            select(Sandbox.id, Sandbox.status).where(Sandbox.host_id == host_id,
-                                                     Sandbox.status.in_(values_of(LIVE_STATES)))
-        )).all()
-    believed = {row[0]: SandboxState(row[1]) for row in rows}
-    if not at_start and SandboxState.RUNNING not in believed.values():
+    sweep = host_id in ctx.agents.to_sweep
+    # Listed before the rows are read: a boot in flight has its row before its container.
+    listed = await agent.sandboxes.list() if at_start or sweep else None
+    believed = await _believed(ctx, host_id)
+    if not (at_start or sweep) and SandboxState.RUNNING not in believed.values():
         return HostDiff()  # nothing the host could have ended: no need to ask it
-    on_host = {row.id: OnHost.from_agent(row) for row in await agent.sandboxes.list()}
-    diff = compare(host_id, believed, on_host, at_start=at_start)
+    if listed is None:
+        listed = await agent.sandboxes.list()
+    on_host = {row.id: OnHost.from_agent(row) for row in listed}
+    ctx.agents.to_sweep.discard(host_id)
+    diff = compare(host_id, believed, on_host, at_start=at_start, sweep=sweep)
     for ending in diff.ended:
         ended = await lifecycle.end(ending.sandbox_id, ending.change, remove_from_host=False)
         if ended and ending.on_host:
@@ -50,7 +51,17 @@ async def sync_host(ctx: ServiceContext, lifecycle: SandboxLifecycle, host_id: s
     return diff
 
 
+async def _believed(ctx: ServiceContext, host_id: str) -> dict[str, SandboxState]:
+    async with ctx.sessions() as session:
+        rows = (await session.execute(
+            select(Sandbox.id, Sandbox.status).where(Sandbox.host_id == host_id,
+                                                     Sandbox.status.in_(values_of(LIVE_STATES)))
+        )).all()
+    return {row[0]: SandboxState(row[1]) for row in rows}
+
+
 async def sync_hosts(ctx: ServiceContext, lifecycle: SandboxLifecycle) -> dict[str, HostDiff]:
     """One periodic pass over every connected host; a host that fails is logged and skipped."""
-    return await each("host sync of", list(ctx.agents.clients),
+    ready = [host_id for host_id in ctx.agents.clients if ctx.agents.liveness.get(host_id, "ready") == "ready"]
+    return await each("host sync of", ready,
                       lambda host_id: sync_host(ctx, lifecycle, host_id))

@@ -15,6 +15,8 @@ its ``endReason``:
     ended_on_host         live      failed      failed: {why}  (the host's exitReason in plain words)
     missing_on_host       live      failed      lost: host {host} no longer has this sandbox
     boot_lost             live      failed      lost: its boot on host {host} did not finish …
+    host_lost             live      failed      host lost: host {host} sent no heartbeat for {seconds} s
+    host_removed          live      failed      host removed: host {host} was removed by an operator
 
 Each change is one conditional UPDATE on the current status, so actors that
 race (a DELETE and the boot, the reaper and a DELETE, the host sync and
@@ -24,6 +26,7 @@ nothing and writes no log line.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from qbox.core.errors import QboxError
 from qbox.core.states import LIVE_STATES, TERMINAL_STATES, SandboxState
@@ -52,6 +56,8 @@ class LifecycleEvent(StrEnum):
     ENDED_ON_HOST = "ended_on_host"
     MISSING_ON_HOST = "missing_on_host"
     BOOT_LOST = "boot_lost"
+    HOST_LOST = "host_lost"
+    HOST_REMOVED = "host_removed"
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,10 @@ TABLE: dict[LifecycleEvent, Rule] = {
     LifecycleEvent.BOOT_LOST: Rule(LIVE_STATES, SandboxState.FAILED,
                                    "lost: its boot on host {host} did not finish "
                                    "(the control plane stopped)", "error"),
+    LifecycleEvent.HOST_LOST: Rule(LIVE_STATES, SandboxState.FAILED,
+                                   "host lost: host {host} sent no heartbeat for {seconds} s", "error"),
+    LifecycleEvent.HOST_REMOVED: Rule(LIVE_STATES, SandboxState.FAILED,
+                                      "host removed: host {host} was removed by an operator", "error"),
 }
 
 
@@ -128,8 +138,15 @@ class SandboxLifecycle:
         """Call ``hook(sandbox_id)`` after every end that ``end`` applies (shells, followers)."""
         self._when_ended.append(hook)
 
-    async def apply(self, sandbox_id: str, change: Change) -> bool:
-        """Change the row if the sandbox is in one of the event's source states; else False."""
+    def _within(self, session: AsyncSession | None) -> contextlib.AbstractAsyncContextManager[AsyncSession]:
+        return contextlib.nullcontext(session) if session is not None else self.ctx.sessions()
+
+    async def apply(self, sandbox_id: str, change: Change, *, session: AsyncSession | None = None) -> bool:
+        """Change the row if the sandbox is in one of the event's source states; else False.
+
+        ``session``: the caller's, whose transaction claimed the row (db/claims.py); the
+        change commits it, as it commits its own.
+        """
         rule = change.rule
         now = self.ctx.clock()
         values: dict[str, Any] = {"status": rule.target.value}
@@ -137,7 +154,7 @@ class SandboxLifecycle:
             values.update(ended_at=now, end_reason=change.reason, deadline_at=None)
         elif rule.target == SandboxState.RUNNING:
             values["booted_at"] = now
-        async with self.ctx.sessions() as session:
+        async with self._within(session) as session:
             result = await session.execute(
                 update(Sandbox)
                 .where(Sandbox.id == sandbox_id, Sandbox.status.in_(values_of(rule.sources)))
@@ -149,22 +166,25 @@ class SandboxLifecycle:
             await session.commit()
         return changed
 
-    async def end(self, sandbox_id: str, change: Change, *, remove_from_host: bool = True) -> bool:
+    async def end(self, sandbox_id: str, change: Change, *, remove_from_host: bool = True,
+                  session: AsyncSession | None = None) -> bool:
         """End a live sandbox: mark it, remove a running one from its host, close what it held.
 
         False if it had already ended. A sandbox still booting is removed by its
         boot task when that finishes; ``remove_from_host=False`` leaves the
-        removal to a caller that knows better what its host holds.
+        removal to a caller that knows better what its host holds. ``session`` as in ``apply``.
         """
-        async with self.ctx.sessions() as session:
-            sandbox = await session.get(Sandbox, sandbox_id)
+        async with self._within(session) as reader:
+            sandbox = await reader.get(Sandbox, sandbox_id)
         if sandbox is None:
             return False
-        ended = await self.apply(sandbox_id, change)
+        # Read before the change: in the caller's session the UPDATE refreshes the loaded row.
+        was_running, host_id = sandbox.status == SandboxState.RUNNING, sandbox.host_id
+        ended = await self.apply(sandbox_id, change, session=session)
         if not ended:
             return False
-        if remove_from_host and sandbox.status == SandboxState.RUNNING and sandbox.host_id:
-            await self.remove_from_host(sandbox_id, sandbox.host_id)
+        if remove_from_host and was_running and host_id:
+            await self.remove_from_host(sandbox_id, host_id)
         for hook in self._when_ended:
             hook(sandbox_id)
         return True

@@ -8,6 +8,10 @@ from qbox.server.services.audit import AuditService
 from qbox.server.services.code import CodeService
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.files import FileService
+from qbox.server.services.host_credentials import AgentSecrets
+from qbox.server.services.host_join import HostJoins
+from qbox.server.services.host_monitor import HostMonitor
+from qbox.server.services.hosts import HostService
 from qbox.server.services.keys import KeyService
 from qbox.server.services.lifecycle import SandboxLifecycle
 from qbox.server.services.processes import ProcessService
@@ -55,6 +59,9 @@ class Services:
     shells: ShellService
     audit: AuditService
     limits: Limits
+    hosts: HostService
+    joins: HostJoins
+    host_monitor: HostMonitor
 
     @classmethod
     def build(cls, ctx: ServiceContext) -> Services:
@@ -67,6 +74,7 @@ class Services:
         lifecycle.when_ended(boots.stop_following)
         sandboxes = SandboxService(ctx, lifecycle, boots, quotas)
         audit = AuditService(ctx)
+        agent_secrets = AgentSecrets(ctx)
         return cls(
             ctx=ctx,
             lifecycle=lifecycle,
@@ -83,4 +91,7 @@ class Services:
             shells=shells,
             audit=audit,
             limits=Limits.from_settings(ctx.settings),
+            hosts=HostService(ctx, lifecycle),
+            joins=HostJoins(ctx, agent_secrets),
+            host_monitor=HostMonitor(ctx, lifecycle, agent_secrets),
         )

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pydantic
 
-from qbox.core.errors import QboxError, SandboxNotFoundError
+from qbox.core.errors import HostNoCapacityError, QboxError, SandboxNotFoundError
 from qbox.core.states import SandboxState
 from qbox.protocol.processes import (
     COMMAND_EVENT,
@@ -182,6 +182,8 @@ class SandboxBoots:
         self._boots: dict[str, asyncio.Task[None]] = {}
         # Followers of the templates' start commands, by sandbox.
         self._followers: dict[str, asyncio.Task[None]] = {}
+        # Moves a boot whose host refused it for want of room to another host (its new id).
+        self.relocate: Callable[[str, str], Awaitable[str | None]] | None = None
 
     def start(self, sandbox_id: str, host_id: str, spec: SandboxSpec,
               plan: StartPlan) -> asyncio.Task[None]:
@@ -193,9 +195,8 @@ class SandboxBoots:
 
     async def _boot(self, sandbox_id: str, host_id: str, spec: SandboxSpec,
                     plan: StartPlan) -> None:
-        agent = self.ctx.agents.for_host(host_id)
         try:
-            await agent.sandboxes.create(spec)
+            agent, host_id = await self._create(host_id, spec)
             failure = await self._start(agent, sandbox_id, plan)
         except asyncio.CancelledError:
             await self.lifecycle.apply(sandbox_id, Change.of(LifecycleEvent.BOOT_INTERRUPTED))
@@ -219,6 +220,22 @@ class SandboxBoots:
             # Killed while booting: the container exists now, so remove it.
             self.stop_following(sandbox_id)
             await self.lifecycle.remove_from_host(sandbox_id, host_id)
+
+    async def _create(self, host_id: str, spec: SandboxSpec) -> tuple[AgentClient, str]:
+        """Create the sandbox on its host; if the host is fuller than its last report said,
+        once more on another host with room."""
+        try:
+            agent = self.ctx.agents.for_host(host_id)
+            await agent.sandboxes.create(spec)
+            return agent, host_id
+        except HostNoCapacityError as exc:
+            moved = await self.relocate(spec.id, host_id) if self.relocate else None
+            if moved is None:
+                raise
+            log.info("host %s refused %s (%s); trying host %s", host_id, spec.id, exc.message, moved)
+        agent = self.ctx.agents.for_host(moved)
+        await agent.sandboxes.create(spec)
+        return agent, moved
 
     async def _start(self, agent: AgentClient, sandbox_id: str, plan: StartPlan) -> Change | None:
         """Start the template's startCmd, wait for its readyCmd; None when ready, else why not."""

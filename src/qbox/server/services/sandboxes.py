@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qbox.core.errors import (
@@ -30,20 +30,15 @@ from qbox.core.states import LIVE_STATES, SandboxState
 from qbox.protocol.sandboxes import SandboxSpec
 from qbox.protocol.shells import ShellQuery
 from qbox.server.agent_client import AgentClient, AgentShell
-from qbox.server.db.tables import Host, Sandbox, SandboxEvent, Template
+from qbox.server.db.tables import Sandbox, SandboxEvent, Template
 from qbox.server.services import events
-from qbox.server.services.admission import (
-    HostCapacity,
-    Overcommit,
-    Resources,
-    lock_host_loads,
-    no_capacity,
-    place,
-)
+from qbox.server.services.admission import Resources
 from qbox.server.services.context import ServiceContext
 from qbox.server.principal import Principal
 from qbox.server.services.lifecycle import Change, LifecycleEvent, SandboxLifecycle, booting_row
+from qbox.server.services.placement import Placement, lock_user
 from qbox.server.services.quotas import QuotaService
+from qbox.server.services.scheduler import Request
 from qbox.server.services.sandbox_startup import SandboxBoots, StartPlan
 from qbox.server.services.template_access import visible_template
 from qbox.server.services.templates import sandbox_env
@@ -80,6 +75,8 @@ class SandboxService:
         self.lifecycle = lifecycle
         self.boots = boots
         self.quotas = quotas
+        self.placement = Placement(ctx)
+        boots.relocate = self.relocate
 
     # --- queries -------------------------------------------------------------
 
@@ -174,50 +171,42 @@ class SandboxService:
                 else request.allow_internet_access
             settings.check_caps(vcpus, memory_mb, disk_mb)
         wanted = Resources(vcpus, memory_mb, disk_mb)
-        capacities = await self._capacities()
-        # Quotas, capacity and the new row in one transaction: refused, nothing is stored.
-        async with self.ctx.sessions() as session:
-            loads = await lock_host_loads(session, capacities)
-            # Again under the write lock: a deletion that committed since the read above
-            # must not leave a live sandbox of a template that is gone.
-            template = await visible_template(session, principal, request.template_id, for_spawn=True)
-            _require_ready(template)
+        need = Request(wanted, template.runtime, template.image_digest)
+        deadline = now + timedelta(seconds=timeout) if timeout else None
+
+        async def admit(session: AsyncSession, host_id: str) -> tuple[Sandbox, Template]:
+            # Quotas and the new row in the host's locked transaction: refused, nothing is stored.
+            # The template again under the lock: a deletion that committed since the read
+            # above must not leave a live sandbox of a template that is gone.
+            fresh = await visible_template(session, principal, request.template_id, for_spawn=True)
+            _require_ready(fresh)
+            if not principal.is_admin:
+                await lock_user(session, principal.user_id)
             await self.quotas.check_spawn(session, principal, wanted)
-            host_id = place(loads, wanted, Overcommit.from_settings(settings))
-            if not isinstance(host_id, str):
-                raise no_capacity(host_id, wanted)
             sandbox = booting_row(
-                id=new_sandbox_id(),
-                owner_id=principal.user_id,
-                template_id=template.id,
-                host_id=host_id,
-                vcpus=vcpus,
-                memory_mb=memory_mb,
-                disk_size_mb=disk_mb,
-                allow_internet_access=internet,
-                runtime=template.runtime,
-                labels=dict(request.labels),
-                envs=dict(request.envs),
-                timeout_seconds=timeout,
-                deadline_at=now + timedelta(seconds=timeout) if timeout else None,
-                created_at=now,
-            )
+                id=new_sandbox_id(), owner_id=principal.user_id, template_id=fresh.id,
+                host_id=host_id, vcpus=vcpus, memory_mb=memory_mb, disk_size_mb=disk_mb,
+                allow_internet_access=internet, runtime=fresh.runtime,
+                labels=dict(request.labels), envs=dict(request.envs),
+                timeout_seconds=timeout, deadline_at=deadline, created_at=now)
             session.add(sandbox)
-            events.record(session, sandbox.id, f"spawn requested from template {template.id} "
+            events.record(session, sandbox.id, f"spawn requested from template {fresh.id} "
                           f"on host {host_id} ({vcpus} vCPU, {memory_mb} MB memory, {disk_mb} MB disk, "
-                          f"internet {'on' if internet else 'off'}, {template.runtime})")
+                          f"internet {'on' if internet else 'off'}, {fresh.runtime})")
             await session.commit()
-            # Not validated here: the agent judges the spec (its refusal fails the boot, as
-            # any agent error does). user/workdir/imagePullRef go only when the template
-            # sets them, so agents without template builds accept the spec.
-            spec = SandboxSpec.model_construct(
-                id=sandbox.id, image_digest=template.image_digest,
-                envs={**sandbox_env(template), **request.envs}, vcpus=vcpus, memory_mb=memory_mb,
-                disk_size_mb=disk_mb, allow_internet_access=internet, runtime=template.runtime,
-                user=template.default_user or None, workdir=template.workdir or None,
-                image_pull_ref=template.registry_ref or None)
-            plan = StartPlan.of(template)
-        task = self.boots.start(sandbox.id, host_id, spec, plan)
+            return sandbox, fresh
+
+        sandbox, template = await self.placement.reserve(await self.placement.decide(need), need, admit)
+        # Not validated here: the agent judges the spec (its refusal fails the boot, as
+        # any agent error does). user/workdir/imagePullRef go only when the template
+        # sets them, so agents without template builds accept the spec.
+        spec = SandboxSpec.model_construct(
+            id=sandbox.id, image_digest=template.image_digest,
+            envs={**sandbox_env(template), **request.envs}, vcpus=vcpus, memory_mb=memory_mb,
+            disk_size_mb=disk_mb, allow_internet_access=internet, runtime=template.runtime,
+            user=template.default_user or None, workdir=template.workdir or None,
+            image_pull_ref=template.registry_ref or None, deadline_at=deadline)
+        task = self.boots.start(sandbox.id, sandbox.host_id or "", spec, StartPlan.of(template))
         if wait_seconds:
             await asyncio.wait({task}, timeout=wait_seconds)
         async with self.ctx.sessions() as session:
@@ -225,20 +214,31 @@ class SandboxService:
             assert fresh is not None
             return fresh
 
-    async def _capacities(self) -> dict[str, HostCapacity]:
-        """What each online host connected here reports it can give (asked before locking)."""
+    async def relocate(self, sandbox_id: str, refused_by: str) -> str | None:
+        """Move a booting sandbox whose host refused it to another host with room, once."""
         async with self.ctx.sessions() as session:
-            hosts = (await session.execute(select(Host).where(Host.status == "online"))).scalars().all()
-        capacities: dict[str, HostCapacity] = {}
-        for host in hosts:
-            agent = self.ctx.agents.clients.get(host.id)
-            if agent is None:
-                continue
-            try:
-                capacities[host.id] = HostCapacity.from_health(await agent.health(), host)
-            except QboxError as exc:
-                log.warning("host %s left out of admission: %s", host.id, exc.message)
-        return capacities
+            sandbox = await session.get(Sandbox, sandbox_id)
+        if sandbox is None or sandbox.status != SandboxState.BOOTING:
+            return None
+        need = Request(Resources(sandbox.vcpus, sandbox.memory_mb, sandbox.disk_size_mb or 0),
+                       sandbox.runtime)
+        decision = await self.placement.decide(need, exclude={refused_by})
+
+        async def move(session: AsyncSession, host_id: str) -> str | None:
+            moved = await session.execute(update(Sandbox).where(
+                Sandbox.id == sandbox_id, Sandbox.host_id == refused_by,
+                Sandbox.status == SandboxState.BOOTING.value).values(host_id=host_id))
+            if not getattr(moved, "rowcount", 0):
+                return None
+            events.record(session, sandbox_id, f"host {refused_by} refused the sandbox; "
+                          f"trying host {host_id}")
+            await session.commit()
+            return host_id
+
+        try:
+            return await self.placement.reserve(decision, need, move)
+        except QboxError:
+            return None
 
     # --- changes -------------------------------------------------------------
 

@@ -1,0 +1,94 @@
+"""Where a new sandbox goes, and its reservation taken atomically on that host.
+
+The scheduler (``scheduler.schedule``) ranks the hosts from a snapshot read
+without locks. Then, best first, a host's row is locked (an UPDATE: SQLite's
+write lock, or PostgreSQL's row lock, held to commit), its reservations are
+read again under the lock, and the request is weighed once more: if it still
+fits, ``admit`` writes the sandbox's row in that same transaction; if a
+concurrent spawn took the room meanwhile, the next host is tried. So spawns
+on several replicas never overcommit a host, and spawns to different hosts
+do not wait for each other (on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Collection
+from typing import TypeVar
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qbox.server.db.tables import Host, User
+from qbox.server.services.admission import HostCapacity, Overcommit, Resources, Shortfall
+from qbox.server.services.context import ServiceContext
+from qbox.server.services.hosts import Reserved, reserved_on
+from qbox.server.services.scheduler import Candidate, Decision, Policy, Request, schedule, weigh
+
+T = TypeVar("T")
+
+# Hosts tried under lock before a spawn is refused (the snapshot may be stale for each).
+MAX_TRIES = 3
+
+
+def capacity_of(host: Host) -> HostCapacity:
+    """What a host last reported it can give."""
+    return HostCapacity(vcpus=host.total_vcpus, memory_mb=host.total_memory_mb,
+                        disk_total_mb=host.disk_total_mb, disk_free_mb=host.disk_free_mb,
+                        sandbox_disks_mb=host.sandbox_disks_mb)
+
+
+def candidate(host: Host, reserved: Reserved) -> Candidate:
+    return Candidate.of(host, capacity_of(host),
+                        Resources(reserved.vcpus, reserved.memory_mb, reserved.disk_mb), reserved.sandboxes)
+
+
+async def lock_host(session: AsyncSession, host_id: str) -> Host | None:
+    """Lock a host's row until commit and read it fresh. Must be the session's first
+    statement: a SQLite transaction that read first cannot take the write lock later."""
+    await session.execute(update(Host).where(Host.id == host_id).values(draining=Host.draining))
+    return (await session.execute(select(Host).where(Host.id == host_id)
+                                  .execution_options(populate_existing=True))).scalar_one_or_none()
+
+
+async def lock_user(session: AsyncSession, user_id: str) -> None:
+    """Serialise one user's spawns (their quotas) when they go to different hosts."""
+    await session.execute(update(User).where(User.id == user_id).values(role=User.role))
+
+
+class Placement:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        settings = ctx.settings
+        self.policy = Policy(Overcommit.from_settings(settings), settings.scheduler_sample,
+                             random.Random())
+
+    async def decide(self, request: Request, exclude: Collection[str] = ()) -> Decision:
+        """The scheduler's ranking of the hosts, from their rows as they are now."""
+        async with self.ctx.sessions() as session:
+            hosts = [host for host in (await session.execute(
+                select(Host).where(Host.removed_at.is_(None)))).scalars().all() if host.id not in exclude]
+            reserved = await reserved_on(session, [host.id for host in hosts])
+        return schedule([candidate(host, reserved.get(host.id, Reserved())) for host in hosts],
+                        request, self.policy)
+
+    async def reserve(self, decision: Decision, request: Request,
+                      admit: Callable[[AsyncSession, str], Awaitable[T]]) -> T:
+        """``admit(session, host_id)`` (which commits) on the first ranked host that still has
+        room under its lock; the scheduler's refusal, brought up to date, if none has."""
+        shortfalls: list[Shortfall] = list(decision.shortfalls)
+        for host_id in decision.hosts[:MAX_TRIES]:
+            async with self.ctx.sessions() as session:
+                host = await lock_host(session, host_id)
+                if host is None or host.removed_at is not None:
+                    continue
+                reserved = (await reserved_on(session, [host_id])).get(host_id, Reserved())
+                fresh = candidate(host, reserved)
+                if fresh.status != "ready" or fresh.draining:
+                    continue
+                room = weigh(fresh, request.resources, self.policy.overcommit)
+                if isinstance(room, Shortfall):
+                    shortfalls.append(room)
+                    continue
+                return await admit(session, host_id)
+        raise Decision((), decision.passed_over, tuple(shortfalls)).refusal(request)
