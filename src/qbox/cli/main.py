@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from qbox._version import __version__
-from qbox.cli import api_keys, audit, auth, hosts, sandboxes, system, templates, users
+from qbox.cli import api_keys, audit, auth, ca, hosts, sandboxes, system, templates, users
 from qbox.cli.context import CliState
 from qbox.cli.environment import Environment
 from qbox.cli.group import QboxGroup
@@ -58,3 +58,4 @@ main.add_command(api_keys.api_keys)
 main.add_command(users.users)
 main.add_command(audit.audit)
 main.add_command(hosts.hosts)
+main.add_command(ca.ca)

@@ -23,6 +23,7 @@ import uvicorn
 from qbox.server.app import Startup, create_app
 from qbox.server.http.server_protocol import http_protocol
 from qbox.agent.settings import AgentSettings, load_or_create_secret
+from qbox.server.services.replica_tls import ListenerTls, listener_tls
 from qbox.server.settings import ServerSettings, default_data_dir
 
 BUILTIN_PYTHON = "python"
@@ -39,7 +40,8 @@ class _Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
-def server_config(app: object, settings: ServerSettings, log_level: str = "warning") -> uvicorn.Config:
+def server_config(app: object, settings: ServerSettings, log_level: str = "warning",
+                  tls: ListenerTls | None = None) -> uvicorn.Config:
     # uvicorn refuses larger shell messages itself (close 1009), before they are buffered whole.
     # The standard event loop, not uvloop, whose pipe transports close their fd twice
     # (MagicStack/uvloop#763; see agent/main.py): caught here closing a number another
@@ -47,20 +49,29 @@ def server_config(app: object, settings: ServerSettings, log_level: str = "warni
     # malformed or oversized head) with the error envelope too (server/http/server_protocol.py).
     return uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,  # type: ignore[arg-type]
                           timeout_graceful_shutdown=5, ws_max_size=settings.shell_max_message_bytes,
-                          loop="asyncio", http=http_protocol(settings.max_header_bytes))
+                          loop="asyncio", http=http_protocol(settings.max_header_bytes),
+                          ssl_certfile=tls.certfile if tls else None, ssl_keyfile=tls.keyfile if tls else None)
 
 
-def _serve(app: object, settings: ServerSettings, log_level: str) -> None:
-    _Server(server_config(app, settings, log_level)).run()
+def _serve(app: object, settings: ServerSettings, log_level: str, tls: ListenerTls | None) -> None:
+    _Server(server_config(app, settings, log_level, tls)).run()
+
+
+def _listener_tls(settings: ServerSettings) -> ListenerTls | None:
+    """What the listener serves HTTPS with (QBOX_TLS, QBOX_TLS_CERT/KEY); None: plain HTTP."""
+    try:
+        return asyncio.run(listener_tls(settings))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _echo(line: str) -> None:
     click.echo(f"qbox: {line}", err=True)
 
 
-def _local_url(host: str, port: int) -> str:
+def _local_url(host: str, port: int, https: bool = False) -> str:
     """Where a client on this machine reaches a server listening on ``host``."""
-    return f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}"
+    return f"{'https' if https else 'http'}://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}"
 
 
 def _announce_admin(secret: str, key_file: str, base_url: str) -> None:
@@ -130,7 +141,6 @@ def up(host: str, port: int, data_dir: Path | None) -> None:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     socket_path = data_dir / "agent.sock"
     agent_secret = load_or_create_secret(data_dir)
-    base_url = _local_url(host, port)
 
     _echo(f"data dir {data_dir}")
     base_ref = asyncio.run(ensure_base_image(machine_cache_dir(), on_progress=_echo))
@@ -145,6 +155,8 @@ def up(host: str, port: int, data_dir: Path | None) -> None:
         settings = ServerSettings(
             data_dir=data_dir, host=host, port=port, agent_address=str(socket_path), agent_secret=agent_secret
         )
+        tls = _listener_tls(settings)
+        base_url = _local_url(host, port, https=tls is not None)
         startup = Startup(
             builtin_templates=builtin,
             builtin_runtimes={BUILTIN_PYTHON_GVISOR: "runsc"},
@@ -152,7 +164,7 @@ def up(host: str, port: int, data_dir: Path | None) -> None:
             on_admin_created=lambda secret, path: _announce_admin(secret, path, base_url),
         )
         _echo(f"control plane on {base_url}")
-        _serve(create_app(settings, startup), settings, "warning")
+        _serve(create_app(settings, startup), settings, "warning", tls)
     finally:
         _echo("stopping the host agent")
         _stop(agent)
@@ -173,9 +185,10 @@ def server(host: str | None, port: int | None) -> None:
         settings.host = host
     if port:
         settings.port = port
-    base_url = settings.public_url or _local_url(settings.host, settings.port)
+    tls = _listener_tls(settings)
+    base_url = settings.public_url or _local_url(settings.host, settings.port, https=tls is not None)
     startup = Startup(on_admin_created=lambda secret, path: _announce_admin(secret, path, base_url))
-    _serve(create_app(settings, startup), settings, "info")
+    _serve(create_app(settings, startup), settings, "info", tls)
 
 
 @click.command()

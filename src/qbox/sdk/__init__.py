@@ -88,6 +88,7 @@ from qbox.sdk._access_models import (
     UserInfo,
 )
 from qbox.sdk._models import (
+    ClusterCa,
     CommandLogs,
     CommandOutput,
     CommandResult,
@@ -132,6 +133,7 @@ __all__ = [
     "AuditVerification",
     "AuthenticationError",
     "ByteStream",
+    "ClusterCa",
     "CodeContext",
     "CodeContexts",
     "CodeEvent",

@@ -375,6 +375,22 @@ class SystemInfo:
 
 
 @dataclass(frozen=True)
+class ClusterCa:
+    """The cluster CA's certificate (``GET /v1/cluster/ca``): what hosts and clients trust
+    for the control plane's and agents' TLS, and its ``sha256:<hex>`` fingerprint."""
+
+    certificate_pem: str
+    fingerprint: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_wire(cls, value: Any) -> ClusterCa:
+        data = as_object(value, "the cluster CA")
+        return cls(certificate_pem=_str(data, "certificatePem"), fingerprint=_str(data, "fingerprint"),
+                   raw=data)
+
+
+@dataclass(frozen=True)
 class Identity:
     """Who the API key belongs to (``GET /v1/auth/me``)."""
 

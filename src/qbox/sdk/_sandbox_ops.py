@@ -15,6 +15,7 @@ from qbox.core.errors import (
 )
 from qbox.sdk._api import Api
 from qbox.sdk._models import (
+    ClusterCa,
     ExecResult,
     Identity,
     LogEntry,
@@ -189,4 +190,8 @@ def system_info(api: Api) -> Op[SystemInfo]:
 
 def whoami(api: Api) -> Op[Identity]:
     return Identity.from_wire((yield from api.get("/v1/auth/me")))
+
+
+def cluster_ca(api: Api) -> Op[ClusterCa]:
+    return ClusterCa.from_wire((yield from api.get("/v1/cluster/ca")))
 

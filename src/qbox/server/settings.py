@@ -97,6 +97,14 @@ class ServerSettings(BaseSettings):
     scheduler_sample: int = Field(default=0, ge=0)
     # The address this replica's agents are told to reach it at (joined agents' heartbeats).
     public_url: str | None = None
+    # HTTPS on this replica's listener (docs/operations.md, "TLS between hosts and control
+    # plane"): "auto" serves a certificate the cluster CA signs for tls_names (comma-separated
+    # DNS names and IPs; default this machine's hostname, localhost and 127.0.0.1), written to
+    # DATA_DIR/tls/ at each start; tls_cert and tls_key (PEM files) serve an operator's own.
+    tls: str = Field(default="off", pattern="^(off|auto)$")
+    tls_names: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     # Template builds: every built image is pushed to "{registry}/templates/<name>:build-<n>"
     # ("host[:port][/prefix]") when set, so hosts other than the builder can pull it.

@@ -31,6 +31,7 @@ PUBLIC = [
     "AuditVerification",
     "AuthenticationError",
     "ByteStream",
+    "ClusterCa",
     "CodeContext",
     "CodeContexts",
     "CodeEvent",

@@ -109,7 +109,7 @@ def websocket_connector(endpoint: AgentEndpoint) -> ShellConnector:
         try:
             if endpoint.over_http:
                 uri = "ws" + address.removeprefix("http").rstrip("/") + url
-                connection = await connect(uri, additional_headers=headers, **limits)
+                connection = await connect(uri, additional_headers=headers, ssl=endpoint.tls(), **limits)
             else:
                 connection = await unix_connect(address, "ws://agent" + url,
                                                 additional_headers=headers, **limits)

@@ -18,6 +18,7 @@ bounds how many one agent carries at once (past it: 503 host_no_capacity).
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -50,14 +51,23 @@ W = TypeVar("W", bound=Wire)
 
 @dataclass(frozen=True)
 class AgentEndpoint:
-    """How to reach one agent: a unix socket path or an http(s) URL, and its secret."""
+    """How to reach one agent: a unix socket path or an http(s) URL, and its secret. An
+    https agent's certificate is checked against ``ca_pem`` (the cluster CA, which signed
+    it when the host joined), or against the system's roots when None."""
 
     address: str
     secret: str
+    ca_pem: str | None = None
 
     @property
     def over_http(self) -> bool:
         return self.address.startswith(("http://", "https://"))
+
+    def tls(self) -> ssl.SSLContext | None:
+        """The TLS context for an https agent (certificate and name checked); None otherwise."""
+        if not self.address.startswith("https://"):
+            return None
+        return ssl.create_default_context(cadata=self.ca_pem)
 
 
 @dataclass
@@ -170,12 +180,13 @@ class Transport:
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.endpoint = endpoint
         base_url = endpoint.address.rstrip("/") if endpoint.over_http else "http://agent"
+        tls = endpoint.tls()
 
         def client(limits: httpx.Limits, timeout: httpx.Timeout) -> httpx.AsyncClient:
             own = transport
             if own is None:
                 own = httpx.AsyncHTTPTransport(limits=limits, uds=None if endpoint.over_http
-                                               else endpoint.address)
+                                               else endpoint.address, verify=tls or True)
             return httpx.AsyncClient(
                 base_url=base_url + PREFIX, transport=own, timeout=timeout,
                 headers={"Authorization": f"Bearer {endpoint.secret}"})
