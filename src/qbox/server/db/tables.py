@@ -222,6 +222,8 @@ class Template(Base):
     envs: Mapped[dict[str, Any]] = mapped_column(default=dict)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     services: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Labels a host must carry, with these values, to run its sandboxes (services/scheduler.py).
+    host_selector: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default="{}")
     # How a template is built from its image, kept so a rebuild repeats it.
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default="[]")
     start_cmd: Mapped[str | None] = mapped_column(Text, default=None)

@@ -55,6 +55,23 @@ def _check_envs(envs: dict[str, str], *, reserve_qbox: bool) -> dict[str, str]:
     return envs
 
 
+# Host labels and the selectors that match them (Kubernetes-like): keys 1–63, values 0–63
+# characters of A-Z a-z 0-9 . _ / -, at most 16.
+HOST_LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+HOST_LABEL_VALUE_RE = re.compile(r"^[A-Za-z0-9._/-]{0,63}$")
+MAX_HOST_LABELS = 16
+
+
+def host_labels(labels: dict[str, str]) -> dict[str, str]:
+    if len(labels) > MAX_HOST_LABELS:
+        raise ValueError(f"at most {MAX_HOST_LABELS} labels")
+    for key, value in labels.items():
+        if not HOST_LABEL_KEY_RE.fullmatch(key) or not HOST_LABEL_VALUE_RE.fullmatch(value):
+            raise ValueError(f"invalid label {key!r}: keys are 1–63 and values 0–63 characters "
+                             "of A-Z a-z 0-9 . _ / - (a key starts with a letter or digit)")
+    return labels
+
+
 class SpawnBody(_Body):
     template_id: str = Field(alias="templateId", min_length=1, max_length=80)
     timeout_seconds: int | None = Field(default=None, alias="timeoutSeconds", ge=0)
@@ -264,6 +281,8 @@ class TemplateBody(_Body):
     registry_credentials: RegistryCredentials | None = Field(default=None, alias="registryCredentials")
     # Admins only: every user may see and spawn it.
     public: bool = False
+    # Labels a host must carry to run its sandboxes.
+    host_selector: dict[str, str] = Field(default_factory=dict, alias="hostSelector")
 
     @field_validator("image_ref")
     @classmethod
@@ -296,10 +315,31 @@ class TemplateBody(_Body):
     def _workdir(cls, value: str | None) -> str | None:
         return _abs_path(value)
 
+    @field_validator("host_selector")
+    @classmethod
+    def _host_selector(cls, value: dict[str, str]) -> dict[str, str]:
+        return host_labels(value)
+
 
 class RebuildBody(_Body):
     registry_credentials: RegistryCredentials | None = Field(default=None, alias="registryCredentials")
 
 
 class TemplatePatchBody(_Body):
-    public: bool
+    """What a PATCH changes; a field left out stays as it is."""
+
+    # Admins only.
+    public: bool | None = None
+    # Replaces the whole selector ({} removes it); the owner or an admin.
+    host_selector: dict[str, str] | None = Field(default=None, alias="hostSelector")
+
+    @field_validator("host_selector")
+    @classmethod
+    def _host_selector(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else host_labels(value)
+
+    @model_validator(mode="after")
+    def _something(self) -> TemplatePatchBody:
+        if self.public is None and self.host_selector is None:
+            raise ValueError("give public or hostSelector")
+        return self

@@ -1,5 +1,6 @@
 """/v1/templates: list, get, create (build from an OCI image), rebuild, delete, build log,
-and (admins) make public or private. Who may do what: services/template_access.py.
+set the host selector, and (admins) make public or private. Who may do what:
+services/template_access.py.
 
 ``registryCredentials`` is write-only: it goes to the build task and nowhere
 else — not the database, the audit detail, a log line or an error message.
@@ -70,7 +71,7 @@ async def create_template(
         allow_internet_access=body.allow_internet_access, runtime=body.runtime, tags=body.tags,
         start_cmd=body.start_cmd, ready_cmd=body.ready_cmd,
         steps=[step.to_wire() for step in body.steps], user=body.user, workdir=body.workdir,
-        env=body.env, public=body.public,
+        env=body.env, public=body.public, host_selector=body.host_selector,
     )
     template = await services_of(request).templates.create(principal, spec,
                                                            _login(body.registry_credentials))
@@ -90,11 +91,15 @@ async def patch_template(
     template_id: str, request: Request,
     principal: Principal = allowed("templates:write", Bucket.REQUESTS, audit="template.update"),
 ) -> dict[str, Any]:
-    """Admins only: ``{"public": bool}``."""
+    """``{"public": bool}`` (admins only) and/or ``{"hostSelector": {label: value}}`` (the owner
+    or an admin); a field left out stays as it is."""
     body = await json_body(request, TemplatePatchBody)
-    describe(request, f"public={str(body.public).lower()}")
-    return _wire(principal, await services_of(request).templates.set_public(principal, template_id,
-                                                                           body.public))
+    changes = [] if body.public is None else [f"public={str(body.public).lower()}"]
+    if body.host_selector is not None:
+        changes.append("hostSelector=" + ",".join(f"{k}={v}" for k, v in sorted(body.host_selector.items())))
+    describe(request, " ".join(changes))
+    return _wire(principal, await services_of(request).templates.update(
+        principal, template_id, public=body.public, host_selector=body.host_selector))
 
 
 @router.post("/{template_id}/rebuild", status_code=202, openapi_extra=request_body(RebuildBody, required=False),

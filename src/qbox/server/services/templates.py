@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -73,6 +73,8 @@ class NewTemplate:
     env: dict[str, str] = field(default_factory=dict)
     # Seen and spawned by every user (admins only may set it).
     public: bool = False
+    # Labels a host must carry to run its sandboxes.
+    host_selector: dict[str, str] = field(default_factory=dict)
 
 
 def has_code_interpreter(template: Template | None) -> bool:
@@ -170,22 +172,30 @@ class TemplateService:
             allow_internet_access=spec.allow_internet_access, runtime=spec.runtime,
             tags=list(spec.tags), start_cmd=spec.start_cmd, ready_cmd=spec.ready_cmd,
             steps=list(spec.steps), default_user=spec.user, workdir=workdir, envs=dict(spec.env),
-            services=[], build_generation=(template.build_generation or 0) + 1, build_started_at=now,
+            host_selector=dict(spec.host_selector), services=[],
+            build_generation=(template.build_generation or 0) + 1, build_started_at=now,
             build_finished_at=None, created_at=now, updated_at=now)
         for key, value in values.items():
             setattr(template, key, value)
 
-    async def set_public(self, principal: Principal, template_id: str, public: bool) -> Template:
-        """Admins only: every user may see and spawn a public template."""
+    async def update(self, principal: Principal, template_id: str, *, public: bool | None = None,
+                     host_selector: Mapping[str, str] | None = None) -> Template:
+        """PATCH: ``public`` (admins only: every user may see and spawn a public template) and
+        ``host_selector`` (its owner or an admin; replaced whole). None leaves a field as it is."""
         async with self.ctx.sessions() as session:
-            template = await visible_template(session, principal, template_id)
-            if not principal.is_admin:
-                raise PermissionDeniedError("only an admin may change who sees a template",
-                                            details={"templateId": template_id})
-            if template.builtin and not public:
-                raise ConflictError(f"template {template_id} is built in; built-ins are public",
-                                    details={"templateId": template_id, "builtin": True})
-            template.public = public
+            if host_selector is not None:
+                template = await changeable_template(session, principal, template_id, "change")
+                template.host_selector = dict(host_selector)
+            else:
+                template = await visible_template(session, principal, template_id)
+            if public is not None:
+                if not principal.is_admin:
+                    raise PermissionDeniedError("only an admin may change who sees a template",
+                                                details={"templateId": template_id})
+                if template.builtin and not public:
+                    raise ConflictError(f"template {template_id} is built in; built-ins are public",
+                                        details={"templateId": template_id, "builtin": True})
+                template.public = public
             template.updated_at = self.ctx.clock()
             await session.commit()
             return template
