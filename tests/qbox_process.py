@@ -23,6 +23,9 @@ from pathlib import Path
 
 import httpx
 
+from qbox.agent.host_names import HostNames
+from tests.agent_names import scrub_names
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -112,11 +115,12 @@ def _sandbox_ids(data_dir: Path) -> list[str]:
         return [row[0] for row in conn.execute("SELECT id FROM sandboxes")]
 
 
-def leftover_cgroups(sandbox_ids: list[str]) -> list[Path]:
+def leftover_cgroups(data_dir: Path, sandbox_ids: list[str]) -> list[Path]:
+    parent = HostNames.for_data_dir(data_dir).cgroup_parent.strip("/")
     found = []
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
         for sandbox_id in sandbox_ids:
-            path = hierarchy / "qbox" / sandbox_id
+            path = hierarchy / parent / sandbox_id
             if path.is_dir():
                 found.append(path)
     return found
@@ -143,20 +147,21 @@ def scrub(data_dir: Path) -> None:
     for target in sorted((line.split()[1] for line in mounts if line.split()[1].startswith(prefix)),
                          key=len, reverse=True):
         subprocess.run(["umount", "-l", target], capture_output=True)
-    for cgroup in leftover_cgroups(ids):
+    for cgroup in leftover_cgroups(data_dir, ids):
         procs = cgroup / "cgroup.procs"
         for pid in procs.read_text().split() if procs.exists() else []:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
         with contextlib.suppress(OSError):
             cgroup.rmdir()
+    scrub_names(data_dir)
 
 
 def leftovers(data_dir: Path) -> list[str]:
     """What killed sandboxes left behind: overlay mounts, cgroups (with their processes)."""
     found = [f"mount {line.split()[1]}" for line in Path("/proc/self/mounts").read_text().splitlines()
              if line.split()[1].startswith(str(data_dir / "sandboxes"))]
-    found += [f"cgroup {path}" for path in leftover_cgroups(_sandbox_ids(data_dir))]
+    found += [f"cgroup {path}" for path in leftover_cgroups(data_dir, _sandbox_ids(data_dir))]
     return found
 
 

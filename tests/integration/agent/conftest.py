@@ -25,10 +25,12 @@ from fastapi import FastAPI
 
 from qbox.agent import mounts
 from qbox.agent.app import create_app
+from qbox.agent.host_names import HostNames
 from qbox.agent.settings import AgentSettings
 from qbox.agent.images.store_tree import ImageConfig, ImageInfo
 from qbox.core.errors import NotFoundError
 from qbox.core.ids import new_sandbox_id
+from tests.agent_names import scrub_names
 
 TEST_ROOTFS = Path("/var/cache/qbox/test-rootfs")
 DIGEST = "sha256:" + "ab" * 32
@@ -116,19 +118,20 @@ def force_runsc_cleanup(root: Path) -> None:
 
 
 def force_network_cleanup(data_dir: Path) -> None:
-    """Namespaces and nft elements the agent recorded under ``data_dir/network``."""
+    """Namespaces and nft elements the agent recorded under ``data_dir/network``; then
+    its table, the namespaces and cgroup parent named after its data dir."""
+    names = HostNames.for_data_dir(data_dir)
     network_dir = data_dir / "network"
-    if not network_dir.is_dir():
-        return
     for record_file in network_dir.glob("*/network.json"):
         record = json.loads(record_file.read_text())
         subprocess.run(["ip", "netns", "delete", Path(record["netns"]).name], capture_output=True)
         for nft_set, element in (("sandboxes", f'"{record["ifname"]}" . '
                                                f'{ipaddress.ip_network(record["link"])[2]}'),
                                  ("internet", f'"{record["ifname"]}"')):
-            subprocess.run(["nft", f"delete element inet qbox {nft_set} {{ {element} }}"],
-                           capture_output=True)
+            subprocess.run(["nft", f"delete element inet {names.nft_table} {nft_set} "
+                                   f"{{ {element} }}"], capture_output=True)
     shutil.rmtree(network_dir, ignore_errors=True)
+    scrub_names(data_dir)
 
 
 @dataclass
@@ -136,6 +139,15 @@ class Agent:
     app: FastAPI
     client: httpx.AsyncClient
     settings: AgentSettings
+
+    @property
+    def cgroup_parent(self) -> str:
+        """This agent's cgroup subtree, relative to a hierarchy (``qbox-<tag>``)."""
+        return HostNames.for_data_dir(self.settings.data_dir).cgroup_parent.strip("/")
+
+    @property
+    def nft_table(self) -> str:
+        return HostNames.for_data_dir(self.settings.data_dir).nft_table
 
     async def create(self, **extra: object) -> str:
         sandbox_id = new_sandbox_id()

@@ -143,6 +143,6 @@ def host_address() -> str:
     for line in sh("ip", "-4", "-o", "addr", "show").splitlines():
         fields = line.split()
         ifname, cidr = fields[1], fields[3]
-        if ifname != "lo" and not ifname.startswith(("qb-", "qbt")):
+        if ifname != "lo" and not ifname.startswith("qb"):  # sandbox (qb-N, qb<tag>-N), test (qbt…)
             return cidr.split("/")[0]
     raise RuntimeError("the host has no non-loopback IPv4 address")

@@ -56,8 +56,9 @@ print(repr(result))
 
 def _cgroup_pids(sandbox_id: str) -> set[int]:
     found: set[int] = set()
-    for procs in [*CGROUP_ROOT.glob(f"*/qbox/{sandbox_id}/cgroup.procs"),
-                  CGROUP_ROOT / "qbox" / sandbox_id / "cgroup.procs"]:
+    # Under whichever agent's parent (qbox, qbox-<tag>): a sandbox id is unique.
+    for procs in [*CGROUP_ROOT.glob(f"*/qbox*/{sandbox_id}/cgroup.procs"),
+                  *CGROUP_ROOT.glob(f"qbox*/{sandbox_id}/cgroup.procs")]:
         if procs.exists():
             found.update(int(p) for p in procs.read_text().split())
     return found
@@ -276,7 +277,7 @@ async def test_fork_bomb_stops_at_the_pids_limit(small_pids_agent: Agent) -> Non
     agent = small_pids_agent
     bombed, other = await agent.create(), await agent.create()
     await _command(agent, bombed, ["bash", "-c", "b() { b | b & }; b; sleep 60"])
-    pids_max = CGROUP_ROOT / "pids" / "qbox" / bombed / "pids.max"
+    pids_max = CGROUP_ROOT / "pids" / agent.cgroup_parent / bombed / "pids.max"
     deadline = time.monotonic() + 20
     events = pids_max.with_name("pids.events")
     while events.exists() and "max 0" in events.read_text():

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from qbox.agent import mounts
+from qbox.agent.host_names import HostNames
 from tests.integration.agent.conftest import Agent
 from tests.integration.agent.nettools import sh
 
@@ -35,13 +36,13 @@ def _network_of(agent: Agent, sandbox_id: str) -> tuple[str, str, int, str]:
     return ifname, str(ipaddress.ip_network(record["link"])[2]), ifindex, record["netns"]
 
 
-def _cgroups(ids: set[str]) -> list[Path]:
-    parents = [CGROUP_ROOT / "qbox", *CGROUP_ROOT.glob("*/qbox")]
+def _cgroups(parent: str, ids: set[str]) -> list[Path]:
+    parents = [CGROUP_ROOT / parent, *CGROUP_ROOT.glob(f"*/{parent}")]
     return [child for parent in parents if parent.is_dir() for child in parent.iterdir()
             if child.name in ids]
 
 
-def _processes_in(ids: set[str]) -> list[int]:
+def _processes_in(parent: str, ids: set[str]) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -50,7 +51,7 @@ def _processes_in(ids: set[str]) -> list[int]:
             cgroup = (entry / "cgroup").read_text()
         except OSError:
             continue
-        if any(f"/qbox/{sandbox_id}" in cgroup for sandbox_id in ids):
+        if any(f"/{parent}/{sandbox_id}" in cgroup for sandbox_id in ids):
             found.append(int(entry.name))
     return found
 
@@ -67,11 +68,11 @@ def _children() -> list[str]:
     return found
 
 
-def _elements() -> tuple[set[tuple[str, str]], set[str]]:
+def _elements(table: str) -> tuple[set[tuple[str, str]], set[str]]:
     pairs: set[tuple[str, str]] = set()
     names: set[str] = set()
     for set_name in ("sandboxes", "internet"):
-        listing = json.loads(sh("nft", "-j", "list", "set", "inet", "qbox", set_name))
+        listing = json.loads(sh("nft", "-j", "list", "set", "inet", table, set_name))
         for item in listing["nftables"]:
             for element in item.get("set", {}).get("elem", []):
                 if set_name == "sandboxes":
@@ -106,8 +107,10 @@ async def test_spawning_and_killing_200_sandboxes_leaks_nothing(agent: Agent) ->
     assert [p for p in netns_paths if Path(p).exists()] == []
     assert list(agent.settings.sandboxes_dir.iterdir()) == []
     assert not agent.settings.network_dir.exists() or list(agent.settings.network_dir.iterdir()) == []
-    assert _cgroups(ids) == []
-    assert _processes_in(ids) == []
+    names = HostNames.for_data_dir(agent.settings.data_dir)
+    parent = names.cgroup_parent.strip("/")
+    assert _cgroups(parent, ids) == []
+    assert _processes_in(parent, ids) == []
     # crun's helpers become the agent's zombies; its orphan sweep reaps them within seconds.
     deadline = time.monotonic() + 10
     while len(_children()) > children_before:
@@ -116,19 +119,19 @@ async def test_spawning_and_killing_200_sandboxes_leaks_nothing(agent: Agent) ->
     runtime_root = agent.settings.runtime_root
     assert [p.name for p in runtime_root.glob("*/sb_*")] == []
 
-    pairs, names = _elements()
+    pairs, elements = _elements(names.nft_table)
     ours = {(ifname, address) for ifname, address, _, _ in networks}
     assert pairs & ours == set()
     # An interface name may already be another agent's again; only a name that no longer exists
     # would be a leftover of ours.
-    assert {n for n in names & {ifname for ifname, *_ in networks}
+    assert {n for n in elements & {ifname for ifname, *_ in networks}
             if not Path(f"/sys/class/net/{n}").exists()} == set()
 
     # The kernel destroys the veths with their namespaces, asynchronously.
     indexes = {ifindex for _, _, ifindex, _ in networks}
     deadline = time.monotonic() + 10
     while True:
-        live = {int(p.read_text()) for p in Path("/sys/class/net").glob("qb-*/ifindex")}
+        live = {int(p.read_text()) for p in Path("/sys/class/net").glob(f"{names.ifname_prefix}*/ifindex")}
         if not live & indexes:
             break
         assert time.monotonic() < deadline, f"{len(live & indexes)} veths still exist"

@@ -164,7 +164,7 @@ async def test_internet_access_on_and_off(agent: Agent, world: World) -> None:
         assert received_nothing(internet)
     finally:
         internet.close()
-    ruleset = sh("nft", "list", "table", "inet", "qbox")
+    ruleset = sh("nft", "list", "table", "inet", agent.nft_table)
     assert f'"{record(agent, online)["ifname"]}"' in ruleset.split("set internet")[1].split("}")[0]
     assert f'"{record(agent, offline)["ifname"]}"' not in ruleset.split("set internet")[1].split(
         "}")[0]
@@ -192,7 +192,7 @@ async def test_delete_leaves_nothing(agent: Agent) -> None:
     assert (await agent.client.delete(f"/sandboxes/{sandbox}")).status_code == 204
     assert netns_name not in sh("ip", "netns", "list")
     assert not (agent.settings.network_dir / sandbox).exists()
-    ruleset = sh("nft", "list", "table", "inet", "qbox")
+    ruleset = sh("nft", "list", "table", "inet", agent.nft_table)
     address = str(ipaddress.ip_network(network["link"])[2])
     assert f'"{network["ifname"]}" . {address}' not in ruleset
     # The kernel destroys the veth with the namespace, asynchronously.

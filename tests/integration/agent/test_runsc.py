@@ -43,8 +43,8 @@ def leftovers(data_dir: Path, sandbox_id: str) -> list[str]:
     runsc_root = data_dir / "runtime" / "runsc"
     found += [f"runsc state {p.name}" for p in runsc_root.glob(f"*{sandbox_id}*")]
     cgroups = Path("/sys/fs/cgroup")
-    found += [f"cgroup {p}" for p in (*cgroups.glob(f"*/qbox/{sandbox_id}"),
-                                      *cgroups.glob(f"qbox/{sandbox_id}"))]
+    found += [f"cgroup {p}" for p in (*cgroups.glob(f"*/qbox*/{sandbox_id}"),
+                                      *cgroups.glob(f"qbox*/{sandbox_id}"))]
     if sandbox_dir.exists():
         found.append(f"directory {sandbox_dir}")
     return found

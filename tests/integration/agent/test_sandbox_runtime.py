@@ -146,13 +146,13 @@ async def test_hostname_network_and_limits(agent: Agent) -> None:
         "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); "
         "c=socket.create_connection(s.getsockname()); print('ok')"))
     assert loopback["stdout"] == "ok\n"
-    memory = Path(f"/sys/fs/cgroup/memory/qbox/{sandbox}/memory.limit_in_bytes")
+    memory = Path(f"/sys/fs/cgroup/memory/{agent.cgroup_parent}/{sandbox}/memory.limit_in_bytes")
     if memory.exists():
         assert int(memory.read_text()) == 256 * 1024 * 1024
-        cpu = Path(f"/sys/fs/cgroup/cpu/qbox/{sandbox}")
+        cpu = Path(f"/sys/fs/cgroup/cpu/{agent.cgroup_parent}/{sandbox}")
         assert int((cpu / "cpu.cfs_quota_us").read_text()) == 200_000
         assert int((cpu / "cpu.cfs_period_us").read_text()) == 100_000
-        pids = Path(f"/sys/fs/cgroup/pids/qbox/{sandbox}/pids.max")
+        pids = Path(f"/sys/fs/cgroup/pids/{agent.cgroup_parent}/{sandbox}/pids.max")
         assert int(pids.read_text()) == 4096
 
 
@@ -167,7 +167,8 @@ async def test_writes_stay_in_the_sandbox(agent: Agent, test_rootfs: Path) -> No
 
 
 def _cgroup_dirs(sandbox_id: str) -> list[Path]:
-    return [p for p in Path("/sys/fs/cgroup").glob(f"*/qbox/{sandbox_id}") if p.exists()]
+    # Under whichever agent's parent (qbox, qbox-<tag>): a sandbox id is unique.
+    return [p for p in Path("/sys/fs/cgroup").glob(f"*/qbox*/{sandbox_id}") if p.exists()]
 
 
 def _pids_in_cgroup(sandbox_id: str) -> set[int]:
