@@ -55,7 +55,7 @@ def _show(state: CliState, info: TemplateInfo) -> None:
         ("vCPUs", info.default_vcpus), ("Memory (MiB)", info.default_memory_mb),
         ("Disk (MiB)", info.default_disk_mb), ("Runtime", info.runtime), ("Internet", info.allow_internet_access),
         ("SSH", info.enable_ssh), ("Public", info.public), ("Owner", info.owner_id),
-        ("User", info.user), ("Workdir", info.workdir), ("Env", info.env),
+        ("User", info.user), ("Workdir", info.workdir), ("Env", info.env), ("Host selector", info.host_selector),
         ("Start cmd", info.start_cmd), ("Ready cmd", info.ready_cmd), ("Ready timeout (s)", info.ready_timeout_s),
         ("Steps", [f"{n}. {_step_text(s)}" for n, s in enumerate(info.steps, 1)]),
         ("Services", [s.name for s in info.services]), ("Tags", list(info.tags)),
@@ -104,6 +104,17 @@ def _pair(value: str) -> tuple[str, str]:
     if not sep or not key:
         raise click.BadParameter(f"expected KEY=VALUE, got {value!r}", param_hint="--env")
     return key, val
+
+
+def _selector(values: Sequence[str], hint: str) -> dict[str, str]:
+    """LABEL=VALUE arguments as a host selector (the server checks the label grammar)."""
+    selector: dict[str, str] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected LABEL=VALUE, got {value!r}", param_hint=hint)
+        selector[key] = val
+    return selector
 
 
 def _copy_step(spec: str) -> dict[str, Any]:
@@ -203,6 +214,8 @@ def templates() -> None:
 @click.option("--runtime", type=click.Choice(["crun", "runsc"]), help="OCI runtime of its sandboxes (default: crun).")
 @click.option("--no-internet", is_flag=True, help="Its sandboxes get no internet access by default.")
 @click.option("--public", is_flag=True, help="Every user may see and spawn it (admins only).")
+@click.option("--host-selector", "host_selector", multiple=True, metavar="LABEL=VALUE",
+              help="Run its sandboxes only on hosts with this label (repeatable; all must match).")
 @_registry_options
 @_wait_options(DEFAULT_WAIT_SECONDS)
 @json_option
@@ -230,6 +243,7 @@ def create(
     runtime: str | None,
     no_internet: bool,
     public: bool,
+    host_selector: tuple[str, ...],
     registry_username: str | None,
     registry_password_stdin: bool,
     wait: bool,
@@ -244,13 +258,14 @@ def create(
     values = {"run": run, "run_as_user": run_as_user, "env": env, "workdir": workdir, "copy": copy}
     steps = build_steps(ctx, values, user or TEMPLATE_USER)
     credentials = _credentials(registry_username, registry_password_stdin)
+    selector = _selector(host_selector, "--host-selector")
     # A wait that runs out raises TemplateBuildTimeoutError: exit 124 (exit_codes.py).
     info = Template.create(
         name, image_ref, steps=steps, start_cmd=start_cmd, ready_cmd=ready_cmd, ready_timeout_s=ready_timeout,
         default_vcpus=cpu, default_memory_mb=memory, default_disk_mb=disk, enable_ssh=enable_ssh,
         tags=list(tags), user=user, allow_internet_access=False if no_internet else None, runtime=runtime,
-        registry_credentials=credentials, public=public, wait=wait, on_log=state.env.err if wait else None,
-        timeout=wait_timeout, config=state.config(),
+        registry_credentials=credentials, public=public, host_selector=selector, wait=wait,
+        on_log=state.env.err if wait else None, timeout=wait_timeout, config=state.config(),
     )  # fmt: skip
     _print_created(state, info)
 
@@ -267,6 +282,21 @@ def set_public(state: CliState, template: str, private: bool) -> None:
         state.emit_json(info.raw)
     else:
         state.env.out(f"{info.id} is {'public' if info.public else 'private'}")
+
+
+@templates.command("set-host-selector")
+@click.argument("template")
+@click.argument("labels", nargs=-1, metavar="[LABEL=VALUE]...")
+@json_option
+@pass_state
+def set_host_selector(state: CliState, template: str, labels: tuple[str, ...]) -> None:
+    """Run TEMPLATE's new sandboxes only on hosts carrying every LABEL=VALUE (none: on any host)."""
+    info = Template.set_host_selector(template, _selector(labels, "LABEL=VALUE"), config=state.config())
+    if state.json:
+        state.emit_json(info.raw)
+    else:
+        shown = ",".join(f"{k}={v}" for k, v in sorted(info.host_selector.items()))
+        state.env.out(f"{info.id} runs on {'hosts with ' + shown if shown else 'any host'}")
 
 
 @templates.command("list")

@@ -118,6 +118,8 @@ class TemplateInfo:
     start_cmd: str | None = None
     ready_cmd: str | None = None
     ready_timeout_s: int = 0
+    # Labels a host must carry to run its sandboxes.
+    host_selector: dict[str, str] = field(default_factory=dict)
     registry_ref: str = ""
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -173,6 +175,7 @@ class TemplateInfo:
             start_cmd=_opt_str(data, "startCmd"),
             ready_cmd=_opt_str(data, "readyCmd"),
             ready_timeout_s=_int(data, "readyTimeoutS"),
+            host_selector=_str_map(data, "hostSelector"),
             registry_ref=_str(data, "registryRef"),
             created_at=_time(data, "createdAt"),
             updated_at=_time(data, "updatedAt"),

@@ -112,6 +112,7 @@ class TemplateSpec:
     runtime: str | None = None
     registry_credentials: RegistryCredentials | None = field(default=None, repr=False)
     public: bool = False
+    host_selector: Mapping[str, str] | None = None
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -133,6 +134,7 @@ class TemplateSpec:
             "defaultDiskMb": None if self.default_disk_mb is None else int(self.default_disk_mb),
             "allowInternetAccess": self.allow_internet_access,
             "runtime": self.runtime,
+            "hostSelector": _selector(self.host_selector) if self.host_selector else None,
         }
         body.update({key: value for key, value in optional.items() if value is not None})
         if self.public:
@@ -204,11 +206,23 @@ def _then_wait(api: Api, info: TemplateInfo, waiting: BuildWait | None) -> Op[Te
     return (yield from wait_for_build(api, info.id, timeout=waiting.timeout, on_log=waiting.on_log))
 
 
+def _selector(selector: Mapping[str, str]) -> dict[str, str]:
+    return {str(key): str(value) for key, value in selector.items()}
+
+
 def set_template_public(api: Api, template: str, public: bool) -> Op[TemplateInfo]:
     """``PATCH /v1/templates/{id}`` (admins only): every user sees and spawns a public template."""
+    return (yield from _patch(api, template, {"public": bool(public)}))
+
+
+def set_host_selector(api: Api, template: str, selector: Mapping[str, str]) -> Op[TemplateInfo]:
+    """``PATCH /v1/templates/{id}``: the labels a host needs to run its sandboxes (replaced whole)."""
+    return (yield from _patch(api, template, {"hostSelector": _selector(selector)}))
+
+
+def _patch(api: Api, template: str, body: dict[str, Any]) -> Op[TemplateInfo]:
     tid = yield from template_id(api, template)
-    return TemplateInfo.from_wire((yield from api.request("PATCH", template_path(tid),
-                                                          json={"public": bool(public)})))
+    return TemplateInfo.from_wire((yield from api.request("PATCH", template_path(tid), json=body)))
 
 
 def delete_template(api: Api, template: str) -> Op[None]:

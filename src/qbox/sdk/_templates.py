@@ -47,6 +47,7 @@ class Template:
         runtime: str | None = None,
         registry_credentials: RegistryCredentials | None = None,
         public: bool = False,
+        host_selector: Mapping[str, str] | None = None,
         wait: bool = False,
         on_log: LogCallback | None = None,
         timeout: float | None = ops.DEFAULT_BUILD_TIMEOUT,
@@ -65,6 +66,9 @@ class Template:
         limit) raises ``TemplateBuildTimeoutError``. ``registry_credentials`` (``(user,
         password)``) are used for the pull only, never stored.
 
+        ``host_selector`` (``{"gpu": "true"}``) keeps its sandboxes on hosts carrying every one
+        of those labels (see ``set_host_selector``).
+
         The template is yours: other members neither see nor spawn it unless an admin makes it
         ``public`` (here, or with ``set_public``). Members build from registry images only;
         local sources (``oci:``, ``oci-archive:``, ``docker-archive:``) are for admins, inside
@@ -75,7 +79,7 @@ class Template:
             ready_timeout_s=ready_timeout_s, default_vcpus=default_vcpus, default_memory_mb=default_memory_mb,
             default_disk_mb=default_disk_mb, enable_ssh=enable_ssh, tags=tags or (), user=user, workdir=workdir,
             env=env, allow_internet_access=allow_internet_access, runtime=runtime,
-            registry_credentials=registry_credentials, public=public,
+            registry_credentials=registry_credentials, public=public, host_selector=host_selector,
         )  # fmt: skip
         with Connection.open(config, api_key, base_url, request_timeout) as conn:
             return conn.run(ops.create_template(conn.api, spec, ops.BuildWait.asked(wait, on_log, timeout)))
@@ -123,6 +127,23 @@ class Template:
         otherwise; built-ins stay public)."""
         with Connection.open(config, api_key, base_url, request_timeout) as conn:
             return conn.run(ops.set_template_public(conn.api, template, public))
+
+    @classmethod
+    def set_host_selector(
+        cls,
+        template: str,
+        selector: Mapping[str, str],
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> TemplateInfo:
+        """Run the template's (id or name) new sandboxes only on hosts carrying every label of
+        ``selector`` with its value; ``{}`` lets them run anywhere. Its owner or an admin.
+        No host matching is a ``HostNoCapacityError`` at spawn."""
+        with Connection.open(config, api_key, base_url, request_timeout) as conn:
+            return conn.run(ops.set_host_selector(conn.api, template, selector))
 
     @classmethod
     def delete(
@@ -234,6 +255,7 @@ class AsyncTemplate:
         runtime: str | None = None,
         registry_credentials: RegistryCredentials | None = None,
         public: bool = False,
+        host_selector: Mapping[str, str] | None = None,
         wait: bool = False,
         on_log: AsyncLogCallback | None = None,
         timeout: float | None = ops.DEFAULT_BUILD_TIMEOUT,
@@ -248,7 +270,7 @@ class AsyncTemplate:
             ready_timeout_s=ready_timeout_s, default_vcpus=default_vcpus, default_memory_mb=default_memory_mb,
             default_disk_mb=default_disk_mb, enable_ssh=enable_ssh, tags=tags or (), user=user, workdir=workdir,
             env=env, allow_internet_access=allow_internet_access, runtime=runtime,
-            registry_credentials=registry_credentials, public=public,
+            registry_credentials=registry_credentials, public=public, host_selector=host_selector,
         )  # fmt: skip
         async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
             return await conn.run(ops.create_template(conn.api, spec, ops.BuildWait.asked(wait, on_log, timeout)))
@@ -295,6 +317,21 @@ class AsyncTemplate:
         """As ``Template.set_public``, awaited."""
         async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
             return await conn.run(ops.set_template_public(conn.api, template, public))
+
+    @classmethod
+    async def set_host_selector(
+        cls,
+        template: str,
+        selector: Mapping[str, str],
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> TemplateInfo:
+        """As ``Template.set_host_selector``, awaited."""
+        async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
+            return await conn.run(ops.set_host_selector(conn.api, template, selector))
 
     @classmethod
     async def delete(
