@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from qbox.cli import output
 from qbox.cli.audit import RELATIVE_TIME, UNIT_SECONDS
 from qbox.cli.context import CliState, confirm_or_decline, json_option, pass_state
 from qbox.core.timefmt import utcnow
@@ -190,7 +191,7 @@ def token() -> None:
 
 def _deliver(state: CliState, created: CreatedHostToken) -> None:
     """The token once on stdout (alone, so ``$(…)`` captures it); the join command with it on stderr."""
-    state.env.err(f"Created join token {created.id}, valid until {created.expires_at or '?'}. {NOT_SHOWN_AGAIN}")
+    state.env.err(f"Created join token {created.id}, valid until {output.cell(created.expires_at)}. {NOT_SHOWN_AGAIN}")
     if state.json:
         state.emit_json(created.raw)
         return

@@ -14,6 +14,7 @@ import pytest
 from qbox import (
     AsyncHosts,
     AsyncHostTokens,
+    ConflictError,
     ConnectionConfig,
     Host,
     HostNoCapacityError,
@@ -182,6 +183,12 @@ def test_removing_a_host_revokes_its_credential(harness: Harness) -> None:
     beat = heartbeat(harness, credential)
     assert beat.status_code == 401 and beat.json()["error"]["code"] == "invalid_host_credential"
     assert host_id not in {h.id for h in Hosts.list(config=admin)}
+    with pytest.raises(NotFoundError):
+        Hosts.get(host_id, config=admin)
+    embedded = only_embedded(harness)
+    with pytest.raises(ConflictError):  # qbox up's own host is stopped with qbox up, not removed
+        Hosts.remove(embedded.id, config=admin)
+    assert Hosts.get(embedded.id, config=admin).is_ready
 
 
 def test_figures_a_host_never_reported_are_none_and_unknown_fields_are_ignored() -> None:

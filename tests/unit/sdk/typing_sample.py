@@ -11,8 +11,12 @@ from qbox import (
     CommandHandle,
     CommandOutput,
     CommandResult,
+    CreatedHostToken,
     Execution,
     ExecutionError,
+    Host,
+    Hosts,
+    HostTokens,
     LogEntry,
     Result,
     Sandbox,
@@ -83,3 +87,11 @@ async def awaited() -> None:
         await sb.files.write("/data.bin", b"\0" * 10, on_progress=on_progress)
         await sb.files.download("/data.bin", "copy.bin", on_progress=lambda done, total: None)
     assert_type(await AsyncTemplate.create("py-tools", "python:3.12-slim", on_log=on_output), TemplateInfo)
+
+
+def operator() -> None:
+    for host in Hosts.list("ready"):
+        assert_type(host, Host)
+        assert_type(host.cpu_percent, float | None)
+    assert_type(Hosts.drain("host_1"), Host)
+    assert_type(HostTokens.create(ttl_seconds=600, labels={"gpu": "true"}), CreatedHostToken)
