@@ -93,3 +93,17 @@ def test_the_owner_sets_the_selector_others_may_not(harness: Harness) -> None:
     # Built-ins are an admin's to change.
     assert error(h.client.patch("/v1/templates/tpl_python", json={"hostSelector": {"gpu": "true"}},
                                 headers=h.auth(alice))) == (403, "forbidden")
+
+
+def test_a_spawn_no_host_matches_is_refused_saying_so_and_leaves_nothing(harness: Harness) -> None:
+    h = harness
+    url = "/v1/templates/tpl_python"
+    assert h.client.patch(url, json={"hostSelector": {"gpu": "true"}}, headers=h.auth()).status_code == 200
+    r = h.client.post("/v1/sandboxes", json={"templateId": "tpl_python"}, headers=h.auth())
+    assert error(r) == (503, "host_no_capacity"), r.text
+    refusal = r.json()["error"]
+    assert "host selector gpu=true" in refusal["message"]
+    assert refusal["details"]["reasons"] == {"selector": 1}
+    assert refusal["details"]["hostSelector"] == {"gpu": "true"} and refusal["details"]["transient"] is True
+    assert r.headers["Retry-After"]
+    assert h.client.get("/v1/sandboxes", headers=h.auth()).json() == []
