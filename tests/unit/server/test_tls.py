@@ -36,6 +36,7 @@ from qbox.server.services.replica_tls import listener_tls
 from qbox.server.settings import ServerSettings
 from tests.unit.agent.interpreter_fixtures import CopyingFilesystem
 from tests.unit.server.agent_host import SECRET, RunningAgent
+from tests.unit.server.conftest import make_harness
 from tests.unit.server.host_images import HostImageStore
 
 
@@ -183,3 +184,19 @@ async def test_the_control_plane_reaches_a_joined_agent_over_https_trusting_the_
     with pytest.raises(HostUnavailableError):
         await shell.shells.open("sb_missing", ShellQuery())
     await shell.aclose()
+
+
+# --- the join command ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tls", ["auto", "off"])
+def test_the_join_command_pins_the_ca_when_replicas_serve_its_certificates(tmp_path: Path, tls: str) -> None:
+    harnesses = make_harness(tmp_path, database=None, tls=tls, public_url="https://qbox.example.com")
+    with contextlib.closing(harnesses):
+        h = next(harnesses)
+        made = h.client.post("/v1/host-tokens", json={}, headers=h.auth())
+        assert made.status_code == 201, made.text
+        command = made.json()["joinCommand"]
+        fingerprint = h.client.get("/v1/agent/ca").json()["fingerprint"]
+        assert command.startswith("qbox agent --join https://qbox.example.com --token ")
+        assert command.endswith(f" --ca-hash {fingerprint}") == (tls == "auto"), command

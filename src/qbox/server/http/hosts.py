@@ -25,6 +25,7 @@ from qbox.server.http.deps import client_ip, json_body, services_of
 from qbox.server.http.openapi import answers, request_body
 from qbox.server.http.schemas import _Body
 from qbox.server.principal import Principal
+from qbox.server.services.cluster_ca import ensure_ca
 from qbox.server.services.host_join import new_host_id
 
 router = APIRouter(prefix="/v1/hosts")
@@ -99,8 +100,12 @@ async def create_token(request: Request,
     body = await json_body(request, TokenBody, allow_empty=True)
     services = services_of(request)
     token, secret = await services.joins.create_token(principal, body.ttl_seconds, body.labels)
-    url = services.ctx.settings.public_url or str(request.base_url).rstrip("/")
-    return JSONResponse(views.created_host_token(token, secret, url, services.ctx.clock()), status_code=201)
+    settings = services.ctx.settings
+    url = settings.public_url or str(request.base_url).rstrip("/")
+    # Replicas serving the cluster CA's certificates (QBOX_TLS=auto): the host pins that CA.
+    ca_hash = (await ensure_ca(services.ctx)).fingerprint if settings.tls == "auto" and not settings.tls_cert else None
+    return JSONResponse(views.created_host_token(token, secret, url, services.ctx.clock(), ca_hash),
+                        status_code=201)
 
 
 @tokens_router.get("", responses=answers(200, list[rm.HostTokenInfo]))

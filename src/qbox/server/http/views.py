@@ -201,7 +201,11 @@ def host_token(token: JoinToken, now: datetime) -> dict[str, Any]:
     }
 
 
-def created_host_token(token: JoinToken, secret: str, url: str, now: datetime) -> dict[str, Any]:
-    """The token, shown this once, and the command that joins a host with it."""
+def created_host_token(token: JoinToken, secret: str, url: str, now: datetime,
+                       ca_hash: str | None = None) -> dict[str, Any]:
+    """The token, shown this once, and the command that joins a host with it (pinning the
+    cluster CA by ``ca_hash`` when the replicas serve its certificates)."""
     command = f"qbox agent --join {shlex.quote(url)} --token {secret} --listen ADDRESS:PORT"
+    if ca_hash and url.startswith("https://"):
+        command += f" --ca-hash {ca_hash}"
     return {**host_token(token, now), "token": secret, "joinCommand": command}
