@@ -1,20 +1,26 @@
-"""The first admin: created once per database, even by replicas starting at the same moment."""
+"""A database's first start: its schema and its first admin made once, even by replicas
+starting together."""
 
 from __future__ import annotations
 
 import asyncio
 import stat
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select, update
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from qbox.server.db.engine import make_async_engine, make_sessionmaker, migrate
+from qbox.server.db.engine import alembic_config, make_async_engine, make_sessionmaker, migrate
 from qbox.server.db.tables import ApiKey, User
 from qbox.server.services.bootstrap import AdminBootstrap, ensure_admin
 from qbox.server.services.context import AgentPool, ServiceContext
@@ -107,3 +113,46 @@ async def test_a_taken_admin_address_without_any_admin_is_an_error(tmp_path: Pat
             await session.commit()
         with pytest.raises(IntegrityError):
             await ensure_admin(ctx)
+
+
+# A replica's migration in a process of its own (Alembic's state is per process), started
+# only once every replica is ready, so that they all find the database empty.
+_MIGRATE = """
+import pathlib, sys, time
+from qbox.server.db.engine import migrate
+pathlib.Path(sys.argv[2] + ".ready").touch()
+while not pathlib.Path(sys.argv[2]).exists():
+    time.sleep(0.001)
+migrate(sys.argv[1])
+"""
+
+
+def migrate_together(url: str, gate: Path, replicas: int = 2) -> list[tuple[int, str]]:
+    processes = [subprocess.Popen([sys.executable, "-c", _MIGRATE, url, f"{gate}{n}"],
+                                  stderr=subprocess.PIPE, text=True) for n in range(replicas)]
+    try:
+        deadline = time.monotonic() + 60
+        while not all(Path(f"{gate}{n}.ready").exists() for n in range(replicas)):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in processes)
+            time.sleep(0.01)
+        for n in range(replicas):
+            Path(f"{gate}{n}").touch()
+        return [(p.wait(60), p.stderr.read() if p.stderr else "") for p in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def test_replicas_migrating_an_empty_database_together_both_start(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    outcomes = migrate_together(url, tmp_path / "go")
+    assert [code for code, _ in outcomes] == [0, 0], outcomes
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+    assert current == ScriptDirectory.from_config(alembic_config()).get_current_head()

@@ -12,12 +12,14 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from qbox.core.json_input import loads_stored
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Any fixed number: the PostgreSQL advisory lock the migrating replica holds.
+_MIGRATION_LOCK_KEY = 0x71626F78
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
@@ -70,8 +72,20 @@ def migrate(url: str) -> None:
     _prepare(engine)
     try:
         with engine.begin() as connection:
+            _take_migration_lock(connection)
             config = alembic_config()
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     finally:
         engine.dispose()
+
+
+def _take_migration_lock(connection: Connection) -> None:
+    """Replicas starting together would each find an empty database and create the same
+    tables; a lock held to the end of the migration's transaction makes the others wait
+    and then find the schema current."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
+    elif connection.dialect.name == "sqlite":
+        # pysqlite opens no transaction for DDL on its own; this one takes the write lock.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
