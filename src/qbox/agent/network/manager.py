@@ -140,8 +140,8 @@ class HostNetwork:
             self._teardown(sandbox_id, record)
         self._remove_stale_elements()
         self._started = True
-        log.info("sandbox network ready: pool %s, nftables via %s, resolvers %s",
-                 self._pool.network, self._nft.name,
+        log.info("sandbox network ready: pool %s, table %s via %s, resolvers %s",
+                 self._pool.network, self._firewall.family_table, self._nft.name,
                  ", ".join(map(str, self._resolvers)) or "none")
         return dict(self._attachments)
 
