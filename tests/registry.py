@@ -38,7 +38,7 @@ storage:
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:{port}
+  addr: {host}:{port}
 """
 _AUTH = """\
 auth:
@@ -49,15 +49,17 @@ auth:
 
 
 @contextmanager
-def running_registry(timeout: float = 30, login: tuple[str, str] | None = None) -> Iterator[str]:
-    """A registry for the duration: its address, ``"127.0.0.1:PORT"``.
+def running_registry(timeout: float = 30, login: tuple[str, str] | None = None,
+                     host: str = "127.0.0.1") -> Iterator[str]:
+    """A registry for the duration: its address, ``"HOST:PORT"``.
 
-    With ``login`` (user, password) it asks for that login (htpasswd, bcrypt).
+    With ``login`` (user, password) it asks for that login (htpasswd, bcrypt). ``host`` is
+    the address it listens on (the multi-host tests' agents reach it on their bridge).
     """
     base = Path(tempfile.mkdtemp(prefix="qbox-registry-"))
     port = free_port()
     config = base / "config.yml"
-    text = _CONFIG.format(root=base / "storage", port=port)
+    text = _CONFIG.format(root=base / "storage", host=host, port=port)
     if login is not None:
         (base / "htpasswd").write_text(f"{login[0]}:{_bcrypt(login[1])}\n")
         text += _AUTH.format(path=base / "htpasswd")
@@ -67,8 +69,8 @@ def running_registry(timeout: float = 30, login: tuple[str, str] | None = None) 
         process = subprocess.Popen([REGISTRY_BINARY, "serve", str(config)], stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_ready(process, f"http://127.0.0.1:{port}/v2/", log_path, timeout)
-        yield f"127.0.0.1:{port}"
+        _wait_ready(process, f"http://{host}:{port}/v2/", log_path, timeout)
+        yield f"{host}:{port}"
     finally:
         process.kill()
         process.wait(10)
@@ -76,11 +78,12 @@ def running_registry(timeout: float = 30, login: tuple[str, str] | None = None) 
 
 
 @contextmanager
-def registry_with_busybox() -> Iterator[str]:
-    """A registry holding tests/oci_images.py's busybox as BUSYBOX_REPO; yields its address."""
+def registry_with_busybox(host: str = "127.0.0.1") -> Iterator[str]:
+    """A registry on ``host`` holding tests/oci_images.py's busybox as BUSYBOX_REPO; yields
+    its address."""
     scratch = Path(tempfile.mkdtemp(prefix="qbox-registry-images-"))
     try:
-        with running_registry() as address:
+        with running_registry(host=host) as address:
             push(busybox_layout(scratch / "busybox"), f"{address}/{BUSYBOX_REPO}")
             yield address
     finally:
