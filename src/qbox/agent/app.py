@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from qbox.agent import cgroups
 from qbox.agent.builds_api import builds_router
 from qbox.agent.capacity import host_capacity
 from qbox.agent.code_api import code_router
+from qbox.agent.deadlines import enforce_deadlines
 from qbox.agent.command_stream import NDJSON, LogsQuery, exec_answer, logs_answer, ndjson_response
 from qbox.agent.files_api import files_router
 from qbox.agent.host_names import HostNames
@@ -38,11 +40,12 @@ from qbox.agent.runtime.factory import create_runsc, create_runtime, filesystem_
 from qbox.agent.sandbox import Sandbox, SandboxParams
 from qbox.agent.sandbox_images import ImageInfoLike, ImageSource
 from qbox.agent.sandboxes import SandboxManager
-from qbox.agent.settings import AgentSettings, load_or_create_secret
+from qbox.agent.settings import AgentSecret, AgentSettings, load_or_create_secret
 from qbox.agent.shell_api import check_secret, shell_router
+from qbox.agent.usage import UsageMeter
 from qbox.core.asgi import install_error_handlers
 from qbox.core.disconnects import gone, unless_disconnected
-from qbox.protocol.host import Capacity, Health
+from qbox.protocol.host import Capacity, Health, Usage
 from qbox.protocol.images import ImageImport, ImageImported, ImageInfo, ImagesCollected, ImagesGc
 from qbox.protocol.processes import (
     CommandStart,
@@ -51,7 +54,7 @@ from qbox.protocol.processes import (
     ExecRequest,
     StdinWrite,
 )
-from qbox.protocol.sandboxes import SandboxCreated, SandboxInfo, SandboxSpec
+from qbox.protocol.sandboxes import SandboxCreated, SandboxDeadline, SandboxInfo, SandboxSpec
 
 log = logging.getLogger("qbox.agent")
 
@@ -70,6 +73,8 @@ class ImageStoreLike(ImageSource, KernelSource, Protocol):
     async def gc(self, keep: set[str], in_use: set[str], *,
                  grace_seconds: float = 0.0) -> tuple[list[str], int]: ...
 
+    def digests(self) -> list[str]: ...
+
 
 @dataclass
 class AgentState:
@@ -77,6 +82,7 @@ class AgentState:
     runtime: RuntimeDriver
     images: ImageStoreLike
     sandboxes: SandboxManager
+    usage: UsageMeter
 
 
 def _agent(request: Request) -> AgentState:
@@ -98,6 +104,23 @@ def command_status(record: ProcessRecord) -> CommandStatus:
                          oom_killed=record.oom_killed, ended_at=record.ended_at)
 
 
+async def host_health(agent: AgentState) -> Health:
+    """What this host says of itself (``/health``, and each heartbeat of a joined agent).
+    The figures that read files are measured in a worker thread, off the event loop."""
+    settings = agent.settings
+
+    def measure() -> tuple[dict[str, int], Usage, list[str]]:
+        return (host_capacity(settings.data_dir, settings.sandboxes_dir),
+                agent.usage.measure(), agent.images.digests())
+
+    capacity, usage, images = await asyncio.to_thread(measure)
+    return Health(version=__version__, runtime=agent.runtime.name,
+                  runtimes=agent.sandboxes.runtime_names, sandboxes=len(agent.sandboxes),
+                  capacity=Capacity.model_validate(capacity), hostname=socket.gethostname(),
+                  usage=usage, images=images, max_sandboxes=settings.sandbox_limit,
+                  labels=settings.labels)
+
+
 # --- routes ------------------------------------------------------------------
 
 def _routes() -> APIRouter:
@@ -105,11 +128,7 @@ def _routes() -> APIRouter:
 
     @router.get("/health")
     async def health(request: Request) -> Health:
-        agent = _agent(request)
-        capacity = host_capacity(agent.settings.data_dir, agent.settings.sandboxes_dir)
-        return Health(version=__version__, runtime=agent.runtime.name,
-                      runtimes=agent.sandboxes.runtime_names, sandboxes=len(agent.sandboxes),
-                      capacity=Capacity.model_validate(capacity))
+        return await host_health(_agent(request))
 
     @router.post("/images")
     async def import_image(body: ImageImport, request: Request) -> ImageImported:
@@ -146,7 +165,7 @@ def _routes() -> APIRouter:
             memory_mb=body.memory_mb, hostname=body.hostname,
             allow_internet_access=body.allow_internet_access, disk_size_mb=body.disk_size_mb,
             runtime=body.runtime, user=body.user, workdir=body.workdir,
-            image_pull_ref=body.image_pull_ref))
+            image_pull_ref=body.image_pull_ref), deadline_at=body.deadline_at)
         return SandboxCreated(id=sandbox.id, booted_at=sandbox.booted_at,
                               address=sandbox.address)
 
@@ -161,6 +180,12 @@ def _routes() -> APIRouter:
     @router.delete("/sandboxes/{sandbox_id}", status_code=204)
     async def delete_sandbox(sandbox_id: str, request: Request) -> Response:
         await _agent(request).sandboxes.delete(sandbox_id)
+        return Response(status_code=204)
+
+    @router.put("/sandboxes/{sandbox_id}/deadline", status_code=204)
+    async def set_deadline(sandbox_id: str, body: SandboxDeadline,
+                           request: Request) -> Response:
+        _agent(request).sandboxes.set_deadline(sandbox_id, body.deadline_at)
         return Response(status_code=204)
 
     @router.post("/sandboxes/{sandbox_id}/exec", response_model=None)
@@ -222,11 +247,9 @@ def _routes() -> APIRouter:
     return router
 
 
-def _bearer_check(secret: str) -> Callable[[Request], Awaitable[None]]:
-    expected = secret.encode()
-
+def _bearer_check(secret: AgentSecret) -> Callable[[Request], Awaitable[None]]:
     async def require_secret(request: Request) -> None:
-        check_secret(request, expected)
+        check_secret(request, secret.value)
 
     return require_secret
 
@@ -237,7 +260,8 @@ def create_app(settings: AgentSettings, runtime: RuntimeDriver | None = None,
                network: SandboxNetwork | None = None) -> FastAPI:
     """The agent's ASGI app. ``runtime``/``store``/``filesystem``/``network`` replace the
     real ones (tests)."""
-    secret = settings.secret or load_or_create_secret(settings.data_dir)
+    secret = AgentSecret(settings.data_dir,
+                         settings.secret or load_or_create_secret(settings.data_dir))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -260,10 +284,15 @@ def create_app(settings: AgentSettings, runtime: RuntimeDriver | None = None,
             policy_for(driver, settings),
             runtimes={"runsc": gvisor} if gvisor is not None else None)
         await manager.load()
-        app.state.agent = AgentState(settings, driver, images, manager)
+        app.state.agent = AgentState(settings, driver, images, manager,
+                                     UsageMeter(settings.data_dir))
+        deadlines = asyncio.create_task(enforce_deadlines(manager))
         try:
             yield
         finally:
+            deadlines.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await deadlines
             # Watchers first: a closing runtime ends their waits, which must
             # not be mistaken for sandboxes stopping.
             await manager.close()
@@ -278,6 +307,8 @@ def create_app(settings: AgentSettings, runtime: RuntimeDriver | None = None,
                   openapi_url=None, docs_url=None, redoc_url=None,
                   default_response_class=JSONResponse)
     install_error_handlers(app)
+    # Joining a control plane replaces it (joined_host.py).
+    app.state.secret = secret
     app.include_router(_routes(), prefix=PREFIX, dependencies=[Depends(_bearer_check(secret))])
     app.include_router(files_router(), prefix=PREFIX,
                        dependencies=[Depends(_bearer_check(secret))])

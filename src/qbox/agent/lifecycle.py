@@ -2,7 +2,8 @@
 
 ::
 
-    creating --booted--> running --init_exited | halted | deleted | lost--> stopped
+    creating --booted--> running --init_exited | halted | deleted | lost
+                                   | timed_out | fenced--> stopped
 
 Every change of ``Sandbox.status`` goes through ``advance``, by the table
 below; an event the table does not list for the sandbox's state is refused.
@@ -22,6 +23,10 @@ from qbox.core.timefmt import utcnow
 
 # exitReason of a sandbox removed through the API.
 DELETED_REASON = "deleted"
+# exitReason of a sandbox the agent ended at its deadline itself (no control plane did).
+TIMEOUT_REASON = "timeout"
+# exitReason of a sandbox killed when its agent fenced itself (no control plane answered).
+FENCED_REASON = "fenced"
 
 
 class SandboxEvent(StrEnum):
@@ -30,6 +35,8 @@ class SandboxEvent(StrEnum):
     HALTED = "halted"  # the agent ended its processes, keeping its files (a build's commit)
     DELETED = "deleted"  # removed through the API (possible in every state)
     LOST = "lost"  # found by a restarted agent without a live init
+    TIMED_OUT = "timed_out"  # past its deadline, ended by the agent's own deadline loop
+    FENCED = "fenced"  # killed because no control plane answered the agent for too long
 
 
 _S, _E = SandboxStatus, SandboxEvent
@@ -49,6 +56,12 @@ TRANSITIONS: Mapping[tuple[SandboxStatus, SandboxEvent], SandboxStatus | None] =
     (_S.RUNNING, _E.LOST): _S.STOPPED,
     # It had stopped before the restart, and why is on record already.
     (_S.STOPPED, _E.LOST): None,
+    # The agent ends only running sandboxes this way (a boot in flight holds the sandbox's
+    # lock, so both wait until it runs); one that stopped first keeps its own reason.
+    (_S.RUNNING, _E.TIMED_OUT): _S.STOPPED,
+    (_S.STOPPED, _E.TIMED_OUT): None,
+    (_S.RUNNING, _E.FENCED): _S.STOPPED,
+    (_S.STOPPED, _E.FENCED): None,
 }
 
 

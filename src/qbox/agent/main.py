@@ -2,21 +2,27 @@
 
 The socket is bound under a temporary name and renamed into place only once
 the app has started (host prepared, runtime probed, sandboxes loaded): a
-waiting ``qbox up`` sees the path appear when the agent can answer.
+waiting ``qbox up`` sees the path appear when the agent can answer. An agent
+that joins a control plane (``--join``, or a host.json from an earlier join)
+serves on TCP and, once it serves, joins and heartbeats (joined_host.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import socket
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from qbox.agent.app import create_app
+from qbox.agent.joined_host import take_part
+from qbox.agent.joining import HOST_FILE, MembershipEnded
 from qbox.agent.settings import AgentSettings
 
 log = logging.getLogger("qbox.agent")
@@ -28,6 +34,29 @@ def parse_listen(listen: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise ValueError(f"listen address must be host:port, not {listen!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def joins(settings: AgentSettings) -> bool:
+    """Whether this agent is a member of a control plane it dials (not ``qbox up``'s own)."""
+    return bool(settings.join_url) or (settings.data_dir / HOST_FILE).exists()
+
+
+def advertised_address(settings: AgentSettings) -> str:
+    """The URL the control plane dials for data-plane calls: ``--advertise``, else the
+    ``--listen`` address, which must then be one address (not 0.0.0.0 or ::, which a
+    control plane cannot dial: the agent refuses rather than guess an interface)."""
+    if settings.advertise:
+        return settings.advertise.rstrip("/")
+    host, port = parse_listen(settings.listen or "")
+    try:
+        unspecified = ipaddress.ip_address(host).is_unspecified
+    except ValueError:  # a host name: the control plane resolves it
+        unspecified = False
+    if unspecified:
+        raise ValueError(f"--listen {settings.listen} is every address of this host; give "
+                         "--advertise http://ADDR:PORT, the address the control plane "
+                         "reaches this agent at")
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def bind_unix_socket(path: Path) -> socket.socket:
@@ -51,7 +80,10 @@ async def serve(settings: AgentSettings) -> None:
                             access_log=False, timeout_graceful_shutdown=5)
     if settings.listen:
         config.host, config.port = parse_listen(settings.listen)
-        await uvicorn.Server(config).serve()
+        if joins(settings):
+            await _serve_joined(uvicorn.Server(config), app, advertised_address(settings))
+        else:
+            await uvicorn.Server(config).serve()
         return
     final = settings.effective_socket_path
     assert final is not None
@@ -75,6 +107,27 @@ async def serve(settings: AgentSettings) -> None:
         sock.close()
 
 
+async def _serve_joined(server: uvicorn.Server, app: FastAPI, address: str) -> None:
+    """Serve, and once serving take part in the control plane; a refusal stops both."""
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.01)
+    if not server.started:
+        await serving
+        return
+    member = asyncio.create_task(take_part(app, address))
+    await asyncio.wait({serving, member}, return_when=asyncio.FIRST_COMPLETED)
+    if member.done():
+        server.should_exit = True
+        await serving
+        member.result()  # MembershipEnded (or a bug) ends the agent, non-zero
+        return
+    member.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await member
+    await serving
+
+
 def run_agent(settings: AgentSettings) -> None:
     """Run the agent until SIGINT/SIGTERM (sandboxes keep running after it stops)."""
     logging.basicConfig(level=settings.log_level.upper(),
@@ -85,5 +138,16 @@ def run_agent(settings: AgentSettings) -> None:
     # worker thread of the files API that opens a file between the two closes
     # loses its fd: seen here as EBADF (500s) in the files race test, and it could
     # as well make a write land in another file.
-    with asyncio.Runner() as runner:
-        runner.run(serve(settings))
+    if joins(settings):
+        try:
+            if settings.listen is None:
+                raise ValueError("an agent that joins a control plane serves on TCP: "
+                                 "give --listen ADDR:PORT")
+            advertised_address(settings)
+        except ValueError as exc:
+            raise SystemExit(f"qbox agent: {exc}") from None
+    try:
+        with asyncio.Runner() as runner:
+            runner.run(serve(settings))
+    except MembershipEnded as exc:
+        raise SystemExit(f"qbox agent: {exc}") from None

@@ -80,6 +80,9 @@ class Sandbox:
     exit_reason: str | None = None
     # The sandbox's IPv4 address (from the network's own records, not the state file).
     address: str | None = None
+    # When the agent ends it itself ("timeout"), so deadlines hold while no control plane
+    # is there to; None: never. Kept in the state file: it survives an agent restart.
+    deadline_at: datetime | None = None
 
     @property
     def id(self) -> str:
@@ -102,6 +105,7 @@ class Sandbox:
             "runtime": p.runtime, "user": p.user, "workdir": p.workdir, "build": p.build,
             "status": self.status.value, "createdAt": to_wire(self.created_at),
             "bootedAt": to_wire(self.booted_at), "exitReason": self.exit_reason,
+            "deadlineAt": to_wire(self.deadline_at),
         }
 
     @classmethod
@@ -118,13 +122,14 @@ class Sandbox:
             user=data.get("user"), workdir=data.get("workdir"),
             build=bool(data.get("build", False)),
         )
-        booted = data.get("bootedAt")
+        booted, deadline = data.get("bootedAt"), data.get("deadlineAt")
         return cls(
             params=params, directory=directory, created_at=from_wire(data["createdAt"]),
             image_env={str(k): str(v) for k, v in (data.get("imageEnv") or {}).items()},
             status=SandboxStatus(data.get("status", "stopped")),
             booted_at=from_wire(booted) if booted else None,
             exit_reason=data.get("exitReason"),
+            deadline_at=from_wire(deadline) if deadline else None,
         )
 
     def save(self) -> None:

@@ -13,6 +13,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 
 from qbox.agent import adoption, as_user, shell
@@ -129,7 +130,7 @@ class SandboxManager:
 
     # --- create ----------------------------------------------------------------
 
-    async def create(self, params: SandboxParams) -> Sandbox:
+    async def create(self, params: SandboxParams, deadline_at: datetime | None = None) -> Sandbox:
         params.validate()
         runtime = self._runtimes.for_spawn(params.runtime)
         async with self._locked(params.id):
@@ -144,7 +145,8 @@ class SandboxManager:
             if image_env is None:
                 image_env = image_config_env(self._images, params.image_digest)
                 self._image_envs[params.image_digest] = image_env
-            sandbox = Sandbox(params, directory, utcnow(), image_env=dict(image_env))
+            sandbox = Sandbox(params, directory, utcnow(), image_env=dict(image_env),
+                              deadline_at=deadline_at)
             self._sandboxes[params.id] = sandbox
             try:
                 await self._bundles.build(sandbox, lower)
@@ -211,6 +213,39 @@ class SandboxManager:
             await self._teardown(sandbox_id, self._dir / sandbox_id,
                                  [self._runtimes.of(sandbox)], keep_filesystem=True)
             return sandbox
+
+    async def end(self, sandbox_id: str, event: SandboxEvent, reason: str) -> bool:
+        """End a running sandbox on the agent's own decision (its deadline, a fence): its
+        processes go, its files stay until the control plane deletes it, and why it ended
+        is saved. False when it was not running (any more)."""
+        async with self._locked(sandbox_id):
+            sandbox = self._sandboxes.get(sandbox_id)
+            if sandbox is None or sandbox.status is not SandboxStatus.RUNNING:
+                return False
+            advance(sandbox, event, reason)
+            sandbox.save()
+            await self._teardown(sandbox_id, sandbox.directory, [self._runtimes.of(sandbox)],
+                                 keep_filesystem=True)
+            return True
+
+    # --- deadlines ---------------------------------------------------------------
+
+    def set_deadline(self, sandbox_id: str, deadline_at: datetime | None) -> None:
+        """The sandbox's new deadline (its timeout changed on the control plane), saved."""
+        sandbox = self.get(sandbox_id)
+        if sandbox.deadline_at != deadline_at:
+            sandbox.deadline_at = deadline_at
+            sandbox.save()
+
+    def apply_deadlines(self, deadlines: Mapping[str, datetime | None]) -> None:
+        """The deadlines a control plane holds for this host's sandboxes; a sandbox it does
+        not list keeps its own (a create may be on its way while the list was made)."""
+        for sandbox in self:
+            if sandbox.id in deadlines and sandbox.status is SandboxStatus.RUNNING:
+                try:
+                    self.set_deadline(sandbox.id, deadlines[sandbox.id])
+                except OSError:
+                    log.warning("cannot save the deadline of %s", sandbox.id, exc_info=True)
 
     async def _teardown(self, sandbox_id: str, directory: Path,
                         runtimes: list[RuntimeDriver] | None = None, *,

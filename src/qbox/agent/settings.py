@@ -6,9 +6,10 @@ from the environment unless ``from_env`` is called.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from qbox.agent.host_names import DEFAULT_DATA_DIR, HostNames
@@ -17,6 +18,13 @@ from qbox.core.image_refs import ImageRefPolicy, local_path
 
 SECRET_FILE = "agent-secret"
 RUNTIME_CHOICES = ("auto", "crun", "runc", "fake")
+# The default cap on sandboxes per host, below what a /16 pool allows: past about a thousand,
+# a host runs short of something else first (veths and netns, mounts, pids, watcher tasks),
+# so going higher is an operator's deliberate choice (QBOX_AGENT_MAX_SANDBOXES).
+MAX_SANDBOXES_CAP = 1000
+# Each sandbox takes one /30 of the address pool (network/addresses.py, which imports this
+# module: hence the number here).
+_SANDBOX_LINK_PREFIX = 30
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,18 @@ class AgentSettings:
     disk_quota: bool = True
     # The seccomp allowlist (seccomp.py) on every sandbox process.
     seccomp: bool = True
+    # --- joining a control plane (docs/operations.md, "Run on many hosts") ---
+    # ``qbox agent --join URL --token TOKEN``: the control plane to join and heartbeat; the
+    # token is used once and never kept (nor shown in a repr that may be logged).
+    join_url: str | None = None
+    join_token: str | None = field(default=None, repr=False)
+    # The URL the control plane dials for data-plane calls; None → http://<listen>.
+    advertise: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    # Until the control plane's first answer says otherwise.
+    heartbeat_seconds: float = 5.0
+    # None → what the address pool allows, at most MAX_SANDBOXES_CAP.
+    max_sandboxes: int | None = None
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIME_CHOICES:
@@ -82,6 +102,21 @@ class AgentSettings:
         if not self.network_pool:
             object.__setattr__(self, "network_pool",
                                HostNames.for_data_dir(self.data_dir).default_pool)
+        if self.heartbeat_seconds <= 0:
+            raise ValueError("heartbeat_seconds must be positive")
+        if self.max_sandboxes is not None and self.max_sandboxes < 1:
+            raise ValueError("max_sandboxes must be at least 1")
+
+    @property
+    def sandbox_limit(self) -> int:
+        """How many sandboxes this host takes at most (reported to the control plane)."""
+        if self.max_sandboxes is not None:
+            return self.max_sandboxes
+        if not self.network:
+            return MAX_SANDBOXES_CAP
+        prefix: int = ipaddress.ip_network(self.network_pool).prefixlen
+        links = 1 << max(_SANDBOX_LINK_PREFIX - prefix, 0)
+        return min(links, MAX_SANDBOXES_CAP)
 
     @property
     def images_dir(self) -> Path:
@@ -132,7 +167,10 @@ class AgentSettings:
         ``QBOX_AGENT_OUTPUT_CAP`` (bytes, or with a K/M/G suffix) and
         ``QBOX_AGENT_KILL_GRACE`` and ``QBOX_IMAGE_GC_GRACE_SECONDS`` (seconds) and
         ``QBOX_INSECURE_REGISTRIES``, ``QBOX_TRUSTED_REGISTRIES`` and ``QBOX_IMPORT_DIRS``
-        (comma-separated) and ``QBOX_REGISTRY`` (trusted); keyword arguments win."""
+        (comma-separated) and ``QBOX_REGISTRY`` (trusted), ``QBOX_JOIN_URL``,
+        ``QBOX_JOIN_TOKEN``, ``QBOX_AGENT_ADVERTISE``, ``QBOX_HOST_LABELS`` (``k=v,k2=v2``),
+        ``QBOX_HOST_HEARTBEAT_SECONDS`` and ``QBOX_AGENT_MAX_SANDBOXES``; keyword arguments
+        win."""
         values: dict[str, object] = {}
         if os.environ.get("QBOX_DATA_DIR"):
             values["data_dir"] = Path(os.environ["QBOX_DATA_DIR"])
@@ -166,12 +204,33 @@ class AgentSettings:
             values["import_dirs"] = tuple(_listed("QBOX_IMPORT_DIRS"))
         if os.environ.get("QBOX_IMAGE_GC_GRACE_SECONDS"):
             values["image_gc_grace_seconds"] = float(os.environ["QBOX_IMAGE_GC_GRACE_SECONDS"])
+        for name, key in (("QBOX_JOIN_URL", "join_url"), ("QBOX_JOIN_TOKEN", "join_token"),
+                          ("QBOX_AGENT_ADVERTISE", "advertise")):
+            if os.environ.get(name):
+                values[key] = os.environ[name]
+        if _listed("QBOX_HOST_LABELS"):
+            values["labels"] = parse_labels(_listed("QBOX_HOST_LABELS"))
+        if os.environ.get("QBOX_HOST_HEARTBEAT_SECONDS"):
+            values["heartbeat_seconds"] = float(os.environ["QBOX_HOST_HEARTBEAT_SECONDS"])
+        if os.environ.get("QBOX_AGENT_MAX_SANDBOXES"):
+            values["max_sandboxes"] = int(os.environ["QBOX_AGENT_MAX_SANDBOXES"])
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 
 
 def _listed(name: str) -> list[str]:
     return [part.strip() for part in os.environ.get(name, "").split(",") if part.strip()]
+
+
+def parse_labels(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``["gpu=true", "zone=a"]`` → ``{"gpu": "true", "zone": "a"}`` (a host's labels)."""
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"a label is KEY=VALUE, not {pair!r}")
+        labels[key.strip()] = value.strip()
+    return labels
 
 
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
@@ -188,6 +247,40 @@ def parse_size(text: str) -> int:
     if size <= 0:
         raise ValueError(f"a size must be positive: {text!r}")
     return size
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all, readable by its owner only (0600 from birth)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class AgentSecret:
+    """The secret the control plane presents on every call. Joining a control plane
+    replaces it (``JoinReply.agentSecret``), so the bearer check reads it at each call."""
+
+    def __init__(self, data_dir: Path, value: str) -> None:
+        self._path = data_dir / SECRET_FILE
+        self._value = value.encode()
+
+    @property
+    def value(self) -> bytes:
+        return self._value
+
+    def replace(self, value: str) -> None:
+        """Take ``value`` from now on, and after a restart (DATA_DIR/agent-secret)."""
+        self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private(self._path, value + "\n")
+        self._value = value.encode()
 
 
 def load_or_create_secret(data_dir: Path) -> str:

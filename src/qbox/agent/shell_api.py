@@ -18,6 +18,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from qbox.agent.settings import AgentSecret
 from qbox.agent.shell import ShellSession
 from qbox.core.asgi import error_response
 from qbox.core.errors import AuthenticationError, QboxError
@@ -97,10 +98,9 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
             await websocket.close(code, reason)
 
 
-def shell_router(secret: str) -> APIRouter:
+def shell_router(secret: AgentSecret) -> APIRouter:
     """The shell route; it checks the host secret itself (before the upgrade)."""
     router = APIRouter()
-    expected = secret.encode()
     # Shells being ended. In the background: the client may be gone, and a
     # handler cancelled with it (server shutdown) must still end the tree.
     ending: set[asyncio.Task[None]] = set()
@@ -108,7 +108,7 @@ def shell_router(secret: str) -> APIRouter:
     @router.websocket("/sandboxes/{sandbox_id}/shell")
     async def open_shell(websocket: WebSocket, sandbox_id: str) -> None:
         try:
-            check_secret(websocket, expected)
+            check_secret(websocket, secret.value)
             params = parse_params(websocket.query_params)
             session = await websocket.app.state.agent.sandboxes.open_shell(
                 sandbox_id, params.size, command=params.command, user=params.user)

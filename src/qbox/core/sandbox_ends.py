@@ -17,6 +17,10 @@ HOST_RESTARTED = "the sandbox was lost when its host's agent restarted"
 RUNTIME_UNAVAILABLE = "the sandbox's runtime is no longer available on its host"
 BOOT_INTERRUPTED = "the sandbox's start was interrupted"
 DELETED = "the sandbox was deleted"
+# The agent ended it at its deadline itself (no control plane had), or when it fenced itself.
+TIMED_OUT = "timeout: the sandbox reached its deadline and its host ended it"
+FENCED = ("the sandbox's host lost contact with every control plane and stopped its "
+          "sandboxes (fenced)")
 
 
 def describe_end(exit_reason: str | None) -> str:
@@ -28,6 +32,10 @@ def describe_end(exit_reason: str | None) -> str:
         return DELETED
     if reason == "boot interrupted":
         return BOOT_INTERRUPTED
+    if reason == "timeout":
+        return TIMED_OUT
+    if reason == "fenced":
+        return FENCED
     if reason.startswith("lost: runtime"):
         return RUNTIME_UNAVAILABLE
     if reason.startswith("lost:"):

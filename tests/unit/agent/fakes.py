@@ -41,6 +41,11 @@ class FakeImageStore:
     def has(self, digest: str) -> bool:
         return (self.root / digest.partition(":")[2] / "rootfs").is_dir()
 
+    def digests(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(f"sha256:{d.name}" for d in self.root.iterdir() if (d / "rootfs").is_dir())
+
     def info(self, digest: str) -> FakeImageInfo:
         if not self.has(digest):
             raise NotFoundError(f"image {digest} is not in this host's store")

@@ -66,6 +66,9 @@ def test_the_refusals_are_the_impossible_events() -> None:
         (SandboxStatus.STOPPED, SandboxEvent.BOOTED),
         (SandboxStatus.CREATING, SandboxEvent.INIT_EXITED),
         (SandboxStatus.CREATING, SandboxEvent.HALTED),
+        # The agent ends a sandbox itself only once it runs (its boot holds the lock).
+        (SandboxStatus.CREATING, SandboxEvent.TIMED_OUT),
+        (SandboxStatus.CREATING, SandboxEvent.FENCED),
     }
 
 

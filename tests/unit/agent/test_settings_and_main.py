@@ -6,8 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from qbox.agent.main import bind_unix_socket, parse_listen
-from qbox.agent.settings import AgentSettings, load_or_create_secret
+import qbox.agent.main as agent_main
+from qbox.agent.joining import MembershipEnded
+from qbox.agent.main import advertised_address, bind_unix_socket, joins, parse_listen, run_agent
+from qbox.agent.settings import (
+    MAX_SANDBOXES_CAP,
+    AgentSettings,
+    load_or_create_secret,
+    parse_labels,
+)
 
 
 def test_secret_is_created_once_with_mode_0600(tmp_path: Path) -> None:
@@ -69,3 +76,70 @@ def test_output_cap_and_kill_grace_come_from_the_environment(monkeypatch: pytest
     for bad in ("", "lots", "-1M", "0"):
         with pytest.raises(ValueError):
             parse_size(bad)
+
+
+def test_joining_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    monkeypatch.setenv("QBOX_JOIN_URL", "https://cp.example:8080")
+    monkeypatch.setenv("QBOX_JOIN_TOKEN", "tok-secret")
+    monkeypatch.setenv("QBOX_AGENT_ADVERTISE", "http://10.0.0.5:7070")
+    monkeypatch.setenv("QBOX_HOST_LABELS", "gpu=true, zone=a")
+    monkeypatch.setenv("QBOX_HOST_HEARTBEAT_SECONDS", "2.5")
+    monkeypatch.setenv("QBOX_AGENT_MAX_SANDBOXES", "40")
+    settings = AgentSettings.from_env(data_dir=tmp_path)
+    assert (settings.join_url, settings.join_token, settings.advertise) == (
+        "https://cp.example:8080", "tok-secret", "http://10.0.0.5:7070")
+    assert settings.labels == {"gpu": "true", "zone": "a"}
+    assert (settings.heartbeat_seconds, settings.sandbox_limit) == (2.5, 40)
+    assert "tok-secret" not in repr(settings)
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_labels(["novalue"])
+
+
+def test_the_sandbox_limit_defaults_to_the_address_pool_capped() -> None:
+    assert AgentSettings().sandbox_limit == MAX_SANDBOXES_CAP  # a /16: 16384 links
+    assert AgentSettings(network_pool="10.9.0.0/24").sandbox_limit == 64
+    assert AgentSettings(network=False, network_pool="10.9.0.0/28").sandbox_limit == MAX_SANDBOXES_CAP
+    with pytest.raises(ValueError):
+        AgentSettings(max_sandboxes=0)
+
+
+def test_the_address_the_control_plane_dials(tmp_path: Path) -> None:
+    def address(**given: str) -> str:
+        return advertised_address(AgentSettings(data_dir=tmp_path, **given))  # type: ignore[arg-type]
+
+    assert address(listen="10.0.0.5:7070") == "http://10.0.0.5:7070"
+    assert address(listen="[fd00::5]:7070") == "http://[fd00::5]:7070"
+    assert address(listen="agent-3.internal:7070") == "http://agent-3.internal:7070"
+    assert address(listen="0.0.0.0:7070", advertise="https://a3:7070/") == "https://a3:7070"
+    for every in ("0.0.0.0:7070", ":7070", "[::]:7070"):
+        with pytest.raises(ValueError, match="--advertise"):
+            address(listen=every)
+
+
+def test_an_agent_joins_with_a_url_or_a_host_file(tmp_path: Path) -> None:
+    assert not joins(AgentSettings(data_dir=tmp_path))
+    assert joins(AgentSettings(data_dir=tmp_path, join_url="http://cp"))
+    (tmp_path / "host.json").write_text("{}")
+    assert joins(AgentSettings(data_dir=tmp_path))
+
+
+@pytest.mark.parametrize(("given", "says"), [
+    ({"join_url": "http://cp"}, "--listen ADDR:PORT"),
+    ({"join_url": "http://cp", "listen": "0.0.0.0:7070"}, "--advertise"),
+])
+def test_a_joining_agent_that_cannot_be_dialled_stops_with_a_message(
+        tmp_path: Path, given: dict[str, str], says: str) -> None:
+    with pytest.raises(SystemExit, match=says) as stopped:
+        run_agent(AgentSettings(data_dir=tmp_path, **given))  # type: ignore[arg-type]
+    assert stopped.value.code != 0
+
+
+def test_a_refused_membership_ends_the_agent_non_zero(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refused(settings: AgentSettings) -> None:
+        raise MembershipEnded("the control plane refused: bad token")
+
+    monkeypatch.setattr(agent_main, "serve", refused)
+    with pytest.raises(SystemExit, match="qbox agent: the control plane refused: bad token"):
+        run_agent(AgentSettings(data_dir=tmp_path, join_url="http://cp", listen="10.0.0.5:1"))

@@ -100,6 +100,21 @@ class StoreTree:
             return False
         return True
 
+    def digests(self) -> list[str]:
+        """Every image a sandbox can be started from here (the control plane's scheduler
+        prefers hosts that hold a template's image). Blocking: a directory scan."""
+        found = [f"sha256:{entry.name}" for entry in _entries(self.root / "rootfs")
+                 if (Path(entry.path) / "rootfs").is_dir()]
+        found += [f"sha256:{entry.name.removesuffix('.json')}"
+                  for entry in _entries(self.root / "images") if entry.name.endswith(".json")]
+        return sorted(digest for digest in set(found) if is_digest(digest) and self._mountable(digest))
+
+    def _mountable(self, digest: str) -> bool:
+        try:
+            return self.has(digest)
+        except InternalError:  # a damaged record: no sandbox starts from it either
+            return False
+
     def lower_dirs(self, digest: str) -> list[Path]:
         """The read-only dirs a sandbox of ``digest`` stacks, top first; never write into them."""
         record = self.record(digest)
@@ -198,6 +213,13 @@ def human_size(size: int) -> str:
             return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     raise AssertionError("unreachable")
+
+
+def _entries(directory: Path) -> list[os.DirEntry[str]]:
+    try:
+        return list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
 
 
 def _remove(entry: os.DirEntry[str]) -> None:

@@ -1,8 +1,10 @@
-"""Sandboxes on one host: boot, list, delete."""
+"""Sandboxes on one host: boot, list, change their deadline, delete."""
 
 from __future__ import annotations
 
-from qbox.protocol.sandboxes import SandboxCreated, SandboxInfo, SandboxSpec
+from datetime import datetime
+
+from qbox.protocol.sandboxes import SandboxCreated, SandboxDeadline, SandboxInfo, SandboxSpec
 from qbox.server.agent_client.transport import Transport, parsed, parsed_list, path
 
 
@@ -18,6 +20,12 @@ class SandboxClient:
     async def list(self) -> list[SandboxInfo]:
         """Every sandbox the agent holds (build sandboxes aside)."""
         return parsed_list(SandboxInfo, await self._transport.call("GET", "/sandboxes") or [])
+
+    async def set_deadline(self, sandbox_id: str, deadline: datetime | None) -> None:
+        """The agent ends the sandbox at ``deadline`` (reason "timeout") if no control plane
+        did first; None: never. 404 ``sandbox_not_found`` when the host does not hold it."""
+        await self._transport.call("PUT", path("sandboxes", sandbox_id, "deadline"),
+                                   body=SandboxDeadline(deadline_at=deadline))
 
     async def delete(self, sandbox_id: str) -> None:
         """Idempotent: an unknown id is fine."""

@@ -1,0 +1,59 @@
+"""A running agent as a member of a control plane: it joins (or finds host.json), then
+heartbeats until stopped. Started once the agent serves (runtime probed, sandboxes loaded,
+listening), so what it reports is true and the control plane can dial it straight away."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+
+import httpx
+from fastapi import FastAPI
+
+from qbox.agent.app import AgentState, host_health
+from qbox.agent.heartbeat import Heartbeats
+from qbox.agent.joining import membership
+from qbox.agent.lifecycle import FENCED_REASON, SandboxEvent
+from qbox.protocol.host import HostReport
+
+log = logging.getLogger("qbox.agent.joining")
+
+# Per call; a heartbeat's own timeout is its interval.
+_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+
+class JoinedHost:
+    """The agent's side of the heartbeat (heartbeat.FencedHost)."""
+
+    def __init__(self, agent: AgentState, address: str) -> None:
+        self._agent = agent
+        self._address = address
+
+    async def report(self) -> HostReport:
+        health = await host_health(self._agent)
+        return HostReport.model_validate({**dict(health), "address": self._address})
+
+    async def fence(self) -> int:
+        manager = self._agent.sandboxes
+        killed = 0
+        for sandbox_id in [s.id for s in manager]:
+            try:
+                killed += await manager.end(sandbox_id, SandboxEvent.FENCED, FENCED_REASON)
+            except Exception:  # noqa: BLE001 - the others must still be killed
+                log.exception("fencing: killing %s failed", sandbox_id)
+        return killed
+
+    def apply_deadlines(self, deadlines: Mapping[str, datetime | None]) -> None:
+        self._agent.sandboxes.apply_deadlines(deadlines)
+
+
+async def take_part(app: FastAPI, address: str,
+                    client: httpx.AsyncClient | None = None) -> None:
+    """Join (unless joined before) and heartbeat until cancelled; MembershipEnded when
+    the control plane refuses this host. ``client`` replaces the real one (tests)."""
+    agent: AgentState = app.state.agent
+    host = JoinedHost(agent, address)
+    async with client or httpx.AsyncClient(timeout=_TIMEOUT) as http:
+        joined = await membership(agent.settings, http, app.state.secret, host.report)
+        await Heartbeats(http, joined, host).run()
