@@ -201,9 +201,21 @@ def server(host: str | None, port: int | None) -> None:
     help="Unix socket to serve on [default: DATA_DIR/agent.sock].",
 )
 @click.option("--listen", default=None, help="host:port to serve on instead of a unix socket.")
-def agent(data_dir: Path | None, socket_path: Path | None, listen: str | None) -> None:
-    """Run the host agent (normally started by qbox up)."""
+@click.option("--join", "join_url", default=None, metavar="URL",
+              help="Join the control plane at URL and heartbeat to it [QBOX_JOIN_URL].")
+@click.option("--token", "join_token", default=None,
+              help="Join token (qbox hosts token create), used once [QBOX_JOIN_TOKEN].")
+@click.option("--advertise", default=None, metavar="URL",
+              help="URL the control plane dials this agent at [default: http://LISTEN; "
+                   "QBOX_AGENT_ADVERTISE].")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              help="A label of this host, repeatable [QBOX_HOST_LABELS=k=v,k2=v2].")
+def agent(data_dir: Path | None, socket_path: Path | None, listen: str | None,
+          join_url: str | None, join_token: str | None, advertise: str | None,
+          labels: tuple[str, ...]) -> None:
+    """Run the host agent (started by qbox up, or joining a control plane with --join)."""
     from qbox.agent.main import run_agent
+    from qbox.agent.settings import parse_labels
 
     data_dir = (data_dir or default_data_dir()).resolve()
     overrides: dict[str, object] = {"data_dir": data_dir, "secret": load_or_create_secret(data_dir)}
@@ -211,5 +223,14 @@ def agent(data_dir: Path | None, socket_path: Path | None, listen: str | None) -
         overrides["listen"] = listen
     elif socket_path:
         overrides["socket_path"] = socket_path
-    # QBOX_AGENT_RUNTIME=crun|runc picks the runtime; the rest comes from the options.
-    run_agent(AgentSettings.from_env(**overrides))
+    for key, value in (("join_url", join_url), ("join_token", join_token), ("advertise", advertise)):
+        if value:
+            overrides[key] = value
+    try:
+        if labels:
+            overrides["labels"] = parse_labels(labels)
+        # QBOX_AGENT_RUNTIME=crun|runc picks the runtime; the rest comes from the options.
+        settings = AgentSettings.from_env(**overrides)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    run_agent(settings)
