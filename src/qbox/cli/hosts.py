@@ -77,7 +77,7 @@ def _watch(state: CliState, status: str | None) -> None:
             else:
                 if state.env.stdout_is_tty():
                     state.env.out(CLEAR_SCREEN, nl=False)
-                state.env.out(f"{utcnow():%H:%M:%S}  {len(hosts)} host(s), every {WATCH_SECONDS:g} s; Ctrl-C stops")
+                state.env.out(f"{utcnow():%H:%M:%S} UTC  {len(hosts)} host(s), every {WATCH_SECONDS:g} s; Ctrl-C stops")
                 state.emit_table(HOST_COLUMNS, [_row(h) for h in hosts])
             clock.sleep(WATCH_SECONDS)
     except KeyboardInterrupt:
