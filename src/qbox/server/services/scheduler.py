@@ -20,8 +20,9 @@ With a sample size k (``QBOX_SCHEDULER_SAMPLE``) each group ranks only k
 hosts drawn at random ("best of k", as in the power of two choices): past
 the one pass that filters and weighs every host, a spawn sorts k hosts
 instead of the whole fleet, and concurrent spawns on several replicas spread
-instead of all racing for the same emptiest host. The group's other hosts follow the sampled
-ones unsorted, so a retry still has somewhere to go.
+instead of all racing for the same emptiest host. The group's other hosts
+follow the sampled ones, in the order given, so a retry still has somewhere
+to go.
 """
 
 from __future__ import annotations
