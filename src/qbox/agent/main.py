@@ -132,6 +132,8 @@ def run_agent(settings: AgentSettings) -> None:
     """Run the agent until SIGINT/SIGTERM (sandboxes keep running after it stops)."""
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs each request at INFO: a line per heartbeat says nothing the agent's own don't.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     # The standard event loop, not uvloop: uvloop's pipe transports close their fd
     # twice (once in libuv, once through the file object; MagicStack/uvloop#763,
     # open as of uvloop 0.23). The agent's command pipes are such transports, and a
