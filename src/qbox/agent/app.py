@@ -109,9 +109,14 @@ async def host_health(agent: AgentState) -> Health:
     The figures that read files are measured in a worker thread, off the event loop."""
     settings = agent.settings
 
-    def measure() -> tuple[dict[str, int], Usage, list[str]]:
-        return (host_capacity(settings.data_dir, settings.sandboxes_dir),
-                agent.usage.measure(), agent.images.digests())
+    def measure() -> tuple[dict[str, int], Usage | None, list[str]]:
+        try:
+            usage: Usage | None = agent.usage.measure()
+        except (OSError, ValueError, KeyError) as exc:  # a /proc without them (a container)
+            log.warning("cannot measure this host's usage: %s", exc)
+            usage = None
+        return (host_capacity(settings.data_dir, settings.sandboxes_dir), usage,
+                agent.images.digests())
 
     capacity, usage, images = await asyncio.to_thread(measure)
     return Health(version=__version__, runtime=agent.runtime.name,

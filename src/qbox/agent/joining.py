@@ -50,14 +50,19 @@ class Membership:
 
     @classmethod
     def load(cls, data_dir: Path) -> Membership | None:
+        path = data_dir / HOST_FILE
         try:
-            data = json.loads((data_dir / HOST_FILE).read_text())
+            data = json.loads(path.read_text())
+            return cls(host_id=str(data["hostId"]), control_plane=str(data["controlPlane"]),
+                       credential=str(data["credential"]),
+                       heartbeat_seconds=float(data.get("heartbeatSeconds", 5.0)),
+                       fence_seconds=float(data.get("fenceSeconds", DEFAULT_FENCE_SECONDS)))
         except FileNotFoundError:
             return None
-        return cls(host_id=str(data["hostId"]), control_plane=str(data["controlPlane"]),
-                   credential=str(data["credential"]),
-                   heartbeat_seconds=float(data.get("heartbeatSeconds", 5.0)),
-                   fence_seconds=float(data.get("fenceSeconds", DEFAULT_FENCE_SECONDS)))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MembershipEnded(f"{path} is damaged ({type(exc).__name__}: {exc}); remove "
+                                  "the host (`qbox hosts remove`), delete the file and join "
+                                  "again with a new token") from None
 
     def save(self, data_dir: Path) -> None:
         write_private(data_dir / HOST_FILE, json.dumps({

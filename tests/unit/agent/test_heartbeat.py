@@ -174,3 +174,6 @@ def test_the_host_file_round_trips(tmp_path: Path) -> None:
     assert Membership.load(tmp_path) == joined
     assert "cred-a" not in repr(joined)
     assert Membership.load(tmp_path / "nowhere") is None
+    (tmp_path / "host.json").write_text('{"hostId": "host_a"')
+    with pytest.raises(MembershipEnded, match="host.json is damaged.*join again"):
+        Membership.load(tmp_path)

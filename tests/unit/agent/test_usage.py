@@ -65,3 +65,14 @@ async def test_health_reports_the_live_figures(agent: AgentUnderTest) -> None:
     assert body["maxSandboxes"] == 1000 and body["labels"] == {}
     assert body["usage"]["memoryUsedMb"] > 0 and body["usage"]["diskTotalMb"] > 0
     assert body["capacity"]["vcpus"] >= 1
+
+
+async def test_health_answers_when_usage_cannot_be_measured(
+        agent: AgentUnderTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreadable() -> None:
+        raise FileNotFoundError("/proc/stat")
+
+    monkeypatch.setattr(agent.app.state.agent.usage, "measure", unreadable)
+    r = await agent.client.get("/health")
+    assert r.status_code == 200 and r.json()["usage"] is None
+    assert r.json()["images"] == [agent.digest]
