@@ -13,7 +13,8 @@ from fastapi import FastAPI
 
 from qbox.agent.app import AgentState, host_health
 from qbox.agent.heartbeat import Heartbeats
-from qbox.agent.joining import membership
+from qbox.agent.cluster_tls import ListenerCert, TrustRefused, control_plane_trust
+from qbox.agent.joining import MembershipEnded, control_plane_url, membership
 from qbox.agent.lifecycle import FENCED_REASON, SandboxEvent
 from qbox.protocol.host import HostReport
 
@@ -49,11 +50,20 @@ class JoinedHost:
 
 
 async def take_part(app: FastAPI, address: str,
-                    client: httpx.AsyncClient | None = None) -> None:
+                    client: httpx.AsyncClient | None = None,
+                    listener: ListenerCert | None = None) -> None:
     """Join (unless joined before) and heartbeat until cancelled; MembershipEnded when
-    the control plane refuses this host. ``client`` replaces the real one (tests)."""
+    the control plane refuses this host, or is not the one its operator said to trust.
+    ``client`` replaces the real one (tests); ``listener``: the agent serves HTTPS."""
     agent: AgentState = app.state.agent
+    settings = agent.settings
     host = JoinedHost(agent, address)
-    async with client or httpx.AsyncClient(timeout=_TIMEOUT) as http:
-        joined = await membership(agent.settings, http, app.state.secret, host.report)
+    try:
+        trust = await control_plane_trust(settings.data_dir, control_plane_url(settings) or "",
+                                          ca_cert=settings.ca_cert, ca_hash=settings.ca_hash)
+    except TrustRefused as exc:
+        raise MembershipEnded(str(exc)) from None
+    async with client or httpx.AsyncClient(timeout=_TIMEOUT, verify=trust or True) as http:
+        joined = await membership(settings, http, app.state.secret, host.report,
+                                  listener=listener)
         await Heartbeats(http, joined, host).run()

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from qbox.agent.cluster_tls import ListenerCert
 from qbox.agent.settings import AgentSecret, AgentSettings, write_private
 from qbox.protocol.host import HostReport, JoinReply, JoinRequest
 
@@ -87,9 +88,9 @@ def refusal_message(response: httpx.Response) -> str:
 
 
 async def join(client: httpx.AsyncClient, url: str, token: str,
-               report: HostReport) -> JoinReply:
+               report: HostReport, csr_pem: str | None = None) -> JoinReply:
     """One join attempt. MembershipEnded when refused (4xx), Unanswered when worth a retry."""
-    body = JoinRequest(token=token, report=report).wire()
+    body = JoinRequest(token=token, report=report, csr_pem=csr_pem).wire()
     try:
         response = await client.post(f"{url.rstrip('/')}/v1/agent/join", json=body)
     except httpx.HTTPError as exc:
@@ -107,11 +108,22 @@ async def join(client: httpx.AsyncClient, url: str, token: str,
         raise Unanswered(f"a malformed join reply (HTTP {response.status_code})") from None
 
 
+def control_plane_url(settings: AgentSettings) -> str | None:
+    """The control plane this agent reaches: ``--join``, else the one it joined."""
+    if settings.join_url:
+        return settings.join_url.rstrip("/")
+    known = Membership.load(settings.data_dir)
+    return known.control_plane if known is not None else None
+
+
 async def membership(settings: AgentSettings, client: httpx.AsyncClient, secret: AgentSecret,
                      report: Callable[[], Awaitable[HostReport]], *,
-                     retry_seconds: float = RETRY_SECONDS) -> Membership:
+                     retry_seconds: float = RETRY_SECONDS,
+                     listener: ListenerCert | None = None) -> Membership:
     """This host's membership: the one in host.json, else a new one from joining with
-    ``settings.join_token`` (asked again while the control plane does not answer)."""
+    ``settings.join_token`` (asked again while the control plane does not answer). A
+    ``listener`` (an HTTPS one) sends its certificate request with the join and serves
+    the certificate that comes back."""
     known = Membership.load(settings.data_dir)
     if known is not None:
         if settings.join_url and settings.join_url.rstrip("/") != known.control_plane:
@@ -128,12 +140,20 @@ async def membership(settings: AgentSettings, client: httpx.AsyncClient, secret:
     url = settings.join_url.rstrip("/")
     while True:
         try:
-            reply = await join(client, url, settings.join_token, await report())
+            reply = await join(client, url, settings.join_token, await report(),
+                               listener.request() if listener is not None else None)
             break
         except Unanswered as exc:
             log.warning("joining %s: no answer (%s); trying again in %g s", url, exc,
                         retry_seconds)
             await asyncio.sleep(retry_seconds)
+    if listener is not None:
+        if reply.certificate_pem:
+            listener.install(reply.certificate_pem, reply.ca_cert_pem)
+        else:
+            log.warning("the control plane at %s signed no certificate for this host's HTTPS "
+                        "listener: it serves a self-signed one, which no control plane accepts",
+                        url)
     secret.replace(reply.agent_secret)
     joined = Membership(reply.host_id, url, reply.credential, reply.heartbeat_seconds,
                         reply.fence_seconds)

@@ -22,7 +22,8 @@ from fastapi import FastAPI
 
 from qbox.agent.app import create_app
 from qbox.agent.joined_host import take_part
-from qbox.agent.joining import HOST_FILE, MembershipEnded
+from qbox.agent.cluster_tls import ListenerCert, listener_names, serve_https
+from qbox.agent.joining import HOST_FILE, MembershipEnded, control_plane_url
 from qbox.agent.settings import AgentSettings
 
 log = logging.getLogger("qbox.agent")
@@ -44,7 +45,8 @@ def joins(settings: AgentSettings) -> bool:
 def advertised_address(settings: AgentSettings) -> str:
     """The URL the control plane dials for data-plane calls: ``--advertise``, else the
     ``--listen`` address, which must then be one address (not 0.0.0.0 or ::, which a
-    control plane cannot dial: the agent refuses rather than guess an interface)."""
+    control plane cannot dial: the agent refuses rather than guess an interface). Its
+    scheme is the control plane's: an agent reached over https serves HTTPS itself."""
     if settings.advertise:
         return settings.advertise.rstrip("/")
     host, port = parse_listen(settings.listen or "")
@@ -56,7 +58,8 @@ def advertised_address(settings: AgentSettings) -> str:
         raise ValueError(f"--listen {settings.listen} is every address of this host; give "
                          "--advertise http://ADDR:PORT, the address the control plane "
                          "reaches this agent at")
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    scheme = "https" if (control_plane_url(settings) or "").startswith("https://") else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def bind_unix_socket(path: Path) -> socket.socket:
@@ -81,7 +84,12 @@ async def serve(settings: AgentSettings) -> None:
     if settings.listen:
         config.host, config.port = parse_listen(settings.listen)
         if joins(settings):
-            await _serve_joined(uvicorn.Server(config), app, advertised_address(settings))
+            address = advertised_address(settings)
+            listener = None
+            if address.startswith("https://"):
+                listener = ListenerCert(settings.data_dir, listener_names(address, settings.listen))
+                serve_https(config, listener)
+            await _serve_joined(uvicorn.Server(config), app, address, listener)
         else:
             await uvicorn.Server(config).serve()
         return
@@ -107,7 +115,8 @@ async def serve(settings: AgentSettings) -> None:
         sock.close()
 
 
-async def _serve_joined(server: uvicorn.Server, app: FastAPI, address: str) -> None:
+async def _serve_joined(server: uvicorn.Server, app: FastAPI, address: str,
+                        listener: ListenerCert | None) -> None:
     """Serve, and once serving take part in the control plane; a refusal stops both."""
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():
@@ -115,7 +124,7 @@ async def _serve_joined(server: uvicorn.Server, app: FastAPI, address: str) -> N
     if not server.started:
         await serving
         return
-    member = asyncio.create_task(take_part(app, address))
+    member = asyncio.create_task(take_part(app, address, listener=listener))
     await asyncio.wait({serving, member}, return_when=asyncio.FIRST_COMPLETED)
     if member.done():
         server.should_exit = True

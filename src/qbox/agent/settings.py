@@ -85,7 +85,13 @@ class AgentSettings:
     # token is used once and never kept (nor shown in a repr that may be logged).
     join_url: str | None = None
     join_token: str | None = field(default=None, repr=False)
-    # The URL the control plane dials for data-plane calls; None → http://<listen>.
+    # What the control plane's certificate must chain to when it is reached over https: a
+    # PEM file, or the cluster CA's pinned fingerprint (sha256:…); neither: the system's
+    # roots (agent/cluster_tls.py).
+    ca_cert: Path | None = None
+    ca_hash: str | None = None
+    # The URL the control plane dials for data-plane calls; None → http(s)://<listen>, https
+    # when the control plane is reached over https.
     advertise: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     # Until the control plane's first answer says otherwise.
@@ -168,7 +174,8 @@ class AgentSettings:
         ``QBOX_AGENT_KILL_GRACE`` and ``QBOX_IMAGE_GC_GRACE_SECONDS`` (seconds) and
         ``QBOX_INSECURE_REGISTRIES``, ``QBOX_TRUSTED_REGISTRIES`` and ``QBOX_IMPORT_DIRS``
         (comma-separated) and ``QBOX_REGISTRY`` (trusted), ``QBOX_JOIN_URL``,
-        ``QBOX_JOIN_TOKEN``, ``QBOX_AGENT_ADVERTISE``, ``QBOX_HOST_LABELS`` (``k=v,k2=v2``),
+        ``QBOX_JOIN_TOKEN``, ``QBOX_JOIN_CA_CERT``, ``QBOX_JOIN_CA_HASH``,
+        ``QBOX_AGENT_ADVERTISE``, ``QBOX_HOST_LABELS`` (``k=v,k2=v2``),
         ``QBOX_HOST_HEARTBEAT_SECONDS`` and ``QBOX_AGENT_MAX_SANDBOXES``; keyword arguments
         win."""
         values: dict[str, object] = {}
@@ -205,9 +212,11 @@ class AgentSettings:
         if os.environ.get("QBOX_IMAGE_GC_GRACE_SECONDS"):
             values["image_gc_grace_seconds"] = float(os.environ["QBOX_IMAGE_GC_GRACE_SECONDS"])
         for name, key in (("QBOX_JOIN_URL", "join_url"), ("QBOX_JOIN_TOKEN", "join_token"),
-                          ("QBOX_AGENT_ADVERTISE", "advertise")):
+                          ("QBOX_AGENT_ADVERTISE", "advertise"), ("QBOX_JOIN_CA_HASH", "ca_hash")):
             if os.environ.get(name):
                 values[key] = os.environ[name]
+        if os.environ.get("QBOX_JOIN_CA_CERT"):
+            values["ca_cert"] = Path(os.environ["QBOX_JOIN_CA_CERT"])
         if _listed("QBOX_HOST_LABELS"):
             values["labels"] = parse_labels(_listed("QBOX_HOST_LABELS"))
         if os.environ.get("QBOX_HOST_HEARTBEAT_SECONDS"):
