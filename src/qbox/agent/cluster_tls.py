@@ -93,6 +93,11 @@ async def control_plane_trust(data_dir: Path, url: str, *, ca_cert: Path | None 
     The CA named once is kept in DATA_DIR/tls/, so a restart needs neither option again."""
     if not url.startswith("https://"):
         return None
+    if ca_hash is not None:
+        try:
+            parse_fingerprint(ca_hash)
+        except ValueError as exc:
+            raise TrustRefused(str(exc)) from None
     kept = tls_dir(data_dir) / CONTROL_PLANE_CA
     if ca_cert is not None:
         pem = _checked(ca_cert.read_text(), ca_hash, f"in {ca_cert}")

@@ -206,16 +206,23 @@ def server(host: str | None, port: int | None) -> None:
 @click.option("--token", "join_token", default=None,
               help="Join token (qbox hosts token create), used once [QBOX_JOIN_TOKEN].")
 @click.option("--advertise", default=None, metavar="URL",
-              help="URL the control plane dials this agent at [default: http://LISTEN; "
-                   "QBOX_AGENT_ADVERTISE].")
+              help="URL the control plane dials this agent at [default: http://LISTEN, "
+                   "https://LISTEN when --join is https; QBOX_AGENT_ADVERTISE].")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
               help="A label of this host, repeatable [QBOX_HOST_LABELS=k=v,k2=v2].")
+@click.option("--ca-cert", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="PEM file of the CA the control plane's certificate must chain to "
+                   "[QBOX_JOIN_CA_CERT].")
+@click.option("--ca-hash", default=None, metavar="sha256:HEX",
+              help="Trust the cluster CA with this fingerprint, as the join command says "
+                   "[QBOX_JOIN_CA_HASH].")
 def agent(data_dir: Path | None, socket_path: Path | None, listen: str | None,
           join_url: str | None, join_token: str | None, advertise: str | None,
-          labels: tuple[str, ...]) -> None:
+          labels: tuple[str, ...], ca_cert: Path | None, ca_hash: str | None) -> None:
     """Run the host agent (started by qbox up, or joining a control plane with --join)."""
     from qbox.agent.main import run_agent
     from qbox.agent.settings import parse_labels
+    from qbox.core.cert_fingerprint import parse_fingerprint
 
     data_dir = (data_dir or default_data_dir()).resolve()
     overrides: dict[str, object] = {"data_dir": data_dir, "secret": load_or_create_secret(data_dir)}
@@ -223,10 +230,13 @@ def agent(data_dir: Path | None, socket_path: Path | None, listen: str | None,
         overrides["listen"] = listen
     elif socket_path:
         overrides["socket_path"] = socket_path
-    for key, value in (("join_url", join_url), ("join_token", join_token), ("advertise", advertise)):
+    for key, value in (("join_url", join_url), ("join_token", join_token), ("advertise", advertise),
+                       ("ca_cert", ca_cert)):
         if value:
             overrides[key] = value
     try:
+        if ca_hash:
+            overrides["ca_hash"] = parse_fingerprint(ca_hash)
         if labels:
             overrides["labels"] = parse_labels(labels)
         # QBOX_AGENT_RUNTIME=crun|runc picks the runtime; the rest comes from the options.

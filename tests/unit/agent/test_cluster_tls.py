@@ -67,6 +67,8 @@ async def test_a_ca_with_another_fingerprint_is_refused(tmp_path: Path) -> None:
                               transport=serving_ca(impostor.cert_pem))
     with pytest.raises(TrustRefused, match="remove it"):
         await control_plane_trust(tmp_path, URL, ca_hash=pinned.fingerprint)
+    with pytest.raises(TrustRefused, match="not a sha256 fingerprint"):
+        await control_plane_trust(tmp_path / "other", URL, ca_hash="sha1:abcd")
 
 
 async def test_a_ca_file_or_the_systems_roots(tmp_path: Path) -> None:
