@@ -42,6 +42,7 @@ from qbox.server.http import (
 from qbox.server.http.auditing import AuditMiddleware
 from qbox.server.http.body import InputEdgeMiddleware
 from qbox.server.services import bootstrap
+from qbox.server.services.cluster_ca import ensure_ca
 from qbox.server.services.context import AgentFactory, AgentPool, ServiceContext
 from qbox.server.services.hostsync import sync_host, sync_hosts
 from qbox.server.services.periodic import Periodic
@@ -165,8 +166,10 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
             admin = await bootstrap.ensure_admin(ctx)
             if admin.secret and startup.on_admin_created:
                 startup.on_admin_created(admin.secret, str(admin.key_file))
-            if startup.agent_factory is not None:
-                ctx.agents.factory = startup.agent_factory
+            # The cluster CA, made at the first start: it signs joining hosts' certificates,
+            # and https agents' certificates are checked against it.
+            ctx.agents.ca_pem = (await ensure_ca(ctx)).cert_pem
+            ctx.agents.factory = startup.agent_factory
             if startup.embedded_agent:
                 await _add_embedded_host(ctx, services, startup)
             loops = _periodic_tasks(services, startup)

@@ -16,6 +16,8 @@ from tests.unit.server.conftest import Harness
 from tests.unit.server.helpers import add_user_with_key
 from tests.unit.server.test_sandboxes_api import spawn
 
+HOST_REPORT = {"version": "t", "runtime": "crun", "runtimes": ["crun"], "sandboxes": 0,
+               "address": "http://10.9.0.2:7001"}
 # A valid body for every route that takes one: validation must not answer before access control.
 BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", "/v1/sandboxes"): {"templateId": "tpl_python"},
@@ -39,14 +41,24 @@ BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("PATCH", "/v1/templates/{template_id}"): {"public": True},
     ("PUT", "/v1/users/{user_id}/quota"): {"sandboxes": 3},
     ("PUT", "/v1/quota-defaults"): {"sandboxes": 20},
+    ("POST", "/v1/hosts/{host_id}/drain"): None,
+    ("POST", "/v1/hosts/{host_id}/uncordon"): None,
+    ("POST", "/v1/host-tokens"): {"ttlSeconds": 600},
+    ("POST", "/v1/agent/join"): {"token": "qbj_forged", "report": HOST_REPORT},
+    ("POST", "/v1/agent/heartbeat"): HOST_REPORT,
 }
-PUBLIC = {("GET", "/healthz"), ("GET", "/v1/system")}
+PUBLIC = {("GET", "/healthz"), ("GET", "/v1/system"), ("GET", "/v1/agent/ca")}
+# Called by agents, with a join token or their host credential instead of a key.
+AGENT = {("POST", "/v1/agent/join"), ("POST", "/v1/agent/heartbeat")}
 ANY_KEY = {("GET", "/v1/auth/me")}
 # Owned objects: another member must get 404, as if it did not exist.
 OWNED_PARAMS = {"sandbox_id", "key_id", "pid", "context_id", "template_id"}
+# Operators' objects: a member is refused (403) before any lookup, whatever the method.
+ADMIN_PARAMS = {"host_id", "token_id"}
 # Objects shared by every user: none. (Users are admin-only routes answering 403 before any lookup.)
 SHARED_PARAMS: set[str] = set()
-ADMIN_ONLY_PREFIXES = ("/v1/users", "/v1/audit", "/v1/quota-defaults")
+ADMIN_ONLY_PREFIXES = ("/v1/users", "/v1/audit", "/v1/quota-defaults", "/v1/hosts", "/v1/host-tokens",
+                       "/v1/cluster")
 
 
 def api_routes(h: Harness) -> list[tuple[str, str]]:
@@ -89,8 +101,13 @@ def alices_objects(harness: Harness) -> dict[str, str]:
             == "building":
         assert time.monotonic() < deadline
         time.sleep(0.02)
+    # A joined host and a join token, the operators' objects.
+    token = harness.client.post("/v1/host-tokens", json={}, headers=harness.auth()).json()
+    joined = harness.client.post("/v1/agent/join", json={"token": token["token"], "report": HOST_REPORT})
+    spare = harness.client.post("/v1/host-tokens", json={}, headers=harness.auth()).json()
     return {"sandbox_id": sb["id"], "pid": str(pid), "key_id": key_id, "user_id": alice_id,
-            "context_id": "ctx_alice", "template_id": "tpl_alices", "alice": alice}
+            "context_id": "ctx_alice", "template_id": "tpl_alices", "alice": alice,
+            "host_id": joined.json()["hostId"], "token_id": spare["id"]}
 
 
 def test_no_route_reveals_another_members_objects(harness: Harness, alices_objects: dict[str, str]) -> None:
@@ -101,13 +118,13 @@ def test_no_route_reveals_another_members_objects(harness: Harness, alices_objec
         params = {p.strip("{}") for p in path.split("/") if p.startswith("{")}
         if not params:
             continue
-        unknown = params - OWNED_PARAMS - SHARED_PARAMS - {"user_id"}
+        unknown = params - OWNED_PARAMS - SHARED_PARAMS - ADMIN_PARAMS - {"user_id"}
         assert not unknown, f"{method} {path}: decide how {unknown} is owned"
         if params <= SHARED_PARAMS:
             continue
         url = path.format(**alices_objects)
         r = call(harness, method, path, url, harness.auth(bob))
-        if path.startswith(ADMIN_ONLY_PREFIXES) and method != "GET":
+        if path.startswith(ADMIN_ONLY_PREFIXES) and (method != "GET" or params & ADMIN_PARAMS):
             assert r.status_code == 403, (method, path, r.text)
         else:
             assert r.status_code == 404, (method, path, r.status_code, r.text)
@@ -131,7 +148,7 @@ def test_every_route_checks_a_scope(harness: Harness, alices_objects: dict[str, 
     _t, templates_only = add_user_with_key(data_dir, role="admin", scopes=["templates:read"])
     _s, sandboxes_only = add_user_with_key(data_dir, role="admin", scopes=["sandboxes:read"])
     for method, path in api_routes(harness):
-        if (method, path) in PUBLIC | ANY_KEY:
+        if (method, path) in PUBLIC | ANY_KEY | AGENT:
             continue
         key = sandboxes_only if path.startswith("/v1/templates") else templates_only
         url = path.format(**alices_objects)
@@ -148,11 +165,14 @@ def test_every_route_needs_a_key(harness: Harness, alices_objects: dict[str, str
             continue
         r = call(harness, method, path, path.format(**alices_objects), {})
         assert r.status_code == 401, (method, path)
+        if (method, path) in AGENT:
+            assert r.json()["error"]["code"] in ("invalid_join_token", "invalid_host_credential")
 
 
 def test_admin_only_routes_refuse_members(harness: Harness, alices_objects: dict[str, str]) -> None:
     _m, member = add_user_with_key(harness.settings.data_dir)
-    for method, path in api_routes(harness):
+    removal = ("DELETE", "/v1/hosts/{host_id}")
+    for method, path in [*(r for r in api_routes(harness) if r != removal), removal]:  # removal last
         if not path.startswith(ADMIN_ONLY_PREFIXES) or "{user_id}" in path and method == "GET":
             continue
         r = harness.client.request(method, path.format(**alices_objects), json=BODIES.get((method, path)),

@@ -131,7 +131,8 @@ def place(hosts: Sequence[HostLoad], request: Resources, policy: Overcommit) -> 
 
 # How a host passed over before its room was weighed is named (services/scheduler.py's reasons).
 _PASSED_OVER = {"notReady": "not ready", "draining": "draining", "runtime": "without runtime {runtime}",
-                "selector": "not matching the template's host selector {selector}"}
+                "selector": "not matching the template's host selector {selector}",
+                "image": "without the template's image (it has no registry copy to pull)"}
 
 
 def no_capacity(shortfalls: Sequence[Shortfall], request: Resources,

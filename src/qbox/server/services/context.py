@@ -40,7 +40,10 @@ class AgentPool:
     # Hosts that came back after missing heartbeats: the next host sync removes the containers
     # they hold of sandboxes that ended meanwhile.
     to_sweep: set[str] = field(default_factory=set)
-    factory: AgentFactory = dial
+    # The cluster CA's certificate, which https agents' certificates must chain to.
+    ca_pem: str | None = None
+    # Makes joined hosts' clients from (address, secret) instead (tests).
+    factory: AgentFactory | None = None
 
     def for_host(self, host_id: str | None) -> AgentClient:
         key = host_id or ""
@@ -65,7 +68,8 @@ class AgentPool:
         if self.addresses.get(host_id) == address and host_id in self.clients:
             return
         old = self.clients.pop(host_id, None)
-        self.clients[host_id] = self.factory(address, secret)
+        self.clients[host_id] = self.factory(address, secret) if self.factory is not None \
+            else AgentClient(AgentEndpoint(address, secret, ca_pem=self.ca_pem))
         self.addresses[host_id] = address
         if old is not None:
             await old.aclose()

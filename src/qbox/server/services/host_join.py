@@ -11,7 +11,7 @@ the agent can enforce them while no control plane answers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -28,6 +28,7 @@ from qbox.core.states import LIVE_STATES
 from qbox.protocol.host import HeartbeatReply, HostReport, JoinReply, JoinRequest
 from qbox.server.db.tables import Host, JoinToken, Sandbox
 from qbox.server.principal import Principal
+from qbox.server.services.cluster_ca import ensure_ca, sign_csr
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.host_credentials import (
     CREDENTIAL_PREFIX,
@@ -40,10 +41,6 @@ from qbox.server.services.hosts import JOINED, READY, record_report
 from qbox.server.services.lifecycle import values_of
 
 log = logging.getLogger("qbox.hosts")
-
-# A CSR signer (services/cluster_ca.py) when the control plane runs TLS: (csr, host id) -> PEMs.
-CsrSigner = Callable[[str, str], tuple[str, str]]
-
 
 def token_status(token: JoinToken, now: datetime) -> str:
     if token.revoked_at is not None:
@@ -74,11 +71,9 @@ def check_address(address: str) -> str:
 
 
 class HostJoins:
-    def __init__(self, ctx: ServiceContext, secrets: AgentSecrets,
-                 sign_csr: CsrSigner | None = None) -> None:
+    def __init__(self, ctx: ServiceContext, secrets: AgentSecrets) -> None:
         self.ctx = ctx
         self.secrets = secrets
-        self.sign_csr = sign_csr
 
     # --- tokens (admins) ------------------------------------------------------
 
@@ -114,6 +109,11 @@ class HostJoins:
     async def join(self, host_id: str, request: JoinRequest) -> JoinReply:
         """Exchange a join token, once, for a host: its id, credential and agent secret."""
         address = check_address(request.report.address)
+        ca_pem = certificate = None
+        if request.csr_pem:
+            # Before the token is spent: a request the CA refuses leaves the token usable.
+            ca = await ensure_ca(self.ctx)
+            certificate, ca_pem = sign_csr(ca, request.csr_pem, host_id), ca.cert_pem
         now = self.ctx.clock()
         credential = mint(CREDENTIAL_PREFIX)
         async with self.ctx.sessions() as session:
@@ -137,9 +137,6 @@ class HostJoins:
         agent_secret = await self.secrets.for_host(host_id)
         await self.ctx.agents.connect(host_id, address, agent_secret)
         self.ctx.agents.liveness[host_id] = READY
-        ca_pem = certificate = None
-        if request.csr_pem and self.sign_csr is not None:
-            certificate, ca_pem = self.sign_csr(request.csr_pem, host_id)
         log.info("host %s (%s) joined from %s", host_id, host.hostname, address)
         settings = self.ctx.settings
         return JoinReply(host_id=host_id, credential=credential, agent_secret=agent_secret,

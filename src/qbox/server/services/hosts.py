@@ -56,6 +56,16 @@ def record_report(host: Host, report: Health) -> None:
         host.labels = {**host.labels, **report.labels}
 
 
+async def hold_image(ctx: ServiceContext, host_id: str, digest: str) -> None:
+    """Note at once that a host now holds an image (built or imported there), so the next
+    spawn prefers it; its next report says the same, or that the image went."""
+    async with ctx.sessions() as session:
+        host = await session.get(Host, host_id)
+        if host is not None and digest not in host.images:
+            host.images = sorted({*host.images, digest})
+            await session.commit()
+
+
 @dataclass(frozen=True)
 class Reserved:
     """What the live sandboxes placed on a host reserve."""

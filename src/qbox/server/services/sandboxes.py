@@ -171,7 +171,7 @@ class SandboxService:
                 else request.allow_internet_access
             settings.check_caps(vcpus, memory_mb, disk_mb)
         wanted = Resources(vcpus, memory_mb, disk_mb)
-        need = Request(wanted, template.runtime, template.image_digest)
+        need = request_for(template, wanted)
         deadline = now + timedelta(seconds=timeout) if timeout else None
 
         async def admit(session: AsyncSession, host_id: str) -> tuple[Sandbox, Template]:
@@ -220,8 +220,11 @@ class SandboxService:
             sandbox = await session.get(Sandbox, sandbox_id)
         if sandbox is None or sandbox.status != SandboxState.BOOTING:
             return None
-        need = Request(Resources(sandbox.vcpus, sandbox.memory_mb, sandbox.disk_size_mb or 0),
-                       sandbox.runtime)
+        async with self.ctx.sessions() as session:
+            template = await session.get(Template, sandbox.template_id)
+        if template is None:
+            return None
+        need = request_for(template, Resources(sandbox.vcpus, sandbox.memory_mb, sandbox.disk_size_mb or 0))
         decision = await self.placement.decide(need, exclude={refused_by})
 
         async def move(session: AsyncSession, host_id: str) -> str | None:
@@ -253,7 +256,16 @@ class SandboxService:
             events.record(session, sandbox.id,
                           f"timeout set to {seconds} s" if seconds else "auto-kill disabled")
             await session.commit()
-            return sandbox
+        if sandbox.status == SandboxState.RUNNING and sandbox.host_id:
+            # The host enforces the deadline too, while no control plane does; a host that does
+            # not answer now learns it from its next heartbeat's answer.
+            try:
+                await self.ctx.agents.for_host(sandbox.host_id).sandboxes.set_deadline(
+                    sandbox.id, sandbox.deadline_at)
+            except QboxError as exc:
+                log.warning("host %s not told the new deadline of %s: %s", sandbox.host_id,
+                            sandbox.id, exc.message)
+        return sandbox
 
     async def kill(self, principal: Principal, sandbox_id: str) -> Sandbox:
         async with self.ctx.sessions() as session:
@@ -277,6 +289,13 @@ class SandboxService:
 
     async def shutdown(self) -> None:
         await self.boots.shutdown()
+
+
+def request_for(template: Template, wanted: Resources) -> Request:
+    """What a sandbox of ``template`` needs from a host: room, the runtime, the selector's
+    labels, and the image (held, or pullable from the registry a build pushed it to)."""
+    return Request(wanted, template.runtime, template.image_digest,
+                   selector=dict(template.host_selector or {}), pullable=bool(template.registry_ref))
 
 
 def not_active(sandbox: Sandbox) -> SandboxNotActiveError:

@@ -80,6 +80,9 @@ class Request:
     image_digest: str = ""
     # The template's hostSelector: every label must be on the host with this value.
     selector: Mapping[str, str] = field(default_factory=dict)
+    # Whether a host without the image can pull it (the template has a registry ref);
+    # if not, only hosts holding it are candidates (a built-in imported on one host).
+    pullable: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,7 @@ NOT_READY = "notReady"
 DRAINING = "draining"
 RUNTIME = "runtime"
 SELECTOR = "selector"
+IMAGE = "image"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +137,8 @@ def schedule(hosts: Sequence[Candidate], request: Request, policy: Policy) -> De
             reason = RUNTIME
         elif selector and not selector <= host.labels.items():
             reason = SELECTOR
+        elif image and not request.pullable and image not in host.images:
+            reason = IMAGE
         if reason is not None:
             passed_over[reason] = passed_over.get(reason, 0) + 1
             continue

@@ -29,6 +29,7 @@ from qbox.protocol import images as wire
 from qbox.server.agent_client import AgentClient
 from qbox.server.db.tables import Host, Template, TemplateBuildLog
 from qbox.server.services.context import ServiceContext
+from qbox.server.services.hosts import READY, hold_image
 from qbox.server.services.periodic import each
 
 log = logging.getLogger("qbox.templates")
@@ -290,6 +291,7 @@ class TemplateBuilds:
                 if isinstance(event, wire.BuildLog):
                     writer.add(event.line)
                 elif isinstance(event, wire.BuildResult):
+                    await hold_image(self.ctx, host_id, event.digest)
                     return _ready(event)
                 else:
                     return {"status": "failed", "build_error": event.message or "build failed"}
@@ -302,8 +304,10 @@ class TemplateBuilds:
         return {"status": "failed", "build_error": message}
 
     async def _pick_agent(self, session: Any) -> tuple[str, AgentClient | None]:
+        """A ready host that is not drained (the image then travels by the registry)."""
         hosts = (await session.execute(
-            select(Host.id).where(Host.status == "online").order_by(Host.id))).scalars().all()
+            select(Host.id).where(Host.status == READY, Host.draining.is_(False), Host.removed_at.is_(None))
+            .order_by(Host.id))).scalars().all()
         for host_id in hosts:
             if host_id in self.ctx.agents.clients:
                 return host_id, self.ctx.agents.clients[host_id]

@@ -26,6 +26,7 @@ from qbox.core.image_refs import ImageRefPolicy
 from qbox.core.states import LIVE_STATES
 from qbox.server.db.tables import Sandbox, Template, TemplateBuildLog
 from qbox.server.services.context import ServiceContext
+from qbox.server.services.hosts import hold_image
 from qbox.server.services.lifecycle import values_of
 from qbox.server.principal import Principal
 from qbox.server.services.template_access import (
@@ -352,6 +353,7 @@ class TemplateService:
         except QboxError as exc:
             await self._set(template_id, status="failed", build_error=exc.message)
             raise
+        await hold_image(self.ctx, host_id, image.digest)
         on_progress(f"template {template_id}: ready ({image.digest[:19]}, "
                     f"{image.size_bytes // (1024 * 1024)} MiB)")
         return await self._set(template_id, status="ready", build_error=None,
