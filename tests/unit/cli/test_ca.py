@@ -24,10 +24,11 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
 def test_show_prints_the_cluster_ca_and_its_fingerprint(harness: Harness) -> None:
     served = harness.client.get("/v1/agent/ca").json()
 
-    shown = qbox(harness, "ca", "show", tty=True)
-    assert shown.exit_code == 0, shown.output
-    assert shown.stdout.strip() == served["certificatePem"].strip()
-    assert shown.stderr.strip() == f"fingerprint: {fingerprint(shown.stdout)}"
+    # On a terminal, or piped with -o table (qbox -o table ca show > ca.crt): the PEM alone.
+    for shown in (qbox(harness, "ca", "show", tty=True), qbox(harness, "-o", "table", "ca", "show")):
+        assert shown.exit_code == 0, shown.output
+        assert shown.stdout.strip() == served["certificatePem"].strip()
+        assert shown.stderr.strip() == f"fingerprint: {fingerprint(shown.stdout)}"
 
     for args in (("--json",), ()):  # not a terminal: JSON unless asked otherwise
         as_json = json.loads(qbox(harness, "ca", "show", *args).stdout)
