@@ -112,7 +112,7 @@ class StoreTree:
     def _mountable(self, digest: str) -> bool:
         try:
             return self.has(digest)
-        except InternalError:  # a damaged record: no sandbox starts from it either
+        except (InternalError, OSError):  # a damaged record, or one a gc removes meanwhile
             return False
 
     def lower_dirs(self, digest: str) -> list[Path]:
