@@ -4,6 +4,7 @@ listening), so what it reports is true and the control plane can dial it straigh
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import datetime
@@ -22,6 +23,7 @@ log = logging.getLogger("qbox.agent.joining")
 
 # Per call; a heartbeat's own timeout is its interval.
 _TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+_FENCE_KILLS_AT_ONCE = 16
 
 
 class JoinedHost:
@@ -37,13 +39,19 @@ class JoinedHost:
 
     async def fence(self) -> int:
         manager = self._agent.sandboxes
-        killed = 0
-        for sandbox_id in [s.id for s in manager]:
-            try:
-                killed += await manager.end(sandbox_id, SandboxEvent.FENCED, FENCED_REASON)
-            except Exception:  # noqa: BLE001 - the others must still be killed
-                log.exception("fencing: killing %s failed", sandbox_id)
-        return killed
+        # Several at once: each kill waits on the runtime, and every second of a fence is one
+        # more that sandboxes the control plane has declared lost go on running.
+        at_once = asyncio.Semaphore(_FENCE_KILLS_AT_ONCE)
+
+        async def kill(sandbox_id: str) -> bool:
+            async with at_once:
+                try:
+                    return await manager.end(sandbox_id, SandboxEvent.FENCED, FENCED_REASON)
+                except Exception:  # noqa: BLE001 - the others must still be killed
+                    log.exception("fencing: killing %s failed", sandbox_id)
+                    return False
+
+        return sum(await asyncio.gather(*(kill(s.id) for s in manager)))
 
     def apply_deadlines(self, deadlines: Mapping[str, datetime | None]) -> None:
         self._agent.sandboxes.apply_deadlines(deadlines)
