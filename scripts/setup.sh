@@ -10,6 +10,7 @@ APT_PACKAGES=(
   ca-certificates
   runsc
   docker-registry busybox-static
+  postgresql
 )
 
 need_apt=()
@@ -36,6 +37,11 @@ if [ -d /run/systemd/system ] && [ "$(id -u)" -eq 0 ] &&
   systemctl disable --now docker-registry >/dev/null 2>&1 ||
     echo "setup: could not disable docker-registry.service; stop it yourself" >&2
 fi
+
+# postgresql brings Debian's server (initdb, pg_ctl under /usr/lib/postgresql/<version>/bin):
+# the tests start a throw-away cluster of their own on a free port (tests/postgres.py), and
+# several replicas may share one database (docs/operations.md). Debian's own cluster is left
+# as Debian sets it up (on localhost:5432), for an operator who wants it.
 
 # --- gVisor (runsc): see docs/isolation.md ---------------------------------
 # Debian 12's runsc (2022-12) cannot stat a named path in images with

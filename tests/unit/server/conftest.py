@@ -10,7 +10,12 @@ from fastapi.testclient import TestClient
 
 from qbox.server.app import Startup, create_app
 from qbox.server.settings import ServerSettings
+from tests.postgres import Cluster, running_cluster
 from tests.unit.server.agent_host import SECRET, RunningAgent
+from tests.unit.server.helpers import remember_database
+
+# The API tests run on both databases the control plane supports.
+DATABASES = ("sqlite", "postgresql")
 
 
 @dataclass
@@ -24,10 +29,15 @@ class Harness:
         return {"Authorization": f"Bearer {key or self.admin_key}"}
 
 
-def make_harness(data_dir: Path, agent: RunningAgent | None = None,
+def make_harness(data_dir: Path, agent: RunningAgent | None = None, *, database: str | None,
                  **settings_kw: object) -> Iterator[Harness]:
-    """The control plane over a real agent (its own, or ``agent``, which outlives it)."""
-    settings = ServerSettings(data_dir=data_dir, agent_secret=SECRET, **settings_kw)  # type: ignore[arg-type]
+    """The control plane over a real agent (its own, or ``agent``, which outlives it).
+
+    ``database`` is the ``database`` fixture's URL (None: SQLite in ``data_dir``).
+    """
+    settings = ServerSettings(data_dir=data_dir, agent_secret=SECRET, database_url=database,
+                              **settings_kw)  # type: ignore[arg-type]
+    remember_database(data_dir, database)
     with contextlib.ExitStack() as stack:
         if agent is None:
             # The host trusts what the control plane trusts, as `qbox up` configures both.
@@ -49,6 +59,25 @@ def _split(value: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (value or "").split(",") if part.strip())
 
 
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """One throw-away PostgreSQL server for the whole run, started by the first test that needs it."""
+    with running_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=DATABASES)
+def database(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The database URL a test's control plane uses: None (SQLite in its data dir) or a fresh
+    PostgreSQL database, dropped after the test."""
+    if request.param == "sqlite":
+        yield None
+        return
+    cluster: Cluster = request.getfixturevalue("postgres_cluster")
+    with cluster.database() as url:
+        yield url
+
+
 @pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    yield from make_harness(tmp_path)
+def harness(tmp_path: Path, database: str | None) -> Iterator[Harness]:
+    yield from make_harness(tmp_path, database=database)

@@ -9,14 +9,29 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, update
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from qbox.core.ids import new_id
+from qbox.server.db.engine import sync_url
 from qbox.server.db.tables import ApiKey, Sandbox, User
 from qbox.server.services.keys import hash_secret, mint_secret
 
 
+# The database of a control plane whose data dir does not hold it (PostgreSQL), by data dir,
+# so that tests reach a control plane's rows by its data dir on either database.
+_DATABASES: dict[Path, str] = {}
+
+
+def remember_database(data_dir: Path, url: str | None) -> None:
+    """The control plane in ``data_dir`` keeps its rows at ``url`` (None: SQLite in it)."""
+    if url is not None:
+        _DATABASES[data_dir] = url
+
+
 def db_session(data_dir: Path) -> Session:
-    return Session(create_engine(f"sqlite:///{data_dir / 'qbox.db'}"))
+    url = _DATABASES.get(data_dir, f"sqlite:///{data_dir / 'qbox.db'}")
+    # No pool: the connection closes with the session, so a test's database can be dropped.
+    return Session(create_engine(sync_url(url), poolclass=NullPool))
 
 
 def add_user_with_key(data_dir: Path, *, role: str = "member",

@@ -1,4 +1,5 @@
-"""Services over a real, migrated SQLite database, without the app: for lifecycle and loop tests."""
+"""Services over a real, migrated database (SQLite or PostgreSQL), without the app: for lifecycle
+and loop tests."""
 
 from __future__ import annotations
 
@@ -50,18 +51,22 @@ class HostRecorder:
         return None
 
 
-async def service_context(data_dir: Path) -> AsyncIterator[ServiceContext]:
-    settings = ServerSettings(data_dir=data_dir, agent_secret="x")
+async def service_context(data_dir: Path, database: str | None, *,
+                          seed: bool = True) -> AsyncIterator[ServiceContext]:
+    """Services on ``database`` (None: SQLite in ``data_dir``); ``seed`` adds the owner, the
+    template and the hosts (a second replica on the same database does not)."""
+    settings = ServerSettings(data_dir=data_dir, agent_secret="x", database_url=database)
     url = settings.resolved_database_url()
     await asyncio.to_thread(migrate, url)
     engine = make_async_engine(url)
     ctx = ServiceContext(settings=settings, sessions=make_sessionmaker(engine), agents=AgentPool())
-    async with ctx.sessions() as session:
-        session.add(User(id=OWNER, email="lifecycle@example.com", role="admin"))
-        session.add(Template(id=TEMPLATE, name="lifecycle", status="ready"))
-        session.add_all(Host(id=host_id, hostname=host_id, address=host_id, status="online")
-                        for host_id in HOSTS)
-        await session.commit()
+    if seed:
+        async with ctx.sessions() as session:
+            session.add(User(id=OWNER, email="lifecycle@example.com", role="admin"))
+            session.add(Template(id=TEMPLATE, name="lifecycle", status="ready"))
+            session.add_all(Host(id=host_id, hostname=host_id, address=host_id, status="online")
+                            for host_id in HOSTS)
+            await session.commit()
     try:
         yield ctx
     finally:

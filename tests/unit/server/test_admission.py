@@ -26,10 +26,10 @@ BIG_SPAWN = {"templateId": "tpl_python", "vcpus": 4, "memoryMb": 8 * GIB, "diskS
 
 
 @pytest.fixture
-def small_host(tmp_path: Path) -> Iterator[Harness]:
+def small_host(tmp_path: Path, database: str | None) -> Iterator[Harness]:
     with RunningAgent(tmp_path / "agent") as agent:
         agent.capacity = dict(SMALL_HOST)
-        yield from make_harness(tmp_path, agent)
+        yield from make_harness(tmp_path, agent, database=database)
 
 
 def big_spawn(h: Harness) -> Any:
@@ -58,16 +58,19 @@ def test_finding_8_four_big_spawns_on_a_small_host_stop_at_capacity(small_host: 
     assert len(listed) == 2
 
 
-def test_memory_then_disk_decide_when_cpus_are_overcommitted_further(tmp_path: Path) -> None:
+def test_memory_decides_when_cpus_are_overcommitted_further(tmp_path: Path, database: str | None) -> None:
     with RunningAgent(tmp_path / "agent") as agent:
         agent.capacity = dict(SMALL_HOST)
-        for h in make_harness(tmp_path, agent, overcommit_cpu=16.0):
+        for h in make_harness(tmp_path, agent, database=database, overcommit_cpu=16.0):
             assert [big_spawn(h).status_code for _ in range(3)] == [201, 201, 201]
             r = big_spawn(h)
             assert (r.status_code, r.json()["error"]["details"]["resource"]) == (503, "memoryMb")
+
+
+def test_then_disk_decides(tmp_path: Path, database: str | None) -> None:
     with RunningAgent(tmp_path / "disk-agent") as agent:
         agent.capacity = {**SMALL_HOST, "diskFreeMb": 50 * GIB}
-        for h in make_harness(tmp_path / "disk", agent, overcommit_cpu=16.0):
+        for h in make_harness(tmp_path / "disk", agent, database=database, overcommit_cpu=16.0):
             assert [big_spawn(h).status_code for _ in range(2)] == [201, 201]
             r = big_spawn(h)
             assert (r.status_code, r.json()["error"]["details"]["resource"]) == (503, "diskMb")

@@ -164,8 +164,8 @@ def test_errors_in_the_error_shape(harness: Harness, sb: str) -> None:
         assert r.json()["error"]["message"]
 
 
-def test_over_the_size_cap_is_413(tmp_path: Path) -> None:
-    for h in make_harness(tmp_path, max_file_bytes=1000):
+def test_over_the_size_cap_is_413(tmp_path: Path, database: str | None) -> None:
+    for h in make_harness(tmp_path, database=database, max_file_bytes=1000):
         sb = str(spawn(h)["id"])
         assert put(h, sb, "/tmp/ok", b"x" * 1000) == 204
         r = h.client.put(f"/v1/sandboxes/{sb}/file?path=/tmp/big&mode=644", content=b"x" * 1001,

@@ -30,7 +30,7 @@ from qbox.server.app import Startup, create_app
 from qbox.server.settings import ServerSettings
 
 from tests.unit.server.agent_host import SECRET, RunningAgent
-from tests.unit.server.helpers import add_user_with_key
+from tests.unit.server.helpers import add_user_with_key, remember_database
 
 MAX_EXAMPLES = 10
 MAX_SECONDS = 60
@@ -61,13 +61,15 @@ class Api:
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[Api]:
+def api(tmp_path: Path, database: str | None) -> Iterator[Api]:
     secrets: list[str] = []
+    remember_database(tmp_path, database)
     with RunningAgent(tmp_path / "agent") as agent:
         startup = Startup(builtin_templates={"python": "oci:/nonexistent:latest"},
                           local_agent=agent.client(), run_sandbox_loops=False,
                           on_admin_created=lambda secret, _path: secrets.append(secret))
-        app = create_app(ServerSettings(data_dir=tmp_path, agent_secret=SECRET, **NO_LIMITS), startup)
+        app = create_app(ServerSettings(data_dir=tmp_path, agent_secret=SECRET, database_url=database,
+                                        **NO_LIMITS), startup)
         try:
             # Loading the document starts the app's lifespan (schemathesis keeps it until shut down).
             schemathesis.openapi.from_asgi("/openapi.json", app)

@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from qbox.core.errors import HostUnavailableError
 from qbox.core.states import SandboxState
@@ -23,8 +24,8 @@ from tests.unit.server.service_db import HostRecorder, add_sandbox, row, service
 
 
 @pytest.fixture
-async def ctx(tmp_path: Path) -> AsyncIterator[ServiceContext]:
-    async for context in service_context(tmp_path):
+async def ctx(tmp_path: Path, database: str | None) -> AsyncIterator[ServiceContext]:
+    async for context in service_context(tmp_path, database):
         yield context
 
 
@@ -101,10 +102,11 @@ class _BrokenFor(SandboxLifecycle):
         super().__init__(ctx)
         self.broken = broken
 
-    async def end(self, sandbox_id: str, change: Change, *, remove_from_host: bool = True) -> bool:
+    async def end(self, sandbox_id: str, change: Change, *, remove_from_host: bool = True,
+                  session: AsyncSession | None = None) -> bool:
         if sandbox_id == self.broken:
             raise RuntimeError("could not end this one")
-        return await super().end(sandbox_id, change, remove_from_host=remove_from_host)
+        return await super().end(sandbox_id, change, remove_from_host=remove_from_host, session=session)
 
 
 async def test_the_reaper_goes_on_after_a_sandbox_that_fails(ctx: ServiceContext) -> None:

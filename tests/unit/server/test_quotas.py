@@ -103,8 +103,8 @@ def test_admins_are_exempt(harness: Harness) -> None:
 # --- defaults and overrides ------------------------------------------------------
 
 
-def test_defaults_start_from_the_settings_and_null_returns_to_them(tmp_path: Path) -> None:
-    for h in make_harness(tmp_path, quota_vcpus=6):
+def test_defaults_start_from_the_settings_and_null_returns_to_them(tmp_path: Path, database: str | None) -> None:
+    for h in make_harness(tmp_path, database=database, quota_vcpus=6):
         assert h.client.get("/v1/quota-defaults", headers=h.auth()).json()["limits"]["vcpus"] == 6
         changed = set_defaults(h, vcpus=12, shells=1)
         assert changed["limits"]["vcpus"] == 12 and changed["stored"]["vcpus"] == 12
@@ -234,8 +234,8 @@ def test_in_flight_execs_hold_the_command_quota(harness: Harness, member: tuple[
 
 
 @pytest.fixture
-def three_commands(tmp_path: Path) -> Iterator[Harness]:
-    yield from make_harness(tmp_path, quota_commands=3)
+def three_commands(tmp_path: Path, database: str | None) -> Iterator[Harness]:
+    yield from make_harness(tmp_path, database=database, quota_commands=3)
 
 
 def test_finding_4_one_member_cannot_run_more_long_execs_than_the_quota(three_commands: Harness) -> None:
@@ -288,5 +288,5 @@ def test_the_shell_quota_refuses_before_the_upgrade(harness: Harness, member: tu
 
 
 @pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    yield from make_harness(tmp_path)
+def harness(tmp_path: Path, database: str | None) -> Iterator[Harness]:
+    yield from make_harness(tmp_path, database=database)

@@ -25,8 +25,8 @@ def test_limiter_keys_are_independent_and_zero_rate_disables() -> None:
     assert all(off.check("a") == 0.0 for _ in range(100))
 
 
-def test_requests_over_the_limit_get_429_with_retry_after(tmp_path: Path) -> None:
-    gen = make_harness(tmp_path, rate_limit_requests_per_second=0.01, rate_limit_request_burst=3)
+def test_requests_over_the_limit_get_429_with_retry_after(tmp_path: Path, database: str | None) -> None:
+    gen = make_harness(tmp_path, database=database, rate_limit_requests_per_second=0.01, rate_limit_request_burst=3)
     h = next(gen)
     codes = [h.client.get("/v1/sandboxes", headers=h.auth()).status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]
@@ -37,8 +37,8 @@ def test_requests_over_the_limit_get_429_with_retry_after(tmp_path: Path) -> Non
     gen.close()
 
 
-def test_spawns_have_their_own_bucket_and_429s_are_audited(tmp_path: Path) -> None:
-    gen = make_harness(tmp_path, rate_limit_spawns_per_second=0.01, rate_limit_spawn_burst=1)
+def test_spawns_have_their_own_bucket_and_429s_are_audited(tmp_path: Path, database: str | None) -> None:
+    gen = make_harness(tmp_path, database=database, rate_limit_spawns_per_second=0.01, rate_limit_spawn_burst=1)
     h = next(gen)
     ok = h.client.post("/v1/sandboxes", json={"templateId": "tpl_python"}, headers=h.auth())
     limited = h.client.post("/v1/sandboxes", json={"templateId": "tpl_python"}, headers=h.auth())
@@ -49,8 +49,9 @@ def test_spawns_have_their_own_bucket_and_429s_are_audited(tmp_path: Path) -> No
     gen.close()
 
 
-def test_failed_authentication_is_limited_per_source_address(tmp_path: Path) -> None:
-    gen = make_harness(tmp_path, rate_limit_auth_failures_per_minute=1, rate_limit_auth_failure_burst=2)
+def test_failed_authentication_is_limited_per_source_address(tmp_path: Path, database: str | None) -> None:
+    gen = make_harness(tmp_path, database=database, rate_limit_auth_failures_per_minute=1,
+                       rate_limit_auth_failure_burst=2)
     h = next(gen)
     bad = {"Authorization": "Bearer qbox_guess"}
     codes = [h.client.get("/v1/sandboxes", headers=bad).status_code for _ in range(3)]
@@ -59,8 +60,8 @@ def test_failed_authentication_is_limited_per_source_address(tmp_path: Path) -> 
     gen.close()
 
 
-def test_no_host_is_503_transient_with_retry_after(tmp_path: Path) -> None:
-    gen = make_harness(tmp_path)
+def test_no_host_is_503_transient_with_retry_after(tmp_path: Path, database: str | None) -> None:
+    gen = make_harness(tmp_path, database=database)
     h = next(gen)
     h.client.app.state.services.ctx.agents.clients.clear()  # type: ignore[attr-defined]
     r = h.client.post("/v1/sandboxes", json={"templateId": "tpl_python"}, headers=h.auth())

@@ -62,14 +62,14 @@ def test_sweep_terminates_expired_sandboxes_with_reason(harness: Harness) -> Non
     assert _sweep(harness) == []  # idempotent
 
 
-def test_deadline_that_passed_while_down_is_enforced_at_start(tmp_path: Path) -> None:
+def test_deadline_that_passed_while_down_is_enforced_at_start(tmp_path: Path, database: str | None) -> None:
     with RunningAgent(tmp_path / "agent") as agent:
-        gen = make_harness(tmp_path, agent)
+        gen = make_harness(tmp_path, agent, database=database)
         h = next(gen)
         sb = spawn(h, {"timeoutSeconds": 60})
         gen.close()  # qbox stops; the sandbox keeps running on the host
         set_deadline(tmp_path, sb["id"], utcnow() - timedelta(minutes=5))
-        gen = make_harness(tmp_path, agent)
+        gen = make_harness(tmp_path, agent, database=database)
         h = next(gen)
         assert _sweep(h) == [sb["id"]]
         got = h.client.get(f"/v1/sandboxes/{sb['id']}", headers=h.auth()).json()
@@ -77,9 +77,9 @@ def test_deadline_that_passed_while_down_is_enforced_at_start(tmp_path: Path) ->
         gen.close()
 
 
-def test_restart_keeps_keys_and_reconciles(tmp_path: Path) -> None:
+def test_restart_keeps_keys_and_reconciles(tmp_path: Path, database: str | None) -> None:
     with RunningAgent(tmp_path / "agent") as agent:
-        gen = make_harness(tmp_path, agent)
+        gen = make_harness(tmp_path, agent, database=database)
         h = next(gen)
         key = h.admin_key
         kept = spawn(h)
@@ -88,7 +88,7 @@ def test_restart_keeps_keys_and_reconciles(tmp_path: Path) -> None:
         agent.forget(lost["id"])  # vanished while qbox was down
         image = agent.params(kept["id"]).image_digest
         agent.call(agent.manager.create, SandboxParams("sb_stranger", image))  # nobody knows it
-        gen = make_harness(tmp_path, agent)
+        gen = make_harness(tmp_path, agent, database=database)
         h = next(gen)
         assert h.admin_key == key  # no second admin, the key file still works
         got = h.client.get(f"/v1/sandboxes/{kept['id']}", headers=h.auth()).json()

@@ -68,8 +68,8 @@ def shell_ready(h: Harness, count: int | None = None) -> None:
 
 
 @pytest.fixture
-def small(tmp_path: Path) -> Iterator[Harness]:
-    yield from make_harness(tmp_path, shell_max_message_bytes=1024, shell_max_per_key=2,
+def small(tmp_path: Path, database: str | None) -> Iterator[Harness]:
+    yield from make_harness(tmp_path, database=database, shell_max_message_bytes=1024, shell_max_per_key=2,
                             shell_recheck_seconds=0.2)
 
 
@@ -98,8 +98,8 @@ def test_refusals_come_before_the_upgrade_as_error_envelopes(harness: Harness) -
     assert refused(harness, url(sb), harness.auth()) == (409, "sandbox_not_active")
 
 
-def test_opening_shells_counts_against_the_request_rate_limit(tmp_path: Path) -> None:
-    for h in make_harness(tmp_path, rate_limit_requests_per_second=0.01, rate_limit_request_burst=2):
+def test_opening_shells_counts_against_the_request_rate_limit(tmp_path: Path, database: str | None) -> None:
+    for h in make_harness(tmp_path, database=database, rate_limit_requests_per_second=0.01, rate_limit_request_burst=2):
         sb = spawn(h)["id"]
         _u, key = add_user_with_key(h.settings.data_dir, role="admin")
         for _ in range(2):

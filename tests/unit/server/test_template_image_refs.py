@@ -71,8 +71,8 @@ def test_finding_9_refused_transports_are_a_400_at_create(harness: Harness, memb
 
 
 @pytest.fixture
-def configured(tmp_path: Path) -> Iterator[Harness]:
-    yield from make_harness(tmp_path / "data", trusted_registries="127.0.0.1:5000",
+def configured(tmp_path: Path, database: str | None) -> Iterator[Harness]:
+    yield from make_harness(tmp_path / "data", database=database, trusted_registries="127.0.0.1:5000",
                             import_dirs="/srv/qbox-imports")
 
 

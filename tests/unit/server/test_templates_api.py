@@ -133,8 +133,8 @@ def test_an_agent_refusal_or_a_lost_connection_fails_the_build(harness: Harness)
     assert "lost the connection to host local" in settled(harness, "tpl_cut")["buildError"]
 
 
-def test_with_a_registry_every_build_is_pushed(tmp_path: Path) -> None:
-    for h in make_harness(tmp_path, registry="reg.example:5000/qbox"):
+def test_with_a_registry_every_build_is_pushed(tmp_path: Path, database: str | None) -> None:
+    for h in make_harness(tmp_path, database=database, registry="reg.example:5000/qbox"):
         create(h)
         ready = settled(h)
         assert h.agent.builds[0]["push"] == "reg.example:5000/qbox/templates/web:build-1"
@@ -312,9 +312,9 @@ def test_delete(harness: Harness) -> None:
 
 
 @pytest.fixture
-def short_grace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+def short_grace(tmp_path: Path, database: str | None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     monkeypatch.setattr(template_builds, "GC_FOLLOW_UP_MARGIN_SECONDS", 0.0)
-    yield from make_harness(tmp_path, image_gc_grace_seconds=0.3)
+    yield from make_harness(tmp_path, database=database, image_gc_grace_seconds=0.3)
 
 
 def test_a_deletion_collects_again_once_the_agents_grace_has_passed(short_grace: Harness) -> None:
@@ -381,8 +381,8 @@ def get_failed_reason(data_dir: Path) -> str | None:
         return row.build_error
 
 
-def test_builds_left_building_by_a_dead_process_fail_at_start(tmp_path: Path) -> None:
-    for h in make_harness(tmp_path):
+def test_builds_left_building_by_a_dead_process_fail_at_start(tmp_path: Path, database: str | None) -> None:
+    for h in make_harness(tmp_path, database=database):
         h.agent.store.hold.clear()
         create(h)
         until(lambda: h.agent.builds)  # noqa: B023 - called before the loop moves on
@@ -392,7 +392,7 @@ def test_builds_left_building_by_a_dead_process_fail_at_start(tmp_path: Path) ->
         session.execute(update(Template).where(Template.id == "tpl_web")
                         .values(status="building", build_error=None))
         session.commit()
-    for h in make_harness(tmp_path):
+    for h in make_harness(tmp_path, database=database):
         tpl = get(h)
         assert tpl["status"] == "failed"
         assert tpl["buildError"] == "build interrupted: control plane restarted; rebuild it"

@@ -61,8 +61,8 @@ def test_login_sets_a_hardened_session_cookie(harness: Harness) -> None:
     assert login(harness, "nobody@example.com").status_code == 401
 
 
-def test_secure_flag_when_configured(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    gen = make_harness(tmp_path, secure_cookies=True)
+def test_secure_flag_when_configured(tmp_path, database) -> None:  # type: ignore[no-untyped-def]
+    gen = make_harness(tmp_path, database=database, secure_cookies=True)
     h = next(gen)
     add_user(h, "s@example.com")
     cookie = login(h, "s@example.com").headers["set-cookie"]

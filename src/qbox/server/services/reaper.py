@@ -2,7 +2,10 @@
 
 The deadline is an absolute time in the database, so a deadline that passed
 while qbox was down is enforced on the first sweep after start. The decision
-is a pure function; the sweep isolates each sandbox's failure.
+is a pure function; the sweep isolates each sandbox's failure. Every replica
+sweeps: each claims a sandbox before ending it (db/claims.py), so replicas on
+one PostgreSQL database split the expired sandboxes instead of queueing on the
+same rows, and the conditional change makes each end (and its kill) happen once.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from sqlalchemy import select
 
 from qbox.core.states import LIVE_STATES, SandboxState
 from qbox.core.timefmt import to_wire
+from qbox.server.db import claims
 from qbox.server.db.tables import Sandbox
 from qbox.server.services.audit import AuditService
 from qbox.server.services.audit_notes import AuditNote, acting
@@ -59,11 +63,17 @@ class Reaper:
         return [sandbox_id for sandbox_id in due if ended.get(sandbox_id)]
 
     async def _reap(self, sandbox_id: str, now: datetime) -> bool:
-        # The sandbox's end and its audit entry commit together.
-        note = AuditNote("sandbox.expire", target_id=sandbox_id, detail="auto-kill deadline passed")
-        with acting(note):
-            ended = await self.lifecycle.end(
-                sandbox_id, Change.of(LifecycleEvent.DEADLINE_REACHED, at=to_wire(now)))
+        async with self.ctx.sessions() as session:
+            still_due = select(Sandbox.id).where(
+                Sandbox.id == sandbox_id, Sandbox.status.in_(values_of(LIVE_STATES)),
+                Sandbox.deadline_at <= now)
+            if not await claims.claim(session, still_due):
+                return False  # ended meanwhile, or another replica is ending it
+            # The sandbox's end and its audit entry commit together, with the claim.
+            note = AuditNote("sandbox.expire", target_id=sandbox_id, detail="auto-kill deadline passed")
+            with acting(note):
+                ended = await self.lifecycle.end(
+                    sandbox_id, Change.of(LifecycleEvent.DEADLINE_REACHED, at=to_wire(now)), session=session)
         if ended:
             await self.audit.record(note, note.success_status)
         return ended
