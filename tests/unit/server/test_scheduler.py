@@ -87,6 +87,14 @@ def test_exactly_full_fits_and_overcommit_scales_the_limits() -> None:
     assert order([crowded], policy=Policy(Overcommit(cpu=2.0, memory=1.0, disk_reserve_mb=0))) == ("a",)
 
 
+def test_what_the_sandbox_disks_already_hold_is_not_counted_twice() -> None:
+    # 20 GiB of the 40 GiB reserved is written: the disk shows 20 GiB less free, the limit is the same.
+    written = host("a", reserved=Resources(0, 0, 40 * GIB), capacity=HostCapacity(
+        vcpus=8, memory_mb=16 * GIB, disk_total_mb=100 * GIB, disk_free_mb=60 * GIB, sandbox_disks_mb=20 * GIB))
+    assert order([written], Request(Resources(1, GIB, 40 * GIB), "crun")) == ("a",)
+    assert order([written], Request(Resources(1, GIB, 40 * GIB + 1), "crun")) == ()
+
+
 def test_a_hosts_own_overcommit_overrides_the_policy() -> None:
     lenient = host("a", reserved=Resources(15, 0, 0), overcommit=Overcommit(2.0, 1.0, 0))
     assert order([lenient, host("b", reserved=Resources(15, 0, 0))]) == ("a",)
@@ -138,6 +146,19 @@ def test_hosts_holding_the_image_come_first_even_when_busier() -> None:
     assert order([host("a"), holder, host("b")], request) == ("z", "a", "b")
     # A template without an image yet prefers nobody.
     assert order([host("a"), holder, host("b")]) == ("a", "b", "z")
+
+
+def test_without_a_registry_copy_only_hosts_holding_the_image_may_take_it() -> None:
+    request = Request(SMALL.resources, "crun", image_digest="sha256:aa", pullable=False)
+    holder = host("z", reserved=Resources(6, 0, 0), images=frozenset({"sha256:aa"}))
+    decision = schedule([host("a"), holder], request, POLICY)
+    assert decision.hosts == ("z",)
+    assert decision.passed_over == {"image": 1}
+    refused = schedule([host("a"), host("b")], request, POLICY)
+    assert refused.hosts == () and refused.passed_over == {"image": 2}
+    assert "2 hosts without the template's image" in refused.refusal(request).message
+    # A template with no image yet (or a pullable one) is not held back.
+    assert order([host("a")], Request(SMALL.resources, "crun", pullable=False)) == ("a",)
 
 
 def test_a_full_image_holder_is_not_preferred() -> None:
