@@ -1,4 +1,4 @@
-"""Admission control: whether a new sandbox's reservation fits on a host, and which.
+"""Admission control: how much a host may give its sandboxes, and the refusal when none can.
 
 A host offers its CPUs and memory times the overcommit ratios
 (``QBOX_OVERCOMMIT_CPU``, ``QBOX_OVERCOMMIT_MEMORY``) and, for disks, the
@@ -7,9 +7,8 @@ already hold (their reservations cover it), less ``QBOX_DISK_RESERVE_MB``
 for everything else on that filesystem. The live sandboxes placed on the
 host reserve what they asked for, booting ones included.
 
-``place`` is the decision, pure: given the hosts with their capacity and
-load, and a request, the host that takes it or why none does. It is the
-seam a multi-host scheduler grows from (today: the first host that fits).
+Which host takes a sandbox is the scheduler's decision (services/scheduler.py),
+on these limits; ``no_capacity`` is its refusal.
 ``lock_host_loads`` makes the check and the reservation one transaction:
 its first statement writes the hosts' rows (the agents' fresh reports), so
 SQLite's single writer, or PostgreSQL's row locks, hold every other spawn
@@ -104,29 +103,6 @@ class Shortfall:
     requested: int
     reserved: int
     capacity: int
-
-
-def shortfall(load: HostLoad, request: Resources, policy: Overcommit) -> Shortfall | None:
-    vcpus, memory_mb, disk_mb = policy.limits(load.capacity)
-    checks = [("vcpus", request.vcpus, load.reserved.vcpus, vcpus),
-              ("memoryMb", request.memory_mb, load.reserved.memory_mb, memory_mb)]
-    if disk_mb is not None:
-        checks.append(("diskMb", request.disk_mb, load.reserved.disk_mb, disk_mb))
-    for resource, requested, reserved, capacity in checks:
-        if reserved + requested > capacity:
-            return Shortfall(load.host_id, resource, requested, reserved, capacity)
-    return None
-
-
-def place(hosts: Sequence[HostLoad], request: Resources, policy: Overcommit) -> str | list[Shortfall]:
-    """The id of the first host the request fits on, else each host's shortfall."""
-    shortfalls: list[Shortfall] = []
-    for load in hosts:
-        missing = shortfall(load, request, policy)
-        if missing is None:
-            return load.host_id
-        shortfalls.append(missing)
-    return shortfalls
 
 
 # How a host passed over before its room was weighed is named (services/scheduler.py's reasons).
