@@ -4,27 +4,34 @@ starting together."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import stat
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from qbox.server.db.engine import alembic_config, make_async_engine, make_sessionmaker, migrate
+from qbox.server.db.engine import alembic_config, make_async_engine, make_sessionmaker, migrate, sync_url
 from qbox.server.db.tables import ApiKey, User
 from qbox.server.services.bootstrap import AdminBootstrap, ensure_admin
 from qbox.server.services.context import AgentPool, ServiceContext
 from qbox.server.settings import ServerSettings
+from tests.postgres import Cluster
+from tests.unit.server.conftest import DATABASES
+
+_EMPTY_NAMES = itertools.count(1)
 
 
 @asynccontextmanager
@@ -53,10 +60,29 @@ async def counts(ctx: ServiceContext) -> tuple[int, int]:
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
+def database_url(tmp_path: Path, database: str | None) -> str:
+    """The replicas' shared database, migrated and empty: a SQLite file, or on PostgreSQL."""
+    if database is not None:
+        return database
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     migrate(url)
     return url
+
+
+@pytest.fixture(params=DATABASES)
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database nothing was ever done to (no schema): a new SQLite file, or on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    cluster: Cluster = request.getfixturevalue("postgres_cluster")
+    name = f"empty_{os.getpid()}_{next(_EMPTY_NAMES)}"
+    with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield cluster.url(name)
+        finally:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def test_replicas_starting_together_create_one_admin(tmp_path: Path, database_url: str) -> None:
@@ -145,11 +171,10 @@ def migrate_together(url: str, gate: Path, replicas: int = 2) -> list[tuple[int,
                 process.wait()
 
 
-def test_replicas_migrating_an_empty_database_together_both_start(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'empty.db'}"
-    outcomes = migrate_together(url, tmp_path / "go")
+def test_replicas_migrating_an_empty_database_together_both_start(tmp_path: Path, empty_database: str) -> None:
+    outcomes = migrate_together(empty_database, tmp_path / "go")
     assert [code for code, _ in outcomes] == [0, 0], outcomes
-    engine = create_engine(url)
+    engine = create_engine(sync_url(empty_database))
     try:
         with engine.connect() as connection:
             current = MigrationContext.configure(connection).get_current_revision()
