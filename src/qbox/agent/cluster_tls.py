@@ -11,7 +11,9 @@ public certificate).
 With ``--listen``, the agent serves HTTPS with a key it makes (DATA_DIR/tls/agent.key,
 0600) and the certificate the cluster CA signed at the join, from the request it sent
 (``JoinRequest.csrPem``). Until the join has answered it serves a self-signed stand-in:
-no control plane dials it before then. docs/operations.md, "TLS between hosts and control
+no control plane dials it before then. A month before that certificate ends, or when it
+is gone (the cluster CA was replaced), the agent asks for a new one with its host
+credential (``POST /v1/agent/certificate``). docs/operations.md, "TLS between hosts and control
 plane", has the whole picture.
 """
 
@@ -34,6 +36,7 @@ from cryptography.x509.oid import NameOID
 from qbox.agent.settings import write_private
 from qbox.core.cert_fingerprint import fingerprint, parse_fingerprint
 from qbox.core.timefmt import utcnow
+from qbox.protocol.host import CertificateReply, CertificateRequest
 
 log = logging.getLogger("qbox.agent.tls")
 
@@ -45,6 +48,11 @@ CERT_FILE = "agent.crt"
 # The stand-in certificate lives only until the join answers.
 STAND_IN_VALIDITY = timedelta(days=1)
 FETCH_RETRY_SECONDS = 5.0
+# A host's certificate lasts a year; a new one is asked for this long before its end,
+# checked this often, and asked again this soon after a failure.
+RENEW_BEFORE = timedelta(days=30)
+RENEW_CHECK_SECONDS = 12 * 3600.0
+RENEW_RETRY_SECONDS = 60.0
 
 
 class TrustRefused(Exception):
@@ -152,13 +160,23 @@ class ListenerCert:
             serialization.NoEncryption()).decode())
         return key
 
+    def _certificate(self) -> x509.Certificate | None:
+        if not self.cert_file.exists():
+            return None
+        return x509.load_pem_x509_certificate(self.cert_file.read_bytes())
+
     @property
     def signed(self) -> bool:
         """Whether the listener has a certificate the cluster CA signed (not the stand-in)."""
-        if not self.cert_file.exists():
-            return False
-        certificate = x509.load_pem_x509_certificate(self.cert_file.read_bytes())
-        return certificate.issuer != certificate.subject
+        certificate = self._certificate()
+        return certificate is not None and certificate.issuer != certificate.subject
+
+    def due(self) -> bool:
+        """Whether to ask for a new certificate: none signed, or its end is near."""
+        certificate = self._certificate()
+        if certificate is None or certificate.issuer == certificate.subject:
+            return True
+        return certificate.not_valid_after_utc - utcnow() < RENEW_BEFORE
 
     def context(self) -> ssl.SSLContext:
         """The server-side context, made once: with the signed certificate if there is one,
@@ -199,6 +217,35 @@ class ListenerCert:
         if self._context is not None:
             self._context.load_cert_chain(self.cert_file, self.key_file)
         log.info("serving the certificate the cluster CA signed for %s", ", ".join(self.names))
+
+
+async def renew(client: httpx.AsyncClient, url: str, credential: str, listener: ListenerCert) -> None:
+    """Ask the control plane at ``url`` for a new certificate and serve it. httpx.HTTPError
+    or ValueError when none came."""
+    response = await client.post(f"{url.rstrip('/')}/v1/agent/certificate",
+                                 json=CertificateRequest(csr_pem=listener.request()).wire(),
+                                 headers={"Authorization": f"Bearer {credential}"})
+    response.raise_for_status()
+    reply = CertificateReply.model_validate(response.json())
+    listener.install(reply.certificate_pem, reply.ca_cert_pem)
+
+
+async def keep_certificate(client: httpx.AsyncClient, url: str, credential: str, listener: ListenerCert,
+                           *, check_seconds: float = RENEW_CHECK_SECONDS,
+                           retry_seconds: float = RENEW_RETRY_SECONDS) -> None:
+    """Renew the listener's certificate whenever it is due, checking now and then every
+    ``check_seconds``, until cancelled. A failure is logged and tried again soon; a revoked
+    credential ends the agent through its heartbeats, not here."""
+    while True:
+        wait = check_seconds
+        if listener.due():
+            try:
+                await renew(client, url, credential, listener)
+            except (httpx.HTTPError, ValueError) as exc:
+                log.warning("asking %s for this host's certificate: %s; trying again in %g s",
+                            url, exc, retry_seconds)
+                wait = retry_seconds
+        await asyncio.sleep(wait)
 
 
 def listener_names(advertise: str, listen: str | None) -> list[str]:

@@ -5,6 +5,7 @@ listening), so what it reports is true and the control plane can dial it straigh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from datetime import datetime
@@ -14,7 +15,7 @@ from fastapi import FastAPI
 
 from qbox.agent.app import AgentState, host_health
 from qbox.agent.heartbeat import Heartbeats
-from qbox.agent.cluster_tls import ListenerCert, TrustRefused, control_plane_trust
+from qbox.agent.cluster_tls import ListenerCert, TrustRefused, control_plane_trust, keep_certificate
 from qbox.agent.joining import MembershipEnded, control_plane_url, membership
 from qbox.agent.lifecycle import FENCED_REASON, SandboxEvent
 from qbox.protocol.host import HostReport
@@ -74,4 +75,14 @@ async def take_part(app: FastAPI, address: str,
     async with client or httpx.AsyncClient(timeout=_TIMEOUT, verify=trust or True) as http:
         joined = await membership(settings, http, app.state.secret, host.report,
                                   listener=listener)
-        await Heartbeats(http, joined, host).run()
+        if listener is None:
+            await Heartbeats(http, joined, host).run()
+            return
+        renewing = asyncio.create_task(keep_certificate(http, joined.control_plane, joined.credential,
+                                                        listener))
+        try:
+            await Heartbeats(http, joined, host).run()
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing

@@ -91,6 +91,18 @@ class JoinReply(Wire):
     certificate_pem: str | None = None
 
 
+class CertificateRequest(Wire):
+    """``POST /v1/agent/certificate``, with the host credential: a joined host asks for a new
+    certificate for its TLS listener (its own nears its end, or the cluster CA changed)."""
+
+    csr_pem: str
+
+
+class CertificateReply(Wire):
+    certificate_pem: str
+    ca_cert_pem: str
+
+
 class HeartbeatReply(Wire):
     """The control plane's answer to ``POST /v1/agent/heartbeat``."""
 

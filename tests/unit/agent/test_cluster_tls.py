@@ -3,7 +3,10 @@ and checked against its pinned fingerprint, then kept), and its listener's key a
 
 from __future__ import annotations
 
+import asyncio
+import json
 import ssl
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -16,9 +19,11 @@ from qbox.agent.cluster_tls import (
     ListenerCert,
     TrustRefused,
     control_plane_trust,
+    keep_certificate,
     listener_names,
     tls_dir,
 )
+from qbox.core.timefmt import utcnow
 from qbox.server.services.cluster_ca import new_ca, sign_csr
 
 URL = "https://cp.example.com:8443"
@@ -110,3 +115,35 @@ def test_the_listener_serves_a_stand_in_until_the_joins_certificate(tmp_path: Pa
 ])
 def test_the_listeners_names(advertise: str, listen: str, names: list[str]) -> None:
     assert listener_names(advertise, listen) == names
+
+
+async def test_a_certificate_near_its_end_is_renewed_with_the_host_credential(tmp_path: Path) -> None:
+    ca = new_ca()
+    listener = ListenerCert(tmp_path, ["10.0.0.21"])
+    listener.context()
+    assert listener.due()  # the stand-in
+    listener.install(sign_csr(ca, listener.request(), "host_1", now=utcnow() - timedelta(days=340)), ca.cert_pem)
+    assert listener.signed and listener.due()  # 25 days left
+
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if len(seen) == 1:
+            return httpx.Response(503)  # not answered: asked again soon
+        csr = json.loads(request.content)["csrPem"]
+        return httpx.Response(200, json={"certificatePem": sign_csr(ca, csr, "host_1"), "caCertPem": ca.cert_pem})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
+        keeping = asyncio.create_task(keep_certificate(client, URL, "qbh_credential", listener,
+                                                       check_seconds=3600, retry_seconds=0.01))
+        try:
+            for _ in range(500):
+                if not listener.due():
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            keeping.cancel()
+    assert not listener.due()
+    assert [(str(r.url), r.headers["authorization"]) for r in seen] == [
+        (f"{URL}/v1/agent/certificate", "Bearer qbh_credential")] * 2

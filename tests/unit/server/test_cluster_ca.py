@@ -25,7 +25,6 @@ from qbox.server.db.tables import ClusterKey
 from qbox.server.services.cluster_ca import (
     CA_COMMON_NAME,
     ClusterCa,
-    csr_signer,
     ensure_ca,
     issue_server_cert,
     new_ca,
@@ -111,12 +110,6 @@ def tampered(csr_pem: str) -> str:
     where = bytes(der).rindex(request.signature) + len(request.signature) - 1
     der[where] ^= 0x01
     return x509.load_der_x509_csr(bytes(der)).public_bytes(serialization.Encoding.PEM).decode()
-
-
-def test_the_join_signer_answers_the_certificate_and_the_ca(ca: ClusterCa) -> None:
-    certificate, ca_pem = csr_signer(ca)(request_for(x509.DNSName("a.example.com")), "host_1")
-    assert ca_pem == ca.cert_pem
-    x509.load_pem_x509_certificate(certificate.encode()).verify_directly_issued_by(ca.certificate)
 
 
 def test_a_replica_certificate_has_a_fresh_key_and_refuses_odd_names(ca: ClusterCa) -> None:

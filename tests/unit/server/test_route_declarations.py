@@ -35,7 +35,7 @@ PUBLIC = {("GET", "/healthz"), ("GET", "/v1/system"), ("GET", "/v1/agent/ca")}
 DASHBOARD = {("POST", "/auth/login"), ("GET", "/auth/session"), ("POST", "/auth/logout")}
 ANY_KEY = {("GET", "/v1/auth/me")}
 # Called by host agents: a join token in the body, then the host credential (no API key).
-AGENT = {("POST", "/v1/agent/join"), ("POST", "/v1/agent/heartbeat")}
+AGENT = {("POST", "/v1/agent/join"), ("POST", "/v1/agent/heartbeat"), ("POST", "/v1/agent/certificate")}
 # A heartbeat changes only its host's figures; twelve entries a minute per host would drown the log.
 UNAUDITED = {("POST", "/v1/agent/heartbeat")}
 READS = {"GET", "HEAD", "OPTIONS"}

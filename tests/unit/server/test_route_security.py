@@ -46,10 +46,11 @@ BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", "/v1/host-tokens"): {"ttlSeconds": 600},
     ("POST", "/v1/agent/join"): {"token": "qbj_forged", "report": HOST_REPORT},
     ("POST", "/v1/agent/heartbeat"): HOST_REPORT,
+    ("POST", "/v1/agent/certificate"): {"csrPem": "-----BEGIN CERTIFICATE REQUEST-----"},
 }
 PUBLIC = {("GET", "/healthz"), ("GET", "/v1/system"), ("GET", "/v1/agent/ca")}
 # Called by agents, with a join token or their host credential instead of a key.
-AGENT = {("POST", "/v1/agent/join"), ("POST", "/v1/agent/heartbeat")}
+AGENT = {("POST", "/v1/agent/join"), ("POST", "/v1/agent/heartbeat"), ("POST", "/v1/agent/certificate")}
 ANY_KEY = {("GET", "/v1/auth/me")}
 # Owned objects: another member must get 404, as if it did not exist.
 OWNED_PARAMS = {"sandbox_id", "key_id", "pid", "context_id", "template_id"}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -258,12 +258,3 @@ def issue_server_cert(ca: ClusterCa, names: Iterable[str],
     return _key_pem(key), certificate
 
 
-
-def csr_signer(ca: ClusterCa) -> Callable[[str, str], tuple[str, str]]:
-    """What the join service calls with a host's request: (csr PEM, host id) → (its
-    certificate PEM, the CA's certificate PEM)."""
-
-    def sign(csr_pem: str, host_id: str) -> tuple[str, str]:
-        return sign_csr(ca, csr_pem, host_id), ca.cert_pem
-
-    return sign
