@@ -6,7 +6,8 @@ socket stays in its directory), needs no systemd and no running service, and is 
 test gets a fresh database, copied from one already migrated (``CREATE DATABASE … TEMPLATE``
 is far quicker than running the migrations); two threads make the next ones and drop used
 ones while tests run, so a test seldom waits for either. initdb refuses root, so as root the
-cluster runs as ``nobody``.
+cluster runs as ``nobody``. A run killed before it could clean up (SIGKILL, SIGTERM) leaves
+its cluster behind; the next run stops and removes it (each directory names its test run).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from qbox.server.db.engine import migrate
 TEMPLATE_DB = "qbox_migrated"
 # Fresh databases made ahead of the tests that will take them.
 _AHEAD = 2
+_PREFIX = "qbox-pg-"
+# In each cluster's directory: the pid of the test run that owns it.
+_OWNER = "owner.pid"
 # Durability is worthless for a database thrown away after the run; without it a test's
 # commits do not wait for the disk.
 _FAST = ("fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=300")
@@ -53,9 +57,9 @@ def _free_port() -> int:
 class Cluster:
     """One running PostgreSQL server and the databases tests made on it."""
 
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, root: Path | None = None) -> None:
         self.bin_dir = bin_dir
-        self.root = Path(tempfile.mkdtemp(prefix="qbox-pg-"))
+        self.root = root or Path(tempfile.mkdtemp(prefix=_PREFIX))
         self.data = self.root / "data"
         self.port = 0
         self._user = "nobody" if os.geteuid() == 0 else None
@@ -73,6 +77,7 @@ class Cluster:
                        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"})
 
     def start(self) -> None:
+        (self.root / _OWNER).write_text(str(os.getpid()))
         if self._user is not None:
             shutil.chown(self.root, user=self._user)
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
@@ -143,12 +148,36 @@ class Cluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphans(bin_dir: Path) -> None:
+    """Stop and remove the clusters of test runs that died without doing it."""
+    for root in Path(tempfile.gettempdir()).glob(f"{_PREFIX}*"):
+        try:
+            owner = int((root / _OWNER).read_text())
+        except (OSError, ValueError):
+            continue
+        if not _alive(owner):
+            orphan = Cluster(bin_dir, root)
+            orphan._started = (root / "data" / "postmaster.pid").exists()
+            orphan.stop()
+
+
 @contextlib.contextmanager
 def running_cluster() -> Iterator[Cluster]:
     """A started cluster, stopped and removed on leaving, or at exit if the process is torn down."""
     bin_dir = postgres_bin()
     if bin_dir is None:
         raise RuntimeError("PostgreSQL's server is not installed: run `make setup`")
+    remove_orphans(bin_dir)
     cluster = Cluster(bin_dir)
     atexit.register(cluster.stop)
     try:

@@ -2,7 +2,8 @@
 
 The app uses an async engine; Alembic runs on a sync engine at start. SQLite
 runs in WAL mode with a busy timeout so the reaper and requests don't trip
-over each other.
+over each other. PostgreSQL URLs (``postgresql://…``) take asyncpg for the app
+and psycopg for the migrations, whatever driver the URL names.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK_KEY = 0x71626F78
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+_SYNC_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
 
 
 def async_url(url: str) -> str:
@@ -32,7 +34,8 @@ def async_url(url: str) -> str:
 
 def sync_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
-    return f"{scheme.split('+', 1)[0]}{sep}{rest}"
+    base = scheme.split("+", 1)[0]
+    return f"{_SYNC_DRIVERS.get(base, base)}{sep}{rest}"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
