@@ -155,6 +155,8 @@ class ListenerCert:
                 return key
         key = ec.generate_private_key(ec.SECP256R1())
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # A certificate left from a key that is gone is of no use: a new one is asked for.
+        self.cert_file.unlink(missing_ok=True)
         write_private(self.key_file, key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption()).decode())
@@ -184,7 +186,7 @@ class ListenerCert:
         if self._context is None:
             key = self._key()
             if not self.cert_file.exists():
-                self.cert_file.write_text(self._stand_in(key))
+                write_private(self.cert_file, self._stand_in(key))
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(self.cert_file, self.key_file)
             self._context = context
@@ -211,9 +213,9 @@ class ListenerCert:
     def install(self, certificate_pem: str, ca_pem: str | None) -> None:
         """Keep the certificate the join brought and serve it from the next connection on."""
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.cert_file.write_text(certificate_pem)
+        write_private(self.cert_file, certificate_pem)
         if ca_pem:
-            (self.dir / CLUSTER_CA).write_text(ca_pem)
+            write_private(self.dir / CLUSTER_CA, ca_pem)
         if self._context is not None:
             self._context.load_cert_chain(self.cert_file, self.key_file)
         log.info("serving the certificate the cluster CA signed for %s", ", ".join(self.names))

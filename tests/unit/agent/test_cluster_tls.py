@@ -147,3 +147,13 @@ async def test_a_certificate_near_its_end_is_renewed_with_the_host_credential(tm
     assert not listener.due()
     assert [(str(r.url), r.headers["authorization"]) for r in seen] == [
         (f"{URL}/v1/agent/certificate", "Bearer qbh_credential")] * 2
+
+
+def test_a_lost_key_takes_its_certificate_with_it(tmp_path: Path) -> None:
+    ca = new_ca()
+    listener = ListenerCert(tmp_path, ["10.0.0.21"])
+    listener.install(sign_csr(ca, listener.request(), "host_1"), ca.cert_pem)
+    listener.key_file.unlink()
+    again = ListenerCert(tmp_path, ["10.0.0.21"])
+    again.context()  # a new key and a stand-in for it, not the old key's certificate
+    assert again.due() and not again.signed
