@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,7 @@ from typing import Any, TypeVar
 import httpx
 
 from qbox.agent.host_names import HostNames
+from qbox.core.cert_fingerprint import fingerprint
 from tests.agent_names import scrub_names
 from tests.qbox_process import ROOT, free_port
 
@@ -247,9 +249,11 @@ class Agent:
 class Cluster:
     """Replicas and agents on one bridge and one database; see the module's docstring."""
 
-    def __init__(self, base: Path, database_url: str, *, replicas: int = 2) -> None:
+    def __init__(self, base: Path, database_url: str, *, replicas: int = 2, tls: bool = False) -> None:
         self.base = base
         self.database_url = database_url
+        # Replicas serve HTTPS (QBOX_TLS=auto) and agents join pinning the cluster CA.
+        self.tls = tls
         # Added to the replicas' and to the agents' environments.
         self.env: dict[str, str] = {}
         self.agent_env: dict[str, str] = {}
@@ -289,13 +293,15 @@ class Cluster:
                 "QBOX_HOST_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
                 "QBOX_HOST_LOST_SECONDS": str(LOST_SECONDS),
                 "QBOX_HOST_FENCE_SECONDS": str(FENCE_SECONDS),
+                **({"QBOX_TLS": "auto", "QBOX_TLS_NAMES": self.network_gateway()} if self.tls else {}),
                 **self.env}
 
     def start_replica(self, index: int, port: int) -> Replica:
         assert self.network is not None
         data_dir = self.base / f"replica-{index}"
         data_dir.mkdir(parents=True, exist_ok=True)
-        replica = Replica(index=index, url=f"http://{self.network.gateway}:{port}",
+        scheme = "https" if self.tls else "http"
+        replica = Replica(index=index, url=f"{scheme}://{self.network.gateway}:{port}",
                           data_dir=data_dir, log_path=self.base / f"replica-{index}.log")
         self.replicas.append(replica)
         # One at a time: the first creates the admin, the next finds it.
@@ -310,8 +316,10 @@ class Cluster:
             assert replica.process is not None
             if replica.process.poll() is not None:
                 raise RuntimeError(f"replica {replica.index} exited: {replica.log()[-4000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(f"{replica.url}/healthz", timeout=1).status_code == 200
+            # OSError: with TLS, the replica's CA file is written when it starts.
+            with contextlib.suppress(httpx.HTTPError, OSError):
+                return httpx.get(f"{replica.url}/healthz", timeout=1,
+                                 verify=self.verify(replica.index)).status_code == 200
             return False
         wait_for(answers, f"replica {replica.index} to answer", timeout)
 
@@ -345,6 +353,8 @@ class Cluster:
         qbox = (f"hostname {agent.hostname} && exec {sys.executable} -m qbox agent "
                 f"--join {self.replicas[replica].url} --token {token} --listen {agent.listen} "
                 f"--data-dir {agent.data_dir}")
+        if self.tls:
+            qbox += f" --ca-hash {fingerprint(self.ca_pem(replica))}"
         return ["nsenter", f"--net={NETNS_DIR / agent.netns}", "unshare", "--uts", "sh", "-c", qbox]
 
     def start_agent(self, agent: Agent, token: str, replica: int = 0) -> None:
@@ -396,8 +406,16 @@ class Cluster:
 
     def api(self, replica: int = 0, key: str | None = None) -> httpx.Client:
         """A client of one replica (the admin's key unless ``key``); close it or use ``with``."""
-        return httpx.Client(base_url=self.replicas[replica].url, timeout=60,
+        return httpx.Client(base_url=self.replicas[replica].url, timeout=60, verify=self.verify(replica),
                             headers={"Authorization": f"Bearer {key or self.admin_key}"})
+
+    def ca_pem(self, replica: int = 0) -> str:
+        """The cluster CA's certificate, as a TLS replica writes it beside its own."""
+        return (self.replicas[replica].data_dir / "tls" / "ca.crt").read_text()
+
+    def verify(self, replica: int = 0) -> ssl.SSLContext | bool:
+        """What a client of the replicas trusts: the cluster CA with TLS."""
+        return ssl.create_default_context(cadata=self.ca_pem(replica)) if self.tls else True
 
     def join_token(self, **body: Any) -> str:
         with self.api() as api:
@@ -498,11 +516,11 @@ def leftovers(cluster: Cluster) -> list[str]:
 
 
 @contextlib.contextmanager
-def cluster_network(database_url: str, replicas: int = 2) -> Iterator[Cluster]:
+def cluster_network(database_url: str, replicas: int = 2, tls: bool = False) -> Iterator[Cluster]:
     """A cluster on ``database_url`` with its bridge up, torn down whatever happens; the
     caller sets its ``env`` and ``agent_env``, then calls ``start``."""
     cluster = Cluster(Path(tempfile.mkdtemp(prefix="qbox-multihost-")), database_url,
-                      replicas=replicas)
+                      replicas=replicas, tls=tls)
     try:
         cluster.open_network()
         yield cluster
