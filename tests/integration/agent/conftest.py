@@ -76,6 +76,9 @@ class RootfsStore:
     def lower_dirs(self, digest: str) -> list[Path]:
         return [self.rootfs_path(digest)]
 
+    def digests(self) -> list[str]:
+        return [DIGEST]
+
     def kernels(self, digest: str) -> list[dict[str, str]] | None:
         return None  # a base image: its kernelspecs are read from its rootfs
 
