@@ -13,8 +13,8 @@ With ``--listen``, the agent serves HTTPS with a key it makes (DATA_DIR/tls/agen
 (``JoinRequest.csrPem``). Until the join has answered it serves a self-signed stand-in:
 no control plane dials it before then. A month before that certificate ends, or when it
 is gone (the cluster CA was replaced), the agent asks for a new one with its host
-credential (``POST /v1/agent/certificate``). docs/operations.md, "TLS between hosts and control
-plane", has the whole picture.
+credential (``POST /v1/agent/certificate``). docs/operations.md, "TLS between hosts and
+control plane", has the whole picture.
 """
 
 from __future__ import annotations
@@ -68,8 +68,14 @@ def _context(ca_pem: str | None) -> ssl.SSLContext:
 
 
 def _checked(pem: str, pinned: str | None, where: str) -> str:
-    if pinned is not None and fingerprint(pem) != parse_fingerprint(pinned):
-        raise TrustRefused(f"the CA certificate {where} has fingerprint {fingerprint(pem)}, not "
+    if pinned is None:
+        return pem
+    try:
+        found = fingerprint(pem)
+    except ValueError:
+        raise TrustRefused(f"no PEM certificate {where}") from None
+    if found != parse_fingerprint(pinned):
+        raise TrustRefused(f"the CA certificate {where} has fingerprint {found}, not "
                            f"{parse_fingerprint(pinned)} (--ca-hash): not trusting it")
     return pem
 

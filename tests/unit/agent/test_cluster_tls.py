@@ -85,6 +85,12 @@ async def test_a_ca_file_or_the_systems_roots(tmp_path: Path) -> None:
     with pytest.raises(TrustRefused):
         await control_plane_trust(tmp_path / "b", URL, ca_cert=given, ca_hash=new_ca().fingerprint)
 
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate")
+    for pinned in (None, ca.fingerprint):
+        with pytest.raises(TrustRefused):
+            await control_plane_trust(tmp_path / "e", URL, ca_cert=garbage, ca_hash=pinned)
+
     system = await control_plane_trust(tmp_path / "c", URL)
     assert system is not None and "qbox cluster CA" not in trusted_subjects(system)
     assert await control_plane_trust(tmp_path / "d", "http://cp.example.com:8080", ca_cert=given) is None
