@@ -72,7 +72,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
 
 
 def new_ca(now: datetime | None = None) -> ClusterCa:
-    """A fresh CA (not stored): what ``ensure_ca`` inserts when the database has none."""
+    """A fresh CA (not stored): what ``stored_ca`` inserts when the database has none."""
     now = now or utcnow()
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_COMMON_NAME)])
@@ -143,7 +143,8 @@ async def ensure_ca(ctx: ServiceContext) -> ClusterCa:
 
 
 def plain_name(text: str) -> AnyName | None:
-    """``text`` as a certificate name if it is a plain DNS name or a unicast IP address."""
+    """``text`` as a certificate name if it is a plain DNS name, or an IP address that is
+    neither unspecified (0.0.0.0, ::) nor multicast."""
     text = text.strip()
     try:
         address = ipaddress.ip_address(text.strip("[]"))
