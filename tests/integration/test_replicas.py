@@ -1,4 +1,5 @@
-"""Two control-plane processes on one database: a revocation on one holds on the other at once.
+"""Two control-plane processes on one database (SQLite, PostgreSQL): a revocation on one holds
+on the other at once.
 
 The agent runs with the fake runtime (no sandboxes are needed here), so this
 also shows `qbox server` and `qbox agent --listen` working as separate processes.
@@ -6,6 +7,7 @@ also shows `qbox server` and `qbox agent --listen` working as separate processes
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import postgres
 from tests.qbox_process import ROOT, free_port
 
 pytestmark = pytest.mark.integration
@@ -37,13 +40,14 @@ def _wait(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     raise RuntimeError(f"{url} did not come up: {log.read_text()[-3000:]}")
 
 
-@pytest.fixture
-def cluster() -> Iterator[tuple[str, str, str]]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def cluster(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, str]]:
     base = Path(tempfile.mkdtemp(prefix="qbox-replicas-"))
     data_dir = base / "data"
     data_dir.mkdir()
     agent_port, port_a, port_b = free_port(), free_port(), free_port()
     processes: list[subprocess.Popen[bytes]] = []
+    databases = contextlib.ExitStack()
 
     def launch(name: str, args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
         log = base / f"{name}.log"
@@ -58,6 +62,9 @@ def cluster() -> Iterator[tuple[str, str, str]]:
         _wait(f"http://127.0.0.1:{agent_port}/internal/v1/health", agent, agent_log)
         env = {"QBOX_DATA_DIR": str(data_dir), "QBOX_AGENT_ADDRESS": f"http://127.0.0.1:{agent_port}",
                "QBOX_AGENT_SECRET": (data_dir / "agent-secret").read_text().strip()}
+        if request.param == "postgresql":
+            pg = databases.enter_context(postgres.running_cluster())
+            env["QBOX_DATABASE_URL"] = databases.enter_context(pg.database())
         a, log_a = launch("server-a", ["server", "--port", str(port_a)], env)
         _wait(f"http://127.0.0.1:{port_a}/healthz", a, log_a)
         b, log_b = launch("server-b", ["server", "--port", str(port_b)], env)
@@ -72,6 +79,7 @@ def cluster() -> Iterator[tuple[str, str, str]]:
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
+        databases.close()
         shutil.rmtree(base, ignore_errors=True)
 
 
