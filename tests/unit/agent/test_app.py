@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 
 import httpx
 import pytest
@@ -62,8 +63,9 @@ async def test_images_import_and_lookup(agent: AgentUnderTest) -> None:
 
 async def test_sandbox_lifecycle(agent: AgentUnderTest) -> None:
     sandbox_id = await _create(agent)
+    first = str(ipaddress.ip_network(agent.settings.network_pool)[2])  # slot 0's sandbox end
     assert (await agent.client.get("/sandboxes")).json() == [
-        {"id": sandbox_id, "status": "running", "address": "10.213.0.2"}]
+        {"id": sandbox_id, "status": "running", "address": first}]
     assert (await agent.client.get(f"/sandboxes/{sandbox_id}")).json()["status"] == "running"
     assert (await agent.client.get("/health")).json()["sandboxes"] == 1
     assert (await agent.client.delete(f"/sandboxes/{sandbox_id}")).status_code == 204
