@@ -3,7 +3,8 @@
 Each names its cgroup parent, nftables table, veths, namespace pins and pool
 after its own data dir (host_names.py); their sandboxes both get online, are
 refused each other as the firewall promises, and a restart of one agent
-leaves the other's sandbox and network alone.
+leaves the other's sandbox and network alone. An agent never takes a pool
+another one in its namespace holds.
 """
 
 from __future__ import annotations
@@ -16,8 +17,18 @@ from pathlib import Path
 
 import pytest
 
+from qbox.agent.app import create_app
 from qbox.agent.host_names import HostNames
-from tests.integration.agent.conftest import Agent, client_for, force_cleanup, start_agent
+from qbox.agent.settings import AgentSettings
+from qbox.core.errors import InternalError
+from tests.integration.agent.conftest import (
+    SECRET,
+    Agent,
+    RootfsStore,
+    client_for,
+    force_cleanup,
+    start_agent,
+)
 from tests.integration.agent.nettools import (
     CONNECT,
     World,
@@ -36,7 +47,13 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 @pytest.fixture
 def data_dirs(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    dirs = (tmp_path / "agent-a", tmp_path / "agent-b")
+    first = tmp_path / "agent-a"
+    # Two tags draw the same default /20 once in 240 (the second agent would then refuse
+    # to start, as it should): the test takes a second dir whose pool differs.
+    second = next(candidate for n in range(10) if (candidate := tmp_path / f"agent-b{n}")
+                  and HostNames.for_data_dir(candidate).default_pool
+                  != HostNames.for_data_dir(first).default_pool)
+    dirs = (first, second)
     try:
         yield dirs
     finally:
@@ -154,3 +171,22 @@ async def test_two_agents_share_no_name_and_one_restarting_leaves_the_other_alon
         assert (CGROUP_ROOT / "memory" / names_b.cgroup_parent.strip("/") / sb_b).is_dir()
         await online_alone(b, sb_b, world)
         assert (await b.client.delete(f"/sandboxes/{sb_b}")).status_code == 204
+
+
+async def test_an_agent_refuses_the_pool_of_another_agent_in_its_namespace(
+        data_dirs: tuple[Path, Path], test_rootfs: Path) -> None:
+    dir_a, dir_b = data_dirs
+    async with running(dir_a, test_rootfs) as a:
+        clash = AgentSettings(data_dir=dir_b, secret=SECRET, network_pool=a.settings.network_pool)
+        app = create_app(clash, store=RootfsStore(test_rootfs))  # type: ignore[arg-type]
+        table = HostNames.for_data_dir(dir_a).nft_table
+        with pytest.raises(InternalError, match=f"table inet {table}"):
+            async with app.router.lifespan_context(app):
+                pass
+        # Refused before touching anything: B made no table, A's sandboxes get online.
+        assert sh("nft", "list", "table", "inet", HostNames.for_data_dir(dir_b).nft_table,
+                  check=False) == ""
+        sandbox_id = await a.create()
+        assert record(a, sandbox_id)["ifname"] in elements(table)
+        assert (await a.exec(sandbox_id, "true"))["exitCode"] == 0
+        assert (await a.client.delete(f"/sandboxes/{sandbox_id}")).status_code == 204
