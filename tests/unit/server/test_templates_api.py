@@ -388,9 +388,11 @@ def test_builds_left_building_by_a_dead_process_fail_at_start(tmp_path: Path, da
         until(lambda: h.agent.builds)  # noqa: B023 - called before the loop moves on
     assert get_failed_reason(tmp_path) == "build interrupted: control plane shutting down; rebuild it"
     with db_session(tmp_path) as session:
-        # As if the process had died mid-build, without its shutdown handler.
+        # As if the process had died mid-build, without its shutdown handler; on PostgreSQL,
+        # which replicas may share, only a build whose lease ran out is known to be dead.
+        dead = {} if database is None else {"updated_at": utcnow() - timedelta(minutes=5)}
         session.execute(update(Template).where(Template.id == "tpl_web")
-                        .values(status="building", build_error=None))
+                        .values(status="building", build_error=None, **dead))
         session.commit()
     for h in make_harness(tmp_path, database=database):
         tpl = get(h)
