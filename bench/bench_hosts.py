@@ -237,12 +237,20 @@ def writes_table(database: str, runs: int) -> str:
 
 # --- the cluster: real agents in network namespaces, two replicas, PostgreSQL -----------------
 
+@dataclass(frozen=True)
+class Clocks:
+    """The replicas' host clocks (QBOX_HOST_HEARTBEAT_SECONDS, QBOX_HOST_LOST_SECONDS)."""
+
+    heartbeat: float
+    lost: float
+
+
 # Each sandbox is small, and the replicas admit 50 of them on one host of this machine.
 SANDBOX = {"vcpus": 1, "memoryMb": 64, "diskSizeMb": 256}
 
 
 @contextlib.contextmanager
-def running_cluster(template: str, lost_seconds: float) -> Iterator[Any]:
+def running_cluster(template: str, clocks: Clocks) -> Iterator[Any]:
     """Two replicas on a throw-away PostgreSQL, a registry on the bridge, no host yet, and the
     benchmark's template (``tpl_bench``) once the first host has joined."""
     from qbox.agent.images.base_image import base_image_dir, machine_cache_dir
@@ -257,8 +265,8 @@ def running_cluster(template: str, lost_seconds: float) -> Iterator[Any]:
         registry = stack.enter_context(registry_with_busybox(cluster.network_gateway()))
         cluster.env.update({
             "QBOX_REGISTRY": f"{registry}/qbox", "QBOX_IMPORT_DIRS": base_images,
-            "QBOX_HOST_LOST_SECONDS": str(lost_seconds),
-            "QBOX_HOST_FENCE_SECONDS": str(lost_seconds * 1.5),
+            "QBOX_HOST_HEARTBEAT_SECONDS": str(clocks.heartbeat), "QBOX_HOST_LOST_SECONDS": str(clocks.lost),
+            "QBOX_HOST_FENCE_SECONDS": str(clocks.lost * 1.5),
             # Room for every client's sandbox on one host; no request or spawn rate limit.
             "QBOX_OVERCOMMIT_CPU": "100", "QBOX_OVERCOMMIT_MEMORY": "4",
             "QBOX_RATE_LIMIT_SPAWNS_PER_SECOND": "0", "QBOX_RATE_LIMIT_REQUESTS_PER_SECOND": "0"})
@@ -322,18 +330,22 @@ class Throughput:
     latencies_ms: list[float]
     refused: int
     spread: Counter[str]
+    # Spawns that answered with a sandbox that did not run, by endReason.
+    failed: Counter[str]
 
 
 def throughput(cluster: Any, clients: int, spawns: int) -> Throughput:
     """``spawns`` sandboxes by ``clients`` concurrent clients, alternating between the
     replicas: each spawns with wait=true, then deletes what it spawned, until the count is
-    reached. A 503 (no room at that moment) is counted and retried after 0.2 s."""
+    reached. A 503 (no room at that moment) is counted and retried after 0.2 s; a sandbox that
+    failed to boot is counted by its end reason."""
     from concurrent.futures import ThreadPoolExecutor
 
     lock = threading.Lock()
     started = 0
     latencies: list[float] = []
     hosts: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
     refused = 0
 
     def client(n: int) -> None:
@@ -353,8 +365,12 @@ def throughput(cluster: Any, clients: int, spawns: int) -> Throughput:
                     with lock:
                         refused += 1
                     time.sleep(0.2)
-                if r.status_code != 201 or r.json()["status"] != "running":
+                if r.status_code != 201:
                     raise RuntimeError(f"spawn: {r.status_code} {r.text}")
+                if r.json()["status"] != "running":
+                    with lock:
+                        failed[str(r.json().get("endReason"))] += 1
+                    continue
                 elapsed = (time.perf_counter() - t0) * 1000
                 with lock:
                     latencies.append(elapsed)
@@ -366,7 +382,7 @@ def throughput(cluster: Any, clients: int, spawns: int) -> Throughput:
         for done in [pool.submit(client, n) for n in range(clients)]:
             done.result()
     return Throughput(len(cluster.joined), clients, len(latencies), time.perf_counter() - began,
-                      latencies, refused, hosts)
+                      latencies, refused, hosts, failed)
 
 
 @dataclass
@@ -404,42 +420,62 @@ def host_loss(cluster: Any, sandboxes: int) -> Loss:
         finally:
             cluster.restore(agent)
     cluster.wait_status(agent, "ready", timeout=120)
-    wait_for(lambda: not agent.containers(), "the lost sandboxes' containers to go", timeout=120)
+    wait_for(lambda: _no_containers(agent), "the lost sandboxes' containers to go", timeout=120)
     return Loss(sandboxes, seen.get("unhealthy", float("nan")), seen.get("down", float("nan")), seen["lost"])
 
 
+def _no_containers(agent: Any) -> bool:
+    try:
+        return not agent.containers()
+    except OSError:  # a directory under the data dir went while it was walked: look again
+        return False
+
+
 def cluster_tables(host_counts: list[int], clients: int, spawns: int, losses: int,
-                   per_loss: int, template: str, lost_seconds: float) -> str:
-    runs: list[Throughput] = []
-    lost: list[Loss] = []
-    with running_cluster(template, lost_seconds) as cluster:
+                   per_loss: int, template: str, clocks: Clocks) -> Iterator[str]:
+    """The throughput table once it is measured, then the host-loss table."""
+    with running_cluster(template, clocks) as cluster:
+        runs: list[Throughput] = []
         for hosts in host_counts:
             while len(cluster.joined) < hosts:
                 _add_host(cluster)
             throughput(cluster, min(clients, 10), min(spawns, 20))  # warm-up, not counted
             runs.append(throughput(cluster, clients, spawns))
-        lost = [host_loss(cluster, per_loss) for _ in range(losses)]
+        yield throughput_table(runs, template)
+        yield loss_table([host_loss(cluster, per_loss) for _ in range(losses)], clocks)
+
+
+def throughput_table(runs: list[Throughput], template: str) -> str:
     lines = [machine_line(f"spawn throughput through two `qbox server` replicas on PostgreSQL, agents "
                           f"in network namespaces of this one machine (they share its "
                           f"{os.cpu_count()} cores), template `{template}`, each sandbox "
                           f"{SANDBOX['vcpus']} vCPU/{SANDBOX['memoryMb']} MB, spawned with wait=true "
                           f"then deleted by the same client{_load()}"), "",
-             "| hosts | clients | sandboxes | seconds | sandboxes/s | spawn p50 ms | spawn p99 ms "
-             "| refused (503) | per host |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| hosts | clients | sandboxes running | seconds | sandboxes/s | spawn p50 ms | spawn p99 ms "
+             "| refused (503) | failed to boot | per host |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for run in runs:
         per_host = ", ".join(str(n) for _, n in run.spread.most_common())
         lines.append(f"| {run.hosts} | {run.clients} | {run.spawned} | {run.seconds:.1f} | "
                      f"{run.spawned / run.seconds:.1f} | {percentile(run.latencies_ms, 50):.0f} | "
-                     f"{percentile(run.latencies_ms, 99):.0f} | {run.refused} | {per_host} |")
-    lines += ["", machine_line(f"a host cut off (its veth down), QBOX_HOST_HEARTBEAT_SECONDS=0.5, "
-                               f"QBOX_HOST_LOST_SECONDS={lost_seconds:g}: seconds until the API shows "
-                               f"it unhealthy, down, and its sandboxes ended \"host lost\""), "",
-              "| run | sandboxes on it | unhealthy s | down s | all lost s | lost − QBOX_HOST_LOST_SECONDS |",
-              "|---:|---:|---:|---:|---:|---:|"]
+                     f"{percentile(run.latencies_ms, 99):.0f} | {run.refused} | {sum(run.failed.values())} | "
+                     f"{per_host} |")
+    failures = Counter[str]()
+    for run in runs:
+        failures.update(run.failed)
+    lines += [f"- failed to boot ×{n}: {reason}" for reason, n in failures.most_common()]
+    return "\n".join(lines) + "\n"
+
+
+def loss_table(lost: list[Loss], clocks: Clocks) -> str:
+    lines = [machine_line(f"a host cut off (its veth down), QBOX_HOST_HEARTBEAT_SECONDS={clocks.heartbeat:g}, "
+                          f"QBOX_HOST_LOST_SECONDS={clocks.lost:g}: seconds until the API shows "
+                          f"it unhealthy, down, and its sandboxes ended \"host lost\""), "",
+             "| run | sandboxes on it | unhealthy s | down s | all lost s | lost − QBOX_HOST_LOST_SECONDS |",
+             "|---:|---:|---:|---:|---:|---:|"]
     for n, loss in enumerate(lost, 1):
         lines.append(f"| {n} | {loss.sandboxes} | {loss.unhealthy_s:.1f} | {loss.down_s:.1f} | "
-                     f"{loss.lost_s:.1f} | {loss.lost_s - lost_seconds:+.1f} |")
+                     f"{loss.lost_s:.1f} | {loss.lost_s - clocks.lost:+.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -460,16 +496,19 @@ def main() -> int:
                               "kernel warm-up costs about a CPU-second per sandbox")
     cluster.add_argument("--losses", type=int, default=3, help="host cut-offs to time")
     cluster.add_argument("--sandboxes-per-loss", type=int, default=3)
-    cluster.add_argument("--lost-seconds", type=float, default=4.0,
-                         help="QBOX_HOST_LOST_SECONDS of the replicas (heartbeats every 0.5 s)")
+    cluster.add_argument("--heartbeat-seconds", type=float, default=2.0,
+                         help="QBOX_HOST_HEARTBEAT_SECONDS of the replicas: a host is unhealthy after three "
+                              "missed; under 50 concurrent spawns on this 2-core machine 0.5 s was too short")
+    cluster.add_argument("--lost-seconds", type=float, default=10.0, help="QBOX_HOST_LOST_SECONDS of the replicas")
     args = parser.parse_args()
     if args.part == "writes":
         publish(writes_table(args.database, args.runs), args.markdown)
     else:
         if os.geteuid() != 0:
             raise SystemExit("the cluster part runs agents in network namespaces: run it as root")
-        publish(cluster_tables(args.hosts, args.clients, args.spawns, args.losses, args.sandboxes_per_loss,
-                               args.template, args.lost_seconds), args.markdown)
+        for table in cluster_tables(args.hosts, args.clients, args.spawns, args.losses, args.sandboxes_per_loss,
+                                    args.template, Clocks(args.heartbeat_seconds, args.lost_seconds)):
+            publish(table, args.markdown)
     return 0
 
 
