@@ -4,8 +4,10 @@ starting together."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from alembic.runtime.migration import MigrationContext
@@ -29,6 +32,7 @@ from qbox.server.services.bootstrap import AdminBootstrap, ensure_admin
 from qbox.server.services.context import AgentPool, ServiceContext
 from qbox.server.settings import ServerSettings
 from tests.postgres import Cluster
+from tests.qbox_process import free_port
 from tests.unit.server.conftest import DATABASES
 
 _EMPTY_NAMES = itertools.count(1)
@@ -181,3 +185,40 @@ def test_replicas_migrating_an_empty_database_together_both_start(tmp_path: Path
     finally:
         engine.dispose()
     assert current == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def test_two_qbox_servers_started_together_print_one_admin_key(tmp_path: Path, empty_database: str) -> None:
+    """``qbox server`` itself, twice at once on one empty database: one prints the key (once)
+    and saves it, the other starts without one, and the key works on both."""
+    replicas = [(tmp_path / f"replica-{n}", free_port()) for n in range(2)]
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        for data_dir, port in replicas:
+            env = {**os.environ, "QBOX_DATA_DIR": str(data_dir), "QBOX_DATABASE_URL": empty_database}
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "qbox", "server", "--port", str(port)], env=env,
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
+        for (_, port), process in zip(replicas, processes, strict=True):
+            wait_until_serving(f"http://127.0.0.1:{port}", process)
+        saved = [data_dir / "admin-key" for data_dir, _ in replicas if (data_dir / "admin-key").exists()]
+        assert len(saved) == 1
+        key = saved[0].read_text().strip()
+        for _, port in replicas:
+            me = httpx.get(f"http://127.0.0.1:{port}/v1/auth/me", headers={"Authorization": f"Bearer {key}"})
+            assert me.status_code == 200 and me.json()["role"] == "admin", me.text
+    finally:
+        for process in processes:
+            process.terminate()
+        outputs = [process.communicate(timeout=30)[0] for process in processes]
+    printed = [re.findall(r"^\s+(qbox_\S+)$", output, re.MULTILINE) for output in outputs]
+    assert sorted(printed) == [[], [key]], outputs
+
+
+def wait_until_serving(url: str, process: subprocess.Popen[str], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while process.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"{url} did not start serving (exit status {process.poll()})")
