@@ -88,7 +88,7 @@ class HostNames:
 
     @property
     def nft_table(self) -> str:
-        """The ``inet`` table of the sandbox firewall (nft names allow no ``-``)."""
+        """The ``inet`` table of the sandbox firewall."""
         return self._suffixed("qbox", "_")
 
     @property
