@@ -31,3 +31,11 @@ class Principal:
 
     def may(self, scope: str) -> bool:
         return grants(self.effective, scope)
+
+
+@dataclass(frozen=True)
+class HostCredential:
+    """What a joined host presented (``Authorization: Bearer qbh_…``), not yet looked up:
+    the heartbeat and certificate services find its host, or refuse it."""
+
+    secret: str

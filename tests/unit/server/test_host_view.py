@@ -17,6 +17,7 @@ RUNS = OnHost("running")
 OOM = OnHost("stopped", "oom")
 RESTARTED = OnHost("stopped", "lost: its init is gone (agent or host restarted)")
 CRASHED = OnHost("stopped")
+TIMED_OUT = OnHost("stopped", "timeout")
 
 # believed state, what the host says, at start? -> (event or None, endReason or None, remove its container?)
 CASES = [
@@ -28,6 +29,9 @@ CASES = [
     (S.RUNNING, OOM, False, E.ENDED_ON_HOST, f"failed: {OUT_OF_MEMORY}", True),
     (S.RUNNING, RESTARTED, True, E.ENDED_ON_HOST, f"failed: {HOST_RESTARTED}", True),
     (S.RUNNING, CRASHED, False, E.ENDED_ON_HOST, f"failed: {RUNTIME_STOPPED}", True),
+    # The host ended it at its deadline before any control plane did: a timeout, not a failure.
+    (S.RUNNING, TIMED_OUT, False, E.DEADLINE_REACHED,
+     "timeout: auto-killed at its deadline, by its host (deadline passed)", True),
     # While serving, a sandbox not yet running belongs to its boot task.
     (S.BOOTING, RUNS, False, None, None, False),
     (S.BOOTING, GONE, False, None, None, False),
@@ -52,7 +56,7 @@ def test_one_sandbox(believed: SandboxState, on_host: OnHost | None, at_start: b
     else:
         [ending] = diff.ended
         assert (ending.sandbox_id, ending.change.event, ending.change.reason) == ("sb_1", event, reason)
-        assert reason is not None and reason.startswith(("lost: ", "failed: "))
+        assert reason is not None and reason.startswith(("lost: ", "failed: ", "timeout: "))
     assert diff.remove_from_host == (["sb_1"] if removed else [])
     assert diff.strangers == []
 
@@ -64,6 +68,9 @@ def test_containers_nobody_holds_are_removed_only_at_start() -> None:
     assert at_start.remove_from_host == ["sb_unknown"]
     serving = compare("h1", {"sb_known": S.RUNNING}, host, at_start=False)
     assert serving.strangers == [] and serving.remove_from_host == []
+    # A host back after missing heartbeats is swept: what it holds of ended sandboxes goes.
+    swept = compare("h1", {"sb_known": S.RUNNING}, host, at_start=False, sweep=True)
+    assert swept.strangers == ["sb_unknown"] and swept.ended == []
 
 
 def test_the_agents_row_is_read_as_it_is_written() -> None:

@@ -16,10 +16,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Depends
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 
 from qbox.core.errors import (
     AuthenticationError,
+    InvalidHostCredentialError,
     ContextNotFoundError,
     NotFoundError,
     PermissionDeniedError,
@@ -32,7 +33,7 @@ from qbox.core.errors import (
 from qbox.core.ids import is_path_id
 from qbox.server.http.auditing import Audited, allowed_to_change, note_of, refused
 from qbox.server.http.deps import client_ip, services_of
-from qbox.server.principal import Principal
+from qbox.server.principal import HostCredential, Principal
 from qbox.server.services.keys import principal_for_secret
 from qbox.server.services.ratelimit import RateLimiter
 from qbox.server.services.web_sessions import SESSION_COOKIE
@@ -189,3 +190,18 @@ class Access:
 def allowed(scope: str | None, *buckets: Bucket, audit: str | None = None) -> Any:
     """The route's ``Principal`` parameter: its access declaration, as a dependency (bearer keys only)."""
     return Depends(Access(scope, buckets, Audited(audit) if audit else None).check)
+
+
+def failed_authentication(conn: HTTPConnection) -> None:
+    """Count a failed authentication against its source address; past the limit, a 429."""
+    if wait := services_of(conn).limits.auth_failures.check(client_ip(conn)):
+        raise rate_limited(wait, "failed authentications from this address")
+
+
+async def host_credential(request: Request) -> HostCredential:
+    """The route's caller is a joined host: its bearer credential, which its service checks."""
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        failed_authentication(request)
+        raise InvalidHostCredentialError("missing host credential: send 'Authorization: Bearer qbh_…'")
+    return HostCredential(secret.strip())

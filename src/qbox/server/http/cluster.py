@@ -14,14 +14,14 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from qbox.core.errors import AuthenticationError, InvalidHostCredentialError
+from qbox.core.errors import AuthenticationError
 from qbox.protocol.host import CertificateReply, CertificateRequest
 from qbox.server.http import response_models as rm
-from qbox.server.http.access import Bucket, allowed, rate_limited
+from qbox.server.http.access import Bucket, allowed, failed_authentication, host_credential
 from qbox.server.http.auditing import Audited, note_of
-from qbox.server.http.deps import client_ip, json_body, services_of
+from qbox.server.http.deps import json_body, services_of
 from qbox.server.http.openapi import answers, request_body
-from qbox.server.principal import Principal
+from qbox.server.principal import HostCredential, Principal
 from qbox.server.services.cluster_ca import ensure_ca
 from qbox.server.services.host_certificates import host_certificate
 
@@ -48,17 +48,14 @@ async def agent_ca(request: Request) -> dict[str, Any]:
 @router.post("/v1/agent/certificate", openapi_extra=request_body(CertificateRequest),
              responses=answers(200, CertificateReply, 401),
              dependencies=[Depends(Audited("host.certificate").declare)])
-async def agent_certificate(request: Request) -> dict[str, Any]:
+async def agent_certificate(request: Request,
+                            credential: HostCredential = Depends(host_credential)) -> dict[str, Any]:
     services = services_of(request)
-    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    body = await json_body(request, CertificateRequest)
     try:
-        if scheme.lower() != "bearer" or not credential.strip():
-            raise InvalidHostCredentialError("missing host credential: send 'Authorization: Bearer qbh_…'")
-        body = await json_body(request, CertificateRequest)
-        host_id, reply = await host_certificate(services.ctx, credential.strip(), body.csr_pem)
+        host_id, reply = await host_certificate(services.ctx, credential.secret, body.csr_pem)
     except AuthenticationError:
-        if wait := services.limits.auth_failures.check(client_ip(request)):
-            raise rate_limited(wait, "failed authentications from this address") from None
+        failed_authentication(request)
         raise
     if (note := note_of(request)) is not None:
         note.target_id = host_id

@@ -8,34 +8,28 @@ audited (twelve a minute per host would drown the log); joins are.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field, field_validator
 
-from qbox.core.errors import AuthenticationError, InvalidHostCredentialError
+from qbox.core.errors import AuthenticationError
 from qbox.protocol.host import HeartbeatReply, HostReport, JoinReply, JoinRequest
 from qbox.server.http import response_models as rm
 from qbox.server.http import views
-from qbox.server.http.access import Bucket, allowed, rate_limited
+from qbox.server.http.access import Bucket, allowed, failed_authentication, host_credential
 from qbox.server.http.auditing import Audited, note_of
-from qbox.server.http.deps import client_ip, json_body, services_of
+from qbox.server.http.deps import json_body, services_of
 from qbox.server.http.openapi import answers, request_body
-from qbox.server.http.schemas import _Body
-from qbox.server.principal import Principal
+from qbox.server.http.schemas import _Body, host_labels
+from qbox.server.principal import HostCredential, Principal
 from qbox.server.services.cluster_ca import ensure_ca
 from qbox.server.services.host_join import new_host_id
 
 router = APIRouter(prefix="/v1/hosts")
 tokens_router = APIRouter(prefix="/v1/host-tokens")
 agents_router = APIRouter(prefix="/v1/agent")
-
-# Label keys and values a scheduler selector can match (Kubernetes-like).
-_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
-_LABEL_VALUE_RE = re.compile(r"^[A-Za-z0-9._/-]{0,63}$")
-
 
 class TokenBody(_Body):
     ttl_seconds: int | None = Field(default=None, alias="ttlSeconds", ge=60, le=7 * 24 * 3600)
@@ -44,12 +38,8 @@ class TokenBody(_Body):
     @field_validator("labels")
     @classmethod
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        if len(value) > 16:
-            raise ValueError("at most 16 labels")
-        for key, item in value.items():
-            if not _LABEL_RE.fullmatch(key) or not _LABEL_VALUE_RE.fullmatch(item):
-                raise ValueError("label keys are 1–63 and values 0–63 of A-Z a-z 0-9 . _ / -")
-        return value
+        # The labels a template's hostSelector matches.
+        return host_labels(value)
 
 
 # --- hosts ---------------------------------------------------------------------
@@ -92,7 +82,7 @@ async def remove_host(host_id: str, request: Request,
 # --- join tokens -------------------------------------------------------------------
 
 
-@tokens_router.post("", status_code=201, openapi_extra=request_body(TokenBody),
+@tokens_router.post("", status_code=201, openapi_extra=request_body(TokenBody, required=False),
                     responses=answers(201, rm.CreatedHostToken))
 async def create_token(request: Request,
                        principal: Principal = allowed("hosts:write", Bucket.REQUESTS, audit="host_token.create")
@@ -127,11 +117,6 @@ async def revoke_token(token_id: str, request: Request,
 # --- agents ---------------------------------------------------------------------------
 
 
-def _limit_failures(request: Request) -> None:
-    if wait := services_of(request).limits.auth_failures.check(client_ip(request)):
-        raise rate_limited(wait, "failed authentications from this address")
-
-
 @agents_router.post("/join", status_code=201, openapi_extra=request_body(JoinRequest),
                     responses=answers(201, JoinReply, 401),
                     dependencies=[Depends(Audited("host.join").declare)])
@@ -144,22 +129,18 @@ async def join(request: Request) -> JSONResponse:
     try:
         reply = await services_of(request).joins.join(host_id, body)
     except AuthenticationError:
-        _limit_failures(request)
+        failed_authentication(request)
         raise
     return JSONResponse(reply.wire(), status_code=201)
 
 
 @agents_router.post("/heartbeat", openapi_extra=request_body(HostReport),
                     responses=answers(200, HeartbeatReply, 401))
-async def heartbeat(request: Request) -> dict[str, Any]:
-    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not credential.strip():
-        _limit_failures(request)
-        raise InvalidHostCredentialError("missing host credential: send 'Authorization: Bearer qbh_…'")
+async def heartbeat(request: Request, credential: HostCredential = Depends(host_credential)) -> dict[str, Any]:
     body = await json_body(request, HostReport)
     try:
-        reply = await services_of(request).joins.heartbeat(credential.strip(), body)
+        reply = await services_of(request).joins.heartbeat(credential.secret, body)
     except AuthenticationError:
-        _limit_failures(request)
+        failed_authentication(request)
         raise
     return reply.wire()

@@ -39,11 +39,12 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
 from qbox.core import shell_protocol
-from qbox.server.principal import Principal
+from qbox.server.principal import HostCredential, Principal
 from qbox.server.services.web_sessions import SESSION_COOKIE, SessionPrincipal
 
 REF = "#/components/schemas/"
 BEARER = "bearerKey"
+HOST = "hostCredential"
 COOKIE = "sessionCookie"
 ERROR_SCHEMA = "Error"
 SHELL_PATH = "/v1/sandboxes/{sandbox_id}/shell"
@@ -138,6 +139,8 @@ def _auth(route: Any) -> set[str]:
             schemes.add(BEARER)
         elif returned is SessionPrincipal:
             schemes.add(COOKIE)
+        elif returned is HostCredential:
+            schemes.add(HOST)
     return schemes
 
 
@@ -319,6 +322,8 @@ def document(app: FastAPI) -> dict[str, Any]:
             schemas.pop(fastapis, None)
     components["securitySchemes"] = {
         BEARER: {"type": "http", "scheme": "bearer", "description": "An API key: Authorization: Bearer qbox_…"},
+        HOST: {"type": "http", "scheme": "bearer",
+               "description": "A joined host's credential, for agents only: Authorization: Bearer qbh_…"},
         COOKIE: {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE,
                  "description": "The dashboard's session (POST /auth/login), from this server's own origin only; "
                                 "state-changing requests also need X-CSRF-Token"},

@@ -8,11 +8,9 @@ for everything else on that filesystem. The live sandboxes placed on the
 host reserve what they asked for, booting ones included.
 
 Which host takes a sandbox is the scheduler's decision (services/scheduler.py),
-on these limits; ``no_capacity`` is its refusal.
-``lock_host_loads`` makes the check and the reservation one transaction:
-its first statement writes the hosts' rows (the agents' fresh reports), so
-SQLite's single writer, or PostgreSQL's row locks, hold every other spawn
-back until this one's sandbox row is committed or rolled back.
+on these limits; ``no_capacity`` is its refusal. The check and the
+reservation are one transaction under the chosen host's row lock
+(services/placement.py).
 """
 
 from __future__ import annotations
@@ -20,14 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from qbox.core.errors import HostNoCapacityError
-from qbox.core.states import LIVE_STATES
-from qbox.protocol.host import Health
-from qbox.server.db.tables import Host, Sandbox
-from qbox.server.services.lifecycle import values_of
 from qbox.server.settings import ServerSettings
 
 RETRY_AFTER_SECONDS = 5
@@ -58,16 +50,6 @@ class HostCapacity:
     # What the sandbox disk images on that disk already hold.
     sandbox_disks_mb: int = 0
 
-    @classmethod
-    def from_health(cls, health: Health, fallback: Host) -> HostCapacity:
-        report = health.capacity
-        if report is None:
-            # An agent from before capacity reports, or a garbled one: what we last knew.
-            return cls(vcpus=fallback.total_vcpus, memory_mb=fallback.total_memory_mb)
-        return cls(vcpus=report.vcpus, memory_mb=report.memory_mb,
-                   disk_total_mb=report.disk_total_mb, disk_free_mb=report.disk_free_mb,
-                   sandbox_disks_mb=report.sandbox_disks_mb)
-
 
 @dataclass(frozen=True)
 class Overcommit:
@@ -85,13 +67,6 @@ class Overcommit:
         if capacity.disk_free_mb is not None:
             disk = max(0, capacity.disk_free_mb + capacity.sandbox_disks_mb - self.disk_reserve_mb)
         return (int(capacity.vcpus * self.cpu), int(capacity.memory_mb * self.memory), disk)
-
-
-@dataclass(frozen=True)
-class HostLoad:
-    host_id: str
-    capacity: HostCapacity
-    reserved: Resources
 
 
 @dataclass(frozen=True)
@@ -139,26 +114,3 @@ def no_capacity(shortfalls: Sequence[Shortfall], request: Resources,
         + (f" ({len(shortfalls)} hosts full)" if len(shortfalls) > 1 else "")
         + (f"; {excluded}" if excluded else ""),
         details=details, retry_after=RETRY_AFTER_SECONDS)
-
-
-async def lock_host_loads(session: AsyncSession,
-                          capacities: Mapping[str, HostCapacity]) -> list[HostLoad]:
-    """Record the hosts' reports, which locks their rows until commit, then read their loads.
-
-    This must be the session's first statement: a SQLite transaction that read first
-    cannot take the write lock once another writer committed.
-    """
-    for host_id in sorted(capacities):  # one order, so two spawns never wait on each other
-        capacity = capacities[host_id]
-        await session.execute(update(Host).where(Host.id == host_id).values(
-            total_vcpus=capacity.vcpus, total_memory_mb=capacity.memory_mb,
-            disk_total_mb=capacity.disk_total_mb, disk_free_mb=capacity.disk_free_mb))
-    rows = (await session.execute(
-        select(Sandbox.host_id, func.coalesce(func.sum(Sandbox.vcpus), 0),
-               func.coalesce(func.sum(Sandbox.memory_mb), 0),
-               func.coalesce(func.sum(Sandbox.disk_size_mb), 0))
-        .where(Sandbox.host_id.in_(list(capacities)), Sandbox.status.in_(values_of(LIVE_STATES)))
-        .group_by(Sandbox.host_id))).all()
-    reserved = {row[0]: Resources(int(row[1]), int(row[2]), int(row[3] or 0)) for row in rows}
-    return [HostLoad(host_id, capacities[host_id], reserved.get(host_id, Resources(0, 0, 0)))
-            for host_id in sorted(capacities)]

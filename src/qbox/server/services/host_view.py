@@ -20,6 +20,8 @@ from qbox.server.services.lifecycle import Change, LifecycleEvent
 
 # The agent's status of a sandbox that runs (docs/agent-protocol.md).
 HOST_RUNNING = "running"
+# The agent's exitReason of a sandbox it ended at its deadline (agent/deadlines.py).
+HOST_TIMED_OUT = "timeout"
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,9 @@ def _ended(host_id: str, state: SandboxState, row: OnHost | None, *, at_start: b
     if row is None:
         return Change.of(LifecycleEvent.MISSING_ON_HOST, host=host_id)
     if row.status != HOST_RUNNING:
+        if row.exit_reason == HOST_TIMED_OUT:
+            # The host enforced the deadline itself (no control plane did in time).
+            return Change.of(LifecycleEvent.DEADLINE_REACHED, at="its deadline, by its host")
         # The agent's exitReason is its own shorthand: the user reads plain words.
         return Change.of(LifecycleEvent.ENDED_ON_HOST, why=describe_end(row.exit_reason))
     return None

@@ -12,6 +12,7 @@ do not wait for each other (on PostgreSQL).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Awaitable, Callable, Collection
 from typing import TypeVar
@@ -38,9 +39,12 @@ def capacity_of(host: Host) -> HostCapacity:
                         sandbox_disks_mb=host.sandbox_disks_mb)
 
 
-def candidate(host: Host, reserved: Reserved) -> Candidate:
-    return Candidate.of(host, capacity_of(host),
-                        Resources(reserved.vcpus, reserved.memory_mb, reserved.disk_mb), reserved.sandboxes)
+def candidate(host: Host, reserved: Reserved, connected: Collection[str]) -> Candidate:
+    """The host as the scheduler weighs it; one this replica has no client for is not ready
+    (from here its boot could not be started)."""
+    found = Candidate.of(host, capacity_of(host),
+                         Resources(reserved.vcpus, reserved.memory_mb, reserved.disk_mb), reserved.sandboxes)
+    return found if host.id in connected else dataclasses.replace(found, status="unreachable")
 
 
 async def lock_host(session: AsyncSession, host_id: str) -> Host | None:
@@ -69,7 +73,8 @@ class Placement:
             hosts = [host for host in (await session.execute(
                 select(Host).where(Host.removed_at.is_(None)))).scalars().all() if host.id not in exclude]
             reserved = await reserved_on(session, [host.id for host in hosts])
-        return schedule([candidate(host, reserved.get(host.id, Reserved())) for host in hosts],
+        connected = self.ctx.agents.clients
+        return schedule([candidate(host, reserved.get(host.id, Reserved()), connected) for host in hosts],
                         request, self.policy)
 
     async def reserve(self, decision: Decision, request: Request,
@@ -83,7 +88,7 @@ class Placement:
                 if host is None or host.removed_at is not None:
                     continue
                 reserved = (await reserved_on(session, [host_id])).get(host_id, Reserved())
-                fresh = candidate(host, reserved)
+                fresh = candidate(host, reserved, self.ctx.agents.clients)
                 if fresh.status != "ready" or fresh.draining:
                     continue
                 room = weigh(fresh, request.resources, self.policy.overcommit)
