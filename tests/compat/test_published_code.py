@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.compat.conftest import published_env, run_published_script
+from tests.compat.conftest import run_published_script
 from tests.qbox_process import QboxUp
 
 pytestmark = pytest.mark.compat
@@ -79,14 +78,3 @@ def test_published_client_run_code(published_python: Path, qbox_for_compat: Qbox
     assert out["contexts"] is True
     assert out["timeout"] == [True, "KeyboardInterrupt"]
     assert out["after_timeout"] == "20"
-
-
-def test_published_cli_doctor_full(published_python: Path, qbox_for_compat: QboxUp,
-                                   tmp_path: Path) -> None:
-    cli = published_python.parent / "qbox"
-    env = published_env(qbox_for_compat, XDG_CONFIG_HOME=str(tmp_path))
-    # No /v1/hosts yet (multi-host is its own issue): that check is skipped.
-    done = subprocess.run([str(cli), "doctor", "--skip", "hosts"], env=env, capture_output=True,
-                          text=True, timeout=200, cwd="/")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "test code execution" in done.stdout
