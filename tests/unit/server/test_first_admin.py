@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from tests.unit.server.conftest import DATABASES
 _EMPTY_NAMES = itertools.count(1)
 
 
-@asynccontextmanager
+@contextlib.asynccontextmanager
 async def replica(data_dir: Path, database_url: str,
                   before_admin_insert: threading.Barrier | None = None) -> AsyncIterator[ServiceContext]:
     """One replica's services on the shared database; ``before_admin_insert`` holds its insert
