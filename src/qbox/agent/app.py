@@ -123,7 +123,7 @@ async def host_health(agent: AgentState) -> Health:
                   runtimes=agent.sandboxes.runtime_names, sandboxes=len(agent.sandboxes),
                   capacity=Capacity.model_validate(capacity), hostname=socket.gethostname(),
                   usage=usage, images=images, max_sandboxes=settings.sandbox_limit,
-                  labels=settings.labels)
+                  labels=settings.labels, builtin_images=settings.builtin_images)
 
 
 # --- routes ------------------------------------------------------------------

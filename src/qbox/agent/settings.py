@@ -94,6 +94,9 @@ class AgentSettings:
     # when the control plane is reached over https.
     advertise: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    # Built-in templates this machine's base image can be built into (name -> image ref),
+    # offered to the control plane in every report (set by `qbox agent --join`).
+    builtin_images: dict[str, str] = field(default_factory=dict)
     # Until the control plane's first answer says otherwise.
     heartbeat_seconds: float = 5.0
     # None → what the address pool allows, at most MAX_SANDBOXES_CAP.

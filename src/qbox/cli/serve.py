@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import dataclasses
 import os
 import shutil
 import signal
@@ -187,7 +188,9 @@ def server(host: str | None, port: int | None) -> None:
         settings.port = port
     tls = _listener_tls(settings)
     base_url = settings.public_url or _local_url(settings.host, settings.port, https=tls is not None)
-    startup = Startup(on_admin_created=lambda secret, path: _announce_admin(secret, path, base_url))
+    # An agent named by QBOX_AGENT_ADDRESS is this replica's embedded host; else hosts join.
+    startup = Startup(on_admin_created=lambda secret, path: _announce_admin(secret, path, base_url),
+                      embedded_agent=settings.agent_address is not None)
     _serve(create_app(settings, startup), settings, "info", tls)
 
 
@@ -243,4 +246,20 @@ def agent(data_dir: Path | None, socket_path: Path | None, listen: str | None,
         settings = AgentSettings.from_env(**overrides)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    if _offers_builtins(settings):
+        settings = dataclasses.replace(settings, builtin_images=_builtin_images())
     run_agent(settings)
+
+
+def _offers_builtins(settings: AgentSettings) -> bool:
+    """A joined agent offers this machine's base image as the built-in templates' source
+    (a fleet with no embedded agent gets them so); QBOX_AGENT_BUILTINS=off opts out."""
+    joined = settings.join_url is not None or (settings.data_dir / "host.json").exists()
+    wanted = os.environ.get("QBOX_AGENT_BUILTINS", "on").lower() not in ("off", "0", "false")
+    return joined and wanted and settings.runtime != "fake"
+
+
+def _builtin_images() -> dict[str, str]:
+    from qbox.agent.images.base_image import ensure_base_image, machine_cache_dir
+
+    return {BUILTIN_PYTHON: asyncio.run(ensure_base_image(machine_cache_dir(), on_progress=_echo))}

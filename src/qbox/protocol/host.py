@@ -47,6 +47,10 @@ class Health(Wire):
     # How many sandboxes this host runs at most (its address pool and settings); None: no limit.
     max_sandboxes: int | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+    # The built-in templates this host can build from its machine's own base image (name ->
+    # image ref on this host), offered by joined agents: a fleet with no embedded agent gets
+    # its built-in templates from the first host that offers them.
+    builtin_images: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("capacity", "usage", mode="wrap")
     @classmethod

@@ -23,7 +23,7 @@ from qbox.server.services.host_join import new_host_id
 from qbox.server.services.hostsync import sync_hosts
 from tests.unit.server.agent_host import RunningAgent
 from tests.unit.server.conftest import Harness, make_harness
-from tests.unit.server.helpers import add_user_with_key, db_session
+from tests.unit.server.helpers import add_user_with_key, db_session, eventually
 
 SPAWN = "/v1/sandboxes?wait=true&waitTimeoutSec=5"
 
@@ -58,8 +58,9 @@ def join(h: Harness, token: str, **body: Any) -> Any:
 
 @pytest.fixture
 def second(harness: Harness, tmp_path: Path) -> Iterator[RunningAgent]:
-    """A second agent; every joined host's client reaches it."""
-    with RunningAgent(tmp_path / "agent-2") as agent:
+    """A second agent; every joined host's client reaches it. Its machine's base image is
+    where the harness's built-in one says (a directory it may build from)."""
+    with RunningAgent(tmp_path / "agent-2", import_dirs=("/nonexistent",)) as agent:
         services(harness).ctx.agents.factory = lambda _address, _secret: agent.client()
         yield agent
 
@@ -322,3 +323,25 @@ def test_concurrent_joins_with_one_token_make_one_host(harness: Harness) -> None
 
     assert sorted(run(harness, race())) == [201] + [401] * 7
     assert len(harness.client.get("/v1/hosts", headers=harness.auth()).json()) == 2
+
+
+def test_a_fleet_gets_its_built_in_templates_from_the_first_host_that_offers_them(
+        harness: Harness, second: RunningAgent) -> None:
+    token = new_token(harness)["token"]
+    offered = {"builtinImages": {"extra": "oci:/nonexistent:latest"}}
+    reply = join(harness, token, **offered).json()
+    template: dict[str, Any] = {}
+
+    def built() -> bool:
+        template.update(harness.client.get("/v1/templates/tpl_extra", headers=harness.auth()).json())
+        return template.get("status") == "ready"
+    eventually(built)
+    # Built on the host that offered it (its image ref is that machine's own), by no user.
+    assert len(second.builds) == 1 and harness.agent.builds == []
+    assert second.builds[0]["ref"] == "oci:/nonexistent:latest" and second.builds[0]["steps"] == []
+    assert template["public"] is True and template["ownerId"] is None
+    # Offered again in every heartbeat: built once.
+    for _ in range(3):
+        harness.client.post("/v1/agent/heartbeat", json=report(**offered),
+                            headers={"Authorization": f"Bearer {reply['credential']}"})
+    assert len(second.builds) == 1

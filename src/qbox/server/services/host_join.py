@@ -11,7 +11,7 @@ the agent can enforce them while no control plane answers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -71,9 +71,12 @@ def check_address(address: str) -> str:
 
 
 class HostJoins:
-    def __init__(self, ctx: ServiceContext, secrets: AgentSecrets) -> None:
+    def __init__(self, ctx: ServiceContext, secrets: AgentSecrets,
+                 builtins: Callable[[str, str, str], Awaitable[None]] | None = None) -> None:
         self.ctx = ctx
         self.secrets = secrets
+        # ensure_fleet_builtin(name, image ref, host id): a host offering a built-in's image.
+        self.builtins = builtins
 
     # --- tokens (admins) ------------------------------------------------------
 
@@ -138,11 +141,18 @@ class HostJoins:
         await self.ctx.agents.connect(host_id, address, agent_secret)
         self.ctx.agents.liveness[host_id] = READY
         log.info("host %s (%s) joined from %s", host_id, host.hostname, address)
+        await self._offer_builtins(host_id, request.report)
         settings = self.ctx.settings
         return JoinReply(host_id=host_id, credential=credential, agent_secret=agent_secret,
                          heartbeat_seconds=settings.host_heartbeat_seconds,
                          fence_seconds=settings.fence_seconds,
                          ca_cert_pem=ca_pem, certificate_pem=certificate)
+
+    async def _offer_builtins(self, host_id: str, report: HostReport) -> None:
+        if self.builtins is None:
+            return
+        for name, ref in sorted(report.builtin_images.items()):
+            await self.builtins(name, ref, host_id)
 
     async def heartbeat(self, credential: str, report: HostReport) -> HeartbeatReply:
         """Record a joined host's report; a host that was unhealthy or down is ready again."""
@@ -168,6 +178,7 @@ class HostJoins:
             await session.commit()
         await self.ctx.agents.connect(host.id, address, await self.secrets.for_host(host.id))
         self.ctx.agents.liveness[host.id] = READY
+        await self._offer_builtins(host.id, report)
         if came_back:
             # Containers it still holds of sandboxes ended meanwhile go at the next host sync.
             self.ctx.agents.to_sweep.add(host.id)

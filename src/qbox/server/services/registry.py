@@ -75,6 +75,7 @@ class Services:
         sandboxes = SandboxService(ctx, lifecycle, boots, quotas)
         audit = AuditService(ctx)
         agent_secrets = AgentSecrets(ctx)
+        templates = TemplateService(ctx)
         return cls(
             ctx=ctx,
             lifecycle=lifecycle,
@@ -83,7 +84,7 @@ class Services:
             processes=ProcessService(ctx, sandboxes),
             files=FileService(ctx, sandboxes),
             code=CodeService(ctx, sandboxes),
-            templates=TemplateService(ctx),
+            templates=templates,
             reaper=Reaper(ctx, lifecycle, audit),
             keys=KeyService(ctx, shells),
             users=UserService(ctx, shells),
@@ -92,6 +93,6 @@ class Services:
             audit=audit,
             limits=Limits.from_settings(ctx.settings),
             hosts=HostService(ctx, lifecycle),
-            joins=HostJoins(ctx, agent_secrets),
+            joins=HostJoins(ctx, agent_secrets, templates.ensure_fleet_builtin),
             host_monitor=HostMonitor(ctx, lifecycle, agent_secrets),
         )

@@ -169,8 +169,10 @@ class TemplateBuilds:
         # A collection was asked for while something was building; it runs after the build.
         self._gc_pending = False
 
-    def start(self, template_id: str, generation: int, login: RegistryLogin | None) -> None:
-        task = asyncio.create_task(self._run(template_id, generation, login),
+    def start(self, template_id: str, generation: int, login: RegistryLogin | None,
+              host_id: str | None = None) -> None:
+        """Build in the background; on ``host_id`` when its image ref is that host's own."""
+        task = asyncio.create_task(self._run(template_id, generation, login, host_id),
                                    name=f"build {template_id}#{generation}")
         self._tasks[template_id] = task
         self._generations[template_id] = generation
@@ -229,12 +231,13 @@ class TemplateBuilds:
 
     # --- one build -----------------------------------------------------------
 
-    async def _run(self, template_id: str, generation: int, login: RegistryLogin | None) -> None:
+    async def _run(self, template_id: str, generation: int, login: RegistryLogin | None,
+                   host_id: str | None) -> None:
         writer = BuildLogWriter(self.ctx, template_id, generation)
         flusher = asyncio.create_task(writer.run(), name=f"build log {template_id}")
         outcome: dict[str, Any]
         try:
-            outcome = await self._drive(template_id, writer, login)
+            outcome = await self._drive(template_id, writer, login, host_id)
         except asyncio.CancelledError:
             await self._settle(flusher, writer, template_id, generation,
                                {"status": "failed", "build_error": SHUTDOWN_ERROR})
@@ -269,12 +272,12 @@ class TemplateBuilds:
             log.warning("build of %s failed: %s", template_id, values.get("build_error"))
 
     async def _drive(self, template_id: str, writer: BuildLogWriter,
-                     login: RegistryLogin | None) -> dict[str, Any]:
+                     login: RegistryLogin | None, pinned: str | None) -> dict[str, Any]:
         async with self.ctx.sessions() as session:
             template = await session.get(Template, template_id)
             if template is None or template.status != "building":
                 return {"status": "failed", "build_error": "template deleted"}
-            host_id, agent = await self._pick_agent(session)
+            host_id, agent = await self._pick_agent(session, pinned)
         if agent is None:
             return {"status": "failed", "build_error": "no host is online to build the template"}
         settings = self.ctx.settings
@@ -303,11 +306,13 @@ class TemplateBuilds:
         writer.add(message)
         return {"status": "failed", "build_error": message}
 
-    async def _pick_agent(self, session: Any) -> tuple[str, AgentClient | None]:
-        """A ready host that is not drained (the image then travels by the registry)."""
-        hosts = (await session.execute(
-            select(Host.id).where(Host.status == READY, Host.draining.is_(False), Host.removed_at.is_(None))
-            .order_by(Host.id))).scalars().all()
+    async def _pick_agent(self, session: Any, pinned: str | None) -> tuple[str, AgentClient | None]:
+        """A ready host that is not drained (the image then travels by the registry); only
+        ``pinned`` when given."""
+        query = select(Host.id).where(Host.status == READY, Host.draining.is_(False), Host.removed_at.is_(None))
+        if pinned is not None:
+            query = query.where(Host.id == pinned)
+        hosts = (await session.execute(query.order_by(Host.id))).scalars().all()
         for host_id in hosts:
             if host_id in self.ctx.agents.clients:
                 return host_id, self.ctx.agents.clients[host_id]

@@ -49,6 +49,9 @@ __all__ = ["CODE_INTERPRETER", "NewTemplate", "RegistryLogin", "TemplateService"
 
 log = logging.getLogger("qbox.templates")
 
+# A fleet's built-in template whose build failed is tried again (from a host's report) after this.
+BUILTIN_RETRY = timedelta(minutes=5)
+
 FOLLOW_POLL_SECONDS = 0.5
 
 
@@ -96,6 +99,8 @@ class TemplateService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self.builds = TemplateBuilds(ctx)
+        # Fleet built-ins seen ready by this replica: heartbeats ask no more about them.
+        self._fleet_ready: set[str] = set()
         settings = ctx.settings
         self.ref_policy = ImageRefPolicy.from_settings(
             settings.trusted_registries, settings.import_dirs, registry=settings.registry)
@@ -359,6 +364,41 @@ class TemplateService:
         return await self._set(template_id, status="ready", build_error=None,
                                image_digest=image.digest, size_bytes=image.size_bytes,
                                services=services_for(image.kernels))
+
+    async def ensure_fleet_builtin(self, name: str, image_ref: str, host_id: str, *,
+                                   runtime: str = "crun") -> None:
+        """A built-in template on a fleet with no embedded agent: built (no steps) on the first
+        host that offers its machine's base image, and pushed to ``QBOX_REGISTRY`` from there
+        so every host can pull it. Nothing when it is ready or building (on any replica)."""
+        template_id = template_id_for(name)
+        if template_id in self._fleet_ready:
+            return
+        now = self.ctx.clock()
+        try:
+            async with self.ctx.sessions() as session:
+                template = await session.get(Template, template_id)
+                if template is not None and template.status == "ready":
+                    self._fleet_ready.add(template_id)
+                    return
+                if template is not None and (template.status == "building" or (
+                        template.build_finished_at is not None
+                        and now - template.build_finished_at < BUILTIN_RETRY)):
+                    return
+                if template is None:
+                    template = Template(id=template_id, name=name, build_generation=0, created_at=now)
+                    session.add(template)
+                generation = (template.build_generation or 0) + 1
+                for key, value in dict(
+                        status="building", builtin=True, public=True, owner_id=None, image_ref=image_ref,
+                        image_digest="", registry_ref="", build_error=None, runtime=runtime,
+                        enable_ssh=True, steps=[], build_generation=generation, build_started_at=now,
+                        build_finished_at=None, updated_at=now).items():
+                    setattr(template, key, value)
+                await session.commit()
+        except IntegrityError:
+            return  # another replica inserted it first and builds it
+        log.info("template %s: building from host %s's base image %s", template_id, host_id, image_ref)
+        self.builds.start(template_id, generation, None, host_id=host_id)
 
     async def _set(self, template_id: str, **values: object) -> Template:
         async with self.ctx.sessions() as session:
