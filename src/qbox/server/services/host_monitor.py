@@ -71,6 +71,7 @@ class HostMonitor:
         settings = self.ctx.settings
         async with self.ctx.sessions() as session:
             hosts = list((await session.execute(select(Host))).scalars().all())
+        down: list[Host] = []
         for host in hosts:
             if host.removed_at is not None:
                 await self.ctx.agents.drop(host.id)
@@ -85,7 +86,9 @@ class HostMonitor:
                     status = verdict
             self.ctx.agents.liveness[host.id] = status
             if status == DOWN:
-                await self._end_sandboxes(host, now)
+                down.append(host)
+        if down:
+            await self._end_sandboxes(down, now)
 
     async def ask_embedded(self) -> None:
         """The embedded agent's health, recorded as its heartbeat (a failure is no beat)."""
@@ -124,18 +127,21 @@ class HostMonitor:
                         host.last_seen_at.isoformat() if host.last_seen_at else "it was added")
         return marked
 
-    async def _end_sandboxes(self, host: Host, now: datetime) -> None:
-        """End what is still live on a down host (again each tick: a replica may have stopped midway)."""
+    async def _end_sandboxes(self, down: list[Host], now: datetime) -> None:
+        """End what is still live on down hosts (again each tick: a replica may have stopped
+        midway; one query finds what is left on all of them)."""
+        by_id = {host.id: host for host in down}
         async with self.ctx.sessions() as session:
-            live = list((await session.execute(select(Sandbox.id).where(
-                Sandbox.host_id == host.id, Sandbox.status.in_(values_of(LIVE_STATES))))).scalars())
-        if not live:
-            return
-        silence = now - (host.last_seen_at or host.created_at)
-        change = Change.of(LifecycleEvent.HOST_LOST, host=host.id,
-                           seconds=int(silence / timedelta(seconds=1)))
-        ended = 0
-        for sandbox_id in live:
-            ended += await self.lifecycle.end(sandbox_id, change, remove_from_host=False)
-        if ended:
-            log.warning("host %s is down: %d sandbox(es) marked lost", host.id, ended)
+            live = (await session.execute(select(Sandbox.id, Sandbox.host_id).where(
+                Sandbox.host_id.in_(list(by_id)), Sandbox.status.in_(values_of(LIVE_STATES))))).all()
+        ended: dict[str, int] = {}
+        for sandbox_id, on in live:
+            host = by_id[str(on)]
+            host_id = host.id
+            silence = now - (host.last_seen_at or host.created_at)
+            change = Change.of(LifecycleEvent.HOST_LOST, host=host_id,
+                               seconds=int(silence / timedelta(seconds=1)))
+            if await self.lifecycle.end(sandbox_id, change, remove_from_host=False):
+                ended[host_id] = ended.get(host_id, 0) + 1
+        for host_id, count in ended.items():
+            log.warning("host %s is down: %d sandbox(es) marked lost", host_id, count)
