@@ -45,7 +45,8 @@ async def test_two_replicas_end_each_expired_sandbox_once(tmp_path: Path, databa
             kills = Counter(sandbox_id for recorder in hosts_a + hosts_b for sandbox_id in recorder.deleted)
             assert kills == Counter(expired)
             async with first.sessions() as session:
-                statuses = dict((await session.execute(select(Sandbox.id, Sandbox.status))).tuples().all())
+                statuses = {sandbox_id: status for sandbox_id, status in
+                            (await session.execute(select(Sandbox.id, Sandbox.status))).all()}
                 reasons = Counter((await session.execute(
                     select(SandboxEvent.sandbox_id)
                     .where(SandboxEvent.message.like("timeout: auto-killed%")))).scalars().all())

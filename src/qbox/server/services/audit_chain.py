@@ -5,7 +5,10 @@ that changed nothing, retention) appends through ``append``: it updates the
 single ``audit_head`` row first, which takes the database's write lock (a row
 lock on PostgreSQL) and so serialises writers across replicas, then numbers
 the new rows from the head's last id. Ids are therefore gap-free: a
-transaction that rolls back takes its ids and its head update with it.
+transaction that rolls back takes its ids and its head update with it. The
+first entry makes the head row with ``INSERT … ON CONFLICT DO NOTHING``: on
+PostgreSQL two transactions may find it missing at once, and a plain insert
+would fail the second (and the change it carries) on the primary key.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, update
+from sqlalchemy import Connection, Insert, insert, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from qbox.core.json_input import storable
 from qbox.core.timefmt import to_wire
@@ -81,13 +85,13 @@ def append(connection: Connection, records: list[AuditRecord]) -> list[int]:
     if not records:
         return []
     # Write first: it takes the write lock (the head's row lock) before the head is read.
-    row = connection.execute(update(AuditHead).where(AuditHead.id == 1)
-                             .values(last_id=AuditHead.last_id + len(records))
-                             .returning(AuditHead.last_id, AuditHead.last_hash)).one_or_none()
+    take_head = (update(AuditHead).where(AuditHead.id == 1).values(last_id=AuditHead.last_id + len(records))
+                 .returning(AuditHead.last_id, AuditHead.last_hash))
+    row = connection.execute(take_head).one_or_none()
     if row is None:
-        connection.execute(insert(AuditHead).values(id=1, last_id=len(records), last_hash=GENESIS))
-    last_id, last_hash = (int(row[0]), str(row[1])) if row is not None else (len(records), GENESIS)
-    last_id -= len(records)
+        connection.execute(_genesis_head(connection.dialect.name))
+        row = connection.execute(take_head).one()
+    last_id, last_hash = int(row[0]) - len(records), str(row[1])
     rows, ids = [], []
     for raw in records:
         record = sanitised(raw)
@@ -103,6 +107,14 @@ def append(connection: Connection, records: list[AuditRecord]) -> list[int]:
     connection.execute(insert(AuditEntry), rows)
     connection.execute(update(AuditHead).where(AuditHead.id == 1).values(last_hash=last_hash))
     return ids
+
+
+def _genesis_head(dialect: str) -> Insert:
+    """The head before the first entry, unless another transaction made it meanwhile."""
+    values = {"id": 1, "last_id": 0, "last_hash": GENESIS}
+    if dialect == "postgresql":
+        return postgresql.insert(AuditHead).values(values).on_conflict_do_nothing(index_elements=["id"])
+    return sqlite.insert(AuditHead).values(values).on_conflict_do_nothing(index_elements=["id"])
 
 
 def record_of(row: AuditEntry) -> AuditRecord:
