@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select, update
 
 from qbox.core.timefmt import utcnow
+from qbox.core.errors import HostNoCapacityError
 from qbox.protocol.host import JoinRequest
 from qbox.server.db.tables import Host, JoinToken
 from qbox.server.services.host_join import new_host_id
@@ -345,3 +346,29 @@ def test_a_fleet_gets_its_built_in_templates_from_the_first_host_that_offers_the
         harness.client.post("/v1/agent/heartbeat", json=report(**offered),
                             headers={"Authorization": f"Bearer {reply['credential']}"})
     assert len(second.builds) == 1
+
+
+def test_a_host_that_refuses_for_room_at_create_time_hands_the_spawn_to_another(
+        harness: Harness, second: RunningAgent, monkeypatch: pytest.MonkeyPatch) -> None:
+    reply = joined(harness, second)
+    local = services(harness).ctx.agents.clients["local"]
+
+    async def full(_spec: Any) -> Any:  # its own view is fuller than its last report said
+        raise HostNoCapacityError("no free sandbox network interface on this host")
+    monkeypatch.setattr(local.sandboxes, "create", full)
+    # The embedded host is emptier, so it is tried first; the spawn lands on the joined one.
+    with db_session(harness.settings.data_dir) as session:
+        session.execute(update(Host).where(Host.id == reply["hostId"]).values(total_vcpus=1))
+        session.commit()
+    sb = harness.client.post(SPAWN, json={"templateId": "tpl_python"}, headers=harness.auth()).json()
+    assert sb["status"] == "running" and sb["hostId"] == reply["hostId"], sb
+    logs = harness.client.get(f"/v1/sandboxes/{sb['id']}/logs", headers=harness.auth()).json()
+    assert any(f"host local refused the sandbox; trying host {reply['hostId']}" == e["message"] for e in logs)
+    # Both refusing: the boot fails, saying why, and holds no reservation.
+    monkeypatch.setattr(second_client(harness, reply["hostId"]).sandboxes, "create", full)
+    failed = harness.client.post(SPAWN, json={"templateId": "tpl_python"}, headers=harness.auth()).json()
+    assert failed["status"] == "failed" and "no free sandbox network interface" in failed["endReason"]
+
+
+def second_client(h: Harness, host_id: str) -> Any:
+    return services(h).ctx.agents.clients[host_id]
