@@ -332,6 +332,10 @@ class Throughput:
     spread: Counter[str]
     # Spawns that answered with a sandbox that did not run, by endReason.
     failed: Counter[str]
+    # The oldest any host's last heartbeat was seen (GET /v1/hosts every 0.2 s meanwhile), and
+    # the statuses other than ready the hosts were seen in.
+    heartbeat_age_s: float
+    statuses: set[str]
 
 
 def throughput(cluster: Any, clients: int, spawns: int) -> Throughput:
@@ -378,11 +382,44 @@ def throughput(cluster: Any, clients: int, spawns: int) -> Throughput:
                 api.delete(f"/v1/sandboxes/{r.json()['id']}").raise_for_status()
 
     began = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
+    with _watching_hosts(cluster) as watched, ThreadPoolExecutor(clients) as pool:
         for done in [pool.submit(client, n) for n in range(clients)]:
             done.result()
     return Throughput(len(cluster.joined), clients, len(latencies), time.perf_counter() - began,
-                      latencies, refused, hosts, failed)
+                      latencies, refused, hosts, failed, watched.heartbeat_age_s, watched.statuses)
+
+
+@dataclass
+class HostWatch:
+    heartbeat_age_s: float = 0.0
+    statuses: set[str] = field(default_factory=set)
+
+
+@contextlib.contextmanager
+def _watching_hosts(cluster: Any) -> Iterator[HostWatch]:
+    """What the API says of the hosts while the block runs: how old the oldest heartbeat got,
+    and every status but ready (a host judged unhealthy under load refuses work)."""
+    from qbox.core.timefmt import from_wire, utcnow
+
+    watch, stop = HostWatch(), threading.Event()
+
+    def poll() -> None:
+        with cluster.api(1) as api:
+            while not stop.wait(0.2):
+                for host in api.get("/v1/hosts").json():
+                    if host["status"] != "ready":
+                        watch.statuses.add(host["status"])
+                    if host.get("lastHeartbeatAt"):
+                        age = (utcnow() - from_wire(host["lastHeartbeatAt"])).total_seconds()
+                        watch.heartbeat_age_s = max(watch.heartbeat_age_s, age)
+
+    watcher = threading.Thread(target=poll, name="host watch", daemon=True)
+    watcher.start()
+    try:
+        yield watch
+    finally:
+        stop.set()
+        watcher.join(10)
 
 
 @dataclass
@@ -442,7 +479,8 @@ def cluster_tables(host_counts: list[int], clients: int, spawns: int, losses: in
             throughput(cluster, min(clients, 10), min(spawns, 20))  # warm-up, not counted
             runs.append(throughput(cluster, clients, spawns))
         yield throughput_table(runs, template)
-        yield loss_table([host_loss(cluster, per_loss) for _ in range(losses)], clocks)
+        if losses:
+            yield loss_table([host_loss(cluster, per_loss) for _ in range(losses)], clocks)
 
 
 def throughput_table(runs: list[Throughput], template: str) -> str:
@@ -452,14 +490,14 @@ def throughput_table(runs: list[Throughput], template: str) -> str:
                           f"{SANDBOX['vcpus']} vCPU/{SANDBOX['memoryMb']} MB, spawned with wait=true "
                           f"then deleted by the same client{_load()}"), "",
              "| hosts | clients | sandboxes running | seconds | sandboxes/s | spawn p50 ms | spawn p99 ms "
-             "| refused (503) | failed to boot | per host |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| refused (503) | failed to boot | per host | oldest heartbeat s | other statuses |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for run in runs:
         per_host = ", ".join(str(n) for _, n in run.spread.most_common())
         lines.append(f"| {run.hosts} | {run.clients} | {run.spawned} | {run.seconds:.1f} | "
                      f"{run.spawned / run.seconds:.1f} | {percentile(run.latencies_ms, 50):.0f} | "
                      f"{percentile(run.latencies_ms, 99):.0f} | {run.refused} | {sum(run.failed.values())} | "
-                     f"{per_host} |")
+                     f"{per_host} | {run.heartbeat_age_s:.1f} | {', '.join(sorted(run.statuses)) or '–'} |")
     failures = Counter[str]()
     for run in runs:
         failures.update(run.failed)
