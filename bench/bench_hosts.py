@@ -15,8 +15,9 @@ running), an exec, a kill, and an agent's heartbeat. docs/operations.md
 ``cluster`` uses the multi-host test infrastructure (tests/multihost.py: each
 agent in its own network namespace, two ``qbox server`` replicas on one
 PostgreSQL): spawn throughput with 50 concurrent clients spread over both
-replicas, each sandbox deleted once it is running, with 1, 2 and 3 hosts;
-then the time from a host's veth going down until every sandbox it held reads
+replicas, each sandbox deleted once it is running, with 1, 2 and 3 hosts
+(and, meanwhile, how old the hosts' heartbeats get under that load); then the
+time from a host's veth going down until every sandbox it held reads
 ``endReason`` "host lost" through the API.
 """
 
