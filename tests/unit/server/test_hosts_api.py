@@ -18,10 +18,11 @@ from sqlalchemy import select, update
 
 from qbox.core.timefmt import utcnow
 from qbox.core.errors import HostNoCapacityError
-from qbox.protocol.host import JoinRequest
+from qbox.protocol.host import HostReport, JoinRequest
 from qbox.server.db.tables import Host, JoinToken
 from qbox.server.services.host_join import new_host_id
 from qbox.server.services.hostsync import sync_hosts
+from qbox.server.services.placement import lock_host
 from tests.unit.server.agent_host import RunningAgent
 from tests.unit.server.conftest import Harness, make_harness
 from tests.unit.server.helpers import add_user_with_key, db_session, eventually
@@ -372,3 +373,25 @@ def test_a_host_that_refuses_for_room_at_create_time_hands_the_spawn_to_another(
 
 def second_client(h: Harness, host_id: str) -> Any:
     return services(h).ctx.agents.clients[host_id]
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_heartbeat_never_waits_behind_a_spawn_placing_on_its_host(
+        tmp_path: Path, database: str | None) -> None:
+    """On PostgreSQL, where spawns to one host hold its placement row until they commit."""
+    for h in make_harness(tmp_path, database=database):
+        with RunningAgent(tmp_path / "agent-2") as agent:
+            services(h).ctx.agents.factory = lambda _address, _secret: agent.client()
+            reply = joined(h)
+            sessions = services(h).ctx.sessions
+
+            async def beat_while_placing() -> float:
+                async with sessions() as session:
+                    assert await lock_host(session, reply["hostId"]) is not None
+                    loop = asyncio.get_running_loop()
+                    started = loop.time()
+                    beat = await asyncio.wait_for(services(h).joins.heartbeat(
+                        reply["credential"], HostReport.model_validate(report())), timeout=10)
+                    assert beat.host_id == reply["hostId"]
+                    return loop.time() - started
+            assert run(h, beat_while_placing()) < 5

@@ -142,6 +142,17 @@ class Host(Base):
     removed_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+class HostPlacement(Base):
+    """One row per host, locked by each spawn placed there until its sandbox's row commits:
+    spawns to one host take turns (no overcommit), and heartbeats, which write the host's
+    own row, never wait behind them."""
+
+    __tablename__ = "host_placements"
+
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True)
+    placed: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class JoinToken(Base):
     """A one-time token an agent exchanges for its host credential. Only the hash is kept."""
 

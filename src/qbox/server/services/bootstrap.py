@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from qbox.core.ids import new_id
 from qbox.core.scopes import WILDCARD
 from qbox.protocol.host import Health
-from qbox.server.db.tables import Host, User
+from qbox.server.db.tables import Host, HostPlacement, User
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.hosts import EMBEDDED, READY, record_report
 from qbox.server.services.keys import create_key
@@ -76,6 +76,7 @@ async def ensure_host(ctx: ServiceContext, host_id: str, hostname: str, address:
         if host is None:
             host = Host(id=host_id, hostname=hostname, address=address, status=READY, kind=EMBEDDED)
             session.add(host)
+            session.add(HostPlacement(host_id=host_id, placed=0))
         record_report(host, health)
         host.address = address
         host.status = READY

@@ -26,7 +26,7 @@ from qbox.core.errors import (
 from qbox.core.ids import new_id
 from qbox.core.states import LIVE_STATES
 from qbox.protocol.host import HeartbeatReply, HostReport, JoinReply, JoinRequest
-from qbox.server.db.tables import Host, JoinToken, Sandbox
+from qbox.server.db.tables import Host, HostPlacement, JoinToken, Sandbox
 from qbox.server.principal import Principal
 from qbox.server.services.cluster_ca import ensure_ca, sign_csr
 from qbox.server.services.context import ServiceContext
@@ -136,6 +136,7 @@ class HostJoins:
                         labels=dict(labels), created_at=now, last_seen_at=now)
             record_report(host, request.report)
             session.add(host)
+            session.add(HostPlacement(host_id=host_id, placed=0))
             await session.commit()
         agent_secret = await self.secrets.for_host(host_id)
         await self.ctx.agents.connect(host_id, address, agent_secret)

@@ -1,8 +1,10 @@
 """Where a new sandbox goes, and its reservation taken atomically on that host.
 
 The scheduler (``scheduler.schedule``) ranks the hosts from a snapshot read
-without locks. Then, best first, a host's row is locked (an UPDATE: SQLite's
-write lock, or PostgreSQL's row lock, held to commit), its reservations are
+without locks. Then, best first, the host's placement row is locked (an
+UPDATE: SQLite's write lock, or PostgreSQL's row lock, held to commit; a row
+of its own, so heartbeats writing the host's row do not queue behind
+spawns), its reservations are
 read again under the lock, and the request is weighed once more: if it still
 fits, ``admit`` writes the sandbox's row in that same transaction; if a
 concurrent spawn took the room meanwhile, the next host is tried. So spawns
@@ -18,9 +20,10 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import TypeVar
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qbox.server.db.tables import Host, User
+from qbox.server.db.tables import Host, HostPlacement, User
 from qbox.server.services.admission import HostCapacity, Overcommit, Resources, Shortfall
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.hosts import Reserved, reserved_on
@@ -48,9 +51,18 @@ def candidate(host: Host, reserved: Reserved, connected: Collection[str]) -> Can
 
 
 async def lock_host(session: AsyncSession, host_id: str) -> Host | None:
-    """Lock a host's row until commit and read it fresh. Must be the session's first
-    statement: a SQLite transaction that read first cannot take the write lock later."""
-    await session.execute(update(Host).where(Host.id == host_id).values(draining=Host.draining))
+    """Lock a host's placement row until commit and read the host fresh. Must be the
+    session's first statement: a SQLite transaction that read first cannot take the write
+    lock later. The host's own row stays free for its heartbeats."""
+    locked = await session.execute(update(HostPlacement).where(HostPlacement.host_id == host_id)
+                                   .values(placed=HostPlacement.placed + 1))
+    if not getattr(locked, "rowcount", 0):
+        # A host made before placement rows (or by hand): its row now, in this transaction.
+        session.add(HostPlacement(host_id=host_id, placed=1))
+        try:
+            await session.flush()
+        except IntegrityError:
+            return None
     return (await session.execute(select(Host).where(Host.id == host_id)
                                   .execution_options(populate_existing=True))).scalar_one_or_none()
 
