@@ -379,19 +379,21 @@ def second_client(h: Harness, host_id: str) -> Any:
 def test_a_heartbeat_never_waits_behind_a_spawn_placing_on_its_host(
         tmp_path: Path, database: str | None) -> None:
     """On PostgreSQL, where spawns to one host hold its placement row until they commit."""
-    for h in make_harness(tmp_path, database=database):
-        with RunningAgent(tmp_path / "agent-2") as agent:
-            services(h).ctx.agents.factory = lambda _address, _secret: agent.client()
-            reply = joined(h)
-            sessions = services(h).ctx.sessions
+    gen = make_harness(tmp_path, database=database)
+    h = next(gen)
+    with RunningAgent(tmp_path / "agent-2") as agent:
+        services(h).ctx.agents.factory = lambda _address, _secret: agent.client()
+        reply = joined(h)
+        sessions = services(h).ctx.sessions
 
-            async def beat_while_placing() -> float:
-                async with sessions() as session:
-                    assert await lock_host(session, reply["hostId"]) is not None
-                    loop = asyncio.get_running_loop()
-                    started = loop.time()
-                    beat = await asyncio.wait_for(services(h).joins.heartbeat(
-                        reply["credential"], HostReport.model_validate(report())), timeout=10)
-                    assert beat.host_id == reply["hostId"]
-                    return loop.time() - started
-            assert run(h, beat_while_placing()) < 5
+        async def beat_while_placing() -> float:
+            async with sessions() as session:
+                assert await lock_host(session, reply["hostId"]) is not None
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                beat = await asyncio.wait_for(services(h).joins.heartbeat(
+                    reply["credential"], HostReport.model_validate(report())), timeout=10)
+                assert beat.host_id == reply["hostId"]
+                return loop.time() - started
+        assert run(h, beat_while_placing()) < 5
+    gen.close()
