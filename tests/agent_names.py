@@ -29,9 +29,14 @@ def scrub_names(data_dir: Path) -> None:
     parent = names.cgroup_parent.strip("/")
     for top in (CGROUP_ROOT / parent, *CGROUP_ROOT.glob(f"*/{parent}")):
         for cgroup in sorted(top.glob("**/"), key=lambda p: len(p.parts), reverse=True):
-            procs = cgroup / "cgroup.procs"
-            for pid in procs.read_text().split() if procs.exists() else []:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
-            with contextlib.suppress(OSError):
-                cgroup.rmdir()
+            kill_and_remove(cgroup)
+
+
+def kill_and_remove(cgroup: Path) -> None:
+    """SIGKILL what is left in a cgroup, then remove it (a non-empty one stays)."""
+    procs = cgroup / "cgroup.procs"
+    for pid in procs.read_text().split() if procs.exists() else []:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        cgroup.rmdir()

@@ -6,7 +6,6 @@ whatever containers, overlay mounts and cgroups are left under its data dir.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -24,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from qbox.agent.host_names import HostNames
-from tests.agent_names import scrub_names
+from tests.agent_names import kill_and_remove, scrub_names
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,12 +147,7 @@ def scrub(data_dir: Path) -> None:
                          key=len, reverse=True):
         subprocess.run(["umount", "-l", target], capture_output=True)
     for cgroup in leftover_cgroups(data_dir, ids):
-        procs = cgroup / "cgroup.procs"
-        for pid in procs.read_text().split() if procs.exists() else []:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            cgroup.rmdir()
+        kill_and_remove(cgroup)
     scrub_names(data_dir)
 
 
