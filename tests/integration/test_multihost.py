@@ -414,6 +414,8 @@ def test_kill_9_of_an_agent_loses_its_host_until_it_comes_back_with_the_same_id(
     assert cluster.host_at(agent.address) == cluster.host(agent) and agent.host_id == host_id
     assert len(cluster.hosts()) == 3
     wait_for(lambda: not agent.containers(), "the lost sandbox's container to be removed")
+    wait_for(lambda: not [thing for thing in leftovers(cluster) if sb["id"] in thing],
+             "the lost sandbox's mounts and cgroups to go", timeout=15)
     assert ended_events(cluster, sb["id"]) == [lost["endReason"]]
     assert spawned_on(cluster, agent)["hostId"] == host_id
 
@@ -460,6 +462,11 @@ def test_a_host_cut_off_is_lost_fences_itself_and_reconciles_when_back(cluster: 
     host = cluster.host(agent)
     assert (host["sandboxCount"], host["usedVcpus"]) == (0, 0), host
     assert not agent.containers() and not live_on(cluster, agent)
+    # A fenced sandbox is stopped, its disk and rootfs kept until the control plane, back in
+    # touch, has it removed: then nothing of it is left.
+    ids = [sb["id"] for sb in sandboxes]
+    wait_for(lambda: not [thing for thing in leftovers(cluster) if any(i in thing for i in ids)],
+             "the fenced sandboxes' mounts and cgroups to go", timeout=15)
     for sb, reason in zip(sandboxes, reasons, strict=True):
         assert ended_events(cluster, sb["id"]) == [reason]
     assert spawned_on(cluster, agent)["hostId"] == agent.host_id
