@@ -227,7 +227,7 @@ def test_a_deletion_between_the_template_check_and_the_insert_leaves_no_sandbox(
     create(h, alice, "racy")
     ready(h, alice, "tpl_racy")
     service = h.client.app.state.services.sandboxes  # type: ignore[attr-defined]
-    decide = service.placement.decide
+    reserve = service.placement.reserve
 
     async def deleted_meanwhile(*args: Any) -> Any:
         # What a concurrent DELETE leaves once it commits: the row hidden as deleted.
@@ -236,9 +236,9 @@ def test_a_deletion_between_the_template_check_and_the_insert_leaves_no_sandbox(
             assert row is not None
             row.status = "deleted"
             session.commit()
-        return await decide(*args)
+        return await reserve(*args)
 
-    monkeypatch.setattr(service.placement, "decide", deleted_meanwhile)
+    monkeypatch.setattr(service.placement, "reserve", deleted_meanwhile)
     r = h.client.post("/v1/sandboxes", json={"templateId": "tpl_racy"}, headers=h.auth(alice))
     assert error(r) == (404, "template_not_found")
     assert h.client.get("/v1/sandboxes", headers=h.auth(alice)).json() == []

@@ -79,12 +79,16 @@ class Placement:
         self.policy = Policy(Overcommit.from_settings(settings), settings.scheduler_sample,
                              random.Random())
 
-    async def decide(self, request: Request, exclude: Collection[str] = ()) -> Decision:
-        """The scheduler's ranking of the hosts, from their rows as they are now."""
-        async with self.ctx.sessions() as session:
-            hosts = [host for host in (await session.execute(
-                select(Host).where(Host.removed_at.is_(None)))).scalars().all() if host.id not in exclude]
-            reserved = await reserved_on(session, [host.id for host in hosts])
+    async def decide(self, request: Request, exclude: Collection[str] = (),
+                     session: AsyncSession | None = None) -> Decision:
+        """The scheduler's ranking of the hosts, from their rows as they are now (read in
+        ``session`` when the caller has one open)."""
+        if session is None:
+            async with self.ctx.sessions() as own:
+                return await self.decide(request, exclude, own)
+        hosts = [host for host in (await session.execute(
+            select(Host).where(Host.removed_at.is_(None)))).scalars().all() if host.id not in exclude]
+        reserved = await reserved_on(session, [host.id for host in hosts])
         connected = self.ctx.agents.clients
         return schedule([candidate(host, reserved.get(host.id, Reserved()), connected) for host in hosts],
                         request, self.policy)

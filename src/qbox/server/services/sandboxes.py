@@ -170,8 +170,9 @@ class SandboxService:
             internet = template.allow_internet_access if request.allow_internet_access is None \
                 else request.allow_internet_access
             settings.check_caps(vcpus, memory_mb, disk_mb)
-        wanted = Resources(vcpus, memory_mb, disk_mb)
-        need = request_for(template, wanted)
+            wanted = Resources(vcpus, memory_mb, disk_mb)
+            need = request_for(template, wanted)
+            decision = await self.placement.decide(need, session=session)
         deadline = now + timedelta(seconds=timeout) if timeout else None
 
         async def admit(session: AsyncSession, host_id: str) -> tuple[Sandbox, Template]:
@@ -196,7 +197,7 @@ class SandboxService:
             await session.commit()
             return sandbox, fresh
 
-        sandbox, template = await self.placement.reserve(await self.placement.decide(need), need, admit)
+        sandbox, template = await self.placement.reserve(decision, need, admit)
         # Not validated here: the agent judges the spec (its refusal fails the boot, as
         # any agent error does). user/workdir/imagePullRef go only when the template
         # sets them, so agents without template builds accept the spec.
