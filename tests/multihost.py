@@ -489,7 +489,7 @@ class Cluster:
         if self.admin_key:
             self.kill_live_sandboxes()
         for agent in self.agents:
-            _end(agent.process)
+            self.stop_agent(agent)
         for replica in self.replicas:
             _end(replica.process)
         for agent in self.agents:
