@@ -196,6 +196,9 @@ class Replica:
     def log(self) -> str:
         return _read(self.log_path)
 
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
 
 @dataclass
 class Agent:
@@ -309,11 +312,20 @@ class Cluster:
                           data_dir=data_dir, log_path=self.base / f"replica-{index}.log")
         self.replicas.append(replica)
         # One at a time: the first creates the admin, the next finds it.
+        self.run_replica(replica)
+        return replica
+
+    def run_replica(self, replica: Replica) -> None:
+        """Start (or restart) ``replica`` and wait until it answers."""
+        assert self.network is not None and not replica.running()
+        port = replica.url.rsplit(":", 1)[1]
         replica.process = _launch([sys.executable, "-m", "qbox", "server", "--host",
-                                   self.network.gateway, "--port", str(port)],
+                                   self.network.gateway, "--port", port],
                                   replica.log_path, self.replica_env(replica))
         self._wait_healthy(replica)
-        return replica
+
+    def stop_replica(self, replica: Replica) -> None:
+        _end(replica.process)
 
     def _wait_healthy(self, replica: Replica, timeout: float = 90.0) -> None:
         def answers() -> bool:
@@ -407,8 +419,11 @@ class Cluster:
         self.network.restore(agent.index)
 
     def heal(self) -> None:
-        """Every host back: links up, stopped agents started again, each ready (a test that
-        failed halfway must not leave the next one a host short)."""
+        """Every replica and host back: stopped replicas and agents started again, links up,
+        each host ready (a test that failed halfway must not leave the next one short)."""
+        for replica in self.replicas:
+            if not replica.running():
+                self.run_replica(replica)
         for agent in self.joined:
             self.restore(agent)
             if not agent.running():
@@ -491,7 +506,7 @@ class Cluster:
         for agent in self.agents:
             self.stop_agent(agent)
         for replica in self.replicas:
-            _end(replica.process)
+            self.stop_replica(replica)
         for agent in self.agents:
             agent.remove_containers()
         scrub(self.base, [agent.data_dir for agent in self.agents])

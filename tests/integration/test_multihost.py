@@ -37,6 +37,10 @@ Json = dict[str, Any]
 SLOTS = 4
 CPUS = len(os.sched_getaffinity(0))
 SMALL: Json = {"templateId": "tpl_bb", "vcpus": 1, "memoryMb": 128, "diskSizeMb": 256}
+# Agents fence themselves after this long without an answer: longer than the deadline test
+# needs to see an agent end a sandbox on its own while every replica is down.
+FENCE_SECONDS = 12
+DEADLINE_SECONDS = 6
 # The first words of every reason a sandbox can end with (the lifecycle table's; a reason that
 # is all placeholder, never_ready's, has none to match).
 END_REASONS = tuple(prefix for rule in TABLE.values() if rule.target in TERMINAL_STATES
@@ -56,6 +60,7 @@ def setup() -> Iterator[tuple[Cluster, str]]:
             "QBOX_OVERCOMMIT_CPU": str((SLOTS + 0.5) / CPUS),
             "QBOX_RATE_LIMIT_SPAWNS_PER_SECOND": "0",
             "QBOX_RATE_LIMIT_REQUESTS_PER_SECOND": "0",
+            "QBOX_HOST_FENCE_SECONDS": str(FENCE_SECONDS),
         })
         cluster.agent_env.update({"QBOX_REGISTRY": f"{registry}/qbox",
                                   "QBOX_INSECURE_REGISTRIES": registry,
@@ -394,7 +399,26 @@ def test_a_template_built_on_one_host_spawns_on_another_through_the_registry(
             api.delete(f"/v1/templates/{template_id}")
 
 
-# --- failures (last: they take hosts away and bring them back) ----------------------------------
+# --- failures (last: they take replicas and hosts away and bring them back) ---------------------
+
+
+def test_deadlines_hold_while_every_replica_is_down(cluster: Cluster) -> None:
+    agent = cluster.joined[0]
+    sb = spawned_on(cluster, agent, timeoutSeconds=DEADLINE_SECONDS)
+    spawned_at = time.monotonic()
+    for replica in cluster.replicas:
+        cluster.stop_replica(replica)
+    assert time.monotonic() - spawned_at < DEADLINE_SECONDS - 1, "the replicas took too long to stop"
+    # No control plane answers: the agent ends the sandbox at its deadline on its own, long
+    # before it would fence itself.
+    wait_for(lambda: sb["id"] not in agent.containers(), "the agent to end the sandbox",
+             timeout=DEADLINE_SECONDS + 3)
+    assert "fenced:" not in agent.log()
+    cluster.heal()
+    ended = wait_ended(cluster, sb["id"])
+    assert ended["status"] == "terminated" and ended["endReason"].startswith("timeout"), ended
+    assert ended_events(cluster, sb["id"]) == [ended["endReason"]]
+    assert all(h["status"] == "ready" for h in cluster.hosts())
 
 
 def test_kill_9_of_an_agent_loses_its_host_until_it_comes_back_with_the_same_id(
