@@ -8,6 +8,7 @@ folds the two: a host that answers and is drained is ``draining``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ log = logging.getLogger("qbox.hosts")
 READY, UNHEALTHY, DOWN, DRAINING = "ready", "unhealthy", "down", "draining"
 STATUSES = (READY, DRAINING, UNHEALTHY, DOWN)
 EMBEDDED, JOINED = "embedded", "joined"
+_IMAGES_LOCK = "hosts.images"
 
 
 def public_status(host: Host) -> str:
@@ -59,8 +61,11 @@ def record_report(host: Host, report: Health) -> None:
 async def hold_image(ctx: ServiceContext, host_id: str, digest: str) -> None:
     """Note at once that a host now holds an image (built or imported there), so the next
     spawn prefers it; its next report says the same, or that the image went."""
-    async with ctx.sessions() as session:
-        host = await session.get(Host, host_id)
+    # Two builds ending at once must not each write the list without the other's image: the
+    # row is locked on PostgreSQL, and this replica's writers take turns (SQLite has no lock).
+    lock = ctx.extras.setdefault(_IMAGES_LOCK, asyncio.Lock())
+    async with lock, ctx.sessions() as session:
+        host = (await session.execute(select(Host).where(Host.id == host_id).with_for_update())).scalar_one_or_none()
         if host is not None and digest not in host.images:
             host.images = sorted({*host.images, digest})
             await session.commit()
