@@ -56,13 +56,24 @@ def default_pool(tag: str) -> IPv4Network:
     """The sandbox address pool of an agent whose QBOX_NETWORK_POOL is not set.
 
     Two tagged agents pick the same /20 with odds of 1 in 240; the one that
-    starts second then refuses to (the network manager compares the pools of
-    every qbox table in its namespace), and QBOX_NETWORK_POOL settles it.
+    starts second then takes the next free one (``fallback_pools``: the network
+    manager compares the pools of every qbox table in its namespace). A pool
+    set with QBOX_NETWORK_POOL is never moved: a clash refuses the start.
     """
     if not tag:
         return DEFAULT_POOL
     candidates = tagged_pools()
     return candidates[int(tag, 16) % len(candidates)]
+
+
+def fallback_pools(tag: str) -> tuple[IPv4Network, ...]:
+    """Where a tagged agent's default pool goes when another agent in its namespace holds it:
+    the next /20s of the range, in order (the default data dir's /16 has none)."""
+    if not tag:
+        return ()
+    candidates = tagged_pools()
+    start = int(tag, 16) % len(candidates)
+    return tuple(candidates[start + 1:] + candidates[:start])
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,10 @@ class HostNames:
     def default_pool(self) -> str:
         """The address pool when QBOX_NETWORK_POOL is not set (AgentSettings fills it in)."""
         return str(default_pool(self.tag))
+
+    @property
+    def fallback_pools(self) -> tuple[str, ...]:
+        return tuple(str(pool) for pool in fallback_pools(self.tag))
 
     def _suffixed(self, base: str, separator: str) -> str:
         return f"{base}{separator}{self.tag}" if self.tag else base

@@ -116,3 +116,14 @@ def test_an_agents_cgroup_parent_goes_only_when_empty(tmp_path: Path) -> None:
     assert (root / "pids" / "qbox-bbbbbb").is_dir()  # another agent's
     cgroups.remove_parent(other, root)
     assert not (root / "pids" / "qbox-bbbbbb").exists()
+
+
+def test_a_tagged_agents_fallbacks_are_every_other_pool_after_its_own() -> None:
+    names = HostNames.for_data_dir(Path("/srv/qbox-a"))
+    fallbacks = names.fallback_pools
+    pools = [str(pool) for pool in tagged_pools()]
+    assert len(fallbacks) == len(pools) - 1 and names.default_pool not in fallbacks
+    assert set(fallbacks) | {names.default_pool} == set(pools)
+    assert fallbacks[0] == pools[(pools.index(names.default_pool) + 1) % len(pools)]
+    # The default data dir's /16 is never moved.
+    assert HostNames("").fallback_pools == ()

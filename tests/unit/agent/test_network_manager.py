@@ -205,3 +205,37 @@ async def test_names_come_from_the_config(tmp_path: Path, kernel: FakeKernel) ->
                                '{ "qbabc123-0" . 10.208.16.2 }\n'
                                'add element inet qbox_abc123 internet { "qbabc123-0" }\n')
     await network.close()
+
+
+def _defaulted(tmp_path: Path, nft: FakeNft) -> HostNetwork:
+    """An agent whose pool is a default: it may move to its fallbacks."""
+    config = NetworkConfig(state_dir=tmp_path / "network", pool="10.208.16.0/28",
+                           netns_dir=tmp_path / "netns", table="qbox_cccccc",
+                           fallback_pools=("10.208.32.0/28", "10.208.48.0/28"))
+    return HostNetwork(config, nft_factory=lambda: nft)
+
+
+async def test_a_default_pool_another_agent_holds_moves_to_the_next_free_one(
+        tmp_path: Path, kernel: FakeKernel) -> None:
+    nft = TablesNft({"qbox_aaaaaa": "10.208.16.0/20", "qbox_bbbbbb": "10.208.32.0/24"})
+    network = _defaulted(tmp_path, nft)
+    await network.start(set())
+    assert "add element inet qbox_cccccc pool { 10.208.48.0/28 }" in nft.scripts[0]
+    await network.close()
+
+
+async def test_a_restart_keeps_the_pool_its_own_table_holds(tmp_path: Path, kernel: FakeKernel) -> None:
+    # It moved to a fallback before; the agent that held its default has gone since.
+    nft = TablesNft({"qbox_cccccc": "10.208.32.0/28"})
+    network = _defaulted(tmp_path, nft)
+    await network.start(set())
+    assert "add element inet qbox_cccccc pool { 10.208.32.0/28 }" in nft.scripts[0]
+    await network.close()
+
+
+async def test_with_every_fallback_taken_the_start_is_refused(tmp_path: Path, kernel: FakeKernel) -> None:
+    nft = TablesNft({"qbox_aaaaaa": "10.208.0.0/18"})
+    network = _defaulted(tmp_path, nft)
+    with pytest.raises(InternalError, match="QBOX_NETWORK_POOL"):
+        await network.start(set())
+    await network.close()

@@ -22,4 +22,6 @@ def create_network(settings: AgentSettings, *, fake_runtime: bool) -> SandboxNet
         state_dir=settings.network_dir, pool=settings.network_pool,
         dns=settings.network_dns, blocked=settings.network_blocked,
         ifname_prefix=names.ifname_prefix, table=names.nft_table,
-        netns_prefix=names.netns_prefix))
+        netns_prefix=names.netns_prefix,
+        # A default pool moves to a free one when another agent here holds it; a set one never.
+        fallback_pools=names.fallback_pools if settings.network_pool == names.default_pool else ()))

@@ -55,6 +55,9 @@ class NetworkConfig:
     table: str = firewall.TABLE
     netns_prefix: str = "qbox-"
     enable_forwarding: bool = True
+    # Pools to take instead when ``pool`` is a default (no QBOX_NETWORK_POOL) that another
+    # agent in this namespace, or a host network, already holds; empty: ``pool`` or nothing.
+    fallback_pools: tuple[str, ...] = ()
 
 
 def enable_ip_forwarding(path: Path = IP_FORWARD) -> bool:
@@ -122,6 +125,7 @@ class HostNetwork:
         self._ipr = links.open_netlink()
         self._host_fd = links.host_netns_fd()
         attached = links.host_networks(self._ipr, self._config.ifname_prefix)
+        self._choose_pool(attached)
         overlap = [str(n) for n in attached if n.overlaps(self._pool.network)]
         if overlap:
             raise InternalError(f"the sandbox address pool {self._pool.network} overlaps "
@@ -144,6 +148,37 @@ class HostNetwork:
                  self._pool.network, self._firewall.family_table, self._nft.name,
                  ", ".join(map(str, self._resolvers)) or "none")
         return dict(self._attachments)
+
+    def _choose_pool(self, attached: list[IPv4Network]) -> None:
+        """With a default pool: the one this agent's table already holds (a restart keeps its
+        sandboxes' addresses), else the first of the default and its fallbacks that no other
+        agent's table in this namespace and no host network holds."""
+        if not self._config.fallback_pools:
+            return
+        assert self._nft is not None
+        try:
+            own = firewall.listed_pools(self._nft.query(firewall.pool_command(self._config.table)))
+        except NftError:
+            own = []  # no table yet (a first start), or an older one without a pool set
+        taken = [*attached, *self._claimed_pools()]
+        choices = [IPv4Network(text) for text in (self._config.pool, *self._config.fallback_pools)]
+        free = [pool for pool in choices if not any(pool.overlaps(other) for other in taken)]
+        chosen = own[0] if own else (free[0] if free else None)
+        if chosen is not None and chosen != self._pool.network:
+            log.info("sandbox address pool %s is taken here; using %s", self._pool.network, chosen)
+            self._pool = AddressPool(str(chosen), self._config.ifname_prefix)
+
+    def _claimed_pools(self) -> list[IPv4Network]:
+        """The pools other agents' tables in this namespace hold."""
+        assert self._nft is not None
+        tables = self._nft.query("list tables inet\n")
+        claimed: list[IPv4Network] = []
+        for table in firewall.other_tables(tables, self._config.table):
+            try:
+                claimed += firewall.listed_pools(self._nft.query(firewall.pool_command(table)))
+            except NftError:
+                continue  # an older qbox's table, which does not say
+        return claimed
 
     def _refuse_claimed_pool(self) -> None:
         """Refuse a pool another agent's table in this namespace holds: both agents would
