@@ -8,6 +8,7 @@ through the harness's in-process bridge, whatever address it advertised.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -293,7 +294,8 @@ def test_a_host_listing_filters_by_status_and_refuses_an_unknown_one(harness: Ha
 
 
 def test_an_embedded_agent_that_stops_answering_goes_down(tmp_path: Path, database: str | None) -> None:
-    for h in make_harness(tmp_path, database=database, host_lost_seconds=5.0):
+    # Beats this short: each tick below asks the embedded agent again.
+    for h in make_harness(tmp_path, database=database, host_lost_seconds=5.0, host_heartbeat_seconds=0.01):
         monitor = services(h).host_monitor
         sb = h.client.post(SPAWN, json={"templateId": "tpl_python"}, headers=h.auth()).json()
         monitor.watching_since = utcnow() - timedelta(hours=1)
@@ -304,6 +306,7 @@ def test_an_embedded_agent_that_stops_answering_goes_down(tmp_path: Path, databa
         assert h.client.get(f"/v1/sandboxes/{sb['id']}", headers=h.auth()).json()["endReason"].startswith(
             "host lost")
         h.agent.faults.unreachable = False
+        time.sleep(0.05)
         run(h, monitor.tick())
         assert h.client.get("/v1/hosts/local", headers=h.auth()).json()["status"] == "ready"
 

@@ -55,6 +55,7 @@ class HostMonitor:
         self.secrets = secrets
         # When this replica last started watching without a break (None: not yet, or broken).
         self.watching_since: datetime | None = None
+        self._asked_at: datetime | None = None
 
     async def tick(self) -> None:
         try:
@@ -91,7 +92,13 @@ class HostMonitor:
             await self._end_sandboxes(down, now)
 
     async def ask_embedded(self) -> None:
-        """The embedded agent's health, recorded as its heartbeat (a failure is no beat)."""
+        """The embedded agent's health, recorded as its heartbeat (a failure is no beat), once
+        every heartbeat interval as a joined agent's would come; the monitor ticks more often."""
+        now = self.ctx.clock()
+        if self._asked_at is not None and (now - self._asked_at).total_seconds() \
+                < self.ctx.settings.host_heartbeat_seconds:
+            return
+        self._asked_at = now
         for host_id, client in list(self.ctx.agents.clients.items()):
             if host_id in self.ctx.agents.addresses:
                 continue  # joined: it pushes its own heartbeats
