@@ -160,7 +160,7 @@ class HostNetwork:
             own = firewall.listed_pools(self._nft.query(firewall.pool_command(self._config.table)))
         except NftError:
             own = []  # no table yet (a first start), or an older one without a pool set
-        taken = [*attached, *self._claimed_pools()]
+        taken = [*attached, *(pool for _table, pools in self._claimed_pools() for pool in pools)]
         choices = [IPv4Network(text) for text in (self._config.pool, *self._config.fallback_pools)]
         free = [pool for pool in choices if not any(pool.overlaps(other) for other in taken)]
         chosen = own[0] if own else (free[0] if free else None)
@@ -168,14 +168,14 @@ class HostNetwork:
             log.info("sandbox address pool %s is taken here; using %s", self._pool.network, chosen)
             self._pool = AddressPool(str(chosen), self._config.ifname_prefix)
 
-    def _claimed_pools(self) -> list[IPv4Network]:
-        """The pools other agents' tables in this namespace hold."""
+    def _claimed_pools(self) -> list[tuple[str, list[IPv4Network]]]:
+        """The pools other agents' tables in this namespace hold, by table."""
         assert self._nft is not None
         tables = self._nft.query("list tables inet\n")
-        claimed: list[IPv4Network] = []
+        claimed: list[tuple[str, list[IPv4Network]]] = []
         for table in firewall.other_tables(tables, self._config.table):
             try:
-                claimed += firewall.listed_pools(self._nft.query(firewall.pool_command(table)))
+                claimed.append((table, firewall.listed_pools(self._nft.query(firewall.pool_command(table)))))
             except NftError:
                 continue  # an older qbox's table, which does not say
         return claimed
@@ -183,13 +183,7 @@ class HostNetwork:
     def _refuse_claimed_pool(self) -> None:
         """Refuse a pool another agent's table in this namespace holds: both agents would
         route the same addresses to their own sandboxes."""
-        assert self._nft is not None
-        tables = self._nft.query("list tables inet\n")
-        for table in firewall.other_tables(tables, self._config.table):
-            try:
-                claimed = firewall.listed_pools(self._nft.query(firewall.pool_command(table)))
-            except NftError:
-                continue  # an older qbox's table, which does not say
+        for table, claimed in self._claimed_pools():
             if any(pool.overlaps(self._pool.network) for pool in claimed):
                 raise InternalError(
                     f"the sandbox address pool {self._pool.network} overlaps the pool of "

@@ -116,8 +116,7 @@ async def authenticated(conn: HTTPConnection, *, cookie: bool = False) -> Princi
     if principal is not None:
         return principal
     refused(conn, "auth.failed")
-    if wait := services_of(conn).limits.auth_failures.check(client_ip(conn)):
-        raise rate_limited(wait, "failed authentications from this address")
+    failed_authentication(conn)
     if cross_site:
         raise PermissionDeniedError("the session cookie is accepted only from this server's own origin",
                                     details={"reason": "origin"})

@@ -19,10 +19,6 @@ from qbox.server.settings import ServerSettings
 AgentFactory = Callable[[str, str], AgentClient]
 
 
-def dial(address: str, secret: str) -> AgentClient:
-    return AgentClient(AgentEndpoint(address, secret))
-
-
 @dataclass
 class AgentPool:
     """The agent client of each host, by host id, and each host's liveness as last judged.
