@@ -9,6 +9,10 @@ tree (``/sys/fs/cgroup/qbox/<id>``). Both count OOM kills: v1 in
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import time
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -64,3 +68,67 @@ def remove_parent(parent: str, root: Path = CGROUP_ROOT) -> None:
             directory.rmdir()
         except OSError:
             continue
+
+
+def _hierarchies(relative: str, root: Path) -> list[Path]:
+    """The cgroup's directory in v2's tree and in each v1 hierarchy, where it exists."""
+    if not relative or not root.is_dir():
+        return []
+    return [base / relative for base in (root, *root.iterdir()) if (base / relative).is_dir()]
+
+
+def _members(directory: Path) -> list[int]:
+    """Every process in the cgroup and its descendants."""
+    pids: list[int] = []
+    for procs in directory.rglob("cgroup.procs"):
+        try:
+            pids += [int(line) for line in procs.read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def _freeze(directory: Path, frozen: bool) -> None:
+    """Freeze (or thaw) the cgroup: v2's ``cgroup.freeze`` or v1's freezer, whichever it has."""
+    for name, value in (("cgroup.freeze", "1" if frozen else "0"),
+                        ("freezer.state", "FROZEN" if frozen else "THAWED")):
+        try:
+            (directory / name).write_text(value)
+        except OSError:
+            continue
+
+
+def remove_sandbox(cgroups_path: str, *, timeout: float = 10.0,
+                   root: Path = CGROUP_ROOT) -> bool:
+    """Remove a sandbox's cgroup in every hierarchy, killing what is still in it.
+
+    The runtime's own delete removes it as a rule; this is the net under it. A
+    fork bomb refills a cgroup between reading its members and killing them, so
+    the cgroup is frozen first (nothing in it can fork while frozen), every
+    member is killed, and it is thawed so the kills land. True when nothing is
+    left; False if the cgroup still stands after ``timeout`` seconds.
+    """
+    relative = cgroups_path.strip("/")
+    deadline = time.monotonic() + timeout
+    while True:
+        directories = _hierarchies(relative, root)
+        if not directories:
+            return True
+        if any(_members(directory) for directory in directories):
+            for directory in directories:
+                _freeze(directory, True)
+            for pid in {pid for directory in directories for pid in _members(directory)}:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            for directory in directories:
+                _freeze(directory, False)
+        for directory in directories:
+            for child in sorted((p for p in directory.rglob("*") if p.is_dir()),
+                                key=lambda p: len(p.parts), reverse=True):
+                with contextlib.suppress(OSError):
+                    child.rmdir()
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        if time.monotonic() >= deadline:
+            return not _hierarchies(relative, root)
+        time.sleep(0.05)

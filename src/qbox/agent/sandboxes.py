@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 
-from qbox.agent import adoption, as_user, shell
+from qbox.agent import adoption, as_user, cgroups, shell
 from qbox.agent.bundle import BundleBuilder
 from qbox.agent.files import SandboxFiles
 from qbox.agent.idmap import IdMapping
@@ -267,6 +267,7 @@ class SandboxManager:
             runtimes = self._runtimes.that_may_hold(self._sandboxes.get(sandbox_id))
         for runtime in runtimes:
             await step(functools.partial(runtime.delete, sandbox_id))
+        await step(functools.partial(self._remove_cgroup, sandbox_id))
         if running is not None:
             await step(running.processes.close)
         await step(functools.partial(self.interpreters.detach, sandbox_id))
@@ -278,6 +279,13 @@ class SandboxManager:
             await step(lambda: self._network.detach(sandbox_id))
         if errors:
             raise errors[0]
+
+    async def _remove_cgroup(self, sandbox_id: str) -> None:
+        """The sandbox's cgroup goes with it, even where the runtime's delete left it (a fork
+        bomb can outrun crun's kill on cgroup v1)."""
+        cgroup = f"{self._isolation.cgroup_parent}/{sandbox_id}"
+        if not await asyncio.to_thread(cgroups.remove_sandbox, cgroup):
+            raise RuntimeError(f"the cgroup {cgroup} of {sandbox_id} could not be removed")
 
     # --- commands --------------------------------------------------------------
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from qbox.agent import proctree
-from qbox.agent.cgroups import CGROUP_ROOT
+from qbox.agent import cgroups
 from qbox.agent.runtime.base import (
     CommandStartError,
     ContainerState,
@@ -141,19 +141,6 @@ def _cmdline(pid: int) -> list[str]:
             return handle.read().decode(errors="replace").split("\0")
     except OSError:
         return []
-
-
-def remove_cgroup(cgroups_path: str, root: Path = CGROUP_ROOT) -> None:
-    """Remove a sandbox's (empty) cgroup in every hierarchy. runsc leaves it behind when
-    it fails to start a sandbox, and never resets the limits of one that exists."""
-    relative = cgroups_path.strip("/")
-    if not relative or not root.is_dir():
-        return
-    for base in (root, *root.iterdir()):  # cgroup v2's tree, then each v1 hierarchy
-        try:
-            (base / relative).rmdir()
-        except OSError:
-            continue
 
 
 class RunscProcess:
@@ -280,7 +267,7 @@ class RunscRuntime(OciCliRuntime):
         # The sandbox and gofer processes outlive runsc and become ours.
         self._orphans.poke()
         if rc != 0:
-            remove_cgroup(config.get("linux", {}).get("cgroupsPath", ""))
+            cgroups.remove_sandbox(config.get("linux", {}).get("cgroupsPath", ""), timeout=0)
             raise self._failure("run", log_path.read_bytes() + fatal_errors(logs_dir))
         pid = int(pid_file.read_text())  # the sandbox process (the sentry)
         self._inits[container_id] = AdoptedChild(pid)
@@ -432,7 +419,7 @@ class RunscRuntime(OciCliRuntime):
             gofer.close()
         cgroup = self._cgroups.pop(container_id, None)
         if cgroup:
-            remove_cgroup(cgroup)
+            await asyncio.to_thread(cgroups.remove_sandbox, cgroup)
 
     async def _learn(self, container_id: str) -> None:
         """What delete needs of a sandbox started by an earlier agent: its gofer (ours to

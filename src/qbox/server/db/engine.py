@@ -8,6 +8,7 @@ and psycopg for the migrations, whatever driver the URL names.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ from qbox.core.json_input import loads_stored
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any fixed number: the PostgreSQL advisory lock the migrating replica holds.
 _MIGRATION_LOCK_KEY = 0x71626F78
+
+# How long a SQLite connection waits for another's write lock.
+_SQLITE_BUSY_SECONDS = 30
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 _SYNC_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
@@ -42,11 +46,26 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # First: switching a new database to WAL waits for a writer that holds it (a replica
     # migrating it) instead of failing at once with "database is locked".
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_SECONDS * 1000}")
+    _switch_to_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """``journal_mode=WAL``, waiting as long as the busy timeout would. SQLite answers
+    "database is locked" at once, without calling the busy handler, when another
+    connection is switching the same new database (two replicas starting together)."""
+    deadline = time.monotonic() + _SQLITE_BUSY_SECONDS
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:  # sqlite3's error, or the async driver's adaptation of it
+            if "database is locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _prepare(engine: Engine) -> None:
