@@ -24,6 +24,7 @@ import uvicorn
 from qbox.server.app import Startup, create_app
 from qbox.server.http.server_protocol import http_protocol
 from qbox.agent.settings import AgentSettings, load_or_create_secret
+from qbox.server.services.bootstrap import ADMIN_EMAIL, AdminBootstrap
 from qbox.server.services.replica_tls import ListenerTls, listener_tls
 from qbox.server.settings import ServerSettings, default_data_dir
 
@@ -75,13 +76,21 @@ def _local_url(host: str, port: int, https: bool = False) -> str:
     return f"{'https' if https else 'http'}://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}"
 
 
-def _announce_admin(secret: str, key_file: str, base_url: str) -> None:
+def _announce_admin(admin: AdminBootstrap, base_url: str) -> None:
+    """The first admin's key and password, printed this once (each is also in its 0600 file)."""
     click.echo("")
-    click.echo("  qbox admin API key (shown once; also saved to " + key_file + "):")
+    click.echo(f"  qbox admin API key (shown once; also saved to {admin.key_file}):")
     click.echo("")
-    click.echo(f"    {secret}")
+    click.echo(f"    {admin.secret}")
     click.echo("")
-    click.echo(f"  export QBOX_BASE_URL={base_url} QBOX_API_KEY=$(cat {key_file})")
+    click.echo(f"  export QBOX_BASE_URL={base_url} QBOX_API_KEY=$(cat {admin.key_file})")
+    click.echo("")
+    click.echo(f"  dashboard: {base_url}/login")
+    click.echo(f"  log in as {ADMIN_EMAIL} with this password (shown once; also saved to {admin.password_file}):")
+    click.echo("")
+    click.echo(f"    {admin.password}")
+    click.echo("")
+    click.echo("  change it with: qbox users set-password " + ADMIN_EMAIL)
     click.echo("")
 
 
@@ -162,7 +171,7 @@ def up(host: str, port: int, data_dir: Path | None) -> None:
             builtin_templates=builtin,
             builtin_runtimes={BUILTIN_PYTHON_GVISOR: "runsc"},
             on_progress=_echo,
-            on_admin_created=lambda secret, path: _announce_admin(secret, path, base_url),
+            on_first_admin=lambda admin: _announce_admin(admin, base_url),
         )
         _echo(f"control plane on {base_url}")
         _serve(create_app(settings, startup), settings, "warning", tls)
@@ -178,8 +187,9 @@ def up(host: str, port: int, data_dir: Path | None) -> None:
 def server(host: str | None, port: int | None) -> None:
     """Run a control-plane replica (settings from QBOX_*; hosts join with tokens).
 
-    The first replica on an empty database creates the first admin and prints its key
-    once; later ones, and replicas started at the same moment, find it (docs/operations.md).
+    The first replica on an empty database creates the first admin and prints its key,
+    its dashboard password and the login URL once; later ones, and replicas started at
+    the same moment, find it (docs/operations.md).
     """
     settings = ServerSettings()
     if host:
@@ -189,7 +199,7 @@ def server(host: str | None, port: int | None) -> None:
     tls = _listener_tls(settings)
     base_url = settings.public_url or _local_url(settings.host, settings.port, https=tls is not None)
     # An agent named by QBOX_AGENT_ADDRESS is this replica's embedded host; else hosts join.
-    startup = Startup(on_admin_created=lambda secret, path: _announce_admin(secret, path, base_url),
+    startup = Startup(on_first_admin=lambda admin: _announce_admin(admin, base_url),
                       embedded_agent=settings.agent_address is not None)
     _serve(create_app(settings, startup), settings, "info", tls)
 

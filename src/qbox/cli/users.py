@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from qbox.cli.context import CliState, confirm_or_decline, json_option, pass_state
+from qbox.core.errors import NotFoundError
 from qbox.sdk import QuotaDefaults, QuotaInfo, UserInfo, Users
 
 USER_COLUMNS = ("ID", "EMAIL", "ROLE", "STATUS", "PASSWORD", "CREATED")
@@ -95,19 +96,39 @@ def disable(state: CliState, user_id: str, yes: bool) -> None:
 
 
 @users.command("set-password")
-@click.argument("user_id", metavar="ID")
-@click.option("--password-stdin", is_flag=True, help="Read the new password from stdin (required).")
+@click.argument("user", metavar="ID|EMAIL")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the new password from stdin (without it, asked twice on a terminal).")
 @json_option
 @pass_state
-def set_password(state: CliState, user_id: str, password_stdin: bool) -> None:
-    """Set a user's dashboard password, read from stdin."""
-    if not password_stdin:
+def set_password(state: CliState, user: str, password_stdin: bool) -> None:
+    """Set a user's dashboard password (e.g. admin@localhost's, printed at first start).
+
+    Never taken as an argument: piped with --password-stdin, or typed at the prompt.
+    """
+    if password_stdin:
+        password = read_password()
+    elif state.env.stdin_is_tty():
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True, err=True)
+    else:
         raise click.UsageError("pass the password on stdin with --password-stdin (never as an argument)")
-    Users.set_password(user_id, read_password(), config=state.config())
+    user_id = _user_id(state, user)
+    Users.set_password(user_id, password, config=state.config())
     if state.json:
         state.emit_json({"id": user_id, "hasPassword": True})
     else:
-        state.env.out(f"password set for {user_id}")
+        state.env.out(f"password set for {user}" if user == user_id else f"password set for {user} ({user_id})")
+
+
+def _user_id(state: CliState, user: str) -> str:
+    """A user's id, given it or their email (looked up in the users list)."""
+    if "@" not in user:
+        return user
+    wanted = user.strip().lower()
+    for found in Users.list(config=state.config()):
+        if found.email.lower() == wanted:
+            return found.id
+    raise NotFoundError(f"no user with email {user}", details={"email": user})
 
 
 # --- quotas --------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""A database's first start: its schema and its first admin made once, even by replicas
-starting together."""
+"""A database's first start: its schema and its first admin (API key and dashboard password)
+made once, even by replicas starting together."""
 
 from __future__ import annotations
 
@@ -27,12 +27,12 @@ from sqlalchemy.exc import IntegrityError
 
 from qbox.server.db.engine import alembic_config, make_async_engine, make_sessionmaker, migrate, sync_url
 from qbox.server.db.tables import ApiKey, User
-from qbox.server.services.bootstrap import AdminBootstrap, ensure_admin
+from qbox.server.services.bootstrap import ADMIN_EMAIL, AdminBootstrap, ensure_admin
 from qbox.server.services.context import AgentPool, ServiceContext
 from qbox.server.settings import ServerSettings
 from tests.postgres import Cluster
 from tests.qbox_process import free_port
-from tests.unit.server.conftest import DATABASES
+from tests.unit.server.conftest import DATABASES, Harness
 
 _EMPTY_NAMES = itertools.count(1)
 
@@ -114,8 +114,11 @@ def test_replicas_starting_together_create_one_admin(tmp_path: Path, database_ur
     winner = winners[0]
     assert winner.secret is not None and winner.key_file.read_text() == winner.secret + "\n"
     assert stat.S_IMODE(winner.key_file.stat().st_mode) == 0o600
+    assert winner.password is not None and winner.password_file.read_text() == winner.password + "\n"
+    assert stat.S_IMODE(winner.password_file.stat().st_mode) == 0o600
     loser = next(outcome for outcome in outcomes if not outcome.created)
     assert loser.secret is None and not loser.key_file.exists()
+    assert loser.password is None and not loser.password_file.exists()
 
     async def check() -> tuple[int, int]:
         async with replica(tmp_path / "a", database_url) as ctx:
@@ -129,8 +132,32 @@ async def test_a_later_start_creates_nothing(tmp_path: Path, database_url: str) 
     async with replica(tmp_path / "b", database_url) as ctx:
         again = await ensure_admin(ctx)
         assert await counts(ctx) == (1, 1)
-    assert first.created and not again.created and again.secret is None
-    assert not (tmp_path / "b" / "admin-key").exists()
+    assert first.created and not again.created and again.secret is None and again.password is None
+    assert not (tmp_path / "b" / "admin-key").exists() and not (tmp_path / "b" / "admin-password").exists()
+
+
+def test_the_first_admins_password_logs_in_to_the_dashboard(harness: Harness) -> None:
+    password_file = harness.settings.data_dir / "admin-password"
+    assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    password = password_file.read_text().strip()
+    assert len(password) >= 24  # token_urlsafe(18): 144 random bits
+
+    wrong = harness.client.post("/auth/login", data={"email": ADMIN_EMAIL, "password": password + "x"})
+    assert wrong.status_code == 401
+    login = harness.client.post("/auth/login", data={"email": ADMIN_EMAIL, "password": password})
+    assert login.status_code == 200, login.text
+    assert login.json()["user"]["role"] == "admin"
+    assert harness.client.get("/auth/session").json()["email"] == ADMIN_EMAIL
+
+
+async def test_each_database_gets_a_password_of_its_own(tmp_path: Path, database_url: str) -> None:
+    async with replica(tmp_path / "a", database_url) as ctx:
+        first = await ensure_admin(ctx)
+    other_url = f"sqlite:///{tmp_path / 'other.db'}"
+    migrate(other_url)
+    async with replica(tmp_path / "b", other_url) as ctx:
+        second = await ensure_admin(ctx)
+    assert first.password and second.password and first.password != second.password
 
 
 async def test_a_taken_admin_address_without_any_admin_is_an_error(tmp_path: Path, database_url: str) -> None:
@@ -187,8 +214,9 @@ def test_replicas_migrating_an_empty_database_together_both_start(tmp_path: Path
 
 
 def test_two_qbox_servers_started_together_print_one_admin_key(tmp_path: Path, empty_database: str) -> None:
-    """``qbox server`` itself, twice at once on one empty database: one prints the key (once)
-    and saves it, the other starts without one, and the key works on both."""
+    """``qbox server`` itself, twice at once on one empty database: one prints the key and the
+    dashboard password (once, with the login URL) and saves them, the other starts without
+    either, and both work on both."""
     replicas = [(tmp_path / f"replica-{n}", free_port()) for n in range(2)]
     processes: list[subprocess.Popen[str]] = []
     try:
@@ -199,18 +227,27 @@ def test_two_qbox_servers_started_together_print_one_admin_key(tmp_path: Path, e
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
         for (_, port), process in zip(replicas, processes, strict=True):
             wait_until_serving(f"http://127.0.0.1:{port}", process)
-        saved = [data_dir / "admin-key" for data_dir, _ in replicas if (data_dir / "admin-key").exists()]
+        saved = [data_dir for data_dir, _ in replicas if (data_dir / "admin-key").exists()]
         assert len(saved) == 1
-        key = saved[0].read_text().strip()
+        assert [data_dir for data_dir, _ in replicas if (data_dir / "admin-password").exists()] == saved
+        key = (saved[0] / "admin-key").read_text().strip()
+        password = (saved[0] / "admin-password").read_text().strip()
         for _, port in replicas:
             me = httpx.get(f"http://127.0.0.1:{port}/v1/auth/me", headers={"Authorization": f"Bearer {key}"})
             assert me.status_code == 200 and me.json()["role"] == "admin", me.text
+            login = httpx.post(f"http://127.0.0.1:{port}/auth/login",
+                               data={"email": ADMIN_EMAIL, "password": password})
+            assert login.status_code == 200 and login.json()["user"]["role"] == "admin", login.text
     finally:
         for process in processes:
             process.terminate()
         outputs = [process.communicate(timeout=30)[0] for process in processes]
     printed = [re.findall(r"^\s+(qbox_\S+)$", output, re.MULTILINE) for output in outputs]
     assert sorted(printed) == [[], [key]], outputs
+    assert [output.count(password) for output in outputs] in ([0, 1], [1, 0]), outputs
+    announced = next(n for n, output in enumerate(outputs) if password in output)
+    assert f"http://127.0.0.1:{replicas[announced][1]}/login" in outputs[announced]
+    assert replicas[announced][0] == saved[0]
 
 
 def wait_until_serving(url: str, process: subprocess.Popen[str], seconds: float = 60) -> None:

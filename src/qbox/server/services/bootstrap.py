@@ -1,8 +1,9 @@
-"""First start: the admin user, its API key, and the embedded host."""
+"""First start: the admin user, its API key and password, and the embedded host."""
 
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from qbox.server.db.tables import Host, HostPlacement, User
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.hosts import EMBEDDED, READY, record_report
 from qbox.server.services.keys import create_key
+from qbox.server.services.users import hash_password
 
 ADMIN_EMAIL = "admin@localhost"
 
@@ -24,22 +26,30 @@ ADMIN_EMAIL = "admin@localhost"
 class AdminBootstrap:
     created: bool
     key_file: Path
-    secret: str | None = None  # only when just created: shown once
+    password_file: Path
+    # Only when just created: shown once.
+    secret: str | None = None
+    password: str | None = None
 
 
 async def ensure_admin(ctx: ServiceContext) -> AdminBootstrap:
-    """The database's first admin and its key, created once whichever replica starts first.
+    """The database's first admin, its key and its dashboard password, created once whichever
+    replica starts first.
 
     Replicas starting together on an empty database all find no admin; the unique
     ``users.email`` lets exactly one insert the first admin, and the others, refused,
-    find it and create nothing (only the winner writes ``admin-key``).
+    find it and create nothing (only the winner writes ``admin-key`` and ``admin-password``).
     """
     key_file = ctx.settings.data_dir / "admin-key"
+    password_file = ctx.settings.data_dir / "admin-password"
+    found = AdminBootstrap(created=False, key_file=key_file, password_file=password_file)
     if await _has_admin(ctx):
-        return AdminBootstrap(created=False, key_file=key_file)
+        return found
+    password = secrets.token_urlsafe(18)
     try:
         async with ctx.sessions() as session:
-            user = User(id=new_id("usr", 16), email=ADMIN_EMAIL, role="admin")
+            user = User(id=new_id("usr", 16), email=ADMIN_EMAIL, role="admin",
+                        password_hash=hash_password(password))
             session.add(user)
             await session.flush()
             _key, secret = await create_key(session, user_id=user.id, name="admin (created at first start)",
@@ -47,10 +57,12 @@ async def ensure_admin(ctx: ServiceContext) -> AdminBootstrap:
             await session.commit()
     except IntegrityError:
         if await _has_admin(ctx):
-            return AdminBootstrap(created=False, key_file=key_file)
+            return found
         raise  # admin@localhost is taken by a user who is no longer an admin: not a race
     write_secret_file(key_file, secret + "\n")
-    return AdminBootstrap(created=True, key_file=key_file, secret=secret)
+    write_secret_file(password_file, password + "\n")
+    return AdminBootstrap(created=True, key_file=key_file, password_file=password_file,
+                          secret=secret, password=password)
 
 
 async def _has_admin(ctx: ServiceContext) -> bool:
