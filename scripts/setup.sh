@@ -11,6 +11,7 @@ APT_PACKAGES=(
   runsc
   docker-registry busybox-static
   postgresql
+  chromium
 )
 
 need_apt=()
@@ -82,4 +83,24 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q -e '.[server,dev,shell]'
   touch "$stamp"
 fi
+# --- the dashboard's front-end packages (package.json, pinned in package-lock.json) ----
+# From the npm registry, never a CDN: the control plane serves them itself
+# (src/qbox/server/web/assets.py). The browser tests drive Debian's chromium
+# (above) with Playwright and check pages with axe-core from node_modules.
+if ! command -v npm >/dev/null 2>&1; then
+  echo "setup: installing nodejs and npm"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+npm_stamp=node_modules/.qbox-installed
+if [ ! -f "$npm_stamp" ] || [ package-lock.json -nt "$npm_stamp" ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+  touch "$npm_stamp"
+fi
+vendor=src/qbox/server/web/static/vendor
+mkdir -p "$vendor"
+for file in htmx.org/dist/htmx.min.js @xterm/xterm/lib/xterm.js @xterm/xterm/css/xterm.css \
+            @xterm/addon-fit/lib/addon-fit.js; do
+  cmp -s "node_modules/$file" "$vendor/$(basename "$file")" || cp "node_modules/$file" "$vendor/"
+done
+
 echo "setup: ok"

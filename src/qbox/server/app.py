@@ -41,6 +41,7 @@ from qbox.server.http import (
 )
 from qbox.server.http.auditing import AuditMiddleware
 from qbox.server.http.body import InputEdgeMiddleware
+from qbox.server import web
 from qbox.server.services import bootstrap
 from qbox.server.services.cluster_ca import ensure_ca
 from qbox.server.services.context import AgentFactory, AgentPool, ServiceContext
@@ -208,5 +209,6 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
     app.include_router(hosts.tokens_router)
     app.include_router(hosts.agents_router)
     app.include_router(cluster.router)
+    web.install(app)
     openapi.install(app)
     return app

@@ -49,13 +49,21 @@ def _declared(dependant: Dependant) -> Iterator[Any]:
         yield from _declared(dependency)
 
 
-def _routes(tmp_path: Path) -> list[tuple[str, str, list[Any]]]:
-    """(method, path, declarations) of every route the app serves; a WebSocket's method is WEBSOCKET."""
+def is_api(path: str) -> bool:
+    """The API's routes; the rest are the dashboard's pages (tests/unit/web/test_page_declarations.py)."""
+    return path.startswith(("/v1/", "/auth/")) or path == "/healthz"
+
+
+def _routes(tmp_path: Path, *, api: bool = True) -> list[tuple[str, str, list[Any]]]:
+    """(method, path, declarations) of every route of the API (or, ``api=False``, of the
+    dashboard) the app serves; a WebSocket's method is WEBSOCKET."""
     app = create_app(ServerSettings(data_dir=tmp_path, agent_secret="x"))
     contexts = getattr(fastapi.routing, "iter_route_contexts", None)
     found = []
     for context in contexts(app.routes) if contexts else app.routes:
         route = getattr(context, "route", context)
+        if is_api(context.path_format) != api:
+            continue
         if isinstance(route, APIWebSocketRoute):
             found.append(("WEBSOCKET", context.path_format, list(_declared(route.dependant))))
         elif isinstance(route, APIRoute):
