@@ -10,11 +10,25 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from qbox.server.web import assets, errors, pages
+from qbox.server.web import (
+    admin_pages,
+    assets,
+    errors,
+    hosts_pages,
+    keys_pages,
+    pages,
+    sandbox_files,
+    sandbox_list,
+    sandbox_page,
+    sandbox_terminal,
+    templates_pages,
+)
 from qbox.server.web.headers import SecurityHeaders
 
-# Each area's router (sandboxes, templates, hosts, keys, users, audit) is listed here.
-ROUTERS = [pages.router, assets.router]
+# The list's routes come before a sandbox's page (``/sandboxes/{id}``), its tabs after it.
+ROUTERS = [pages.router, assets.router, sandbox_list.router, sandbox_page.router, sandbox_files.router,
+           sandbox_terminal.router, templates_pages.router, hosts_pages.router, keys_pages.router,
+           admin_pages.router]
 
 
 def install(app: FastAPI) -> None:
