@@ -195,7 +195,7 @@ def test_running_background_commands_hold_the_command_quota(harness: Harness, me
     assert r.status_code == 204
     r = harness.client.post(f"/v1/sandboxes/{sandbox_of}/exec", json={"cmd": "echo", "args": ["ok"]},
                             headers=harness.auth(key))
-    assert r.status_code == 200 and r.json()["stdout"] == "ok\n"
+    assert r.status_code == 200 and r.json()["stdout"] == "ok\n", r.text
     # Quick commands that ended never pile up against the quota.
     for _ in range(5):
         r = harness.client.post(commands, json={"cmd": "true"}, headers=harness.auth(key))
