@@ -1,7 +1,297 @@
-"""(Being built: issue 16.)"""
+"""The Templates pages: the list, a form that builds one from an image, and a template's page.
+
+Every page asks the templates service what ``/v1/templates`` asks it, with
+the viewer's principal, and shows the API's body (``views.template``): a
+member sees their own templates and the public ones, and any other id is the
+API's 404. The form is read into the API's own body model
+(``TemplateBody``), so a page accepts exactly what ``POST /v1/templates``
+accepts; its steps are written one a line (``RUN``, ``USER``, ``ENV``,
+``WORKDIR``; a line without a keyword is a command). A template's page
+streams its build log while it builds (``/log/stream``: server-sent events
+relaying the service's follow, read by ``static/templates.js``).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pydantic
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
+
+from qbox.core.asgi import field_errors
+from qbox.core.errors import NotFoundError, QboxError, ValidationError
+from qbox.server.http import views
+from qbox.server.http.auditing import describe, note_of
+from qbox.server.http.deps import services_of
+from qbox.server.http.schemas import TemplateBody
+from qbox.server.services.template_access import may_change, owner_shown
+from qbox.server.services.templates import NewTemplate, RegistryLogin
+from qbox.server.web.access import Change, Page, Viewer, form_fields
+from qbox.server.web.render import is_htmx, render
 
 router = APIRouter(include_in_schema=False)
+
+READ = Page("templates:read")
+# The form's text fields, by the API's names; checkboxes are read apart.
+_TEXT_FIELDS = ("name", "imageRef", "steps", "env", "defaultVcpus", "defaultMemoryMb", "defaultDiskMb",
+                "readyTimeoutS", "startCmd", "readyCmd", "user", "workdir", "runtime", "tags",
+                "hostSelector", "registryUsername")
+_NUMBERS = ("defaultVcpus", "defaultMemoryMb", "defaultDiskMb", "readyTimeoutS")
+_CHECKBOXES = ("allowInternetAccess", "enableSsh", "public")
+# What a new form starts with: the API's defaults.
+_DEFAULTS = {"defaultVcpus": "1", "defaultMemoryMb": "512", "defaultDiskMb": "2048", "readyTimeoutS": "30",
+             "user": "user", "runtime": "crun", "allowInternetAccess": "on"}
+# Pydantic's pattern message quotes a regular expression; a person reads these instead.
+_PATTERN_HINTS = {
+    "name": "use 1–63 lowercase letters, digits, - and _, starting with a letter or digit",
+    "user": "an account name: letters, digits, _ . -, at most 32, not starting with . or -",
+}
+
+
+# --- the list ------------------------------------------------------------------------------
+
+
+@router.get("/templates")
+async def template_list(request: Request, viewer: Viewer = Depends(READ)) -> Response:
+    templates = [_shown(viewer, t) for t in await services_of(request).templates.find(viewer.principal)]
+    page = "templates/_table.html" if is_htmx(request) else "templates/list.html"
+    return render(request, page, viewer, templates=templates,
+                  building=any(t["status"] == "building" for t in templates))
+
+
+# --- creating ------------------------------------------------------------------------------
+
+
+@router.get("/templates/new")
+async def new_template(request: Request, viewer: Viewer = Depends(Page("templates:write"))) -> Response:
+    return _form(request, viewer, dict(_DEFAULTS))
+
+
+@router.post("/templates")
+async def create_template(
+    request: Request, viewer: Viewer = Depends(Change("templates:write", audit="template.create")),
+) -> Response:
+    fields = await form_fields(request)
+    _answers(request)
+    try:
+        body, login = body_of(fields)
+        describe(request, f"name={body.name} imageRef={body.image_ref} steps={len(body.steps)}"
+                 + (" public" if body.public else ""))
+        template = await services_of(request).templates.create(viewer.principal, _spec(body), login)
+    except QboxError as exc:
+        if exc.status >= 500:
+            raise
+        # The form again, as it was filled in (but the password), with what was wrong.
+        return _form(request, viewer, fields, error=exc, status=exc.status)
+    return RedirectResponse(f"/templates/{template.id}", status_code=303)
+
+
+def _form(request: Request, viewer: Viewer, values: dict[str, str], *, error: QboxError | None = None,
+          status: int = 200) -> Response:
+    problems = error.field_errors if isinstance(error, ValidationError) else {}
+    if error is not None and not problems and isinstance(error.details.get("field"), str):
+        problems = {str(error.details["field"]): error.message}
+    values = {k: v for k, v in values.items() if k != "registryPassword"}
+    return render(request, "templates/new.html", viewer, status=status, values=values,
+                  error=error.message if error is not None else None, problems=problems)
+
+
+def body_of(fields: dict[str, str]) -> tuple[TemplateBody, RegistryLogin | None]:
+    """The API's body for a filled-in form (its checks, its messages), and the registry login."""
+    problems: dict[str, str] = {}
+    data: dict[str, Any] = {key: fields[key].strip() for key in ("name", "imageRef", "user", "workdir",
+                                                                 "runtime") if fields.get(key, "").strip()}
+    for key in ("startCmd", "readyCmd"):
+        if fields.get(key, "").strip():
+            data[key] = fields[key]
+    for key in _NUMBERS:
+        if fields.get(key, "").strip():
+            data[key] = fields[key].strip()
+    for key in _CHECKBOXES:
+        data[key] = key in fields
+    data["tags"] = [t.strip() for t in fields.get("tags", "").split(",") if t.strip()]
+    for key, parse in (("steps", steps_of), ("env", _pairs_by_line), ("hostSelector", _pairs_by_comma)):
+        try:
+            data[key] = parse(fields.get(key, ""))
+        except ValueError as exc:
+            problems[key] = str(exc)
+    username, password = fields.get("registryUsername", "").strip(), fields.get("registryPassword", "")
+    if username or password:
+        data["registryCredentials"] = {"username": username, "password": password}
+    try:
+        body = TemplateBody.model_validate(data)
+    except pydantic.ValidationError as exc:
+        found, _ = field_errors(list(exc.errors(include_url=False)))
+        for key, message in found.items():
+            problems.setdefault(*_readable(key, message))
+    if problems:
+        raise ValidationError.for_fields(problems, "the template was not created: check the marked fields")
+    login = body.registry_credentials
+    return body, (RegistryLogin(login.username, login.password.get_secret_value()) if login else None)
+
+
+def _readable(key: str, message: str) -> tuple[str, str]:
+    """A pydantic error as the form's field and a sentence (``steps.2.run`` is step 3)."""
+    message = "required" if message == "Field required" else message.removeprefix("Value error, ")
+    field, _, rest = key.partition(".")
+    if field in _PATTERN_HINTS and message.startswith("String should match pattern"):
+        message = _PATTERN_HINTS[field]
+    if field == "steps" and rest.split(".")[0].isdigit():
+        return field, f"step {int(rest.split('.')[0]) + 1}: {message}"
+    if field == "registryCredentials":
+        return "registryUsername", f"registry {rest or 'login'}: {message}"
+    return field, message
+
+
+def steps_of(text: str) -> list[dict[str, Any]]:
+    """The build steps a form's step lines describe.
+
+    ``RUN cmd`` (or a line with no keyword) runs ``cmd`` with /bin/sh, as root
+    or as the user a ``USER name`` line named before it; ``ENV NAME=value``
+    and ``WORKDIR /path`` are steps of their own. A line ending in ``\\``
+    goes on to the next (as in a shell). Blank lines are skipped.
+    """
+    steps: list[dict[str, Any]] = []
+    user = "root"
+    lines = text.replace("\r\n", "\n").split("\n")
+    number = 0
+    while number < len(lines):
+        start = number
+        line = lines[number]
+        while line.endswith("\\") and number + 1 < len(lines):
+            number += 1
+            line += "\n" + lines[number]
+        number += 1
+        keyword, _, rest = line.strip().partition(" ")
+        rest = rest.strip()
+        where = f"line {start + 1}"
+        if not line.strip():
+            continue
+        if keyword == "USER":
+            if not rest:
+                raise ValueError(f"{where}: USER needs an account name")
+            user = rest
+        elif keyword == "ENV":
+            name, sep, value = rest.partition("=")
+            if not sep or not name.strip():
+                raise ValueError(f"{where}: write ENV NAME=value")
+            steps.append({"env": {name.strip(): value}})
+        elif keyword == "WORKDIR":
+            if not rest:
+                raise ValueError(f"{where}: WORKDIR needs a path")
+            steps.append({"workdir": rest})
+        else:
+            command = rest if keyword == "RUN" else line.strip()
+            if not command:
+                raise ValueError(f"{where}: RUN needs a command")
+            steps.append({"run": command, "user": user})
+    return steps
+
+
+def _pairs_by_line(text: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), 1):
+        if not line.strip():
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"line {number}: write NAME=value")
+        pairs[name.strip()] = value
+    return pairs
+
+
+def _pairs_by_comma(text: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"{item!r}: write key=value")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _spec(body: TemplateBody) -> NewTemplate:
+    """The service's spec, as ``POST /v1/templates`` makes it."""
+    return NewTemplate(
+        name=body.name, image_ref=body.image_ref, default_vcpus=body.default_vcpus,
+        default_memory_mb=body.default_memory_mb, default_disk_mb=body.default_disk_mb,
+        ready_timeout_s=body.ready_timeout_s, enable_ssh=body.enable_ssh,
+        allow_internet_access=body.allow_internet_access, runtime=body.runtime, tags=body.tags,
+        start_cmd=body.start_cmd, ready_cmd=body.ready_cmd,
+        steps=[step.to_wire() for step in body.steps], user=body.user, workdir=body.workdir,
+        env=body.env, public=body.public, host_selector=body.host_selector,
+    )
+
+
+# --- one template --------------------------------------------------------------------------
+
+
+@router.get("/templates/{template_id}")
+async def template_page(template_id: str, request: Request, viewer: Viewer = Depends(READ)) -> Response:
+    """The page; for htmx, its summary alone (what the page swaps in when a build ends)."""
+    templates = services_of(request).templates
+    row = await templates.get(viewer.principal, template_id)
+    context: dict[str, Any] = {"tpl": _shown(viewer, row), "changeable": may_change(viewer.principal, row)}
+    if is_htmx(request):
+        return render(request, "templates/_summary.html", viewer, **context)
+    log = await templates.build_log(viewer.principal, template_id)
+    return render(request, "templates/detail.html", viewer, log=log, **context)
+
+
+@router.get("/templates/{template_id}/log/stream")
+async def log_stream(template_id: str, request: Request, viewer: Viewer = Depends(READ)) -> Response:
+    """The build log as server-sent events: ``log`` events (its lines so far, then each new
+    one) until the build ends, then one ``end`` event whose data is the template's status."""
+    templates = services_of(request).templates
+    lines = await templates.follow_build_log(viewer.principal, template_id)
+
+    async def events() -> AsyncIterator[str]:
+        async for chunk in lines:
+            yield "event: log\n" + "".join(f"data: {line}\n" for line in chunk.splitlines()) + "\n"
+        try:
+            status = (await templates.get(viewer.principal, template_id)).status
+        except NotFoundError:
+            status = "deleted"  # while we followed it
+        yield f"event: end\ndata: {status}\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@router.post("/templates/{template_id}/rebuild")
+async def rebuild(template_id: str, request: Request,
+                  viewer: Viewer = Depends(Change("templates:write", audit="template.rebuild"))) -> Response:
+    _answers(request)
+    await services_of(request).templates.rebuild(viewer.principal, template_id, None)
+    return _go(request, f"/templates/{template_id}")
+
+
+@router.post("/templates/{template_id}/delete")
+async def delete(template_id: str, request: Request,
+                 viewer: Viewer = Depends(Change("templates:write", audit="template.delete"))) -> Response:
+    _answers(request)
+    await services_of(request).templates.delete(viewer.principal, template_id)
+    return _go(request, "/templates")
+
+
+def _answers(request: Request) -> None:
+    """The audit entry a change writes with its transaction says the status the page answers
+    (else the finished request, saying another, adds a second entry)."""
+    if (note := note_of(request)) is not None:
+        note.success_status = 204 if is_htmx(request) else 303
+
+
+def _go(request: Request, target: str) -> Response:
+    """After a change: htmx navigates (the page shows the new state); a plain form is redirected."""
+    if is_htmx(request):
+        return Response(status_code=204, headers={"HX-Redirect": target})
+    return RedirectResponse(target, status_code=303)
+
+
+def _shown(viewer: Viewer, template: Any) -> dict[str, Any]:
+    """The API's body for the viewer (``GET /v1/templates/{id}``)."""
+    return views.template(template, owner_shown(viewer.principal, template))
