@@ -20,6 +20,10 @@
         window.qbox.showAlert("This template was deleted.");
         return;
       }
+      if (event.data === "building") {  // rebuilt meanwhile: follow the new build
+        window.location.reload();
+        return;
+      }
       window.htmx.ajax("GET", pre.dataset.summary, { target: "#template-summary", swap: "outerHTML" });
     });
   }
