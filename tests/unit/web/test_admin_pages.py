@@ -6,26 +6,12 @@ import re
 from html import unescape
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
 import sqlalchemy
-from fastapi.testclient import TestClient
 
 from qbox.server.services.audit import encode_cursor
 from tests.unit.server.conftest import Harness
 from tests.unit.server.helpers import db_session
-from tests.unit.web.helpers import ORIGIN, PASSWORD, WebClient, sign_in, text_of
-
-
-@pytest.fixture(autouse=True)
-def one_event_loop(request: pytest.FixtureRequest, harness: Harness) -> None:
-    """The browsers' requests run on the app's own event loop, as in a real server.
-
-    Each request of a TestClient not entered runs on a loop of its own, and the
-    audit pages wait for the audit writer, whose queue lives on the app's loop.
-    """
-    for name in ("web_admin", "web_member", "stranger"):
-        if name in request.fixturenames:
-            request.getfixturevalue(name).client.portal = harness.client.portal
+from tests.unit.web.helpers import ORIGIN, PASSWORD, WebClient, new_browser, sign_in, text_of
 
 
 def _users(client: WebClient) -> dict[str, dict[str, object]]:
@@ -106,7 +92,7 @@ def test_an_admin_adds_a_user_who_then_signs_in(web_admin: WebClient, harness: H
                               headers={"Origin": ORIGIN}, follow_redirects=False)
     assert r.status_code == 303
     assert _users(web_admin)["keyless@example.com"]["hasPassword"] is False
-    browser = TestClient(harness.client.app, base_url=ORIGIN)
+    browser = new_browser(harness)
     r = browser.post("/login", data={"email": "new.person@example.com", "password": PASSWORD},
                      headers={"Origin": ORIGIN}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/sandboxes"
@@ -252,7 +238,7 @@ def test_the_page_says_whether_the_chain_holds(web_admin: WebClient) -> None:
     r = web_admin.get("/audit")
     text = text_of(r.text)
     assert f"Chain broken at entry {victim['id']}: entry was modified: its hash does not match" in text
-    assert f'href="/audit?cursor={encode_cursor(int(victim["id"]) + 1)}"' in r.text
+    assert f'href="/audit?cursor={encode_cursor(int(str(victim["id"])) + 1)}"' in r.text
 
 
 def test_audit_rows_show_who_did_what(web_admin: WebClient, harness: Harness) -> None:
