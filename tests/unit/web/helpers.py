@@ -46,13 +46,22 @@ class WebClient:
         return self.harness.client.request(method, path, headers={"Authorization": f"Bearer {self.key}"}, **kw)
 
 
+def new_browser(h: Harness) -> TestClient:
+    """Another browser on the harness's app: its own cookies, the app's own event loop
+    (a client of its own would run each request on a new loop, which the audit writer
+    and the agent client are not on)."""
+    client = TestClient(h.client.app, base_url=ORIGIN)
+    client.portal = h.client.portal
+    return client
+
+
 def sign_in(h: Harness, email: str, *, role: str = "member") -> WebClient:
     """A user made through the API (with a password and a key), signed in through /login."""
     r = h.client.post("/v1/users", headers=h.auth(), json={"email": email, "role": role, "password": PASSWORD})
     assert r.status_code == 201, r.text
     user_id = r.json()["id"]
     key = _key_for(h, user_id)
-    client = TestClient(h.client.app, base_url=ORIGIN)
+    client = new_browser(h)
     r = client.post("/login", data={"email": email, "password": PASSWORD}, headers={"Origin": ORIGIN},
                     follow_redirects=False)
     assert r.status_code == 303, r.text

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 
-from fastapi.testclient import TestClient
 
 from tests.unit.server.conftest import Harness
-from tests.unit.web.helpers import ORIGIN, PASSWORD, WebClient, sign_in, text_of
+from tests.unit.web.helpers import ORIGIN, PASSWORD, WebClient, new_browser, sign_in, text_of
 
 
 def test_the_root_sends_a_stranger_to_the_login_form(harness: Harness) -> None:
-    browser = TestClient(harness.client.app, base_url=ORIGIN)
+    browser = new_browser(harness)
     r = browser.get("/", follow_redirects=False)
     assert (r.status_code, r.headers["location"]) == (303, "/login")
     form = browser.get("/login")
@@ -21,7 +20,7 @@ def test_the_root_sends_a_stranger_to_the_login_form(harness: Harness) -> None:
 
 def test_a_page_without_a_session_goes_to_login_and_back(harness: Harness) -> None:
     sign_in(harness, "carol@example.com")  # the user exists; this browser is not signed in
-    browser = TestClient(harness.client.app, base_url=ORIGIN)
+    browser = new_browser(harness)
     r = browser.get("/keys", follow_redirects=False)
     assert (r.status_code, r.headers["location"]) == (303, "/login?next=/keys")
     r = browser.get("/keys", headers={"HX-Request": "true"}, follow_redirects=False)
@@ -34,7 +33,7 @@ def test_a_page_without_a_session_goes_to_login_and_back(harness: Harness) -> No
 
 def test_a_wrong_password_shows_the_form_again(harness: Harness) -> None:
     sign_in(harness, "dave@example.com")
-    browser = TestClient(harness.client.app, base_url=ORIGIN)
+    browser = new_browser(harness)
     r = browser.post("/login", data={"email": "dave@example.com", "password": "not it at all"},
                      follow_redirects=False)
     assert r.status_code == 401
@@ -44,7 +43,7 @@ def test_a_wrong_password_shows_the_form_again(harness: Harness) -> None:
 
 def test_login_never_sends_the_browser_to_another_site(harness: Harness) -> None:
     sign_in(harness, "erin@example.com")
-    browser = TestClient(harness.client.app, base_url=ORIGIN)
+    browser = new_browser(harness)
     for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
         r = browser.post("/login", data={"email": "erin@example.com", "password": PASSWORD, "next": target},
                          follow_redirects=False)
@@ -66,7 +65,7 @@ def test_sign_out_needs_our_origin_and_the_token(web_member: WebClient) -> None:
 
 
 def test_pages_carry_a_strict_policy_and_cannot_be_framed(harness: Harness) -> None:
-    r = TestClient(harness.client.app, base_url=ORIGIN).get("/login")
+    r = new_browser(harness).get("/login")
     policy = r.headers["content-security-policy"]
     assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
     assert "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
@@ -81,7 +80,7 @@ def test_pages_carry_a_strict_policy_and_cannot_be_framed(harness: Harness) -> N
 
 
 def test_assets_are_served_by_content_hash_for_a_year(harness: Harness) -> None:
-    page = TestClient(harness.client.app, base_url=ORIGIN).get("/login").text
+    page = new_browser(harness).get("/login").text
     urls = re.findall(r'(?:src|href)="(/assets/[0-9a-f]{16}/[^"]+)"', page)
     assert any(u.endswith("/vendor/htmx.min.js") for u in urls) and any(u.endswith("/app.css") for u in urls)
     for url in urls:

@@ -67,7 +67,7 @@ def error_page(request: Request, exc: Exception) -> Response:
                   exc_info=exc if not isinstance(exc, QboxError) else None)
         message = (f"Something went wrong on our side (request {rid}). "
                    "Try again; if it keeps happening, tell your operator.")
-    fields = details.get("fields") if isinstance(exc, ValidationError) else None
+    fields = details.get("fieldErrors") if isinstance(exc, ValidationError) else None
     context: dict[str, Any] = {"code": status, "title": _TITLES.get(status, "Error"), "message": message,
                "fields": fields if isinstance(fields, dict) else {}}
     if is_htmx(request):

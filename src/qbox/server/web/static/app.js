@@ -74,7 +74,21 @@
       if (!isNaN(when)) el.textContent = when.toLocaleString();
     });
   }
-  document.addEventListener("DOMContentLoaded", () => { localise(document); tick(); });
-  document.addEventListener("htmx:afterSettle", (event) => { localise(event.target); tick(); });
+  // A table box that scrolls sideways (a narrow window) takes the keyboard's focus, so
+  // it can be scrolled without a mouse; it is named after its page's heading.
+  function scrollable(root) {
+    root.querySelectorAll(".table-wrap:not([tabindex])").forEach((box) => {
+      box.tabIndex = 0;
+      if (!box.hasAttribute("role")) {
+        const heading = box.closest("section")?.querySelector("h1, h2") || document.querySelector("main h1");
+        box.setAttribute("role", "region");
+        box.setAttribute("aria-label", (heading?.textContent || "Table").trim());
+      }
+    });
+  }
+  document.addEventListener("DOMContentLoaded", () => { localise(document); scrollable(document); tick(); });
+  document.addEventListener("htmx:afterSettle", (event) => {
+    localise(event.target); scrollable(document); tick();
+  });
   setInterval(tick, 1000);
 })();
