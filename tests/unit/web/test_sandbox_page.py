@@ -135,6 +135,9 @@ def test_kill_from_the_page_ends_the_process_and_is_audited(harness: Harness, we
     assert (r.status_code, r.headers["location"]) == (303, f"/sandboxes/{sb['id']}/processes")
     until(lambda: not command(web_member, sb["id"], other)["alive"])
     assert command(web_member, sb["id"], other)["signal"] == 15
+    entries = harness.client.get("/v1/audit", params={"action": "command.kill"}, headers=harness.auth()).json()["data"]
+    assert [(e["detail"], e["outcome"]) for e in entries][0] == (f"pid={other} signal=15", 303)
+    assert len(entries) == 2
     r = web_member.post(f"/sandboxes/{sb['id']}/processes/{other}/kill", data={"signal": "2"})
     assert r.status_code == 400 and "signal" in text_of(r.text)
 
@@ -212,3 +215,14 @@ def test_ids_not_of_their_format_are_not_found_pages(web_member: WebClient) -> N
         assert is_not_found_page(web_member.get(path)), path
     r = web_member.post(f"/sandboxes/{sb['id']}/processes/abc/kill", data={"signal": "9"}, htmx=False)
     assert is_not_found_page(r)
+
+
+def test_the_header_kills_the_sandbox_and_comes_back_to_the_tab(web_member: WebClient) -> None:
+    sb = spawn(web_member)
+    page = web_member.get(f"/sandboxes/{sb['id']}/processes").text
+    assert f'action="/sandboxes/{sb["id"]}/kill"' in page
+    assert f'name="next" value="/sandboxes/{sb["id"]}/processes"' in page
+    r = web_member.post(f"/sandboxes/{sb['id']}/kill", data={"next": f"/sandboxes/{sb['id']}/processes"}, htmx=False)
+    assert (r.status_code, r.headers["location"]) == (303, f"/sandboxes/{sb['id']}/processes")
+    assert web_member.api("GET", f"/v1/sandboxes/{sb['id']}").json()["status"] == "killed"
+    assert f'action="/sandboxes/{sb["id"]}/kill"' not in web_member.get(f"/sandboxes/{sb['id']}").text
