@@ -56,6 +56,9 @@ def test_files_upload_download_mkdir_delete_and_view(signed_in: Callable[..., Pa
                            params={"path": "/home/user/made-here"}).json()["isDir"] is True
             accessible(page)
             snapshot(page, "sandbox-files")
+            page.set_viewport_size({"width": 390, "height": 844})  # a phone: the table scrolls in its box
+            assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+            page.set_viewport_size({"width": 1366, "height": 800})
 
             page.once("dialog", lambda dialog: dialog.accept())
             listing.get_by_role("button", name="Delete made-here").click()

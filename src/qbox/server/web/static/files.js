@@ -52,6 +52,8 @@
         shown.state.textContent = ` ${Math.floor((100 * event.loaded) / Math.max(event.total, 1))}%`;
       });
       xhr.addEventListener("load", () => {
+        const away = xhr.getResponseHeader("HX-Redirect");  // the session ended: sign in again
+        if (away) { window.location.assign(away); resolve(false); return; }
         const ok = xhr.status >= 200 && xhr.status < 300;
         if (ok) shown.bar.value = shown.bar.max;
         shown.item.dataset.state = ok ? "done" : "failed";
