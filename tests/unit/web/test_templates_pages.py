@@ -172,6 +172,12 @@ def test_a_member_rebuilds_and_deletes_their_own(web_member: WebClient) -> None:
     r = web_member.send("POST", "/templates/tpl_mine/delete", htmx=False)
     assert (r.status_code, r.headers["location"]) == (303, "/templates")
     assert web_member.api("GET", "/v1/templates/tpl_mine").status_code == 404
+    # One audit entry each, under the API's actions, saying what the page answered.
+    for action, outcome in (("template.rebuild", 204), ("template.delete", 303)):
+        entries = web_member.harness.client.get("/v1/audit", params={"action": action},
+                                                headers=web_member.harness.auth()).json()["data"]
+        assert [(e["targetId"], e["actorId"], e["outcome"]) for e in entries] == [
+            ("tpl_mine", web_member.user_id, outcome)], entries
 
 
 def test_a_builtin_has_no_rebuild_or_delete_and_refuses_them(web_admin: WebClient) -> None:
