@@ -34,11 +34,8 @@ from qbox.server.web.render import is_htmx, render
 router = APIRouter(include_in_schema=False)
 
 READ = Page("templates:read")
-# The form's text fields, by the API's names; checkboxes are read apart.
-_TEXT_FIELDS = ("name", "imageRef", "steps", "env", "defaultVcpus", "defaultMemoryMb", "defaultDiskMb",
-                "readyTimeoutS", "startCmd", "readyCmd", "user", "workdir", "runtime", "tags",
-                "hostSelector", "registryUsername")
 _NUMBERS = ("defaultVcpus", "defaultMemoryMb", "defaultDiskMb", "readyTimeoutS")
+# Checkboxes: sent when ticked, missing when not.
 _CHECKBOXES = ("allowInternetAccess", "enableSsh", "public")
 # What a new form starts with: the API's defaults.
 _DEFAULTS = {"defaultVcpus": "1", "defaultMemoryMb": "512", "defaultDiskMb": "2048", "readyTimeoutS": "30",
