@@ -71,6 +71,10 @@ def test_an_ended_sandbox_shows_why_and_stops_polling(web_member: WebClient) -> 
     assert "The sandbox has ended; this log is complete." in text_of(web_member.get(f"/sandboxes/{sb['id']}/logs").text)
     assert "The sandbox is killed: it runs no processes." in text_of(
         web_member.get(f"/sandboxes/{sb['id']}/processes").text)
+    # An output panel still polling is told the processes are gone, and stops.
+    panel = web_member.get(f"/sandboxes/{sb['id']}/processes/1/output", htmx=True)
+    assert panel.status_code == 200 and "hx-trigger" not in panel.text
+    assert "its processes and their output are gone" in text_of(panel.text)
 
 
 def test_the_logs_tab_shows_the_event_log_and_polls_it(web_member: WebClient) -> None:

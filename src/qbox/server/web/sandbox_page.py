@@ -180,6 +180,11 @@ async def process_output(sandbox_id: str, pid: int, request: Request,
                          viewer: Viewer = Depends(Page("sandboxes:read"))) -> Response:
     """The output panel (an htmx swap), or the Processes tab with it open (a plain link)."""
     sandbox = await sandbox_of(request, viewer, sandbox_id)
+    if not _running(sandbox):
+        # Its processes went with it; a polling panel is told so (and stops) rather than refused.
+        if is_htmx(request):
+            return render(request, "sandbox/_processes_gone.html", viewer, sandbox=sandbox)
+        return _tab(request, viewer, "sandbox/processes.html", sandbox, "/processes", commands=None, opened=None)
     shown = await _output_of(request, viewer, sandbox_id, pid)
     if is_htmx(request):
         return render(request, "sandbox/_processes_output.html", viewer, sandbox=sandbox, **shown)
