@@ -48,6 +48,13 @@ def test_a_sandbox_page_from_overview_to_processes_and_logs(signed_in: Callable[
             page.get_by_role("button", name=f"Kill process {pid}", exact=True).click()
             expect(row).to_contain_text("killed (signal 15)")
             assert api.get(f"/v1/sandboxes/{sandbox_id}/commands/{pid}").json()["alive"] is False
+            # A long output is shown scrolled to its end.
+            page.get_by_label("Run a command").fill("seq 1 3000")
+            page.get_by_role("button", name="Run").click()
+            expect(page.locator("#process-stdout")).to_contain_text("2999\n3000")
+            page.wait_for_function("""() => { const box = document.getElementById("process-stdout");
+                return box.scrollHeight > box.clientHeight
+                    && box.scrollHeight - box.scrollTop - box.clientHeight < 8; }""")
 
             member = signed_in("m@example.com")
             answer = member.goto(f"/sandboxes/{sandbox_id}")

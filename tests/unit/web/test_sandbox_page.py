@@ -120,6 +120,12 @@ def test_long_output_shows_its_last_part(web_member: WebClient) -> None:
     until(lambda: not command(web_member, sb["id"], pid)["alive"])
     shown = text_of(web_member.get(f"/sandboxes/{sb['id']}/processes/{pid}/output", htmx=True).text)
     assert "Only the last 65536 characters of each stream are shown." in shown and "the-end" in shown
+    # Past what a page reads, it says where to read it instead.
+    pid = start(web_member, sb["id"], "head -c 1200000 /dev/zero | tr '\\0' y")
+    until(lambda: not command(web_member, sb["id"], pid)["alive"])
+    shown = text_of(web_member.get(f"/sandboxes/{sb['id']}/processes/{pid}/output", htmx=True).text)
+    assert "The output is larger than 1.0 MiB" in shown and f"/commands/{pid}/logs?offset=N" in shown
+    assert "yyyy" not in shown
 
 
 def test_kill_from_the_page_ends_the_process_and_is_audited(harness: Harness, web_member: WebClient) -> None:
