@@ -73,8 +73,13 @@
   term.onBinary((data) => send({ type: "input", data }));
   term.onResize(({ cols, rows }) => send({ type: "resize", cols, rows }));
 
+  // Esc then Tab leaves the terminal for the page (Tab alone goes to the shell: completion).
+  let escaped = false;
   term.attachCustomKeyEventHandler((event) => {
-    if (event.type !== "keydown" || !event.ctrlKey || !event.shiftKey) return true;
+    if (event.type !== "keydown") return true;
+    if (event.key === "Tab" && escaped && !event.ctrlKey && !event.altKey) return false;
+    escaped = event.key === "Escape";
+    if (!event.ctrlKey || !event.shiftKey) return true;
     if (event.code === "KeyC") {
       // Ctrl+Shift+C copies the selection (Ctrl+C stays the shell's interrupt).
       const text = term.getSelection();
