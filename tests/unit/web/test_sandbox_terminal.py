@@ -12,9 +12,12 @@ import re
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
+from qbox.server.db.tables import Template
 from qbox.server.web.render import environment
 from qbox.server.web.sandbox_terminal import cell_of, strip_ansi
+from tests.unit.server.helpers import db_session
 from tests.unit.server.test_audit import entries
 from tests.unit.web.helpers import ORIGIN, WebClient, text_of
 
@@ -188,3 +191,16 @@ def test_an_ended_sandbox_says_so(web_member: WebClient, sandbox: str) -> None:
         assert r.status_code == 200, tab
         assert "This sandbox has ended" in text_of(r.text) and 'id="terminal"' not in r.text
         assert "shell.js" not in r.text and "code.js" not in r.text
+
+
+def test_a_template_without_kernels_says_so_instead_of_cells(harness: Any, web_member: WebClient,
+                                                              sandbox: str) -> None:
+    with db_session(harness.settings.data_dir) as session:
+        session.execute(update(Template).values(services=[]))
+        session.commit()
+    r = web_member.get(f"/sandboxes/{sandbox}/code")
+    assert r.status_code == 200
+    assert "The code interpreter is not available" in text_of(r.text) and "no code interpreter" in r.text
+    assert 'id="notebook"' not in r.text and "code.js" not in r.text
+    r = web_member.post(f"/sandboxes/{sandbox}/code/contexts", json={"language": "python"})
+    assert r.status_code == 422 and "no code interpreter" in text_of(r.text)
