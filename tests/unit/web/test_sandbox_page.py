@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 import time
 from typing import Any
 
@@ -236,3 +237,22 @@ def test_the_header_kills_the_sandbox_and_comes_back_to_the_tab(web_member: WebC
     assert (r.status_code, r.headers["location"]) == (303, f"/sandboxes/{sb['id']}/processes")
     assert web_member.api("GET", f"/v1/sandboxes/{sb['id']}").json()["status"] == "killed"
     assert f'action="/sandboxes/{sb["id"]}/kill"' not in web_member.get(f"/sandboxes/{sb['id']}").text
+
+
+def test_a_poll_that_finds_nothing_new_swaps_nothing(web_member: WebClient) -> None:
+    sb = spawn(web_member)
+    pid = start(web_member, sb["id"], "echo once; sleep 300")
+    output = f"/sandboxes/{sb['id']}/processes/{pid}/output"
+    until(lambda: "once" in web_member.get(output, htmx=True).text)
+    seen = re.search(r'hx-vals=\'\{"seen": "(\w+)"\}\'', web_member.get(output, htmx=True).text)
+    assert seen is not None
+    r = web_member.get(output, htmx=True, params={"seen": seen.group(1)})
+    assert r.status_code == 204 and not r.content
+    assert web_member.get(output, htmx=True, params={"seen": "stale"}).status_code == 200
+    lines = f"/sandboxes/{sb['id']}/logs/lines"
+    seen = re.search(r'hx-vals=\'\{"seen": "(\w+)"\}\'', web_member.get(f"/sandboxes/{sb['id']}/logs").text)
+    assert seen is not None
+    assert web_member.get(lines, htmx=True, params={"seen": seen.group(1)}).status_code == 204
+    web_member.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    r = web_member.get(lines, htmx=True, params={"seen": seen.group(1)})
+    assert r.status_code == 200 and "killed by DELETE" in text_of(r.text) and "hx-trigger" not in r.text

@@ -16,6 +16,7 @@ characters of each stream are shown.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 from dataclasses import dataclass
@@ -63,6 +64,17 @@ async def _events(request: Request, viewer: Viewer, sandbox_id: str, tail: int) 
     return [views.sandbox_event(row) for row in rows]
 
 
+def _digest(*shown: Any) -> str:
+    """What a polled fragment shows, in short. The fragment sends it back with its next poll
+    (``seen``), and a poll that would show the same is answered 204: nothing is swapped, so a
+    reader's selection and scroll position in it survive."""
+    return hashlib.sha256(json.dumps(shown, default=str, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _unchanged(request: Request, digest: str) -> bool:
+    return is_htmx(request) and request.query_params.get("seen") == digest
+
+
 def _tab(request: Request, viewer: Viewer, template: str, sandbox: dict[str, Any], tab: str,
          **context: Any) -> Response:
     return render(request, template, viewer, sandbox=sandbox, tab=tab, tabs=TABS, live=_live(sandbox),
@@ -95,7 +107,8 @@ async def logs(sandbox_id: str, request: Request,
                viewer: Viewer = Depends(Page("sandboxes:read"))) -> Response:
     sandbox = await sandbox_of(request, viewer, sandbox_id)
     events = await _events(request, viewer, sandbox_id, LOG_LINES)
-    return _tab(request, viewer, "sandbox/logs.html", sandbox, "/logs", events=events, tail=LOG_LINES)
+    return _tab(request, viewer, "sandbox/logs.html", sandbox, "/logs", events=events, tail=LOG_LINES,
+                digest=_digest(sandbox["status"], events))
 
 
 @router.get("/sandboxes/{sandbox_id}/logs/lines")
@@ -103,8 +116,11 @@ async def log_lines(sandbox_id: str, request: Request,
                     viewer: Viewer = Depends(Page("sandboxes:read"))) -> Response:
     sandbox = await sandbox_of(request, viewer, sandbox_id)
     events = await _events(request, viewer, sandbox_id, LOG_LINES)
+    digest = _digest(sandbox["status"], events)
+    if _unchanged(request, digest):
+        return Response(status_code=204)
     return render(request, "sandbox/_logs_lines.html", viewer, sandbox=sandbox, events=events,
-                  live=_live(sandbox), tail=LOG_LINES)
+                  live=_live(sandbox), tail=LOG_LINES, digest=digest)
 
 
 # --- Processes ----------------------------------------------------------------------------------
@@ -158,7 +174,8 @@ async def _output_of(request: Request, viewer: Viewer, sandbox_id: str, pid: int
     processes = services_of(request).processes
     command = views.command(await processes.status(viewer.principal, sandbox_id, pid))
     output = await _read_output(await processes.logs(viewer.principal, sandbox_id, pid, LogOffsets()))
-    return {"command": command, "output": output, "shown_chars": OUTPUT_SHOWN, "cap": OUTPUT_READ_CAP}
+    return {"command": command, "output": output, "shown_chars": OUTPUT_SHOWN, "cap": OUTPUT_READ_CAP,
+            "digest": _digest(command, output)}
 
 
 @router.get("/sandboxes/{sandbox_id}/processes")
@@ -186,6 +203,8 @@ async def process_output(sandbox_id: str, pid: int, request: Request,
             return render(request, "sandbox/_processes_gone.html", viewer, sandbox=sandbox)
         return _tab(request, viewer, "sandbox/processes.html", sandbox, "/processes", commands=None, opened=None)
     shown = await _output_of(request, viewer, sandbox_id, pid)
+    if _unchanged(request, shown["digest"]):
+        return Response(status_code=204)
     if is_htmx(request):
         return render(request, "sandbox/_processes_output.html", viewer, sandbox=sandbox, **shown)
     return _tab(request, viewer, "sandbox/processes.html", sandbox, "/processes",
