@@ -43,6 +43,7 @@ def test_a_sandbox_page_from_overview_to_processes_and_logs(signed_in: Callable[
             page.get_by_role("button", name="Run").click()
             expect(page.locator("#process-stdout")).to_contain_text("typed-42")
             expect(page.get_by_label("Run a command")).to_have_value("")
+            expect(page.locator("#processes-list")).to_contain_text("typed-$((6 * 7))")
             accessible(page)
             snapshot(page, "sandbox-processes")
             page.get_by_role("button", name=f"Kill process {pid}", exact=True).click()

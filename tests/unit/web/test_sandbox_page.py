@@ -102,7 +102,7 @@ def test_the_processes_tab_lists_commands_and_shows_output(web_member: WebClient
     assert "sh -c echo hello-out; echo oops >&2; exit 3" in page and "sh -c echo hello-proc; sleep 300" in page
     assert page.index(str(running)) < page.index(str(done))  # newest first
     assert f'id="kill-{running}"' in r.text and f'id="kill-{done}"' not in r.text  # only the living can be killed
-    assert f'hx-get="/sandboxes/{sb["id"]}/processes/list" hx-trigger="every 2s"' in r.text
+    assert f'hx-get="/sandboxes/{sb["id"]}/processes/list" hx-trigger="every 2s, processes-changed from:body"' in r.text
     output = web_member.get(f"/sandboxes/{sb['id']}/processes/{done}/output", htmx=True)
     assert output.status_code == 200 and "<html" not in output.text
     shown = text_of(output.text)
@@ -183,6 +183,7 @@ def test_run_a_command_from_the_page(harness: Harness, web_member: WebClient) ->
     # Through htmx the answer is the new command's output panel.
     r = web_member.post(f"/sandboxes/{sb['id']}/processes", data={"command": "sleep 300"})
     assert r.status_code == 200 and 'id="process-output"' in r.text and "sleep 300" in text_of(r.text)
+    assert r.headers["hx-trigger"] == "processes-changed"
     r = web_member.post(f"/sandboxes/{sb['id']}/processes", data={"command": "   "})
     assert r.status_code == 400 and "type a command to run" in text_of(r.text)
     assert r.headers.get("hx-retarget") == "#alerts"

@@ -247,5 +247,7 @@ async def start_process(sandbox_id: str, request: Request,
     if is_htmx(request):
         sandbox = await sandbox_of(request, viewer, sandbox_id)
         shown = await _output_of(request, viewer, sandbox_id, started.pid)
-        return render(request, "sandbox/_processes_output.html", viewer, sandbox=sandbox, **shown)
+        # The list shows the new command at once, not at its next poll.
+        return render(request, "sandbox/_processes_output.html", viewer, sandbox=sandbox, **shown,
+                      headers={"HX-Trigger": "processes-changed"})
     return RedirectResponse(f"/sandboxes/{sandbox_id}/processes/{started.pid}/output", status_code=303)
