@@ -109,7 +109,7 @@ class AuditService:
         """
         note.closed = True
         if note.written_id is not None:
-            if outcome == note.success_status:
+            if outcome == note.success_status or (note.from_page and 200 <= outcome < 400):
                 return note.written_id
             note.detail = f"after entry {note.written_id}: {note.detail}"
         return await self._append_later(note.to_record(outcome), wait)

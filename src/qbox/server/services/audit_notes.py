@@ -46,6 +46,9 @@ class AuditNote:
     source_ip: str | None = None
     # What the entry says when it is written with the change: the route's success status.
     success_status: int = 200
+    # A dashboard page's change: it answers success as a page does (200, a 204 for htmx, a 303
+    # redirect for a plain form), any of which is the success its entry already says.
+    from_page: bool = False
     # The entry's id once a change's transaction committed it.
     written_id: int | None = None
     # Set when the request is over: later commits (background tasks it started) write nothing.

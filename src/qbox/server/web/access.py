@@ -126,7 +126,8 @@ class Change:
     async def __call__(self, request: Request) -> Viewer:
         declared = Audited(self.audit) if isinstance(self.audit, str) else self.audit
         if declared is not None:
-            declared.attach(request)
+            # A page answers success in more ways than the API (a redirect, a fragment): any is it.
+            declared.attach(request).from_page = True
         viewer = await viewer_of(request)
         if note := note_of(request):
             note.principal = viewer.principal

@@ -26,7 +26,7 @@ from qbox.core.states import LIVE_STATES, SandboxState
 from qbox.core.timefmt import to_wire
 from qbox.server.http import views
 from qbox.server.http.access import Bucket, draw
-from qbox.server.http.auditing import describe, note_of
+from qbox.server.http.auditing import describe
 from qbox.server.http.deps import services_of
 from qbox.server.http.schemas import SpawnBody, TimeoutBody
 from qbox.server.services.sandboxes import SpawnRequest
@@ -193,7 +193,6 @@ def spawn_body(fields: dict[str, str], max_timeout: int) -> SpawnBody:
 async def spawn(request: Request,
                 viewer: Viewer = Depends(Change("sandboxes:create", audit="sandbox.create"))) -> Response:
     draw(request, viewer.principal, (Bucket.SPAWNS,))  # as the API's spawn route draws it
-    _answers_plain_form(request)
     services = services_of(request)
     fields = await form_fields(request)
     try:
@@ -222,14 +221,6 @@ async def _refused_form(request: Request, viewer: Viewer, fields: dict[str, str]
     return await _page(request, viewer, status=400, form=form, problems=problems)
 
 
-def _answers_plain_form(request: Request) -> None:
-    """The audit entry the change writes says the status the route answers: a plain form's 303.
-
-    (Otherwise the entry says 200 and the finished request, 303, adds a second one.)
-    """
-    if (note := note_of(request)) is not None and not is_htmx(request):
-        note.success_status = 303
-
 
 def _done(request: Request, message: str, back: str) -> Response:
     """A change from the list: a note in the page's alert area and the rows refreshed (htmx), or back."""
@@ -250,7 +241,6 @@ def _back(fields: dict[str, str]) -> str:
 @router.post("/sandboxes/{sandbox_id}/kill")
 async def kill(sandbox_id: str, request: Request,
                viewer: Viewer = Depends(Change("sandboxes:delete", audit="sandbox.kill"))) -> Response:
-    _answers_plain_form(request)
     sandbox = await services_of(request).sandboxes.kill(viewer.principal, sandbox_id)
     return _done(request, f"sandbox {sandbox.id} is {sandbox.status}.", _back(await form_fields(request)))
 
@@ -258,7 +248,6 @@ async def kill(sandbox_id: str, request: Request,
 @router.post("/sandboxes/{sandbox_id}/timeout")
 async def set_timeout(sandbox_id: str, request: Request,
                       viewer: Viewer = Depends(Change("sandboxes:create", audit="sandbox.timeout"))) -> Response:
-    _answers_plain_form(request)
     fields = await form_fields(request)
     seconds = _whole_number("timeoutSeconds", fields.get("timeoutSeconds", "").strip())
     if seconds is None:

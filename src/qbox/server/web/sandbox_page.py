@@ -32,7 +32,7 @@ from qbox.core.states import SandboxState
 from qbox.protocol.processes import LogOffsets
 from qbox.server.agent_client import Relayed
 from qbox.server.http import views
-from qbox.server.http.auditing import describe, note_of
+from qbox.server.http.auditing import describe
 from qbox.server.http.deps import services_of
 from qbox.server.http.schemas import CommandBody
 from qbox.server.web.access import Change, Page, Viewer, form_fields
@@ -125,11 +125,6 @@ async def log_lines(sandbox_id: str, request: Request,
 
 # --- Processes ----------------------------------------------------------------------------------
 
-def _answers_plain_form(request: Request) -> None:
-    """A plain form is answered 303: its audit entry says so, should it be written with a commit."""
-    if (note := note_of(request)) is not None and not is_htmx(request):
-        note.success_status = 303
-
 
 @dataclass(frozen=True)
 class Output:
@@ -214,7 +209,6 @@ async def process_output(sandbox_id: str, pid: int, request: Request,
 @router.post("/sandboxes/{sandbox_id}/processes/{pid}/kill")
 async def kill_process(sandbox_id: str, pid: int, request: Request,
                        viewer: Viewer = Depends(Change("sandboxes:execute", audit="command.kill"))) -> Response:
-    _answers_plain_form(request)
     signal = SIGNALS.get((await form_fields(request)).get("signal", "15"))
     if signal is None:
         raise ValidationError.for_fields({"signal": "must be 15 (TERM) or 9 (KILL)"})
@@ -229,7 +223,6 @@ async def kill_process(sandbox_id: str, pid: int, request: Request,
 async def start_process(sandbox_id: str, request: Request,
                         viewer: Viewer = Depends(Change("sandboxes:execute", audit="command.start"))) -> Response:
     """A command line run by the sandbox's shell, in the background (``POST …/commands``)."""
-    _answers_plain_form(request)
     line = (await form_fields(request)).get("command", "").strip()
     if not line:
         raise ValidationError.for_fields({"command": "type a command to run"})

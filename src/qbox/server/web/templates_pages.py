@@ -23,7 +23,7 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from qbox.core.asgi import field_errors
 from qbox.core.errors import NotFoundError, QboxError, ValidationError
 from qbox.server.http import views
-from qbox.server.http.auditing import describe, note_of
+from qbox.server.http.auditing import describe
 from qbox.server.http.deps import services_of
 from qbox.server.http.schemas import TemplateBody
 from qbox.server.services.template_access import may_change, owner_shown
@@ -71,7 +71,6 @@ async def create_template(
     request: Request, viewer: Viewer = Depends(Change("templates:write", audit="template.create")),
 ) -> Response:
     fields = await form_fields(request)
-    _answers(request)
     try:
         body, login = body_of(fields)
         describe(request, f"name={body.name} imageRef={body.image_ref} steps={len(body.steps)}"
@@ -262,7 +261,6 @@ async def log_stream(template_id: str, request: Request, viewer: Viewer = Depend
 @router.post("/templates/{template_id}/rebuild")
 async def rebuild(template_id: str, request: Request,
                   viewer: Viewer = Depends(Change("templates:write", audit="template.rebuild"))) -> Response:
-    _answers(request)
     await services_of(request).templates.rebuild(viewer.principal, template_id, None)
     return _go(request, f"/templates/{template_id}")
 
@@ -270,16 +268,9 @@ async def rebuild(template_id: str, request: Request,
 @router.post("/templates/{template_id}/delete")
 async def delete(template_id: str, request: Request,
                  viewer: Viewer = Depends(Change("templates:write", audit="template.delete"))) -> Response:
-    _answers(request)
     await services_of(request).templates.delete(viewer.principal, template_id)
     return _go(request, "/templates")
 
-
-def _answers(request: Request) -> None:
-    """The audit entry a change writes with its transaction says the status the page answers
-    (else the finished request, saying another, adds a second entry)."""
-    if (note := note_of(request)) is not None:
-        note.success_status = 204 if is_htmx(request) else 303
 
 
 def _go(request: Request, target: str) -> Response:
