@@ -154,6 +154,16 @@ def test_code_cells_show_charts_tables_and_tracebacks(signed_in: Callable[..., P
     page.keyboard.type("print(plt.__name__)")
     fourth.get_by_role("button", name="Run").click()
     expect(fourth.locator(".code-stdout")).to_have_text("matplotlib.pyplot")
+    # A long cell says it is running; Stop interrupts its kernel, which then runs the next cell at once.
+    fourth.get_by_label("Cell 4").fill("import time\ntime.sleep(600)")
+    fourth.get_by_role("button", name="Run").click()
+    expect(fourth.locator(".cell-state")).to_have_text(re.compile(r"Running… [1-9]"))
+    expect(fourth).to_have_attribute("aria-busy", "true")
+    fourth.get_by_role("button", name="Stop").click()
+    expect(fourth.locator(".cell-output")).to_contain_text("Stopped: the cell was interrupted.")
+    fourth.get_by_label("Cell 4").fill("print('after')")
+    fourth.get_by_role("button", name="Run").click()
+    expect(fourth.locator(".code-stdout")).to_have_text("after", timeout=10_000)
     accessible(page)
     snapshot(page, "sandbox-code")
 
