@@ -36,13 +36,26 @@ ADMIN = "admin@localhost"
 
 
 @pytest.fixture(scope="session")
-def qbox_web() -> Iterator[QboxUp]:
+def web_base() -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="qbox-web-"))
     try:
-        with running_qbox(base / "data") as up:
-            yield up
+        yield base
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def image_dir(web_base: Path) -> Path:
+    """Where the tests put images for templates to be built from offline (``QBOX_IMPORT_DIRS``)."""
+    path = web_base / "images"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(scope="session")
+def qbox_web(web_base: Path, image_dir: Path) -> Iterator[QboxUp]:
+    with running_qbox(web_base / "data", env={"QBOX_IMPORT_DIRS": str(image_dir)}) as up:
+        yield up
 
 
 @pytest.fixture(scope="session")

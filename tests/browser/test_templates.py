@@ -1,16 +1,14 @@
 """The Templates pages in a real browser: create a template from a form, watch its build log
 stream in and its status turn ready, rebuild it, delete it.
 
-Building from an image needs an image the host can read offline: this module runs its own
-`qbox up` whose import directory (``QBOX_IMPORT_DIRS``, where admins' ``oci:`` refs may
-point) holds the tests' small busybox image.
+Building from an image needs an image the host can read offline: the tests' small busybox
+image goes into the shared `qbox up`'s import directory (``QBOX_IMPORT_DIRS``, where admins'
+``oci:`` refs may point).
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,34 +16,9 @@ from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import accessible, snapshot
 from tests.oci_images import busybox_layout
-from tests.qbox_process import QboxUp, running_qbox
+from tests.qbox_process import QboxUp
 
 NAME = "dash-built"
-
-
-@pytest.fixture(scope="module")
-def image_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="qbox-web-images-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def qbox_web(image_dir: Path) -> Iterator[QboxUp]:
-    """This module's `qbox up`, importing images from ``image_dir``."""
-    base = Path(tempfile.mkdtemp(prefix="qbox-web-tpl-"))
-    try:
-        with running_qbox(base / "data", env={"QBOX_IMPORT_DIRS": str(image_dir)}) as up:
-            yield up
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def admin_password(qbox_web: QboxUp) -> str:
-    return (qbox_web.data_dir / "admin-password").read_text().strip()
 
 
 @pytest.fixture(scope="module")

@@ -136,13 +136,14 @@ async def execute(
         return RelayResponse(relayed, "text/event-stream; charset=utf-8",
                              body=_sse_stream(events_of(relayed.chunks)))
     try:
-        execution = await unless_disconnected(request, _aggregate(events_of(relayed.chunks)))
+        execution = await unless_disconnected(request, aggregate(events_of(relayed.chunks)))
     finally:
         await relayed.close()
     return gone() if execution is None else views.execution(execution)
 
 
-async def _aggregate(events: AsyncGenerator[CodeEventBody, None]) -> Execution:
+async def aggregate(events: AsyncGenerator[CodeEventBody, None]) -> Execution:
+    """An execution's events gathered into its result (the API's and the Code tab's answer)."""
     execution = Execution()
     async with contextlib.aclosing(events):
         async for event in events:

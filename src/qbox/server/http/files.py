@@ -58,7 +58,8 @@ class RenameBody(_Body):
         return Rename(src=self.src, dst=self.dst, user=self.user)
 
 
-def _declared_length(request: Request) -> int | None:
+def declared_length(request: Request) -> int | None:
+    """The body's declared length (None: chunked), refused unless a number."""
     declared = request.headers.get("content-length")
     if declared is None:
         return None
@@ -100,7 +101,7 @@ async def write_file(
 ) -> Response:
     describe(request, f"{'append' if append else 'write'} {path}")
     how = FileWrite(mode=mode, create_parents=create_parents, append=append, user=user,
-                    length=_declared_length(request))
+                    length=declared_length(request))
     lift_body_limit(request)  # streamed: the files service holds it to QBOX_MAX_FILE_BYTES
     await services_of(request).files.write(principal, sandbox_id, path, request.stream(), how)
     return Response(status_code=204)

@@ -56,15 +56,10 @@ async def list_templates(
     return [_wire(principal, t) for t in await services_of(request).templates.find(principal, service)]
 
 
-@router.post("", status_code=201, openapi_extra=request_body(TemplateBody),
-             responses=answers(201, rm.TemplateInfo, 409))
-async def create_template(
-    request: Request, principal: Principal = allowed("templates:write", Bucket.REQUESTS, audit="template.create")
-) -> JSONResponse:
-    body = await json_body(request, TemplateBody, max_bytes=MAX_TEMPLATE_BODY)
-    describe(request, f"name={body.name} imageRef={body.image_ref} steps={len(body.steps)}"
-             + (" public" if body.public else ""))
-    spec = NewTemplate(
+
+def template_spec(body: TemplateBody) -> NewTemplate:
+    """The service's spec of a template from the API's body (the dashboard's form reads into one too)."""
+    return NewTemplate(
         name=body.name, image_ref=body.image_ref, default_vcpus=body.default_vcpus,
         default_memory_mb=body.default_memory_mb, default_disk_mb=body.default_disk_mb,
         ready_timeout_s=body.ready_timeout_s, enable_ssh=body.enable_ssh,
@@ -73,6 +68,17 @@ async def create_template(
         steps=[step.to_wire() for step in body.steps], user=body.user, workdir=body.workdir,
         env=body.env, public=body.public, host_selector=body.host_selector,
     )
+
+
+@router.post("", status_code=201, openapi_extra=request_body(TemplateBody),
+             responses=answers(201, rm.TemplateInfo, 409))
+async def create_template(
+    request: Request, principal: Principal = allowed("templates:write", Bucket.REQUESTS, audit="template.create")
+) -> JSONResponse:
+    body = await json_body(request, TemplateBody, max_bytes=MAX_TEMPLATE_BODY)
+    describe(request, f"name={body.name} imageRef={body.image_ref} steps={len(body.steps)}"
+             + (" public" if body.public else ""))
+    spec = template_spec(body)
     template = await services_of(request).templates.create(principal, spec,
                                                            _login(body.registry_credentials))
     return JSONResponse(_wire(principal, template), status_code=201)

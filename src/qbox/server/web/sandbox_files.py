@@ -29,6 +29,7 @@ from qbox.protocol.files import FileEntry, Mkdir
 from qbox.server.agent_client import FileStream
 from qbox.server.http.auditing import describe
 from qbox.server.http.body import lift_body_limit
+from qbox.server.http.files import declared_length
 from qbox.server.http.deps import services_of
 from qbox.server.services.files import FileWrite
 from qbox.server.web.access import Change, Page, Viewer, form_fields
@@ -202,14 +203,6 @@ async def download(sandbox_id: str, request: Request, path: str | None = _PATH,
                                       "Content-Disposition": _attachment(path or "")})
 
 
-def _declared_length(request: Request) -> int | None:
-    declared = request.headers.get("content-length")
-    if declared is None:
-        return None
-    if not declared.isdigit():
-        raise ValidationError.for_fields({"Content-Length": "must be a number of bytes"})
-    return int(declared)
-
 
 @router.post(PREFIX + "/upload", status_code=204)
 async def upload(sandbox_id: str, request: Request, path: str | None = _PATH, name: str | None = _NAME,
@@ -218,7 +211,7 @@ async def upload(sandbox_id: str, request: Request, path: str | None = _PATH, na
     await sandbox_of(request, viewer, sandbox_id)  # another's sandbox is a 404 before any 400
     target = _child(path, name)
     describe(request, f"write {target}")
-    how = FileWrite(create_parents=False, length=_declared_length(request))
+    how = FileWrite(create_parents=False, length=declared_length(request))
     lift_body_limit(request)  # streamed: the files service holds it to QBOX_MAX_FILE_BYTES
     await services_of(request).files.write(viewer.principal, sandbox_id, target, request.stream(), how)
     return Response(status_code=204)

@@ -30,7 +30,7 @@ from qbox.core.errors import CodeInterpreterDisabledError, SandboxNotActiveError
 from qbox.core.states import SandboxState
 from qbox.server.http import views
 from qbox.server.http.auditing import describe
-from qbox.server.http.code import ContextBody, ExecuteBody, _aggregate
+from qbox.server.http.code import ContextBody, ExecuteBody, aggregate
 from qbox.server.http.deps import json_body, services_of
 from qbox.server.services.code import events_of
 from qbox.server.web.access import Change, Page, Viewer
@@ -171,7 +171,7 @@ async def run_cell(
     relayed = await services_of(request).code.execute(viewer.principal, sandbox_id, body.to_agent())
     try:
         # A browser that goes away (the Stop button) interrupts the cell, as with the API.
-        execution = await unless_disconnected(request, _aggregate(events_of(relayed.chunks)))
+        execution = await unless_disconnected(request, aggregate(events_of(relayed.chunks)))
     finally:
         await relayed.close()
     if execution is None:

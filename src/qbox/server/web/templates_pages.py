@@ -26,8 +26,9 @@ from qbox.server.http import views
 from qbox.server.http.auditing import describe
 from qbox.server.http.deps import services_of
 from qbox.server.http.schemas import TemplateBody
+from qbox.server.http.templates import template_spec
 from qbox.server.services.template_access import may_change, owner_shown
-from qbox.server.services.templates import NewTemplate, RegistryLogin
+from qbox.server.services.templates import RegistryLogin
 from qbox.server.web.access import Change, Page, Viewer, form_fields
 from qbox.server.web.render import is_htmx, render
 
@@ -75,7 +76,7 @@ async def create_template(
         body, login = body_of(fields)
         describe(request, f"name={body.name} imageRef={body.image_ref} steps={len(body.steps)}"
                  + (" public" if body.public else ""))
-        template = await services_of(request).templates.create(viewer.principal, _spec(body), login)
+        template = await services_of(request).templates.create(viewer.principal, template_spec(body), login)
     except QboxError as exc:
         if exc.status >= 500:
             raise
@@ -209,18 +210,6 @@ def _pairs_by_comma(text: str) -> dict[str, str]:
         pairs[key.strip()] = value.strip()
     return pairs
 
-
-def _spec(body: TemplateBody) -> NewTemplate:
-    """The service's spec, as ``POST /v1/templates`` makes it."""
-    return NewTemplate(
-        name=body.name, image_ref=body.image_ref, default_vcpus=body.default_vcpus,
-        default_memory_mb=body.default_memory_mb, default_disk_mb=body.default_disk_mb,
-        ready_timeout_s=body.ready_timeout_s, enable_ssh=body.enable_ssh,
-        allow_internet_access=body.allow_internet_access, runtime=body.runtime, tags=body.tags,
-        start_cmd=body.start_cmd, ready_cmd=body.ready_cmd,
-        steps=[step.to_wire() for step in body.steps], user=body.user, workdir=body.workdir,
-        env=body.env, public=body.public, host_selector=body.host_selector,
-    )
 
 
 # --- one template --------------------------------------------------------------------------
