@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test test-unit test-integration test-compat test-security lint typecheck bench openapi clean
+.PHONY: setup run test test-unit test-integration test-compat test-security test-browser lint typecheck bench openapi clean
 
 setup:
 	@bash scripts/setup.sh
@@ -24,6 +24,9 @@ test-compat: setup
 
 test-security: setup
 	$(PY) -m pytest -q tests/security
+
+test-browser: setup
+	$(PY) -m pytest -q tests/browser
 
 lint: setup
 	$(VENV)/bin/ruff check src tests
