@@ -99,3 +99,12 @@ def test_an_unknown_page_is_a_page_not_json(web_member: WebClient) -> None:
     assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
     assert "Not found" in text_of(r.text) and r.text.lstrip().startswith("<!doctype html>")
     assert "Signed in as" in text_of(r.text)
+
+
+def test_another_site_cannot_sign_a_browser_in(harness: Harness) -> None:
+    sign_in(harness, "frank@example.com")
+    browser = new_browser(harness)
+    r = browser.post("/login", data={"email": "frank@example.com", "password": PASSWORD},
+                     headers={"Origin": "https://evil.example"}, follow_redirects=False)
+    assert r.status_code == 403 and "qbox_session" not in r.headers.get("set-cookie", "")
+    assert "own login page" in text_of(r.text)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
-from qbox.server.http.access import rate_limited
+from qbox.core.errors import PermissionDeniedError
+from qbox.server.http.access import rate_limited, same_origin
 from qbox.server.http.auditing import describe
 from qbox.server.http.web_auth import LOGIN, LOGOUT
 from qbox.server.http.deps import client_ip, services_of
@@ -52,6 +53,9 @@ async def login(request: Request) -> Response:
     email, password = fields.get("email", "").strip(), fields.get("password", "")
     target = _safe_next(fields.get("next"))
     describe(request, f"email={email[:320]}")
+    if not same_origin(request):
+        # Another site's form signing the browser in to an account of the attacker's choosing.
+        raise PermissionDeniedError("sign in from this server's own login page", details={"reason": "origin"})
     user = await services.users.authenticate(email, password) if email and password else None
     if user is None:
         wait = services.limits.auth_failures.check(client_ip(request))
