@@ -87,6 +87,12 @@ def test_assets_are_served_by_content_hash_for_a_year(harness: Harness) -> None:
         r = harness.client.get(url)
         assert r.status_code == 200, url
         assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+    htmx = next(u for u in urls if u.endswith("/vendor/htmx.min.js"))
+    packed = harness.client.get(htmx, headers={"Accept-Encoding": "gzip"})
+    plain = harness.client.get(htmx, headers={"Accept-Encoding": "identity"})
+    assert packed.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+    assert packed.content == plain.content  # the client unpacked it to the same bytes
+    assert int(packed.headers["content-length"]) < len(plain.content) / 2
     stale = re.sub(r"/assets/[0-9a-f]{16}/", "/assets/0000000000000000/", urls[0])
     assert harness.client.get(stale).status_code == 404
     assert harness.client.get("/assets/0000000000000000/../../app.py").status_code == 404
