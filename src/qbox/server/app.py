@@ -66,8 +66,6 @@ class Startup:
     # Their runtime when not crun (e.g. {"python-gvisor": "runsc"}).
     builtin_runtimes: dict[str, str] = field(default_factory=dict)
     on_progress: Callable[[str], None] = lambda line: log.info("%s", line)
-    # Called once with the admin secret and its file when it is first created (shown once).
-    on_admin_created: Callable[[str, str], None] | None = None
     # Called once with the whole first admin (key, password, their files): what qbox up prints.
     on_first_admin: Callable[[bootstrap.AdminBootstrap], None] | None = None
     # Replaces the HTTP client to the local agent (tests pass an in-process one).
@@ -167,8 +165,6 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
             if interrupted:
                 startup.on_progress(f"templates: {interrupted} interrupted build(s) marked failed")
             admin = await bootstrap.ensure_admin(ctx)
-            if admin.secret and startup.on_admin_created:
-                startup.on_admin_created(admin.secret, str(admin.key_file))
             if admin.created and startup.on_first_admin:
                 startup.on_first_admin(admin)
             # The cluster CA, made at the first start: it signs joining hosts' certificates,

@@ -48,7 +48,7 @@ def make_harness(data_dir: Path, agent: RunningAgent | None = None, *, database:
         secrets: list[str] = []
         startup = Startup(builtin_templates={"python": "oci:/nonexistent:latest"},
                           local_agent=agent.client(), run_sandbox_loops=False,
-                          on_admin_created=lambda secret, _path: secrets.append(secret))
+                          on_first_admin=lambda admin: secrets.append(admin.secret or ''))
         client = stack.enter_context(TestClient(create_app(settings, startup),
                                                 raise_server_exceptions=False))
         key = secrets[0] if secrets else (data_dir / "admin-key").read_text().strip()

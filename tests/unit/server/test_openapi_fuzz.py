@@ -67,7 +67,7 @@ def api(tmp_path: Path, database: str | None) -> Iterator[Api]:
     with RunningAgent(tmp_path / "agent") as agent:
         startup = Startup(builtin_templates={"python": "oci:/nonexistent:latest"},
                           local_agent=agent.client(), run_sandbox_loops=False,
-                          on_admin_created=lambda secret, _path: secrets.append(secret))
+                          on_first_admin=lambda admin: secrets.append(admin.secret or ''))
         app = create_app(ServerSettings(data_dir=tmp_path, agent_secret=SECRET, database_url=database,
                                         **NO_LIMITS), startup)
         try:

@@ -76,7 +76,7 @@ def control_plane(tmp_path: Path) -> Iterator[tuple[int, ServerSettings, list[st
     with RunningAgent(tmp_path / "agent") as agent:
         keys: list[str] = []
         startup = Startup(local_agent=agent.client(), run_sandbox_loops=False,
-                          on_admin_created=lambda secret, _path: keys.append(secret))
+                          on_first_admin=lambda admin: keys.append(admin.secret or ''))
         with serving(server_config(create_app(settings, startup), settings, tls=tls)) as port:
             yield port, settings, keys
 

@@ -110,7 +110,7 @@ def plane(tmp_path: Path) -> Iterator[Plane]:
     tls = asyncio.run(listener_tls(settings))
     keys: list[str] = []
     app = create_app(settings, Startup(embedded_agent=False, run_sandbox_loops=False,
-                                       on_admin_created=lambda secret, _path: keys.append(secret)))
+                                       on_first_admin=lambda admin: keys.append(admin.secret or '')))
     trust = ssl.create_default_context(cafile=settings.data_dir / "tls" / "ca.crt")
     with served(server_config(app, settings, tls=tls), sock) as loop, \
             httpx.Client(base_url=url, verify=trust, headers={"Authorization": f"Bearer {keys[0]}"}) as admin:
