@@ -1,8 +1,10 @@
 """The dashboard in a real browser: Debian's Chromium, headless, driven by Playwright.
 
-One ``qbox up`` (crun, the built-in python template) serves the whole
-module set; each test gets fresh browser contexts, so cookies never leak
-between tests. ``signed_in`` opens a page as a user; ``accessible`` runs
+One ``qbox up`` (crun, the built-in python template) and one Chromium serve
+this package, and end with it: Playwright's sync API keeps an event loop
+running in the thread while it is open, which the asyncio tests after this
+package could not run beside. Each test gets fresh browser contexts, so
+cookies never leak between tests. ``signed_in`` opens a page as a user; ``accessible`` runs
 axe-core (from node_modules) on the page and fails on serious or critical
 violations; ``snapshot`` saves a screenshot under test-artifacts/screenshots.
 """
@@ -35,7 +37,7 @@ PASSWORD = "browser tests password"
 ADMIN = "admin@localhost"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def web_base() -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="qbox-web-"))
     try:
@@ -44,7 +46,7 @@ def web_base() -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def image_dir(web_base: Path) -> Path:
     """Where the tests put images for templates to be built from offline (``QBOX_IMPORT_DIRS``)."""
     path = web_base / "images"
@@ -52,19 +54,19 @@ def image_dir(web_base: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def qbox_web(web_base: Path, image_dir: Path) -> Iterator[QboxUp]:
     with running_qbox(web_base / "data", env={"QBOX_IMPORT_DIRS": str(image_dir)}) as up:
         yield up
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def admin_password(qbox_web: QboxUp) -> str:
     """What `qbox up` printed at its first start, as it keeps it."""
     return (qbox_web.data_dir / "admin-password").read_text().strip()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
