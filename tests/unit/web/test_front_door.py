@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 
-from tests.unit.server.conftest import Harness
+from tests.unit.server.conftest import Harness, make_harness
 from tests.unit.web.helpers import ORIGIN, PASSWORD, WebClient, new_browser, sign_in, text_of
 
 
@@ -114,3 +115,16 @@ def test_another_site_cannot_sign_a_browser_in(harness: Harness) -> None:
                      headers={"Origin": "https://evil.example"}, follow_redirects=False)
     assert r.status_code == 403 and "qbox_session" not in r.headers.get("set-cookie", "")
     assert "own login page" in text_of(r.text)
+
+
+def test_behind_a_proxy_changes_come_from_the_public_url(tmp_path: Path) -> None:
+    """A load balancer ends TLS: the replica sees http://testserver, browsers are on the public
+    URL (QBOX_PUBLIC_URL). Changes from there are ours; from anywhere else they are not."""
+    for h in make_harness(tmp_path, database=None, public_url="https://qbox.example.com"):
+        member = sign_in(h, "gina@example.com")
+        r = member.client.post("/logout", data={"csrf_token": member.csrf}, follow_redirects=False,
+                               headers={"Origin": "https://evil.example"})
+        assert r.status_code == 403
+        r = member.client.post("/logout", data={"csrf_token": member.csrf}, follow_redirects=False,
+                               headers={"Origin": "https://qbox.example.com"})
+        assert (r.status_code, r.headers["location"]) == (303, "/login")

@@ -66,7 +66,8 @@ def rate_limited(retry_after: float, what: str) -> RateLimitedError:
 
 
 def same_origin(conn: HTTPConnection, *, strict: bool = False) -> bool:
-    """Whether the Origin (or Referer) is our own; a WebSocket's ws/wss is our http/https.
+    """Whether the Origin (or Referer) is our own (or QBOX_PUBLIC_URL's); a WebSocket's
+    ws/wss is our http/https.
 
     Without either header a request counts as same-origin (non-browser clients,
     which still need the CSRF token), unless ``strict``.
@@ -76,7 +77,13 @@ def same_origin(conn: HTTPConnection, *, strict: bool = False) -> bool:
         return not strict
     parts = urlsplit(origin)
     scheme = _HTTP_SCHEMES.get(conn.url.scheme, conn.url.scheme)
-    return f"{parts.scheme}://{parts.netloc}" == f"{scheme}://{conn.url.netloc}"
+    given = f"{parts.scheme}://{parts.netloc}"
+    if given == f"{scheme}://{conn.url.netloc}":
+        return True
+    # Behind a load balancer that ends TLS, this replica sees http://its-address while
+    # browsers are on the public URL the operator configured (QBOX_PUBLIC_URL).
+    public = services_of(conn).ctx.settings.public_url
+    return public is not None and given == "{0.scheme}://{0.netloc}".format(urlsplit(public))
 
 
 def _credentials(conn: HTTPConnection) -> tuple[str, str]:
