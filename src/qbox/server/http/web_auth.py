@@ -94,12 +94,17 @@ async def login(request: Request) -> JSONResponse:
             raise rate_limited(wait, "failed logins from this address")
         raise AuthenticationError("wrong email or password")
     cookie, csrf = await services.web_sessions.open(user)
-    secure = services.ctx.settings.secure_cookies or request.url.scheme == "https"
     response = JSONResponse({"user": user_wire(user), "csrfToken": csrf})
+    set_session_cookies(request, response, cookie, csrf)
+    return response
+
+
+def set_session_cookies(request: Request, response: Response, cookie: str, csrf: str) -> None:
+    """The dashboard session's cookies (the API's login and the login page set the same)."""
+    secure = services_of(request).ctx.settings.secure_cookies or request.url.scheme == "https"
     response.set_cookie(SESSION_COOKIE, cookie, httponly=True, samesite="lax", secure=secure, path="/")
     # Readable by our own pages' scripts (double submit); useless to other sites.
     response.set_cookie(CSRF_COOKIE, csrf, httponly=False, samesite="lax", secure=secure, path="/")
-    return response
 
 
 @router.get("/session", responses=answers(200, rm.SessionInfo))

@@ -12,7 +12,6 @@ reads alike whichever way a change came.
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -24,8 +23,7 @@ from qbox.server.http.access import Bucket, check_path_ids, draw, require_admin,
 from qbox.server.http.auditing import Audited, allowed_to_change, note_of
 from qbox.server.http.body import read_body
 from qbox.server.http.deps import services_of
-from qbox.server.principal import Principal
-from qbox.server.services.web_sessions import SESSION_COOKIE
+from qbox.server.services.web_sessions import SESSION_COOKIE, SessionPrincipal
 
 _MAX_FORM_FIELDS = 256
 
@@ -35,18 +33,12 @@ class LoginRequired(AuthenticationError):
 
 
 @dataclass(frozen=True)
-class Viewer:
+class Viewer(SessionPrincipal):
     """The signed-in user looking at a page, and the CSRF token its changes must echo."""
-
-    principal: Principal
-    csrf_token: str
 
     @property
     def is_admin(self) -> bool:
         return self.principal.is_admin
-
-    def csrf_ok(self, presented: str | None) -> bool:
-        return bool(presented) and hmac.compare_digest(self.csrf_token, presented or "")
 
 
 async def viewer_of(conn: HTTPConnection) -> Viewer:
@@ -77,27 +69,13 @@ class Page:
         return viewer
 
 
-async def form_fields(request: Request) -> dict[str, str]:
-    """An urlencoded form's fields (the first of a repeated name), bounded like every body.
+async def form_lists(request: Request) -> dict[str, list[str]]:
+    """An urlencoded form's fields with every value of a repeated name (checkboxes), bounded
+    like every body.
 
     A multipart body is not read here: its route streams it (file uploads), and
     its CSRF token comes in the header.
     """
-    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-        return {}
-    raw = await read_body(request, services_of(request).ctx.settings.max_json_body_bytes)
-    fields: dict[str, str] = {}
-    try:
-        pairs = parse_qsl(raw.decode("utf-8"), errors="strict", max_num_fields=_MAX_FORM_FIELDS)
-    except (UnicodeDecodeError, ValueError):
-        return {}
-    for key, value in pairs:
-        fields.setdefault(key, value)
-    return fields
-
-
-async def form_lists(request: Request) -> dict[str, list[str]]:
-    """An urlencoded form's fields with every value of a repeated name (checkboxes)."""
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         return {}
     raw = await read_body(request, services_of(request).ctx.settings.max_json_body_bytes)
@@ -109,6 +87,11 @@ async def form_lists(request: Request) -> dict[str, list[str]]:
     for key, value in pairs:
         lists.setdefault(key, []).append(value)
     return lists
+
+
+async def form_fields(request: Request) -> dict[str, str]:
+    """An urlencoded form's fields (the first value of a repeated name)."""
+    return {key: values[0] for key, values in (await form_lists(request)).items()}
 
 
 @dataclass(frozen=True)

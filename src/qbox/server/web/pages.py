@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 from qbox.core.errors import PermissionDeniedError
 from qbox.server.http.access import rate_limited, same_origin
 from qbox.server.http.auditing import describe
-from qbox.server.http.web_auth import LOGIN, LOGOUT
+from qbox.server.http.web_auth import LOGIN, LOGOUT, set_session_cookies
 from qbox.server.http.deps import client_ip, services_of
 from qbox.server.services.web_sessions import CSRF_COOKIE, SESSION_COOKIE
 from qbox.server.web.access import Change, Viewer, form_fields
@@ -65,10 +65,8 @@ async def login(request: Request) -> Response:
                       error="Wrong email or password." if email and password
                       else "Enter your email and password.")
     cookie, csrf = await services.web_sessions.open(user)
-    secure = services.ctx.settings.secure_cookies or request.url.scheme == "https"
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(SESSION_COOKIE, cookie, httponly=True, samesite="lax", secure=secure, path="/")
-    response.set_cookie(CSRF_COOKIE, csrf, httponly=False, samesite="lax", secure=secure, path="/")
+    set_session_cookies(request, response, cookie, csrf)
     return response
 
 
