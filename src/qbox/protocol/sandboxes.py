@@ -35,6 +35,20 @@ class SandboxSpec(Wire):
     # When the agent ends the sandbox itself (reason "timeout") if no control plane did:
     # deadlines hold while the control plane is down. None: no auto-kill.
     deadline_at: WireTime | None = None
+    # "eager": the kernel host and the default context start at boot; "lazy": on the
+    # first code-interpreter call (an idle sandbox then costs what the runtime costs).
+    code_interpreter: Literal["eager", "lazy"] = "lazy"
+
+
+class SandboxClaim(Wire):
+    """``POST /sandboxes/{id}/claim``: a booted (pooled) sandbox becomes a request's. ``envs``
+    replace the boot envs for every later process, shell and code execution; the limits
+    only shrink (above the boot values: 422)."""
+
+    envs: dict[str, str] = Field(default_factory=dict)
+    vcpus: int = Field(ge=1, le=1024)
+    memory_mb: int = Field(ge=16)
+    deadline_at: WireTime | None = None
 
 
 class SandboxDeadline(Wire):

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from qbox.protocol.sandboxes import SandboxCreated, SandboxDeadline, SandboxInfo, SandboxSpec
+from qbox.protocol.sandboxes import (
+    SandboxClaim,
+    SandboxCreated,
+    SandboxDeadline,
+    SandboxInfo,
+    SandboxSpec,
+)
 from qbox.server.agent_client.transport import Transport, parsed, parsed_list, path
 
 
@@ -26,6 +32,12 @@ class SandboxClient:
         did first; None: never. 404 ``sandbox_not_found`` when the host does not hold it."""
         await self._transport.call("PUT", path("sandboxes", sandbox_id, "deadline"),
                                    body=SandboxDeadline(deadline_at=deadline))
+
+    async def claim(self, sandbox_id: str, claim: SandboxClaim) -> SandboxInfo:
+        """A booted sandbox takes a request's envs, smaller limits and deadline. 404
+        ``sandbox_not_found``; 409 when it is not running; 422 when a limit grows."""
+        return parsed(SandboxInfo, await self._transport.call(
+            "POST", path("sandboxes", sandbox_id, "claim"), body=claim))
 
     async def delete(self, sandbox_id: str) -> None:
         """Idempotent: an unknown id is fine."""
