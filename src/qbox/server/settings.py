@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qbox.core.errors import ValidationError
@@ -119,6 +119,14 @@ class ServerSettings(BaseSettings):
     # What the agents' image gc spares (QBOX_IMAGE_GC_GRACE_SECONDS, read by both): a
     # deletion's gc runs again once this has passed, to take what the grace kept.
     image_gc_grace_seconds: float = Field(default=60.0, ge=0)
+
+    # Warm pools (services/pools.py): the pool size of the built-in templates, how long a
+    # pooled sandbox waits for a claim before it is replaced, and the largest size a template
+    # may ask for.
+    warm_pool_default: int = Field(default=0, ge=0)
+    warm_pool_max_age_seconds: int = Field(default=3600, ge=1, validation_alias=AliasChoices(
+        "warm_pool_max_age_seconds", "QBOX_WARM_POOL_MAX_AGE"))
+    warm_pool_max_size: int = Field(default=50, ge=0)
 
     @property
     def fence_seconds(self) -> float:

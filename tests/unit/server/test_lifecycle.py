@@ -20,6 +20,7 @@ from qbox.server.services.lifecycle import (
     LifecycleEvent,
     SandboxLifecycle,
     booting_row,
+    claimed_row,
     next_state,
 )
 from tests.unit.server.service_db import HostRecorder, add_sandbox, log_of, row, service_context
@@ -43,6 +44,7 @@ EXPECTED: dict[LifecycleEvent, tuple[set[SandboxState], SandboxState, str]] = {
     E.BOOT_LOST: ({S.PENDING, S.BOOTING, S.RUNNING, S.PAUSED, S.SNAPSHOTTED}, S.FAILED, "error"),
     E.HOST_LOST: ({S.PENDING, S.BOOTING, S.RUNNING, S.PAUSED, S.SNAPSHOTTED}, S.FAILED, "error"),
     E.HOST_REMOVED: ({S.PENDING, S.BOOTING, S.RUNNING, S.PAUSED, S.SNAPSHOTTED}, S.FAILED, "error"),
+    E.CLAIM_FAILED: ({S.PENDING, S.BOOTING, S.RUNNING, S.PAUSED, S.SNAPSHOTTED}, S.FAILED, "error"),
 }
 
 # The facts each event's reason names, and the reason they make.
@@ -62,6 +64,7 @@ REASONS: dict[LifecycleEvent, tuple[dict[str, object], str]] = {
                   "lost: its boot on host h1 did not finish (the control plane stopped)"),
     E.HOST_LOST: ({"host": "h1", "seconds": 61}, "host lost: host h1 sent no heartbeat for 61 s"),
     E.HOST_REMOVED: ({"host": "h1"}, "host removed: host h1 was removed by an operator"),
+    E.CLAIM_FAILED: ({"error": "gone"}, "boot failed: its pooled sandbox could not be claimed: gone"),
 }
 
 PAIRS = list(itertools.product(SandboxState, LifecycleEvent))
@@ -109,6 +112,11 @@ def test_reasons_are_the_documented_words() -> None:
 
 def test_a_new_sandbox_row_is_booting() -> None:
     assert booting_row(id="sb_x").status == S.BOOTING
+
+
+def test_a_claimed_pooled_sandbox_row_is_running_and_from_the_pool() -> None:
+    row = claimed_row(id="sb_x")
+    assert row.status == S.RUNNING and row.from_pool is True
 
 
 # --- against the database --------------------------------------------------------

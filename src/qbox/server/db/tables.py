@@ -249,6 +249,13 @@ class Template(Base):
     build_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     build_started_at: Mapped[datetime | None] = mapped_column(default=None)
     build_finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    # "eager": the kernel starts at boot; "lazy": at the first code-interpreter call.
+    code_interpreter: Mapped[str] = mapped_column(String(8), default="lazy", server_default="lazy")
+    # Pooled sandboxes kept booted (services/pools.py). None: QBOX_WARM_POOL_DEFAULT for a
+    # built-in, 0 for the rest.
+    warm_pool_size: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Pooled sandboxes start their kernel at boot (a claim's first code then answers at once).
+    warm_pool_eager: Mapped[bool] = mapped_column(default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -291,6 +298,32 @@ class Sandbox(Base):
     booted_at: Mapped[datetime | None] = mapped_column(default=None)
     ended_at: Mapped[datetime | None] = mapped_column(default=None)
     end_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # Claimed from its template's warm pool rather than booted for its request.
+    from_pool: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+
+class WarmSandbox(Base):
+    """A pooled sandbox: booted from a template for no one yet (services/pools.py). It has no
+    ``sandboxes`` row, so no user sees it; a claim deletes this row and writes that one."""
+
+    __tablename__ = "warm_sandboxes"
+    __table_args__ = (Index("ix_warm_sandboxes_template_status", "template_id", "status"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    template_id: Mapped[str] = mapped_column(ForeignKey("templates.id", ondelete="CASCADE"))
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
+    # booting | ready (booted, waiting for a claim).
+    status: Mapped[str] = mapped_column(String(16))
+    # The template's build it was booted from: a rebuild makes it stale.
+    build_generation: Mapped[int] = mapped_column(Integer)
+    image_digest: Mapped[str] = mapped_column(String(80))
+    runtime: Mapped[str] = mapped_column(String(16))
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    disk_size_mb: Mapped[int] = mapped_column(Integer)
+    allow_internet_access: Mapped[bool] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ready_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class SandboxEvent(Base):

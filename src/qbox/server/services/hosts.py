@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from qbox.core.errors import ConflictError, NotFoundError, ValidationError
 from qbox.core.states import LIVE_STATES
 from qbox.protocol.host import Health
-from qbox.server.db.tables import Host, Sandbox, Template
+from qbox.server.db.tables import Host, Sandbox, Template, WarmSandbox
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.lifecycle import Change, LifecycleEvent, SandboxLifecycle, values_of
 
@@ -94,13 +94,25 @@ class HostView:
 
 
 async def reserved_on(session: AsyncSession, host_ids: Iterable[str]) -> dict[str, Reserved]:
-    rows = (await session.execute(
-        select(Sandbox.host_id, func.count(), func.coalesce(func.sum(Sandbox.vcpus), 0),
-               func.coalesce(func.sum(Sandbox.memory_mb), 0),
-               func.coalesce(func.sum(Sandbox.disk_size_mb), 0))
-        .where(Sandbox.host_id.in_(list(host_ids)), Sandbox.status.in_(values_of(LIVE_STATES)))
-        .group_by(Sandbox.host_id))).all()
-    return {str(row[0]): Reserved(int(row[1]), int(row[2]), int(row[3]), int(row[4] or 0)) for row in rows}
+    """What the live sandboxes and the pooled ones (warm pools hold host capacity too)
+    reserve on each host."""
+    ids = list(host_ids)
+    live = (select(Sandbox.host_id, func.count(), func.coalesce(func.sum(Sandbox.vcpus), 0),
+                   func.coalesce(func.sum(Sandbox.memory_mb), 0),
+                   func.coalesce(func.sum(Sandbox.disk_size_mb), 0))
+            .where(Sandbox.host_id.in_(ids), Sandbox.status.in_(values_of(LIVE_STATES)))
+            .group_by(Sandbox.host_id))
+    pooled = (select(WarmSandbox.host_id, func.count(), func.coalesce(func.sum(WarmSandbox.vcpus), 0),
+                     func.coalesce(func.sum(WarmSandbox.memory_mb), 0),
+                     func.coalesce(func.sum(WarmSandbox.disk_size_mb), 0))
+              .where(WarmSandbox.host_id.in_(ids)).group_by(WarmSandbox.host_id))
+    found: dict[str, Reserved] = {}
+    for query in (live, pooled):
+        for row in (await session.execute(query)).all():
+            was = found.get(str(row[0]), Reserved())
+            found[str(row[0])] = Reserved(was.sandboxes + int(row[1]), was.vcpus + int(row[2]),
+                                          was.memory_mb + int(row[3]), was.disk_mb + int(row[4] or 0))
+    return found
 
 
 async def _templates_by_digest(session: AsyncSession, hosts: Sequence[Host]) -> dict[str, list[str]]:

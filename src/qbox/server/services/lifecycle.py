@@ -17,6 +17,10 @@ its ``endReason``:
     boot_lost             live      failed      lost: its boot on host {host} did not finish …
     host_lost             live      failed      host lost: host {host} sent no heartbeat for {seconds} s
     host_removed          live      failed      host removed: host {host} was removed by an operator
+    claim_failed          live      failed      boot failed: its pooled sandbox could not be claimed: {error}
+
+A sandbox claimed from a warm pool (services/pools.py) starts ``running``
+(``claimed_row``): its boot happened before anyone asked for it.
 
 Each change is one conditional UPDATE on the current status, so actors that
 race (a DELETE and the boot, the reaper and a DELETE, the host sync and
@@ -58,6 +62,7 @@ class LifecycleEvent(StrEnum):
     BOOT_LOST = "boot_lost"
     HOST_LOST = "host_lost"
     HOST_REMOVED = "host_removed"
+    CLAIM_FAILED = "claim_failed"
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,9 @@ TABLE: dict[LifecycleEvent, Rule] = {
                                    "host lost: host {host} sent no heartbeat for {seconds} s", "error"),
     LifecycleEvent.HOST_REMOVED: Rule(LIVE_STATES, SandboxState.FAILED,
                                       "host removed: host {host} was removed by an operator", "error"),
+    LifecycleEvent.CLAIM_FAILED: Rule(LIVE_STATES, SandboxState.FAILED,
+                                      "boot failed: its pooled sandbox could not be claimed: {error}",
+                                      "error"),
 }
 
 
@@ -125,6 +133,11 @@ def values_of(states: Iterable[SandboxState]) -> list[str]:
 def booting_row(**columns: Any) -> Sandbox:
     """A new sandbox's row: every sandbox starts ``booting``."""
     return Sandbox(status=SandboxState.BOOTING.value, **columns)
+
+
+def claimed_row(**columns: Any) -> Sandbox:
+    """The row of a sandbox claimed from a warm pool: booted already, so ``running``."""
+    return Sandbox(status=SandboxState.RUNNING.value, from_pool=True, **columns)
 
 
 class SandboxLifecycle:
