@@ -101,6 +101,8 @@ from qbox.sdk._models import (
     ServiceInfo,
     SystemInfo,
     TemplateInfo,
+    WarmPool,
+    WarmPoolInfo,
 )
 from qbox.sdk._quota_models import QuotaDefaults, QuotaInfo, QuotaValues
 from qbox.sdk._sandbox import Sandbox
@@ -218,4 +220,6 @@ __all__ = [
     "UserInfo",
     "Users",
     "ValidationError",
+    "WarmPool",
+    "WarmPoolInfo",
 ]

@@ -86,6 +86,40 @@ class ServiceInfo:
     version: str = ""
 
 
+CodeInterpreterMode = Literal["lazy", "eager"]
+
+
+@dataclass(frozen=True)
+class WarmPool:
+    """A template's warm pool as asked for: ``size`` sandboxes kept booted and waiting for a
+    spawn to claim one; ``eager`` starts their code interpreter too, so a first ``run_code``
+    on a claimed one answers at once."""
+
+    size: int
+    eager: bool = True
+
+    def body(self) -> dict[str, Any]:
+        return {"size": int(self.size), "eager": bool(self.eager)}
+
+
+@dataclass(frozen=True)
+class WarmPoolInfo:
+    """A template's warm pool as it stands: ``size`` (the effective one), ``ready`` (booted and
+    waiting), ``booting`` (being booted), ``claimed`` (live sandboxes that came from it)."""
+
+    size: int = 0
+    eager: bool = True
+    ready: int = 0
+    booting: int = 0
+    claimed: int = 0
+
+    @classmethod
+    def from_wire(cls, value: Any) -> WarmPoolInfo:
+        data = value if isinstance(value, dict) else {}
+        return cls(size=_int(data, "size"), eager=bool(data.get("eager", True)), ready=_int(data, "ready"),
+                   booting=_int(data, "booting"), claimed=_int(data, "claimed"))
+
+
 @dataclass(frozen=True)
 class TemplateInfo:
     id: str
@@ -120,6 +154,9 @@ class TemplateInfo:
     ready_timeout_s: int = 0
     # Labels a host must carry to run its sandboxes.
     host_selector: dict[str, str] = field(default_factory=dict)
+    # "lazy": a sandbox's kernel starts on its first code call; "eager": at boot.
+    code_interpreter: str = "lazy"
+    warm_pool: WarmPoolInfo = field(default_factory=WarmPoolInfo)
     registry_ref: str = ""
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -176,6 +213,9 @@ class TemplateInfo:
             ready_cmd=_opt_str(data, "readyCmd"),
             ready_timeout_s=_int(data, "readyTimeoutS"),
             host_selector=_str_map(data, "hostSelector"),
+            # A server from before lazy kernels started every kernel at boot.
+            code_interpreter=_str(data, "codeInterpreter", "eager"),
+            warm_pool=WarmPoolInfo.from_wire(data.get("warmPool")),
             registry_ref=_str(data, "registryRef"),
             created_at=_time(data, "createdAt"),
             updated_at=_time(data, "updatedAt"),
@@ -200,6 +240,8 @@ class SandboxInfo:
     end_reason: str | None = None
     disk_size_mb: int | None = None
     services: tuple[ServiceInfo, ...] = ()
+    # Claimed from its template's warm pool (booted before it was asked for) rather than booted for it.
+    from_pool: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -254,6 +296,7 @@ class SandboxInfo:
             end_reason=_opt_str(data, "endReason"),
             disk_size_mb=None if disk is None else _int(data, "diskSizeMb"),
             services=services,
+            from_pool=bool(data.get("fromPool", False)),
             raw=data,
         )
 

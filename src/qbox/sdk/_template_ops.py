@@ -26,7 +26,7 @@ from qbox.core.errors import (
     TransportError,
 )
 from qbox.sdk._api import Api
-from qbox.sdk._models import TemplateInfo, as_list
+from qbox.sdk._models import CodeInterpreterMode, TemplateInfo, WarmPool, as_list
 from qbox.sdk._sandbox_ops import TEMPLATE_ID_PREFIX
 from qbox.sdk._steps import AsyncCallback, Close, Deliver, Now, Op, Read, Sleep
 
@@ -113,6 +113,8 @@ class TemplateSpec:
     registry_credentials: RegistryCredentials | None = field(default=None, repr=False)
     public: bool = False
     host_selector: Mapping[str, str] | None = None
+    code_interpreter: CodeInterpreterMode | None = None
+    warm_pool: WarmPool | None = None
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -135,6 +137,8 @@ class TemplateSpec:
             "allowInternetAccess": self.allow_internet_access,
             "runtime": self.runtime,
             "hostSelector": _selector(self.host_selector) if self.host_selector else None,
+            "codeInterpreter": self.code_interpreter,
+            "warmPool": None if self.warm_pool is None else self.warm_pool.body(),
         }
         body.update({key: value for key, value in optional.items() if value is not None})
         if self.public:
@@ -218,6 +222,29 @@ def set_template_public(api: Api, template: str, public: bool) -> Op[TemplateInf
 def set_host_selector(api: Api, template: str, selector: Mapping[str, str]) -> Op[TemplateInfo]:
     """``PATCH /v1/templates/{id}``: the labels a host needs to run its sandboxes (replaced whole)."""
     return (yield from _patch(api, template, {"hostSelector": _selector(selector)}))
+
+
+def as_warm_pool(value: WarmPool | int | None) -> WarmPool | None:
+    """``warm_pool=`` as given: a ``WarmPool``, or just its size (its kernels then start eagerly)."""
+    return WarmPool(value) if isinstance(value, int) else value
+
+
+def warm_pool_patch(size: int | None, eager: bool | None) -> dict[str, Any]:
+    """The ``warmPool`` of a PATCH body: only what is given changes."""
+    if size is None and eager is None:
+        raise ValueError("set_warm_pool needs size, eager or both")
+    fields = {"size": None if size is None else int(size), "eager": None if eager is None else bool(eager)}
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def set_warm_pool(api: Api, template: str, size: int | None, eager: bool | None) -> Op[TemplateInfo]:
+    """``PATCH /v1/templates/{id}`` ``{"warmPool": …}``: a size above 0 is for admins only."""
+    return (yield from _patch(api, template, {"warmPool": warm_pool_patch(size, eager)}))
+
+
+def set_code_interpreter(api: Api, template: str, mode: CodeInterpreterMode) -> Op[TemplateInfo]:
+    """``PATCH /v1/templates/{id}``: when its new sandboxes start their kernel (owner or admin)."""
+    return (yield from _patch(api, template, {"codeInterpreter": mode}))
 
 
 def _patch(api: Api, template: str, body: dict[str, Any]) -> Op[TemplateInfo]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from qbox.sdk import _template_ops as ops
 from qbox.sdk._config import ConnectionConfig
-from qbox.sdk._models import TemplateInfo
+from qbox.sdk._models import CodeInterpreterMode, TemplateInfo, WarmPool
 from qbox.sdk._template_ops import AsyncLogCallback, LogCallback, RegistryCredentials, TemplateSpec
 from qbox.sdk._transport import AsyncConnection, Connection
 
@@ -48,6 +48,8 @@ class Template:
         registry_credentials: RegistryCredentials | None = None,
         public: bool = False,
         host_selector: Mapping[str, str] | None = None,
+        code_interpreter: CodeInterpreterMode | None = None,
+        warm_pool: WarmPool | int | None = None,
         wait: bool = False,
         on_log: LogCallback | None = None,
         timeout: float | None = ops.DEFAULT_BUILD_TIMEOUT,
@@ -69,6 +71,11 @@ class Template:
         ``host_selector`` (``{"gpu": "true"}``) keeps its sandboxes on hosts carrying every one
         of those labels (see ``set_host_selector``).
 
+        ``code_interpreter``: ``"lazy"`` (the server's default) starts a sandbox's kernel on its
+        first code call, so an idle sandbox costs next to nothing; ``"eager"`` starts it at boot.
+        ``warm_pool`` (``WarmPool(2)``, or just ``2``; admins only for a size above 0) keeps that
+        many sandboxes booted for spawns to claim at once (see ``set_warm_pool``).
+
         The template is yours: other members neither see nor spawn it unless an admin makes it
         ``public`` (here, or with ``set_public``). Members build from registry images only;
         local sources (``oci:``, ``oci-archive:``, ``docker-archive:``) are for admins, inside
@@ -80,6 +87,7 @@ class Template:
             default_disk_mb=default_disk_mb, enable_ssh=enable_ssh, tags=tags or (), user=user, workdir=workdir,
             env=env, allow_internet_access=allow_internet_access, runtime=runtime,
             registry_credentials=registry_credentials, public=public, host_selector=host_selector,
+            code_interpreter=code_interpreter, warm_pool=ops.as_warm_pool(warm_pool),
         )  # fmt: skip
         with Connection.open(config, api_key, base_url, request_timeout) as conn:
             return conn.run(ops.create_template(conn.api, spec, ops.BuildWait.asked(wait, on_log, timeout)))
@@ -144,6 +152,41 @@ class Template:
         No host matching is a ``HostNoCapacityError`` at spawn."""
         with Connection.open(config, api_key, base_url, request_timeout) as conn:
             return conn.run(ops.set_host_selector(conn.api, template, selector))
+
+    @classmethod
+    def set_warm_pool(
+        cls,
+        template: str,
+        size: int | None = None,
+        *,
+        eager: bool | None = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> TemplateInfo:
+        """Keep ``size`` sandboxes of the template (id or name) booted for spawns to claim (``0``:
+        none); ``eager`` starts their code interpreter too. What is left out stays. A size above
+        0 is for admins (``PermissionDeniedError``): a pool holds host capacity every user shares;
+        ``eager`` is the owner's or an admin's. ``info.warm_pool`` shows ready/booting/claimed."""
+        with Connection.open(config, api_key, base_url, request_timeout) as conn:
+            return conn.run(ops.set_warm_pool(conn.api, template, size, eager))
+
+    @classmethod
+    def set_code_interpreter(
+        cls,
+        template: str,
+        mode: CodeInterpreterMode,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> TemplateInfo:
+        """``"lazy"``: the template's new sandboxes start their kernel on the first code call;
+        ``"eager"``: at boot. Its owner or an admin."""
+        with Connection.open(config, api_key, base_url, request_timeout) as conn:
+            return conn.run(ops.set_code_interpreter(conn.api, template, mode))
 
     @classmethod
     def delete(
@@ -256,6 +299,8 @@ class AsyncTemplate:
         registry_credentials: RegistryCredentials | None = None,
         public: bool = False,
         host_selector: Mapping[str, str] | None = None,
+        code_interpreter: CodeInterpreterMode | None = None,
+        warm_pool: WarmPool | int | None = None,
         wait: bool = False,
         on_log: AsyncLogCallback | None = None,
         timeout: float | None = ops.DEFAULT_BUILD_TIMEOUT,
@@ -271,6 +316,7 @@ class AsyncTemplate:
             default_disk_mb=default_disk_mb, enable_ssh=enable_ssh, tags=tags or (), user=user, workdir=workdir,
             env=env, allow_internet_access=allow_internet_access, runtime=runtime,
             registry_credentials=registry_credentials, public=public, host_selector=host_selector,
+            code_interpreter=code_interpreter, warm_pool=ops.as_warm_pool(warm_pool),
         )  # fmt: skip
         async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
             return await conn.run(ops.create_template(conn.api, spec, ops.BuildWait.asked(wait, on_log, timeout)))
@@ -332,6 +378,37 @@ class AsyncTemplate:
         """As ``Template.set_host_selector``, awaited."""
         async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
             return await conn.run(ops.set_host_selector(conn.api, template, selector))
+
+    @classmethod
+    async def set_warm_pool(
+        cls,
+        template: str,
+        size: int | None = None,
+        *,
+        eager: bool | None = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> TemplateInfo:
+        """As ``Template.set_warm_pool``, awaited."""
+        async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
+            return await conn.run(ops.set_warm_pool(conn.api, template, size, eager))
+
+    @classmethod
+    async def set_code_interpreter(
+        cls,
+        template: str,
+        mode: CodeInterpreterMode,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        config: ConnectionConfig | None = None,
+    ) -> TemplateInfo:
+        """As ``Template.set_code_interpreter``, awaited."""
+        async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
+            return await conn.run(ops.set_code_interpreter(conn.api, template, mode))
 
     @classmethod
     async def delete(

@@ -116,6 +116,8 @@ PUBLIC = [
     "UserInfo",
     "Users",
     "ValidationError",
+    "WarmPool",
+    "WarmPoolInfo",
 ]
 
 
