@@ -38,6 +38,7 @@ def _fields(info: SandboxInfo) -> list[tuple[str, Any]]:
         ("Disk (MiB)", info.disk_size_mb),
         ("Timeout (s)", info.timeout_seconds or "none"),
         ("Internet", info.allow_internet_access),
+        ("From pool", info.from_pool),
         ("Services", [s.name for s in info.services]),
         ("Labels", info.labels),
         ("Created", info.created_at),

@@ -9,27 +9,39 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
 from qbox.cli.context import CliState, confirm_or_decline, json_option, pass_state
-from qbox.sdk import Step, Template, TemplateInfo
+from qbox.sdk import Step, Template, TemplateInfo, WarmPool, WarmPoolInfo
 
 # WIRE_PROTOCOL.md §8.4: a `templates create` wait that ran out.
 DEFAULT_WAIT_SECONDS = 300
 TEMPLATE_USER = "user"  # the server's default account for a template
-TEMPLATE_COLUMNS = ("ID", "NAME", "STATUS", "VCPUS", "MEMORY", "SIZE (MiB)", "UPDATED")
+TEMPLATE_COLUMNS = ("ID", "NAME", "STATUS", "VCPUS", "MEMORY", "SIZE (MiB)", "POOL", "UPDATED")
 # The options that become build steps, in the order they are given on the command line.
 STEP_OPTIONS = ("run", "run_as_user", "env", "workdir", "copy")
 _ORDER_KEY = "qbox.templates.option_order"
+MODES: dict[str, Literal["lazy", "eager"]] = {"lazy": "lazy", "eager": "eager"}  # --code-interpreter
 
 
 def _row(info: TemplateInfo) -> list[Any]:
     return [info.id, info.name, info.status, info.default_vcpus, info.default_memory_mb,
-            info.size_bytes // (1024 * 1024), info.updated_at]
+            info.size_bytes // (1024 * 1024), _pool_cell(info.warm_pool), info.updated_at]
+
+
+def _pool_cell(pool: WarmPoolInfo) -> str:
+    """ready/size, or "-" for a template without a pool."""
+    return f"{pool.ready}/{pool.size}" if pool.size else "-"
+
+
+def _pool_text(pool: WarmPoolInfo) -> str:
+    kernels = "kernels started" if pool.eager else "kernels lazy"
+    return (f"{pool.size} ({kernels}): {pool.ready} ready, {pool.booting} booting, {pool.claimed} claimed"
+            if pool.size else f"none ({pool.claimed} claimed)" if pool.claimed else "none")
 
 
 def _step_text(step: dict[str, Any]) -> str:
@@ -56,6 +68,7 @@ def _show(state: CliState, info: TemplateInfo) -> None:
         ("Disk (MiB)", info.default_disk_mb), ("Runtime", info.runtime), ("Internet", info.allow_internet_access),
         ("SSH", info.enable_ssh), ("Public", info.public), ("Owner", info.owner_id),
         ("User", info.user), ("Workdir", info.workdir), ("Env", info.env), ("Host selector", info.host_selector),
+        ("Code interpreter", info.code_interpreter), ("Warm pool", _pool_text(info.warm_pool)),
         ("Start cmd", info.start_cmd), ("Ready cmd", info.ready_cmd), ("Ready timeout (s)", info.ready_timeout_s),
         ("Steps", [f"{n}. {_step_text(s)}" for n, s in enumerate(info.steps, 1)]),
         ("Services", [s.name for s in info.services]), ("Tags", list(info.tags)),
@@ -88,7 +101,7 @@ class OrderedOptionsCommand(click.Command):
         return parser
 
 
-def _in_given_order(ctx: click.Context, values: dict[str, Sequence[Any]]) -> Iterator[tuple[str, Any]]:
+def _in_given_order(ctx: click.Context, values: Mapping[str, Sequence[Any]]) -> Iterator[tuple[str, Any]]:
     """``(option, value)`` pairs across several ``multiple`` options, in command-line order."""
     pending = {name: list(vals) for name, vals in values.items()}
     for name in ctx.meta.get(_ORDER_KEY, []):
@@ -133,7 +146,7 @@ def _copy_step(spec: str) -> dict[str, Any]:
     return Step.copy(dest, content, mode=mode)
 
 
-def build_steps(ctx: click.Context, values: dict[str, Sequence[str]], run_user: str) -> list[dict[str, Any]]:
+def build_steps(ctx: click.Context, values: Mapping[str, Sequence[str]], run_user: str) -> list[dict[str, Any]]:
     """The build steps the step options describe, in command-line order (adjacent --env merged)."""
     makers: dict[str, Callable[[str], dict[str, Any]]] = {
         "run": Step.run,
@@ -216,6 +229,12 @@ def templates() -> None:
 @click.option("--public", is_flag=True, help="Every user may see and spawn it (admins only).")
 @click.option("--host-selector", "host_selector", multiple=True, metavar="LABEL=VALUE",
               help="Run its sandboxes only on hosts with this label (repeatable; all must match).")
+@click.option("--code-interpreter", type=click.Choice(list(MODES)),
+              help="Start a sandbox's kernel on its first code call (lazy, the default) or at boot (eager).")
+@click.option("--warm-pool", "warm_pool", type=click.IntRange(min=0), metavar="N",
+              help="Keep N sandboxes booted for spawns to claim (admins only).")
+@click.option("--warm-pool-eager/--no-warm-pool-eager", default=True, show_default=True,
+              help="Start the pooled sandboxes' code interpreter too.")
 @_registry_options
 @_wait_options(DEFAULT_WAIT_SECONDS)
 @json_option
@@ -244,6 +263,9 @@ def create(
     no_internet: bool,
     public: bool,
     host_selector: tuple[str, ...],
+    code_interpreter: str | None,
+    warm_pool: int | None,
+    warm_pool_eager: bool,
     registry_username: str | None,
     registry_password_stdin: bool,
     wait: bool,
@@ -264,7 +286,9 @@ def create(
         name, image_ref, steps=steps, start_cmd=start_cmd, ready_cmd=ready_cmd, ready_timeout_s=ready_timeout,
         default_vcpus=cpu, default_memory_mb=memory, default_disk_mb=disk, enable_ssh=enable_ssh,
         tags=list(tags), user=user, allow_internet_access=False if no_internet else None, runtime=runtime,
-        registry_credentials=credentials, public=public, host_selector=selector, wait=wait,
+        registry_credentials=credentials, public=public, host_selector=selector,
+        code_interpreter=None if code_interpreter is None else MODES[code_interpreter],
+        warm_pool=None if warm_pool is None else WarmPool(warm_pool, eager=warm_pool_eager), wait=wait,
         on_log=state.env.err if wait else None, timeout=wait_timeout, config=state.config(),
     )  # fmt: skip
     _print_created(state, info)
@@ -297,6 +321,31 @@ def set_host_selector(state: CliState, template: str, labels: tuple[str, ...]) -
     else:
         shown = ",".join(f"{k}={v}" for k, v in sorted(info.host_selector.items()))
         state.env.out(f"{info.id} runs on {'hosts with ' + shown if shown else 'any host'}")
+
+
+@templates.command("pool")
+@click.argument("template")
+@click.option("--size", type=click.IntRange(min=0), metavar="N",
+              help="Keep N sandboxes booted for spawns to claim (0: none; above 0 admins only).")
+@click.option("--eager/--no-eager", default=None, help="Start the pooled sandboxes' code interpreter too.")
+@click.option("--code-interpreter", type=click.Choice(list(MODES)),
+              help="When its new sandboxes start their kernel: first code call (lazy) or boot (eager).")
+@json_option
+@pass_state
+def pool(state: CliState, template: str, size: int | None, eager: bool | None, code_interpreter: str | None) -> None:
+    """Show or change TEMPLATE's warm pool (a name or tpl_ id); what is left out stays."""
+    config = state.config()
+    info: TemplateInfo | None = None
+    if code_interpreter is not None:
+        info = Template.set_code_interpreter(template, MODES[code_interpreter], config=config)
+    if size is not None or eager is not None:
+        info = Template.set_warm_pool(template, size, eager=eager, config=config)
+    if info is None:
+        info = Template.get(template, config=config)
+    if state.json:
+        state.emit_json(info.raw)
+    else:
+        state.env.out(f"{info.id} warm pool: {_pool_text(info.warm_pool)}; code interpreter {info.code_interpreter}")
 
 
 @templates.command("list")
