@@ -22,13 +22,14 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from qbox.core.asgi import field_errors
 from qbox.core.errors import NotFoundError, QboxError, ValidationError
+from qbox.server.db.tables import Template
 from qbox.server.http import views
 from qbox.server.http.auditing import describe
 from qbox.server.http.deps import services_of
 from qbox.server.http.schemas import TemplateBody
 from qbox.server.http.templates import template_spec
 from qbox.server.services.template_access import may_change, owner_shown
-from qbox.server.services.templates import RegistryLogin
+from qbox.server.services.templates import RegistryLogin, TemplateChange
 from qbox.server.web.access import Change, Page, Viewer, form_fields
 from qbox.server.web.render import is_htmx, render
 
@@ -40,7 +41,10 @@ _NUMBERS = ("defaultVcpus", "defaultMemoryMb", "defaultDiskMb", "readyTimeoutS")
 _CHECKBOXES = ("allowInternetAccess", "enableSsh", "public")
 # What a new form starts with: the API's defaults.
 _DEFAULTS = {"defaultVcpus": "1", "defaultMemoryMb": "512", "defaultDiskMb": "2048", "readyTimeoutS": "30",
-             "user": "user", "runtime": "crun", "allowInternetAccess": "on"}
+             "user": "user", "runtime": "crun", "allowInternetAccess": "on", "codeInterpreter": "lazy",
+             "warmPoolEager": "on"}
+# The API's names for the pool's fields (its errors) and the form's (flat) ones.
+_FORM_NAMES = {"warmPool": "warmPoolSize", "warmPool.size": "warmPoolSize", "warmPool.eager": "warmPoolEager"}
 # Pydantic's pattern message quotes a regular expression; a person reads these instead.
 _PATTERN_HINTS = {
     "name": "use 1–63 lowercase letters, digits, - and _, starting with a letter or digit",
@@ -53,10 +57,16 @@ _PATTERN_HINTS = {
 
 @router.get("/templates")
 async def template_list(request: Request, viewer: Viewer = Depends(READ)) -> Response:
-    templates = [_shown(viewer, t) for t in await services_of(request).templates.find(viewer.principal)]
+    templates = await _shown_all(request, viewer, await services_of(request).templates.find(viewer.principal))
     page = "templates/_table.html" if is_htmx(request) else "templates/list.html"
     return render(request, page, viewer, templates=templates,
-                  building=any(t["status"] == "building" for t in templates))
+                  refreshing=any(t["status"] == "building" or _filling(t) for t in templates))
+
+
+def _filling(template: dict[str, Any]) -> bool:
+    """A warm pool not yet (or no longer) what it should be: its counts are about to change."""
+    pool = template.get("warmPool") or {}
+    return bool(pool.get("booting")) or pool.get("ready", 0) != pool.get("size", 0)
 
 
 # --- creating ------------------------------------------------------------------------------
@@ -90,6 +100,7 @@ def _form(request: Request, viewer: Viewer, values: dict[str, str], *, error: Qb
     problems = error.field_errors if isinstance(error, ValidationError) else {}
     if error is not None and not problems and isinstance(error.details.get("field"), str):
         problems = {str(error.details["field"]): error.message}
+    problems = {_FORM_NAMES.get(key, key): message for key, message in problems.items()}
     values = {k: v for k, v in values.items() if k != "registryPassword"}
     return render(request, "templates/new.html", viewer, status=status, values=values,
                   error=error.message if error is not None else None, problems=problems)
@@ -99,7 +110,8 @@ def body_of(fields: dict[str, str]) -> tuple[TemplateBody, RegistryLogin | None]
     """The API's body for a filled-in form (its checks, its messages), and the registry login."""
     problems: dict[str, str] = {}
     data: dict[str, Any] = {key: fields[key].strip() for key in ("name", "imageRef", "user", "workdir",
-                                                                 "runtime") if fields.get(key, "").strip()}
+                                                                 "runtime", "codeInterpreter")
+                            if fields.get(key, "").strip()}
     for key in ("startCmd", "readyCmd"):
         if fields.get(key, "").strip():
             data[key] = fields[key]
@@ -109,6 +121,8 @@ def body_of(fields: dict[str, str]) -> tuple[TemplateBody, RegistryLogin | None]
     for key in _CHECKBOXES:
         data[key] = key in fields
     data["tags"] = [t.strip() for t in fields.get("tags", "").split(",") if t.strip()]
+    if fields.get("warmPoolSize", "").strip():
+        data["warmPool"] = {"size": fields["warmPoolSize"].strip(), "eager": "warmPoolEager" in fields}
     for key, parse in (("steps", steps_of), ("env", _pairs_by_line), ("hostSelector", _pairs_by_comma)):
         try:
             data[key] = parse(fields.get(key, ""))
@@ -139,6 +153,8 @@ def _readable(key: str, message: str) -> tuple[str, str]:
         return field, f"step {int(rest.split('.')[0]) + 1}: {message}"
     if field == "registryCredentials":
         return "registryUsername", f"registry {rest or 'login'}: {message}"
+    if field in _FORM_NAMES:
+        return _FORM_NAMES[key if key in _FORM_NAMES else field], message
     return field, message
 
 
@@ -220,7 +236,8 @@ async def template_page(template_id: str, request: Request, viewer: Viewer = Dep
     """The page; for htmx, its summary alone (what the page swaps in when a build ends)."""
     templates = services_of(request).templates
     row = await templates.get(viewer.principal, template_id)
-    context: dict[str, Any] = {"tpl": _shown(viewer, row), "changeable": may_change(viewer.principal, row)}
+    context: dict[str, Any] = {"tpl": await _shown(request, viewer, row),
+                               "changeable": may_change(viewer.principal, row)}
     if is_htmx(request):
         return render(request, "templates/_summary.html", viewer, **context)
     log = await templates.build_log(viewer.principal, template_id)
@@ -262,6 +279,44 @@ async def delete(template_id: str, request: Request,
 
 
 
+@router.get("/templates/{template_id}/pool")
+async def pool_status(template_id: str, request: Request, viewer: Viewer = Depends(READ)) -> Response:
+    """The warm pool's counts (what the page polls)."""
+    row = await services_of(request).templates.get(viewer.principal, template_id)
+    return render(request, "templates/_pool.html", viewer, tpl=await _shown(request, viewer, row))
+
+
+@router.post("/templates/{template_id}/pool")
+async def set_pool(template_id: str, request: Request,
+                   viewer: Viewer = Depends(Change("templates:write", audit="template.update"))) -> Response:
+    """The pool form: the same change as ``PATCH /v1/templates/{id}`` with ``warmPool`` and
+    ``codeInterpreter``, under the same rules (the service's)."""
+    change = pool_change(await form_fields(request))
+    describe(request, " ".join(f"{key}={value}" for key, value in (
+        ("warmPool.size", change.warm_pool_size), ("warmPool.eager", change.warm_pool_eager),
+        ("codeInterpreter", change.code_interpreter)) if value is not None).lower())
+    row = await services_of(request).templates.update(viewer.principal, template_id, change)
+    if not is_htmx(request):
+        return RedirectResponse(f"/templates/{template_id}", status_code=303)
+    return render(request, "templates/_pool.html", viewer, tpl=await _shown(request, viewer, row))
+
+
+def pool_change(fields: dict[str, str]) -> TemplateChange:
+    """The pool form as a PATCH: the size when given (admins see that field), the checkbox
+    (missing: unticked), the interpreter's mode."""
+    size_text = fields.get("size", "").strip()
+    mode = fields.get("codeInterpreter", "").strip() or None
+    problems: dict[str, str] = {}
+    if size_text and not size_text.isdigit():
+        problems["size"] = "the pool size is a whole number, 0 or more"
+    if mode not in (None, "lazy", "eager"):
+        problems["codeInterpreter"] = "choose lazy or eager"
+    if problems:
+        raise ValidationError.for_fields(problems, "the pool was not changed: check the marked fields")
+    return TemplateChange(code_interpreter=mode, warm_pool_size=int(size_text) if size_text else None,
+                          warm_pool_eager="eager" in fields)
+
+
 def _go(request: Request, target: str) -> Response:
     """After a change: htmx navigates (the page shows the new state); a plain form is redirected."""
     if is_htmx(request):
@@ -269,6 +324,11 @@ def _go(request: Request, target: str) -> Response:
     return RedirectResponse(target, status_code=303)
 
 
-def _shown(viewer: Viewer, template: Any) -> dict[str, Any]:
-    """The API's body for the viewer (``GET /v1/templates/{id}``)."""
-    return views.template(template, owner_shown(viewer.principal, template))
+async def _shown(request: Request, viewer: Viewer, template: Template) -> dict[str, Any]:
+    """The API's body for the viewer (``GET /v1/templates/{id}``), its warm pool counted."""
+    return (await _shown_all(request, viewer, [template]))[0]
+
+
+async def _shown_all(request: Request, viewer: Viewer, templates: list[Template]) -> list[dict[str, Any]]:
+    pools = await services_of(request).pools.views(templates)
+    return [views.template(t, owner_shown(viewer.principal, t), pools[t.id]) for t in templates]
