@@ -1,23 +1,51 @@
-"""Code interpreter latency through the HTTP API, on a real `qbox up`.
+"""Code interpreter latency through the HTTP API, on a real `qbox up`: cold, warm and from a warm pool.
 
     .venv/bin/python bench/bench_code.py                 # starts a throw-away qbox up (root)
-    .venv/bin/python bench/bench_code.py --base-url http://127.0.0.1:8080 --api-key qbox_…
+    .venv/bin/python bench/bench_code.py --base-url http://127.0.0.1:8080 --api-key qbox_…   (an admin's key)
+    .venv/bin/python bench/bench_code.py --no-pool       # a server without warm pools
 
-Measures: the warm `1+1` round trip (`POST …/code-execute`, unary, on the
-default Python context, N runs), the same as SSE, and the first execution
-on a freshly spawned sandbox (spawn with wait=true, then at once `1+1`;
-the kernel was started at boot and may still be starting), M runs. Reports
-p50/p90/p99 in ms. Targets: warm p50 ≤ 15 ms, first ≤ 1 s.
+Measures, on the template (default `tpl_python`):
+
+- warm `1+1`: ``POST …/code-execute`` (unary, then SSE) on the default Python
+  context of a sandbox whose kernel already ran code, N runs;
+- cold: spawn (``wait=true``), then at once `1+1` — the first
+  code-interpreter call, which starts the kernel when the template's
+  ``codeInterpreter`` is lazy (or waits for the one started at boot when it
+  is eager) — M runs, each sandbox deleted before the next;
+- from a warm pool (unless ``--no-pool``, or the server's templates have no
+  ``warmPool``): the template's pool is set to ``--pool-size`` (``PATCH
+  /v1/templates/{id}``, admin) and, each time it is full again, a spawn
+  is timed to running (it must answer ``fromPool: true``) and then its
+  first `1+1`; M runs. The pool is set back to its size before afterwards.
+
+Targets: warm p50 ≤ 10 ms, cold first `1+1` ≤ 1 s, from a pool spawn p50 ≤
+10 ms and first `1+1` ≤ 100 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import httpx
 
-from harness import add_common_args, api_client, latency_table, publish, qbox_endpoint, sandbox, spawn, timed
+from harness import (
+    add_common_args,
+    api_client,
+    latency_table,
+    measure_floor,
+    publish,
+    qbox_endpoint,
+    sandbox,
+    timed,
+)
+
+COLD_SPAWN = "spawn → running (wait=true), cold"
+POOL_SPAWN = "spawn → running (wait=true), from the warm pool"
+AGAINST = {COLD_SPAWN: "run", POOL_SPAWN: "run"}
 
 
 def execute(api: httpx.Client, sandbox_id: str, *, stream: bool = False) -> None:
@@ -37,38 +65,97 @@ def execute(api: httpx.Client, sandbox_id: str, *, stream: bool = False) -> None
         raise RuntimeError(r.text)
 
 
-def run(api: httpx.Client, runs: int, first_runs: int, template: str) -> dict[str, list[float]]:
+def spawn_then_first(api: httpx.Client, template: str, *, from_pool: bool) -> tuple[float, float]:
+    """ms to a running sandbox (wait=true), and ms of its first `1+1`; the sandbox is deleted."""
+    started = time.perf_counter()
+    r = api.post("/v1/sandboxes?wait=true&waitTimeoutSec=60", json={"templateId": template, "timeoutSeconds": 600})
+    spawned = time.perf_counter()
+    r.raise_for_status()
+    body = r.json()
+    try:
+        if body["status"] != "running":
+            raise RuntimeError(f"spawn ended {body['status']}: {body.get('endReason')}")
+        if body.get("fromPool", False) != from_pool:
+            raise RuntimeError(f"spawn answered fromPool {body.get('fromPool')}, expected {from_pool}")
+        execute(api, body["id"])
+        done = time.perf_counter()
+    finally:
+        api.delete(f"/v1/sandboxes/{body['id']}")
+    return (spawned - started) * 1000, (done - spawned) * 1000
+
+
+def warm_pool_of(api: httpx.Client, template: str) -> dict[str, Any] | None:
+    """The template's warmPool as the API shows it; None when this server has no pools."""
+    r = api.get(f"/v1/templates/{template}")
+    r.raise_for_status()
+    pool: dict[str, Any] | None = r.json().get("warmPool")
+    return pool
+
+
+def wait_until_full(api: httpx.Client, template: str, size: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        pool = warm_pool_of(api, template) or {}
+        if pool.get("ready", 0) >= size:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the warm pool of {template} did not fill in {timeout:.0f} s: {pool}")
+        time.sleep(0.1)
+
+
+@contextmanager
+def pool_of_size(api: httpx.Client, template: str, size: int) -> Iterator[None]:
+    before = warm_pool_of(api, template) or {}
+    r = api.patch(f"/v1/templates/{template}", json={"warmPool": {"size": size, "eager": True}})
+    r.raise_for_status()
+    try:
+        yield
+    finally:
+        restore = {"size": before.get("size", 0), "eager": before.get("eager", True)}
+        api.patch(f"/v1/templates/{template}", json={"warmPool": restore})
+
+
+def run(api: httpx.Client, runs: int, first_runs: int, template: str, pool_size: int) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {}
     with sandbox(api, template) as sandbox_id:
+        execute(api, sandbox_id)  # the kernel starts here (lazy) or is waited for (eager)
         results["warm `1+1` (unary)"] = timed(lambda: execute(api, sandbox_id), runs)
         results["warm `1+1` (SSE)"] = timed(lambda: execute(api, sandbox_id, stream=True), runs)
-    firsts, spawn_and_first = [], []
-    for _ in range(first_runs):
-        started = time.perf_counter()
-        fresh = spawn(api, template)
-        spawned = time.perf_counter()
-        try:
-            execute(api, fresh)
-            done = time.perf_counter()
-        finally:
-            api.delete(f"/v1/sandboxes/{fresh}")
-        firsts.append((done - spawned) * 1000)
-        spawn_and_first.append((done - started) * 1000)
-    results["first `1+1` after spawn"] = firsts
-    results["spawn + first `1+1`"] = spawn_and_first
+    cold = [spawn_then_first(api, template, from_pool=False) for _ in range(first_runs)]
+    results[COLD_SPAWN] = [s for s, _ in cold]
+    results["first `1+1` after a cold spawn"] = [f for _, f in cold]
+    if pool_size:
+        pooled = []
+        with pool_of_size(api, template, pool_size):
+            for _ in range(first_runs):
+                wait_until_full(api, template, pool_size)
+                pooled.append(spawn_then_first(api, template, from_pool=True))
+        results[POOL_SPAWN] = [s for s, _ in pooled]
+        results["first `1+1` on a pooled sandbox (eager pool)"] = [f for _, f in pooled]
     return results
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser)
-    parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--first-runs", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=100, help="warm `1+1` runs (default 100)")
+    parser.add_argument("--first-runs", type=int, default=10, help="cold and pooled spawns (default 10)")
+    parser.add_argument("--pool-size", type=int, default=2, help="the warm pool's size while measured (default 2)")
+    parser.add_argument("--no-pool", action="store_true", help="skip the warm-pool figures")
     args = parser.parse_args()
+    if args.quick:
+        args.runs, args.first_runs = 10, 2
+    floor = measure_floor(args.quick)
+    notes = []
     with qbox_endpoint(args) as endpoint, api_client(endpoint) as api:
-        results = run(api, args.runs, args.first_runs, args.template)
-    publish(latency_table(results, "through the HTTP API of `qbox up` (crun), client on loopback"),
-            args.markdown)
+        pool_size = 0 if args.no_pool else args.pool_size
+        if pool_size and warm_pool_of(api, args.template) is None:
+            notes.append("No warm-pool figures: this server's templates have no `warmPool`.")
+            pool_size = 0
+        results = run(api, args.runs, args.first_runs, args.template, pool_size)
+    what = f"through the HTTP API of `qbox up` (crun, {args.template}), client on loopback"
+    text = latency_table(results, what, floor, against=AGAINST)
+    publish("\n".join([text, *notes]), args)
     return 0
 
 

@@ -1,43 +1,97 @@
-"""Density: how many idle sandboxes one host holds while the API stays responsive.
+"""Density: how many idle sandboxes one host holds, what each costs, and whether the API stays fast.
 
-    .venv/bin/python bench/bench_density.py --max 500 --step 50      # root; starts a throw-away qbox up
+    .venv/bin/python bench/bench_density.py                          # root; a throw-away qbox up, up to 1,000
+    .venv/bin/python bench/bench_density.py --max 50 --step 10 --settle 5
     .venv/bin/python bench/bench_density.py --template tpl_python-gvisor --max 100 --step 20
 
-Spawns idle sandboxes in steps; after each step measures the API's latency
-(`GET /v1/sandboxes/{id}` and `POST …/exec true` on a random live sandbox,
-`--probes` each) and the host's used memory. Stops at `--max`, when a spawn
-fails, or when the p99 of either probe passes `--p99-limit-ms`. Kills
-everything at the end.
+Spawns idle sandboxes (``wait=true``, no timeout, ``--disk-mb`` each) in
+steps of ``--step``. After each step it waits ``--settle`` seconds for them
+to go idle, reads the host's MemAvailable, and times ``--probes`` calls each
+of ``GET /v1/sandboxes/{id}`` and ``POST …/exec`` ``true`` on random live
+sandboxes. A row: how many are alive, the spawn p50 of that step, the two
+probes' p50 and p99, and host memory per sandbox — MemAvailable's drop since
+before the first spawn, over the number alive. It stops at ``--max``, at
+the first spawn that fails, or when either probe's p99 passes
+``--p99-limit-ms``.
+
+Everything is cleaned up afterwards, after Ctrl-C or SIGTERM too: every
+sandbox is deleted through the API, then `qbox up` stops, then whatever it
+left is scrubbed and its data dir removed (a second Ctrl-C during the
+cleanup is ignored). The qbox started here lifts the rate limits and the
+admission's overcommit limits: the question is how many fit, not where
+admission control would stop them.
+
+Targets: ≤ 2 MiB of host memory per idle `tpl_python` sandbox (the code
+interpreter lazy), API p99 < 100 ms at each step, to 1,000 sandboxes.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import random
-import shutil
-import sys
-import tempfile
+import signal
+import statistics
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from harness import (
+    add_common_args,
+    api_client,
+    floor_table,
+    machine_line,
+    measure_floor,
+    percentile,
+    publish,
+    qbox_endpoint,
+)
 
-from bench.harness import percentile  # noqa: E402
+QBOX_ENV = {
+    "QBOX_RATE_LIMIT_SPAWNS_PER_SECOND": "0",
+    "QBOX_RATE_LIMIT_REQUESTS_PER_SECOND": "0",
+    "QBOX_OVERCOMMIT_CPU": "1000",
+    "QBOX_OVERCOMMIT_MEMORY": "100",
+}
 
 
-def used_memory_mb() -> float:
-    info = {}
+@dataclass(frozen=True)
+class Step:
+    alive: int
+    spawn_p50: float
+    get_p50: float
+    get_p99: float
+    exec_p50: float
+    exec_p99: float
+    mib_each: float
+
+
+def mem_available_mib() -> float:
     for line in Path("/proc/meminfo").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        info[key] = int(rest.split()[0])
-    return (info["MemTotal"] - info["MemAvailable"]) / 1024
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
-def probe(api: httpx.Client, ids: list[str], n: int) -> tuple[float, float]:
+def spawn_idle(api: httpx.Client, template: str, disk_mb: int) -> tuple[str | None, float, str]:
+    """A new idle sandbox's id (None if the spawn failed), ms to running, and why it failed."""
+    started = time.perf_counter()
+    r = api.post("/v1/sandboxes?wait=true&waitTimeoutSec=120",
+                 json={"templateId": template, "timeoutSeconds": 0, "diskSizeMb": disk_mb})
+    elapsed = (time.perf_counter() - started) * 1000
+    body = r.json()
+    if r.status_code != 201 or body.get("status") != "running":
+        sandbox_id = body.get("id") if isinstance(body, dict) else None
+        return None, elapsed, f"{r.status_code} {body}" + (f" ({sandbox_id})" if sandbox_id else "")
+    return str(body["id"]), elapsed, ""
+
+
+def probe(api: httpx.Client, ids: list[str], n: int) -> tuple[list[float], list[float]]:
     gets, execs = [], []
     for _ in range(n):
         sandbox_id = random.choice(ids)
@@ -45,79 +99,113 @@ def probe(api: httpx.Client, ids: list[str], n: int) -> tuple[float, float]:
         api.get(f"/v1/sandboxes/{sandbox_id}").raise_for_status()
         gets.append((time.perf_counter() - started) * 1000)
         started = time.perf_counter()
-        api.post(f"/v1/sandboxes/{sandbox_id}/exec", json={"cmd": "true"}).raise_for_status()
+        r = api.post(f"/v1/sandboxes/{sandbox_id}/exec", json={"cmd": "true"})
         execs.append((time.perf_counter() - started) * 1000)
-    return percentile(gets, 99), percentile(execs, 99)
+        r.raise_for_status()
+    return gets, execs
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Ctrl-C and SIGTERM are ignored inside: a cleanup half done leaves sandboxes behind."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+
+
+def delete_all(api: httpx.Client, ids: list[str]) -> None:
+    def delete(sandbox_id: str) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            api.delete(f"/v1/sandboxes/{sandbox_id}")
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(delete, ids))
+
+
+def grow(api: httpx.Client, args: argparse.Namespace, ids: list[str], steps: list[Step]) -> str:
+    """Spawn in steps until a reason to stop; the reason."""
+    baseline = mem_available_mib()
+    while len(ids) < args.max:
+        spawns = []
+        for _ in range(min(args.step, args.max - len(ids))):
+            sandbox_id, elapsed, why = spawn_idle(api, args.template, args.disk_mb)
+            if sandbox_id is None:
+                return f"spawn {len(ids) + 1} failed: {why}"
+            ids.append(sandbox_id)
+            spawns.append(elapsed)
+        time.sleep(args.settle)
+        mib_each = (baseline - mem_available_mib()) / len(ids)
+        gets, execs = probe(api, ids, args.probes)
+        step = Step(len(ids), statistics.median(spawns), percentile(gets, 50), percentile(gets, 99),
+                    percentile(execs, 50), percentile(execs, 99), mib_each)
+        steps.append(step)
+        print(f"{step.alive:5d} idle  spawn p50 {step.spawn_p50:6.1f} ms  GET p99 {step.get_p99:6.1f} ms  "
+              f"exec p99 {step.exec_p99:6.1f} ms  {step.mib_each:7.2f} MiB each", flush=True)
+        if max(step.get_p99, step.exec_p99) > args.p99_limit_ms:
+            return f"a probe's p99 passed {args.p99_limit_ms:g} ms"
+    return f"reached --max {args.max}"
+
+
+def density_table(steps: list[Step], args: argparse.Namespace, stopped: str) -> str:
+    what = (f"idle `{args.template}` sandboxes through `qbox up` (crun), {args.settle:g} s settle per step, "
+            f"{args.probes} probes of each kind per step; stopped: {stopped}")
+    lines = [machine_line(what), "",
+             "| idle sandboxes | spawn p50 ms (this step) | GET p50 ms | GET p99 ms | exec `true` p50 ms "
+             "| exec `true` p99 ms | host memory per sandbox MiB |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {s.alive} | {s.spawn_p50:.1f} | {s.get_p50:.1f} | {s.get_p99:.1f} | {s.exec_p50:.1f} | "
+              f"{s.exec_p99:.1f} | {s.mib_each:.2f} |" for s in steps]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base-url")
-    parser.add_argument("--api-key")
-    parser.add_argument("--template", default="tpl_python")
-    parser.add_argument("--max", type=int, default=500)
-    parser.add_argument("--step", type=int, default=50)
-    parser.add_argument("--probes", type=int, default=50)
-    # Each sandbox's disk reservation: admission never lets them add up past the free space.
-    parser.add_argument("--disk-mb", type=int, default=128)
+    add_common_args(parser)
+    parser.add_argument("--max", type=int, default=1000, help="sandboxes at most (default 1000)")
+    parser.add_argument("--step", type=int, default=100, help="sandboxes per step (default 100)")
+    parser.add_argument("--settle", type=float, default=15.0,
+                        help="seconds the new sandboxes may settle before a step is measured (default 15)")
+    parser.add_argument("--probes", type=int, default=50, help="GETs and execs per step (default 50)")
+    # Admission never lets the sandboxes' disk reservations add up past the free space.
+    parser.add_argument("--disk-mb", type=int, default=32, help="each sandbox's disk (default 32 MB)")
     parser.add_argument("--p99-limit-ms", type=float, default=100.0)
     args = parser.parse_args()
-
-    owned = None
-    if args.base_url:
-        base_url, api_key = args.base_url, args.api_key
-    else:
-        from tests.qbox_process import running_qbox
-
-        os.environ["QBOX_RATE_LIMIT_SPAWNS_PER_SECOND"] = "0"
-        os.environ["QBOX_RATE_LIMIT_REQUESTS_PER_SECOND"] = "0"
-        # Idle sandboxes use a fraction of what they reserve: measure how many really fit,
-        # not where admission control would stop them (it refuses past CPUs x 4, memory x 1).
-        os.environ["QBOX_OVERCOMMIT_CPU"] = "1000"
-        os.environ["QBOX_OVERCOMMIT_MEMORY"] = "100"
-        workdir = Path(tempfile.mkdtemp(prefix="qbox-density-"))
-        owned = running_qbox(workdir / "data", check_leaks=False)
-        up = owned.__enter__()
-        base_url, api_key = up.base_url, up.api_key
-
+    if args.quick:
+        args.max, args.step, args.settle, args.probes = 20, 10, 3.0, 20
+    if min(args.max, args.step, args.probes) < 1:
+        parser.error("--max, --step and --probes must be at least 1")
+    floor = measure_floor(args.quick)
+    signal.signal(signal.SIGTERM, _interrupt)
     ids: list[str] = []
-    rows = []
-    baseline = used_memory_mb()
+    steps: list[Step] = []
+    stopped = "interrupted"
+    endpoint_cm = qbox_endpoint(args, env=QBOX_ENV)
+    endpoint = endpoint_cm.__enter__()
     try:
-        with httpx.Client(base_url=base_url, timeout=120, headers={"Authorization": f"Bearer {api_key}"}) as api:
-            while len(ids) < args.max:
-                for _ in range(min(args.step, args.max - len(ids))):
-                    r = api.post("/v1/sandboxes?wait=true&waitTimeoutSec=60",
-                                 json={"templateId": args.template, "timeoutSeconds": 0,
-                                       "diskSizeMb": args.disk_mb})
-                    body = r.json()
-                    if r.status_code != 201 or body.get("status") != "running":
-                        print(f"spawn {len(ids) + 1} failed: {r.status_code} {body}")
-                        raise StopIteration
-                    ids.append(body["id"])
-                time.sleep(1)  # let the new sandboxes settle to idle
-                get_p99, exec_p99 = probe(api, ids, args.probes)
-                per_sandbox = (used_memory_mb() - baseline) / len(ids)
-                rows.append((len(ids), get_p99, exec_p99, per_sandbox))
-                print(f"{len(ids):4d} sandboxes  GET p99 {get_p99:6.1f} ms  exec p99 {exec_p99:6.1f} ms  "
-                      f"≈{per_sandbox:5.2f} MB host memory each", flush=True)
-                if max(get_p99, exec_p99) > args.p99_limit_ms:
-                    print(f"p99 over {args.p99_limit_ms} ms: stopping")
-                    break
-    except StopIteration:
-        pass
+        with api_client(endpoint) as api:
+            try:
+                stopped = grow(api, args, ids, steps)
+            except KeyboardInterrupt:
+                stopped = "interrupted"
+            finally:
+                with uninterrupted():
+                    print(f"stopping ({stopped}): deleting {len(ids)} sandboxes", flush=True)
+                    delete_all(api, ids)
     finally:
-        with httpx.Client(base_url=base_url, timeout=120, headers={"Authorization": f"Bearer {api_key}"}) as api:
-            for sandbox_id in ids:
-                api.delete(f"/v1/sandboxes/{sandbox_id}")
-        if owned is not None:
-            owned.__exit__(None, None, None)
-            shutil.rmtree(workdir, ignore_errors=True)
-    print("\n| idle sandboxes | GET p99 ms | exec `true` p99 ms | host memory per sandbox MB |")
-    print("|---:|---:|---:|---:|")
-    for count, get_p99, exec_p99, per in rows:
-        print(f"| {count} | {get_p99:.1f} | {exec_p99:.1f} | {per:.2f} |")
-    return 0
+        # qbox up stops, what it left is scrubbed, then its data dir goes.
+        with uninterrupted():
+            endpoint_cm.__exit__(None, None, None)
+    text = density_table(steps, args, stopped) + "\n" + floor_table(floor)
+    if stopped == "interrupted":
+        args.markdown = None  # an interrupted run's rows are shown, never written over a whole run's
+    publish(text, args)
+    return 130 if stopped == "interrupted" else 0
 
 
 if __name__ == "__main__":

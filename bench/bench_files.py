@@ -22,7 +22,17 @@ from collections.abc import Callable, Iterator
 
 import httpx
 
-from harness import add_common_args, api_client, latency_table, publish, qbox_endpoint, rate_table, timed
+from harness import (
+    add_common_args,
+    api_client,
+    floor_table,
+    latency_table,
+    measure_floor,
+    publish,
+    qbox_endpoint,
+    rate_table,
+    timed,
+)
 
 KB, MB, MIB = 1024, 1024 * 1024, 1024 * 1024
 CHUNK = 1 * MIB
@@ -121,12 +131,15 @@ def main() -> int:
     parser.add_argument("--big-mb", type=int, default=1024, help="size of the big transfer in MiB (0: skip)")
     parser.add_argument("--big-runs", type=int, default=3)
     args = parser.parse_args()
+    if args.quick:
+        args.runs, args.big_mb, args.big_runs = 20, 64, 1
+    floor = measure_floor(args.quick)
     with qbox_endpoint(args) as endpoint, api_client(endpoint) as api:
         # Against a shared server the per-key request rate (100/s by default) applies.
         pause = 0.0 if endpoint.owned else 1 / 80
         latencies, rates = run(api, args.runs, args.big_mb, args.big_runs, args.template, pause)
     what = "through the HTTP API of `qbox up` (crun), client on loopback"
-    publish(latency_table(latencies, what) + "\n" + rate_table(rates), args.markdown)
+    publish(latency_table(latencies, what) + "\n" + rate_table(rates) + "\n" + floor_table(floor), args)
     return 0
 
 

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import machine_line, percentile, publish  # noqa: E402
+from harness import add_report_args, floor_table, machine_line, measure_floor, percentile, publish  # noqa: E402
 
 T = TypeVar("T")
 _WRITE = re.compile(r'^\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+"?(\w+)', re.IGNORECASE)
@@ -520,7 +520,7 @@ def loss_table(lost: list[Loss], clocks: Clocks) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--markdown", type=Path, help="also append the tables to this file")
+    add_report_args(parser)
     parts = parser.add_subparsers(dest="part", required=True)
     writes = parts.add_parser("writes", help="database writes per operation (in-process, no root)")
     writes.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
@@ -540,14 +540,21 @@ def main() -> int:
                               "missed; under 50 concurrent spawns on this 2-core machine 0.5 s was too short")
     cluster.add_argument("--lost-seconds", type=float, default=10.0, help="QBOX_HOST_LOST_SECONDS of the replicas")
     args = parser.parse_args()
+    section = f"bench_hosts.py {args.part}"
     if args.part == "writes":
-        publish(writes_table(args.database, args.runs), args.markdown)
+        if args.quick:
+            args.runs = 3
+        floor = measure_floor(args.quick)
+        publish(writes_table(args.database, args.runs) + "\n" + floor_table(floor), args, section)
     else:
         if os.geteuid() != 0:
             raise SystemExit("the cluster part runs agents in network namespaces: run it as root")
-        for table in cluster_tables(args.hosts, args.clients, args.spawns, args.losses, args.sandboxes_per_loss,
-                                    args.template, Clocks(args.heartbeat_seconds, args.lost_seconds)):
-            publish(table, args.markdown)
+        if args.quick:
+            args.hosts, args.clients, args.spawns, args.losses = [1, 2], 5, 10, 1
+        floor = measure_floor(args.quick)
+        tables = cluster_tables(args.hosts, args.clients, args.spawns, args.losses, args.sandboxes_per_loss,
+                                args.template, Clocks(args.heartbeat_seconds, args.lost_seconds))
+        publish("\n".join([*tables, floor_table(floor)]), args, section)
     return 0
 
 

@@ -29,7 +29,19 @@ from pathlib import Path
 
 import httpx
 
-from harness import agent_deletes, agent_execs, agent_spawns, default_image_ref, percentile, running_agent
+from harness import (
+    add_report_args,
+    agent_deletes,
+    agent_execs,
+    agent_spawns,
+    default_image_ref,
+    floor_table,
+    machine_line,
+    measure_floor,
+    percentile,
+    publish,
+    running_agent,
+)
 from qbox.agent.runtime.runsc import is_gofer_of
 from qbox.core.ids import new_sandbox_id
 
@@ -114,8 +126,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("ref", nargs="?")
+    add_report_args(parser)
     args = parser.parse_args()
+    if args.quick:
+        args.runs = 3
     ref = args.ref or default_image_ref()
+    floor = measure_floor(args.quick)
     with running_agent() as (client, data):
         health = client.get("/health").json()
         if "runsc" not in health.get("runtimes", []):
@@ -127,18 +143,19 @@ def main() -> None:
                 results[name] = bench_runtime(client, data, digest, name, binary, args.runs)
             except httpx.HTTPStatusError as exc:
                 results[name] = exc.response.text
-        print(f"{args.runs} sandboxes per runtime, idle {IDLE_SECONDS:.0f} s before measuring "
-              f"memory; default runtime here: {health['runtime']}\n")
-        print("| runtime | spawn p50 ms | spawn p90 ms | idle PSS / sandbox MiB (median, mean) "
-              "| exec `true` p50 ms | delete p50 ms |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for name, r in results.items():
-            if isinstance(r, str):
-                print(f"| {name} | failed: {r[:2000]} |")
-                continue
-            print(f"| {name} | {r['spawn_p50']:.1f} | {r['spawn_p90']:.1f} | "
-                  f"{r['pss_median']:.2f}, {r['pss_mean']:.2f} | {r['exec_p50']:.1f} | "
-                  f"{r['delete_p50']:.1f} |")
+    lines = [machine_line(f"the agent alone, {args.runs} sandboxes per runtime, idle {IDLE_SECONDS:.0f} s "
+                          f"before measuring memory; default runtime here: {health['runtime']}"), "",
+             "| runtime | spawn p50 ms | spawn p90 ms | idle PSS / sandbox MiB (median, mean) "
+             "| exec `true` p50 ms | delete p50 ms |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        if isinstance(r, str):
+            lines.append(f"| {name} | failed: {r[:2000]} |")
+            continue
+        lines.append(f"| {name} | {r['spawn_p50']:.1f} | {r['spawn_p90']:.1f} | "
+                     f"{r['pss_median']:.2f}, {r['pss_mean']:.2f} | {r['exec_p50']:.1f} | "
+                     f"{r['delete_p50']:.1f} |")
+    publish("\n".join(lines) + "\n\n" + floor_table(floor), args)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import machine_line, percentile, publish  # noqa: E402
+from harness import add_report_args, floor_table, machine_line, measure_floor, percentile, publish  # noqa: E402
 from qbox.server.services.admission import HostCapacity, Overcommit, Resources  # noqa: E402
 from qbox.server.services.scheduler import Candidate, Policy, Request, schedule  # noqa: E402
 
@@ -87,8 +87,11 @@ def main() -> int:
                         help="values of k, hosts ranked per group (0: all)")
     parser.add_argument("--runs", type=int, default=2000, help="decisions timed per row")
     parser.add_argument("--seed", type=int, default=15)
-    parser.add_argument("--markdown", type=Path, help="also append the table to this file")
+    add_report_args(parser)
     args = parser.parse_args()
+    if args.quick:
+        args.runs = 200
+    floor = measure_floor(args.quick)
     lines = [machine_line(f"one decision, {args.runs} runs per row, CPython {sys.version.split()[0]}"), "",
              "| hosts | k | p50 µs | p99 µs | CPU p50 µs | CPU p99 µs |", "|---:|---:|---:|---:|---:|---:|"]
     for count in args.hosts:
@@ -97,7 +100,7 @@ def main() -> int:
             wall, cpu = decision_times(hosts, sample, args.runs, random.Random(args.seed))
             lines.append(f"| {count} | {sample} | {percentile(wall, 50):.0f} | {percentile(wall, 99):.0f} | "
                          f"{percentile(cpu, 50):.0f} | {percentile(cpu, 99):.0f} |")
-    publish("\n".join(lines) + "\n", args.markdown)
+    publish("\n".join(lines) + "\n\n" + floor_table(floor), args)
     return 0
 
 

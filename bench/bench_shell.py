@@ -32,7 +32,9 @@ from harness import (
     Endpoint,
     add_common_args,
     api_client,
+    floor_table,
     latency_table,
+    measure_floor,
     publish,
     qbox_endpoint,
     rate_table,
@@ -122,11 +124,14 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--mb", type=int, default=200, help="size of the bulk output in MB")
     args = parser.parse_args()
+    if args.quick:
+        args.runs, args.mb = 30, 10
+    floor = measure_floor(args.quick)
     with qbox_endpoint(args) as endpoint, api_client(endpoint) as api, sandbox(api, args.template) as sandbox_id:
         latencies = echo_latency(endpoint, sandbox_id, args.runs)
         rates = bulk_output(api, endpoint, sandbox_id, args.mb)
     what = "through the control plane's WebSocket of `qbox up` (crun), client on loopback"
-    publish(latency_table(latencies, what) + "\n" + rate_table(rates), args.markdown)
+    publish(latency_table(latencies, what) + "\n" + rate_table(rates) + "\n" + floor_table(floor), args)
     return 0
 
 

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 import httpx
 
-from harness import add_common_args, api_client, latency_table, publish, qbox_endpoint, spawn
+from harness import add_common_args, api_client, latency_table, measure_floor, publish, qbox_endpoint, spawn
 from tests.registry import BUSYBOX_REPO, registry_with_busybox
 
 POLL_SECONDS = 0.05
@@ -100,8 +100,11 @@ def main() -> int:
     parser.add_argument("--push", action="store_true",
                         help="start qbox with QBOX_REGISTRY=<the bench registry>/qbox (own qbox only)")
     args = parser.parse_args()
+    if args.quick:
+        args.runs = 2
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    floor = measure_floor(args.quick)
     with busybox_registry() as image:
         # The bench registry is on loopback: an own qbox trusts it (an external one must, too).
         registry = image.split('/')[0]
@@ -116,12 +119,13 @@ def main() -> int:
                 for template_id in made:
                     api.delete(f"/v1/templates/{template_id}")
     pushed = " (each build pushed to a local registry)" if args.push else ""
-    text = latency_table(results, f"templates from a busybox image in a local registry{pushed}")
+    text = latency_table(results, f"templates from a busybox image in a local registry{pushed}", floor,
+                         against={name: "run" for name in results if name.startswith("spawn")})
     ours = statistics.median(results["spawn → running, busybox + one step"])
     builtin = statistics.median(results[f"spawn → running, {args.template}"])
     text += (f"\nspawn p50, built busybox template / {args.template}: {ours:.1f} / {builtin:.1f} ms "
              f"= {ours / builtin:.2f}×\n")
-    publish(text, args.markdown)
+    publish(text, args)
     return 0
 
 

@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import glob
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -28,6 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import raw_floor  # noqa: E402 - after the path (bench/ is the script's own directory)
+import report  # noqa: E402
+from raw_floor import RawFloor  # noqa: E402
+from report import machine_stamp  # noqa: E402
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -41,7 +45,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", help="a running qbox (default: start a throw-away one)")
     parser.add_argument("--api-key")
     parser.add_argument("--template", default="tpl_python")
-    parser.add_argument("--markdown", type=Path, help="also append the tables to this file")
+    add_report_args(parser)
 
 
 @contextlib.contextmanager
@@ -114,20 +118,61 @@ def timed(fn: Callable[[], None], runs: int, warmup: int = 3) -> list[float]:
 
 
 def machine_line(what: str) -> str:
-    return (f"Measured {time.strftime('%Y-%m-%d')} on {platform.node()} "
-            f"({platform.machine()}, {os.cpu_count()} cores, kernel {platform.release()}), {what}:")
+    return f"Measured {machine_stamp()}; {what}:"
 
 
-def latency_table(results: dict[str, list[float]], what: str) -> str:
-    """A Markdown table of each operation's runs, p50/p90/p99 and mean in ms."""
-    lines = [machine_line(what), "",
-             "| operation | runs | p50 ms | p90 ms | p99 ms | mean ms |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for name, samples in results.items():
+def add_report_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--markdown", type=Path,
+                        help="also write the tables into this file, between the script's markers "
+                             "(`make bench`: docs/benchmarks.md)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes: a smoke run of the whole script in seconds, not a measurement")
+
+
+def measure_floor(quick: bool = False) -> RawFloor | str:
+    """The raw runtime's figures for this run's tables, or why there are none."""
+    why = raw_floor.why_not_measurable()
+    if why:
+        return why
+    return raw_floor.measure(runs=5, execs=10) if quick else raw_floor.measure()
+
+
+def floor_table(floor: RawFloor | str) -> str:
+    """The raw runtime's own figures, measured in the same run (raw_floor.py)."""
+    if isinstance(floor, str):
+        return f"Raw runtime floor: not measured in this run ({floor}).\n"
+    lines = ["Raw runtime floor, same run (a minimal busybox bundle, no qbox; bench/raw_floor.py):", "",
+             "| raw crun | runs | p50 ms | p90 ms | p99 ms |", "|---|---:|---:|---:|---:|"]
+    for name, samples in (("`crun run --detach`", floor.run_detach), ("`crun exec true`", floor.exec_true)):
         lines.append(f"| {name} | {len(samples)} | {percentile(samples, 50):.1f} | "
-                     f"{percentile(samples, 90):.1f} | {percentile(samples, 99):.1f} | "
-                     f"{statistics.fmean(samples):.1f} |")
+                     f"{percentile(samples, 90):.1f} | {percentile(samples, 99):.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def latency_table(results: dict[str, list[float]], what: str, floor: RawFloor | str | None = None,
+                  against: dict[str, str] | None = None) -> str:
+    """A Markdown table of each operation's runs, p50/p90/p99 and mean in ms; with a floor,
+    each row named in ``against`` ("run" or "exec") also as its p50 over the raw one's."""
+    raw = {"run": floor.run_detach, "exec": floor.exec_true} if isinstance(floor, RawFloor) else {}
+    against = against or {}
+    ratio = bool(raw)
+    lines = [machine_line(what), "",
+             "| operation | runs | p50 ms | p90 ms | p99 ms | mean ms |" + (" p50 ÷ raw crun p50 |" if ratio else ""),
+             "|---|---:|---:|---:|---:|---:|" + ("---:|" if ratio else "")]
+    for name, samples in results.items():
+        if not samples:
+            continue
+        row = (f"| {name} | {len(samples)} | {percentile(samples, 50):.1f} | "
+               f"{percentile(samples, 90):.1f} | {percentile(samples, 99):.1f} | "
+               f"{statistics.fmean(samples):.1f} |")
+        if ratio:
+            floor_samples = raw.get(against.get(name, ""))
+            row += (f" {percentile(samples, 50) / percentile(floor_samples, 50):.1f}× "
+                    f"(`crun {'run --detach' if against[name] == 'run' else 'exec true'}`) |"
+                    if floor_samples else " – |")
+        lines.append(row)
+    text = "\n".join(lines) + "\n"
+    return text if floor is None else f"{text}\n{floor_table(floor)}"
 
 
 def rate_table(rates: dict[str, float]) -> str:
@@ -136,11 +181,12 @@ def rate_table(rates: dict[str, float]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def publish(text: str, markdown: Path | None) -> None:
-    print(text)
-    if markdown:
-        with markdown.open("a") as out:
-            out.write(text + "\n")
+def publish(text: str, args: argparse.Namespace, section: str | None = None) -> None:
+    """Print the tables; with ``--markdown``, they become the section's generated text there
+    (``section``: the script's file name, by default)."""
+    if args.quick:
+        text = f"*A smoke run (`--quick`): sizes too small to quote.*\n\n{text}"
+    report.publish(section or Path(sys.argv[0]).name, text, args.markdown)
 
 
 # --- benchmarks of the agent alone (no control plane) ---------------------------
