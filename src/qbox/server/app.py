@@ -47,6 +47,7 @@ from qbox.server.services.cluster_ca import ensure_ca
 from qbox.server.services.context import AgentFactory, AgentPool, ServiceContext
 from qbox.server.services.hostsync import sync_host, sync_hosts
 from qbox.server.services.periodic import Periodic
+from qbox.server.services.pools import REFILL_SECONDS
 from qbox.server.services.registry import Services
 from qbox.server.services.template_builds import HEARTBEAT_SECONDS, STALE_SWEEP_SECONDS
 from qbox.server.settings import ServerSettings
@@ -106,6 +107,7 @@ def _periodic_tasks(services: Services, startup: Startup) -> list[Periodic]:
                  lambda: sync_hosts(services.ctx, services.lifecycle)),
         Periodic("host monitor", min(1.0, settings.host_heartbeat_seconds / 2),
                  services.host_monitor.tick),
+        Periodic("warm pools", REFILL_SECONDS, services.pools.tick, wake=services.pools.wake),
     ]
     if settings.audit_retention_days:
         retention = timedelta(days=settings.audit_retention_days)
@@ -181,6 +183,7 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
             for loop in loops:
                 await loop.stop()
             await services.templates.shutdown()
+            await services.pools.shutdown()
             await services.sandboxes.shutdown()
             await services.audit.stop()
             await ctx.agents.aclose()

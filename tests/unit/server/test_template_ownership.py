@@ -229,14 +229,14 @@ def test_a_deletion_between_the_template_check_and_the_insert_leaves_no_sandbox(
     service = h.client.app.state.services.sandboxes  # type: ignore[attr-defined]
     reserve = service.placement.reserve
 
-    async def deleted_meanwhile(*args: Any) -> Any:
+    async def deleted_meanwhile(*args: Any, **kwargs: Any) -> Any:
         # What a concurrent DELETE leaves once it commits: the row hidden as deleted.
         with db_session(h.settings.data_dir) as session:
             row = session.get(Template, "tpl_racy")
             assert row is not None
             row.status = "deleted"
             session.commit()
-        return await reserve(*args)
+        return await reserve(*args, **kwargs)
 
     monkeypatch.setattr(service.placement, "reserve", deleted_meanwhile)
     r = h.client.post("/v1/sandboxes", json={"templateId": "tpl_racy"}, headers=h.auth(alice))

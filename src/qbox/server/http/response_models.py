@@ -9,7 +9,7 @@ response check in ``make test``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -53,6 +53,7 @@ class SandboxInfo(_Answer):
     end_reason: str | None
     expires_at: Time
     allow_internet_access: bool
+    from_pool: bool = Field(description="claimed from its template's warm pool")
 
 
 class SandboxEvent(_Answer):
@@ -60,6 +61,14 @@ class SandboxEvent(_Answer):
     level: str
     component: str
     message: str
+
+
+class WarmPoolInfo(_Answer):
+    size: int = Field(description="the pool's effective size (QBOX_WARM_POOL_DEFAULT for a built-in without one)")
+    eager: bool = Field(description="pooled sandboxes start their kernel at boot")
+    ready: int = Field(description="booted, waiting for a spawn")
+    booting: int
+    claimed: int = Field(description="live sandboxes of this template that came from its pool")
 
 
 class TemplateInfo(_Answer):
@@ -92,6 +101,8 @@ class TemplateInfo(_Answer):
     env: dict[str, str]
     host_selector: dict[str, str] = Field(description="labels a host must carry to run its sandboxes")
     registry_ref: str | None
+    code_interpreter: Literal["eager", "lazy"]
+    warm_pool: WarmPoolInfo
     created_at: Time
     updated_at: Time
 

@@ -38,7 +38,7 @@ async def spawn(
     if body.timeout_seconds is not None and body.timeout_seconds > settings.max_timeout_seconds:
         raise ValidationError.for_fields(
             {"timeoutSeconds": f"must be at most {settings.max_timeout_seconds}"})
-    sandbox = await services.sandboxes.spawn(
+    sandbox, template = await services.sandboxes.spawn_answer(
         principal,
         SpawnRequest(
             template_id=body.template_id,
@@ -52,7 +52,6 @@ async def spawn(
         ),
         wait_seconds=min(wait_timeout, settings.max_wait_seconds) if wait else None,
     )
-    template = await services.sandboxes.template_of(sandbox)
     return JSONResponse(views.sandbox(sandbox, template), status_code=201)
 
 

@@ -261,6 +261,24 @@ def _optional_command(value: str | None) -> str | None:
     return _no_nul(value, "a command")
 
 
+class WarmPoolBody(_Body):
+    """A template's warm pool: how many sandboxes to keep booted, and whether their kernel
+    starts at boot. The size's upper bound is QBOX_WARM_POOL_MAX_SIZE (checked by the service)."""
+
+    size: int = Field(default=0, ge=0)
+    eager: bool = True
+
+
+class WarmPoolPatch(_Body):
+    """A PATCH of the pool: a field left out stays."""
+
+    size: int | None = Field(default=None, ge=0)
+    eager: bool | None = None
+
+
+CodeInterpreterMode = Literal["eager", "lazy"]
+
+
 class TemplateBody(_Body):
     name: str = Field(pattern=TEMPLATE_NAME_RE)
     image_ref: str = Field(alias="imageRef", min_length=1, max_length=4096)
@@ -283,6 +301,10 @@ class TemplateBody(_Body):
     public: bool = False
     # Labels a host must carry to run its sandboxes.
     host_selector: dict[str, str] = Field(default_factory=dict, alias="hostSelector")
+    # "eager": the kernel starts at each sandbox's boot; "lazy": at its first code call.
+    code_interpreter: CodeInterpreterMode = Field(default="lazy", alias="codeInterpreter")
+    # Only an admin may ask for a size above 0.
+    warm_pool: WarmPoolBody | None = Field(default=None, alias="warmPool")
 
     @field_validator("image_ref")
     @classmethod
@@ -332,6 +354,9 @@ class TemplatePatchBody(_Body):
     public: bool | None = None
     # Replaces the whole selector ({} removes it); the owner or an admin.
     host_selector: dict[str, str] | None = Field(default=None, alias="hostSelector")
+    # The owner or an admin; a warmPool.size above 0 an admin only.
+    code_interpreter: CodeInterpreterMode | None = Field(default=None, alias="codeInterpreter")
+    warm_pool: WarmPoolPatch | None = Field(default=None, alias="warmPool")
 
     @field_validator("host_selector")
     @classmethod
@@ -340,6 +365,7 @@ class TemplatePatchBody(_Body):
 
     @model_validator(mode="after")
     def _something(self) -> TemplatePatchBody:
-        if self.public is None and self.host_selector is None:
-            raise ValueError("give public or hostSelector")
+        if (self.public is None and self.host_selector is None and self.code_interpreter is None
+                and (self.warm_pool is None or (self.warm_pool.size is None and self.warm_pool.eager is None))):
+            raise ValueError("give public, hostSelector, codeInterpreter or warmPool")
         return self

@@ -1,5 +1,6 @@
 """/v1/templates: list, get, create (build from an OCI image), rebuild, delete, build log,
-set the host selector, and (admins) make public or private. Who may do what:
+set the host selector, the code interpreter and the warm pool, and (admins) make public or
+private. Who may do what:
 services/template_access.py.
 
 ``registryCredentials`` is write-only: it goes to the build task and nowhere
@@ -28,7 +29,7 @@ from qbox.server.http.schemas import (
 )
 from qbox.server.principal import Principal
 from qbox.server.services.template_access import owner_shown
-from qbox.server.services.templates import NewTemplate, RegistryLogin
+from qbox.server.services.templates import NewTemplate, RegistryLogin, TemplateChange
 
 router = APIRouter(prefix="/v1/templates")
 
@@ -43,8 +44,13 @@ def _login(credentials: RegistryCredentials | None) -> RegistryLogin | None:
     return RegistryLogin(credentials.username, credentials.password.get_secret_value())
 
 
-def _wire(principal: Principal, template: Template) -> dict[str, Any]:
-    return views.template(template, owner_shown(principal, template))
+async def _wire(request: Request, principal: Principal, template: Template) -> dict[str, Any]:
+    return (await _wire_all(request, principal, [template]))[0]
+
+
+async def _wire_all(request: Request, principal: Principal, templates: list[Template]) -> list[dict[str, Any]]:
+    pools = await services_of(request).pools.views(templates)
+    return [views.template(t, owner_shown(principal, t), pools[t.id]) for t in templates]
 
 
 @router.get("", responses=answers(200, list[rm.TemplateInfo]))
@@ -53,7 +59,7 @@ async def list_templates(
     service: str | None = Query(default=None),
     principal: Principal = allowed("templates:read", Bucket.REQUESTS),
 ) -> list[dict[str, Any]]:
-    return [_wire(principal, t) for t in await services_of(request).templates.find(principal, service)]
+    return await _wire_all(request, principal, await services_of(request).templates.find(principal, service))
 
 
 
@@ -67,6 +73,9 @@ def template_spec(body: TemplateBody) -> NewTemplate:
         start_cmd=body.start_cmd, ready_cmd=body.ready_cmd,
         steps=[step.to_wire() for step in body.steps], user=body.user, workdir=body.workdir,
         env=body.env, public=body.public, host_selector=body.host_selector,
+        code_interpreter=body.code_interpreter,
+        warm_pool_size=None if body.warm_pool is None else body.warm_pool.size,
+        warm_pool_eager=True if body.warm_pool is None else body.warm_pool.eager,
     )
 
 
@@ -81,14 +90,14 @@ async def create_template(
     spec = template_spec(body)
     template = await services_of(request).templates.create(principal, spec,
                                                            _login(body.registry_credentials))
-    return JSONResponse(_wire(principal, template), status_code=201)
+    return JSONResponse(await _wire(request, principal, template), status_code=201)
 
 
 @router.get("/{template_id}", responses=answers(200, rm.TemplateInfo))
 async def get_template(
     template_id: str, request: Request, principal: Principal = allowed("templates:read", Bucket.REQUESTS)
 ) -> dict[str, Any]:
-    return _wire(principal, await services_of(request).templates.get(principal, template_id))
+    return await _wire(request, principal, await services_of(request).templates.get(principal, template_id))
 
 
 @router.patch("/{template_id}", openapi_extra=request_body(TemplatePatchBody),
@@ -97,15 +106,27 @@ async def patch_template(
     template_id: str, request: Request,
     principal: Principal = allowed("templates:write", Bucket.REQUESTS, audit="template.update"),
 ) -> dict[str, Any]:
-    """``{"public": bool}`` (admins only) and/or ``{"hostSelector": {label: value}}`` (the owner
-    or an admin); a field left out stays as it is."""
+    """``{"public": bool}`` (admins only), ``{"hostSelector": {label: value}}``,
+    ``{"codeInterpreter": "eager"|"lazy"}`` and ``{"warmPool": {"size", "eager"}}`` (the owner or
+    an admin; a pool size above 0 an admin only); a field left out stays as it is."""
     body = await json_body(request, TemplatePatchBody)
+    pool = body.warm_pool
+    change = TemplateChange(public=body.public, host_selector=body.host_selector,
+                            code_interpreter=body.code_interpreter,
+                            warm_pool_size=None if pool is None else pool.size,
+                            warm_pool_eager=None if pool is None else pool.eager)
     changes = [] if body.public is None else [f"public={str(body.public).lower()}"]
     if body.host_selector is not None:
         changes.append("hostSelector=" + ",".join(f"{k}={v}" for k, v in sorted(body.host_selector.items())))
+    if body.code_interpreter is not None:
+        changes.append(f"codeInterpreter={body.code_interpreter}")
+    if change.warm_pool_size is not None:
+        changes.append(f"warmPool.size={change.warm_pool_size}")
+    if change.warm_pool_eager is not None:
+        changes.append(f"warmPool.eager={str(change.warm_pool_eager).lower()}")
     describe(request, " ".join(changes))
-    return _wire(principal, await services_of(request).templates.update(
-        principal, template_id, public=body.public, host_selector=body.host_selector))
+    return await _wire(request, principal, await services_of(request).templates.update(
+        principal, template_id, change))
 
 
 @router.post("/{template_id}/rebuild", status_code=202, openapi_extra=request_body(RebuildBody, required=False),
@@ -117,7 +138,7 @@ async def rebuild_template(
     body = await json_body(request, RebuildBody, allow_empty=True)
     template = await services_of(request).templates.rebuild(principal, template_id,
                                                             _login(body.registry_credentials))
-    return JSONResponse(_wire(principal, template), status_code=202)
+    return JSONResponse(await _wire(request, principal, template), status_code=202)
 
 
 @router.delete("/{template_id}", status_code=204, responses=errors(409))

@@ -22,6 +22,7 @@ from qbox.server.db.tables import JoinToken, Sandbox, SandboxEvent, Template
 from qbox.server.services.code import Execution
 from qbox.server.services.host_join import token_status
 from qbox.server.services.hosts import HostView
+from qbox.server.services.pools import PoolCounts, PoolView
 
 # An execution the interpreter stopped answering about: reported, never hung.
 INTERRUPTED_ERROR = CodeError(name="InterpreterError",
@@ -46,11 +47,15 @@ def sandbox(sandbox: Sandbox, template: Template | None = None) -> dict[str, Any
         "endReason": sandbox.end_reason,
         "expiresAt": to_wire(sandbox.deadline_at),
         "allowInternetAccess": sandbox.allow_internet_access,
+        "fromPool": bool(sandbox.from_pool),
     }
 
 
-def template(template: Template, owner_id: str | None = None) -> dict[str, Any]:
-    """``owner_id``: the owner as the viewer may see it (template_access.owner_shown)."""
+def template(template: Template, owner_id: str | None = None, pool: PoolView | None = None) -> dict[str, Any]:
+    """``owner_id``: the owner as the viewer may see it (template_access.owner_shown); ``pool``:
+    its warm pool (services/pools.py; None: the template's own size, nothing counted)."""
+    if pool is None:
+        pool = PoolView(template.warm_pool_size or 0, template.warm_pool_eager, PoolCounts())
     return {
         "id": template.id,
         "name": template.name,
@@ -81,6 +86,9 @@ def template(template: Template, owner_id: str | None = None) -> dict[str, Any]:
         "env": dict(template.envs),
         "hostSelector": dict(template.host_selector or {}),
         "registryRef": template.registry_ref,
+        "codeInterpreter": template.code_interpreter,
+        "warmPool": {"size": pool.size, "eager": pool.eager, "ready": pool.counts.ready,
+                     "booting": pool.counts.booting, "claimed": pool.counts.claimed},
         "createdAt": to_wire(template.created_at),
         "updatedAt": to_wire(template.updated_at),
     }

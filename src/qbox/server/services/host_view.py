@@ -6,6 +6,10 @@ yet ``running`` can never finish booting, and containers the database does
 not hold live belong to no one. While serving, a sandbox not yet ``running``
 belongs to its boot task, and a container without a live row is left to the
 next start (its boot task or its end removes it).
+
+Pooled sandbox of a warm pool (services/pools.py) are known too, never
+strangers; a ready one its host no longer runs loses its row, and at start a
+pooled one still booting can never finish booting either.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from qbox.server.services.lifecycle import Change, LifecycleEvent
 HOST_RUNNING = "running"
 # The agent's exitReason of a sandbox it ended at its deadline (agent/deadlines.py).
 HOST_TIMED_OUT = "timeout"
+# A pooled sandbox's row status once booted (services/pools.py's READY).
+POOL_READY = "ready"
 
 
 @dataclass(frozen=True)
@@ -49,16 +55,22 @@ class HostDiff:
     ended: list[Ending] = field(default_factory=list)
     # Containers nobody holds live: unknown to the database, or of sandboxes it has as ended.
     strangers: list[str] = field(default_factory=list)
+    # Pooled sandboxes whose row goes (the host lost them, or their boot cannot finish), and
+    # which of them the host still holds.
+    pooled_gone: list[str] = field(default_factory=list)
+    pooled_on_host: list[str] = field(default_factory=list)
 
     @property
     def remove_from_host(self) -> list[str]:
-        return sorted([e.sandbox_id for e in self.ended if e.on_host] + self.strangers)
+        return sorted([e.sandbox_id for e in self.ended if e.on_host] + self.strangers
+                      + self.pooled_on_host)
 
 
 def compare(host_id: str, believed: Mapping[str, SandboxState], on_host: Mapping[str, OnHost],
-            *, at_start: bool, sweep: bool = False) -> HostDiff:
-    """What to change for the sandboxes the database has live on ``host_id`` (``believed``),
-    given what the host runs (``on_host``).
+            *, at_start: bool, sweep: bool = False, pooled: Mapping[str, str] | None = None) -> HostDiff:
+    """What to change for the sandboxes the database has live on ``host_id`` (``believed``)
+    and for its pooled ones (``pooled``: id -> "booting" | "ready"), given what the host
+    runs (``on_host``).
 
     ``sweep``: the host is back after missing heartbeats, so its containers of sandboxes
     that ended meanwhile are strangers too. ``believed`` must then be read after the host
@@ -70,8 +82,19 @@ def compare(host_id: str, believed: Mapping[str, SandboxState], on_host: Mapping
         change = _ended(host_id, state, row, at_start=at_start)
         if change is not None:
             diff.ended.append(Ending(sandbox_id, change, on_host=row is not None))
+    pooled = pooled or {}
+    for sandbox_id, status in sorted(pooled.items()):
+        row = on_host.get(sandbox_id)
+        if status == POOL_READY:
+            gone = row is None or row.status != HOST_RUNNING
+        else:
+            gone = at_start
+        if gone:
+            diff.pooled_gone.append(sandbox_id)
+            if row is not None:
+                diff.pooled_on_host.append(sandbox_id)
     if at_start or sweep:
-        diff.strangers = sorted(set(on_host) - set(believed))
+        diff.strangers = sorted(set(on_host) - set(believed) - set(pooled))
     return diff
 
 

@@ -44,11 +44,13 @@ class Periodic:
     """A named loop: ``tick`` now (or after ``first_delay``), then every ``seconds``."""
 
     def __init__(self, name: str, seconds: float, tick: Callable[[], Awaitable[object]], *,
-                 first_delay: float = 0.0) -> None:
+                 first_delay: float = 0.0, wake: asyncio.Event | None = None) -> None:
         self.name = name
         self.seconds = seconds
         self.tick = tick
         self.first_delay = first_delay
+        # Set by whoever needs a tick before the next one is due (a warm pool's claim).
+        self.wake = wake
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -64,8 +66,17 @@ class Periodic:
     async def run(self) -> None:
         await asyncio.sleep(self.first_delay)
         while True:
+            if self.wake is not None:
+                self.wake.clear()
             try:
                 await self.tick()
             except Exception:  # noqa: BLE001 - e.g. the database briefly locked: try next tick
                 log.exception("%s failed; next try in %s s", self.name, self.seconds)
+            await self._pause()
+
+    async def _pause(self) -> None:
+        if self.wake is None:
             await asyncio.sleep(self.seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), self.seconds)

@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qbox.server.db.tables import Host, HostPlacement, User
+from qbox.server.db.tables import Host, HostPlacement, Template, User
 from qbox.server.services.admission import HostCapacity, Overcommit, Resources, Shortfall
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.hosts import Reserved, reserved_on
@@ -33,6 +33,13 @@ T = TypeVar("T")
 
 # Hosts tried under lock before a spawn is refused (the snapshot may be stale for each).
 MAX_TRIES = 3
+
+
+def request_for(template: Template, wanted: Resources) -> Request:
+    """What a sandbox of ``template`` needs from a host: room, the runtime, the selector's
+    labels, and the image (held, or pullable from the registry a build pushed it to)."""
+    return Request(wanted, template.runtime, template.image_digest,
+                   selector=dict(template.host_selector or {}), pullable=bool(template.registry_ref))
 
 
 def capacity_of(host: Host) -> HostCapacity:
@@ -94,22 +101,35 @@ class Placement:
                         request, self.policy)
 
     async def reserve(self, decision: Decision, request: Request,
-                      admit: Callable[[AsyncSession, str], Awaitable[T]]) -> T:
+                      admit: Callable[[AsyncSession, str], Awaitable[T]], *,
+                      session: AsyncSession | None = None) -> T:
         """``admit(session, host_id)`` (which commits) on the first ranked host that still has
-        room under its lock; the scheduler's refusal, brought up to date, if none has."""
+        room under its lock; the scheduler's refusal, brought up to date, if none has.
+
+        ``session``: the caller's, with no transaction open (each host is tried in a
+        transaction of its own; a host passed over is rolled back, which frees its lock)."""
+        if session is None:
+            async with self.ctx.sessions() as own:
+                return await self.reserve(decision, request, admit, session=own)
         shortfalls: list[Shortfall] = list(decision.shortfalls)
         for host_id in decision.hosts[:MAX_TRIES]:
-            async with self.ctx.sessions() as session:
-                host = await lock_host(session, host_id)
-                if host is None or host.removed_at is not None:
-                    continue
-                reserved = (await reserved_on(session, [host_id])).get(host_id, Reserved())
-                fresh = candidate(host, reserved, self.ctx.agents.clients)
-                if fresh.status != "ready" or fresh.draining:
-                    continue
-                room = weigh(fresh, request.resources, self.policy.overcommit)
-                if isinstance(room, Shortfall):
-                    shortfalls.append(room)
-                    continue
-                return await admit(session, host_id)
+            room = await self.room_on(session, host_id, request)
+            if isinstance(room, Shortfall):
+                shortfalls.append(room)
+            if room is None or isinstance(room, Shortfall):
+                await session.rollback()
+                continue
+            return await admit(session, host_id)
         raise Decision((), decision.passed_over, tuple(shortfalls)).refusal(request)
+
+    async def room_on(self, session: AsyncSession, host_id: str, request: Request) -> Shortfall | float | None:
+        """Lock the host's placement row and weigh ``request`` on it afresh: its headroom, what
+        it lacks, or None when it takes no sandbox now (gone, not ready, draining)."""
+        host = await lock_host(session, host_id)
+        if host is None or host.removed_at is not None:
+            return None
+        reserved = (await reserved_on(session, [host_id])).get(host_id, Reserved())
+        fresh = candidate(host, reserved, self.ctx.agents.clients)
+        if fresh.status != "ready" or fresh.draining:
+            return None
+        return weigh(fresh, request.resources, self.policy.overcommit)

@@ -14,6 +14,8 @@ from qbox.server.services.host_monitor import HostMonitor
 from qbox.server.services.hosts import HostService
 from qbox.server.services.keys import KeyService
 from qbox.server.services.lifecycle import SandboxLifecycle
+from qbox.server.services.placement import Placement
+from qbox.server.services.pools import WarmPools
 from qbox.server.services.processes import ProcessService
 from qbox.server.services.quotas import QuotaService
 from qbox.server.services.ratelimit import RateLimiter
@@ -62,6 +64,7 @@ class Services:
     hosts: HostService
     joins: HostJoins
     host_monitor: HostMonitor
+    pools: WarmPools
 
     @classmethod
     def build(cls, ctx: ServiceContext) -> Services:
@@ -72,10 +75,11 @@ class Services:
         # An ended sandbox's shells close, and its start command is no longer followed.
         lifecycle.when_ended(shells.close_for_sandbox)
         lifecycle.when_ended(boots.stop_following)
-        sandboxes = SandboxService(ctx, lifecycle, boots, quotas)
+        pools = WarmPools(ctx, Placement(ctx))
+        sandboxes = SandboxService(ctx, lifecycle, boots, quotas, pools)
         audit = AuditService(ctx)
         agent_secrets = AgentSecrets(ctx)
-        templates = TemplateService(ctx)
+        templates = TemplateService(ctx, pools)
         return cls(
             ctx=ctx,
             lifecycle=lifecycle,
@@ -95,4 +99,5 @@ class Services:
             hosts=HostService(ctx, lifecycle),
             joins=HostJoins(ctx, agent_secrets, templates.ensure_fleet_builtin),
             host_monitor=HostMonitor(ctx, lifecycle, agent_secrets),
+            pools=pools,
         )

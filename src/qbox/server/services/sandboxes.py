@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import select, update
@@ -27,21 +27,28 @@ from qbox.core.errors import (
 )
 from qbox.core.ids import new_sandbox_id
 from qbox.core.states import LIVE_STATES, SandboxState
-from qbox.protocol.sandboxes import SandboxSpec
+from qbox.protocol.sandboxes import SandboxClaim, SandboxSpec
 from qbox.protocol.shells import ShellQuery
 from qbox.server.agent_client import AgentClient, AgentShell
 from qbox.server.db.tables import Sandbox, SandboxEvent, Template
-from qbox.server.services import events
+from qbox.server.services import events, pools
 from qbox.server.services.admission import Resources
 from qbox.server.services.context import ServiceContext
 from qbox.server.principal import Principal
-from qbox.server.services.lifecycle import Change, LifecycleEvent, SandboxLifecycle, booting_row
-from qbox.server.services.placement import Placement, lock_user
+from qbox.server.services.lifecycle import (
+    Change,
+    LifecycleEvent,
+    SandboxLifecycle,
+    booting_row,
+    claimed_row,
+)
+from qbox.server.services.placement import lock_user, request_for
+from qbox.server.services.pools import WarmPools, pool_size
 from qbox.server.services.quotas import QuotaService
-from qbox.server.services.scheduler import Request
 from qbox.server.services.sandbox_startup import SandboxBoots, StartPlan
 from qbox.server.services.template_access import visible_template
 from qbox.server.services.templates import sandbox_env
+from qbox.server.settings import ServerSettings
 
 log = logging.getLogger("qbox.sandboxes")
 
@@ -60,6 +67,36 @@ class SpawnRequest:
     allow_internet_access: bool | None = None
 
 
+@dataclass(frozen=True)
+class Ask:
+    """A spawn request with the template's and the server's defaults filled in."""
+
+    resources: Resources
+    internet: bool
+    timeout: int
+    now: datetime
+    deadline: datetime | None
+
+    @classmethod
+    def of(cls, template: Template, request: SpawnRequest, settings: ServerSettings, now: datetime) -> Ask:
+        timeout = request.timeout_seconds
+        if timeout is None:
+            timeout = template.default_timeout_seconds or settings.default_timeout_seconds
+        vcpus = request.vcpus or template.default_vcpus or settings.default_vcpus
+        memory_mb = request.memory_mb or template.default_memory_mb or settings.default_memory_mb
+        disk_mb = request.disk_size_mb or template.default_disk_mb
+        settings.check_caps(vcpus, memory_mb, disk_mb)
+        internet = template.allow_internet_access if request.allow_internet_access is None \
+            else request.allow_internet_access
+        return cls(Resources(vcpus, memory_mb, disk_mb), internet, timeout, now,
+                   now + timedelta(seconds=timeout) if timeout else None)
+
+    def describe(self, runtime: str) -> str:
+        wanted = self.resources
+        return (f"{wanted.vcpus} vCPU, {wanted.memory_mb} MB memory, {wanted.disk_mb} MB disk, "
+                f"internet {'on' if self.internet else 'off'}, {runtime}")
+
+
 def _require_ready(template: Template) -> None:
     if template.status != "ready":
         raise TemplateNotReadyError(
@@ -70,12 +107,13 @@ def _require_ready(template: Template) -> None:
 
 class SandboxService:
     def __init__(self, ctx: ServiceContext, lifecycle: SandboxLifecycle, boots: SandboxBoots,
-                 quotas: QuotaService) -> None:
+                 quotas: QuotaService, pools: WarmPools) -> None:
         self.ctx = ctx
+        self.pools = pools
         self.lifecycle = lifecycle
         self.boots = boots
         self.quotas = quotas
-        self.placement = Placement(ctx)
+        self.placement = pools.placement
         boots.relocate = self.relocate
 
     # --- queries -------------------------------------------------------------
@@ -155,65 +193,112 @@ class SandboxService:
     async def spawn(
         self, principal: Principal, request: SpawnRequest, wait_seconds: float | None
     ) -> Sandbox:
-        settings = self.ctx.settings
-        now = self.ctx.clock()
+        """A new sandbox: a matching pooled one when its template's pool has one ready, else
+        one placed and booted for this request. One database session throughout."""
+        return (await self.spawn_answer(principal, request, wait_seconds))[0]
+
+    async def spawn_answer(self, principal: Principal, request: SpawnRequest,
+                           wait_seconds: float | None) -> tuple[Sandbox, Template]:
+        """``spawn``, with the template the answer shows (read in the spawn's own session)."""
         async with self.ctx.sessions() as session:
             # Another user's private template is as missing as one that does not exist.
-            template = await visible_template(session, principal, request.template_id, for_spawn=True)
+            template = await visible_template(session, principal, request.template_id)
             _require_ready(template)
-            timeout = request.timeout_seconds
-            if timeout is None:
-                timeout = template.default_timeout_seconds or settings.default_timeout_seconds
-            vcpus = request.vcpus or template.default_vcpus or settings.default_vcpus
-            memory_mb = request.memory_mb or template.default_memory_mb or settings.default_memory_mb
-            disk_mb = request.disk_size_mb or template.default_disk_mb
-            internet = template.allow_internet_access if request.allow_internet_access is None \
-                else request.allow_internet_access
-            settings.check_caps(vcpus, memory_mb, disk_mb)
-            wanted = Resources(vcpus, memory_mb, disk_mb)
-            need = request_for(template, wanted)
-            decision = await self.placement.decide(need, session=session)
-        deadline = now + timedelta(seconds=timeout) if timeout else None
+            ask = Ask.of(template, request, self.ctx.settings, self.ctx.clock())
+            # The read ends here: each write transaction below must start with its lock.
+            await session.commit()
+            if pool_size(template, self.ctx.settings) > 0:
+                claimed = await self._claim(session, principal, request, template, ask)
+                if claimed is not None:
+                    return claimed, template
+            return await self._boot_cold(session, principal, request, template, ask, wait_seconds)
+
+    async def _claim(self, session: AsyncSession, principal: Principal, request: SpawnRequest,
+                     template: Template, ask: Ask) -> Sandbox | None:
+        """Hand the principal a ready pooled sandbox that matches, or None. Its limits are
+        lowered to the request's, its envs replaced, its deadline set on its host."""
+        wanted = pools.Wanted(ask.resources, ask.internet)
+        pooled = await pools.claim(session, template, wanted, ask.now, self.pools.max_age)
+        if pooled is None:
+            await session.rollback()
+            return None
+        # Quotas and the new row in the claim's transaction: refused, the pooled sandbox stays
+        # (the session closes rolled back).
+        fresh = await self._admit(session, principal, request.template_id)
+        await self.quotas.check_spawn(session, principal, ask.resources)
+        sandbox = claimed_row(
+            id=pooled.id, owner_id=principal.user_id, template_id=fresh.id, host_id=pooled.host_id,
+            vcpus=ask.resources.vcpus, memory_mb=ask.resources.memory_mb,
+            disk_size_mb=ask.resources.disk_mb, allow_internet_access=ask.internet,
+            runtime=fresh.runtime, labels=dict(request.labels), envs=dict(request.envs),
+            timeout_seconds=ask.timeout, deadline_at=ask.deadline, created_at=ask.now,
+            booted_at=ask.now)
+        session.add(sandbox)
+        events.record(session, sandbox.id, f"claimed from the warm pool of template {fresh.id} "
+                      f"on host {pooled.host_id} ({ask.describe(fresh.runtime)})")
+        await session.commit()
+        self.pools.refill_soon()
+        claim = SandboxClaim(envs={**sandbox_env(fresh), **request.envs}, vcpus=ask.resources.vcpus,
+                             memory_mb=ask.resources.memory_mb, deadline_at=ask.deadline)
+        try:
+            await self.ctx.agents.for_host(pooled.host_id).sandboxes.claim(pooled.id, claim)
+        except QboxError as exc:
+            log.warning("claim of pooled sandbox %s failed: %s; booting one instead", pooled.id, exc.message)
+            await self.lifecycle.end(pooled.id, Change.of(LifecycleEvent.CLAIM_FAILED, error=exc.message))
+            return None
+        return sandbox
+
+    async def _admit(self, session: AsyncSession, principal: Principal, template_id: str) -> Template:
+        """In the new sandbox's transaction: the template again (a deletion that committed since
+        the first read must not leave a live sandbox of a template that is gone), the user's
+        lock and quotas."""
+        fresh = await visible_template(session, principal, template_id, for_spawn=True)
+        _require_ready(fresh)
+        if not principal.is_admin:
+            await lock_user(session, principal.user_id)
+        return fresh
+
+    async def _boot_cold(self, session: AsyncSession, principal: Principal, request: SpawnRequest,
+                         template: Template, ask: Ask, wait_seconds: float | None) -> tuple[Sandbox, Template]:
+        need = request_for(template, ask.resources)
+        decision = await self.placement.decide(need, session=session)
+        await session.rollback()
 
         async def admit(session: AsyncSession, host_id: str) -> tuple[Sandbox, Template]:
             # Quotas and the new row in the host's locked transaction: refused, nothing is stored.
-            # The template again under the lock: a deletion that committed since the read
-            # above must not leave a live sandbox of a template that is gone.
-            fresh = await visible_template(session, principal, request.template_id, for_spawn=True)
-            _require_ready(fresh)
-            if not principal.is_admin:
-                await lock_user(session, principal.user_id)
-            await self.quotas.check_spawn(session, principal, wanted)
+            fresh = await self._admit(session, principal, request.template_id)
+            await self.quotas.check_spawn(session, principal, ask.resources)
             sandbox = booting_row(
                 id=new_sandbox_id(), owner_id=principal.user_id, template_id=fresh.id,
-                host_id=host_id, vcpus=vcpus, memory_mb=memory_mb, disk_size_mb=disk_mb,
-                allow_internet_access=internet, runtime=fresh.runtime,
-                labels=dict(request.labels), envs=dict(request.envs),
-                timeout_seconds=timeout, deadline_at=deadline, created_at=now)
+                host_id=host_id, vcpus=ask.resources.vcpus, memory_mb=ask.resources.memory_mb,
+                disk_size_mb=ask.resources.disk_mb, allow_internet_access=ask.internet,
+                runtime=fresh.runtime, labels=dict(request.labels), envs=dict(request.envs),
+                timeout_seconds=ask.timeout, deadline_at=ask.deadline, created_at=ask.now)
             session.add(sandbox)
             events.record(session, sandbox.id, f"spawn requested from template {fresh.id} "
-                          f"on host {host_id} ({vcpus} vCPU, {memory_mb} MB memory, {disk_mb} MB disk, "
-                          f"internet {'on' if internet else 'off'}, {fresh.runtime})")
+                          f"on host {host_id} ({ask.describe(fresh.runtime)})")
             await session.commit()
             return sandbox, fresh
 
-        sandbox, template = await self.placement.reserve(decision, need, admit)
+        sandbox, template = await self.placement.reserve(decision, need, admit, session=session)
         # Not validated here: the agent judges the spec (its refusal fails the boot, as
         # any agent error does). user/workdir/imagePullRef go only when the template
         # sets them, so agents without template builds accept the spec.
         spec = SandboxSpec.model_construct(
             id=sandbox.id, image_digest=template.image_digest,
-            envs={**sandbox_env(template), **request.envs}, vcpus=vcpus, memory_mb=memory_mb,
-            disk_size_mb=disk_mb, allow_internet_access=internet, runtime=template.runtime,
+            envs={**sandbox_env(template), **request.envs}, vcpus=ask.resources.vcpus,
+            memory_mb=ask.resources.memory_mb, disk_size_mb=ask.resources.disk_mb,
+            allow_internet_access=ask.internet, runtime=template.runtime,
             user=template.default_user or None, workdir=template.workdir or None,
-            image_pull_ref=template.registry_ref or None, deadline_at=deadline)
+            image_pull_ref=template.registry_ref or None, deadline_at=ask.deadline,
+            code_interpreter=template.code_interpreter or "lazy")
         task = self.boots.start(sandbox.id, sandbox.host_id or "", spec, StartPlan.of(template))
         if wait_seconds:
             await asyncio.wait({task}, timeout=wait_seconds)
-        async with self.ctx.sessions() as session:
-            fresh = await session.get(Sandbox, sandbox.id)
-            assert fresh is not None
-            return fresh
+        fresh = (await session.execute(select(Sandbox).where(Sandbox.id == sandbox.id)
+                                       .execution_options(populate_existing=True))).scalar_one()
+        await session.commit()
+        return fresh, template
 
     async def relocate(self, sandbox_id: str, refused_by: str) -> str | None:
         """Move a booting sandbox whose host refused it to another host with room, once."""
@@ -290,13 +375,6 @@ class SandboxService:
 
     async def shutdown(self) -> None:
         await self.boots.shutdown()
-
-
-def request_for(template: Template, wanted: Resources) -> Request:
-    """What a sandbox of ``template`` needs from a host: room, the runtime, the selector's
-    labels, and the image (held, or pullable from the registry a build pushed it to)."""
-    return Request(wanted, template.runtime, template.image_digest,
-                   selector=dict(template.host_selector or {}), pullable=bool(template.registry_ref))
 
 
 def not_active(sandbox: Sandbox) -> SandboxNotActiveError:

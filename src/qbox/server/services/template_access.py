@@ -54,7 +54,8 @@ async def visible_template(session: AsyncSession, principal: Principal, template
     """
     query = select(Template).where(Template.id == template_id)
     if for_spawn:
-        query = query.with_for_update(read=True)
+        # Read afresh even when the session holds the row from an earlier transaction.
+        query = query.with_for_update(read=True).execution_options(populate_existing=True)
     template = (await session.execute(query)).scalar_one_or_none()
     if template is None or not may_see(principal, template):
         raise not_found(template_id)

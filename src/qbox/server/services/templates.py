@@ -15,12 +15,12 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from qbox.core.errors import ConflictError, PermissionDeniedError, QboxError
+from qbox.core.errors import ConflictError, PermissionDeniedError, QboxError, ValidationError
 from qbox.core.ids import template_id_for
 from qbox.core.image_refs import ImageRefPolicy
 from qbox.core.states import LIVE_STATES
@@ -36,6 +36,7 @@ from qbox.server.services.template_access import (
     visible_template,
     visible_to,
 )
+from qbox.server.settings import ServerSettings
 from qbox.server.services.template_builds import (
     CODE_INTERPRETER,
     STALE_SECONDS,
@@ -44,7 +45,7 @@ from qbox.server.services.template_builds import (
     services_for,
 )
 
-__all__ = ["CODE_INTERPRETER", "NewTemplate", "RegistryLogin", "TemplateService",
+__all__ = ["CODE_INTERPRETER", "NewTemplate", "RegistryLogin", "TemplateChange", "TemplateService",
            "has_code_interpreter", "sandbox_env", "services_for"]
 
 log = logging.getLogger("qbox.templates")
@@ -79,6 +80,27 @@ class NewTemplate:
     public: bool = False
     # Labels a host must carry to run its sandboxes.
     host_selector: dict[str, str] = field(default_factory=dict)
+    code_interpreter: str = "lazy"
+    # None: the default (services/pools.py); above 0 only an admin may ask.
+    warm_pool_size: int | None = None
+    warm_pool_eager: bool = True
+
+
+@dataclass(frozen=True)
+class TemplateChange:
+    """A PATCH, as the API validated it; None leaves a field as it is."""
+
+    public: bool | None = None
+    host_selector: Mapping[str, str] | None = None
+    code_interpreter: str | None = None
+    warm_pool_size: int | None = None
+    warm_pool_eager: bool | None = None
+
+    @property
+    def owners(self) -> bool:
+        """Whether it changes what the template's owner (or an admin) decides."""
+        return any(value is not None for value in (self.host_selector, self.code_interpreter,
+                                                   self.warm_pool_size, self.warm_pool_eager))
 
 
 def has_code_interpreter(template: Template | None) -> bool:
@@ -95,9 +117,31 @@ def sandbox_env(template: Template) -> dict[str, str]:
     return env
 
 
+class Pools(Protocol):
+    """What templates ask of the warm pools (services/pools.py, which needs this module)."""
+
+    async def drain(self, template_id: str) -> int: ...
+
+    def refill_soon(self) -> None: ...
+
+
+def check_pool_size(principal: Principal, size: int | None, settings: ServerSettings) -> None:
+    """A pool holds host capacity every user shares: only an admin gives a template one."""
+    if size is None:
+        return
+    if not 0 <= size <= settings.warm_pool_max_size:
+        raise ValidationError.for_fields(
+            {"warmPool.size": f"must be between 0 and {settings.warm_pool_max_size}"})
+    if size > 0 and not principal.is_admin:
+        raise PermissionDeniedError("only an admin may give a template a warm pool "
+                                    "(it holds host capacity every user shares)",
+                                    details={"field": "warmPool.size"})
+
+
 class TemplateService:
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, pools: Pools) -> None:
         self.ctx = ctx
+        self.pools = pools
         self.builds = TemplateBuilds(ctx)
         # Fleet built-ins seen ready by this replica: heartbeats ask no more about them.
         self._fleet_ready: set[str] = set()
@@ -146,6 +190,7 @@ class TemplateService:
         if spec.public and not principal.is_admin:
             raise PermissionDeniedError("only an admin may make a template public",
                                         details={"field": "public"})
+        check_pool_size(principal, spec.warm_pool_size, self.ctx.settings)
         await self.check_ref(principal, spec.image_ref)
         template_id = template_id_for(spec.name)
         try:
@@ -179,32 +224,44 @@ class TemplateService:
             tags=list(spec.tags), start_cmd=spec.start_cmd, ready_cmd=spec.ready_cmd,
             steps=list(spec.steps), default_user=spec.user, workdir=workdir, envs=dict(spec.env),
             host_selector=dict(spec.host_selector), services=[],
+            code_interpreter=spec.code_interpreter, warm_pool_size=spec.warm_pool_size,
+            warm_pool_eager=spec.warm_pool_eager,
             build_generation=(template.build_generation or 0) + 1, build_started_at=now,
             build_finished_at=None, created_at=now, updated_at=now)
         for key, value in values.items():
             setattr(template, key, value)
 
-    async def update(self, principal: Principal, template_id: str, *, public: bool | None = None,
-                     host_selector: Mapping[str, str] | None = None) -> Template:
-        """PATCH: ``public`` (admins only: every user may see and spawn a public template) and
-        ``host_selector`` (its owner or an admin; replaced whole). None leaves a field as it is."""
+    async def update(self, principal: Principal, template_id: str, change: TemplateChange) -> Template:
+        """PATCH: ``public`` (admins only: every user may see and spawn a public template);
+        ``host_selector`` (replaced whole), ``code_interpreter`` and the warm pool's settings
+        (its owner or an admin; a pool size above 0, an admin only)."""
+        check_pool_size(principal, change.warm_pool_size, self.ctx.settings)
         async with self.ctx.sessions() as session:
-            if host_selector is not None:
+            if change.owners:
                 template = await changeable_template(session, principal, template_id, "change")
-                template.host_selector = dict(host_selector)
             else:
                 template = await visible_template(session, principal, template_id)
-            if public is not None:
+            if change.host_selector is not None:
+                template.host_selector = dict(change.host_selector)
+            if change.code_interpreter is not None:
+                template.code_interpreter = change.code_interpreter
+            if change.warm_pool_size is not None:
+                template.warm_pool_size = change.warm_pool_size
+            if change.warm_pool_eager is not None:
+                template.warm_pool_eager = change.warm_pool_eager
+            if change.public is not None:
                 if not principal.is_admin:
                     raise PermissionDeniedError("only an admin may change who sees a template",
                                                 details={"templateId": template_id})
-                if template.builtin and not public:
+                if template.builtin and not change.public:
                     raise ConflictError(f"template {template_id} is built in; built-ins are public",
                                         details={"templateId": template_id, "builtin": True})
-                template.public = public
+                template.public = change.public
             template.updated_at = self.ctx.clock()
             await session.commit()
-            return template
+        if change.warm_pool_size is not None:
+            self.pools.refill_soon()
+        return template
 
     async def rebuild(self, principal: Principal, template_id: str,
                       login: RegistryLogin | None) -> Template:
@@ -243,6 +300,8 @@ class TemplateService:
                                     details={"templateId": template_id, "builtin": True})
             await self._refuse_if_used(session, template_id)
         await self.builds.cancel(template_id)
+        # Its pooled sandboxes first: each off its host, then its row.
+        await self.pools.drain(template_id)
         try:
             async with self.ctx.sessions() as session:
                 await self._refuse_if_used(session, template_id)
@@ -341,8 +400,10 @@ class TemplateService:
         async with self.ctx.sessions() as session:
             template = await session.get(Template, template_id)
             if template is None:
+                # Kernels start on first use (code_interpreter "lazy"), and the pool's size is
+                # QBOX_WARM_POOL_DEFAULT's (warm_pool_size None), until an admin says otherwise.
                 template = Template(id=template_id, name=name, builtin=True, status="building",
-                                    created_at=now, updated_at=now)
+                                    code_interpreter="lazy", created_at=now, updated_at=now)
                 session.add(template)
             template.builtin = True
             template.public = True
@@ -392,6 +453,7 @@ class TemplateService:
                         status="building", builtin=True, public=True, owner_id=None, image_ref=image_ref,
                         image_digest="", registry_ref="", build_error=None, runtime=runtime,
                         enable_ssh=True, steps=[], build_generation=generation, build_started_at=now,
+
                         build_finished_at=None, updated_at=now).items():
                     setattr(template, key, value)
                 await session.commit()

@@ -1,0 +1,415 @@
+"""Warm pools: sandboxes booted from a template before anyone asks, claimed by spawns.
+
+A template with a pool size keeps that many pooled sandboxes (booting and
+ready) of its current build. They are placed as spawns are, count against
+their host's capacity (``hosts.reserved_on``) and, for one template, spread
+over the hosts that may run it. A pooled sandbox has a ``warm_sandboxes`` row
+and no ``sandboxes`` row, so no user sees it; a spawn that claims one
+(``claim``) deletes the first and writes the second in one transaction. On
+PostgreSQL the claim skips rows another claim holds (``FOR UPDATE SKIP
+LOCKED``); on SQLite it is one conditional DELETE under the write lock. Either
+way a pooled sandbox is handed out once.
+
+Every replica runs the loop (``tick``, a ``periodic.Periodic`` that a claim wakes): first the rows that must go (their
+template deleted, rebuilt or shrunk, past ``QBOX_WARM_POOL_MAX_AGE``, their
+host down, a boot nobody finishes), then each pool refilled. A template's
+refill locks its row and counts again under the lock, so replicas never
+overfill a pool. The host ends a pooled sandbox itself past its max age plus
+``DEADLINE_SLACK`` should no control plane remain to do it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import Counter
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qbox.core.errors import QboxError
+from qbox.core.ids import new_sandbox_id
+from qbox.core.states import LIVE_STATES
+from qbox.protocol.sandboxes import SandboxSpec
+from qbox.server.db.tables import Host, Sandbox, Template, WarmSandbox
+from qbox.server.services.admission import Resources, Shortfall
+from qbox.server.services.context import ServiceContext
+from qbox.server.services.lifecycle import values_of
+from qbox.server.services.periodic import each
+from qbox.server.services.placement import MAX_TRIES, Placement, request_for
+from qbox.server.services.sandbox_startup import StartPlan, wait_ready
+from qbox.server.services.scheduler import Request
+from qbox.server.services.templates import sandbox_env
+from qbox.server.settings import ServerSettings
+
+log = logging.getLogger("qbox.pools")
+
+BOOTING, READY = "booting", "ready"
+# How often every pool is looked at when no claim wakes the loop sooner.
+REFILL_SECONDS = 5.0
+# The host's own deadline for a pooled sandbox: its max age and this.
+DEADLINE_SLACK = timedelta(minutes=5)
+# A boot still unfinished this long past its template's ready timeout was left by a dead replica.
+BOOT_GRACE = timedelta(minutes=5)
+# After a failed boot a template's pool waits 2, 4, 8 … s (at most this) before booting again.
+MAX_BACKOFF_SECONDS = 300.0
+DOWN = "down"
+
+
+def pool_size(template: Template, settings: ServerSettings) -> int:
+    """The template's effective pool size: its own, or QBOX_WARM_POOL_DEFAULT for a built-in."""
+    size = template.warm_pool_size
+    if size is None:
+        size = settings.warm_pool_default if template.builtin else 0
+    return max(0, min(size, settings.warm_pool_max_size))
+
+
+def pool_interpreter(template: Template) -> str:
+    """Pooled sandboxes start their kernel at boot when the template or its pool says so."""
+    return "eager" if template.code_interpreter == "eager" or template.warm_pool_eager else "lazy"
+
+
+def pool_resources(template: Template) -> Resources:
+    """What a pooled sandbox of ``template`` holds: the template's defaults."""
+    return Resources(template.default_vcpus, template.default_memory_mb, template.default_disk_mb)
+
+
+@dataclass(frozen=True)
+class PoolCounts:
+    ready: int = 0
+    booting: int = 0
+    # Live sandboxes of the template that came from its pool.
+    claimed: int = 0
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """A template's pool as its API answer shows it."""
+
+    size: int
+    eager: bool
+    counts: PoolCounts
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What a spawn asks of a pooled sandbox (spec.md's matching rule)."""
+
+    resources: Resources
+    allow_internet_access: bool
+
+
+async def counts(session: AsyncSession, template_ids: Collection[str]) -> dict[str, PoolCounts]:
+    """Each template's pool as the API shows it."""
+    ids = sorted(template_ids)
+    if not ids:
+        return {}
+    pooled = Counter[tuple[str, str]]()
+    for template_id, status, n in (await session.execute(
+            select(WarmSandbox.template_id, WarmSandbox.status, func.count())
+            .where(WarmSandbox.template_id.in_(ids))
+            .group_by(WarmSandbox.template_id, WarmSandbox.status))).all():
+        pooled[(template_id, status)] = int(n)
+    claimed = {template_id: int(n) for template_id, n in (await session.execute(
+        select(Sandbox.template_id, func.count())
+        .where(Sandbox.template_id.in_(ids), Sandbox.from_pool.is_(True),
+               Sandbox.status.in_(values_of(LIVE_STATES)))
+        .group_by(Sandbox.template_id))).all()}
+    return {tid: PoolCounts(pooled[(tid, READY)], pooled[(tid, BOOTING)], claimed.get(tid, 0))
+            for tid in ids}
+
+
+async def claim(session: AsyncSession, template: Template, wanted: Wanted,
+                now: datetime, max_age: timedelta) -> WarmSandbox | None:
+    """Take a ready pooled sandbox that matches, deleting its row in the caller's transaction
+    (which must not have written yet: on SQLite this is its first statement); None if none
+    does. Committed, it is the caller's alone; rolled back, it is back in the pool."""
+    match = (select(WarmSandbox.id)
+             .where(WarmSandbox.template_id == template.id, WarmSandbox.status == READY,
+                    WarmSandbox.build_generation == template.build_generation,
+                    WarmSandbox.image_digest == template.image_digest,
+                    WarmSandbox.runtime == template.runtime,
+                    WarmSandbox.allow_internet_access.is_(wanted.allow_internet_access),
+                    WarmSandbox.disk_size_mb == wanted.resources.disk_mb,
+                    WarmSandbox.vcpus >= wanted.resources.vcpus,
+                    WarmSandbox.memory_mb >= wanted.resources.memory_mb,
+                    WarmSandbox.created_at > now - max_age)
+             .order_by(WarmSandbox.created_at, WarmSandbox.id).limit(1))
+    take = delete(WarmSandbox).where(WarmSandbox.status == READY).returning(WarmSandbox)
+    if session.get_bind().dialect.name == "postgresql":
+        # Concurrent claims each lock a different row, or find none left, without waiting.
+        picked = (await session.execute(match.with_for_update(skip_locked=True))).scalar_one_or_none()
+        if picked is None:
+            return None
+        take = take.where(WarmSandbox.id == picked)
+    else:
+        take = take.where(WarmSandbox.id == match.scalar_subquery())
+    taken = (await session.execute(take, execution_options={"synchronize_session": False})).scalars().first()
+    return taken
+
+
+async def views(session: AsyncSession, templates: Iterable[Template],
+                settings: ServerSettings) -> dict[str, PoolView]:
+    """Each template's pool: its effective size and what it holds."""
+    listed = list(templates)
+    found = await counts(session, [t.id for t in listed])
+    return {t.id: PoolView(pool_size(t, settings), t.warm_pool_eager, found[t.id]) for t in listed}
+
+
+class WarmPools:
+    """Keeps every template's pool filled; one per control-plane process."""
+
+    def __init__(self, ctx: ServiceContext, placement: Placement) -> None:
+        self.ctx = ctx
+        self.placement = placement
+        self.wake = asyncio.Event()
+        self._boots: dict[str, asyncio.Task[None]] = {}
+        # Per template: failed boots in a row, and when it may boot again.
+        self._failures: dict[str, tuple[int, float]] = {}
+
+    @property
+    def max_age(self) -> timedelta:
+        return timedelta(seconds=self.ctx.settings.warm_pool_max_age_seconds)
+
+    async def views(self, templates: Iterable[Template]) -> dict[str, PoolView]:
+        """The warm pools of templates the caller may see."""
+        async with self.ctx.sessions() as session:
+            return await views(session, templates, self.ctx.settings)
+
+    def refill_soon(self) -> None:
+        """A claim took a pooled sandbox: refill now rather than at the next tick."""
+        self.wake.set()
+
+    async def tick(self) -> dict[str, list[str]]:
+        """Remove what must go, then refill every pool; the sandboxes each refill started."""
+        await self.prune()
+        async with self.ctx.sessions() as session:
+            templates = list((await session.execute(
+                select(Template).where(Template.status == "ready"))).scalars().all())
+        wanted = [t.id for t in templates if pool_size(t, self.ctx.settings) > 0]
+        return await each("warm pool of", wanted, self.refill)
+
+    # --- removal -----------------------------------------------------------------
+
+    async def prune(self) -> list[str]:
+        """Remove pooled sandboxes no spawn should get; the ids removed."""
+        now = self.ctx.clock()
+        async with self.ctx.sessions() as session:
+            rows = list((await session.execute(
+                select(WarmSandbox).order_by(WarmSandbox.created_at))).scalars().all())
+            if not rows:
+                return []
+            templates = {t.id: t for t in (await session.execute(select(Template).where(
+                Template.id.in_(sorted({r.template_id for r in rows}))))).scalars().all()}
+            hosts = {h.id: h for h in (await session.execute(select(Host).where(
+                Host.id.in_(sorted({r.host_id for r in rows}))))).scalars().all()}
+        doomed = _doomed(rows, templates, hosts, self.ctx.settings, now, self.max_age,
+                         booting_here=set(self._boots))
+        removed = []
+        for row, why in doomed:
+            if await self.remove(row, why, on_host=hosts.get(row.host_id) is not None
+                                 and hosts[row.host_id].status != DOWN):
+                removed.append(row.id)
+        return removed
+
+    async def remove(self, row: WarmSandbox, why: str, *, on_host: bool = True) -> bool:
+        """Delete the row unless a claim took it first, then the container. A boot in flight
+        finds its row gone and removes its container itself."""
+        async with self.ctx.sessions() as session:
+            gone = await session.execute(delete(WarmSandbox).where(
+                WarmSandbox.id == row.id, WarmSandbox.status == row.status))
+            await session.commit()
+        if not getattr(gone, "rowcount", 0):
+            return False
+        log.info("pooled sandbox %s of %s removed: %s", row.id, row.template_id, why)
+        if on_host and row.id not in self._boots:
+            await self._delete_on_host(row.host_id, row.id)
+        return True
+
+    async def drain(self, template_id: str) -> int:
+        """Remove every pooled sandbox of a template (it is being deleted)."""
+        async with self.ctx.sessions() as session:
+            rows = list((await session.execute(
+                select(WarmSandbox).where(WarmSandbox.template_id == template_id))).scalars().all())
+        return sum([await self.remove(row, "its template is deleted") for row in rows])
+
+    async def _delete_on_host(self, host_id: str, sandbox_id: str) -> None:
+        try:
+            await self.ctx.agents.for_host(host_id).sandboxes.delete(sandbox_id)
+        except QboxError as exc:
+            # The host ends it at its deadline; a reconcile at start removes it sooner.
+            log.warning("pooled sandbox %s not removed from host %s: %s", sandbox_id, host_id, exc.message)
+
+    # --- refill ------------------------------------------------------------------
+
+    async def refill(self, template_id: str) -> list[str]:
+        """Place and boot what the template's pool lacks; the new sandboxes' ids."""
+        loop = asyncio.get_running_loop()
+        _failed, not_before = self._failures.get(template_id, (0, 0.0))
+        if loop.time() < not_before:
+            return []
+        async with self.ctx.sessions() as session:
+            # The template's row locked first (SQLite: the write lock), so one replica at a
+            # time counts this pool and adds to it.
+            locked = await session.execute(update(Template).where(
+                Template.id == template_id, Template.status == "ready")
+                .values(build_generation=Template.build_generation))
+            if not getattr(locked, "rowcount", 0):
+                return []
+            template = (await session.execute(select(Template).where(Template.id == template_id)
+                                              .execution_options(populate_existing=True))).scalar_one()
+            per_host = Counter({host_id: int(n) for host_id, n in (await session.execute(
+                select(WarmSandbox.host_id, func.count())
+                .where(WarmSandbox.template_id == template_id,
+                       WarmSandbox.build_generation == template.build_generation)
+                .group_by(WarmSandbox.host_id))).all()})
+            missing = pool_size(template, self.ctx.settings) - sum(per_host.values())
+            if missing <= 0:
+                return []
+            need = request_for(template, pool_resources(template))
+            decision = await self.placement.decide(need, session=session)
+            added = []
+            for _ in range(missing):
+                host_id = await self._place(session, decision.hosts, per_host, need)
+                if host_id is None:
+                    break
+                row = WarmSandbox(
+                    id=new_sandbox_id(), template_id=template_id, host_id=host_id, status=BOOTING,
+                    build_generation=template.build_generation, image_digest=template.image_digest,
+                    runtime=template.runtime, vcpus=need.resources.vcpus,
+                    memory_mb=need.resources.memory_mb, disk_size_mb=need.resources.disk_mb,
+                    allow_internet_access=template.allow_internet_access, created_at=self.ctx.clock())
+                session.add(row)
+                await session.flush()
+                per_host[host_id] += 1
+                added.append(row)
+            await session.commit()
+        for row in added:
+            self._start_boot(row, template)
+        return [row.id for row in added]
+
+    async def _place(self, session: AsyncSession, ranked: Iterable[str], per_host: Counter[str],
+                     need: Request) -> str | None:
+        """The host with the fewest of this pool's sandboxes (the scheduler's order breaks ties)
+        that has room under its lock."""
+        order = sorted(enumerate(ranked), key=lambda pair: (per_host[pair[1]], pair[0]))
+        for _, host_id in order[:MAX_TRIES]:
+            room = await self.placement.room_on(session, host_id, need)
+            if room is not None and not isinstance(room, Shortfall):
+                return host_id
+        return None
+
+    # --- boots -------------------------------------------------------------------
+
+    def _start_boot(self, row: WarmSandbox, template: Template) -> None:
+        spec = SandboxSpec.model_construct(
+            id=row.id, image_digest=row.image_digest, envs=sandbox_env(template), vcpus=row.vcpus,
+            memory_mb=row.memory_mb, disk_size_mb=row.disk_size_mb,
+            allow_internet_access=row.allow_internet_access, runtime=row.runtime,
+            user=template.default_user or None, workdir=template.workdir or None,
+            image_pull_ref=template.registry_ref or None,
+            deadline_at=row.created_at + self.max_age + DEADLINE_SLACK,
+            code_interpreter=pool_interpreter(template))
+        task = asyncio.create_task(self._boot(row, spec, StartPlan.of(template)), name=f"pool boot {row.id}")
+        self._boots[row.id] = task
+        task.add_done_callback(functools.partial(_forget_task, self._boots, row.id))
+
+    async def _boot(self, row: WarmSandbox, spec: SandboxSpec, plan: StartPlan) -> None:
+        agent = self.ctx.agents.for_host(row.host_id)
+        try:
+            await agent.sandboxes.create(spec)
+            failure = await self._start_commands(row, plan)
+        except asyncio.CancelledError:
+            await self._forget(row, "its boot was interrupted (control plane shutting down)")
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed boot is retried later, never a hang
+            failure = exc.message if isinstance(exc, QboxError) else str(exc)
+        if failure is not None:
+            failures = self._failures.get(row.template_id, (0, 0.0))[0] + 1
+            wait = min(MAX_BACKOFF_SECONDS, 2.0 ** failures)
+            self._failures[row.template_id] = (failures, asyncio.get_running_loop().time() + wait)
+            log.warning("pooled sandbox %s of %s failed to boot: %s (next try in %.0f s)",
+                        row.id, row.template_id, failure, wait)
+            await self._forget(row, "its boot failed")
+            return
+        self._failures.pop(row.template_id, None)
+        async with self.ctx.sessions() as session:
+            booted = await session.execute(update(WarmSandbox).where(
+                WarmSandbox.id == row.id, WarmSandbox.status == BOOTING)
+                .values(status=READY, ready_at=self.ctx.clock()))
+            await session.commit()
+        if not getattr(booted, "rowcount", 0):
+            # Removed while booting (template deleted, pool shrunk): the container goes too.
+            await self._delete_on_host(row.host_id, row.id)
+
+    async def _start_commands(self, row: WarmSandbox, plan: StartPlan) -> str | None:
+        """The template's startCmd and readyCmd, as a spawn runs them (the start command's
+        output is not kept: a pooled sandbox has no log until it is claimed)."""
+        if not plan.start_cmd and not plan.ready_cmd:
+            return None
+        agent = self.ctx.agents.for_host(row.host_id)
+        if plan.start_cmd:
+            await agent.processes.start(row.id, plan.start(plan.start_cmd))
+        if not plan.ready_cmd:
+            return None
+
+        async def still_booting() -> bool:
+            async with self.ctx.sessions() as session:
+                return await session.get(WarmSandbox, row.id) is not None
+        return await wait_ready(agent, row.id, plan, still_booting)
+
+    async def _forget(self, row: WarmSandbox, why: str) -> None:
+        async with self.ctx.sessions() as session:
+            await session.execute(delete(WarmSandbox).where(WarmSandbox.id == row.id,
+                                                            WarmSandbox.status == BOOTING))
+            await session.commit()
+        log.info("pooled sandbox %s of %s removed: %s", row.id, row.template_id, why)
+        await self._delete_on_host(row.host_id, row.id)
+
+    async def shutdown(self) -> None:
+        tasks = list(self._boots.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _forget_task(tasks: dict[str, asyncio.Task[None]], sandbox_id: str, task: asyncio.Task[None]) -> None:
+    if tasks.get(sandbox_id) is task:
+        del tasks[sandbox_id]
+
+
+def _doomed(rows: list[WarmSandbox], templates: dict[str, Template], hosts: dict[str, Host],
+            settings: ServerSettings, now: datetime, max_age: timedelta, *,
+            booting_here: set[str]) -> list[tuple[WarmSandbox, str]]:
+    """The pooled sandboxes to remove, and why (the decision alone, without I/O)."""
+    doomed: list[tuple[WarmSandbox, str]] = []
+    kept: dict[str, list[WarmSandbox]] = {}
+    for row in rows:
+        template, host = templates.get(row.template_id), hosts.get(row.host_id)
+        why = None
+        if template is None or template.status not in ("ready", "building"):
+            why = "its template is deleted"
+        elif row.build_generation != template.build_generation or row.image_digest != template.image_digest:
+            why = "its template was rebuilt"
+        elif host is None or host.status == DOWN or host.removed_at is not None:
+            why = f"its host {row.host_id} is down"
+        elif row.created_at + max_age <= now:
+            why = f"older than {int(max_age.total_seconds())} s"
+        elif (row.status == BOOTING and row.id not in booting_here
+              and row.created_at + timedelta(seconds=template.ready_timeout_s) + BOOT_GRACE <= now):
+            why = "its boot never finished"
+        if why is None:
+            kept.setdefault(row.template_id, []).append(row)
+        else:
+            doomed.append((row, why))
+    for template_id, pool in kept.items():
+        extra = len(pool) - pool_size(templates[template_id], settings)
+        if extra > 0:
+            # Booting ones first (nothing waits on them), then the oldest.
+            pool.sort(key=lambda r: (r.status != BOOTING, r.created_at))
+            doomed += [(row, "its pool is smaller now") for row in pool[:extra]]
+    return doomed
