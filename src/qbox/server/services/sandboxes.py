@@ -220,7 +220,9 @@ class SandboxService:
         wanted = pools.Wanted(ask.resources, ask.internet)
         pooled = await pools.claim(session, template, wanted, ask.now, self.pools.max_age)
         if pooled is None:
-            await session.rollback()
+            # Ends the claim's transaction (it changed nothing); a rollback would expire the
+            # template the cold path reads next.
+            await session.commit()
             return None
         # Quotas and the new row in the claim's transaction: refused, the pooled sandbox stays
         # (the session closes rolled back).
@@ -262,7 +264,7 @@ class SandboxService:
                          template: Template, ask: Ask, wait_seconds: float | None) -> tuple[Sandbox, Template]:
         need = request_for(template, ask.resources)
         decision = await self.placement.decide(need, session=session)
-        await session.rollback()
+        await session.commit()
 
         async def admit(session: AsyncSession, host_id: str) -> tuple[Sandbox, Template]:
             # Quotas and the new row in the host's locked transaction: refused, nothing is stored.
