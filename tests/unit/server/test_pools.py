@@ -398,3 +398,31 @@ def test_the_effective_pool_size() -> None:
     assert pool_size(Template(warm_pool_size=None, builtin=False), settings) == 0
     assert pool_size(Template(warm_pool_size=9, builtin=False), settings) == 5
     assert pool_size(Template(warm_pool_size=0, builtin=True), settings) == 0
+
+
+class CountingSessions:
+    """The context's session factory, counting the sessions the calling task opens."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.inner = ctx.sessions
+        self.task: asyncio.Task[Any] | None = None
+        self.opened = 0
+
+    def __call__(self) -> Any:
+        if asyncio.current_task() is self.task:
+            self.opened += 1
+        return self.inner()
+
+
+async def test_a_spawn_opens_one_database_session_pooled_or_cold(ctx: ServiceContext) -> None:
+    await set_template(ctx, warm_pool_size=1)
+    r = replica(ctx)
+    await r.fill()
+    counting = CountingSessions(ctx)
+    ctx.sessions = counting  # type: ignore[assignment]
+    counting.task = asyncio.current_task()
+    pooled_one = await r.sandboxes.spawn(member(), SpawnRequest(template_id=TEMPLATE), wait_seconds=None)
+    assert pooled_one.from_pool and counting.opened == 1
+    counting.opened = 0
+    cold = await r.sandboxes.spawn(member(), SpawnRequest(template_id=TEMPLATE), wait_seconds=5)
+    assert not cold.from_pool and cold.status == SandboxState.RUNNING and counting.opened == 1
