@@ -552,9 +552,13 @@ def main() -> int:
         if args.quick:
             args.hosts, args.clients, args.spawns, args.losses = [1, 2], 5, 10, 1
         floor = measure_floor(args.quick)
-        tables = cluster_tables(args.hosts, args.clients, args.spawns, args.losses, args.sandboxes_per_loss,
-                                args.template, Clocks(args.heartbeat_seconds, args.lost_seconds))
-        publish("\n".join([*tables, floor_table(floor)]), args, section)
+        tables = []
+        for table in cluster_tables(args.hosts, args.clients, args.spawns, args.losses, args.sandboxes_per_loss,
+                                    args.template, Clocks(args.heartbeat_seconds, args.lost_seconds)):
+            print(table, flush=True)  # each as soon as it is measured: the whole part takes minutes
+            tables.append(table)
+        print(floor_table(floor))
+        publish("\n".join([*tables, floor_table(floor)]), args, section, echo=False)
     return 0
 
 

@@ -181,12 +181,15 @@ def rate_table(rates: dict[str, float]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def publish(text: str, args: argparse.Namespace, section: str | None = None) -> None:
-    """Print the tables; with ``--markdown``, they become the section's generated text there
-    (``section``: the script's file name, by default)."""
+def publish(text: str, args: argparse.Namespace, section: str | None = None, *, echo: bool = True) -> None:
+    """Print the tables (unless ``echo`` is false: printed as they came); with ``--markdown``,
+    they become the section's generated text there (``section``: the script's file name)."""
+    if echo:
+        print(text)
     if args.quick:
         text = f"*A smoke run (`--quick`): sizes too small to quote.*\n\n{text}"
-    report.publish(section or Path(sys.argv[0]).name, text, args.markdown)
+    if args.markdown:
+        report.write_section(args.markdown, section or Path(sys.argv[0]).name, text)
 
 
 # --- benchmarks of the agent alone (no control plane) ---------------------------

@@ -82,9 +82,3 @@ def write_section(markdown: Path, section: str, body: str) -> None:
     document = markdown.read_text() if markdown.exists() else "# Benchmarks\n"
     markdown.write_text(replace_section(document, section, body))
 
-
-def publish(section: str, body: str, markdown: Path | None) -> None:
-    """Print the tables; with ``markdown``, also make them ``section``'s generated text there."""
-    print(body)
-    if markdown:
-        write_section(markdown, section, body)
