@@ -126,7 +126,7 @@ def add_report_args(parser: argparse.ArgumentParser) -> None:
                         help="also write the tables into this file, between the script's markers "
                              "(`make bench`: docs/benchmarks.md)")
     parser.add_argument("--quick", action="store_true",
-                        help="small sizes: a smoke run of the whole script in seconds, not a measurement")
+                        help="small sizes: a smoke run that shows the script works, not a measurement")
 
 
 def measure_floor(quick: bool = False) -> RawFloor | str:
