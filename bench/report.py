@@ -62,7 +62,7 @@ def machine_stamp() -> str:
     return (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · {_cpu_model()}, "
             f"{os.cpu_count()} cores, {_memory_gib():.1f} GiB · Linux {platform.release()} · "
             f"Python {platform.python_version()} · commit {_commit()} · load average "
-            f"{os.getloadavg()[0]:.1f} at the start")
+            f"{os.getloadavg()[0]:.1f}")
 
 
 def replace_section(document: str, section: str, body: str) -> str:
