@@ -54,7 +54,13 @@ from qbox.protocol.processes import (
     ExecRequest,
     StdinWrite,
 )
-from qbox.protocol.sandboxes import SandboxCreated, SandboxDeadline, SandboxInfo, SandboxSpec
+from qbox.protocol.sandboxes import (
+    SandboxClaim,
+    SandboxCreated,
+    SandboxDeadline,
+    SandboxInfo,
+    SandboxSpec,
+)
 
 log = logging.getLogger("qbox.agent")
 
@@ -170,7 +176,8 @@ def _routes() -> APIRouter:
             memory_mb=body.memory_mb, hostname=body.hostname,
             allow_internet_access=body.allow_internet_access, disk_size_mb=body.disk_size_mb,
             runtime=body.runtime, user=body.user, workdir=body.workdir,
-            image_pull_ref=body.image_pull_ref), deadline_at=body.deadline_at)
+            image_pull_ref=body.image_pull_ref, code_interpreter=body.code_interpreter),
+            deadline_at=body.deadline_at)
         return SandboxCreated(id=sandbox.id, booted_at=sandbox.booted_at,
                               address=sandbox.address)
 
@@ -192,6 +199,12 @@ def _routes() -> APIRouter:
                            request: Request) -> Response:
         _agent(request).sandboxes.set_deadline(sandbox_id, body.deadline_at)
         return Response(status_code=204)
+
+    @router.post("/sandboxes/{sandbox_id}/claim")
+    async def claim_sandbox(sandbox_id: str, body: SandboxClaim,
+                            request: Request) -> SandboxInfo:
+        return sandbox_info(await _agent(request).sandboxes.claim(
+            sandbox_id, body.envs, body.vcpus, body.memory_mb, body.deadline_at))
 
     @router.post("/sandboxes/{sandbox_id}/exec", response_model=None)
     async def exec_command(sandbox_id: str, body: ExecRequest, request: Request) -> Response:

@@ -1,4 +1,5 @@
-"""Reading a sandbox's cgroup: how often the OOM killer struck it, whether swap is accounted.
+"""A sandbox's cgroup: how often the OOM killer struck it, whether swap is accounted, its
+limits changed after boot (a pooled sandbox's claim), and its removal.
 
 The runtime creates the cgroup from the spec's ``cgroupsPath`` (``/qbox/<id>``,
 or ``/qbox-<tag>/<id>`` for an agent on another data dir: host_names.py),
@@ -74,7 +75,12 @@ def _hierarchies(relative: str, root: Path) -> list[Path]:
     """The cgroup's directory in v2's tree and in each v1 hierarchy, where it exists."""
     if not relative or not root.is_dir():
         return []
-    return [base / relative for base in (root, *root.iterdir()) if (base / relative).is_dir()]
+    found: dict[Path, Path] = {}
+    for base in (root, *sorted(root.iterdir())):
+        if (base / relative).is_dir():
+            # v1's cpu and cpuacct are one hierarchy under two names: listed once.
+            found.setdefault((base / relative).resolve(), base / relative)
+    return list(found.values())
 
 
 def _members(directory: Path) -> list[int]:
@@ -132,3 +138,66 @@ def remove_sandbox(cgroups_path: str, *, timeout: float = 10.0,
         if time.monotonic() >= deadline:
             return not _hierarchies(relative, root)
         time.sleep(0.05)
+
+
+# v1 writes this for "no limit" (the largest page-aligned value).
+_V1_UNLIMITED = 9223372036854771712
+CPU_PERIOD_FALLBACK_US = 100_000
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def set_memory_limit(cgroups_path: str, memory_mb: int, root: Path = CGROUP_ROOT) -> list[Path]:
+    """The sandbox's memory limit, in every hierarchy that has one (v1 ``memory`` or v2).
+
+    Swap is left as the boot set it: v1's ``memsw`` (memory+swap) follows the limit when
+    it was set (a sandbox that may not swap stays so), v2's ``memory.swap.max`` is apart
+    from ``memory.max``. Lowering below what the sandbox uses makes the kernel reclaim (v1
+    refuses with EBUSY when it cannot, raised as OSError); returns the files written.
+    """
+    limit = str(memory_mb * 1024 * 1024)
+    written: list[Path] = []
+    for directory in _hierarchies(cgroups_path.strip("/"), root):
+        v1 = directory / "memory.limit_in_bytes"
+        if v1.is_file():
+            memsw = directory / "memory.memsw.limit_in_bytes"
+            order = [v1]
+            if memsw.is_file() and _read_int(memsw) not in (None, _V1_UNLIMITED):
+                # memory+swap may never be below memory: a shrinking limit goes first,
+                # a growing one after memsw.
+                shrinks = int(limit) <= (_read_int(v1) or 0)
+                order = [v1, memsw] if shrinks else [memsw, v1]
+            for path in order:
+                path.write_text(limit)
+                written.append(path)
+        v2 = directory / "memory.max"
+        if v2.is_file():
+            v2.write_text(limit)
+            written.append(v2)
+    return written
+
+
+def set_cpu_limit(cgroups_path: str, vcpus: int, root: Path = CGROUP_ROOT) -> list[Path]:
+    """The sandbox's CPU quota, ``vcpus`` CPUs per period, as the boot set it (v1
+    ``cpu.cfs_quota_us``, v2 ``cpu.max``); the period stays. Returns the files written."""
+    written: list[Path] = []
+    for directory in _hierarchies(cgroups_path.strip("/"), root):
+        v1 = directory / "cpu.cfs_quota_us"
+        if v1.is_file():
+            period = _read_int(directory / "cpu.cfs_period_us") or CPU_PERIOD_FALLBACK_US
+            v1.write_text(str(vcpus * period))
+            written.append(v1)
+        v2 = directory / "cpu.max"
+        if v2.is_file():
+            try:
+                period = int(v2.read_text().split()[1])
+            except (OSError, ValueError, IndexError):
+                period = CPU_PERIOD_FALLBACK_US
+            v2.write_text(f"{vcpus * period} {period}")
+            written.append(v2)
+    return written

@@ -54,6 +54,10 @@ class SandboxParams:
     workdir: str | None = None
     # Imported when image_digest is not in the store (not kept: only create needs it).
     image_pull_ref: str | None = None
+    # "eager": the kernel host and default kernel start at boot; "lazy": on the first
+    # code call. A sandbox.json without it (an older agent's) reads as lazy, so adopting
+    # it after a restart starts no kernel it did not ask for.
+    code_interpreter: str = "lazy"
     # A template build's sandbox: never listed (the control plane does not know it),
     # removed by the next agent if one is left behind.
     build: bool = False
@@ -103,6 +107,7 @@ class Sandbox:
             "memoryMb": p.memory_mb, "hostname": p.hostname, "imageEnv": self.image_env,
             "allowInternetAccess": p.allow_internet_access, "diskSizeMb": p.disk_size_mb,
             "runtime": p.runtime, "user": p.user, "workdir": p.workdir, "build": p.build,
+            "codeInterpreter": p.code_interpreter,
             "status": self.status.value, "createdAt": to_wire(self.created_at),
             "bootedAt": to_wire(self.booted_at), "exitReason": self.exit_reason,
             "deadlineAt": to_wire(self.deadline_at),
@@ -121,6 +126,7 @@ class Sandbox:
             runtime=str(data.get("runtime") or "crun"),
             user=data.get("user"), workdir=data.get("workdir"),
             build=bool(data.get("build", False)),
+            code_interpreter=str(data.get("codeInterpreter") or "lazy"),
         )
         booted, deadline = data.get("bootedAt"), data.get("deadlineAt")
         return cls(

@@ -9,6 +9,7 @@ shells start in running_sandbox.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -32,7 +33,12 @@ from qbox.agent.running_sandbox import RunningSandbox, ended
 from qbox.agent.sandbox import Sandbox, SandboxParams, SandboxStatus
 from qbox.agent.sandbox_images import ImageSource, image_config_env, image_layers
 from qbox.agent.settings import AgentSettings
-from qbox.core.errors import ConflictError, SandboxNotActiveError, SandboxNotFoundError
+from qbox.core.errors import (
+    ConflictError,
+    SandboxNotActiveError,
+    SandboxNotFoundError,
+    ValidationError,
+)
 from qbox.core.ids import is_sandbox_id
 from qbox.core.timefmt import utcnow
 
@@ -59,7 +65,8 @@ class SandboxManager:
         self._running: dict[str, RunningSandbox] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._image_envs: dict[str, dict[str, str]] = {}
-        # Jupyter kernels per sandbox (interpreter/): warmed up at boot when the image has some.
+        # Jupyter kernels per sandbox (interpreter/): started at boot for an eager sandbox,
+        # on the first code call for a lazy one.
         self.interpreters = CodeInterpreters()
 
     # --- lookup ----------------------------------------------------------------
@@ -172,7 +179,8 @@ class SandboxManager:
                                  self._settings)
         self._running[sandbox.id] = running
         running.watcher = asyncio.create_task(self._watch(sandbox))
-        self.interpreters.attach(sandbox.id, sandbox.rootfs, running.spawn_kernel_host)
+        self.interpreters.attach(sandbox.id, sandbox.rootfs, running.spawn_kernel_host,
+                                 eager=sandbox.params.code_interpreter == "eager")
 
     async def _watch(self, sandbox: Sandbox) -> None:
         """Mark the sandbox stopped when its init exits (not through delete)."""
@@ -227,6 +235,47 @@ class SandboxManager:
             await self._teardown(sandbox_id, sandbox.directory, [self._runtimes.of(sandbox)],
                                  keep_filesystem=True)
             return True
+
+    # --- claim -------------------------------------------------------------------
+
+    async def claim(self, sandbox_id: str, envs: dict[str, str], vcpus: int, memory_mb: int,
+                    deadline_at: datetime | None) -> Sandbox:
+        """A booted sandbox becomes a request's (a warm pool's claim): its cgroup limits
+        shrink to ``vcpus``/``memory_mb``, ``envs`` replace the boot envs for every later
+        command, shell and code execution, and its deadline is set; all saved. Growing a
+        limit is refused (422): the host counted the sandbox at its boot size."""
+        async with self._locked(sandbox_id):
+            sandbox = self._active(sandbox_id)
+            params = sandbox.params
+            too_big = {name: f"at most the boot value ({boot})" for name, asked, boot in (
+                ("vcpus", vcpus, params.vcpus), ("memoryMb", memory_mb, params.memory_mb))
+                if asked > boot}
+            if too_big:
+                raise ValidationError.for_fields(too_big, "a claim cannot grow the limits")
+            claimed = dataclasses.replace(params, envs=dict(envs), vcpus=vcpus,
+                                          memory_mb=memory_mb)
+            claimed.validate()
+            await asyncio.to_thread(self._apply_limits, sandbox_id, vcpus, memory_mb)
+            sandbox.params = claimed
+            sandbox.deadline_at = deadline_at
+            sandbox.save()
+            interpreter = self.interpreters.find(sandbox_id)
+            if interpreter is not None:
+                interpreter.replace_env(claimed.envs)
+            return sandbox
+
+    def _apply_limits(self, sandbox_id: str, vcpus: int, memory_mb: int) -> None:
+        cgroup = f"{self._isolation.cgroup_parent}/{sandbox_id}"
+        try:
+            written = cgroups.set_memory_limit(cgroup, memory_mb)
+            written += cgroups.set_cpu_limit(cgroup, vcpus)
+        except OSError as exc:
+            # v1 refuses a memory limit below what it cannot reclaim (EBUSY).
+            raise ConflictError(f"cannot set the limits of sandbox {sandbox_id} to {vcpus} "
+                                f"vCPUs and {memory_mb} MiB: {exc.strerror or exc}",
+                                details={"sandboxId": sandbox_id}) from exc
+        if not written:
+            log.warning("sandbox %s has no cgroup limits to change (%s)", sandbox_id, cgroup)
 
     # --- deadlines ---------------------------------------------------------------
 

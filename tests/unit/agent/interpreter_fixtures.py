@@ -57,11 +57,12 @@ class CodeAgent:
     # The agent's ASGI app, for tests that play the client's side by hand (a disconnect).
     app: Any = None
 
-    async def create(self, digest: str | None = None, envs: dict[str, str] | None = None) -> str:
+    async def create(self, digest: str | None = None, envs: dict[str, str] | None = None,
+                     code_interpreter: str = "lazy") -> str:
         sandbox_id = new_sandbox_id()
         r = await self.client.post("/sandboxes", json={
             "id": sandbox_id, "imageDigest": digest or self.with_kernels, "envs": envs or {},
-            "vcpus": 1, "memoryMb": 256})
+            "vcpus": 1, "memoryMb": 256, "codeInterpreter": code_interpreter})
         assert r.status_code == 201, r.text
         return sandbox_id
 

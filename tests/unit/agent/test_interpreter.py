@@ -175,7 +175,7 @@ def test_unavailable_is_transient_by_default() -> None:
         "transient": True}
 
 
-async def test_sandboxes_found_after_an_agent_restart_are_warmed_up(
+async def test_eager_sandboxes_found_after_an_agent_restart_are_warmed_up(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Set before the agent starts: loading the sandboxes starts their hosts at once.
     monkeypatch.setattr(manager_module, "HOST_ARGV", (sys.executable, str(FAKE_HOST)))
@@ -196,7 +196,7 @@ async def test_sandboxes_found_after_an_agent_restart_are_warmed_up(
                         headers={"Authorization": f"Bearer {SECRET}"}) as client:
                     r = await client.post("/sandboxes", json={
                         "id": new_sandbox_id(), "imageDigest": digest, "vcpus": 1,
-                        "memoryMb": 256})
+                        "memoryMb": 256, "codeInterpreter": "eager"})
                     assert r.status_code == 201
             [sandbox] = list(manager)
             code = manager.code(sandbox.id)

@@ -97,8 +97,22 @@ async def test_a_code_error_is_an_event_not_an_http_error(code_agent: CodeAgent)
     assert events[-1]["kind"] == "complete"
 
 
-async def test_the_default_context_is_warmed_up_at_boot(code_agent: CodeAgent) -> None:
-    sandbox_id = await code_agent.create()
+async def test_a_lazy_sandbox_starts_its_kernel_on_the_first_code_call(
+        code_agent: CodeAgent) -> None:
+    sandbox_id = await code_agent.create()  # lazy: the default
+    await asyncio.sleep(0.3)  # an eager sandbox's host would be on its way by now
+    assert host_starts(code_agent, sandbox_id) == 0
+    assert await contexts(code_agent, sandbox_id) == []  # listing starts nothing either
+    events = await code_agent.events(sandbox_id, code="print x")
+    assert text_of(events) == "x\n"
+    [context] = await contexts(code_agent, sandbox_id)
+    assert context["isDefault"] and context["state"] == "idle"
+    assert host_starts(code_agent, sandbox_id) == 1
+
+
+async def test_an_eager_sandbox_warms_its_default_context_up_at_boot(
+        code_agent: CodeAgent) -> None:
+    sandbox_id = await code_agent.create(code_interpreter="eager")
 
     async def default_idle() -> bool:
         found = await contexts(code_agent, sandbox_id)

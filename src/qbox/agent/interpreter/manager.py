@@ -5,8 +5,13 @@ sandbox on first use (and again after the host died), creates a default
 context per language when one is first asked for, and turns an execution
 into the wire's CodeEvents. ``CodeInterpreters`` holds them by sandbox; the
 sandbox manager attaches one when a sandbox boots (or is found again after
-an agent restart), which warms the default Python context up in the
-background, and detaches it on delete.
+an agent restart) and detaches it on delete. An eager sandbox's default
+context is warmed up in the background at attach; a lazy one (the default)
+starts nothing until its first code call, so an idle sandbox costs no kernel.
+
+A claim (a pooled sandbox handed to a request) replaces the sandbox's envs: a
+kernel host spawned before it still has the boot envs, so its kernels get the
+new ones with every execution and start (``replace_env``).
 
 Waits a client can see are bounded: a host or kernel that is still starting
 after ``ready_wait`` seconds answers ``code_interpreter_unavailable``
@@ -93,6 +98,11 @@ class CodeInterpreter:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self.warming: asyncio.Task[None] | None = None
+        # The envs a claim set, and which version of them the current host was spawned
+        # with (0: the boot's); an older host's kernels get them with every request.
+        self._claimed_env: dict[str, str] = {}
+        self._env_version = 0
+        self._host_env_version = 0
 
     def _background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
@@ -162,6 +172,8 @@ class CodeInterpreter:
         return await asyncio.shield(self._host_start)
 
     async def _start_host(self) -> KernelHost:
+        # The spawn reads the sandbox's envs as it starts: the version they have now.
+        env_version = self._env_version
         host = await KernelHost.start(functools.partial(self._spawn, self._host_argv),
                                       name=self.sandbox_id)
         try:
@@ -174,8 +186,22 @@ class CodeInterpreter:
         if reported:  # the host sees what jupyter_client sees (user-installed kernels too)
             self._languages = reported
         self._host = host
+        self._host_env_version = env_version
         self._spawn_task(self._watch_host(host))
         return host
+
+    def replace_env(self, env: dict[str, str]) -> None:
+        """The sandbox's envs from now on (a claim): hosts spawned later have them already,
+        kernels of the running host get them merged under each request's own."""
+        self._claimed_env = dict(env)
+        self._env_version += 1
+
+    def _host_env(self, host: KernelHost | None) -> dict[str, str]:
+        """What ``host``'s kernels lack of the sandbox's envs: the claimed envs, for a host
+        spawned before the claim."""
+        if host is not None and host is self._host and self._host_env_version < self._env_version:
+            return self._claimed_env
+        return {}
 
     async def _watch_host(self, host: KernelHost) -> None:
         await host.exited.wait()
@@ -216,10 +242,11 @@ class CodeInterpreter:
                     if exc.code != "context_not_found":
                         raise
                     await host.request("start", context=context.id,
-                                       kernel=context.kernel_name, cwd=context.cwd)
+                                       kernel=context.kernel_name, cwd=context.cwd,
+                                       **self._start_env(host))
             else:
                 await host.request("start", context=context.id, kernel=context.kernel_name,
-                                   cwd=context.cwd)
+                                   cwd=context.cwd, **self._start_env(host))
         except BaseException as exc:
             context.dead_reason = f"the kernel did not start: {exc}"
             # A context whose kernel never started is forgotten (restarts keep theirs).
@@ -230,6 +257,10 @@ class CodeInterpreter:
             raise
         context.host = host
         context.dead_reason = None
+
+    def _start_env(self, host: KernelHost) -> dict[str, Any]:
+        env = self._host_env(host)
+        return {"env": env} if env else {}
 
     async def _started(self, context: Context, wait: float) -> None:
         assert context.started is not None
@@ -342,6 +373,7 @@ class CodeInterpreter:
         fields: dict[str, Any] = {"context": context.id, "code": code}
         if timeout is not None:
             fields["timeout"] = timeout
+        env = {**self._host_env(host), **(env or {})}
         if env:
             fields["env"] = env
         began = time.monotonic()
@@ -400,14 +432,20 @@ class CodeInterpreters:
         self.ready_wait = ready_wait
         self._by_sandbox: dict[str, CodeInterpreter] = {}
 
-    def attach(self, sandbox_id: str, rootfs: Path, spawn: SpawnHost) -> CodeInterpreter:
-        """A booted (or found again) sandbox: look for kernels and warm them up."""
+    def attach(self, sandbox_id: str, rootfs: Path, spawn: SpawnHost, *,
+               eager: bool = False) -> CodeInterpreter:
+        """A booted (or found again) sandbox; ``eager``: its default context starts now, in
+        the background (otherwise on the first code call)."""
         interpreter = CodeInterpreter(
             sandbox_id, spawn, lambda: asyncio.to_thread(find_kernelspecs, rootfs),
             host_argv=self.host_argv, ready_wait=self.ready_wait)
         self._by_sandbox[sandbox_id] = interpreter
-        interpreter.warm_up()
+        if eager:
+            interpreter.warm_up()
         return interpreter
+
+    def find(self, sandbox_id: str) -> CodeInterpreter | None:
+        return self._by_sandbox.get(sandbox_id)
 
     def get(self, sandbox_id: str) -> CodeInterpreter:
         interpreter = self._by_sandbox.get(sandbox_id)

@@ -11,13 +11,19 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
+from queue import Empty
 from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
 
 START_TIMEOUT = 60.0
 LOG_TAIL = 2000
+# How long a kernel_info_request waits for its reply before it is sent again, and how long
+# its iopub status messages may take to show the iopub socket is connected.
+READY_POLL = 0.5
+IOPUB_POLL = 0.2
 
 
 class RequestError(Exception):
@@ -49,8 +55,40 @@ class Context:
     generation: int = 0
 
     async def wait_ready(self) -> None:
-        """Until the kernel answers a ``kernel_info_request`` (a hung client gets 5 s more)."""
-        await asyncio.wait_for(self.client.wait_for_ready(timeout=START_TIMEOUT), START_TIMEOUT + 5)
+        """Until the kernel answers a ``kernel_info_request`` and its iopub reaches us.
+
+        jupyter_client's ``wait_for_ready`` does the same and then waits for 0.2 s of
+        iopub silence, a fixed cost of every start; our executions ignore iopub messages
+        that are not theirs, so what is left there is harmless."""
+        await asyncio.wait_for(self._answered(), START_TIMEOUT + 5)
+
+    async def _answered(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            msg_id = self.client.kernel_info()
+            try:
+                reply = await self.client.get_shell_msg(timeout=READY_POLL)
+            except Empty:
+                reply = None
+            if reply is not None and reply.get("msg_type") == "kernel_info_reply" \
+                    and await self._iopub_has(msg_id):
+                return
+            if not await self.manager.is_alive():
+                raise RuntimeError("the kernel died before it answered")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the kernel did not answer in {START_TIMEOUT:.0f} s")
+
+    async def _iopub_has(self, msg_id: str) -> bool:
+        """Whether the request's own iopub messages come (a late iopub connection loses them)."""
+        deadline = time.monotonic() + IOPUB_POLL
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                message = await self.client.get_iopub_msg(timeout=left)
+            except Empty:
+                return False
+            if message.get("parent_header", {}).get("msg_id") == msg_id:
+                return True
+        return False
 
     async def restart(self) -> None:
         await self.manager.restart_kernel(now=True)
