@@ -10,7 +10,11 @@ to go idle, reads the host's MemAvailable, and times ``--probes`` calls each
 of ``GET /v1/sandboxes/{id}`` and ``POST …/exec`` ``true`` on random live
 sandboxes. A row: how many are alive, the spawn p50 of that step, the two
 probes' p50 and p99, and host memory per sandbox — MemAvailable's drop since
-before the first spawn, over the number alive. It stops at ``--max``, at
+before the first spawn, over the number alive: everything a sandbox costs the
+host, but on a shared machine other processes move it too, so the row also
+shows what the sandboxes' own memory cgroups are charged, per sandbox (their
+processes and the page cache charged to them; a qbox started here only).
+It stops at ``--max``, at
 the first spawn that fails, or when either probe's p99 passes
 ``--p99-limit-ms``, or when the host's MemAvailable falls under
 ``--min-available-mib`` (the machine is not pushed into the OOM killer).
@@ -52,6 +56,7 @@ from harness import (
     publish,
     qbox_endpoint,
 )
+from qbox.agent.host_names import HostNames
 
 QBOX_ENV = {
     "QBOX_RATE_LIMIT_SPAWNS_PER_SECOND": "0",
@@ -72,6 +77,8 @@ class Step:
     exec_p50: float
     exec_p99: float
     mib_each: float
+    # The sandboxes' own memory cgroups (None: a qbox not started here, whose cgroups we do not know).
+    cgroup_mib_each: float | None
 
 
 def mem_available_mib() -> float:
@@ -79,6 +86,19 @@ def mem_available_mib() -> float:
         if line.startswith("MemAvailable:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def cgroup_mib(cgroup_parent: str, ids: list[str]) -> float:
+    """What the sandboxes' memory cgroups are charged (cgroup v1 or v2), in MiB."""
+    total = 0
+    for sandbox_id in ids:
+        for name in (f"memory/{cgroup_parent}/{sandbox_id}/memory.usage_in_bytes",
+                     f"{cgroup_parent}/{sandbox_id}/memory.current"):
+            path = Path("/sys/fs/cgroup") / name
+            if path.exists():
+                total += int(path.read_text())
+                break
+    return total / 1024 / 1024
 
 
 def spawn_idle(api: httpx.Client, template: str, disk_mb: int) -> tuple[str | None, float, str]:
@@ -131,7 +151,8 @@ def delete_all(api: httpx.Client, ids: list[str]) -> None:
         list(pool.map(delete, ids))
 
 
-def grow(api: httpx.Client, args: argparse.Namespace, ids: list[str], steps: list[Step]) -> str:
+def grow(api: httpx.Client, args: argparse.Namespace, ids: list[str], steps: list[Step],
+         cgroup_parent: str | None) -> str:
     """Spawn in steps until a reason to stop; the reason."""
     baseline = mem_available_mib()
     while len(ids) < args.max:
@@ -146,12 +167,14 @@ def grow(api: httpx.Client, args: argparse.Namespace, ids: list[str], steps: lis
             spawns.append(elapsed)
         time.sleep(args.settle)
         mib_each = (baseline - mem_available_mib()) / len(ids)
+        cgroup_each = cgroup_mib(cgroup_parent, ids) / len(ids) if cgroup_parent else None
         gets, execs = probe(api, ids, args.probes)
         step = Step(len(ids), statistics.median(spawns), percentile(gets, 50), percentile(gets, 99),
-                    percentile(execs, 50), percentile(execs, 99), mib_each)
+                    percentile(execs, 50), percentile(execs, 99), mib_each, cgroup_each)
         steps.append(step)
         print(f"{step.alive:5d} idle  spawn p50 {step.spawn_p50:6.1f} ms  GET p99 {step.get_p99:6.1f} ms  "
-              f"exec p99 {step.exec_p99:6.1f} ms  {step.mib_each:7.2f} MiB each", flush=True)
+              f"exec p99 {step.exec_p99:6.1f} ms  {step.mib_each:7.2f} MiB each (cgroup "
+              f"{step.cgroup_mib_each if step.cgroup_mib_each is not None else float('nan'):.2f})", flush=True)
         if max(step.get_p99, step.exec_p99) > args.p99_limit_ms:
             return f"a probe's p99 passed {args.p99_limit_ms:g} ms"
     return f"reached --max {args.max}"
@@ -162,10 +185,11 @@ def density_table(steps: list[Step], args: argparse.Namespace, stopped: str) -> 
             f"{args.probes} probes of each kind per step; stopped: {stopped}")
     lines = [machine_line(what), "",
              "| idle sandboxes | spawn p50 ms (this step) | GET p50 ms | GET p99 ms | exec `true` p50 ms "
-             "| exec `true` p99 ms | host memory per sandbox MiB |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+             "| exec `true` p99 ms | host memory per sandbox MiB | its memory cgroup MiB |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {s.alive} | {s.spawn_p50:.1f} | {s.get_p50:.1f} | {s.get_p99:.1f} | {s.exec_p50:.1f} | "
-              f"{s.exec_p99:.1f} | {s.mib_each:.2f} |" for s in steps]
+              f"{s.exec_p99:.1f} | {s.mib_each:.2f} | "
+              f"{'–' if s.cgroup_mib_each is None else f'{s.cgroup_mib_each:.2f}'} |" for s in steps]
     return "\n".join(lines) + "\n"
 
 
@@ -197,7 +221,9 @@ def main() -> int:
     try:
         with api_client(endpoint) as api:
             try:
-                stopped = grow(api, args, ids, steps)
+                cgroup_parent = HostNames.for_data_dir(endpoint.data_dir).cgroup_parent.strip("/") \
+                    if endpoint.data_dir else None
+                stopped = grow(api, args, ids, steps, cgroup_parent)
             except KeyboardInterrupt:
                 stopped = "interrupted"
             finally:
@@ -207,8 +233,14 @@ def main() -> int:
     finally:
         # qbox up stops, what it left is scrubbed, then its data dir goes.
         with uninterrupted():
-            endpoint_cm.__exit__(None, None, None)
-    text = density_table(steps, args, stopped) + "\n" + floor_table(floor)
+            try:
+                endpoint_cm.__exit__(None, None, None)
+                cleanup = ("After the run nothing was left: no mount or cgroup of a sandbox." if endpoint.owned
+                           else "Every sandbox spawned was deleted.")
+            except AssertionError as leaked:  # running_qbox's check, made before it scrubs
+                cleanup = f"After the run (then scrubbed): {leaked}"
+    print(cleanup)
+    text = density_table(steps, args, stopped) + "\n" + cleanup + "\n\n" + floor_table(floor)
     if stopped == "interrupted":
         args.markdown = None  # an interrupted run's rows are shown, never written over a whole run's
     publish(text, args)

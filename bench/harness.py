@@ -39,6 +39,8 @@ class Endpoint:
     api_key: str
     # True when the benchmark started this qbox itself (its rate limits are lifted).
     owned: bool
+    # The data dir of a qbox the benchmark started (None: one named on the command line).
+    data_dir: Path | None = None
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +65,7 @@ def qbox_endpoint(args: argparse.Namespace, env: dict[str, str] | None = None) -
     workdir = Path(tempfile.mkdtemp(prefix="qbox-bench-"))
     try:
         with running_qbox(workdir / "data", env=env) as up:
-            yield Endpoint(up.base_url, up.api_key, owned=True)
+            yield Endpoint(up.base_url, up.api_key, owned=True, data_dir=up.data_dir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
