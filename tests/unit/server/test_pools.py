@@ -19,7 +19,7 @@ from qbox.core.errors import HostNoCapacityError, HostUnavailableError, QboxErro
 from qbox.core.states import SandboxState
 from qbox.core.timefmt import utcnow
 from qbox.protocol.sandboxes import SandboxClaim, SandboxInfo, SandboxSpec
-from qbox.server.db.tables import Host, Sandbox, Template, User, WarmSandbox
+from qbox.server.db.tables import Host, HostPlacement, Sandbox, Template, User, WarmSandbox
 from qbox.server.principal import Principal
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.host_view import OnHost, compare
@@ -114,6 +114,8 @@ async def prepare(ctx: ServiceContext, *, size: int = 2, vcpus: int = 8, memory_
             image_digest=DIGEST, warm_pool_size=size, default_vcpus=1, default_memory_mb=512,
             default_disk_mb=2048, envs={"FROM_TEMPLATE": "1"}, build_generation=1, public=True))
         session.add(User(id=MEMBER, email="member@example.com", role="member"))
+        # As hosts get when they are registered or join.
+        session.add_all(HostPlacement(host_id=host_id, placed=0) for host_id in HOSTS)
         await session.commit()
 
 
@@ -426,3 +428,20 @@ async def test_a_spawn_opens_one_database_session_pooled_or_cold(ctx: ServiceCon
     counting.opened = 0
     cold = await r.sandboxes.spawn(member(), SpawnRequest(template_id=TEMPLATE), wait_seconds=5)
     assert not cold.from_pool and cold.status == SandboxState.RUNNING and counting.opened == 1
+
+
+async def test_refills_and_cold_spawns_on_two_replicas_at_once_all_complete(
+        tmp_path: Path, database: str | None) -> None:
+    # Spawns lock a host and then share the template's row; refills must not lock the other way.
+    async for first in service_context(tmp_path, database):
+        await prepare(first, size=4)
+        async for second in service_context(tmp_path, database, seed=False):
+            hosts = {host_id: PoolHost() for host_id in HOSTS}
+            a, b = replica(first, hosts), replica(second, hosts)
+            cold = SpawnRequest(template_id=TEMPLATE, memory_mb=1024)  # never from the pool
+            done = await asyncio.wait_for(asyncio.gather(
+                a.pools.tick(), b.pools.tick(),
+                *(r.sandboxes.spawn(admin(), cold, wait_seconds=5) for r in (a, b, a, b))), timeout=60)
+            assert all(not s.from_pool for s in done[2:])
+            await asyncio.gather(a.settle(), b.settle())
+            assert len(await pooled(first)) == 4

@@ -13,7 +13,7 @@ way a pooled sandbox is handed out once.
 Every replica runs the loop (``tick``, a ``periodic.Periodic`` that a claim wakes): first the rows that must go (their
 template deleted, rebuilt or shrunk, past ``QBOX_WARM_POOL_MAX_AGE``, their
 host down, a boot nobody finishes), then each pool refilled. A template's
-refill locks its row and counts again under the lock, so replicas never
+refill takes the pool's lock and counts again under it, so replicas never
 overfill a pool. The host ends a pooled sandbox itself past its max age plus
 ``DEADLINE_SLACK`` should no control plane remain to do it.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import zlib
 import logging
 from collections import Counter
 from collections.abc import Collection, Iterable
@@ -40,9 +41,8 @@ from qbox.server.services.admission import Resources, Shortfall
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.lifecycle import values_of
 from qbox.server.services.periodic import each
-from qbox.server.services.placement import MAX_TRIES, Placement, request_for
+from qbox.server.services.placement import Placement, request_for
 from qbox.server.services.sandbox_startup import StartPlan, wait_ready
-from qbox.server.services.scheduler import Request
 from qbox.server.services.templates import sandbox_env
 from qbox.server.settings import ServerSettings
 
@@ -93,6 +93,17 @@ class PoolView:
     size: int
     eager: bool
     counts: PoolCounts
+
+
+@dataclass(frozen=True)
+class PooledBoot:
+    """A pooled sandbox to boot: its row's identity, what its host is asked, what runs then."""
+
+    id: str
+    template_id: str
+    host_id: str
+    spec: SandboxSpec
+    plan: StartPlan
 
 
 @dataclass(frozen=True)
@@ -247,19 +258,33 @@ class WarmPools:
     # --- refill ------------------------------------------------------------------
 
     async def refill(self, template_id: str) -> list[str]:
-        """Place and boot what the template's pool lacks; the new sandboxes' ids."""
-        loop = asyncio.get_running_loop()
-        _failed, not_before = self._failures.get(template_id, (0, 0.0))
-        if loop.time() < not_before:
+        """Place and boot what the template's pool lacks, one sandbox per transaction; the new
+        sandboxes' ids."""
+        if self._backing_off(template_id):
             return []
+        added: list[PooledBoot] = []
         async with self.ctx.sessions() as session:
-            # The template's row locked first (SQLite: the write lock), so one replica at a
-            # time counts this pool and adds to it.
-            locked = await session.execute(update(Template).where(
-                Template.id == template_id, Template.status == "ready")
-                .values(build_generation=Template.build_generation))
-            if not getattr(locked, "rowcount", 0):
-                return []
+            while (placed := await self._add_one(session, template_id)) is not None:
+                added.append(placed)
+        # Booted once every row is placed: a boot that fails at once drops its row, and the
+        # loop above would place it again.
+        for boot in added:
+            self._start_boot(boot)
+        return [boot.id for boot in added]
+
+    def _backing_off(self, template_id: str) -> bool:
+        _failed, not_before = self._failures.get(template_id, (0, 0.0))
+        return asyncio.get_running_loop().time() < not_before
+
+    async def _add_one(self, session: AsyncSession, template_id: str) -> PooledBoot | None:
+        """One pooled sandbox's row, placed, if the pool lacks one and a host has room.
+
+        The pool's lock is held to commit, so replicas count it one at a time. Only one
+        host's placement row is locked: refills of two templates, and spawns (which lock a
+        host, then share the template's row), never wait on each other in a circle."""
+        try:
+            if not await _lock_pool(session, template_id):
+                return None
             template = (await session.execute(select(Template).where(Template.id == template_id)
                                               .execution_options(populate_existing=True))).scalar_one()
             per_host = Counter({host_id: int(n) for host_id, n in (await session.execute(
@@ -267,46 +292,36 @@ class WarmPools:
                 .where(WarmSandbox.template_id == template_id,
                        WarmSandbox.build_generation == template.build_generation)
                 .group_by(WarmSandbox.host_id))).all()})
-            missing = pool_size(template, self.ctx.settings) - sum(per_host.values())
-            if missing <= 0:
-                return []
+            if sum(per_host.values()) >= pool_size(template, self.ctx.settings):
+                return None
             need = request_for(template, pool_resources(template))
             decision = await self.placement.decide(need, session=session)
-            added = []
-            for _ in range(missing):
-                host_id = await self._place(session, decision.hosts, per_host, need)
-                if host_id is None:
-                    break
-                row = WarmSandbox(
-                    id=new_sandbox_id(), template_id=template_id, host_id=host_id, status=BOOTING,
-                    build_generation=template.build_generation, image_digest=template.image_digest,
-                    runtime=template.runtime, vcpus=need.resources.vcpus,
-                    memory_mb=need.resources.memory_mb, disk_size_mb=need.resources.disk_mb,
-                    allow_internet_access=template.allow_internet_access, created_at=self.ctx.clock())
-                session.add(row)
-                await session.flush()
-                per_host[host_id] += 1
-                added.append(row)
-            await session.commit()
-        for row in added:
-            self._start_boot(row, template)
-        return [row.id for row in added]
-
-    async def _place(self, session: AsyncSession, ranked: Iterable[str], per_host: Counter[str],
-                     need: Request) -> str | None:
-        """The host with the fewest of this pool's sandboxes (the scheduler's order breaks ties)
-        that has room under its lock."""
-        order = sorted(enumerate(ranked), key=lambda pair: (per_host[pair[1]], pair[0]))
-        for _, host_id in order[:MAX_TRIES]:
+            # The host with the fewest of this pool's sandboxes; the scheduler's order breaks ties.
+            ranked = sorted(enumerate(decision.hosts), key=lambda pair: (per_host[pair[1]], pair[0]))
+            if not ranked:
+                return None
+            host_id = ranked[0][1]
             room = await self.placement.room_on(session, host_id, need)
-            if room is not None and not isinstance(room, Shortfall):
-                return host_id
-        return None
+            if room is None or isinstance(room, Shortfall):
+                return None  # full since the snapshot: the next tick looks again
+            row = WarmSandbox(
+                id=new_sandbox_id(), template_id=template_id, host_id=host_id, status=BOOTING,
+                build_generation=template.build_generation, image_digest=template.image_digest,
+                runtime=template.runtime, vcpus=need.resources.vcpus,
+                memory_mb=need.resources.memory_mb, disk_size_mb=need.resources.disk_mb,
+                allow_internet_access=template.allow_internet_access, created_at=self.ctx.clock())
+            session.add(row)
+            await session.commit()
+            # Copied now: a later rollback in this session expires the rows it loaded.
+            return PooledBoot(row.id, template_id, host_id, self._spec(row, template), StartPlan.of(template))
+        finally:
+            if session.in_transaction():
+                await session.rollback()
 
     # --- boots -------------------------------------------------------------------
 
-    def _start_boot(self, row: WarmSandbox, template: Template) -> None:
-        spec = SandboxSpec.model_construct(
+    def _spec(self, row: WarmSandbox, template: Template) -> SandboxSpec:
+        return SandboxSpec.model_construct(
             id=row.id, image_digest=row.image_digest, envs=sandbox_env(template), vcpus=row.vcpus,
             memory_mb=row.memory_mb, disk_size_mb=row.disk_size_mb,
             allow_internet_access=row.allow_internet_access, runtime=row.runtime,
@@ -314,15 +329,17 @@ class WarmPools:
             image_pull_ref=template.registry_ref or None,
             deadline_at=row.created_at + self.max_age + DEADLINE_SLACK,
             code_interpreter=pool_interpreter(template))
-        task = asyncio.create_task(self._boot(row, spec, StartPlan.of(template)), name=f"pool boot {row.id}")
-        self._boots[row.id] = task
-        task.add_done_callback(functools.partial(_forget_task, self._boots, row.id))
 
-    async def _boot(self, row: WarmSandbox, spec: SandboxSpec, plan: StartPlan) -> None:
+    def _start_boot(self, boot: PooledBoot) -> None:
+        task = asyncio.create_task(self._boot(boot), name=f"pool boot {boot.id}")
+        self._boots[boot.id] = task
+        task.add_done_callback(functools.partial(_forget_task, self._boots, boot.id))
+
+    async def _boot(self, row: PooledBoot) -> None:
         agent = self.ctx.agents.for_host(row.host_id)
         try:
-            await agent.sandboxes.create(spec)
-            failure = await self._start_commands(row, plan)
+            await agent.sandboxes.create(row.spec)
+            failure = await self._start_commands(row, row.plan)
         except asyncio.CancelledError:
             await self._forget(row, "its boot was interrupted (control plane shutting down)")
             raise
@@ -346,7 +363,7 @@ class WarmPools:
             # Removed while booting (template deleted, pool shrunk): the container goes too.
             await self._delete_on_host(row.host_id, row.id)
 
-    async def _start_commands(self, row: WarmSandbox, plan: StartPlan) -> str | None:
+    async def _start_commands(self, row: PooledBoot, plan: StartPlan) -> str | None:
         """The template's startCmd and readyCmd, as a spawn runs them (the start command's
         output is not kept: a pooled sandbox has no log until it is claimed)."""
         if not plan.start_cmd and not plan.ready_cmd:
@@ -362,7 +379,7 @@ class WarmPools:
                 return await session.get(WarmSandbox, row.id) is not None
         return await wait_ready(agent, row.id, plan, still_booting)
 
-    async def _forget(self, row: WarmSandbox, why: str) -> None:
+    async def _forget(self, row: PooledBoot, why: str) -> None:
         async with self.ctx.sessions() as session:
             await session.execute(delete(WarmSandbox).where(WarmSandbox.id == row.id,
                                                             WarmSandbox.status == BOOTING))
@@ -375,6 +392,21 @@ class WarmPools:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _lock_pool(session: AsyncSession, template_id: str) -> bool:
+    """Take a template's pool lock until commit; False when the template is not ready. On
+    PostgreSQL an advisory lock (the template's row is shared by spawns that hold a host's
+    lock: locking the row here could close a circle); SQLite has one writer, taken by a
+    write to the template's row that changes nothing."""
+    if session.get_bind().dialect.name == "postgresql":
+        key = zlib.crc32(f"warm pool {template_id}".encode()) - 2**31
+        await session.execute(select(func.pg_advisory_xact_lock(key)))
+    else:
+        await session.execute(update(Template).where(Template.id == template_id)
+                              .values(build_generation=Template.build_generation))
+    status = (await session.execute(select(Template.status).where(Template.id == template_id))).scalar()
+    return status == "ready"
 
 
 def _forget_task(tasks: dict[str, asyncio.Task[None]], sandbox_id: str, task: asyncio.Task[None]) -> None:
