@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -58,6 +59,9 @@ READY_WAIT_SECONDS = 10.0
 RESTART_WAIT_SECONDS = 60.0
 HOST_READY_TIMEOUT_SECONDS = 120.0
 STOP_WAIT_SECONDS = 10.0
+
+# The names the kernel host takes in a request's env (docs/kernel-host-protocol.md).
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 SpawnHost = Callable[[list[str]], Awaitable[ProcessHandle]]
 
@@ -192,8 +196,9 @@ class CodeInterpreter:
 
     def replace_env(self, env: dict[str, str]) -> None:
         """The sandbox's envs from now on (a claim): hosts spawned later have them already,
-        kernels of the running host get them merged under each request's own."""
-        self._claimed_env = dict(env)
+        kernels of the running host get them merged under each request's own (those whose
+        names a shell can set: the host refuses others)."""
+        self._claimed_env = {k: v for k, v in env.items() if _ENV_NAME.fullmatch(k)}
         self._env_version += 1
 
     def _host_env(self, host: KernelHost | None) -> dict[str, str]:
