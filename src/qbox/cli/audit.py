@@ -29,7 +29,7 @@ def parse_time_bound(value: str, now: datetime) -> datetime:
     return from_wire(value)
 
 
-class TimeBound(click.ParamType):
+class TimeBound(click.ParamType[datetime]):
     name = "time"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:

@@ -49,7 +49,7 @@ def parse_remote(arg: str) -> RemotePath | None:
     return RemotePath(sandbox, path)
 
 
-class RemotePathType(click.ParamType):
+class RemotePathType(click.ParamType[RemotePath]):
     name = "SANDBOX:PATH"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> RemotePath:

@@ -84,7 +84,7 @@ def _watch(state: CliState, status: str | None) -> None:
         return
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType[int]):
     """A lifetime: seconds (``600``) or a number and a unit (``90s``, ``30m``, ``1h``, ``2d``, ``1w``)."""
 
     name = "duration"

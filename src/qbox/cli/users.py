@@ -139,7 +139,7 @@ QUOTA_OPTIONS = {"sandboxes": "sandboxes", "vcpus": "vcpus", "memory-mb": "memor
                  "disk-mb": "disk_mb", "commands": "commands", "shells": "shells"}
 
 
-class LimitType(click.ParamType):
+class LimitType(click.ParamType[int | str]):
     """A quota given on the command line: a whole number, or ``default`` to drop the override."""
 
     name = "N|default"
