@@ -243,7 +243,7 @@ class SandboxManager:
         """A booted sandbox becomes a request's (a warm pool's claim): its cgroup limits
         shrink to ``vcpus``/``memory_mb``, ``envs`` replace the boot envs for every later
         command, shell and code execution, and its deadline is set; all saved. Growing a
-        limit is refused (422): the host counted the sandbox at its boot size."""
+        limit is refused (validation_error): the host counted the sandbox at its boot size."""
         async with self._locked(sandbox_id):
             sandbox = self._active(sandbox_id)
             params = sandbox.params
