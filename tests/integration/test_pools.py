@@ -55,9 +55,13 @@ def pooled() -> Iterator[QboxUp]:
                 # Pooled sandboxes outlive a stop (the next start finds them): empty the pool
                 # so the leak check finds nothing left.
                 with up.client() as admin:
-                    admin.patch("/v1/templates/tpl_python", json={"warmPool": {"size": 0}})
-                    until(lambda: (lambda p: p["ready"] + p["booting"] == 0)(pool(admin)) or None,
-                          what="the pool to empty")
+                    # Every built-in has a pool (tpl_python-gvisor too, where runsc is installed).
+                    for template in admin.get("/v1/templates").json():
+                        if template["warmPool"]["size"]:
+                            admin.patch(f"/v1/templates/{template['id']}", json={"warmPool": {"size": 0}})
+                    until(lambda: all(t["warmPool"]["ready"] + t["warmPool"]["booting"] == 0
+                                      for t in admin.get("/v1/templates").json()) or None,
+                          what="the pools to empty")
                     # A boot in flight when its row went removes its container once it is up.
                     until(lambda: not containers(up) or None, what="the pooled containers to go")
     finally:
@@ -65,9 +69,16 @@ def pooled() -> Iterator[QboxUp]:
 
 
 def containers(up: QboxUp) -> list[str]:
-    listing = subprocess.run(["crun", "--root", str(up.data_dir / "runtime" / "crun"), "list", "--format", "json"],
-                             capture_output=True, text=True, check=True)
-    return [c["id"] for c in json.loads(listing.stdout or "[]") or []]
+    """What crun and runsc (when installed) run for this instance."""
+    found = []
+    for runtime in ("crun", "runsc"):
+        root = up.data_dir / "runtime" / runtime
+        if not root.exists() or shutil.which(runtime) is None:
+            continue
+        listing = subprocess.run([runtime, "--root", str(root), "list", "--format", "json"],
+                                 capture_output=True, text=True, check=True)
+        found += [c["id"] for c in json.loads(listing.stdout or "[]") or []]
+    return found
 
 
 def member_key(admin: httpx.Client, email: str) -> str:
