@@ -255,7 +255,9 @@ class SandboxManager:
             claimed = dataclasses.replace(params, envs=dict(envs), vcpus=vcpus,
                                           memory_mb=memory_mb)
             claimed.validate()
-            await asyncio.to_thread(self._apply_limits, sandbox_id, vcpus, memory_mb)
+            await asyncio.to_thread(self._apply_limits, sandbox_id,
+                                    vcpus if vcpus != params.vcpus else None,
+                                    memory_mb if memory_mb != params.memory_mb else None)
             sandbox.params = claimed
             sandbox.deadline_at = deadline_at
             sandbox.save()
@@ -264,18 +266,26 @@ class SandboxManager:
                 interpreter.replace_env(claimed.envs)
             return sandbox
 
-    def _apply_limits(self, sandbox_id: str, vcpus: int, memory_mb: int) -> None:
+    def _apply_limits(self, sandbox_id: str, vcpus: int | None, memory_mb: int | None) -> None:
+        """Write the limits that change (None: stays); a limit with no file to hold it is
+        refused (409), never left at the boot value: the claim then fails, and the control
+        plane boots the request cold."""
         cgroup = f"{self._isolation.cgroup_parent}/{sandbox_id}"
+        missing: list[str] = []
         try:
-            written = cgroups.set_memory_limit(cgroup, memory_mb)
-            written += cgroups.set_cpu_limit(cgroup, vcpus)
+            if memory_mb is not None and not cgroups.set_memory_limit(cgroup, memory_mb):
+                missing.append("memory")
+            if vcpus is not None and not cgroups.set_cpu_limit(cgroup, vcpus):
+                missing.append("cpu")
         except OSError as exc:
             # v1 refuses a memory limit below what it cannot reclaim (EBUSY).
-            raise ConflictError(f"cannot set the limits of sandbox {sandbox_id} to {vcpus} "
-                                f"vCPUs and {memory_mb} MiB: {exc.strerror or exc}",
+            raise ConflictError(f"cannot lower the limits of sandbox {sandbox_id}: "
+                                f"{exc.strerror or exc}",
                                 details={"sandboxId": sandbox_id}) from exc
-        if not written:
-            log.warning("sandbox %s has no cgroup limits to change (%s)", sandbox_id, cgroup)
+        if missing:
+            raise ConflictError(f"sandbox {sandbox_id} has no {' or '.join(missing)} cgroup "
+                                f"({cgroup}) to lower its limits in",
+                                details={"sandboxId": sandbox_id})
 
     # --- deadlines ---------------------------------------------------------------
 

@@ -4,6 +4,7 @@ saves, and that a kernel host spawned before it hands the new envs to its kernel
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -28,7 +29,17 @@ async def claim(agent: CodeAgent, sandbox_id: str, **body: object) -> dict[str, 
 
 
 async def test_a_claim_replaces_envs_limits_and_deadline_and_saves_them(
-        code_agent: CodeAgent) -> None:
+        code_agent: CodeAgent, monkeypatch: pytest.MonkeyPatch) -> None:
+    written: list[tuple[str, str, int]] = []
+
+    def recorder(kind: str) -> object:
+        def write(cgroup: str, value: int) -> list[Path]:
+            written.append((kind, cgroup, value))
+            return [Path("/fake") / kind]
+        return write
+
+    monkeypatch.setattr(sandboxes_module.cgroups, "set_memory_limit", recorder("memory"))
+    monkeypatch.setattr(sandboxes_module.cgroups, "set_cpu_limit", recorder("cpu"))
     sandbox_id = await code_agent.create(envs={"A": "boot", "OLD": "x"})
     answer = await claim(code_agent, sandbox_id, envs={"A": "claimed"}, memoryMb=128,
                          deadlineAt="2099-01-02T03:04:05.000000Z")
@@ -38,6 +49,9 @@ async def test_a_claim_replaces_envs_limits_and_deadline_and_saves_them(
     assert saved.params.envs == {"A": "claimed"}
     assert (saved.params.vcpus, saved.params.memory_mb) == (1, 128)
     assert saved.deadline_at is not None and saved.deadline_at.year == 2099
+    # Only the limit that shrank is written (vcpus stayed at the boot's 1).
+    assert [(kind, value) for kind, _, value in written] == [("memory", 128)]
+    assert written[0][1].endswith(f"/{sandbox_id}")
     await code_agent.client.post(f"/sandboxes/{sandbox_id}/exec", json={"cmd": "true"})
     [*_, (cid, command)] = code_agent.runtime.execs
     assert cid == sandbox_id
@@ -83,6 +97,18 @@ async def test_a_limit_the_cgroup_refuses_is_a_conflict(
                                      json={"vcpus": 1, "memoryMb": 64, "envs": {"A": "b"}})
     assert r.status_code == 409 and "busy" in r.json()["error"]["message"]
     assert code_agent.manager.get(sandbox_id).params.envs == {}  # nothing changed
+
+
+async def test_a_limit_with_no_cgroup_to_hold_it_is_refused(code_agent: CodeAgent) -> None:
+    # The fake runtime makes no cgroup: a claim that would lower a limit must not pretend it did.
+    sandbox_id = await code_agent.create(envs={"A": "boot"})
+    r = await code_agent.client.post(f"/sandboxes/{sandbox_id}/claim",
+                                     json={"vcpus": 1, "memoryMb": 64, "envs": {"A": "b"}})
+    assert r.status_code == 409 and "no memory cgroup" in r.json()["error"]["message"], r.text
+    assert code_agent.manager.get(sandbox_id).params.envs == {"A": "boot"}  # nothing changed
+    # Limits that stay as they booted need no cgroup.
+    await claim(code_agent, sandbox_id, envs={"A": "b"})
+    assert code_agent.manager.get(sandbox_id).params.envs == {"A": "b"}
 
 
 async def test_a_kernel_host_from_before_the_claim_gets_the_envs_per_request(
