@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from qbox.core.errors import HostNoCapacityError, HostUnavailableError, QboxError
 from qbox.core.states import SandboxState
 from qbox.core.timefmt import utcnow
+from qbox.protocol.code import Context, Contexts
 from qbox.protocol.sandboxes import SandboxClaim, SandboxInfo, SandboxSpec
 from qbox.server.db.tables import Host, HostPlacement, Sandbox, Template, User, WarmSandbox
 from qbox.server.principal import Principal
@@ -46,10 +47,28 @@ class PoolHost:
     deleted: list[str] = field(default_factory=list)
     fail_create: QboxError | None = None
     fail_claim: QboxError | None = None
+    # How many times an eager sandbox's default context still answers "starting".
+    kernel_starts_after: int = 0
+    kernel_polls: dict[str, int] = field(default_factory=dict)
 
     @property
     def sandboxes(self) -> PoolHost:
         return self
+
+    @property
+    def code(self) -> PoolHost:
+        return self
+
+    async def contexts(self, sandbox_id: str) -> Contexts:
+        """An eager sandbox's default context: starting, then idle; a lazy one has none."""
+        await asyncio.sleep(0)
+        if self.running[sandbox_id].code_interpreter != "eager":
+            return Contexts(contexts=[])
+        polls = self.kernel_polls[sandbox_id] = self.kernel_polls.get(sandbox_id, 0) + 1
+        state = "starting" if polls <= self.kernel_starts_after else "idle"
+        return Contexts(contexts=[Context(
+            id="ctx_default", language="python", cwd="/home/user", is_default=True,
+            kernel_name="python3", created_at=utcnow(), last_used_at=None, state=state)])
 
     async def create(self, spec: SandboxSpec) -> None:
         await asyncio.sleep(0)
@@ -162,6 +181,19 @@ async def test_a_pool_fills_with_ready_sandboxes_spread_over_the_hosts(ctx: Serv
     # Full: another tick adds nothing.
     await r.fill()
     assert len(await pooled(ctx)) == 2
+
+
+async def test_an_eager_pooled_sandbox_is_ready_only_once_its_kernel_has_started(
+        ctx: ServiceContext) -> None:
+    hosts = {host_id: PoolHost(kernel_starts_after=3) for host_id in HOSTS}
+    r = replica(ctx, hosts)
+    await r.pools.tick()
+    await asyncio.sleep(0.02)  # booted, but the kernels still answer "starting"
+    assert [row.status for row in await pooled(ctx)] == ["booting", "booting"]
+    await r.settle()
+    rows = await pooled(ctx)
+    assert [row.status for row in rows] == ["ready", "ready"]
+    assert all(hosts[row.host_id].kernel_polls[row.id] == 4 for row in rows)
 
 
 async def test_a_lazy_pool_boots_without_the_kernel_and_an_eager_template_always_with_it(

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import zlib
 import logging
+import zlib
 from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -32,10 +32,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qbox.core.errors import QboxError
+from qbox.core.errors import FeatureDisabledError, QboxError, UnavailableError
 from qbox.core.ids import new_sandbox_id
 from qbox.core.states import LIVE_STATES
 from qbox.protocol.sandboxes import SandboxSpec
+from qbox.server.agent_client import AgentClient
 from qbox.server.db.tables import Host, Sandbox, Template, WarmSandbox
 from qbox.server.services.admission import Resources, Shortfall
 from qbox.server.services.context import ServiceContext
@@ -58,6 +59,9 @@ BOOT_GRACE = timedelta(minutes=5)
 # After a failed boot a template's pool waits 2, 4, 8 … s (at most this) before booting again.
 MAX_BACKOFF_SECONDS = 300.0
 DOWN = "down"
+# An eager pooled sandbox is ready once its kernel is: asked every KERNEL_POLL_SECONDS, this long.
+KERNEL_WAIT_SECONDS = 60.0
+KERNEL_POLL_SECONDS = 0.05
 
 
 def pool_size(template: Template, settings: ServerSettings) -> int:
@@ -340,6 +344,8 @@ class WarmPools:
         try:
             await agent.sandboxes.create(row.spec)
             failure = await self._start_commands(row, row.plan)
+            if failure is None and row.spec.code_interpreter == "eager":
+                await kernel_started(agent, row.id)
         except asyncio.CancelledError:
             await self._forget(row, "its boot was interrupted (control plane shutting down)")
             raise
@@ -392,6 +398,27 @@ class WarmPools:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def kernel_started(agent: AgentClient, sandbox_id: str,
+                         wait: float = KERNEL_WAIT_SECONDS) -> bool:
+    """Wait until an eager sandbox's default kernel has started (or it has none), so a
+    pooled sandbox is ``ready`` only once code answers at once; False past ``wait`` (it is
+    pooled anyway: the first code call starts what did not)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while loop.time() < deadline:
+        try:
+            found = (await agent.code.contexts(sandbox_id)).contexts
+        except FeatureDisabledError:
+            return True  # no Jupyter kernels in the template: nothing to wait for
+        except UnavailableError:
+            found = []  # its interpreter is still starting up
+        if found and all(context.state != "starting" for context in found):
+            return True
+        await asyncio.sleep(KERNEL_POLL_SECONDS)
+    log.warning("the kernel of pooled sandbox %s did not start within %.0f s", sandbox_id, wait)
+    return False
 
 
 async def _lock_pool(session: AsyncSession, template_id: str) -> bool:
