@@ -24,7 +24,7 @@ from qbox.protocol.code import CodeExecute, ContextCreate
 from qbox.protocol.files import FileQuery, Mkdir, Rename, WriteQuery
 from qbox.protocol.images import BuildRequest
 from qbox.protocol.processes import CommandStart, ExecRequest, LogOffsets, StdinWrite
-from qbox.protocol.sandboxes import SandboxSpec
+from qbox.protocol.sandboxes import SandboxClaim, SandboxSpec
 from qbox.protocol.shells import ShellQuery
 from qbox.server.agent_client import AgentClient, AgentEndpoint
 
@@ -36,6 +36,7 @@ NOUNS = ("sandboxes", "processes", "files", "code", "images")
 # A value for each protocol body a method takes.
 BODIES: dict[type, Any] = {
     SandboxSpec: SandboxSpec(id="sb_x0000000", image_digest="sha256:x"),
+    SandboxClaim: SandboxClaim(envs={}, vcpus=1, memory_mb=64, deadline_at=None),
     ExecRequest: ExecRequest(cmd="true"), CommandStart: CommandStart(cmd="true"),
     StdinWrite: StdinWrite(data="x"), LogOffsets: LogOffsets(),
     FileQuery: FileQuery(path="/tmp/x"), WriteQuery: WriteQuery(path="/tmp/x"),
