@@ -126,22 +126,6 @@ class OciCliRuntime:
         out, err = await proc.communicate()
         return proc.returncode or 0, out or b"", err or b""
 
-    async def _detached(self, argv: list[str], *, stdin: int | None, stdout: int,
-                        stderr: int, new_session: bool = True) -> int:
-        """Run ``argv`` (a ``--detach`` call, which returns at once), by default in a
-        session of its own; its exit code.
-
-        Watched through a pidfd like the processes it starts, not through
-        asyncio's subprocess machinery (a transport and a waiter thread per call,
-        more than a short exec's own cost).
-        """
-        proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr,
-                                start_new_session=new_session)
-        status = await AdoptedChild(proc.pid).wait()
-        # Reaped through the pidfd: Popen must not wait for it again.
-        proc.returncode = status.exit_code if status is not None else -1
-        return proc.returncode
-
     def _failure(self, what: str, detail: bytes | str) -> RuntimeFailure:
         text = detail.decode(errors="replace") if isinstance(detail, bytes) else detail
         return RuntimeFailure(f"{self.name} {what} failed: {text.strip()[:2000]}",
@@ -154,11 +138,9 @@ class OciCliRuntime:
         # would never reach EOF, so output is dropped and errors go to a file.
         log_path = bundle / "runtime.log"
         with open(log_path, "wb") as log_file:
-            rc = await self._detached(
-                self._command("run", "--detach", "--bundle", str(bundle), "--pid-file",
-                              str(pid_file), container_id),
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_file.fileno(),
-                new_session=False)
+            rc, _, _ = await self._call("run", "--detach", "--bundle", str(bundle),
+                                        "--pid-file", str(pid_file), container_id,
+                                        stdout=subprocess.DEVNULL, stderr=log_file.fileno())
         # crun's helper process outlives crun and becomes ours: reap it soon.
         self._orphans.poke()
         if rc != 0:
@@ -184,12 +166,15 @@ class OciCliRuntime:
             try:
                 # A session of its own (the command inherits it): how its tree
                 # is found when it is killed (proctree.py).
-                rc = await self._detached(
-                    self._command("exec", "--detach", "--process", str(process_file),
-                                  "--pid-file", str(pid_file), container_id),
-                    stdin=pipes.in_read, stdout=pipes.out_write, stderr=pipes.err_write)
+                proc = await asyncio.create_subprocess_exec(
+                    *self._command("exec", "--detach", "--process", str(process_file),
+                                   "--pid-file", str(pid_file), container_id),
+                    stdin=pipes.in_read, stdout=pipes.out_write, stderr=pipes.err_write,
+                    start_new_session=True,
+                )
             finally:
                 pipes.close_child_ends()
+            rc = await proc.wait()
             if rc != 0:
                 # crun reports a start failure on its stderr, which is the
                 # command's stderr pipe: nothing else has written to it.
