@@ -42,7 +42,9 @@ def test_signing_in_needs_nothing_but_the_keyboard(
         contexts: Callable[[], BrowserContext], qbox_web: QboxUp, admin_password: str) -> None:
     page = contexts().new_page()
     page.goto("/login")
-    page.keyboard.type(ADMIN)  # the email field has the focus
+    # The email field has the focus (autofocus lands a frame after load: wait for it).
+    expect(page.get_by_label("Email")).to_be_focused()
+    page.keyboard.type(ADMIN)
     page.keyboard.press("Tab")
     page.keyboard.type(admin_password)
     page.keyboard.press("Enter")
