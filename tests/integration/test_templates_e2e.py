@@ -397,7 +397,7 @@ def test_a_hostile_image_never_touches_the_host(api: httpx.Client, scratch: Path
     with template(api, f"hostile-{work.name[8:].lower()}", ref,
                   steps=[{"run": "echo survived"}]) as created:
         done = wait_built(api, created["id"])
-        assert done["status"] == outcome, done
+        assert done["status"] == outcome, (done["status"], done.get("buildError"))
         assert (canary / "canary.txt").read_text() == "original\n"
         assert not (canary / "planted").exists()
         assert not Path(f"/abs-escape-{marker}").exists()
