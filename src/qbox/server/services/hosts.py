@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qbox.core.errors import ConflictError, NotFoundError, ValidationError
@@ -97,21 +97,17 @@ async def reserved_on(session: AsyncSession, host_ids: Iterable[str]) -> dict[st
     """What the live sandboxes and the pooled ones (warm pools hold host capacity too)
     reserve on each host."""
     ids = list(host_ids)
-    live = (select(Sandbox.host_id, func.count(), func.coalesce(func.sum(Sandbox.vcpus), 0),
-                   func.coalesce(func.sum(Sandbox.memory_mb), 0),
-                   func.coalesce(func.sum(Sandbox.disk_size_mb), 0))
-            .where(Sandbox.host_id.in_(ids), Sandbox.status.in_(values_of(LIVE_STATES)))
-            .group_by(Sandbox.host_id))
-    pooled = (select(WarmSandbox.host_id, func.count(), func.coalesce(func.sum(WarmSandbox.vcpus), 0),
-                     func.coalesce(func.sum(WarmSandbox.memory_mb), 0),
-                     func.coalesce(func.sum(WarmSandbox.disk_size_mb), 0))
-              .where(WarmSandbox.host_id.in_(ids)).group_by(WarmSandbox.host_id))
     found: dict[str, Reserved] = {}
-    for query in (live, pooled):
-        for row in (await session.execute(query)).all():
-            was = found.get(str(row[0]), Reserved())
-            found[str(row[0])] = Reserved(was.sandboxes + int(row[1]), was.vcpus + int(row[2]),
-                                          was.memory_mb + int(row[3]), was.disk_mb + int(row[4] or 0))
+    for model, live in ((Sandbox, Sandbox.status.in_(values_of(LIVE_STATES))), (WarmSandbox, true())):
+        query = (select(model.host_id, func.count(), func.coalesce(func.sum(model.vcpus), 0),
+                        func.coalesce(func.sum(model.memory_mb), 0),
+                        func.coalesce(func.sum(model.disk_size_mb), 0))
+                 .where(model.host_id.in_(ids), live).group_by(model.host_id))
+        for host_id, count, vcpus, memory_mb, disk_mb in (await session.execute(query)).all():
+            was = found.get(str(host_id), Reserved())
+            found[str(host_id)] = Reserved(was.sandboxes + int(count), was.vcpus + int(vcpus),
+                                           was.memory_mb + int(memory_mb),
+                                           was.disk_mb + int(disk_mb or 0))
     return found
 
 
