@@ -128,6 +128,24 @@ class ServerSettings(BaseSettings):
         "warm_pool_max_age_seconds", "QBOX_WARM_POOL_MAX_AGE"))
     warm_pool_max_size: int = Field(default=50, ge=0)
 
+    # Preview URLs (services/preview.py): a sandbox's exposed port answers at
+    # "{port}-{sandbox}.{preview_domain}" on this listener (its scheme and port: public_url's,
+    # else this replica's). "localhost" works in a browser on this machine with no DNS set-up;
+    # elsewhere point a wildcard DNS name at the control plane.
+    preview_domain: str = Field(default="localhost", min_length=1, max_length=200)
+    # Exposed ports per sandbox (more: 507 port_count_limit).
+    max_ports_per_sandbox: int = Field(default=20, ge=1)
+    # Signed preview URLs: the lifetime when none is asked for, and the longest allowed.
+    signed_url_default_ttl_seconds: int = Field(default=3600, ge=1)
+    signed_url_max_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1)
+
+    # Templates from git (services/git_sources.py): only https URLs to public addresses,
+    # unless this is set (tests and trusted networks: http://, file:// and private addresses).
+    git_allow_insecure: bool = False
+    git_timeout_seconds: float = Field(default=300.0, gt=0)
+    # The largest build context: an upload, or a repository's context directory.
+    max_build_context_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+
     @property
     def fence_seconds(self) -> float:
         return self.host_fence_seconds or self.host_lost_seconds

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, false, true
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, false, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import DateTime, TypeDecorator
 
@@ -256,8 +256,38 @@ class Template(Base):
     warm_pool_size: Mapped[int | None] = mapped_column(Integer, default=None)
     # Pooled sandboxes start their kernel at boot (a claim's first code then answers at once).
     warm_pool_eager: Mapped[bool] = mapped_column(default=True, server_default=true())
+    # "image" (an image and steps), "dockerfile" (a Dockerfile and an uploaded context) or
+    # "git" (a Dockerfile in a git repository).
+    source: Mapped[str] = mapped_column(String(16), default="image", server_default="image")
+    dockerfile: Mapped[str | None] = mapped_column(Text, default=None)
+    build_args: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default="{}")
+    # The uploaded build context (build_contexts.id) a dockerfile template is built from.
+    build_context_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    # A git source: the URL, the ref asked for, the commit it resolved to, and the paths in it.
+    git_url: Mapped[str | None] = mapped_column(Text, default=None)
+    git_ref: Mapped[str | None] = mapped_column(Text, default=None)
+    resolved_commit_sha: Mapped[str | None] = mapped_column(String(64), default=None)
+    dockerfile_path: Mapped[str | None] = mapped_column(Text, default=None)
+    context_path: Mapped[str | None] = mapped_column(Text, default=None)
+    # A hash of every build input (a from-git cache hit reuses a ready build with the same key).
+    build_key: Mapped[str | None] = mapped_column(String(80), default=None, index=True)
+    # Set on a cache hit: the template whose build this one reuses.
+    built_from_template_id: Mapped[str | None] = mapped_column(String(80), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BuildContext(Base):
+    """An uploaded Docker build context (a tar), kept for its template's builds and rebuilds."""
+
+    __tablename__ = "build_contexts"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class TemplateBuildLog(Base):
@@ -300,6 +330,30 @@ class Sandbox(Base):
     end_reason: Mapped[str | None] = mapped_column(Text, default=None)
     # Claimed from its template's warm pool rather than booted for its request.
     from_pool: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Keys of ``envs`` whose values are secret (masked with ?mask=true).
+    env_secrets: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+
+
+class SandboxPort(Base):
+    """A sandbox port exposed at a preview URL (services/ports.py, http/preview.py)."""
+
+    __tablename__ = "sandbox_ports"
+
+    sandbox_id: Mapped[str] = mapped_column(ForeignKey("sandboxes.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    port: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    # public | private | signed_url
+    visibility: Mapped[str] = mapped_column(String(16))
+    # rewrite (the upstream sees Host: localhost:{port}) | preserve
+    host_header_mode: Mapped[str] = mapped_column(String(16), default="rewrite")
+    # Users (ids or emails) besides the owner who may open a private port.
+    allowed_users: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # HMAC key of its signed URLs: minting a new one rotates it, revoking every older URL.
+    signing_key: Mapped[str] = mapped_column(String(64))
+    signed_url_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    signed_url_ttl_seconds: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class WarmSandbox(Base):
