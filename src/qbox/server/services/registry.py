@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from qbox.server.services.audit import AuditService
 from qbox.server.services.code import CodeService
 from qbox.server.services.context import ServiceContext
+from qbox.server.services.dockerfile_templates import DockerfileTemplates
 from qbox.server.services.files import FileService
 from qbox.server.services.host_credentials import AgentSecrets
 from qbox.server.services.host_join import HostJoins
@@ -65,6 +66,7 @@ class Services:
     joins: HostJoins
     host_monitor: HostMonitor
     pools: WarmPools
+    dockerfile_templates: DockerfileTemplates
 
     @classmethod
     def build(cls, ctx: ServiceContext) -> Services:
@@ -100,4 +102,5 @@ class Services:
             joins=HostJoins(ctx, agent_secrets, templates.ensure_fleet_builtin),
             host_monitor=HostMonitor(ctx, lifecycle, agent_secrets),
             pools=pools,
+            dockerfile_templates=DockerfileTemplates(ctx, templates),
         )
