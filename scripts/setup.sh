@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  crun runc catatonit skopeo umoci mmdebstrap debootstrap
+  crun runc catatonit skopeo umoci buildah mmdebstrap debootstrap
   iproute2 nftables uidmap util-linux procps psmisc e2fsprogs libseccomp2
   ca-certificates
   runsc
