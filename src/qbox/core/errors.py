@@ -8,18 +8,23 @@ with a table built from the classes below (each declares its ``code``).
 
     QboxError
     ├── ValidationError            validation_error      400
-    │   └── PayloadTooLargeError   payload_too_large     413
+    │   ├── PayloadTooLargeError   payload_too_large     413
+    │   ├── PortInvalidError       port_invalid
+    │   ├── PortReservedError      port_reserved
+    │   └── SignedUrlTtlInvalidError  signed_url_ttl_invalid
     ├── AuthenticationError        unauthenticated       401
     ├── PermissionDeniedError      forbidden             403
     ├── NotFoundError              not_found             404
     │   ├── SandboxNotFoundError   sandbox_not_found
     │   ├── TemplateNotFoundError  template_not_found
     │   ├── ContextNotFoundError   context_not_found
-    │   └── ProcessNotFoundError   process_not_found
+    │   ├── ProcessNotFoundError   process_not_found
+    │   └── PortNotFoundError      port_not_found
     ├── MethodNotAllowedError      method_not_allowed    405
     ├── ConflictError              conflict              409
     │   ├── SandboxNotActiveError  sandbox_not_active
     │   ├── TemplateNotReadyError  template_not_ready
+    │   ├── PortAlreadyExposedError  port_already_exposed
     │   └── InvalidArgumentError   invalid_argument
     │       └── LanguageNotSupportedError  language_not_supported
     ├── FeatureDisabledError       (policy/feature)      422
@@ -28,12 +33,15 @@ with a table built from the classes below (each declares its ``code``).
     ├── RateLimitedError           rate_limited          429
     ├── QuotaExceededError         quota_exceeded        429
     ├── InternalError              internal              500
+    ├── BadGatewayError            bad_gateway           502
+    │   └── PortNotReachableError  port_not_reachable    (nothing listens on a sandbox's port)
     ├── UnavailableError           unavailable           503
     │   ├── HostUnavailableError   host_unavailable      (transient)
     │   ├── HostNoCapacityError    host_no_capacity      (transient)
     │   ├── CodeInterpreterUnavailableError  code_interpreter_unavailable  (transient)
     │   └── SshUnavailableError    ssh_unavailable       (transient)
     ├── InsufficientStorageError   insufficient_storage  507
+    │   └── PortCountLimitError    port_count_limit
     ├── TransportError             (client side: never on the wire)
     │   ├── ConnectionFailedError
     │   └── RequestTimeoutError
@@ -121,6 +129,22 @@ class PayloadTooLargeError(ValidationError):
     status = 413
 
 
+class PortInvalidError(ValidationError):
+    """A port number outside 1..65535."""
+
+    code = "port_invalid"
+
+
+class PortReservedError(ValidationError):
+    """A port the platform uses inside every sandbox, or one under 1024 without ``force``."""
+
+    code = "port_reserved"
+
+
+class SignedUrlTtlInvalidError(ValidationError):
+    code = "signed_url_ttl_invalid"
+
+
 class AuthenticationError(QboxError):
     code = "unauthenticated"
     status = 401
@@ -169,6 +193,12 @@ class ProcessNotFoundError(NotFoundError):
     code = "process_not_found"
 
 
+class PortNotFoundError(NotFoundError):
+    """The sandbox does not expose that port."""
+
+    code = "port_not_found"
+
+
 class MethodNotAllowedError(QboxError):
     code = "method_not_allowed"
     status = 405
@@ -190,6 +220,12 @@ class SandboxNotActiveError(ConflictError):
 
 class TemplateNotReadyError(ConflictError):
     code = "template_not_ready"
+
+
+class PortAlreadyExposedError(ConflictError):
+    """The sandbox already exposes that port: change it with PATCH instead."""
+
+    code = "port_already_exposed"
 
 
 class InvalidArgumentError(ConflictError):
@@ -235,6 +271,18 @@ class InternalError(QboxError):
     status = 500
 
 
+class BadGatewayError(QboxError):
+    code = "bad_gateway"
+    status = 502
+
+
+class PortNotReachableError(BadGatewayError):
+    """Nothing answers on the sandbox's port (a preview request, or ``expose_and_wait`` that
+    ran out of time)."""
+
+    code = "port_not_reachable"
+
+
 class UnavailableError(QboxError):
     code = "unavailable"
     status = 503
@@ -267,6 +315,12 @@ class SshUnavailableError(UnavailableError):
 class InsufficientStorageError(QboxError):
     code = "insufficient_storage"
     status = 507
+
+
+class PortCountLimitError(InsufficientStorageError):
+    """The sandbox already exposes as many ports as it may (``QBOX_MAX_PORTS_PER_SANDBOX``)."""
+
+    code = "port_count_limit"
 
 
 class TransportError(QboxError):
@@ -392,6 +446,7 @@ _CLASSES_BY_STATUS: dict[int, type[QboxError]] = {
     413: PayloadTooLargeError,
     422: ValidationError,
     429: RateLimitedError,
+    502: BadGatewayError,
     503: UnavailableError,
     507: InsufficientStorageError,
 }
