@@ -11,15 +11,21 @@ with a table built from the classes below (each declares its ``code``).
     │   ├── PayloadTooLargeError   payload_too_large     413
     │   ├── PortInvalidError       port_invalid
     │   ├── PortReservedError      port_reserved
-    │   └── SignedUrlTtlInvalidError  signed_url_ttl_invalid
+    │   ├── SignedUrlTtlInvalidError  signed_url_ttl_invalid
+    │   ├── GitUrlInvalidError     git_url_invalid
+    │   ├── DockerfilePathInvalidError  dockerfile_path_invalid
+    │   └── BuildArgsInvalidError  build_args_invalid
     ├── AuthenticationError        unauthenticated       401
+    │   └── RepoUnauthorizedError  repo_unauthorized     (a git server asked for credentials)
     ├── PermissionDeniedError      forbidden             403
     ├── NotFoundError              not_found             404
     │   ├── SandboxNotFoundError   sandbox_not_found
     │   ├── TemplateNotFoundError  template_not_found
     │   ├── ContextNotFoundError   context_not_found
     │   ├── ProcessNotFoundError   process_not_found
-    │   └── PortNotFoundError      port_not_found
+    │   ├── PortNotFoundError      port_not_found
+    │   ├── RepoNotFoundError      repo_not_found
+    │   └── RefNotFoundError       ref_not_found
     ├── MethodNotAllowedError      method_not_allowed    405
     ├── ConflictError              conflict              409
     │   ├── SandboxNotActiveError  sandbox_not_active
@@ -39,7 +45,8 @@ with a table built from the classes below (each declares its ``code``).
     │   ├── HostUnavailableError   host_unavailable      (transient)
     │   ├── HostNoCapacityError    host_no_capacity      (transient)
     │   ├── CodeInterpreterUnavailableError  code_interpreter_unavailable  (transient)
-    │   └── SshUnavailableError    ssh_unavailable       (transient)
+    │   ├── SshUnavailableError    ssh_unavailable       (transient)
+    │   └── GitResolveUnavailableError  git_resolve_unavailable  (transient when it says so)
     ├── InsufficientStorageError   insufficient_storage  507
     │   └── PortCountLimitError    port_count_limit
     ├── TransportError             (client side: never on the wire)
@@ -145,6 +152,22 @@ class SignedUrlTtlInvalidError(ValidationError):
     code = "signed_url_ttl_invalid"
 
 
+class GitUrlInvalidError(ValidationError):
+    """A template's git URL the control plane will not fetch (scheme, credentials, a private address)."""
+
+    code = "git_url_invalid"
+
+
+class DockerfilePathInvalidError(ValidationError):
+    """No Dockerfile at that path of the repository (or the path leaves it)."""
+
+    code = "dockerfile_path_invalid"
+
+
+class BuildArgsInvalidError(ValidationError):
+    code = "build_args_invalid"
+
+
 class AuthenticationError(QboxError):
     code = "unauthenticated"
     status = 401
@@ -154,6 +177,12 @@ class InvalidJoinTokenError(AuthenticationError):
     """A join token that is unknown, used, expired or revoked (``POST /v1/agent/join``)."""
 
     code = "invalid_join_token"
+
+
+class RepoUnauthorizedError(AuthenticationError):
+    """The git server asked for credentials (a private repository, or one it hides)."""
+
+    code = "repo_unauthorized"
 
 
 class InvalidHostCredentialError(AuthenticationError):
@@ -197,6 +226,16 @@ class PortNotFoundError(NotFoundError):
     """The sandbox does not expose that port."""
 
     code = "port_not_found"
+
+
+class RepoNotFoundError(NotFoundError):
+    code = "repo_not_found"
+
+
+class RefNotFoundError(NotFoundError):
+    """No branch, tag or commit of the repository by that name."""
+
+    code = "ref_not_found"
 
 
 class MethodNotAllowedError(QboxError):
@@ -310,6 +349,13 @@ class SshUnavailableError(UnavailableError):
 
     code = "ssh_unavailable"
     transient_by_default = True
+
+
+class GitResolveUnavailableError(UnavailableError):
+    """The git server could not be reached (or did not answer in time) to resolve or fetch a
+    ref; ``details.transient`` says whether trying again may help."""
+
+    code = "git_resolve_unavailable"
 
 
 class InsufficientStorageError(QboxError):
