@@ -58,6 +58,7 @@ from qbox.protocol.sandboxes import (
     SandboxClaim,
     SandboxCreated,
     SandboxDeadline,
+    SandboxEnvs,
     SandboxInfo,
     SandboxSpec,
 )
@@ -198,6 +199,11 @@ def _routes() -> APIRouter:
     async def set_deadline(sandbox_id: str, body: SandboxDeadline,
                            request: Request) -> Response:
         _agent(request).sandboxes.set_deadline(sandbox_id, body.deadline_at)
+        return Response(status_code=204)
+
+    @router.put("/sandboxes/{sandbox_id}/envs", status_code=204)
+    async def set_envs(sandbox_id: str, body: SandboxEnvs, request: Request) -> Response:
+        await _agent(request).sandboxes.set_envs(sandbox_id, body.envs)
         return Response(status_code=204)
 
     @router.post("/sandboxes/{sandbox_id}/claim")

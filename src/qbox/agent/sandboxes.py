@@ -258,13 +258,28 @@ class SandboxManager:
             await asyncio.to_thread(self._apply_limits, sandbox_id,
                                     vcpus if vcpus != params.vcpus else None,
                                     memory_mb if memory_mb != params.memory_mb else None)
-            sandbox.params = claimed
             sandbox.deadline_at = deadline_at
-            sandbox.save()
-            interpreter = self.interpreters.find(sandbox_id)
-            if interpreter is not None:
-                interpreter.replace_env(claimed.envs)
+            self._replace_params(sandbox, claimed)
             return sandbox
+
+    async def set_envs(self, sandbox_id: str, envs: dict[str, str]) -> Sandbox:
+        """``envs`` become the whole env of the sandbox's later commands, shells and code
+        executions (the envs API), saved like a claim's."""
+        async with self._locked(sandbox_id):
+            sandbox = self._active(sandbox_id)
+            changed = dataclasses.replace(sandbox.params, envs=dict(envs))
+            changed.validate()
+            self._replace_params(sandbox, changed)
+            return sandbox
+
+    def _replace_params(self, sandbox: Sandbox, params: SandboxParams) -> None:
+        """New params (a claim's, or new envs) saved; a kernel host already running gets the
+        envs with its later requests (CodeInterpreter.replace_env)."""
+        sandbox.params = params
+        sandbox.save()
+        interpreter = self.interpreters.find(sandbox.id)
+        if interpreter is not None:
+            interpreter.replace_env(params.envs)
 
     def _apply_limits(self, sandbox_id: str, vcpus: int | None, memory_mb: int | None) -> None:
         """Write the limits that change (None: stays); a limit with no file to hold it is

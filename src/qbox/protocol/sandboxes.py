@@ -51,6 +51,13 @@ class SandboxClaim(Wire):
     deadline_at: WireTime | None = None
 
 
+class SandboxEnvs(Wire):
+    """``PUT /sandboxes/{id}/envs``: the sandbox's whole env from now on (the template's, the
+    user's and the platform's merged), for every later process, shell and code execution."""
+
+    envs: dict[str, str]
+
+
 class SandboxDeadline(Wire):
     """``PUT /sandboxes/{id}/deadline``: the sandbox's new deadline (its timeout changed)."""
 

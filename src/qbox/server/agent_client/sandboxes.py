@@ -8,6 +8,7 @@ from qbox.protocol.sandboxes import (
     SandboxClaim,
     SandboxCreated,
     SandboxDeadline,
+    SandboxEnvs,
     SandboxInfo,
     SandboxSpec,
 )
@@ -38,6 +39,12 @@ class SandboxClient:
         ``sandbox_not_found``; 409 when it is not running; 422 when a limit grows."""
         return parsed(SandboxInfo, await self._transport.call(
             "POST", path("sandboxes", sandbox_id, "claim"), body=claim))
+
+    async def set_envs(self, sandbox_id: str, envs: dict[str, str]) -> None:
+        """``envs`` become the sandbox's whole env for its later commands, shells and code
+        executions. 404 ``sandbox_not_found``; 409 when it is not running."""
+        await self._transport.call("PUT", path("sandboxes", sandbox_id, "envs"),
+                                   body=SandboxEnvs(envs=envs))
 
     async def delete(self, sandbox_id: str) -> None:
         """Idempotent: an unknown id is fine."""
