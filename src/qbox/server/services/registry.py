@@ -17,6 +17,7 @@ from qbox.server.services.keys import KeyService
 from qbox.server.services.lifecycle import SandboxLifecycle
 from qbox.server.services.placement import Placement
 from qbox.server.services.pools import WarmPools
+from qbox.server.services.ports import PortService
 from qbox.server.services.processes import ProcessService
 from qbox.server.services.quotas import QuotaService
 from qbox.server.services.ratelimit import RateLimiter
@@ -67,6 +68,7 @@ class Services:
     host_monitor: HostMonitor
     pools: WarmPools
     dockerfile_templates: DockerfileTemplates
+    ports: PortService
 
     @classmethod
     def build(cls, ctx: ServiceContext) -> Services:
@@ -103,4 +105,5 @@ class Services:
             host_monitor=HostMonitor(ctx, lifecycle, agent_secrets),
             pools=pools,
             dockerfile_templates=DockerfileTemplates(ctx, templates),
+            ports=PortService(ctx, sandboxes),
         )
