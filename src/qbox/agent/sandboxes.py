@@ -115,6 +115,16 @@ class SandboxManager:
         """The user namespace's id shift of every sandbox's files (None: host ids)."""
         return self._isolation.mapping
 
+    @property
+    def network(self) -> SandboxNetwork:
+        """Sandbox networks: a Dockerfile build gets one too (images/dockerfile_build.py)."""
+        return self._network
+
+    @property
+    def cgroup_parent(self) -> str:
+        """This agent's cgroup subtree (a Dockerfile build's cgroup is made in it)."""
+        return self._isolation.cgroup_parent
+
     def image_digests_in_use(self) -> set[str]:
         """The images of every sandbox this agent holds (builds too): never collected."""
         return {s.params.image_digest for s in self._sandboxes.values()}

@@ -92,9 +92,22 @@ class BuildStep(Wire):
         return self
 
 
+class DockerfileBuild(Wire):
+    """A Dockerfile built with buildah (agent/images/dockerfile_build.py) instead of ``ref`` and
+    steps; its context was sent first (``PUT /build-contexts/{id}``)."""
+
+    dockerfile: str = Field(min_length=1, max_length=1024 * 1024)
+    build_args: dict[str, str] = Field(default_factory=dict)
+    # The context tar the agent was sent (``PUT /build-contexts/{id}``); None: an empty one.
+    context_id: str | None = Field(default=None, pattern=r"^ctx_[a-z0-9]{8,60}$")
+    allow_internet_access: bool = True
+    timeout_seconds: int = Field(default=3600, ge=1, le=24 * 3600)
+
+
 class BuildRequest(Wire):
     name: str = Field(min_length=1)
-    ref: str = Field(min_length=1)
+    # The base image; "" for a Dockerfile build (its FROM lines name the images).
+    ref: str = ""
     credentials: RegistryLogin | None = None
     steps: list[BuildStep] = Field(default_factory=list)
     user: str = "user"
@@ -106,11 +119,20 @@ class BuildRequest(Wire):
     disk_mb: int | None = Field(default=None, ge=16, le=1024 * 1024)
     # "REG/templates/<name>:build-<n>": where the built image is pushed.
     push: str | None = None
+    dockerfile: DockerfileBuild | None = None
 
     @field_validator("workdir")
     @classmethod
     def _workdir_absolute(cls, value: str | None) -> str | None:
         return None if value is None else absolute_path(value)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BuildRequest:
+        if (self.dockerfile is None) == (not self.ref):
+            raise ValueError("a build has either ref (and steps) or dockerfile")
+        if self.dockerfile is not None and self.steps:
+            raise ValueError("a Dockerfile build has no steps")
+        return self
 
 
 # --- the build's NDJSON events ------------------------------------------------
@@ -128,6 +150,9 @@ class BuildResult(Wire):
     base_digest: str
     # "docker://…@sha256:…" when the request asked for a push.
     pushed_ref: str | None = None
+    # A Dockerfile build: its image's USER and WORKDIR ("" when it sets none).
+    image_user: str | None = None
+    image_workdir: str | None = None
 
 
 class BuildError(Wire):

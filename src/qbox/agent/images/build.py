@@ -28,8 +28,11 @@ from typing import Any, Protocol
 
 from qbox.agent import users
 from qbox.agent.images import build_layer as layers
+from qbox.agent.images import dockerfile_build
+from qbox.agent.images.dockerfile_build import DockerfileBuilder
 from qbox.agent.images.kernelspecs import find_kernelspecs
 from qbox.agent.images.refs import RegistryCredentials
+from qbox.agent.images.runner import SubprocessRunner
 from qbox.agent.images.store_tree import human_size
 from qbox.agent.processes import follow
 from qbox.agent.sandbox import Sandbox, SandboxParams
@@ -143,8 +146,10 @@ class _State:
 
 class BuildJob:
     def __init__(self, request: BuildRequest, store: BuildStore, sandboxes: SandboxManager,
-                 *, data_dir: Path | None = None, policy: ImageRefPolicy | None = None) -> None:
+                 *, data_dir: Path | None = None, policy: ImageRefPolicy | None = None,
+                 insecure_registries: frozenset[str] = frozenset()) -> None:
         self._request = request
+        self._insecure = insecure_registries
         # What may be pulled, checked again here: the control plane checked it, but this
         # host's files and network are ours to guard (None: anything, for tests of steps).
         self._policy = policy
@@ -214,9 +219,14 @@ class BuildJob:
 
     async def _build(self) -> Event:
         request = self._request
-        base = await self._import_base()
+        image_fields: dict[str, str] = {}
+        if request.dockerfile is not None:
+            base = await self._build_dockerfile()
+            image_fields = dockerfile_build.image_fields(self._store.config(base.digest))
+        else:
+            base = await self._import_base()
         if not request.steps:
-            if request.user not in _USERS_WITH_FALLBACKS:
+            if request.dockerfile is None and request.user not in _USERS_WITH_FALLBACKS:
                 await self._check_user_in_base(base.digest)
             digest, size = base.digest, base.size_bytes
             kernels = await image_kernels(self._store, digest)
@@ -230,7 +240,33 @@ class BuildJob:
                 raise BuildFailed(f"push failed: {exc.message}") from exc
         self._log(f"template ready: {digest}, {human_size(size)}")
         return {"type": "result", "digest": digest, "sizeBytes": size, "kernels": kernels,
-                "baseDigest": base.digest, "pushedRef": pushed}
+                "baseDigest": base.digest, "pushedRef": pushed, **image_fields}
+
+    async def _build_dockerfile(self) -> Any:
+        """Build the Dockerfile with buildah and import its image into the store."""
+        request = self._request
+        assert request.dockerfile is not None
+        if self._data_dir is None:
+            raise BuildFailed("Dockerfile builds need the agent's data dir")
+        data_dir = Path(self._data_dir)
+        builder = DockerfileBuilder(
+            data_dir=data_dir, build_id=self.sandbox_id, runner=SubprocessRunner(),
+            network=self._sandboxes.network, mapping=self._sandboxes.id_mapping,
+            cgroup_parent=self._sandboxes.cgroup_parent, insecure=self._insecure,
+            policy=self._policy, credentials=self._credentials, log_line=self._log)
+        try:
+            try:
+                ref = await builder.build(request.dockerfile, request.memory_mb, request.vcpus)
+            except ValidationError as exc:
+                raise _Refused(exc.message) from None
+            except dockerfile_build.BuildFailed as exc:
+                raise BuildFailed(exc.message) from None
+            return await self._store.import_image(ref, request.name, self._log)
+        finally:
+            await builder.cleanup()
+            if request.dockerfile.context_id:
+                dockerfile_build.context_path(data_dir, request.dockerfile.context_id).unlink(
+                    missing_ok=True)
 
     async def _import_base(self) -> Any:
         request = self._request

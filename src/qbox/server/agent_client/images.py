@@ -17,9 +17,16 @@ from qbox.protocol.images import (
     ImagesCollected,
     ImagesGc,
 )
-from qbox.server.agent_client.transport import UNBOUNDED, Transport, json_events, parsed
+from qbox.server.agent_client.transport import (
+    UNBOUNDED,
+    Transport,
+    json_events,
+    long_timeout,
+    parsed,
+)
 
 BuildEvent = BuildLog | BuildResult | BuildError
+_CHUNK = 1024 * 1024
 
 
 class ImageClient:
@@ -35,6 +42,22 @@ class ImageClient:
         """Remove the images neither in ``keep`` nor used by a sandbox there."""
         return parsed(ImagesCollected, await self._transport.call(
             "POST", "/images/gc", body=ImagesGc(keep=keep), timeout=600))
+
+    async def put_build_context(self, context_id: str, sha256: str, data: bytes) -> None:
+        """Send a Dockerfile build's context (a tar) before the build that names it."""
+
+        async def chunks() -> AsyncGenerator[bytes, None]:
+            view = memoryview(data)
+            for start in range(0, len(view), _CHUNK):
+                yield bytes(view[start:start + _CHUNK])
+
+        request = self._transport.request(
+            "PUT", f"/build-contexts/{context_id}", long=True, params={"sha256": sha256},
+            content=chunks(), headers={"Content-Type": "application/x-tar",
+                                       "Content-Length": str(len(data))},
+            timeout=long_timeout(1800))
+        response = await self._transport.send(request, long=True)
+        await response.aclose()
 
     async def build(self, request: BuildRequest) -> AsyncGenerator[BuildEvent, None]:
         """A template build's events (``log``, then ``result`` or ``error``); closing the

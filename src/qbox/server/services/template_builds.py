@@ -15,6 +15,7 @@ import collections
 import contextlib
 import functools
 import logging
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,7 +28,7 @@ from pydantic import SecretStr
 from qbox.core.errors import QboxError, ValidationError
 from qbox.protocol import images as wire
 from qbox.server.agent_client import AgentClient
-from qbox.server.db.tables import Host, Template, TemplateBuildLog
+from qbox.server.db.tables import BuildContext, Host, Template, TemplateBuildLog
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.hosts import READY, hold_image
 from qbox.server.services.periodic import each
@@ -47,6 +48,9 @@ _MAX_LINE_CHARS = 64 * 1024
 SHUTDOWN_ERROR = "build interrupted: control plane shutting down; rebuild it"
 RESTART_ERROR = "build interrupted: control plane restarted; rebuild it"
 CODE_INTERPRETER = "code-interpreter"
+# Templates built by buildah from a Dockerfile (services/dockerfile_templates.py).
+DOCKERFILE_SOURCES = ("dockerfile", "git")
+DOCKERFILE_BUILD_TIMEOUT_SECONDS = 3600
 # The second gc after a deletion runs this long after the agents' grace ends.
 GC_FOLLOW_UP_MARGIN_SECONDS = 5.0
 
@@ -130,16 +134,23 @@ class BuildLogWriter:
 
 
 def build_request(template: Template, build_memory_mb: int, registry: str | None,
-                  login: RegistryLogin | None) -> wire.BuildRequest:
+                  login: RegistryLogin | None, context_id: str | None = None) -> wire.BuildRequest:
     """The agent's BuildRequest for the template's current generation (a template the
-    agent would refuse is a ValidationError, as the agent's answer would be)."""
+    agent would refuse is a ValidationError, as the agent's answer would be). A Dockerfile
+    template's context was sent as ``context_id`` first (None: it has none)."""
     push = None
     if registry:
         push = f"{registry.rstrip('/')}/templates/{template.name}:build-{template.build_generation}"
+    dockerfile = None
+    if template.source in DOCKERFILE_SOURCES:
+        dockerfile = {"dockerfile": template.dockerfile or "", "buildArgs": dict(template.build_args),
+                      "contextId": context_id, "allowInternetAccess": template.allow_internet_access,
+                      "timeoutSeconds": DOCKERFILE_BUILD_TIMEOUT_SECONDS}
     try:
         return wire.BuildRequest.model_validate({
             "name": template.name,
-            "ref": template.image_ref,
+            "ref": "" if dockerfile else template.image_ref,
+            "dockerfile": dockerfile,
             "credentials": login.to_agent() if login else None,
             "steps": list(template.steps),
             "user": template.default_user or "user",
@@ -281,11 +292,14 @@ class TemplateBuilds:
         if agent is None:
             return {"status": "failed", "build_error": "no host is online to build the template"}
         settings = self.ctx.settings
-        writer.add(f"building {template.image_ref} on host {host_id} "
-                   f"(build {template.build_generation})")
+        source = template.image_ref
+        if template.source in DOCKERFILE_SOURCES:
+            source = "a Dockerfile" if template.source == "dockerfile" else template.git_url or "git"
+        writer.add(f"building {source} on host {host_id} (build {template.build_generation})")
         try:
-            events = await agent.images.build(
-                build_request(template, settings.build_memory_mb, settings.registry, login))
+            context_id = await self._send_context(template, agent)
+            events = await agent.images.build(build_request(
+                template, settings.build_memory_mb, settings.registry, login, context_id))
         except QboxError as exc:
             writer.add(f"build failed: {exc.message}")
             return {"status": "failed", "build_error": exc.message}
@@ -305,6 +319,19 @@ class TemplateBuilds:
         message = f"build failed: lost the connection to host {host_id} before the build ended"
         writer.add(message)
         return {"status": "failed", "build_error": message}
+
+    async def _send_context(self, template: Template, agent: AgentClient) -> str | None:
+        """A Dockerfile template's stored context, streamed to the agent that builds it."""
+        if template.source not in DOCKERFILE_SOURCES or not template.build_context_id:
+            return None
+        async with self.ctx.sessions() as session:
+            context = await session.get(BuildContext, template.build_context_id)
+            if context is None:
+                raise ValidationError("the template's build context is gone; create it again")
+            data, sha256 = context.data, context.sha256
+        context_id = "ctx_" + secrets.token_hex(12)
+        await agent.images.put_build_context(context_id, sha256, data)
+        return context_id
 
     async def _pick_agent(self, session: Any, pinned: str | None) -> tuple[str, AgentClient | None]:
         """A ready host that is not drained (the image then travels by the registry); only
@@ -367,7 +394,12 @@ def services_for(kernels: list[wire.KernelSpec]) -> list[dict[str, str]]:
 
 
 def _ready(event: wire.BuildResult) -> dict[str, Any]:
+    image: dict[str, Any] = {}
+    if event.image_user is not None:
+        # A Dockerfile's image: its sandboxes run as its USER, in its WORKDIR.
+        image = {"default_user": event.image_user or "root", "workdir": event.image_workdir or None}
     return {
+        **image,
         "status": "ready",
         "build_error": None,
         "image_digest": event.digest,

@@ -22,7 +22,8 @@ from sqlalchemy.exc import IntegrityError
 
 from qbox.core.errors import ConflictError, PermissionDeniedError, QboxError, ValidationError
 from qbox.core.ids import template_id_for
-from qbox.core.image_refs import ImageRefPolicy
+from qbox.core.dockerfile import images_of
+from qbox.core.image_refs import ImageRefPolicy, parse_ref
 from qbox.core.states import LIVE_STATES
 from qbox.server.db.tables import Sandbox, Template, TemplateBuildLog
 from qbox.server.services.context import ServiceContext
@@ -39,6 +40,7 @@ from qbox.server.services.template_access import (
 from qbox.server.settings import ServerSettings
 from qbox.server.services.template_builds import (
     CODE_INTERPRETER,
+    DOCKERFILE_SOURCES,
     STALE_SECONDS,
     RegistryLogin,
     TemplateBuilds,
@@ -175,6 +177,18 @@ class TemplateService:
         # Off the event loop: a registry's name is looked up.
         await asyncio.to_thread(self.ref_policy.check, image_ref, local_allowed=principal.is_admin)
 
+    async def check_dockerfile_refs(self, principal: Principal, dockerfile: str,
+                                    build_args: dict[str, str]) -> None:
+        """Each image a Dockerfile builds from, as ``check_ref`` checks an imageRef."""
+        for image in images_of(dockerfile, build_args).images:
+            try:
+                if parse_ref(image).is_local:
+                    raise ValidationError("a Dockerfile builds from registry images only")
+                await self.check_ref(principal, image)
+            except QboxError as exc:
+                raise ValidationError(f"FROM {image}: {exc.message}",
+                                      details={"field": "dockerfile", "image": image}) from None
+
     # --- building --------------------------------------------------------------
 
     async def create(self, principal: Principal, spec: NewTemplate,
@@ -187,10 +201,7 @@ class TemplateService:
         """
         self.ctx.settings.check_caps(spec.default_vcpus, spec.default_memory_mb, spec.default_disk_mb,
                                      names=("defaultVcpus", "defaultMemoryMb", "defaultDiskMb"))
-        if spec.public and not principal.is_admin:
-            raise PermissionDeniedError("only an admin may make a template public",
-                                        details={"field": "public"})
-        check_pool_size(principal, spec.warm_pool_size, self.ctx.settings)
+        self.check_options(principal, spec)
         await self.check_ref(principal, spec.image_ref)
         template_id = template_id_for(spec.name)
         try:
@@ -207,6 +218,17 @@ class TemplateService:
             raise _exists(spec.name) from None
         self.builds.start(template_id, template.build_generation, login)
         return template
+
+    def check_options(self, principal: Principal, spec: NewTemplate) -> None:
+        """What only an admin may ask: a public template, a warm pool."""
+        if spec.public and not principal.is_admin:
+            raise PermissionDeniedError("only an admin may make a template public",
+                                        details={"field": "public"})
+        check_pool_size(principal, spec.warm_pool_size, self.ctx.settings)
+
+    def fill(self, template: Template, principal: Principal, spec: NewTemplate) -> None:
+        """Set a new (or reused) row from ``spec``, for a build of the next generation."""
+        self._fill(template, principal, spec)
 
     def _fill(self, template: Template, principal: Principal, spec: NewTemplate) -> None:
         workdir = spec.workdir
@@ -271,7 +293,11 @@ class TemplateService:
                 raise ConflictError(f"template {template_id} is built in; it is not rebuilt",
                                     details={"templateId": template_id, "builtin": True})
             # Checked again: the policy may have changed, or an admin's ref is rebuilt by its owner.
-            await self.check_ref(principal, template.image_ref)
+            if template.source in DOCKERFILE_SOURCES:
+                await self.check_dockerfile_refs(principal, template.dockerfile or "",
+                                                 dict(template.build_args))
+            else:
+                await self.check_ref(principal, template.image_ref)
             generation = template.build_generation + 1
             now = self.ctx.clock()
             changed = await session.execute(
