@@ -39,6 +39,7 @@ class ExitCode(IntEnum):
 
 _BY_CODE: dict[str, ExitCode] = {
     "invalid_config": ExitCode.USAGE,
+    "insecure_config": ExitCode.USAGE,  # the config file is open to other users (WIRE_PROTOCOL.md §8.3)
     "declined": ExitCode.DECLINED,
     "policy_exceeded": ExitCode.QUOTA,
     "port_count_limit": ExitCode.QUOTA,

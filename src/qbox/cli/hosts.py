@@ -3,7 +3,6 @@ tokens new hosts join with."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -11,16 +10,15 @@ import click
 from qbox.cli import output
 from qbox.cli.audit import RELATIVE_TIME, UNIT_SECONDS
 from qbox.cli.context import CliState, confirm_or_decline, json_option, pass_state
-from qbox.core.timefmt import utcnow
+from qbox.cli.watch import watch as _watch
+from qbox.cli.watch import watch_options
 from qbox.sdk import CreatedHostToken, Host, Hosts, HostToken, HostTokens
-from qbox.sdk._config import Clock
 
 HOST_COLUMNS = ("ID", "HOSTNAME", "STATUS", "SANDBOXES", "VCPUS", "MEMORY (MiB)", "CPU %", "DISK (MiB)",
                 "LAST HEARTBEAT")
 TOKEN_COLUMNS = ("ID", "STATUS", "LABELS", "CREATED", "EXPIRES", "USED", "HOST")
 STATUSES = ("ready", "draining", "unhealthy", "down")
 WATCH_SECONDS = 2.0
-CLEAR_SCREEN = "\x1b[H\x1b[2J"
 NOT_SHOWN_AGAIN = "Save this token now: it is not shown again."
 
 
@@ -64,26 +62,6 @@ def _print_hosts(state: CliState, hosts: list[Host]) -> None:
         state.emit_table(HOST_COLUMNS, [_row(h) for h in hosts])
 
 
-def _watch(state: CliState, status: str | None) -> None:
-    """Redraw the list every ``WATCH_SECONDS`` until Ctrl-C (exit 0). Piped or with ``--json``: one
-    compact JSON array a line per refresh instead of a redrawn screen."""
-    config = state.config()
-    clock = config.clock or Clock()
-    try:
-        while True:
-            hosts = Hosts.list(status, config=config)
-            if state.json:
-                state.env.out(json.dumps([h.raw for h in hosts], ensure_ascii=False))
-            else:
-                if state.env.stdout_is_tty():
-                    state.env.out(CLEAR_SCREEN, nl=False)
-                state.env.out(f"{utcnow():%H:%M:%S} UTC  {len(hosts)} host(s), every {WATCH_SECONDS:g} s; Ctrl-C stops")
-                state.emit_table(HOST_COLUMNS, [_row(h) for h in hosts])
-            clock.sleep(WATCH_SECONDS)
-    except KeyboardInterrupt:
-        return
-
-
 class Duration(click.ParamType[int]):
     """A lifetime: seconds (``600``) or a number and a unit (``90s``, ``30m``, ``1h``, ``2d``, ``1w``)."""
 
@@ -122,14 +100,16 @@ def hosts() -> None:
 
 
 @hosts.command("list")
-@click.option("-w", "--watch", is_flag=True, help=f"Redraw every {WATCH_SECONDS:g} s until Ctrl-C.")
+@watch_options(WATCH_SECONDS)
 @click.option("--status", type=click.Choice(STATUSES), help="Only hosts in this status.")
 @json_option
 @pass_state
-def list_(state: CliState, watch: bool, status: str | None) -> None:
+def list_(state: CliState, watch: bool, watch_interval: float, status: str | None) -> None:
     """List hosts: sandboxes, reserved vCPUs and memory, measured CPU and disk."""
     if watch:
-        _watch(state, status)
+        config = state.config()
+        _watch(state, lambda: Hosts.list(status, config=config), lambda h: h.raw, HOST_COLUMNS, _row,
+               noun="host(s)", interval=watch_interval)
         return
     _print_hosts(state, Hosts.list(status, config=state.config()))
 

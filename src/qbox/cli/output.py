@@ -1,4 +1,4 @@
-"""Rendering: JSON for machines, aligned tables and key/value prose for people, error lines."""
+"""Rendering: JSON and YAML for machines, aligned tables and key/value prose for people, error lines."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+import yaml
+
 from qbox.core.errors import QboxError
 from qbox.core.timefmt import to_wire
 
 EMPTY = "-"
+FORMATS = ("table", "json", "yaml", "prose")
+DATA_FORMATS = frozenset({"json", "yaml"})
 
 
 def _json_default(value: Any) -> Any:
@@ -23,6 +27,22 @@ def _json_default(value: Any) -> Any:
 
 def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False, default=_json_default)
+
+
+def to_json_line(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, default=_json_default)
+
+
+def to_yaml(data: Any) -> str:
+    """The same data as ``to_json`` (datetimes as wire strings), as a YAML document without its last newline."""
+    plain = json.loads(json.dumps(data, default=_json_default))
+    text: str = yaml.safe_dump(plain, default_flow_style=False, sort_keys=False, allow_unicode=True)
+    return text.removesuffix("\n")
+
+
+def render(data: Any, fmt: str) -> str:
+    """``data`` in a data format (json or yaml)."""
+    return to_yaml(data) if fmt == "yaml" else to_json(data)
 
 
 def cell(value: Any) -> str:

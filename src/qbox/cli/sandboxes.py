@@ -14,6 +14,8 @@ from qbox.cli.files import files
 from qbox.cli.processes import command_output, kill_process, ps
 from qbox.cli.sandbox_ref import parse_pairs, resolve_sandbox
 from qbox.cli.shell import ssh
+from qbox.cli.watch import watch as watch_list
+from qbox.cli.watch import watch_options
 from qbox.core.errors import QboxError
 from qbox.sdk import Sandbox, SandboxInfo
 
@@ -120,17 +122,21 @@ def create(
 @click.option("--template", help="Only this template (name or tpl_ id).")
 @click.option("--limit", type=int, help="At most N sandboxes.")
 @click.option("-a", "--all", "show_all", is_flag=True, help="Every state, ended ones too.")
+@watch_options()
 @json_option
 @pass_state
-def list_(state: CliState, status: str | None, template: str | None, limit: int | None, show_all: bool) -> None:
+def list_(state: CliState, status: str | None, template: str | None, limit: int | None, show_all: bool,
+          watch: bool, watch_interval: float) -> None:
     """List sandboxes (running ones unless --all or --state)."""
     if status is None and not show_all:
         status = "running"
-    found = Sandbox.list(status, template, limit, config=state.config())
-    if state.json:
-        state.emit_json([s.raw for s in found])
-    else:
-        state.emit_table(SANDBOX_COLUMNS, [_row(s) for s in found])
+    config = state.config()
+    if watch:
+        watch_list(state, lambda: Sandbox.list(status, template, limit, config=config), lambda s: s.raw,
+                   SANDBOX_COLUMNS, _row, noun="sandbox(es)", interval=watch_interval)
+        return
+    found = Sandbox.list(status, template, limit, config=config)
+    state.emit([s.raw for s in found], SANDBOX_COLUMNS, [_row(s) for s in found])
 
 
 @sandboxes.command("get")

@@ -16,6 +16,8 @@ from typing import Any, Literal
 import click
 
 from qbox.cli.context import CliState, confirm_or_decline, json_option, pass_state
+from qbox.cli.watch import watch as watch_list
+from qbox.cli.watch import watch_options
 from qbox.sdk import Step, Template, TemplateInfo, WarmPool, WarmPoolInfo
 
 # WIRE_PROTOCOL.md §8.4: a `templates create` wait that ran out.
@@ -351,17 +353,22 @@ def pool(state: CliState, template: str, size: int | None, eager: bool | None, c
 @templates.command("list")
 @click.option("--service", help="Only templates offering this service type (e.g. code-interpreter).")
 @click.option("--status", type=click.Choice(["building", "ready", "failed"]), help="Only templates in this status.")
+@watch_options()
 @json_option
 @pass_state
-def list_(state: CliState, service: str | None, status: str | None) -> None:
+def list_(state: CliState, service: str | None, status: str | None, watch: bool, watch_interval: float) -> None:
     """List templates."""
-    found = Template.list(service=service, config=state.config())
-    if status is not None:
-        found = [t for t in found if t.status == status]
-    if state.json:
-        state.emit_json([t.raw for t in found])
-    else:
-        state.emit_table(TEMPLATE_COLUMNS, [_row(t) for t in found])
+    config = state.config()
+
+    def fetch() -> list[TemplateInfo]:
+        found = Template.list(service=service, config=config)
+        return [t for t in found if status is None or t.status == status]
+
+    if watch:
+        watch_list(state, fetch, lambda t: t.raw, TEMPLATE_COLUMNS, _row, noun="template(s)", interval=watch_interval)
+        return
+    found = fetch()
+    state.emit([t.raw for t in found], TEMPLATE_COLUMNS, [_row(t) for t in found])
 
 
 @templates.command("get")

@@ -1,7 +1,10 @@
 """Where the SDK finds its API key, base URL and timeouts.
 
 Precedence, per field: keyword argument > ``ConnectionConfig`` field >
-environment > default. Environment variables:
+environment > fallback > default. The fallback is a ``ConnectionConfig`` of
+values that yield to the environment: the CLI's active profile (its config
+file, WIRE_PROTOCOL.md §8.1); the SDK itself reads no file (§1.1).
+Environment variables:
 
     QBOX_API_KEY   (or TOKEN, when it holds a ``qbox_`` key)
     QBOX_BASE_URL  (or QBOX, when it holds an http(s) URL)
@@ -60,11 +63,13 @@ class ConnectionConfig:
     def from_environ(
         cls,
         environ: Mapping[str, str] | None = None,
+        *,
+        fallback: ConnectionConfig | None = None,
         **overrides: Any,
     ) -> ConnectionConfig:
-        """Resolve every field now: overrides (``None`` = unset) > environment > defaults."""
+        """Resolve every field now: overrides (``None`` = unset) > environment > ``fallback`` > defaults."""
         given = {k: v for k, v in overrides.items() if v is not None}
-        return resolve(cls(**given), environ)
+        return resolve(cls(**given), environ, fallback)
 
     def merged(
         self,
@@ -110,25 +115,34 @@ def _env_base_url(environ: Mapping[str, str]) -> str | None:
     return qbox if qbox.startswith(("http://", "https://")) else None
 
 
-def resolve(config: ConnectionConfig, environ: Mapping[str, str] | None = None) -> ConnectionConfig:
+def resolve(
+    config: ConnectionConfig,
+    environ: Mapping[str, str] | None = None,
+    fallback: ConnectionConfig | None = None,
+) -> ConnectionConfig:
     env = os.environ if environ is None else environ
-    base_url = config.base_url or _env_base_url(env) or DEFAULT_BASE_URL
+    below = fallback or ConnectionConfig()
+    base_url = config.base_url or _env_base_url(env) or below.base_url or DEFAULT_BASE_URL
     timeout = config.request_timeout
     if timeout is None:
-        timeout = _env_number(env, "QBOX_REQUEST_TIMEOUT") or DEFAULT_REQUEST_TIMEOUT
+        timeout = _env_number(env, "QBOX_REQUEST_TIMEOUT") or below.request_timeout or DEFAULT_REQUEST_TIMEOUT
     retries = config.max_retries
     if retries is None:
         env_retries = _env_number(env, "QBOX_MAX_RETRIES")
-        retries = DEFAULT_MAX_RETRIES if env_retries is None else int(env_retries)
+        if env_retries is not None:
+            retries = int(env_retries)
+        else:
+            retries = DEFAULT_MAX_RETRIES if below.max_retries is None else below.max_retries
     if timeout <= 0:
         raise _config_error("request_timeout must be positive")
     if retries < 0:
         raise _config_error("max_retries must be zero or more")
     return replace(
         config,
-        api_key=config.api_key or _env_api_key(env),
+        api_key=config.api_key or _env_api_key(env) or below.api_key,
         base_url=base_url.rstrip("/"),
         request_timeout=float(timeout),
         max_retries=retries,
-        clock=config.clock or Clock(),
+        transport=config.transport if config.transport is not None else below.transport,
+        clock=config.clock or below.clock or Clock(),
     )

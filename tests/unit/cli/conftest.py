@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -38,5 +39,8 @@ class Cli:
 
 
 @pytest.fixture
-def cli() -> Cli:
-    return Cli()
+def cli(tmp_path: Path) -> Cli:
+    # The config file (profiles) is looked for under XDG_CONFIG_HOME: never this machine's own.
+    cli = Cli()
+    cli.environ["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    return cli

@@ -14,8 +14,9 @@ from click.testing import CliRunner, Result
 
 from qbox.cli.environment import Environment
 from qbox.cli.exit_codes import ExitCode
-from qbox.cli.hosts import CLEAR_SCREEN, HOST_COLUMNS, TOKEN_COLUMNS
+from qbox.cli.hosts import HOST_COLUMNS, TOKEN_COLUMNS
 from qbox.cli.main import main
+from qbox.cli.watch import CLEAR_SCREEN
 from tests.unit.cli.test_audit import InterruptingClock
 from tests.unit.sdk.fakes import FakeClock
 from tests.unit.sdk.test_hosts import heartbeat, join

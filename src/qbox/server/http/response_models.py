@@ -210,6 +210,7 @@ class Health(_Answer):
 class SystemInfo(_Answer):
     version: str
     api_version: str
+    registry_configured: bool
 
 
 class Me(_Answer):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from qbox._version import __version__
 from qbox.server.http.access import Bucket, allowed
+from qbox.server.http.deps import services_of
 from qbox.server.http.openapi import answers
 from qbox.server.http import response_models as rm
 from qbox.server.principal import Principal
@@ -21,9 +22,11 @@ async def healthz() -> dict[str, Any]:
 
 
 @router.get("/v1/system", responses=answers(200, rm.SystemInfo))
-async def system() -> dict[str, Any]:
-    # Unauthenticated on purpose, and any bearer is ignored: clients probe it first.
-    return {"version": __version__, "apiVersion": "v1"}
+async def system(request: Request) -> dict[str, Any]:
+    # Unauthenticated on purpose, and any bearer is ignored: clients probe it first. So it says
+    # only whether builds are pushed to a registry (`qbox doctor`), never where.
+    registry = services_of(request).ctx.settings.registry
+    return {"version": __version__, "apiVersion": "v1", "registryConfigured": bool(registry)}
 
 
 @router.get("/v1/auth/me", responses=answers(200, rm.Me))
