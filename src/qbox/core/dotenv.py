@@ -30,6 +30,11 @@ _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\"}
 _COMMENT = re.compile(r"[ \t]#")
 
 
+def system_envs(sandbox_id: str, template_id: str) -> dict[str, str]:
+    """What the platform sets in every sandbox (under the reserved prefix)."""
+    return {"QBOX_SANDBOX_ID": sandbox_id, "QBOX_TEMPLATE_ID": template_id}
+
+
 def key_problem(key: str) -> str | None:
     """Why ``key`` cannot name a sandbox env var, or None."""
     if len(key) > MAX_KEY_CHARS or not ENV_KEY_RE.fullmatch(key):

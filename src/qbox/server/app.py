@@ -27,6 +27,7 @@ from qbox.server.http import (
     audit,
     cluster,
     code,
+    envs,
     files,
     hosts,
     openapi,
@@ -203,7 +204,7 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
     app.add_middleware(AuditMiddleware)
     install_error_handlers(app)
     for module in (system, sandboxes, processes, files, code, shell, templates, api_keys, users, quotas,
-                   audit, web_auth, hosts):
+                   audit, web_auth, hosts, envs):
         app.include_router(module.router)
     app.include_router(hosts.tokens_router)
     app.include_router(hosts.agents_router)

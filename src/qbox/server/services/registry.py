@@ -8,6 +8,7 @@ from qbox.server.services.audit import AuditService
 from qbox.server.services.code import CodeService
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.dockerfile_templates import DockerfileTemplates
+from qbox.server.services.envs import EnvService
 from qbox.server.services.files import FileService
 from qbox.server.services.host_credentials import AgentSecrets
 from qbox.server.services.host_join import HostJoins
@@ -68,6 +69,7 @@ class Services:
     host_monitor: HostMonitor
     pools: WarmPools
     dockerfile_templates: DockerfileTemplates
+    envs: EnvService
     ports: PortService
 
     @classmethod
@@ -105,5 +107,6 @@ class Services:
             host_monitor=HostMonitor(ctx, lifecycle, agent_secrets),
             pools=pools,
             dockerfile_templates=DockerfileTemplates(ctx, templates),
+            envs=EnvService(ctx, sandboxes, lifecycle),
             ports=PortService(ctx, sandboxes),
         )

@@ -18,6 +18,7 @@ from typing import TypeVar
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from qbox.core.dotenv import system_envs
 from qbox.core.errors import (
     QboxError,
     SandboxNotActiveError,
@@ -240,7 +241,8 @@ class SandboxService:
                       f"on host {pooled.host_id} ({ask.describe(fresh.runtime)})")
         await session.commit()
         self.pools.refill_soon()
-        claim = SandboxClaim(envs={**sandbox_env(fresh), **request.envs}, vcpus=ask.resources.vcpus,
+        claim = SandboxClaim(envs={**sandbox_env(fresh), **request.envs,
+                                   **system_envs(sandbox.id, fresh.id)}, vcpus=ask.resources.vcpus,
                              memory_mb=ask.resources.memory_mb, deadline_at=ask.deadline)
         try:
             await self.ctx.agents.for_host(pooled.host_id).sandboxes.claim(pooled.id, claim)
@@ -288,7 +290,8 @@ class SandboxService:
         # sets them, so agents without template builds accept the spec.
         spec = SandboxSpec.model_construct(
             id=sandbox.id, image_digest=template.image_digest,
-            envs={**sandbox_env(template), **request.envs}, vcpus=ask.resources.vcpus,
+            envs={**sandbox_env(template), **request.envs, **system_envs(sandbox.id, template.id)},
+            vcpus=ask.resources.vcpus,
             memory_mb=ask.resources.memory_mb, disk_size_mb=ask.resources.disk_mb,
             allow_internet_access=ask.internet, runtime=template.runtime,
             user=template.default_user or None, workdir=template.workdir or None,
