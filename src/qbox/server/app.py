@@ -25,12 +25,16 @@ from qbox.server.db.engine import make_async_engine, make_sessionmaker, migrate
 from qbox.server.http import (
     api_keys,
     audit,
+    build_contexts,
     cluster,
     code,
     envs,
     files,
     hosts,
     openapi,
+    ports,
+    preview,
+    preview_auth,
     processes,
     quotas,
     sandboxes,
@@ -49,6 +53,7 @@ from qbox.server.services.context import AgentFactory, AgentPool, ServiceContext
 from qbox.server.services.hostsync import sync_host, sync_hosts
 from qbox.server.services.periodic import Periodic
 from qbox.server.services.pools import REFILL_SECONDS
+from qbox.server.services.preview import PreviewDomain
 from qbox.server.services.registry import Services
 from qbox.server.services.template_builds import HEARTBEAT_SECONDS, STALE_SWEEP_SECONDS
 from qbox.server.settings import ServerSettings
@@ -209,6 +214,11 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
     app.include_router(hosts.tokens_router)
     app.include_router(hosts.agents_router)
     app.include_router(cluster.router)
+    app.include_router(ports.router)
+    app.include_router(preview_auth.router)
+    app.include_router(build_contexts.router)
     web.install(app)
     openapi.install(app)
+    # Last, so outermost: preview hosts never reach the API's or the dashboard's middleware.
+    preview.install(app, PreviewDomain.from_settings(settings))
     return app

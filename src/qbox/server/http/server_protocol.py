@@ -64,6 +64,9 @@ class EnvelopeProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        # httptools gives the app only the path of an absolute-form target (``GET http://x/p``);
+        # the raw target lets the preview proxy refuse one (http/preview.py).
+        self.scope.setdefault("extensions", {})["qbox.request_target"] = {"target": bytes(self.url)}
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
