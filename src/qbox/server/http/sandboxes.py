@@ -49,6 +49,7 @@ async def spawn(
             memory_mb=body.memory_mb,
             disk_size_mb=body.disk_size_mb,
             allow_internet_access=body.allow_internet_access,
+            ports=tuple(port.to_spec() for port in body.ports),
         ),
         wait_seconds=min(wait_timeout, settings.max_wait_seconds) if wait else None,
     )

@@ -11,6 +11,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, fi
 
 from qbox.core.json_input import CONTROL_CHARS
 from qbox.protocol.processes import CommandStart, ExecRequest, StdinWrite
+from qbox.server.services.port_specs import MAX_ALLOWED_USERS as MAX_PORT_USERS
+from qbox.server.services.port_specs import PortChange, PortSpec
 
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_EXEC_TIMEOUT = 24 * 3600
@@ -19,6 +21,8 @@ ACCOUNT_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$"
 MAX_COPY_BYTES = 1024 * 1024
 MAX_COMMAND_CHARS = 64 * 1024
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# More than QBOX_MAX_PORTS_PER_SANDBOX is refused by the service (507); this only bounds the body.
+MAX_SPAWN_PORTS = 1000
 
 
 class _Body(BaseModel):
@@ -72,6 +76,42 @@ def host_labels(labels: dict[str, str]) -> dict[str, str]:
     return labels
 
 
+class PortBody(_Body):
+    """A port to expose (``POST …/ports``, or one of a spawn's ``ports``). The port's range, a
+    privileged port without ``force``, the allowed users and the TTL are checked by
+    ``services/port_specs.py``, which answers with their own codes."""
+
+    port: int
+    visibility: Literal["public", "private", "signed_url"] = "public"
+    host_header_mode: Literal["rewrite", "preserve"] = Field(default="rewrite", alias="hostHeaderMode")
+    allowed_users: list[str] | None = Field(default=None, alias="allowedUsers", max_length=MAX_PORT_USERS)
+    signed_url_ttl_seconds: int | None = Field(default=None, alias="signedUrlTtlSeconds")
+    force: bool = False
+
+    def to_spec(self) -> PortSpec:
+        return PortSpec(self.port, self.visibility, self.host_header_mode,
+                        None if self.allowed_users is None else tuple(self.allowed_users),
+                        self.signed_url_ttl_seconds, self.force)
+
+
+class PortPatchBody(_Body):
+    """Any subset; what is left out stays."""
+
+    visibility: Literal["public", "private", "signed_url"] | None = None
+    allowed_users: list[str] | None = Field(default=None, alias="allowedUsers", max_length=MAX_PORT_USERS)
+    host_header_mode: Literal["rewrite", "preserve"] | None = Field(default=None, alias="hostHeaderMode")
+
+    def to_change(self) -> PortChange:
+        return PortChange(self.visibility, None if self.allowed_users is None else tuple(self.allowed_users),
+                          self.host_header_mode)
+
+
+class SignedUrlBody(_Body):
+    """``{}`` (the port's last lifetime, else the default) or ``{"ttlSeconds": n}``."""
+
+    ttl_seconds: int | None = Field(default=None, alias="ttlSeconds")
+
+
 class SpawnBody(_Body):
     template_id: str = Field(alias="templateId", min_length=1, max_length=80)
     timeout_seconds: int | None = Field(default=None, alias="timeoutSeconds", ge=0)
@@ -81,6 +121,8 @@ class SpawnBody(_Body):
     memory_mb: int | None = Field(default=None, alias="memoryMb", ge=1)
     disk_size_mb: int | None = Field(default=None, alias="diskSizeMb", ge=1)
     allow_internet_access: bool | None = Field(default=None, alias="allowInternetAccess")
+    # Exposed as the sandbox is written, so they route as soon as it runs.
+    ports: list[PortBody] = Field(default_factory=list, max_length=MAX_SPAWN_PORTS)
 
     @field_validator("envs")
     @classmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -44,6 +44,7 @@ from qbox.server.services.lifecycle import (
     claimed_row,
 )
 from qbox.server.services.placement import lock_user, request_for
+from qbox.server.services.port_specs import PortSpec, check_specs, new_row
 from qbox.server.services.pools import WarmPools, pool_size
 from qbox.server.services.quotas import QuotaService
 from qbox.server.services.sandbox_startup import SandboxBoots, StartPlan
@@ -66,6 +67,7 @@ class SpawnRequest:
     memory_mb: int | None = None
     disk_size_mb: int | None = None
     allow_internet_access: bool | None = None
+    ports: tuple[PortSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,7 @@ class SandboxService:
     async def spawn_answer(self, principal: Principal, request: SpawnRequest,
                            wait_seconds: float | None) -> tuple[Sandbox, Template]:
         """``spawn``, with the template the answer shows (read in the spawn's own session)."""
+        request = replace(request, ports=tuple(check_specs(request.ports, self.ctx.settings)))
         async with self.ctx.sessions() as session:
             # Another user's private template is as missing as one that does not exist.
             template = await visible_template(session, principal, request.template_id)
@@ -237,6 +240,7 @@ class SandboxService:
             timeout_seconds=ask.timeout, deadline_at=ask.deadline, created_at=ask.now,
             booted_at=ask.now)
         session.add(sandbox)
+        await self._add_ports(session, sandbox, request, ask)
         events.record(session, sandbox.id, f"claimed from the warm pool of template {fresh.id} "
                       f"on host {pooled.host_id} ({ask.describe(fresh.runtime)})")
         await session.commit()
@@ -251,6 +255,12 @@ class SandboxService:
             await self.lifecycle.end(pooled.id, Change.of(LifecycleEvent.CLAIM_FAILED, error=exc.message))
             return None
         return sandbox
+
+    async def _add_ports(self, session: AsyncSession, sandbox: Sandbox, request: SpawnRequest, ask: Ask) -> None:
+        """The spawn's ports, written with its row (flushed first: they refer to it)."""
+        if request.ports:
+            await session.flush()
+            session.add_all(new_row(sandbox.id, spec, self.ctx.settings, ask.now) for spec in request.ports)
 
     async def _admit(self, session: AsyncSession, principal: Principal, template_id: str) -> Template:
         """In the new sandbox's transaction: the template again (a deletion that committed since
@@ -279,6 +289,7 @@ class SandboxService:
                 runtime=fresh.runtime, labels=dict(request.labels), envs=dict(request.envs),
                 timeout_seconds=ask.timeout, deadline_at=ask.deadline, created_at=ask.now)
             session.add(sandbox)
+            await self._add_ports(session, sandbox, request, ask)
             events.record(session, sandbox.id, f"spawn requested from template {fresh.id} "
                           f"on host {host_id} ({ask.describe(fresh.runtime)})")
             await session.commit()
