@@ -10,6 +10,7 @@ from qbox.server.services.context import ServiceContext
 from qbox.server.services.dockerfile_templates import DockerfileTemplates
 from qbox.server.services.envs import EnvService
 from qbox.server.services.files import FileService
+from qbox.server.services.git_sources import GitTemplates
 from qbox.server.services.host_credentials import AgentSecrets
 from qbox.server.services.host_join import HostJoins
 from qbox.server.services.host_monitor import HostMonitor
@@ -69,6 +70,7 @@ class Services:
     host_monitor: HostMonitor
     pools: WarmPools
     dockerfile_templates: DockerfileTemplates
+    git_templates: GitTemplates
     envs: EnvService
     ports: PortService
 
@@ -86,6 +88,7 @@ class Services:
         audit = AuditService(ctx)
         agent_secrets = AgentSecrets(ctx)
         templates = TemplateService(ctx, pools)
+        dockerfile_templates = DockerfileTemplates(ctx, templates)
         return cls(
             ctx=ctx,
             lifecycle=lifecycle,
@@ -106,7 +109,8 @@ class Services:
             joins=HostJoins(ctx, agent_secrets, templates.ensure_fleet_builtin),
             host_monitor=HostMonitor(ctx, lifecycle, agent_secrets),
             pools=pools,
-            dockerfile_templates=DockerfileTemplates(ctx, templates),
+            dockerfile_templates=dockerfile_templates,
+            git_templates=GitTemplates(ctx, dockerfile_templates),
             envs=EnvService(ctx, sandboxes, lifecycle),
             ports=PortService(ctx, sandboxes),
         )
