@@ -33,6 +33,7 @@ from qbox.agent.images.build import KernelSource, image_kernels
 from qbox.agent.images.store import ImageStore
 from qbox.agent.isolation import policy_for
 from qbox.agent.network import SandboxNetwork, create_network
+from qbox.agent.ports_api import PortRelays, ports_router
 from qbox.agent.processes import ProcessRecord, follow
 from qbox.agent.rootfs import SandboxFilesystem
 from qbox.agent.runtime.base import RuntimeCapability, RuntimeDriver
@@ -310,10 +311,12 @@ def create_app(settings: AgentSettings, runtime: RuntimeDriver | None = None,
         await manager.load()
         app.state.agent = AgentState(settings, driver, images, manager,
                                      UsageMeter(settings.data_dir))
+        app.state.port_relays = PortRelays()
         deadlines = asyncio.create_task(enforce_deadlines(manager))
         try:
             yield
         finally:
+            await app.state.port_relays.aclose()
             deadlines.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await deadlines
@@ -342,4 +345,5 @@ def create_app(settings: AgentSettings, runtime: RuntimeDriver | None = None,
                        dependencies=[Depends(_bearer_check(secret))])
     # Its own secret check: a dependency on Request does not run for a WebSocket.
     app.include_router(shell_router(secret), prefix=PREFIX)
+    app.include_router(ports_router(secret), prefix=PREFIX)
     return app

@@ -7,10 +7,12 @@ upstream's target in ``X-Qbox-Target`` (origin-form: ``/path?query``).
 The end-to-end headers of the visitor's request, and of the upstream's answer,
 travel with ``FORWARDED_PREFIX`` before their names, so they never mix with the
 agent's own (its ``Authorization``, the HTTP server's ``Date`` and ``Server``,
-the client library's defaults) and an upstream cannot pass for the agent: an
-answer the agent gives itself carries ``X-Qbox-Agent-Error: 1`` unprefixed and
-the error envelope. ``Content-Length`` is the only header also sent plain, as
-the framing of the body that follows.
+the client library's defaults) and an upstream cannot pass for the agent. A
+relayed answer carries ``X-Qbox-Relayed: 1``; an answer without it is the
+agent's own (its errors also say ``X-Qbox-Agent-Error: 1`` and carry the error
+envelope), so even an agent that lacks these routes is never mistaken for an
+upstream. ``Content-Length`` is the only header also sent plain, as the framing
+of the body that follows.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from qbox.protocol.wire import Wire
 
 TARGET_HEADER = "x-qbox-target"
 AGENT_ERROR_HEADER = "x-qbox-agent-error"
+RELAYED_HEADER = "x-qbox-relayed"
 FORWARDED_PREFIX = "x-qbox-h-"
 
 # RFC 9110 §7.6.1: meaningful for one connection only, never relayed.

@@ -27,7 +27,7 @@ from websockets.typing import Subprotocol
 
 from qbox.core.errors import HostUnavailableError, QboxError
 from qbox.protocol.ports import (
-    AGENT_ERROR_HEADER,
+    RELAYED_HEADER,
     TARGET_HEADER,
     Headers,
     PortProbe,
@@ -221,15 +221,16 @@ class PortsClient:
             method, path("sandboxes", sandbox_id, "ports", port, "http"), long=True,
             headers=wire, content=body if body is not None else None, timeout=UNBOUNDED)
         response = await self._transport.send(request, stream=True, long=True,
-                                               errors_marked=AGENT_ERROR_HEADER)
+                                               relayed_marked=RELAYED_HEADER)
         return UpstreamResponse(response)
 
     async def websocket(self, sandbox_id: str, port: int, target: str,
                         headers: list[tuple[str, str]],
                         subprotocols: list[str]) -> UpstreamSocket:
         """A WebSocket to the port, open once the upstream accepted it (``subprotocol``: the
-        upstream's choice among ``subprotocols``). A refused upstream handshake raises
-        ``port_not_reachable`` (502), as do other agent refusals their QboxError."""
+        upstream's choice among ``subprotocols``). Nothing listening is 502
+        ``port_not_reachable``; an upstream that refused the handshake 502 ``bad_gateway``
+        (``details.upstreamStatus``: its answer's status); other refusals their QboxError."""
         url = PREFIX + path("sandboxes", sandbox_id, "ports", port, "ws")
         wire: Headers = [("Authorization", f"Bearer {self._endpoint.secret}"),
                          (TARGET_HEADER, _checked_target(target))]

@@ -200,10 +200,10 @@ class Transport:
         return (self._long if long else self._short).build_request(method, url, **kwargs)
 
     async def send(self, request: httpx.Request, *, stream: bool = False,
-                   long: bool = False, errors_marked: str | None = None) -> httpx.Response:
+                   long: bool = False, relayed_marked: str | None = None) -> httpx.Response:
         """Send ``request``; an error answer is raised as its QboxError (body read first).
-        With ``errors_marked`` only an answer carrying that header is the agent's error: any
-        other is a relayed answer, returned whatever its status."""
+        An answer carrying the header ``relayed_marked`` is another server's, relayed by the
+        agent: returned whatever its status."""
         try:
             response = await (self._long if long else self._short).send(request, stream=stream)
         except httpx.PoolTimeout as exc:
@@ -222,8 +222,8 @@ class Transport:
             # OSError: a pooled connection that broke under us (seen as EBADF after a
             # cancelled request) is the agent being unreachable, not a server bug.
             raise HostUnavailableError(f"host agent unreachable: {exc!r}") from exc
-        if response.status_code >= 400 and (errors_marked is None
-                                             or errors_marked in response.headers):
+        if response.status_code >= 400 and (relayed_marked is None
+                                             or relayed_marked not in response.headers):
             try:
                 await response.aread()
             finally:
