@@ -64,6 +64,19 @@ def _open(source: IO[bytes]) -> tarfile.TarFile:
         raise _refuse(f"not a tar or tar.gz archive ({exc})") from None
 
 
+def _read_through(tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    """A member's data, read to its end: a truncated archive fails here, not in the build."""
+    handle = tar.extractfile(member)
+    if handle is None:
+        return
+    remaining = member.size
+    while remaining > 0:
+        chunk = handle.read(min(remaining, 1024 * 1024))
+        if not chunk:
+            raise _refuse(f"the archive ends inside {member.name!r}")
+        remaining -= len(chunk)
+
+
 def check_context(source: bytes | IO[bytes], max_entries: int = MAX_CONTEXT_ENTRIES) -> int:
     """The number of members, or ValidationError (400) for an archive that may not be used."""
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
@@ -77,6 +90,8 @@ def check_context(source: bytes | IO[bytes], max_entries: int = MAX_CONTEXT_ENTR
                 if count > max_entries:
                     raise _refuse(f"more than {max_entries} entries")
                 _check_member(member)
+                if member.isfile():
+                    _read_through(tar, member)
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise _refuse(f"the archive is damaged ({exc})") from None
     return count

@@ -105,6 +105,22 @@ class TemplateInfo(_Answer):
     warm_pool: WarmPoolInfo
     created_at: Time
     updated_at: Time
+    built_from_template_id: str | None = Field(
+        default=None, description="the template whose image this one reuses (a from-git cache hit)")
+    build_args: dict[str, str] | None = Field(default=None, description="dockerfile and git templates")
+    build_context_id: str | None = Field(default=None, description="dockerfile templates: their uploaded context")
+    git_url: str | None = None
+    git_ref: str | None = None
+    resolved_commit_sha: str | None = None
+    dockerfile_path: str | None = None
+    context_path: str | None = None
+    build_key: str | None = None
+
+
+class BuildContextInfo(_Answer):
+    id: str
+    size_bytes: int
+    sha256: str
 
 
 class ApiKeyInfo(_Answer):

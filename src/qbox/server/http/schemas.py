@@ -323,7 +323,11 @@ CodeInterpreterMode = Literal["eager", "lazy"]
 
 class TemplateBody(_Body):
     name: str = Field(pattern=TEMPLATE_NAME_RE)
-    image_ref: str = Field(alias="imageRef", min_length=1, max_length=4096)
+    # Exactly one of imageRef (an image, and steps) or dockerfile (+ buildContextId, buildArgs).
+    image_ref: str | None = Field(default=None, alias="imageRef", min_length=1, max_length=4096)
+    dockerfile: str | None = Field(default=None, min_length=1, max_length=1024 * 1024)
+    build_context_id: str | None = Field(default=None, alias="buildContextId", max_length=64)
+    build_args: dict[str, str] = Field(default_factory=dict, alias="buildArgs", max_length=256)
     default_vcpus: int = Field(default=1, alias="defaultVcpus", ge=1)
     default_memory_mb: int = Field(default=512, alias="defaultMemoryMb", ge=1)
     default_disk_mb: int = Field(default=2048, alias="defaultDiskMb", ge=1)
@@ -348,9 +352,21 @@ class TemplateBody(_Body):
     # Only an admin may ask for a size above 0.
     warm_pool: WarmPoolBody | None = Field(default=None, alias="warmPool")
 
+    @model_validator(mode="after")
+    def _one_source(self) -> TemplateBody:
+        if (self.image_ref is None) == (self.dockerfile is None):
+            raise ValueError("give exactly one of imageRef or dockerfile")
+        if self.dockerfile is None and (self.build_context_id is not None or self.build_args):
+            raise ValueError("buildContextId and buildArgs go with dockerfile")
+        if self.dockerfile is not None and self.steps:
+            raise ValueError("steps go with imageRef; a Dockerfile has its own")
+        return self
+
     @field_validator("image_ref")
     @classmethod
-    def _image_ref(cls, value: str) -> str:
+    def _image_ref(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if _CONTROL_RE.search(value):
             raise ValueError("must not contain control characters")
         if not value.strip():

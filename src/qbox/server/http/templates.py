@@ -28,6 +28,7 @@ from qbox.server.http.schemas import (
     TemplatePatchBody,
 )
 from qbox.server.principal import Principal
+from qbox.server.services.dockerfile_templates import DockerfileTemplateSpec
 from qbox.server.services.template_access import owner_shown
 from qbox.server.services.templates import NewTemplate, RegistryLogin, TemplateChange
 
@@ -66,7 +67,7 @@ async def list_templates(
 def template_spec(body: TemplateBody) -> NewTemplate:
     """The service's spec of a template from the API's body (the dashboard's form reads into one too)."""
     return NewTemplate(
-        name=body.name, image_ref=body.image_ref, default_vcpus=body.default_vcpus,
+        name=body.name, image_ref=body.image_ref or "", default_vcpus=body.default_vcpus,
         default_memory_mb=body.default_memory_mb, default_disk_mb=body.default_disk_mb,
         ready_timeout_s=body.ready_timeout_s, enable_ssh=body.enable_ssh,
         allow_internet_access=body.allow_internet_access, runtime=body.runtime, tags=body.tags,
@@ -79,17 +80,43 @@ def template_spec(body: TemplateBody) -> NewTemplate:
     )
 
 
+def described(body: TemplateBody) -> str:
+    """What the audit log says of a create (never a Dockerfile's text: only its size)."""
+    if body.dockerfile is not None:
+        text = (f"name={body.name} dockerfile={len(body.dockerfile)}B "
+                f"buildContextId={body.build_context_id or '-'} buildArgs={len(body.build_args)}")
+    else:
+        text = f"name={body.name} imageRef={body.image_ref} steps={len(body.steps)}"
+    return text + (" public" if body.public else "")
+
+
+async def create_from_body(request: Request, principal: Principal, body: TemplateBody,
+                           login: RegistryLogin | None) -> Template:
+    """An image template, or one built from the body's Dockerfile (and uploaded context)."""
+    spec = template_spec(body)
+    services = services_of(request)
+    if body.dockerfile is None:
+        return await services.templates.create(principal, spec, login)
+    source = DockerfileTemplateSpec(
+        name=body.name, dockerfile=body.dockerfile, context=b"", build_args=dict(body.build_args),
+        default_vcpus=body.default_vcpus, default_memory_mb=body.default_memory_mb,
+        default_disk_mb=body.default_disk_mb, ready_timeout_s=body.ready_timeout_s,
+        enable_ssh=body.enable_ssh, allow_internet_access=body.allow_internet_access,
+        tags=tuple(body.tags), start_cmd=body.start_cmd, ready_cmd=body.ready_cmd)
+    return await services.dockerfile_templates.create(
+        principal, source, login=login, build_context_id=body.build_context_id, options=spec)
+
+
 @router.post("", status_code=201, openapi_extra=request_body(TemplateBody),
              responses=answers(201, rm.TemplateInfo, 409))
 async def create_template(
     request: Request, principal: Principal = allowed("templates:write", Bucket.REQUESTS, audit="template.create")
 ) -> JSONResponse:
+    """From an image (``imageRef`` and ``steps``) or a Dockerfile (``dockerfile``, an uploaded
+    ``buildContextId`` and ``buildArgs``)."""
     body = await json_body(request, TemplateBody, max_bytes=MAX_TEMPLATE_BODY)
-    describe(request, f"name={body.name} imageRef={body.image_ref} steps={len(body.steps)}"
-             + (" public" if body.public else ""))
-    spec = template_spec(body)
-    template = await services_of(request).templates.create(principal, spec,
-                                                           _login(body.registry_credentials))
+    describe(request, described(body))
+    template = await create_from_body(request, principal, body, _login(body.registry_credentials))
     return JSONResponse(await _wire(request, principal, template), status_code=201)
 
 

@@ -59,7 +59,8 @@ def template(template: Template, owner_id: str | None = None, pool: PoolView | N
     return {
         "id": template.id,
         "name": template.name,
-        "source": "image",
+        "source": template.source or "image",
+        "builtFromTemplateId": template.built_from_template_id,
         "status": template.status,
         "builtin": template.builtin,
         "public": template.public or template.builtin,
@@ -91,7 +92,20 @@ def template(template: Template, owner_id: str | None = None, pool: PoolView | N
                      "booting": pool.counts.booting, "claimed": pool.counts.claimed},
         "createdAt": to_wire(template.created_at),
         "updatedAt": to_wire(template.updated_at),
+        **_source_fields(template),
     }
+
+
+def _source_fields(template: Template) -> dict[str, Any]:
+    """A Dockerfile template's build inputs (not the Dockerfile's text), a git one's origin."""
+    if template.source == "dockerfile":
+        return {"buildArgs": dict(template.build_args), "buildContextId": template.build_context_id}
+    if template.source == "git":
+        return {"buildArgs": dict(template.build_args), "gitUrl": template.git_url,
+                "gitRef": template.git_ref, "resolvedCommitSha": template.resolved_commit_sha,
+                "dockerfilePath": template.dockerfile_path, "contextPath": template.context_path,
+                "buildKey": template.build_key}
+    return {}
 
 
 def sandbox_event(event: SandboxEvent) -> dict[str, Any]:

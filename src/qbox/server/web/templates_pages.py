@@ -27,7 +27,7 @@ from qbox.server.http import views
 from qbox.server.http.auditing import describe
 from qbox.server.http.deps import services_of
 from qbox.server.http.schemas import TemplateBody
-from qbox.server.http.templates import template_spec
+from qbox.server.http.templates import create_from_body, described
 from qbox.server.services.template_access import may_change, owner_shown
 from qbox.server.services.templates import RegistryLogin, TemplateChange
 from qbox.server.web.access import Change, Page, Viewer, form_fields
@@ -84,9 +84,8 @@ async def create_template(
     fields = await form_fields(request)
     try:
         body, login = body_of(fields)
-        describe(request, f"name={body.name} imageRef={body.image_ref} steps={len(body.steps)}"
-                 + (" public" if body.public else ""))
-        template = await services_of(request).templates.create(viewer.principal, template_spec(body), login)
+        describe(request, described(body))
+        template = await create_from_body(request, viewer.principal, body, login)
     except QboxError as exc:
         if exc.status >= 500:
             raise
