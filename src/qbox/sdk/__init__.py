@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from qbox.core.errors import (
     AuthenticationError,
+    BadGatewayError,
     CodeInterpreterDisabledError,
     CodeInterpreterUnavailableError,
     CommandExitError,
@@ -34,6 +35,12 @@ from qbox.core.errors import (
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    PortAlreadyExposedError,
+    PortCountLimitError,
+    PortInvalidError,
+    PortNotFoundError,
+    PortNotReachableError,
+    PortReservedError,
     ProcessNotFoundError,
     QboxError,
     QuotaExceededError,
@@ -43,6 +50,7 @@ from qbox.core.errors import (
     SandboxNotFoundError,
     SandboxSpawnError,
     SandboxSpawnTimeoutError,
+    SignedUrlTtlInvalidError,
     SshDisabledError,
     SshUnavailableError,
     TemplateBuildError,
@@ -58,6 +66,7 @@ from qbox.sdk._api_keys import ApiKeys, AsyncApiKeys
 from qbox.sdk._async_code import AsyncCodeContexts
 from qbox.sdk._async_commands import AsyncCommandHandle, AsyncCommands
 from qbox.sdk._async_files import AsyncFiles
+from qbox.sdk._async_ports import AsyncPorts
 from qbox.sdk._async_sandbox import AsyncSandbox
 from qbox.sdk._audit import AsyncAudit, Audit
 from qbox.sdk._code import CodeContexts
@@ -104,6 +113,8 @@ from qbox.sdk._models import (
     WarmPool,
     WarmPoolInfo,
 )
+from qbox.sdk._port_ops import Port, PortSpec
+from qbox.sdk._ports import Ports
 from qbox.sdk._quota_models import QuotaDefaults, QuotaInfo, QuotaValues
 from qbox.sdk._sandbox import Sandbox
 from qbox.sdk._system import AsyncSystem, System
@@ -124,6 +135,7 @@ __all__ = [
     "AsyncFiles",
     "AsyncHostTokens",
     "AsyncHosts",
+    "AsyncPorts",
     "AsyncSandbox",
     "AsyncSystem",
     "AsyncTemplate",
@@ -134,6 +146,7 @@ __all__ = [
     "AuditPage",
     "AuditVerification",
     "AuthenticationError",
+    "BadGatewayError",
     "ByteStream",
     "ClusterCa",
     "CodeContext",
@@ -184,6 +197,15 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "Port",
+    "PortAlreadyExposedError",
+    "PortCountLimitError",
+    "PortInvalidError",
+    "PortNotFoundError",
+    "PortNotReachableError",
+    "PortReservedError",
+    "PortSpec",
+    "Ports",
     "ProcessInfo",
     "ProcessNotFoundError",
     "QboxError",
@@ -202,6 +224,7 @@ __all__ = [
     "SandboxSpawnTimeoutError",
     "SandboxState",
     "ServiceInfo",
+    "SignedUrlTtlInvalidError",
     "SshDisabledError",
     "SshUnavailableError",
     "Step",

@@ -20,6 +20,8 @@ from qbox.sdk._hybrid import class_or_instance
 from qbox.sdk._models import ExecResult, LogEntry, SandboxInfo
 from qbox.sdk._shell_ops import require_websockets
 from qbox.sdk._steps import AsyncCallback
+from qbox.sdk._port_ops import PortSpec
+from qbox.sdk._async_ports import AsyncPorts
 from qbox.sdk._transport import AsyncConnection
 
 if TYPE_CHECKING:
@@ -63,6 +65,7 @@ class AsyncSandbox:
         self._conn = connection
         self.commands = AsyncCommands(connection, info.id)
         self.files = AsyncFiles(connection, info.id)
+        self.ports = AsyncPorts(connection, info.id)
         self.code_contexts = AsyncCodeContexts(connection, info.id)
 
     @property
@@ -90,6 +93,7 @@ class AsyncSandbox:
         memory_mb: int | None = None,
         disk_size_mb: int | None = None,
         allow_internet_access: bool | None = None,
+        ports: Sequence[PortSpec] | None = None,
         wait_timeout: float | None = 120,
         api_key: str | None = None,
         base_url: str | None = None,
@@ -101,7 +105,8 @@ class AsyncSandbox:
         ``timeout`` is the auto-kill window in seconds (0 disables it, ``None``
         leaves the server default). ``disk_size_mb`` caps the writable disk;
         ``allow_internet_access=False`` cuts all egress (both default to the
-        template's). ``wait_timeout=None`` returns at once.
+        template's). ``ports`` are exposed with it and route as soon as it runs.
+        ``wait_timeout=None`` returns at once.
         Raises ``SandboxSpawnError`` if it ends instead of starting and
         ``SandboxSpawnTimeoutError`` if it is still starting after the wait.
         """
@@ -118,6 +123,7 @@ class AsyncSandbox:
                     memory_mb=memory_mb,
                     disk_size_mb=disk_size_mb,
                     allow_internet_access=allow_internet_access,
+                    ports=ports,
                     wait_timeout=wait_timeout,
                 )
             )
@@ -194,6 +200,11 @@ class AsyncSandbox:
         """Auto-kill ``seconds`` from now (0 disables auto-kill)."""
         self._info = await self._conn.run(ops.set_timeout(self._conn.api, self.id, seconds))
         return self._info
+
+    async def get_host(self, port: int) -> str:
+        """The preview host of an exposed port (``8000-sb_….localhost:8080``), as E2B's
+        ``get_host``; ``PortNotFoundError`` if the port is not exposed."""
+        return (await self.ports.get(port)).host
 
     async def kill(self) -> bool:
         """End the sandbox; False if it had already ended."""

@@ -19,6 +19,8 @@ from qbox.sdk._files import Files
 from qbox.sdk._hybrid import class_or_instance
 from qbox.sdk._models import ExecResult, LogEntry, SandboxInfo
 from qbox.sdk._shell_ops import require_websockets
+from qbox.sdk._port_ops import PortSpec
+from qbox.sdk._ports import Ports
 from qbox.sdk._transport import Connection
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ class Sandbox:
         self._conn = connection
         self.commands = Commands(connection, info.id)
         self.files = Files(connection, info.id)
+        self.ports = Ports(connection, info.id)
         self.code_contexts = CodeContexts(connection, info.id)
 
     @property
@@ -89,6 +92,7 @@ class Sandbox:
         memory_mb: int | None = None,
         disk_size_mb: int | None = None,
         allow_internet_access: bool | None = None,
+        ports: Sequence[PortSpec] | None = None,
         wait_timeout: float | None = 120,
         api_key: str | None = None,
         base_url: str | None = None,
@@ -100,7 +104,8 @@ class Sandbox:
         ``timeout`` is the auto-kill window in seconds (0 disables it, ``None``
         leaves the server default). ``disk_size_mb`` caps the writable disk;
         ``allow_internet_access=False`` cuts all egress (both default to the
-        template's). ``wait_timeout=None`` returns at once.
+        template's). ``ports`` are exposed with it and route as soon as it runs.
+        ``wait_timeout=None`` returns at once.
         Raises ``SandboxSpawnError`` if it ends instead of starting and
         ``SandboxSpawnTimeoutError`` if it is still starting after the wait.
         """
@@ -117,6 +122,7 @@ class Sandbox:
                     memory_mb=memory_mb,
                     disk_size_mb=disk_size_mb,
                     allow_internet_access=allow_internet_access,
+                    ports=ports,
                     wait_timeout=wait_timeout,
                 )
             )
@@ -193,6 +199,11 @@ class Sandbox:
         """Auto-kill ``seconds`` from now (0 disables auto-kill)."""
         self._info = self._conn.run(ops.set_timeout(self._conn.api, self.id, seconds))
         return self._info
+
+    def get_host(self, port: int) -> str:
+        """The preview host of an exposed port (``8000-sb_….localhost:8080``), as E2B's
+        ``get_host``; ``PortNotFoundError`` if the port is not exposed."""
+        return (self.ports.get(port)).host
 
     def kill(self) -> bool:
         """End the sandbox; False if it had already ended."""

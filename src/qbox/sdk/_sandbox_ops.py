@@ -14,6 +14,7 @@ from qbox.core.errors import (
     TemplateNotReadyError,
 )
 from qbox.sdk._api import Api
+from qbox.sdk._port_ops import PortSpec
 from qbox.sdk._models import (
     ClusterCa,
     ExecResult,
@@ -84,6 +85,7 @@ def create(
     wait_timeout: float | None,
     disk_size_mb: int | None = None,
     allow_internet_access: bool | None = None,
+    ports: Sequence[PortSpec] | None = None,
 ) -> Op[SandboxInfo]:
     template_id = yield from resolve_template(api, template)
     body: dict[str, Any] = {"templateId": template_id}
@@ -101,6 +103,8 @@ def create(
         body["diskSizeMb"] = int(disk_size_mb)
     if allow_internet_access is not None:
         body["allowInternetAccess"] = bool(allow_internet_access)
+    if ports:
+        body["ports"] = [spec.to_wire() for spec in ports]
     wait_seconds: int | None = None
     params: dict[str, str | int | bool] | None = None
     client_timeout: float | None = None
