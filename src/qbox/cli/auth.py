@@ -161,7 +161,7 @@ def profiles_list(state: CliState) -> None:
     file = state.config_file
     data = [{"profile": name, "baseUrl": values.get("base_url"), "active": name == file.active_profile,
              "apiKey": mask_key(values.get("api_key"))} for name, values in file.profiles.items()]
-    state.emit(data, PROFILE_COLUMNS, [["*" if p["active"] else "", p["profile"], p["baseUrl"], p["apiKey"]]
+    state.emit(data, PROFILE_COLUMNS, [["*" if p["active"] else " ", p["profile"], p["baseUrl"], p["apiKey"]]
                                        for p in data])
 
 
