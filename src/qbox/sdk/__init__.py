@@ -65,6 +65,7 @@ from qbox.core.states import SandboxState
 from qbox.sdk._api_keys import ApiKeys, AsyncApiKeys
 from qbox.sdk._async_code import AsyncCodeContexts
 from qbox.sdk._async_commands import AsyncCommandHandle, AsyncCommands
+from qbox.sdk._async_envs import AsyncEnvs
 from qbox.sdk._async_files import AsyncFiles
 from qbox.sdk._async_ports import AsyncPorts
 from qbox.sdk._async_sandbox import AsyncSandbox
@@ -84,6 +85,8 @@ from qbox.sdk._code_models import (
 )
 from qbox.sdk._commands import CommandHandle, Commands
 from qbox.sdk._config import ConnectionConfig
+from qbox.sdk._env_ops import DotenvRejection, DotenvResult, EnvVar
+from qbox.sdk._envs import Envs
 from qbox.sdk._file_models import FileEntry, FileStat
 from qbox.sdk._files import Files
 from qbox.sdk._host_models import CreatedHostToken, Host, HostToken
@@ -132,6 +135,7 @@ __all__ = [
     "AsyncCodeContexts",
     "AsyncCommandHandle",
     "AsyncCommands",
+    "AsyncEnvs",
     "AsyncFiles",
     "AsyncHostTokens",
     "AsyncHosts",
@@ -169,6 +173,10 @@ __all__ = [
     "ContextNotFoundError",
     "CreatedApiKey",
     "CreatedHostToken",
+    "DotenvRejection",
+    "DotenvResult",
+    "EnvVar",
+    "Envs",
     "ExecResult",
     "Execution",
     "ExecutionDone",

@@ -12,6 +12,7 @@ from qbox.sdk import _code_ops as code_ops
 from qbox.sdk import _sandbox_ops as ops
 from qbox.sdk._async_code import AsyncCodeContexts, astream_events
 from qbox.sdk._async_commands import AsyncCommands
+from qbox.sdk._async_envs import AsyncEnvs
 from qbox.sdk._async_files import AsyncFiles
 from qbox.sdk._code_models import CodeEvent, Execution, ExecutionError, Result
 from qbox.sdk._code_ops import Callbacks, ContextRef, ExecuteRequest
@@ -66,6 +67,7 @@ class AsyncSandbox:
         self.commands = AsyncCommands(connection, info.id)
         self.files = AsyncFiles(connection, info.id)
         self.ports = AsyncPorts(connection, info.id)
+        self.envs = AsyncEnvs(connection, info.id)
         self.code_contexts = AsyncCodeContexts(connection, info.id)
 
     @property

@@ -15,6 +15,7 @@ from qbox.sdk._code_models import CodeEvent, Execution, ExecutionError, Result
 from qbox.sdk._code_ops import Callbacks, ContextRef, ExecuteRequest
 from qbox.sdk._commands import Commands
 from qbox.sdk._config import ConnectionConfig
+from qbox.sdk._envs import Envs
 from qbox.sdk._files import Files
 from qbox.sdk._hybrid import class_or_instance
 from qbox.sdk._models import ExecResult, LogEntry, SandboxInfo
@@ -65,6 +66,7 @@ class Sandbox:
         self.commands = Commands(connection, info.id)
         self.files = Files(connection, info.id)
         self.ports = Ports(connection, info.id)
+        self.envs = Envs(connection, info.id)
         self.code_contexts = CodeContexts(connection, info.id)
 
     @property

@@ -217,7 +217,8 @@ async def test_a_spawn_claims_a_pooled_sandbox_with_its_own_owner_envs_labels_an
     assert (sandbox.owner_id, sandbox.labels, sandbox.envs) == (MEMBER, {"team": "a"}, {"MINE": "x"})
     assert (sandbox.vcpus, sandbox.memory_mb, sandbox.disk_size_mb) == (1, 256, 2048)
     claim = r.hosts[sandbox.host_id or ""].claims[sandbox.id]
-    assert claim.envs == {"FROM_TEMPLATE": "1", "MINE": "x"}
+    assert claim.envs == {"FROM_TEMPLATE": "1", "MINE": "x", "QBOX_SANDBOX_ID": sandbox.id,
+                          "QBOX_TEMPLATE_ID": TEMPLATE}
     assert (claim.vcpus, claim.memory_mb, claim.deadline_at) == (1, 256, sandbox.deadline_at)
     assert sandbox.id not in {row.id for row in await pooled(ctx)}
     assert r.pools.wake.is_set()  # the refill is woken at once

@@ -37,7 +37,8 @@ def test_spawn_with_wait_returns_running_sandbox(harness: Harness) -> None:
     assert sb["endedAt"] is None
     # The agent got the merged environment and the limits.
     params = harness.agent.params(sb["id"])
-    assert params.envs == {"FOO": "bar"} and params.vcpus == 2 and params.memory_mb == 1024
+    assert params.envs == {"FOO": "bar", "QBOX_SANDBOX_ID": sb["id"], "QBOX_TEMPLATE_ID": "tpl_python"}
+    assert params.vcpus == 2 and params.memory_mb == 1024
     assert params.image_digest.startswith("sha256:")
 
 

@@ -413,7 +413,8 @@ def test_start_command_output_goes_to_the_sandbox_log(harness: Harness) -> None:
     settled(harness)
     sb = spawn(harness, {"templateId": "tpl_web", "envs": {"U": "3"}})
     assert sb["status"] == "running"
-    assert harness.agent.params(sb["id"]).envs == {"S": "1", "T": "2", "U": "3"}
+    assert harness.agent.params(sb["id"]).envs == {"S": "1", "T": "2", "U": "3", "QBOX_SANDBOX_ID": sb["id"],
+                                                   "QBOX_TEMPLATE_ID": "tpl_web"}
     entries = until(lambda: [e for e in logs(harness, sb["id"]) if e["component"] == "start_cmd"][2:] and
                     [(e["level"], e["message"]) for e in logs(harness, sb["id"]) if e["component"] == "start_cmd"])
     assert sorted(entries[:2]) == [("error", "oops"), ("info", "started")]
