@@ -11,6 +11,7 @@ from qbox.cli.code import run_code
 from qbox.cli.context import CliState, confirm_or_decline, json_option, pass_state
 from qbox.cli.exit_codes import ExitCode, exit_code_for
 from qbox.cli.files import files
+from qbox.cli.ports import ports, spawn_ports
 from qbox.cli.processes import command_output, kill_process, ps
 from qbox.cli.sandbox_ref import parse_pairs, resolve_sandbox
 from qbox.cli.shell import ssh
@@ -66,6 +67,7 @@ sandboxes.add_command(ps)
 sandboxes.add_command(kill_process)
 sandboxes.add_command(run_code)
 sandboxes.add_command(ssh)
+sandboxes.add_command(ports)
 
 
 @sandboxes.command("create")
@@ -74,6 +76,8 @@ sandboxes.add_command(ssh)
 @click.option("--timeout", type=int, default=300, show_default=True, help="Auto-kill after N s (0: never).")
 @click.option("-m", "--metadata", multiple=True, metavar="K=V", help="Add a label.")
 @click.option("-e", "--env", "envs", multiple=True, metavar="K=V", help="Set an env variable.")
+@click.option("-p", "--port", "port_specs", multiple=True, metavar="PORT[:VISIBILITY]",
+              help="Expose a port (public unless private or signed_url); repeatable.")
 @click.option("--cpu", type=int, help="vCPUs (default: the template's).")
 @click.option("--memory", type=int, help="Memory in MiB (default: the template's).")
 @click.option("--disk", type=int, help="Writable disk in MiB (default: the template's).")
@@ -88,6 +92,7 @@ def create(
     timeout: int,
     metadata: tuple[str, ...],
     envs: tuple[str, ...],
+    port_specs: tuple[str, ...],
     cpu: int | None,
     memory: int | None,
     disk: int | None,
@@ -107,6 +112,7 @@ def create(
         memory_mb=memory,
         disk_size_mb=disk,
         allow_internet_access=internet,
+        ports=spawn_ports(port_specs) or None,
         wait_timeout=CREATE_WAIT_SECONDS if wait else None,
         config=state.config(),
     )
