@@ -9,6 +9,7 @@ import click
 from qbox.cli import output
 from qbox.cli.code import run_code
 from qbox.cli.context import CliState, confirm_or_decline, json_option, pass_state
+from qbox.cli.envs import envs
 from qbox.cli.exit_codes import ExitCode, exit_code_for
 from qbox.cli.files import files
 from qbox.cli.ports import ports, spawn_ports
@@ -68,6 +69,7 @@ sandboxes.add_command(kill_process)
 sandboxes.add_command(run_code)
 sandboxes.add_command(ssh)
 sandboxes.add_command(ports)
+sandboxes.add_command(envs)
 
 
 @sandboxes.command("create")
