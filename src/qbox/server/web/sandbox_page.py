@@ -38,8 +38,12 @@ from qbox.server.http.schemas import CommandBody
 from qbox.server.web.access import Change, Page, Viewer, form_fields
 from qbox.server.web.render import is_htmx, render
 from qbox.server.web.sandbox_common import TABS, sandbox_of
+from qbox.server.web.sandbox_ports import ports_of
+from qbox.server.web.sandbox_ports import router as ports_router
 
 router = APIRouter(include_in_schema=False)
+# The Overview's ports section changes through its own routes.
+router.include_router(ports_router)
 
 OUTPUT_READ_CAP = 1 << 20
 OUTPUT_SHOWN = 64 * 1024
@@ -88,7 +92,8 @@ async def overview(sandbox_id: str, request: Request,
                    viewer: Viewer = Depends(Page("sandboxes:read"))) -> Response:
     sandbox = await sandbox_of(request, viewer, sandbox_id)
     events = await _events(request, viewer, sandbox_id, OVERVIEW_EVENTS)
-    return _tab(request, viewer, "sandbox/overview.html", sandbox, "", events=events, refreshed=False)
+    return _tab(request, viewer, "sandbox/overview.html", sandbox, "", events=events, refreshed=False,
+                ports=await ports_of(request, viewer, sandbox_id))
 
 
 @router.get("/sandboxes/{sandbox_id}/overview/status")
