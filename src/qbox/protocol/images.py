@@ -105,6 +105,8 @@ class DockerfileBuild(Wire):
 
 
 class BuildRequest(Wire):
+    OMIT_NONE = frozenset({"dockerfile"})
+
     name: str = Field(min_length=1)
     # The base image; "" for a Dockerfile build (its FROM lines name the images).
     ref: str = ""
@@ -143,6 +145,8 @@ class BuildLog(Wire):
 
 
 class BuildResult(Wire):
+    OMIT_NONE = frozenset({"image_user", "image_workdir"})
+
     type: Literal["result"] = "result"
     digest: str
     size_bytes: int

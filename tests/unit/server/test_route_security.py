@@ -41,7 +41,10 @@ BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", "/v1/users/{user_id}/disable"): None,
     ("PUT", "/v1/users/{user_id}/password"): {"password": "a long enough password"},
     ("POST", "/v1/templates"): {"name": "scoped", "imageRef": "busybox:1"},
+    ("POST", "/v1/build-contexts"): None,
     ("POST", "/v1/templates/{template_id}/rebuild"): None,
+    # Refused before any network (a private address), should it ever get past access control.
+    ("POST", "/v1/templates/from-git"): {"name": "scoped-git", "url": "https://127.0.0.1/r.git"},
     ("PATCH", "/v1/templates/{template_id}"): {"public": True},
     ("PUT", "/v1/users/{user_id}/quota"): {"sandboxes": 3},
     ("PUT", "/v1/quota-defaults"): {"sandboxes": 20},

@@ -23,6 +23,7 @@ from qbox.server.agent_client.transport import (
     json_events,
     long_timeout,
     parsed,
+    path,
 )
 
 BuildEvent = BuildLog | BuildResult | BuildError
@@ -52,7 +53,7 @@ class ImageClient:
                 yield bytes(view[start:start + _CHUNK])
 
         request = self._transport.request(
-            "PUT", f"/build-contexts/{context_id}", long=True, params={"sha256": sha256},
+            "PUT", path("build-contexts", context_id), long=True, params={"sha256": sha256},
             content=chunks(), headers={"Content-Type": "application/x-tar",
                                        "Content-Length": str(len(data))},
             timeout=long_timeout(1800))
