@@ -139,6 +139,10 @@ def drain(state: CliState, host_id: str) -> None:
     _changed(state, Hosts.drain(host_id, config=state.config()))
 
 
+# The published CLI's name for it (it drains, too: WIRE_PROTOCOL.md §9.15).
+hosts.add_command(drain, "cordon")
+
+
 @hosts.command("uncordon")
 @click.argument("host_id", metavar="ID")
 @json_option

@@ -152,3 +152,10 @@ def test_no_color_and_yes_are_accepted_globally(cli: Cli) -> None:
     cli.server.on("DELETE", "/v1/sandboxes/sb_abc12345", reply(204))
     done = cli("--no-color", "-y", "sandboxes", "kill", "sb_abc12345", tty=True)
     assert done.exit_code == 0 and done.stdout == "killed sb_abc12345\n"
+
+
+def test_hosts_cordon_drains_as_the_published_cli_does(cli: Cli) -> None:
+    cli.server.on("POST", "/v1/hosts/host_1/drain", reply(200, {"id": "host_1", "status": "draining"}))
+    done = cli("hosts", "cordon", "host_1", tty=True)
+    assert done.exit_code == 0 and done.stdout == "host_1 is draining\n"
+    assert cli.server.targets == ["POST /v1/hosts/host_1/drain"]
