@@ -42,6 +42,7 @@ from qbox.server.http import (
     shell,
     system,
     templates,
+    templates_git,
     users,
     web_auth,
 )
@@ -209,7 +210,9 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
     # Inside the request-id middleware, outside the error handlers: it sees final statuses.
     app.add_middleware(AuditMiddleware)
     install_error_handlers(app)
-    for module in (system, sandboxes, processes, files, code, shell, templates, api_keys, users, quotas,
+    # templates_git before templates: POST /v1/templates/from-git is no {template_id}.
+    for module in (system, sandboxes, processes, files, code, shell, templates_git, templates, api_keys,
+                   users, quotas,
                    audit, web_auth, hosts, envs):
         app.include_router(module.router)
     app.include_router(hosts.tokens_router)
