@@ -12,10 +12,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field, field_validator
 
+from qbox.core.ids import template_id_for
+
 from qbox.server.http import response_models as rm
 from qbox.server.http import views
 from qbox.server.http.access import Bucket, allowed
-from qbox.server.http.auditing import describe
+from qbox.server.http.auditing import describe, note_of
 from qbox.server.http.deps import json_body, services_of
 from qbox.server.http.openapi import answers, request_body
 from qbox.server.http.schemas import MAX_COMMAND_CHARS, TEMPLATE_NAME_RE, _Body, _optional_command
@@ -98,5 +100,8 @@ async def create_from_git(
     body = await json_body(request, GitTemplateBody)
     # Never a credential (a URL with one is refused, but the refusal is audited too), nor build args.
     describe(request, f"name={body.name} source=git url={redacted_url(body.url)} ref={body.ref[:256]!r}")
+    if note := note_of(request):
+        # Known before anything is stored (a build context may be committed before the template).
+        note.target_id = template_id_for(body.name)
     result = await services_of(request).git_templates.create(principal, body.to_request())
     return JSONResponse(await wire(request, principal, result), status_code=201)

@@ -69,7 +69,7 @@ BUILD_KEY_VERSION = 1
 # The build settings a from-git template always has (the API sets none of them): in the key,
 # so a future field that does change them cannot reuse a build made without it.
 BUILD_RUNTIME = "crun"
-BUILD_USER = "user"
+BUILD_USER = "root"
 BUILD_DISK_MB = 2048
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
