@@ -122,6 +122,7 @@ from qbox.sdk._quota_models import QuotaDefaults, QuotaInfo, QuotaValues
 from qbox.sdk._sandbox import Sandbox
 from qbox.sdk._system import AsyncSystem, System
 from qbox.sdk._template_ops import Step
+from qbox.sdk._template_sources import GitTemplateBuild
 from qbox.sdk._templates import AsyncTemplate, AsyncTemplates, Template, Templates
 from qbox.sdk._transport import AsyncByteStream, ByteStream
 from qbox.sdk._users import AsyncUsers, Users
@@ -188,6 +189,7 @@ __all__ = [
     "FileEntry",
     "FileStat",
     "Files",
+    "GitTemplateBuild",
     "Host",
     "HostNoCapacityError",
     "HostToken",

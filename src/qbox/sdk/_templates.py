@@ -2,11 +2,9 @@
 
     from qbox import Step, Template
 
-    info = Template.create(
-        "py-tools", "python:3.12-slim",
-        steps=[Step.run("pip install httpx"), Step.env(APP_ENV="dev")],
-        wait=True, on_log=print,
-    )
+    info = Template.create("py-tools", "python:3.12-slim",
+                           steps=[Step.run("pip install httpx"), Step.env(APP_ENV="dev")], wait=True)
+    info = Template.from_dockerfile("web", dockerfile="Dockerfile", context=".", wait=True)
 
 ``Templates`` / ``AsyncTemplates`` are the same classes under their earlier names.
 """
@@ -21,10 +19,11 @@ from qbox.sdk import _template_ops as ops
 from qbox.sdk._config import ConnectionConfig
 from qbox.sdk._models import CodeInterpreterMode, TemplateInfo, WarmPool
 from qbox.sdk._template_ops import AsyncLogCallback, LogCallback, RegistryCredentials, TemplateSpec
+from qbox.sdk._template_sources import AsyncTemplateSources, TemplateSources
 from qbox.sdk._transport import AsyncConnection, Connection
 
 
-class Template:
+class Template(TemplateSources):
     @classmethod
     def create(
         cls,
@@ -275,7 +274,7 @@ class Template:
                 conn.run(ops.close_log(cursor))
 
 
-class AsyncTemplate:
+class AsyncTemplate(AsyncTemplateSources):
     @classmethod
     async def create(
         cls,

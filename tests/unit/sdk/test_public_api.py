@@ -70,6 +70,7 @@ PUBLIC = [
     "FileEntry",
     "FileStat",
     "Files",
+    "GitTemplateBuild",
     "Host",
     "HostNoCapacityError",
     "HostToken",

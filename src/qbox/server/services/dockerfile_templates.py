@@ -25,6 +25,7 @@ from qbox.core.ids import template_id_for
 from qbox.server.db.tables import BuildContext, Template
 from qbox.server.principal import Principal
 from qbox.server.services.context import ServiceContext
+from qbox.server.services.dockerfile_refs import check_dockerfile_refs
 from qbox.server.services.template_access import DELETED
 from qbox.server.services.template_builds import RegistryLogin
 from qbox.server.services.templates import NewTemplate, TemplateService
@@ -78,7 +79,7 @@ class DockerfileTemplates:
                 not key or "=" in key or "\0" in key + value for key, value in build_args.items()):
             raise ValidationError(f"buildArgs: at most {MAX_BUILD_ARGS} NAME=value pairs, names "
                                   "without '='", details={"field": "buildArgs"})
-        await self.templates.check_dockerfile_refs(principal, dockerfile, build_args)
+        await check_dockerfile_refs(self.templates.check_ref, principal, dockerfile, build_args)
 
     async def check_context(self, data: bytes) -> tuple[str, int]:
         """The context's sha256 and size; 400 when it is too big or no usable tar."""

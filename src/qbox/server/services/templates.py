@@ -22,11 +22,11 @@ from sqlalchemy.exc import IntegrityError
 
 from qbox.core.errors import ConflictError, PermissionDeniedError, QboxError, ValidationError
 from qbox.core.ids import template_id_for
-from qbox.core.dockerfile import images_of
-from qbox.core.image_refs import ImageRefPolicy, parse_ref
+from qbox.core.image_refs import ImageRefPolicy
 from qbox.core.states import LIVE_STATES
 from qbox.server.db.tables import Sandbox, Template, TemplateBuildLog
 from qbox.server.services.context import ServiceContext
+from qbox.server.services.dockerfile_refs import check_template_refs
 from qbox.server.services.hosts import hold_image
 from qbox.server.services.lifecycle import values_of
 from qbox.server.principal import Principal
@@ -40,7 +40,6 @@ from qbox.server.services.template_access import (
 from qbox.server.settings import ServerSettings
 from qbox.server.services.template_builds import (
     CODE_INTERPRETER,
-    DOCKERFILE_SOURCES,
     STALE_SECONDS,
     RegistryLogin,
     TemplateBuilds,
@@ -177,18 +176,6 @@ class TemplateService:
         # Off the event loop: a registry's name is looked up.
         await asyncio.to_thread(self.ref_policy.check, image_ref, local_allowed=principal.is_admin)
 
-    async def check_dockerfile_refs(self, principal: Principal, dockerfile: str,
-                                    build_args: dict[str, str]) -> None:
-        """Each image a Dockerfile builds from, as ``check_ref`` checks an imageRef."""
-        for image in images_of(dockerfile, build_args).images:
-            try:
-                if parse_ref(image).is_local:
-                    raise ValidationError("a Dockerfile builds from registry images only")
-                await self.check_ref(principal, image)
-            except QboxError as exc:
-                raise ValidationError(f"FROM {image}: {exc.message}",
-                                      details={"field": "dockerfile", "image": image}) from None
-
     # --- building --------------------------------------------------------------
 
     async def create(self, principal: Principal, spec: NewTemplate,
@@ -212,7 +199,7 @@ class TemplateService:
                 if template is None:
                     template = Template(id=template_id, name=spec.name, build_generation=0)
                     session.add(template)
-                self._fill(template, principal, spec)
+                self.fill(template, principal, spec)
                 await session.commit()
         except IntegrityError:
             raise _exists(spec.name) from None
@@ -227,10 +214,6 @@ class TemplateService:
         check_pool_size(principal, spec.warm_pool_size, self.ctx.settings)
 
     def fill(self, template: Template, principal: Principal, spec: NewTemplate) -> None:
-        """Set a new (or reused) row from ``spec``, for a build of the next generation."""
-        self._fill(template, principal, spec)
-
-    def _fill(self, template: Template, principal: Principal, spec: NewTemplate) -> None:
         workdir = spec.workdir
         if workdir is None:
             # The last workdir step is where commands start, unless told otherwise.
@@ -293,11 +276,7 @@ class TemplateService:
                 raise ConflictError(f"template {template_id} is built in; it is not rebuilt",
                                     details={"templateId": template_id, "builtin": True})
             # Checked again: the policy may have changed, or an admin's ref is rebuilt by its owner.
-            if template.source in DOCKERFILE_SOURCES:
-                await self.check_dockerfile_refs(principal, template.dockerfile or "",
-                                                 dict(template.build_args))
-            else:
-                await self.check_ref(principal, template.image_ref)
+            await check_template_refs(self.check_ref, principal, template)
             generation = template.build_generation + 1
             now = self.ctx.clock()
             changed = await session.execute(
