@@ -38,12 +38,15 @@ from qbox.server.http.schemas import CommandBody
 from qbox.server.web.access import Change, Page, Viewer, form_fields
 from qbox.server.web.render import is_htmx, render
 from qbox.server.web.sandbox_common import TABS, sandbox_of
+from qbox.server.web.sandbox_envs import envs_of
+from qbox.server.web.sandbox_envs import router as envs_router
 from qbox.server.web.sandbox_ports import ports_of
 from qbox.server.web.sandbox_ports import router as ports_router
 
 router = APIRouter(include_in_schema=False)
 # The Overview's ports section changes through its own routes.
 router.include_router(ports_router)
+router.include_router(envs_router)
 
 OUTPUT_READ_CAP = 1 << 20
 OUTPUT_SHOWN = 64 * 1024
@@ -93,7 +96,8 @@ async def overview(sandbox_id: str, request: Request,
     sandbox = await sandbox_of(request, viewer, sandbox_id)
     events = await _events(request, viewer, sandbox_id, OVERVIEW_EVENTS)
     return _tab(request, viewer, "sandbox/overview.html", sandbox, "", events=events, refreshed=False,
-                ports=await ports_of(request, viewer, sandbox_id))
+                ports=await ports_of(request, viewer, sandbox_id),
+                envs=await envs_of(request, viewer, sandbox_id))
 
 
 @router.get("/sandboxes/{sandbox_id}/overview/status")
