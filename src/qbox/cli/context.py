@@ -133,6 +133,8 @@ class CliState:
             self.emit_json(output.error_object(error, code))
         else:
             self.env.err(output.error_line(error))
+            if isinstance(error.details, dict) and error.details.get("reason") == "missing_api_key":
+                self.env.err("hint: `qbox auth login` saves a key for every later command; or set QBOX_API_KEY")
         return code
 
 

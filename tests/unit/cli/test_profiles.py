@@ -265,3 +265,16 @@ def test_the_file_format_is_the_published_one(cli: Cli, written_by: str) -> None
         assert config_file(cli).read_text() == published
     cli.server.on("GET", "/v1/auth/me", reply(200, ME))
     assert json.loads(cli("auth", "status", environ=NO_ENV).stdout)["profile"] == "prod"
+
+
+def test_no_key_anywhere_points_at_auth_login(cli: Cli) -> None:
+    done = cli("sandboxes", "list", tty=True, environ=NO_ENV)
+    assert done.exit_code == ExitCode.AUTH
+    assert done.stderr.splitlines()[1].startswith("hint: `qbox auth login` saves a key")
+    assert cli.server.seen == []
+
+
+def test_a_global_profile_names_where_login_saves(cli: Cli) -> None:
+    done = cli("-p", "fresh", "auth", "login", "--api-key", KEY, "--no-verify", environ=NO_ENV)
+    assert done.exit_code == 0, done.output
+    assert read(cli)["active_profile"] == "fresh" and read(cli)["profiles"]["fresh"]["api_key"] == KEY
