@@ -220,3 +220,24 @@ def test_values_never_reach_the_audit_log(harness: Harness) -> None:
                        ("env.set", 400, "set keys=QBOX_NO"),
                        ("env.delete", 200, "delete keys=AUDIT_B"),
                        ("env.upload", 200, "upload keys=AUDIT_C")]
+
+
+def test_a_sandbox_its_host_lost_is_marked_and_keeps_its_envs(harness: Harness) -> None:
+    sb = spawn(harness, {"envs": {"KEEP": "k"}})
+    harness.agent.forget(sb["id"])
+    r = change(harness, "PATCH", sb["id"], {"envs": {"A": "1"}})
+    assert r.status_code == 409 and r.json()["error"]["details"]["currentState"] == "failed", r.text
+    got = harness.client.get(f"/v1/sandboxes/{sb['id']}", headers=harness.auth()).json()
+    assert got["status"] == "failed" and "lost" in got["endReason"]
+    listed = envs_of(harness, sb["id"])
+    assert "A" not in listed and listed["KEEP"]["value"] == "k"  # rolled back with the refusal
+
+
+def test_an_agent_refusal_changes_nothing(harness: Harness) -> None:
+    sb = spawn(harness, {"envs": {"KEEP": "k"}})
+    # Its host refuses the change (the sandbox stopped there, the control plane not yet told).
+    harness.agent.call(harness.agent.manager.stop, sb["id"], "test")
+    r = change(harness, "PUT", sb["id"], {"envs": {"NEW": "n"}})
+    assert r.status_code == 409, r.text
+    listed = envs_of(harness, sb["id"])
+    assert "NEW" not in listed and listed["KEEP"]["value"] == "k"
