@@ -32,6 +32,7 @@ from qbox.core.errors import (
     QboxError,
     ValidationError,
 )
+from qbox.core.ids import is_path_id
 
 log = logging.getLogger("qbox.http")
 
@@ -117,15 +118,24 @@ def _from_http_exception(exc: StarletteHTTPException) -> QboxError:
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves at this path (Starlette's 405 names only the first route's)."""
+    """Every method some route serves at this path (Starlette's 405 names only the first route's).
+
+    Routes whose path ids have their kind's format come first: ``/v1/templates/from-git`` is
+    no ``/v1/templates/{template_id}`` (whose edge check would answer 404), so it allows POST
+    only. When no route's ids fit, every route the path matches is named.
+    """
     contexts = getattr(fastapi.routing, "iter_route_contexts", None)
     routes: Any = contexts(request.app.routes) if contexts else request.app.routes
-    methods: set[str] = set()
+    fitting: set[str] = set()
+    matching: set[str] = set()
     for route in routes:
         regex, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
-        if regex is not None and route_methods and regex.match(request.url.path):
-            methods |= set(route_methods)
-    return sorted(methods)
+        if regex is None or not route_methods or not (match := regex.match(request.url.path)):
+            continue
+        matching |= set(route_methods)
+        if all(is_path_id(param, value) for param, value in match.groupdict().items()):
+            fitting |= set(route_methods)
+    return sorted(fitting or matching)
 
 
 def install_error_handlers(app: FastAPI) -> None:

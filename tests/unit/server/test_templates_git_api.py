@@ -108,7 +108,9 @@ def test_the_path_is_not_a_template_id(sqlite_harness: Harness) -> None:
     r = h.client.get("/v1/templates/from-git", headers=h.auth())
     assert r.status_code == 404 and r.json()["error"]["code"] == "template_not_found"
     r = h.client.delete("/v1/templates/from-git", headers=h.auth())
-    assert r.status_code in (404, 405) and "error" in r.json()
+    assert r.status_code == 404 and r.json()["error"]["code"] == "template_not_found"
+    r = h.client.request("TRACE", "/v1/templates/from-git", headers=h.auth())
+    assert (r.status_code, r.headers["allow"]) == (405, "POST")
 
 
 @pytest.mark.parametrize(("path", "fields", "status", "code"), [
@@ -201,7 +203,7 @@ def test_the_audit_entry_names_the_url_and_ref_never_a_credential(
     while True:
         entries = h.client.get("/v1/audit?limit=100", headers=h.auth()).json()
         rows = entries["data"]
-        creates = [e for e in rows if e["action"] == "template.create"]
+        creates = [e for e in rows if e["action"] == "template.create_from_git"]
         if len(creates) >= 2 or time.monotonic() > deadline:
             break
         time.sleep(0.05)

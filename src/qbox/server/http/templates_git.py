@@ -93,7 +93,7 @@ async def wire(request: Request, principal: Principal, result: GitTemplateResult
 @router.post("/from-git", status_code=201, openapi_extra=request_body(GitTemplateBody),
              responses=answers(201, GitTemplateInfo, 401, 404, 409, 503))
 async def create_from_git(
-    request: Request, principal: Principal = allowed("templates:write", Bucket.REQUESTS, audit="template.create")
+    request: Request, principal: Principal = allowed("templates:write", Bucket.REQUESTS, audit="template.create_from_git")
 ) -> JSONResponse:
     """Resolve ``ref`` once, then reuse a ready build of the same commit and inputs (yours
     only: ``cacheHit``) or fetch that commit and build its Dockerfile (``building``)."""
