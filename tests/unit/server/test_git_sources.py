@@ -36,14 +36,12 @@ from qbox.core.ids import template_id_for
 from qbox.server.db.engine import make_async_engine, make_sessionmaker, migrate
 from qbox.server.db.tables import Template, User
 from qbox.server.principal import Principal
-from qbox.server.services import git_sources
+from qbox.server.services import git_templates
 from qbox.server.services.context import AgentPool, ServiceContext
 from qbox.server.services.dockerfile_templates import DockerfileTemplateSpec
 from qbox.server.services.git_remote import git_config, git_environment, Access
 from qbox.server.services.git_sources import (
     BuildPaths,
-    GitTemplateRequest,
-    GitTemplates,
     build_key,
     build_paths,
     cache_source,
@@ -56,6 +54,7 @@ from qbox.server.services.git_sources import (
     public_address,
     redacted_url,
 )
+from qbox.server.services.git_templates import GitTemplateRequest, GitTemplates
 from qbox.server.settings import ServerSettings
 from tests.git_server import GitServer, make_repo
 
@@ -543,7 +542,7 @@ async def test_git_calls_are_bounded_in_number(ctx: ServiceContext,
                                                repos: tuple[GitServer, dict[str, list[str]]],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     server, _ = repos
-    monkeypatch.setattr(git_sources, "GIT_CONCURRENCY", 1)
+    monkeypatch.setattr(git_templates, "GIT_CONCURRENCY", 1)
     ctx.settings = ctx.settings.model_copy(update={"git_timeout_seconds": 3.0})
     templates, _ = service(ctx)
     slow = asyncio.create_task(templates.create(ALICE, GitTemplateRequest(name="s1", url=server.url("slow/a.git"))))

@@ -22,7 +22,8 @@ from qbox.server.http.deps import json_body, services_of
 from qbox.server.http.openapi import answers, request_body
 from qbox.server.http.schemas import MAX_COMMAND_CHARS, TEMPLATE_NAME_RE, _Body, _optional_command
 from qbox.server.principal import Principal
-from qbox.server.services.git_sources import GitTemplateRequest, GitTemplateResult, redacted_url
+from qbox.server.services.git_sources import redacted_url
+from qbox.server.services.git_templates import GitTemplateRequest, GitTemplateResult
 from qbox.server.services.template_access import owner_shown
 
 router = APIRouter(prefix="/v1/templates")
@@ -93,7 +94,8 @@ async def wire(request: Request, principal: Principal, result: GitTemplateResult
 @router.post("/from-git", status_code=201, openapi_extra=request_body(GitTemplateBody),
              responses=answers(201, GitTemplateInfo, 401, 404, 409, 503))
 async def create_from_git(
-    request: Request, principal: Principal = allowed("templates:write", Bucket.REQUESTS, audit="template.create_from_git")
+    request: Request,
+    principal: Principal = allowed("templates:write", Bucket.REQUESTS, audit="template.create_from_git"),
 ) -> JSONResponse:
     """Resolve ``ref`` once, then reuse a ready build of the same commit and inputs (yours
     only: ``cacheHit``) or fetch that commit and build its Dockerfile (``building``)."""

@@ -1,25 +1,23 @@
-"""Templates from a git repository (POST /v1/templates/from-git): the URL rules, the ref's
-resolution, the paths and build args, the build key and its cache, then the Dockerfile
-build (services/dockerfile_templates.py) of one commit.
+"""Templates from a git repository: the pure decisions — the URL rules, the ref's resolution
+among the advertised refs, the paths and build args, the build key and the cache's choice
+(services/git_templates.py runs them, git_remote.py runs git).
 
 The control plane fetches what a user names, so it must not become a way to reach what
 only it can reach. A URL is ``https://`` (``QBOX_GIT_ALLOW_INSECURE`` adds ``http://``,
 ``file://`` and private addresses), without credentials (only public repositories are
 fetched: nothing secret is ever stored, logged or audited), to a host whose every address
-is public. The name is looked up once here and git is pinned to those addresses
+is public. The name is looked up once and git is pinned to those addresses
 (services/git_remote.py), so a DNS answer that changes between the check and the fetch
 (rebinding) is never used; redirects are not followed. What stays reachable: any public
 address, on any port, over https.
 
-``ref`` is resolved once (``git ls-remote``) to a commit, reported as
-``resolvedCommitSha``. ``buildKey`` hashes that commit with every build input; a ready
-template of the same user with the same key is reused (``cacheHit``) without fetching.
+``buildKey`` hashes the resolved commit with every build input; a ready template of the
+same user with the same key is reused (``cacheHit``) without fetching.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gzip
 import hashlib
 import ipaddress
 import json
@@ -30,11 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy import select
-
 from qbox.core.errors import (
     BuildArgsInvalidError,
-    ConflictError,
     DockerfilePathInvalidError,
     GitResolveUnavailableError,
     GitUrlInvalidError,
@@ -42,18 +37,12 @@ from qbox.core.errors import (
     RepoNotFoundError,
     ValidationError,
 )
-from qbox.core.ids import template_id_for
 from qbox.server.db.tables import Template
-from qbox.server.principal import Principal
-from qbox.server.services.context import ServiceContext
-from qbox.server.services.dockerfile_templates import DockerfileTemplates, DockerfileTemplateSpec
-from qbox.server.services.git_remote import Access, GitWorkspace
-from qbox.server.services.template_access import DELETED
 
-__all__ = ["BuildPaths", "GitTemplateRequest", "GitTemplateResult", "GitTemplates", "GitUrl",
-           "RefMatch", "build_key", "build_paths", "cache_source", "check_addresses",
-           "check_build_args", "check_ref", "match_ref", "parse_git_url", "parse_ls_remote",
-           "public_address", "redacted_url"]
+__all__ = ["BuildPaths", "GitUrl", "RefMatch", "build_key", "build_paths", "cache_source",
+           "check_addresses", "check_build_args", "check_ref", "host_addresses", "match_ref",
+           "no_ref", "parse_git_url", "parse_ls_remote", "pinned_addresses", "public_address",
+           "redacted_url"]
 
 MAX_URL_CHARS = 2048
 MAX_REF_CHARS = 256
@@ -61,9 +50,6 @@ MAX_PATH_CHARS = 1024
 MAX_BUILD_ARGS = 64
 MAX_BUILD_ARG_KEY_CHARS = 128
 MAX_BUILD_ARGS_BYTES = 64 * 1024
-MAX_DOCKERFILE_BYTES = 1024 * 1024
-# Git fetches at once in one control-plane process; more wait (within their deadline).
-GIT_CONCURRENCY = 4
 # Bumped when what a build key covers changes: older keys then never match.
 BUILD_KEY_VERSION = 1
 # The build settings a from-git template always has (the API sets none of them): in the key,
@@ -73,11 +59,11 @@ BUILD_USER = "root"
 BUILD_DISK_MB = 2048
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_HEX = re.compile(r"^[0-9a-f]+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$")
-_SECURE_SCHEMES = ("https",)
-_INSECURE_SCHEMES = ("https", "http", "file")
+SECURE_SCHEMES = ("https",)
+INSECURE_SCHEMES = ("https", "http", "file")
+HEX = re.compile(r"^[0-9a-f]+$")
 
 
 # --- the URL -------------------------------------------------------------------------
@@ -114,7 +100,7 @@ def parse_git_url(url: str, *, allow_insecure: bool) -> GitUrl:
     except ValueError:
         raise _invalid_url("url is not a valid URL") from None
     scheme = parts.scheme.lower()
-    allowed = _INSECURE_SCHEMES if allow_insecure else _SECURE_SCHEMES
+    allowed = INSECURE_SCHEMES if allow_insecure else SECURE_SCHEMES
     if scheme not in allowed:
         hint = "" if allow_insecure else " (http:// and file:// need QBOX_GIT_ALLOW_INSECURE on the server)"
         raise _invalid_url(f"url must start with {' or '.join(s + '://' for s in allowed)}{hint}")
@@ -176,7 +162,7 @@ def check_addresses(url: GitUrl, addresses: Sequence[str], *, allow_insecure: bo
                            "the control plane fetches only from public addresses")
 
 
-async def _addresses(url: GitUrl, deadline: float) -> list[str]:
+async def host_addresses(url: GitUrl, deadline: float) -> list[str]:
     if url.host_is_address:
         return [url.host]
     loop = asyncio.get_running_loop()
@@ -195,7 +181,7 @@ async def _addresses(url: GitUrl, deadline: float) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
-def _pinned(url: GitUrl, addresses: Sequence[str]) -> str | None:
+def pinned_addresses(url: GitUrl, addresses: Sequence[str]) -> str | None:
     """curl's "host:port:addr,…" that makes git use exactly the checked addresses."""
     if url.scheme == "file" or url.host_is_address:
         return None
@@ -226,7 +212,7 @@ def parse_ls_remote(output: bytes) -> dict[str, str]:
     for line in output.decode("utf-8", "replace").splitlines():
         sha, _, name = line.partition("\t")
         sha = sha.strip().lower()
-        if not _HEX.fullmatch(sha) or len(sha) not in (40, 64) or not name:
+        if not HEX.fullmatch(sha) or len(sha) not in (40, 64) or not name:
             continue
         if name.endswith("^{}"):
             peeled[name[:-3]] = sha
@@ -254,7 +240,7 @@ def match_ref(ref: str, refs: Mapping[str, str]) -> RefMatch:
         if name in refs:
             return RefMatch(refs[name], name)
     lowered = ref.lower()
-    if _HEX.fullmatch(lowered):
+    if HEX.fullmatch(lowered):
         if len(lowered) in (40, 64):
             return RefMatch(lowered)
         if 4 <= len(lowered) < 40:
@@ -262,10 +248,10 @@ def match_ref(ref: str, refs: Mapping[str, str]) -> RefMatch:
             if len(tips) == 1:
                 return RefMatch(tips.pop())
             return RefMatch(None, prefix=lowered)
-    raise _no_ref(ref)
+    raise no_ref(ref)
 
 
-def _no_ref(ref: str) -> RefNotFoundError:
+def no_ref(ref: str) -> RefNotFoundError:
     return RefNotFoundError(f"the repository has no branch, tag or commit {ref!r}",
                             details={"ref": ref})
 
@@ -347,201 +333,3 @@ def cache_source(candidates: Sequence[Template]) -> Template | None:
     ready = [t for t in candidates if t.status == "ready"]
     ready.sort(key=lambda t: (t.built_from_template_id is not None, -t.created_at.timestamp()))
     return ready[0] if ready else None
-
-
-# --- the service -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GitTemplateRequest:
-    name: str
-    url: str
-    ref: str = "main"
-    dockerfile_path: str = ""
-    context_path: str = "."
-    build_args: Mapping[str, str] | None = None
-    default_vcpus: int = 2
-    default_memory_mb: int = 2048
-    tags: tuple[str, ...] = ()
-    start_cmd: str | None = None
-    ready_cmd: str | None = None
-    ready_timeout_s: int = 20
-    enable_ssh: bool = False
-
-
-@dataclass(frozen=True)
-class GitTemplateResult:
-    template: Template
-    cache_hit: bool
-    resolved_commit_sha: str
-    build_key: str
-
-
-@dataclass(frozen=True)
-class _Fetched:
-    dockerfile: str
-    context: bytes
-
-
-@dataclass(frozen=True)
-class _Plan:
-    url: GitUrl
-    commit: str
-    paths: BuildPaths
-    build_args: dict[str, str]
-    key: str
-
-
-class GitTemplates:
-    """POST /v1/templates/from-git's decisions; the build is services.dockerfile_templates'."""
-
-    def __init__(self, ctx: ServiceContext, dockerfiles: DockerfileTemplates) -> None:
-        self.ctx = ctx
-        self.dockerfiles = dockerfiles
-        self._slots = asyncio.Semaphore(GIT_CONCURRENCY)
-
-    async def create(self, principal: Principal, request: GitTemplateRequest) -> GitTemplateResult:
-        settings = self.ctx.settings
-        url = parse_git_url(request.url, allow_insecure=settings.git_allow_insecure)
-        ref = check_ref(request.ref)
-        paths = build_paths(request.dockerfile_path, request.context_path)
-        build_args = check_build_args(request.build_args or {})
-        settings.check_caps(request.default_vcpus, request.default_memory_mb, BUILD_DISK_MB,
-                            names=("defaultVcpus", "defaultMemoryMb", "defaultDiskMb"))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + settings.git_timeout_seconds
-        await self._take_slot(url, deadline)
-        try:
-            addresses = [] if url.scheme == "file" else await _addresses(url, deadline)
-            if url.scheme != "file":
-                check_addresses(url, addresses, allow_insecure=settings.git_allow_insecure)
-            protocols = _INSECURE_SCHEMES if settings.git_allow_insecure else _SECURE_SCHEMES
-            access = Access(tuple(protocols), _pinned(url, addresses))
-            async with GitWorkspace(url.url, access, deadline) as git:
-                commit = await self._resolve(git, ref)
-                plan = _Plan(url, commit, paths, build_args, build_key(url, commit, paths, build_args))
-                if (same := await self._same_request(principal, request.name, plan.key)) is not None:
-                    return self._result(same, plan)
-                if (source := await self._cached(principal, plan.key)) is not None:
-                    fetched = None
-                else:
-                    fetched = await self._fetch(git, ref, plan)
-        finally:
-            self._slots.release()
-        try:
-            if fetched is None:
-                assert source is not None
-                spec = self._spec(request, plan, source.dockerfile or "", b"")
-                return self._result(await self.dockerfiles.copy_ready(principal, spec, source), plan)
-            spec = self._spec(request, plan, fetched.dockerfile, fetched.context)
-            return self._result(await self.dockerfiles.create(principal, spec), plan)
-        except ConflictError:
-            # The same request again (a client retrying after its own timeout): the template it made.
-            if (same := await self._same_request(principal, request.name, plan.key)) is not None:
-                return self._result(same, plan)
-            raise
-
-    async def _take_slot(self, url: GitUrl, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            await asyncio.wait_for(self._slots.acquire(), max(0.0, deadline - loop.time()))
-        except TimeoutError:
-            raise GitResolveUnavailableError(
-                "too many git fetches at once on this control plane; try again",
-                details={"url": url.url, "transient": True}) from None
-
-    async def _resolve(self, git: GitWorkspace, ref: str) -> str:
-        match = match_ref(ref, parse_ls_remote(await git.list_refs()))
-        if match.sha is not None:
-            return match.sha
-        assert match.prefix is not None
-        # A short name of a commit no ref points at: look for it in every branch's and tag's history.
-        if await git.fetch(["+refs/heads/*:refs/qbox/heads/*", "+refs/tags/*:refs/qbox/tags/*"], depth=None):
-            if (sha := await git.unique_commit(match.prefix)) is not None:
-                return sha
-        raise _no_ref(ref)
-
-    async def _fetch(self, git: GitWorkspace, ref: str, plan: _Plan) -> _Fetched:
-        commit = plan.commit
-        await self._fetch_commit(git, ref, commit)
-        kind, _, blob = await git.lookup(commit, plan.paths.dockerfile, max_bytes=MAX_DOCKERFILE_BYTES)
-        if kind != "blob":
-            raise _bad_dockerfile(plan.paths.dockerfile, kind)
-        try:
-            dockerfile = blob.decode("utf-8")
-        except UnicodeDecodeError:
-            raise _bad_dockerfile(plan.paths.dockerfile, "not UTF-8") from None
-        kind, tree, _ = await git.lookup(commit, plan.paths.context, max_bytes=0)
-        if kind != "tree":
-            where = plan.paths.context or "."
-            raise DockerfilePathInvalidError(
-                f"contextPath {where!r} is not a directory of commit {commit[:12]} ({_kind_words(kind)})",
-                details={"field": "contextPath", "contextPath": where})
-        tar = await git.archive(tree, self.ctx.settings.max_build_context_bytes)
-        return _Fetched(dockerfile, await asyncio.to_thread(gzip.compress, tar, 6))
-
-    async def _fetch_commit(self, git: GitWorkspace, ref: str, commit: str) -> None:
-        """The commit, shallow when the server lets a commit be asked for; else through the
-        ref it came from, else the whole history of the branches and tags."""
-        tries: list[tuple[list[str], int | None]] = [([f"{commit}:refs/qbox/commit"], 1)]
-        if not _HEX.fullmatch(ref.lower()):
-            name = ref if ref == "HEAD" or ref.startswith("refs/") else None
-            for wanted in ([name] if name else [f"refs/heads/{ref}", f"refs/tags/{ref}"]):
-                tries.append(([f"+{wanted}:refs/qbox/ref"], 1))
-        tries.append((["+refs/heads/*:refs/qbox/heads/*", "+refs/tags/*:refs/qbox/tags/*"], None))
-        for refspecs, depth in tries:
-            if await git.fetch(refspecs, depth=depth) and await git.commit_exists(commit):
-                return
-        raise _no_ref(ref)
-
-    async def _same_request(self, principal: Principal, name: str, key: str) -> Template | None:
-        async with self.ctx.sessions() as session:
-            template = await session.get(Template, template_id_for(name))
-        if (template is None or template.status == DELETED or template.owner_id != principal.user_id
-                or template.build_key != key):
-            return None
-        return template
-
-    async def _cached(self, principal: Principal, key: str) -> Template | None:
-        async with self.ctx.sessions() as session:
-            rows = (await session.execute(
-                select(Template).where(Template.owner_id == principal.user_id,
-                                       Template.build_key == key, Template.status == "ready")
-                .order_by(Template.created_at.desc()).limit(50))).scalars().all()
-        return cache_source(rows)
-
-    @staticmethod
-    def _spec(request: GitTemplateRequest, plan: _Plan, dockerfile: str,
-              context: bytes) -> DockerfileTemplateSpec:
-        return DockerfileTemplateSpec(
-            name=request.name, dockerfile=dockerfile, context=context, build_args=plan.build_args,
-            default_vcpus=request.default_vcpus, default_memory_mb=request.default_memory_mb,
-            default_disk_mb=BUILD_DISK_MB, ready_timeout_s=request.ready_timeout_s,
-            enable_ssh=request.enable_ssh, tags=tuple(request.tags),
-            start_cmd=request.start_cmd or None, ready_cmd=request.ready_cmd or None,
-            source="git", git_url=plan.url.url, git_ref=request.ref, resolved_commit_sha=plan.commit,
-            dockerfile_path=plan.paths.dockerfile, context_path=plan.paths.context or ".",
-            build_key=plan.key)
-
-    @staticmethod
-    def _result(template: Template, plan: _Plan) -> GitTemplateResult:
-        return GitTemplateResult(template, template.built_from_template_id is not None,
-                                 template.resolved_commit_sha or plan.commit, plan.key)
-
-
-def _kind_words(kind: str) -> str:
-    return {
-        "tree": "it is a directory",
-        "blob": "it is a file",
-        "missing": "no such path",
-        "outside": "a symbolic link out of the repository",
-        "loop": "a loop of symbolic links",
-        "notdir": "a path through a file",
-        "toolarge": f"larger than {MAX_DOCKERFILE_BYTES} bytes",
-    }.get(kind, kind)
-
-
-def _bad_dockerfile(path: str, kind: str) -> DockerfilePathInvalidError:
-    return DockerfilePathInvalidError(
-        f"no Dockerfile at {path!r} ({_kind_words(kind)})",
-        details={"field": "dockerfilePath", "dockerfilePath": path})

@@ -10,7 +10,7 @@ from qbox.server.services.context import ServiceContext
 from qbox.server.services.dockerfile_templates import DockerfileTemplates
 from qbox.server.services.envs import EnvService
 from qbox.server.services.files import FileService
-from qbox.server.services.git_sources import GitTemplates
+from qbox.server.services.git_templates import GitTemplates
 from qbox.server.services.host_credentials import AgentSecrets
 from qbox.server.services.host_join import HostJoins
 from qbox.server.services.host_monitor import HostMonitor
