@@ -21,14 +21,16 @@ from qbox.server.web import (
     sandbox_list,
     sandbox_page,
     sandbox_terminal,
+    templates_git_pages,
     templates_pages,
 )
 from qbox.server.web.headers import SecurityHeaders
 
-# The list's routes come before a sandbox's page (``/sandboxes/{id}``), its tabs after it.
+# The list's routes come before a sandbox's page (``/sandboxes/{id}``), its tabs after it;
+# the from-git form's before a template's page (``/templates/{id}``).
 ROUTERS = [pages.router, assets.router, sandbox_list.router, sandbox_page.router, sandbox_files.router,
-           sandbox_terminal.router, templates_pages.router, hosts_pages.router, keys_pages.router,
-           admin_pages.router]
+           sandbox_terminal.router, templates_git_pages.router, templates_pages.router, hosts_pages.router,
+           keys_pages.router, admin_pages.router]
 
 
 def install(app: FastAPI) -> None:
