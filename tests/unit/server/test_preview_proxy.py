@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, MutableMapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -207,8 +207,8 @@ def _asgi_call(scope: dict[str, Any]) -> list[dict[str, Any]]:
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
 
     dispatcher = PreviewDispatcher(app, PreviewDomain("http", "localhost", None))
     asyncio.run(dispatcher(scope, receive, send))
@@ -431,3 +431,79 @@ def test_signed_url(proxy: Proxy) -> None:
     assert proxy.get(headers={"cookie": f"qbox_preview_sig={signature}"}).status_code == 403
     # A key of someone who may open the port works too.
     assert echoed(proxy.get(headers={"authorization": f"Bearer {proxy.admin_key}"}))["method"] == "GET"
+
+
+# --- bounded waits (the dispatcher called directly, as uvicorn calls it) ------------------------
+
+class EndlessAnswer(EchoAnswer):
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            await asyncio.sleep(0.01)
+            yield b"data: tick\n\n"
+
+
+class StubbornPorts:
+    def __init__(self, answer: EchoAnswer | None) -> None:
+        self.answer = answer
+
+    async def http(self, *args: Any) -> EchoAnswer:
+        if self.answer is None:
+            await asyncio.sleep(3600)
+        assert self.answer is not None
+        return self.answer
+
+
+def _services(ports: Any) -> Any:
+    from types import SimpleNamespace
+
+    route = PreviewRoute(sandbox_id=SB, port=8000, owner_id="usr_owner", host_id="h1", sandbox_status="running",
+                         visibility="public", host_header_mode="rewrite", allowed_users=(), signing_key="00")
+
+    async def lookup(sandbox_id: str, port: int) -> PreviewRoute:
+        return route
+
+    agents = SimpleNamespace(for_host=lambda host_id: SimpleNamespace(ports=ports))
+    services = SimpleNamespace(ports=SimpleNamespace(route=lookup), ctx=SimpleNamespace(agents=agents))
+    return SimpleNamespace(state=SimpleNamespace(services=services))
+
+
+def _run(ports: Any, disconnect_after: float) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+    scope = {"type": "http", "method": "GET", "scheme": "http", "path": "/sse", "raw_path": b"/sse",
+             "query_string": b"", "headers": [(b"host", HOST.encode())], "client": ("127.0.0.1", 1),
+             "app": _services(ports)}
+    messages = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await asyncio.sleep(disconnect_after)
+        return {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("a preview request reached the app")
+
+    dispatcher = PreviewDispatcher(app, PreviewDomain("http", "localhost", None))
+    asyncio.run(asyncio.wait_for(dispatcher(scope, receive, send), 10))
+    return sent
+
+
+def test_the_clients_disconnect_ends_an_endless_answer() -> None:
+    answer = EndlessAnswer(200, [("content-type", "text/event-stream")], [])
+    sent = _run(StubbornPorts(answer), disconnect_after=0.3)
+    assert sent[0]["status"] == 200 and len(sent) > 3
+    assert answer.closed
+
+
+def test_an_upstream_that_never_answers_is_a_504(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(preview, "HEAD_SECONDS", 0.2)
+    sent = _run(StubbornPorts(None), disconnect_after=3600)
+    assert sent[0]["status"] == 504 and b"upstream_timeout" in sent[1]["body"]
+
+
+def test_a_client_gone_before_the_answer_began_cancels_the_wait() -> None:
+    sent = _run(StubbornPorts(None), disconnect_after=0.2)
+    assert sent == []
