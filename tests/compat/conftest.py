@@ -38,8 +38,10 @@ def published_python() -> Path:
 def qbox_for_compat() -> Iterator[QboxUp]:
     base = Path(tempfile.mkdtemp(prefix="qbox-compat-"))
     try:
-        # The tests' registries listen on 127.0.0.1 (any port): trusted, though loopback.
-        with running_qbox(base / "data", env={"QBOX_TRUSTED_REGISTRIES": "127.0.0.1"}) as up:
+        # The tests' registries listen on 127.0.0.1 (any port): trusted, though loopback; so do
+        # their git repositories (tests/git_server.py), fetched over http.
+        with running_qbox(base / "data", env={"QBOX_TRUSTED_REGISTRIES": "127.0.0.1",
+                                              "QBOX_GIT_ALLOW_INSECURE": "1"}) as up:
             yield up
     finally:
         shutil.rmtree(base, ignore_errors=True)

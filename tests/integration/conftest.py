@@ -37,13 +37,15 @@ def qbox(registry: str, import_dir: Path) -> Iterator[QboxUp]:
     It pushes every template build to the session registry (``QBOX_REGISTRY``, which is
     trusted, loopback as it is), as a deployment with several hosts does; admins import
     image files from ``import_dir``; and a deleted template's image goes within seconds (a
-    short ``QBOX_IMAGE_GC_GRACE_SECONDS``), so tests can see it go.
+    short ``QBOX_IMAGE_GC_GRACE_SECONDS``), so tests can see it go. Templates from git may be
+    fetched over http from loopback (``QBOX_GIT_ALLOW_INSECURE``: tests/git_server.py).
     """
     base = Path(tempfile.mkdtemp(prefix="qbox-it-"))
     try:
         with running_qbox(base / "data", env={"QBOX_REGISTRY": f"{registry}/qbox",
                                               "QBOX_IMPORT_DIRS": str(import_dir),
-                                              "QBOX_IMAGE_GC_GRACE_SECONDS": "5"}) as up:
+                                              "QBOX_IMAGE_GC_GRACE_SECONDS": "5",
+                                              "QBOX_GIT_ALLOW_INSECURE": "1"}) as up:
             yield up
     finally:
         shutil.rmtree(base, ignore_errors=True)
