@@ -554,3 +554,23 @@ async def test_git_calls_are_bounded_in_number(ctx: ServiceContext,
     assert caught.value.details["transient"] is True and "too many" in caught.value.message
     with pytest.raises(GitResolveUnavailableError):
         await slow
+
+
+async def test_git_uses_the_addresses_that_were_checked(ctx: ServiceContext,
+                                                        repos: tuple[GitServer, dict[str, list[str]]],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The name is looked up once, by the control plane; git connects to those addresses and
+    never asks DNS again (a name no resolver knows still reaches the checked address)."""
+    server, commits = repos
+    looked_up: list[str] = []
+
+    async def checked(url: Any, deadline: float) -> list[str]:
+        looked_up.append(url.host)
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(git_templates, "host_addresses", checked)
+    templates, builds = service(ctx)
+    result = await templates.create(ALICE, GitTemplateRequest(
+        name="pinned", url=f"http://git.nowhere.invalid:{server.port}/app.git"))
+    assert looked_up == ["git.nowhere.invalid"]
+    assert result.resolved_commit_sha == commits["app.git"][2] and builds.created
