@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import click
 
+from qbox.cli import template_sources
 from qbox.cli.context import CliState, confirm_or_decline, json_option, pass_state
 from qbox.cli.watch import watch as watch_list
 from qbox.cli.watch import watch_options
@@ -205,9 +206,14 @@ def templates() -> None:
 
 @templates.command("create", cls=OrderedOptionsCommand)
 @click.option("--name", required=True, help="Template name (lowercase letters, digits, - and _); id tpl_NAME.")
-@click.option("--image-ref", required=True, metavar="REF",
+@click.option("--image-ref", metavar="REF",
               help="Base image: python:3.12-slim, REGISTRY/REPO:TAG; admins also oci-archive:/p.tar, oci:DIR:TAG "
                    "inside the server's import dirs.")
+@click.option("--dockerfile", type=click.Path(exists=True, dir_okay=False), metavar="PATH",
+              help="Build from this Dockerfile instead of --image-ref (and steps).")
+@click.option("--context", "context_dir", type=click.Path(exists=True, file_okay=False), metavar="DIR",
+              help="With --dockerfile: the build context, uploaded (its .dockerignore honoured).")
+@template_sources.build_arg_option
 @click.option("--run", multiple=True, metavar="CMD", help="Build step: run CMD as root (/bin/sh -c).")
 @click.option("--run-as-user", multiple=True, metavar="CMD", help="Build step: run CMD as the template's --user.")
 @click.option("--env", multiple=True, metavar="K=V", help="Build step: set a variable for later steps and sandboxes.")
@@ -246,7 +252,10 @@ def create(
     ctx: click.Context,
     state: CliState,
     name: str,
-    image_ref: str,
+    image_ref: str | None,
+    dockerfile: str | None,
+    context_dir: str | None,
+    build_arg: tuple[str, ...],
     run: tuple[str, ...],
     run_as_user: tuple[str, ...],
     env: tuple[str, ...],
@@ -273,13 +282,30 @@ def create(
     wait: bool,
     wait_timeout: float,
 ) -> None:
-    """Build a template from an OCI image, plus build steps.
+    """Build a template from an OCI image plus build steps, or from a Dockerfile.
 
     Steps run in the order given: --run, --run-as-user, --env, --workdir and
     --copy may be mixed and repeated. With --wait (the default) the build
     log streams to stderr; exit 1 if the build fails, 124 if the wait runs out.
     """
     values = {"run": run, "run_as_user": run_as_user, "env": env, "workdir": workdir, "copy": copy}
+    if (image_ref is None) == (dockerfile is None):
+        raise click.UsageError("give exactly one of --image-ref or --dockerfile")
+    if dockerfile is None and (context_dir is not None or build_arg):
+        raise click.UsageError("--context and --build-arg go with --dockerfile")
+    if dockerfile is not None:
+        if any(values.values()) or user:
+            raise click.UsageError("build steps and --user go with --image-ref; a Dockerfile has its own")
+        info = Template.from_dockerfile(
+            name, Path(dockerfile), context=context_dir, build_args=template_sources.build_args(build_arg),
+            default_vcpus=cpu, default_memory_mb=memory, default_disk_mb=disk, ready_timeout_s=ready_timeout,
+            enable_ssh=enable_ssh, tags=list(tags), start_cmd=start_cmd, ready_cmd=ready_cmd,
+            allow_internet_access=False if no_internet else None,
+            registry_credentials=_credentials(registry_username, registry_password_stdin), wait=wait,
+            on_log=state.env.err if wait else None, timeout=wait_timeout, config=state.config())
+        _print_created(state, info)
+        return
+    assert image_ref is not None
     steps = build_steps(ctx, values, user or TEMPLATE_USER)
     credentials = _credentials(registry_username, registry_password_stdin)
     selector = _selector(host_selector, "--host-selector")
@@ -431,3 +457,6 @@ def delete(state: CliState, template: str, yes: bool) -> None:
         state.emit_json({"template": template, "deleted": True})
     else:
         state.env.out(f"deleted {template}")
+
+
+templates.add_command(template_sources.create_from_git)

@@ -174,7 +174,8 @@ def dockerfile_body(name: str, dockerfile: str, build_args: Mapping[str, str] | 
                     default_vcpus: int, default_memory_mb: int, default_disk_mb: int | None,
                     ready_timeout_s: int, enable_ssh: bool, tags: Sequence[str] | None,
                     start_cmd: str | None, ready_cmd: str | None,
-                    allow_internet_access: bool | None) -> dict[str, Any]:
+                    allow_internet_access: bool | None,
+                    registry_credentials: ops.RegistryCredentials | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "name": name, "dockerfile": dockerfile,
         "buildArgs": {str(k): str(v) for k, v in (build_args or {}).items()},
@@ -185,6 +186,8 @@ def dockerfile_body(name: str, dockerfile: str, build_args: Mapping[str, str] | 
     optional = {"defaultDiskMb": default_disk_mb, "startCmd": start_cmd, "readyCmd": ready_cmd,
                 "allowInternetAccess": allow_internet_access}
     body.update({key: value for key, value in optional.items() if value is not None})
+    if registry_credentials is not None:
+        body["registryCredentials"] = ops._credentials(registry_credentials)
     return body
 
 
@@ -224,6 +227,7 @@ class TemplateSources:
         start_cmd: str | None = None,
         ready_cmd: str | None = None,
         allow_internet_access: bool | None = None,
+        registry_credentials: ops.RegistryCredentials | None = None,
         wait: bool = False,
         on_log: ops.LogCallback | None = None,
         timeout: float | None = ops.DEFAULT_BUILD_TIMEOUT,
@@ -236,7 +240,8 @@ class TemplateSources:
         ``context``) and the ``context`` directory (None: an empty context), with ``build_args``.
 
         The context is tarred here (its ``.dockerignore`` honoured) and uploaded. Every image the
-        Dockerfile builds from must be one you may pull (as for ``create``; registry images only).
+        Dockerfile builds from must be one you may pull (as for ``create``; registry images only);
+        ``registry_credentials`` (``(user, password)``) log in to pull them, never stored.
         Waits as ``create`` does: ``wait=True`` or ``on_log`` follow the build log to its end.
         """
         text = dockerfile_text(dockerfile, context)
@@ -244,7 +249,8 @@ class TemplateSources:
                                default_memory_mb=default_memory_mb, default_disk_mb=default_disk_mb,
                                ready_timeout_s=ready_timeout_s, enable_ssh=enable_ssh, tags=tags,
                                start_cmd=start_cmd, ready_cmd=ready_cmd,
-                               allow_internet_access=allow_internet_access)
+                               allow_internet_access=allow_internet_access,
+                               registry_credentials=registry_credentials)
         archive, size = context_archive(context) if context is not None else (None, 0)
         try:
             with Connection.open(config, api_key, base_url, request_timeout) as conn:
@@ -311,6 +317,7 @@ class AsyncTemplateSources:
         start_cmd: str | None = None,
         ready_cmd: str | None = None,
         allow_internet_access: bool | None = None,
+        registry_credentials: ops.RegistryCredentials | None = None,
         wait: bool = False,
         on_log: ops.AsyncLogCallback | None = None,
         timeout: float | None = ops.DEFAULT_BUILD_TIMEOUT,
@@ -325,7 +332,8 @@ class AsyncTemplateSources:
                                default_memory_mb=default_memory_mb, default_disk_mb=default_disk_mb,
                                ready_timeout_s=ready_timeout_s, enable_ssh=enable_ssh, tags=tags,
                                start_cmd=start_cmd, ready_cmd=ready_cmd,
-                               allow_internet_access=allow_internet_access)
+                               allow_internet_access=allow_internet_access,
+                               registry_credentials=registry_credentials)
         archive, size = context_archive(context) if context is not None else (None, 0)
         try:
             async with AsyncConnection.open(config, api_key, base_url, request_timeout) as conn:
