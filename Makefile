@@ -49,6 +49,7 @@ bench: setup
 	$(call BENCH_RUN,bench/bench_files.py)
 	$(call BENCH_RUN,bench/bench_hosts.py,writes)
 	$(call BENCH_RUN,bench/bench_hosts.py,cluster)
+	$(call BENCH_RUN,bench/bench_preview.py)
 	$(call BENCH_RUN,bench/bench_runtimes.py)
 	$(call BENCH_RUN,bench/bench_scheduler.py)
 	$(call BENCH_RUN,bench/bench_shell.py)
