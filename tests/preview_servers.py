@@ -69,6 +69,9 @@ def pattern_sha256(size: int) -> str:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Head and body are separate writes: without TCP_NODELAY each small answer would
+    # wait for the client's delayed ACK (≈40 ms).
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass

@@ -9,6 +9,7 @@ tests/integration/agent/test_ports_agent.py.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import socket
 import time
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -234,7 +236,6 @@ async def _chunks(count: int, size: int) -> AsyncIterator[bytes]:
 
 async def test_a_request_body_streams_through_with_or_without_a_length(
         ports_agent: PortsAgent) -> None:
-    import hashlib
     expected = hashlib.sha256(b"".join([c async for c in _chunks(40, 50_000)])).hexdigest()
     for headers in ([("Content-Length", str(40 * 50_000))], []):
         response = await ports_agent.client.ports.http(
@@ -263,7 +264,6 @@ async def test_a_download_streams_whole_and_a_head_request_has_no_body(
     response = await ports_agent.client.ports.http(
         ports_agent.sandbox, ports_agent.port, "GET", f"/bytes?size={size}", [], None)
     assert ("content-length", str(size)) in response.headers
-    import hashlib
     digest, received = hashlib.sha256(), 0
     async for chunk in response:
         digest.update(chunk)
@@ -440,3 +440,61 @@ async def test_a_websocket_closes_when_its_sandbox_stops(ports_agent: PortsAgent
     assert (socket_.close_code, socket_.close_reason) == (1001, "the sandbox stopped")
     await asyncio.sleep(0.05)
     assert ports_agent.relays.open_count(ports_agent.sandbox) == 0
+
+
+# --- URLs ------------------------------------------------------------------------------
+
+HOSTILE_IDS = ["\n", "?a=b", "../x", "..", "#", "/", "a/b", "%2F", " ", "ü"]
+
+
+def _segment(value: str) -> str:
+    text = quote(value, safe="")
+    return text.replace(".", "%2E") if text in (".", "..") else text
+
+
+async def test_a_hostile_sandbox_id_stays_one_segment_of_each_route() -> None:
+    seen: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.raw_path)
+        return httpx.Response(200, json={"reachable": True},
+                              headers={"x-qbox-relayed": "1"})
+
+    client = AgentClient(AgentEndpoint("http://agent", "s"),
+                         transport=httpx.MockTransport(handler))
+    try:
+        for hostile in HOSTILE_IDS:
+            await client.ports.probe(hostile, 8000)
+            response = await client.ports.http(hostile, 8000, "GET", "/x?y=1", [], None)
+            await response.close()
+    finally:
+        await client.aclose()
+    expected = []
+    for hostile in HOSTILE_IDS:
+        base = f"/internal/v1/sandboxes/{_segment(hostile)}/ports/8000"
+        expected += [f"{base}/probe".encode(), f"{base}/http".encode()]
+    assert seen == expected
+
+
+async def test_the_websocket_url_encodes_its_segment(tmp_path: Path) -> None:
+    """On a real unix socket: the request line the agent would see."""
+    lines: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        lines.append(await reader.readline())
+        writer.close()
+
+    path = tmp_path / "agent.sock"
+    server = await asyncio.start_unix_server(answer, path=str(path))
+    client = AgentClient(AgentEndpoint(str(path), "s"))
+    try:
+        for hostile in HOSTILE_IDS:
+            with pytest.raises(QboxError) as caught:
+                await client.ports.websocket(hostile, 8000, "/ws", [], [])
+            assert caught.value.code == "host_unavailable"
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
+    assert [line.split(b" ")[1] for line in lines] == [
+        f"/internal/v1/sandboxes/{_segment(h)}/ports/8000/ws".encode() for h in HOSTILE_IDS]

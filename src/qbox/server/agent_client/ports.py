@@ -8,9 +8,10 @@ QboxError; any other answer, 4xx and 5xx included, is the upstream's and is
 returned as it is. The headers travel wrapped (``qbox.protocol.ports``), so a
 visitor's ``Authorization`` or ``Host`` never meets the agent's.
 
-Requests travel on the transport's long-call connections (a download or an
-event stream may last as long as its visitor likes); WebSockets on the same
-endpoint, TLS and secret as shells. ``PortSocketConnector`` is the WebSocket
+Requests travel on the transport's relay pool (kept alive, no read timeout: a
+download or an event stream may last as long as its visitor likes, and none
+takes a long call's connection); WebSockets on the same endpoint, TLS and
+secret as shells. ``PortSocketConnector`` is the WebSocket
 seam tests replace, as ``ShellConnector`` is for shells.
 """
 
@@ -218,9 +219,9 @@ class PortsClient:
         wire = [(TARGET_HEADER, _checked_target(target))] + framing + wrap(
             (name, value) for name, value in relayed if name != "content-length")
         request = self._transport.request(
-            method, path("sandboxes", sandbox_id, "ports", port, "http"), long=True,
-            headers=wire, content=body if body is not None else None, timeout=UNBOUNDED)
-        response = await self._transport.send(request, stream=True, long=True,
+            method, path("sandboxes", sandbox_id, "ports", port, "http"), relay=True,
+            headers=wire, content=body, timeout=UNBOUNDED)
+        response = await self._transport.send(request, stream=True, relay=True,
                                                relayed_marked=RELAYED_HEADER)
         return UpstreamResponse(response)
 

@@ -1,4 +1,4 @@
-"""The wire to one host agent: its two connection pools, URL paths, and errors.
+"""The wire to one host agent: its connection pools, URL paths, and errors.
 
 Agent errors come back in the public error envelope and are re-raised as the
 same ``qbox.core.errors`` class, so a ``sandbox_not_found`` from the agent is
@@ -13,6 +13,8 @@ user's command (exec, follows, output reads, transfers, builds) travel on
 connections of their own, outside the pool the short calls share, so a
 member's long execs never make anyone else's calls wait; ``MAX_LONG_CALLS``
 bounds how many one agent carries at once (past it: 503 host_no_capacity).
+Requests relayed to a sandbox's port (preview URLs) have a pool of their own
+(``relay=True``), kept alive and as bounded.
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ LONG_LIMITS = httpx.Limits(max_connections=MAX_LONG_CALLS, max_keepalive_connect
 LONG_POOL_WAIT = 5.0
 # No read timeout: output may pause for as long as the command likes.
 UNBOUNDED = httpx.Timeout(None, connect=5.0, pool=LONG_POOL_WAIT)
+# Relayed requests to a sandbox's port (preview URLs): as many as long calls, on a pool
+# of their own, so visitors of previews never take the long calls' (nor theirs), and
+# kept alive: a page loads dozens of small files. Idle ones go before the agent's server
+# drops them (uvicorn: after 5 s), so a kept connection is rarely found closed.
+RELAY_LIMITS = httpx.Limits(max_connections=MAX_LONG_CALLS, max_keepalive_connections=64,
+                            keepalive_expiry=4.0)
 # A transfer's chunks keep coming; the last step (the agent's fsync of a large
 # file) may take long, so only connecting has a short limit.
 TRANSFER_TIMEOUT = httpx.Timeout(600.0, connect=5.0, pool=LONG_POOL_WAIT)
@@ -194,19 +202,29 @@ class Transport:
         self._short = client(httpx.Limits(max_connections=100, max_keepalive_connections=20),
                              DEFAULT_TIMEOUT)
         self._long = client(LONG_LIMITS, UNBOUNDED)
+        self._relay = client(RELAY_LIMITS, UNBOUNDED)
 
-    def request(self, method: str, url: str, *, long: bool = False,
+    def _client(self, long: bool, relay: bool) -> httpx.AsyncClient:
+        return self._relay if relay else self._long if long else self._short
+
+    def request(self, method: str, url: str, *, long: bool = False, relay: bool = False,
                 **kwargs: Any) -> httpx.Request:
-        return (self._long if long else self._short).build_request(method, url, **kwargs)
+        return self._client(long, relay).build_request(method, url, **kwargs)
 
     async def send(self, request: httpx.Request, *, stream: bool = False,
-                   long: bool = False, relayed_marked: str | None = None) -> httpx.Response:
+                   long: bool = False, relay: bool = False,
+                   relayed_marked: str | None = None) -> httpx.Response:
         """Send ``request``; an error answer is raised as its QboxError (body read first).
-        An answer carrying the header ``relayed_marked`` is another server's, relayed by the
-        agent: returned whatever its status."""
+        ``relay``: a request relayed to a sandbox's port, on the relays' own pool; an
+        answer carrying the header ``relayed_marked`` is the port's, returned whatever its
+        status."""
         try:
-            response = await (self._long if long else self._short).send(request, stream=stream)
+            response = await self._client(long, relay).send(request, stream=stream)
         except httpx.PoolTimeout as exc:
+            if relay:
+                raise HostNoCapacityError(
+                    f"the host agent relays {MAX_LONG_CALLS} requests to sandbox ports "
+                    "already; retry when some have ended") from exc
             if not long:
                 raise HostUnavailableError(
                     f"host agent did not answer in time ({request.method} {request.url.path})"
@@ -258,3 +276,4 @@ class Transport:
     async def aclose(self) -> None:
         await self._short.aclose()
         await self._long.aclose()
+        await self._relay.aclose()
