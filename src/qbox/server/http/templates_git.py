@@ -85,8 +85,7 @@ async def wire(request: Request, principal: Principal, result: GitTemplateResult
     template = result.template
     pools = await services_of(request).pools.views([template])
     body = views.template(template, owner_shown(principal, template), pools[template.id])
-    body.update(source=template.source, builtFromTemplateId=template.built_from_template_id,
-                cacheHit=result.cache_hit, resolvedCommitSha=result.resolved_commit_sha,
+    body.update(cacheHit=result.cache_hit, resolvedCommitSha=result.resolved_commit_sha,
                 buildKey=result.build_key)
     return body
 
