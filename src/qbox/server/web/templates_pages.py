@@ -127,6 +127,7 @@ def body_of(fields: dict[str, str]) -> tuple[TemplateBody, RegistryLogin | None]
             data[key] = parse(fields.get(key, ""))
         except ValueError as exc:
             problems[key] = str(exc)
+    _source_of(fields, data, problems)
     username, password = fields.get("registryUsername", "").strip(), fields.get("registryPassword", "")
     if username or password:
         data["registryCredentials"] = {"username": username, "password": password}
@@ -140,6 +141,25 @@ def body_of(fields: dict[str, str]) -> tuple[TemplateBody, RegistryLogin | None]
         raise ValidationError.for_fields(problems, "the template was not created: check the marked fields")
     login = body.registry_credentials
     return body, (RegistryLogin(login.username, login.password.get_secret_value()) if login else None)
+
+
+def _source_of(fields: dict[str, str], data: dict[str, Any], problems: dict[str, str]) -> None:
+    """The form's source: an image (and steps), or a Dockerfile (and build args) instead."""
+    if fields.get("source") != "dockerfile":
+        if "imageRef" not in data:
+            problems["imageRef"] = "required (or choose a Dockerfile)"
+        return
+    if not fields.get("dockerfile", "").strip():
+        problems["dockerfile"] = "required"
+    if data.get("steps"):
+        problems["steps"] = "build steps go with an image; a Dockerfile has its own"
+    for key in ("imageRef", "steps", "user", "workdir"):
+        data.pop(key, None)
+    data["dockerfile"] = fields.get("dockerfile", "").replace("\r\n", "\n")
+    try:
+        data["buildArgs"] = _pairs_by_line(fields.get("buildArgs", ""))
+    except ValueError as exc:
+        problems["buildArgs"] = str(exc)
 
 
 def _readable(key: str, message: str) -> tuple[str, str]:
