@@ -170,7 +170,7 @@ class DockerfileBuilder:
     async def build(self, request: DockerfileBuild, memory_mb: int, vcpus: int) -> str:
         """Build; the ``oci:`` ref of the result (in the work dir, until ``cleanup``)."""
         if self.mapping is None:
-            raise BuildFailed("Dockerfile builds need the agent's user namespace (QBOX_USERNS_BASE)")
+            raise BuildFailed("Dockerfile builds need the agent's user namespace (its sandboxes' id mapping)")
         images = images_of(request.dockerfile, request.build_args).images
         for image in images:
             await self._check(image)
