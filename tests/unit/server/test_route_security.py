@@ -35,6 +35,10 @@ BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("PUT", "/v1/sandboxes/{sandbox_id}/envs"): {"envs": {"A": "1"}},
     ("DELETE", "/v1/sandboxes/{sandbox_id}/envs"): {"keys": ["A"]},
     ("POST", "/v1/sandboxes/{sandbox_id}/envs/upload"): None,
+    ("POST", "/v1/sandboxes/{sandbox_id}/ports"): {"port": 8001},
+    ("PATCH", "/v1/sandboxes/{sandbox_id}/ports/{port}"): {"visibility": "public"},
+    ("POST", "/v1/sandboxes/{sandbox_id}/ports/{port}/signed-url"): {},
+    ("POST", "/v1/sandboxes/{sandbox_id}/ports/{port}/probe"): None,
     ("POST", "/v1/api-keys"): {"name": "x", "scopes": ["sandboxes:read"]},
     ("POST", "/v1/api-keys/{key_id}/revoke"): None,
     ("POST", "/v1/users"): {"email": "new@example.com"},
@@ -60,7 +64,7 @@ PUBLIC = {("GET", "/healthz"), ("GET", "/v1/system"), ("GET", "/v1/agent/ca")}
 AGENT = {("POST", "/v1/agent/join"), ("POST", "/v1/agent/heartbeat"), ("POST", "/v1/agent/certificate")}
 ANY_KEY = {("GET", "/v1/auth/me")}
 # Owned objects: another member must get 404, as if it did not exist.
-OWNED_PARAMS = {"sandbox_id", "key_id", "pid", "context_id", "template_id"}
+OWNED_PARAMS = {"sandbox_id", "key_id", "pid", "context_id", "template_id", "port"}
 # Operators' objects: a member is refused (403) before any lookup, whatever the method.
 ADMIN_PARAMS = {"host_id", "token_id"}
 # Objects shared by every user: none. (Users are admin-only routes answering 403 before any lookup.)
@@ -96,7 +100,7 @@ def test_every_route_with_a_body_has_an_entry_here(harness: Harness) -> None:
 def alices_objects(harness: Harness) -> dict[str, str]:
     data_dir = harness.settings.data_dir
     alice_id, alice = add_user_with_key(data_dir)
-    sb = spawn(harness, key=alice)
+    sb = spawn(harness, {"ports": [{"port": 8000}]}, key=alice)
     pid = harness.client.post(f"/v1/sandboxes/{sb['id']}/commands", json={"cmd": "true"},
                               headers=harness.auth(alice)).json()["pid"]
     key_id = harness.client.get("/v1/api-keys", headers=harness.auth(alice)).json()[0]["id"]
@@ -114,7 +118,7 @@ def alices_objects(harness: Harness) -> dict[str, str]:
     joined = harness.client.post("/v1/agent/join", json={"token": token["token"], "report": HOST_REPORT})
     spare = harness.client.post("/v1/host-tokens", json={}, headers=harness.auth()).json()
     return {"sandbox_id": sb["id"], "pid": str(pid), "key_id": key_id, "user_id": alice_id,
-            "context_id": "ctx_alice", "template_id": "tpl_alices", "alice": alice,
+            "context_id": "ctx_alice", "template_id": "tpl_alices", "alice": alice, "port": "8000",
             "host_id": joined.json()["hostId"], "token_id": spare["id"]}
 
 
