@@ -53,6 +53,8 @@ LAZY_COMMANDS = {
 @click.option("-q", "--quiet", is_flag=True, help="No informational lines on stderr.")
 @click.option("-v", "--verbose", count=True, help="Log each HTTP request on stderr.")
 @click.option("--no-color", is_flag=True, help="No colours (qbox prints none; accepted for scripts).")
+@click.option("--show-completion", is_flag=True, expose_value=False, is_eager=True,
+              callback=completion.show_for_login_shell, help="Print the completion script for $SHELL.")
 @click.version_option(__version__, "-V", "--version", prog_name="qbox")
 @click.pass_context
 def main(

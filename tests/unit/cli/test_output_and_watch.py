@@ -159,3 +159,9 @@ def test_hosts_cordon_drains_as_the_published_cli_does(cli: Cli) -> None:
     done = cli("hosts", "cordon", "host_1", tty=True)
     assert done.exit_code == 0 and done.stdout == "host_1 is draining\n"
     assert cli.server.targets == ["POST /v1/hosts/host_1/drain"]
+
+
+def test_show_completion_prints_the_login_shells_script(cli: Cli) -> None:
+    fish = cli("--show-completion", environ={"SHELL": "/usr/bin/fish"})
+    assert fish.exit_code == 0 and fish.stdout == cli("completion", "fish").stdout
+    assert cli("--show-completion", environ={"SHELL": "/bin/csh"}).exit_code == ExitCode.USAGE
