@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -105,15 +104,18 @@ def test_a_repository_builds_and_the_same_request_again_is_a_cache_hit(
         assert stdout_of(api, sb, "cat /srv/app/hello.txt; whoami") == "hello from git\napp\n"
 
     # Another member asking for the very same build is not served from the admin's.
-    with ExitStack() as stack:
-        bob = stack.enter_context(qbox.client(member_key(api, f"{unique('bob')}@example.com")))
-        r = from_git(bob, made, url, unique("git-bob"), buildArgs=args)
-        assert r.status_code == 201, r.text
-        bobs: Json = r.json()
-        assert (bobs["cacheHit"], bobs["status"], bobs["builtFromTemplateId"]) == (False, "building", None)
-        assert bobs["buildKey"] == first["buildKey"]
-        assert bob.get(f"/v1/templates/{hit['id']}").status_code == 404
-        remove_template(bob, str(bobs["id"]))
+    with qbox.client(member_key(api, f"{unique('bob')}@example.com")) as bob:
+        bobs_made: list[tuple[httpx.Client, str]] = []
+        try:
+            r = from_git(bob, bobs_made, url, unique("git-bob"), buildArgs=args)
+            assert r.status_code == 201, r.text
+            bobs: Json = r.json()
+            assert (bobs["cacheHit"], bobs["status"], bobs["builtFromTemplateId"]) == (False, "building", None)
+            assert bobs["buildKey"] == first["buildKey"]
+            assert bob.get(f"/v1/templates/{hit['id']}").status_code == 404
+        finally:
+            for client, template_id in bobs_made:
+                remove_template(client, template_id)
 
 
 def test_a_tag_and_a_subdirectory_context(api: httpx.Client, registry: str,
