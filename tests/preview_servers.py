@@ -11,7 +11,7 @@ Routes (``?name=value`` parameters):
 - ``/hello``: ``hello``, with a Content-Length.
 - ``/echo`` (any method): JSON ``{method, target, headers: [[name, value]…],
   bodyLength, bodySha256}``; a request body may come with a Content-Length
-  or chunked.
+  or chunked (one that breaks off is never answered, nor noted in ``ECHOED``).
 - ``/status?code=N``: status N, ``X-Custom: yes``, two ``Set-Cookie``s, and
   hop-by-hop headers a relay must drop (``Keep-Alive``, ``Connection: X-Drop``
   naming ``X-Drop``).
@@ -45,8 +45,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-# The close codes and reasons ``/ws`` received from its clients (for a local server's tests).
+# The close codes and reasons ``/ws`` received from its clients, and the body lengths of
+# the requests ``/echo`` answered (for a local server's tests).
 CLOSES: list[tuple[int, str]] = []
+ECHOED: list[int] = []
 BLOCK = 64 * 1024
 _UNIT = b"0123456789abcdef"
 
@@ -103,7 +105,10 @@ class Handler(BaseHTTPRequestHandler):
     def _read_body(self) -> Iterator[bytes]:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                line = self.rfile.readline()
+                if not line:
+                    raise ConnectionError("the chunked body broke off")
+                size = int(line.split(b";")[0].strip() or b"0", 16)
                 if size == 0:
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass
@@ -114,7 +119,7 @@ class Handler(BaseHTTPRequestHandler):
         while remaining > 0:
             data = self.rfile.read(min(remaining, BLOCK))
             if not data:
-                return
+                raise ConnectionError("the body broke off")
             remaining -= len(data)
             yield data
 
@@ -136,6 +141,7 @@ class Handler(BaseHTTPRequestHandler):
             for data in self._read_body():
                 digest.update(data)
                 length += len(data)
+            ECHOED.append(length)
             body = json.dumps({"method": self.command, "target": self.path,
                                "headers": [[k, v] for k, v in self.headers.items()],
                                "bodyLength": length, "bodySha256": digest.hexdigest()})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -100,15 +101,18 @@ class PortRelays:
     async def aclose(self) -> None:
         await self.pool.aclose()
 
+
 def not_listening(sandbox_id: str, port: int, exc: BaseException) -> PortNotReachableError:
     return PortNotReachableError(
         f"nothing accepts connections on port {port} of sandbox {sandbox_id}",
         details={"sandboxId": sandbox_id, "port": port, "reason": type(exc).__name__})
 
+
 async def until_stopped(sandbox: Sandbox) -> None:
     """Returns once the sandbox no longer runs."""
     while sandbox.status is SandboxStatus.RUNNING:
         await asyncio.sleep(SANDBOX_CHECK_SECONDS)
+
 
 # --- probe ---------------------------------------------------------------------
 
@@ -123,19 +127,27 @@ async def reachable(address: str, port: int, timeout: float = CONNECT_TIMEOUT) -
         await writer.wait_closed()
     return True
 
+
 # --- HTTP ----------------------------------------------------------------------
 
+class VisitorGone(Exception):
+    """The request's sender went away before its body was whole."""
+
+
 async def request_body(receive: Receive) -> AsyncIterator[bytes]:
-    """The request's body as it arrives (it ends early if the visitor goes away)."""
+    """The request's body as it arrives. A sender gone before its end raises
+    ``VisitorGone``, which breaks the upstream request off: a cut upload never reaches
+    the upstream as a whole (shorter) one."""
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return
+            raise VisitorGone
         chunk = message.get("body", b"")
         if chunk:
             yield chunk
         if not message.get("more_body", False):
             return
+
 
 async def open_upstream(relays: PortRelays, request: httpx.Request, sandbox_id: str,
                          port: int, replayable: bool) -> httpx.Response:
@@ -237,7 +249,12 @@ class RelayedAnswer(Response):
         while (await receive())["type"] != "http.disconnect":
             pass
 
+
 # --- WebSocket -----------------------------------------------------------------
+
+# The Host a WebSocket's upstream is shown: a name or address and maybe a port, nothing else.
+_HOST = re.compile(r"(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
 
 def _sendable(code: int | None, fallback: int) -> int:
     """A close code that may travel in a close frame."""
@@ -258,6 +275,9 @@ async def connect_upstream(address: str, port: int, target: str, headers: Header
         raise not_listening(sandbox_id, port, exc) from exc
     host = next(value for name, value in headers if name == "host")
     others = [(name, value) for name, value in headers if name != "host"]
+    if not _HOST.fullmatch(host):
+        sock.close()
+        raise ValidationError.for_fields({"host": "must be a host name or address and a port"})
     try:
         return await connect(
             f"ws://{host}{target}", sock=sock, additional_headers=others,
@@ -272,7 +292,8 @@ async def connect_upstream(address: str, port: int, target: str, headers: Header
             details={"sandboxId": sandbox_id, "port": port, "upstreamStatus": status}) from None
     except InvalidURI as exc:
         sock.close()
-        raise ValidationError.for_fields({"host": "not a valid host"}) from exc
+        raise ValidationError.for_fields({"host": "must be a host name or address and a port"}
+                                         ) from exc
     except TimeoutError as exc:
         raise QboxError(
             f"port {port} of sandbox {sandbox_id} did not complete the WebSocket handshake "

@@ -27,6 +27,7 @@ from qbox.agent.port_relays import (
     RELAY_TIMEOUT,
     PortRelays,
     RelayedAnswer,
+    VisitorGone,
     connect_upstream,
     open_upstream,
     reachable,
@@ -99,15 +100,18 @@ def request_headers(connection: HTTPConnection, port: int, *,
         headers.insert(0, ("host", f"localhost:{port}"))
     return headers
 
+
 def agent_error(exc: QboxError) -> Response:
     response = error_response(exc)
     response.headers[AGENT_ERROR_HEADER] = "1"
     return response
 
+
 def _has_body(request: Request) -> bool:
     if "content-length" in request.headers:
         return True
     return "chunked" in request.headers.get("transfer-encoding", "").lower()
+
 
 async def relay_http(request: Request, secret: AgentSecret) -> Response:
     relays: PortRelays = request.app.state.port_relays
@@ -136,12 +140,16 @@ async def relay_http(request: Request, secret: AgentSecret) -> Response:
         if taken:
             relays.give_back(sandbox_id)
         return agent_error(exc)
+    except VisitorGone:
+        relays.give_back(sandbox_id)
+        return Response(status_code=400)  # nobody is left to read it
     except BaseException:
         if taken:
             relays.give_back(sandbox_id)
         raise
     return RelayedAnswer(upstream, sandbox, request.method,
                          lambda: relays.give_back(sandbox_id))
+
 
 # --- routes --------------------------------------------------------------------
 

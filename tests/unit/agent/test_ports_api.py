@@ -427,6 +427,10 @@ async def test_websocket_refusals(ports_agent: PortsAgent) -> None:
     error = await _error(ports.websocket(ports_agent.sandbox, ports_agent.port,
                                          "ws://elsewhere/", [], []))
     assert (error.status, error.code) == (400, "validation_error")
+    for host in ("user:pw@10.0.0.1", "a b", "x/y", "h:port"):
+        error = await _error(ports.websocket(ports_agent.sandbox, ports_agent.port, "/ws",
+                                             [("Host", host)], []))
+        assert (error.status, error.code) == (400, "validation_error"), host
     await asyncio.sleep(0.05)
     assert ports_agent.relays.open_count(ports_agent.sandbox) == 0
 
@@ -498,3 +502,30 @@ async def test_the_websocket_url_encodes_its_segment(tmp_path: Path) -> None:
         await server.wait_closed()
     assert [line.split(b" ")[1] for line in lines] == [
         f"/internal/v1/sandboxes/{_segment(h)}/ports/8000/ws".encode() for h in HOSTILE_IDS]
+
+
+@pytest.mark.parametrize("framing", [b"Content-Length: 100000\r\n\r\n" + b"a" * 1000,
+                                     b"Transfer-Encoding: chunked\r\n\r\n3e8\r\n" + b"a" * 1000
+                                     + b"\r\n"])
+async def test_an_upload_cut_short_never_reaches_the_upstream_whole(
+        ports_agent: PortsAgent, tmp_path: Path, framing: bytes) -> None:
+    preview_servers.ECHOED.clear()
+    reader, writer = await asyncio.open_unix_connection(str(tmp_path / "agent.sock"))
+    writer.write(f"POST /internal/v1/sandboxes/{ports_agent.sandbox}/ports/{ports_agent.port}"
+                 f"/http HTTP/1.1\r\nHost: agent\r\nAuthorization: Bearer {SECRET}\r\n"
+                 "X-Qbox-Target: /echo\r\n".encode() + framing)
+    await writer.drain()
+    for _ in range(100):
+        if ports_agent.relays.open_count(ports_agent.sandbox) == 1:
+            break
+        await asyncio.sleep(0.01)
+    writer.close()
+    for _ in range(200):
+        if ports_agent.relays.open_count(ports_agent.sandbox) == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert ports_agent.relays.open_count(ports_agent.sandbox) == 0
+    await asyncio.sleep(0.2)
+    assert preview_servers.ECHOED == []
+    status, _, _ = await ports_agent.get("/hello")
+    assert status == 200
