@@ -11,8 +11,8 @@ visitor's ``Authorization`` or ``Host`` never meets the agent's.
 Requests travel on the transport's relay pool (kept alive, no read timeout: a
 download or an event stream may last as long as its visitor likes, and none
 takes a long call's connection); WebSockets on the same endpoint, TLS and
-secret as shells. ``PortSocketConnector`` is the WebSocket
-seam tests replace, as ``ShellConnector`` is for shells.
+secret as shells. ``PortSocketConnector`` is the WebSocket seam tests
+replace, as ``ShellConnector`` is for shells.
 """
 
 from __future__ import annotations
