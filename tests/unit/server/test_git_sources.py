@@ -36,10 +36,10 @@ from qbox.core.ids import template_id_for
 from qbox.server.db.engine import make_async_engine, make_sessionmaker, migrate
 from qbox.server.db.tables import Template, User
 from qbox.server.principal import Principal
-from qbox.server.services import git_templates
+from qbox.server.services import git_remote, git_templates
 from qbox.server.services.context import AgentPool, ServiceContext
 from qbox.server.services.dockerfile_templates import DockerfileTemplateSpec
-from qbox.server.services.git_remote import git_config, git_environment, Access
+from qbox.server.services.git_remote import Access, failure, git_config, git_environment
 from qbox.server.services.git_sources import (
     BuildPaths,
     build_key,
@@ -574,3 +574,33 @@ async def test_git_uses_the_addresses_that_were_checked(ctx: ServiceContext,
         name="pinned", url=f"http://git.nowhere.invalid:{server.port}/app.git"))
     assert looked_up == ["git.nowhere.invalid"]
     assert result.resolved_commit_sha == commits["app.git"][2] and builds.created
+
+
+@pytest.mark.parametrize(("stderr", "error", "transient"), [
+    ("fatal: could not read Username for 'https://h': terminal prompts disabled", RepoUnauthorizedError, None),
+    ("fatal: unable to access 'https://h/r/': The requested URL returned error: 403", RepoUnauthorizedError, None),
+    ("remote: Repository not found.\nfatal: repository 'https://h/r/' not found", RepoNotFoundError, None),
+    ("fatal: unable to access 'https://h/r/': The requested URL returned error: 301", RepoNotFoundError, None),
+    ("fatal: unable to access 'https://h/r/': The requested URL returned error: 502", GitResolveUnavailableError,
+     True),
+    ("fatal: unable to access 'https://h/r/': Failed to connect to h port 443: Connection refused",
+     GitResolveUnavailableError, True),
+    ("fatal: unable to access 'https://h/r/': SSL certificate problem: self-signed certificate",
+     GitResolveUnavailableError, False),
+])
+def test_what_gits_failures_mean(stderr: str, error: type[QboxError], transient: bool | None) -> None:
+    found = failure("warning: something first\n" + stderr + "\n", "https://h/r")
+    assert type(found) is error
+    assert found.details.get("transient") == transient
+    assert "\n" not in found.message and len(found.message) < 500
+
+
+async def test_no_git_on_the_control_plane_is_said_plainly(ctx: ServiceContext,
+                                                           repos: tuple[GitServer, dict[str, list[str]]],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    server, _ = repos
+    monkeypatch.setattr(git_remote, "git_environment",
+                        lambda home, access: {**git_environment(home, access), "PATH": "/nonexistent"})
+    caught = await errors_of(ctx, url=server.url("app.git"))
+    assert isinstance(caught, GitResolveUnavailableError) and "not installed" in caught.message
+    assert caught.details["transient"] is False

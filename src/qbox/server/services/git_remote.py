@@ -111,7 +111,7 @@ def failure(stderr: str, url: str) -> QboxError:
                                  f"(give the repository's final URL): {said}", details=details)
     if "returned error: 4" in text:
         return RepoNotFoundError(f"the git server refused {url}: {said}", details=details)
-    if "protocol" in text and "not supported" in text:
+    if "certificate" in text or ("protocol" in text and "not supported" in text):
         return GitResolveUnavailableError(f"git cannot fetch {url}: {said}",
                                           details={**details, "transient": False})
     return GitResolveUnavailableError(f"could not reach the git repository {url}: {said}",
@@ -272,13 +272,18 @@ class GitWorkspace:
         if remaining <= 0:
             raise _timed_out(self.url)
         os.makedirs(self.home, exist_ok=True)
-        process = await asyncio.create_subprocess_exec(
-            "git", *git_config(self.access), *args,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=git_environment(self.home, self.access), cwd=self._dir,
-            # Its own group: a timeout ends git's helpers (git-remote-https) with it.
-            start_new_session=True)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                "git", *git_config(self.access), *args,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                env=git_environment(self.home, self.access), cwd=self._dir,
+                # Its own group: a timeout ends git's helpers (git-remote-https) with it.
+                start_new_session=True)
+        except FileNotFoundError:
+            raise GitResolveUnavailableError(
+                "git is not installed on the control plane (docs/operations.md, \"Templates from git\")",
+                details={"url": self.url, "transient": False}) from None
         try:
             return await asyncio.wait_for(self._collect(process, limit, stdin), remaining)
         except TimeoutError:
