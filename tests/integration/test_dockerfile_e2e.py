@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import socket
+import subprocess
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -102,6 +103,12 @@ def test_a_multi_stage_dockerfile_builds_and_its_sandbox_shows_it(api: httpx.Cli
             assert out.splitlines() == [
                 "hello from the context", "howdy from the builder", "0",
                 "built in /srv/app as 0", "production demo", "/srv/app", "4242", "app"], out
+        # A rebuild builds the stored Dockerfile and context again.
+        r = api.post(f"/v1/templates/{created['id']}/rebuild")
+        assert r.status_code == 202, r.text
+        again = wait_built(api, str(created["id"]), timeout=300)
+        assert again["status"] == "ready", (again, build_log(api, str(created["id"])))
+        assert "(build 2)" in build_log(api, str(created["id"]))
 
 
 def test_a_failing_run_fails_the_template_and_the_log_says_why(api: httpx.Client, base: str) -> None:
@@ -146,8 +153,9 @@ def listener() -> Iterator[tuple[int, list[str]]]:
 
 
 def host_addresses() -> list[str]:
-    names = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
-    return sorted(a for a in names | {"127.0.0.1"} if a)
+    """The host's own IPv4 addresses (loopback's too)."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    return sorted({line.split()[3].partition("/")[0] for line in out.splitlines() if len(line.split()) > 3})
 
 
 def test_a_run_step_cannot_reach_the_host(api: httpx.Client, qbox: QboxUp, base: str) -> None:
@@ -155,18 +163,24 @@ def test_a_run_step_cannot_reach_the_host(api: httpx.Client, qbox: QboxUp, base:
         targets = [f"{address}:{port}" for address in host_addresses()]
         targets.append(f"127.0.0.1:{qbox.port}")
         # The namespace's gateway is the host's end of its link.
-        script = ("gw=$(busybox ip route | busybox awk '/^default/ {print $3}'); "
+        # busybox nc: connected (our listener answers and closes) is exit 0. The control: a
+        # listener inside the build's own namespace is reached, so "blocked" means blocked.
+        script = ("busybox nc -l -p 9999 </dev/null >/dev/null 2>&1 & sleep 1; "
+                  "if busybox nc -w 3 127.0.0.1 9999 </dev/null >/dev/null 2>&1; then echo CONTROL-$((6*7)); fi; "
+                  "gw=$(busybox ip route | busybox awk '/^default/ {print $3}'); "
                   f"for t in $gw:{port} $gw:{qbox.port} {' '.join(targets)}; do "
-                  "if busybox wget -q -T 3 -O /tmp/out http://$t/healthz; then echo REACHED $t; "
+                  "if busybox nc -w 3 ${t%:*} ${t#*:} </dev/null >/dev/null 2>&1; then echo REACHED $t; "
                   "else echo BLOCKED $t; fi; done; echo gateway=$gw")
         dockerfile = f"FROM {base}\nRUN {script}\n"
         with dockerfile_template(api, "df-net", dockerfile) as created:
             done = wait_built(api, str(created["id"]), timeout=300)
             log = build_log(api, str(created["id"]))
             assert done["status"] == "ready", (done, log)
-            assert "gateway=" in log and "gateway=\n" not in log + "\n", log
-            assert "REACHED" not in log, log
-            assert log.count("BLOCKED") == len(targets) + 2, log
+            lines = log.splitlines()
+            assert "CONTROL-42" in lines, log
+            assert any(line.startswith("gateway=") and line != "gateway=" for line in lines), log
+            assert not [line for line in lines if line.startswith("REACHED")], log
+            assert len([line for line in lines if line.startswith("BLOCKED ")]) == len(targets) + 2, log
         assert reached == [], reached
 
 

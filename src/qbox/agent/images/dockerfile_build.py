@@ -259,6 +259,12 @@ class DockerfileBuilder:
                     (self.cgroup_root / controller / relative).mkdir(parents=True, exist_ok=True)
         if not cgroups.set_memory_limit(self.cgroup, memory_mb, root=self.cgroup_root):
             raise QboxError(f"no memory cgroup to confine the build in ({self.cgroup})")
+        limit = str(memory_mb * 1024 * 1024)
+        # No swap beyond the limit, as a sandbox (v1 memory+swap equal to memory; v2 none).
+        for swap, value in ((self.cgroup_root / "memory" / relative / "memory.memsw.limit_in_bytes", limit),
+                            (self.cgroup_root / relative / "memory.swap.max", "0")):
+            if swap.is_file():
+                swap.write_text(value)
         cgroups.set_cpu_limit(self.cgroup, vcpus, root=self.cgroup_root)
         for pids in (self.cgroup_root / "pids" / relative / "pids.max",
                      self.cgroup_root / relative / "pids.max"):
