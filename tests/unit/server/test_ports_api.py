@@ -18,6 +18,8 @@ from tests.unit.server.conftest import Harness, make_harness
 from tests.unit.server.helpers import add_user_with_key
 from tests.unit.server.test_audit import entries
 from tests.unit.server.test_sandboxes_api import spawn
+from tests.unit.server.test_template_ownership import create, ready
+from tests.unit.server.test_template_pools_api import tick
 
 PORT_KEYS = {"port", "visibility", "hostHeaderMode", "url", "allowedUsers", "signedUrl", "signedUrlExpiresAt"}
 
@@ -295,3 +297,16 @@ def test_probe_asks_the_agent_and_an_unreachable_one_is_false(harness: Harness,
     assert c.post(f"{base(sb)}/8000/probe", headers=auth).json() == {"reachable": False}
     c.delete(f"/v1/sandboxes/{sb['id']}", headers=auth)
     assert error(c.post(f"{base(sb)}/8000/probe", headers=auth)) == (409, "sandbox_not_active")
+
+
+def test_a_sandbox_claimed_from_a_warm_pool_gets_its_ports_too(tmp_path: Path, database: str | None) -> None:
+    for h in make_harness(tmp_path, database=database, warm_pool_max_size=2):
+        create(h, h.admin_key, "pooled", warmPool={"size": 1})
+        ready(h, h.admin_key, "tpl_pooled")
+        tick(h)
+        sb = spawn(h, {"templateId": "tpl_pooled", "ports": [{"port": 8000, "visibility": "private"}]})
+        assert sb["fromPool"] is True
+        [port] = h.client.get(base(sb), headers=h.auth()).json()["ports"]
+        assert (port["port"], port["visibility"], port["allowedUsers"]) == (8000, "private", [])
+        found = route(h, sb["id"], 8000)
+        assert found is not None and found.sandbox_status == "running"
