@@ -492,7 +492,6 @@ _CLASSES_BY_STATUS: dict[int, type[QboxError]] = {
     413: PayloadTooLargeError,
     422: ValidationError,
     429: RateLimitedError,
-    502: BadGatewayError,
     503: UnavailableError,
     507: InsufficientStorageError,
 }
