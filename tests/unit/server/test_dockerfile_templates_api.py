@@ -16,6 +16,7 @@ import pytest
 from qbox.server.db.tables import BuildContext, Template
 from tests.unit.server.conftest import Harness, make_harness
 from tests.unit.server.helpers import add_user_with_key, db_session
+from tests.unit.server.test_templates_api import until
 
 # Never resolves: the agent's pull fails at once, and the control plane lets it through.
 BASE = "registry.invalid/base:1"
@@ -55,6 +56,9 @@ def test_upload_then_create_and_rebuild(small: Harness) -> None:
     assert r.status_code == 201, r.text
     context = r.json()
     assert context["id"].startswith("bctx_") and context["sizeBytes"] == len(data)
+    audit = _entries(h, "build_context.create")
+    assert [(e["targetId"], e["outcome"], e["actorId"]) for e in audit] == [(context["id"], 201, _alice_id)]
+    assert audit[0]["detail"] == f"sizeBytes={len(data)} sha256={context['sha256']}"
     r = h.client.post("/v1/templates", json={
         "name": "from-df", "dockerfile": DOCKERFILE, "buildContextId": context["id"],
         "buildArgs": {"X": "1"}}, headers=h.auth(alice))
@@ -80,9 +84,14 @@ def test_upload_then_create_and_rebuild(small: Harness) -> None:
     assert _settled(h, alice, "tpl_from-df")["status"] == "failed"
 
 
-def _settled(h: Harness, key: str, template_id: str) -> Body:
-    from tests.unit.server.test_templates_api import until
+def _entries(h: Harness, action: str) -> list[Body]:
+    def found() -> list[Body]:
+        rows: list[Body] = h.client.get("/v1/audit?limit=100", headers=h.auth()).json()["data"]
+        return [e for e in rows if e["action"] == action]
+    return until(found)  # type: ignore[no-any-return]
 
+
+def _settled(h: Harness, key: str, template_id: str) -> Body:
     def done() -> Body | None:
         body: Body = h.client.get(f"/v1/templates/{template_id}", headers=h.auth(key)).json()
         return body if body["status"] != "building" else None

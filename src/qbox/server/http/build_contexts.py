@@ -13,7 +13,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from qbox.server.http.access import Bucket, allowed
-from qbox.server.http.auditing import describe
 from qbox.server.http.body import read_body
 from qbox.server.http.deps import services_of
 from qbox.server.http import response_models as rm
@@ -31,7 +30,7 @@ async def upload_build_context(
     """The body is the context archive (``application/x-tar`` or ``application/gzip``)."""
     services = services_of(request)
     data = await read_body(request, services.ctx.settings.max_build_context_bytes)
+    # Audited with the new context as its target (services/audit_notes.py).
     row = await services.dockerfile_templates.store_context(principal, data)
-    describe(request, f"id={row.id} sizeBytes={row.size_bytes} sha256={row.sha256}")
     return JSONResponse({"id": row.id, "sizeBytes": row.size_bytes, "sha256": row.sha256},
                         status_code=201)

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
 from qbox.core.timefmt import utcnow
-from qbox.server.db.tables import ApiKey, Sandbox, Template, User, WebSession
+from qbox.server.db.tables import ApiKey, BuildContext, Sandbox, Template, User, WebSession
 from qbox.server.principal import Principal
 from qbox.server.services import audit_chain
 from qbox.server.services.audit_chain import AuditRecord
@@ -93,6 +93,8 @@ _CREATES: dict[str, tuple[type[Any], Callable[[Any], str], Callable[[Any], str]]
     "api_key.create": (ApiKey, lambda k: k.id,
                        lambda k: f"name={k.name!r} user={k.user_id} scopes={','.join(k.scopes)}"),
     "auth.login": (WebSession, lambda s: s.user_id, lambda s: ""),
+    "build_context.create": (BuildContext, lambda c: c.id,
+                             lambda c: f"sizeBytes={c.size_bytes} sha256={c.sha256}"),
     "sandbox.create": (Sandbox, lambda s: s.id, lambda s: f"template={s.template_id} status={s.status}"),
     "template.create": (Template, lambda t: t.id,
                         lambda t: f"name={t.name} imageRef={t.image_ref} steps={len(t.steps or [])}"),
