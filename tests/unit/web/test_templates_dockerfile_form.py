@@ -25,6 +25,8 @@ def test_a_dockerfile_template_from_the_form(web_member: WebClient) -> None:
     created = web_member.api("GET", "/v1/templates/tpl_df").json()
     assert created["source"] == "dockerfile" and created["imageRef"] == ""
     assert created["buildArgs"] == {"A": "1", "B": "two"} and created["buildContextId"] is None
+    detail = text_of(web_member.get("/templates/tpl_df").text)
+    assert "a Dockerfile" in detail and "B=two" in detail
     page = web_member.get("/templates/new")
     assert 'name="dockerfile"' in page.text and 'value="dockerfile"' in page.text
 
