@@ -12,7 +12,8 @@ Routes (``?name=value`` parameters):
 - ``/echo`` (any method): JSON ``{method, target, headers: [[name, value]…],
   bodyLength, bodySha256}``; a request body may come with a Content-Length
   or chunked (one that breaks off is never answered, nor noted in ``ECHOED``).
-- ``/status?code=N``: status N, ``X-Custom: yes``, two ``Set-Cookie``s, and
+- ``/status?code=N``: status N, ``X-Custom: yes``, two ``Set-Cookie``s,
+  ``X-Bytes`` (the bytes ``caf\xc3\xa9 \xff``: UTF-8 and not), and
   hop-by-hop headers a relay must drop (``Keep-Alive``, ``Connection: X-Drop``
   naming ``X-Drop``).
 - ``/stream?chunks=N&size=B&interval=S``: a chunked body of N chunks of B
@@ -150,6 +151,7 @@ class Handler(BaseHTTPRequestHandler):
             code = int(params.get("code", "200"))
             self._answer(code, f"status {code}".encode(), extra=[
                 ("X-Custom", "yes"), ("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "b=2; Path=/"),
+                ("X-Bytes", "caf\xc3\xa9 \xff"),
                 ("Keep-Alive", "timeout=5"), ("Connection", "X-Drop"), ("X-Drop", "1")])
         elif route == "/stream":
             chunks, size = int(params.get("chunks", "5")), int(params.get("size", "10"))

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import re
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -89,14 +89,6 @@ class PortRelays:
             self._open[sandbox_id] = count
         else:
             self._open.pop(sandbox_id, None)
-
-    @contextlib.contextmanager
-    def slot(self, sandbox_id: str) -> Iterator[None]:
-        self.take(sandbox_id)
-        try:
-            yield
-        finally:
-            self.give_back(sandbox_id)
 
     async def aclose(self) -> None:
         await self.pool.aclose()
@@ -191,7 +183,9 @@ class RelayedAnswer(Response):
         self._upstream = upstream
         self._sandbox = sandbox
         self._release = release
-        headers = end_to_end(upstream.headers.multi_items())
+        # As sent, byte for byte (latin-1 maps each byte to one character and back).
+        headers = end_to_end((name.decode("latin-1"), value.decode("latin-1"))
+                             for name, value in upstream.headers.raw)
         self._sends_body = method != "HEAD" and upstream.status_code not in (204, 304)
         raw: list[tuple[bytes, bytes]] = [(RELAYED_HEADER.encode(), b"1")]
         length = upstream.headers.get("content-length", "")

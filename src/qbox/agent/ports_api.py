@@ -130,7 +130,9 @@ async def relay_http(request: Request, secret: AgentSecret) -> Response:
             headers.append(("content-length", request.headers["content-length"]))
         upstream_request = httpx.Request(
             request.method, httpx.URL(scheme="http", host=address, port=port),
-            headers=headers, content=request_body(request.receive) if has_body else None,
+            # Bytes as the visitor sent them (ASGI gives each byte as one latin-1 character).
+            headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers],
+            content=request_body(request.receive) if has_body else None,
             extensions={"timeout": RELAY_TIMEOUT})
         # The URL's target exactly as sent (httpx would normalise it otherwise).
         upstream_request.url = upstream_request.url.copy_with(raw_path=target.encode("ascii"))

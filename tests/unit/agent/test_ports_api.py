@@ -193,6 +193,7 @@ async def test_status_and_repeated_headers_pass_and_hop_by_hop_ones_do_not(
         assert (status, body) == (code, f"status {code}".encode())
         assert [v for n, v in headers if n == "set-cookie"] == ["a=1; Path=/", "b=2; Path=/"]
         assert ("x-custom", "yes") in headers
+        assert ("x-bytes", "caf\xc3\xa9 \xff") in headers  # byte for byte
         assert not {"keep-alive", "connection", "x-drop"} & {n for n, _ in headers}
 
 
@@ -205,7 +206,7 @@ async def test_the_request_reaches_the_upstream_as_the_visitor_sent_it(
          ("Cookie", "session=abc"), ("X-Forwarded-For", "203.0.113.9"),
          ("Connection", "keep-alive, X-Secret"), ("X-Secret", "hop"), ("TE", "trailers"),
          ("Proxy-Authorization", "Basic cXE6cXE="), ("X-Qbox-Target", "/elsewhere"),
-         ("Accept-Encoding", "identity")], None)
+         ("Accept-Encoding", "identity"), ("X-Bytes", "caf\xe9")], None)
     echo = json.loads(b"".join([chunk async for chunk in response]))
     assert echo["method"] == "PATCH" and echo["target"] == target
     seen = [(name.lower(), value) for name, value in echo["headers"]]
@@ -213,12 +214,15 @@ async def test_the_request_reaches_the_upstream_as_the_visitor_sent_it(
     assert ("authorization", "Bearer the-apps-own") in seen
     assert ("cookie", "session=abc") in seen and ("x-forwarded-for", "203.0.113.9") in seen
     assert ("accept-encoding", "identity") in seen
+    assert ("x-bytes", "caf\xe9") in seen  # the server reads headers as latin-1 too
     names = {name for name, _ in seen}
     assert not {"x-secret", "te", "proxy-authorization"} & names
     assert SECRET not in json.dumps(echo)
-    # Nothing the visitor did not send (no client library defaults).
+    # The visitor's own X-Qbox-Target is only a header to the upstream, never the target.
+    assert ("x-qbox-target", "/elsewhere") in seen
+    # Nothing the visitor did not send (no client library defaults; a PATCH's length 0).
     assert names <= {"host", "authorization", "cookie", "x-forwarded-for", "accept-encoding",
-                     "x-qbox-target", "content-length"}
+                     "x-bytes", "x-qbox-target", "content-length"}
 
 
 async def test_without_a_host_the_upstream_sees_localhost_and_its_port(

@@ -67,7 +67,9 @@ class UpstreamResponse:
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
         self.status: int = response.status_code
-        self.headers: Headers = unwrap(response.headers.multi_items())
+        # As the upstream sent them, byte for byte (each byte one latin-1 character).
+        self.headers: Headers = unwrap((name.decode("latin-1"), value.decode("latin-1"))
+                                       for name, value in response.headers.raw)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
@@ -211,7 +213,8 @@ class PortsClient:
                    headers: list[tuple[str, str]],
                    body: AsyncIterable[bytes] | None) -> UpstreamResponse:
         """Relay one request to ``http://{sandbox address}:{port}{target}``; the answer once
-        its head arrived. ``headers`` are the visitor's (hop-by-hop ones are dropped here;
+        its head arrived. ``headers`` are the visitor's, as ASGI gives them (each byte one
+        latin-1 character; hop-by-hop ones are dropped here;
         ``Host`` is sent as given, else the agent sends ``localhost:{port}``). A
         ``Content-Length`` among them frames ``body``; without one a body goes chunked."""
         relayed = end_to_end(headers)
@@ -220,7 +223,8 @@ class PortsClient:
             (name, value) for name, value in relayed if name != "content-length")
         request = self._transport.request(
             method, path("sandboxes", sandbox_id, "ports", port, "http"), relay=True,
-            headers=wire, content=body, timeout=UNBOUNDED)
+            headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in wire],
+            content=body, timeout=UNBOUNDED)
         response = await self._transport.send(request, stream=True, relay=True,
                                                relayed_marked=RELAYED_HEADER)
         return UpstreamResponse(response)
