@@ -187,3 +187,34 @@ def test_contexts_are_received_whole_and_checked(tmp_path: Path) -> None:
     for bad in ("../x", "ctx_", "CTX_abcdefgh", "ctx_abc/def12345"):
         with pytest.raises(ValidationError):
             context_path(tmp_path, bad)
+
+
+def test_on_cgroup_v2_buildah_sits_in_a_leaf_under_the_limits(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "cgroup2"
+    root.mkdir()
+    (root / "cgroup.controllers").write_text("cpu memory pids\n")
+    real_mkdir = Path.mkdir
+
+    def mkdir_with_files(self: Path, *args: object, **kwargs: object) -> None:
+        real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+        for directory in (self, *self.parents):
+            if directory.name.startswith("sb_build") and directory == self.parent:
+                for name, value in (("memory.max", "max"), ("memory.swap.max", "max"),
+                                    ("cpu.max", "max 100000"), ("pids.max", "max")):
+                    (directory / name).write_text(value)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir_with_files)
+    monkeypatch.setattr(cgroups, "remove_sandbox", lambda path, **kw: REMOVED.append(path) or True)
+    runner, network = Runner(), Network(tmp_path / "ns", tmp_path / "none")
+    build, _ = builder(tmp_path, runner, network, root)
+    asyncio.run(build.build(request(), 256, 1))
+    group = root / "qbox" / build.build_id
+    assert (group / "memory.max").read_text() == str(256 * 1024 * 1024)
+    assert (group / "memory.swap.max").read_text() == "0"
+    assert (group / "cpu.max").read_text() == "100000 100000" and (group / "pids.max").read_text() == "4096"
+    for directory in (root, root / "qbox", group):
+        assert (directory / "cgroup.subtree_control").read_text() in ("+memory", "+cpu", "+pids")
+    bud = next(c for c in runner.calls if "bud" in c)
+    assert bud[bud.index("sh") + 1:bud.index("--")] == [str(group / "buildah" / "cgroup.procs")]
+    assert f"--cgroup-parent=/qbox/{build.build_id}/run" in bud

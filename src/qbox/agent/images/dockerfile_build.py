@@ -250,9 +250,8 @@ class DockerfileBuilder:
 
     def _make_cgroup(self, memory_mb: int, vcpus: int) -> None:
         relative = self.cgroup.strip("/")
-        v2 = (self.cgroup_root / "cgroup.controllers").exists()
-        if v2:
-            (self.cgroup_root / relative).mkdir(parents=True, exist_ok=True)
+        if self._v2:
+            self._make_v2(relative)
         else:
             for controller in ("memory", "cpu", "pids", "freezer"):
                 if (self.cgroup_root / controller).is_dir():
@@ -271,10 +270,25 @@ class DockerfileBuilder:
             if pids.is_file():
                 pids.write_text(str(PIDS_LIMIT))
 
+    @property
+    def _v2(self) -> bool:
+        return (self.cgroup_root / "cgroup.controllers").exists()
+
+    def _make_v2(self, relative: str) -> None:
+        """v2: the controllers enabled down to the build's cgroup and in it; buildah in its
+        leaf ``buildah`` (a v2 cgroup with controllers for its children holds no process),
+        RUN containers in ``run``, the limits on the build's cgroup over both."""
+        build = self.cgroup_root / relative
+        (build / "buildah").mkdir(parents=True, exist_ok=True)
+        for directory in [*reversed(build.parents[:len(Path(relative).parts)]), build]:
+            for controller in ("memory", "cpu", "pids"):
+                with contextlib.suppress(OSError):
+                    (directory / "cgroup.subtree_control").write_text(f"+{controller}")
+
     def _procs_files(self) -> list[str]:
         relative = self.cgroup.strip("/")
-        if (self.cgroup_root / "cgroup.controllers").exists():
-            return [str(self.cgroup_root / relative / "cgroup.procs")]
+        if self._v2:
+            return [str(self.cgroup_root / relative / "buildah" / "cgroup.procs")]
         return [str(self.cgroup_root / c / relative / "cgroup.procs")
                 for c in ("memory", "cpu", "pids", "freezer")
                 if (self.cgroup_root / c / relative).is_dir()]
