@@ -379,7 +379,8 @@ async def test_a_websocket_relays_text_binary_and_close_codes(ports_agent: Ports
     socket_ = await ports_agent.client.ports.websocket(
         ports_agent.sandbox, ports_agent.port, "/ws?room=1",
         [("Origin", "http://8000-sb_x.preview.test"), ("Authorization", "Bearer app"),
-         ("Cookie", "c=1"), ("Sec-WebSocket-Key", "not-this-one"), ("Host", "localhost:8000")],
+         ("Cookie", "c=1"), ("Sec-WebSocket-Key", "not-this-one"), ("Host", "localhost:8000"),
+         ("X-Utf8", "caf\xc3\xa9")],
         ["chat.v2", "chat.v1"])
     async with socket_:
         assert socket_.subprotocol == "chat.v2"
@@ -394,6 +395,7 @@ async def test_a_websocket_relays_text_binary_and_close_codes(ports_agent: Ports
         assert handshake["origin"] == "http://8000-sb_x.preview.test"
         assert handshake["authorization"] == "Bearer app" and handshake["cookie"] == "c=1"
         assert handshake["host"] == "localhost:8000"
+        assert handshake["x-utf8"] == "caf\xc3\xa9"  # the same bytes (read as latin-1)
         assert handshake["sec-websocket-protocol"] == "chat.v2, chat.v1"
         assert handshake["sec-websocket-key"] != "not-this-one"
         assert SECRET not in json.dumps(handshake)
