@@ -251,5 +251,15 @@ async def preview_sign_in(request: Request) -> Response:
         return refusal(not_exposed(sandbox_id, port), True)
     token = await PreviewGrants(services.ctx).mint_token(found.principal.user_id, sandbox_id, port)
     query = "&".join(part for part in (parts.query, urlencode({TOKEN_PARAM: token})) if part)
-    return RedirectResponse(urlunsplit((parts.scheme, parts.netloc, parts.path or "/", query, "")),
-                            status_code=303)
+    return _onward(urlunsplit((parts.scheme, parts.netloc, parts.path or "/", query, "")))
+
+
+def _onward(url: str) -> Response:
+    """A page that goes on to ``url`` by itself, not a redirect: after the sign-in form's POST a
+    redirect chain to another origin is stopped by the dashboard's CSP (``form-action 'self'``),
+    while a page's own refresh is a navigation of its own."""
+    link = html.escape(url, quote=True)
+    page = (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+            f"<meta http-equiv=refresh content='0;url={link}'><title>Opening the preview · qbox</title>"
+            f"</head><body><p><a href='{link}'>Continue to the preview</a></p></body></html>")
+    return Response(page, media_type="text/html", headers={"Cache-Control": "no-store"})
