@@ -18,6 +18,8 @@ from qbox import (
     Hosts,
     HostTokens,
     LogEntry,
+    Port,
+    PortSpec,
     Result,
     Sandbox,
     SandboxInfo,
@@ -52,6 +54,11 @@ def blocking() -> None:
         assert_type(execution, Execution)
         sb.files.write("project/main.py", "print(6 * 7)\n")
         sb.files.upload("model.bin", "/models/model.bin", on_progress=lambda done, total: None)
+        assert_type(sb.ports.expose_and_wait(8000, timeout=30), str)
+        assert_type(sb.ports.expose(9000, visibility="signed_url", ttl=600), str)
+        assert_type(sb.ports.list(), list[Port])
+        assert_type(sb.get_host(8000), str)
+    Sandbox.create("python", ports=[PortSpec(8080), PortSpec(80, force=True)]).close()
     info = Template.create(
         "py-tools", "python:3.12-slim", steps=[Step.run("apt-get update"), Step.env(A="1")], wait=True, on_log=print
     )
@@ -86,6 +93,9 @@ async def awaited() -> None:
         assert_type(execution, Execution)
         await sb.files.write("/data.bin", b"\0" * 10, on_progress=on_progress)
         await sb.files.download("/data.bin", "copy.bin", on_progress=lambda done, total: None)
+        assert_type(await sb.ports.expose_and_wait(8000), str)
+        assert_type(await sb.ports.get(8000), Port)
+        assert_type(await sb.get_host(8000), str)
     assert_type(await AsyncTemplate.create("py-tools", "python:3.12-slim", on_log=on_output), TemplateInfo)
 
 
