@@ -134,8 +134,9 @@ async def test_events_arrive_one_by_one_and_a_download_passes_in_bounded_memory(
     async for chunk in response:
         arrivals += [time.monotonic()] * chunk.count(b"\n\n")
     assert len(arrivals) == 5
-    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
-    assert all(0.1 < gap < 1.0 for gap in gaps), gaps
+    # Sent 0.2 s apart and passed on as they came (a buffering relay: all at once at the end;
+    # a loaded machine may join two now and then).
+    assert arrivals[-1] - arrivals[0] > 0.6 and len(set(arrivals)) >= 4, arrivals
 
     response = await ports.http(sandbox, PORT, "GET", "/stream?chunks=4&size=3&interval=0.2",
                                 [], None)

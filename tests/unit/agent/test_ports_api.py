@@ -258,8 +258,9 @@ async def test_events_arrive_one_by_one(ports_agent: PortsAgent) -> None:
         for _ in range(chunk.count(b"\n\n")):
             arrivals.append(time.monotonic())
     assert len(arrivals) == 4
-    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
-    assert all(gap > 0.2 for gap in gaps), gaps
+    # Sent 0.3 s apart and passed on as they came (a buffering relay: all at once at the end;
+    # a loaded machine may join two now and then).
+    assert arrivals[-1] - arrivals[0] > 0.6 and len(set(arrivals)) >= 3, arrivals
 
 
 async def test_a_download_streams_whole_and_a_head_request_has_no_body(
