@@ -449,7 +449,9 @@ async def test_nothing_is_fetched_from_a_private_address_without_the_setting(
     ctx.settings = ctx.settings.model_copy(update={"git_allow_insecure": False})
     before = len(server.requests)
     for url in (server.url("app.git"), f"https://127.0.0.1:{server.port}/app.git",
-                f"https://localhost:{server.port}/app.git", f"file://{server.root}/app.git"):
+                f"https://localhost:{server.port}/app.git", f"file://{server.root}/app.git",
+                f"https://2130706433:{server.port}/app.git", f"https://0x7f.0.0.1:{server.port}/app.git",
+                f"https://[::1]:{server.port}/app.git", f"https://[::ffff:127.0.0.1]:{server.port}/app.git"):
         assert isinstance(await errors_of(ctx, url=url), GitUrlInvalidError)
     assert len(server.requests) == before
 
