@@ -15,10 +15,12 @@ import tarfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
 
+from qbox.sdk import ConnectionConfig, Template
 from tests.integration.test_templates_e2e import (
     build_log,
     remove_template,
@@ -109,6 +111,25 @@ def test_a_multi_stage_dockerfile_builds_and_its_sandbox_shows_it(api: httpx.Cli
         again = wait_built(api, str(created["id"]), timeout=300)
         assert again["status"] == "ready", (again, build_log(api, str(created["id"])))
         assert "(build 2)" in build_log(api, str(created["id"]))
+
+
+def test_the_sdk_uploads_a_context_without_what_dockerignore_names(
+        api: httpx.Client, qbox: QboxUp, base: str, tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "main.sh").write_text("echo main\n")
+    (tmp_path / "secret.key").write_text("not for the image\n")
+    (tmp_path / ".dockerignore").write_text("*.key\n")
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {base}\nCOPY . /ctx/\nRUN test -f /ctx/app/main.sh && test ! -e /ctx/secret.key && echo CONTEXT-OK\n")
+    config = ConnectionConfig(api_key=qbox.api_key, base_url=qbox.base_url)
+    lines: list[str] = []
+    try:
+        info = Template.from_dockerfile("df-sdk", context=tmp_path, wait=True, on_log=lines.append,
+                                        timeout=300, config=config)
+        assert info.is_ready and info.source == "dockerfile", info
+        assert "CONTEXT-OK" in lines, lines
+    finally:
+        remove_template(api, "tpl_df-sdk")
 
 
 def test_a_failing_run_fails_the_template_and_the_log_says_why(api: httpx.Client, base: str) -> None:
