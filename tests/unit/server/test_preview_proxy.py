@@ -510,3 +510,13 @@ def test_an_upstream_that_never_answers_is_a_504(monkeypatch: pytest.MonkeyPatch
 def test_a_client_gone_before_the_answer_began_cancels_the_wait() -> None:
     sent = _run(StubbornPorts(None), disconnect_after=0.2)
     assert sent == []
+
+
+def test_an_unexpected_error_is_the_envelope_not_a_traceback() -> None:
+    class Broken:
+        async def http(self, *args: Any) -> EchoAnswer:
+            raise KeyError("a bug")
+
+    sent = _run(Broken(), disconnect_after=3600)
+    assert sent[0]["status"] == 500 and b'"code":"internal"' in sent[1]["body"]
+    assert b"a bug" not in sent[1]["body"]

@@ -29,7 +29,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from qbox.server.agent_client import AgentClient
 from qbox.server.agent_client.ports import UpstreamSocket
-from qbox.core.errors import NotFoundError, QboxError, UnavailableError, ValidationError
+from qbox.core.errors import InternalError, NotFoundError, QboxError, UnavailableError, ValidationError
 from qbox.server.http.preview_auth import OUR_COOKIES, Admit, Incoming, PreviewAuth, Redirect, not_exposed, refusal
 from qbox.server.services.preview import PreviewDomain, PreviewRoute
 from qbox.server.services.registry import Services
@@ -106,6 +106,11 @@ class PreviewProxy:
             if exc.status >= 500 and not exc.details.get("transient"):
                 log.info("preview %s: %s %s", scope.get("path"), exc.code, exc.message)
             await _refuse(scope, receive, send, exc, wants_html)
+        except Exception:  # noqa: BLE001 - the envelope, never a traceback; once begun, the connection ends
+            log.exception("preview %s: unexpected error", scope.get("path"))
+            with contextlib.suppress(Exception):
+                await _refuse(scope, receive, send, InternalError("internal error in the preview proxy"),
+                              wants_html)
 
     def _read(self, scope: Scope, hosts: list[str]) -> Incoming:
         if len(hosts) != 1:
@@ -266,10 +271,7 @@ async def _relay_http(scope: Scope, receive: Receive, send: Send, agent: AgentCl
     error = relay.exception()
     if error is None or isinstance(error, _ClientGone):
         return
-    if isinstance(error, QboxError):
-        raise error
-    raise QboxError(f"port {route.port} of {route.sandbox_id}: the relay broke ({type(error).__name__})",
-                    status=502, code="port_not_reachable") from error
+    raise error
 
 
 async def _relay_websocket(scope: Scope, receive: Receive, send: Send, agent: AgentClient,
