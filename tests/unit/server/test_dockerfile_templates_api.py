@@ -162,3 +162,25 @@ def test_without_a_context_the_name_rules_still_hold(harness: Harness) -> None:
     r = h.client.post("/v1/templates", json={"name": "df", "dockerfile": f"FROM {BASE}\n"},
                       headers=h.auth())
     assert error(r) == (409, "conflict")
+
+
+def test_a_name_freed_by_a_dockerfile_template_makes_a_plain_image_template(harness: Harness) -> None:
+    h = harness
+    r = h.client.post("/v1/templates", json={"name": "reused", "dockerfile": DOCKERFILE,
+                                             "buildArgs": {"A": "1"}}, headers=h.auth())
+    assert r.status_code == 201, r.text
+    _settled(h, h.admin_key, "tpl_reused")
+    # A sandbox's history keeps the row (a tombstone) that the next template of the name reuses.
+    with db_session(h.settings.data_dir) as session:
+        row = session.get(Template, "tpl_reused")
+        assert row is not None
+        row.status, row.built_from_template_id = "deleted", "tpl_old"
+        session.commit()
+    r = h.client.post("/v1/templates", json={"name": "reused", "imageRef": BASE}, headers=h.auth())
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["source"] == "image" and body["imageRef"] == BASE and body["builtFromTemplateId"] is None
+    assert "buildArgs" not in body
+    with db_session(h.settings.data_dir) as session:
+        row = session.get(Template, "tpl_reused")
+        assert row is not None and row.dockerfile is None and row.build_args == {}

@@ -1,9 +1,11 @@
-"""The images a template builds from, checked against the pull policy for its creator: its
-``imageRef``, or every image its Dockerfile names (core/dockerfile.py)."""
+"""Where a template's image comes from: the images it builds from, checked against the pull
+policy for its creator (its ``imageRef``, or every image its Dockerfile names:
+core/dockerfile.py), and the source columns of an image template."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from qbox.core.dockerfile import images_of
 from qbox.core.errors import QboxError, ValidationError
@@ -13,6 +15,12 @@ from qbox.server.principal import Principal
 from qbox.server.services.template_builds import DOCKERFILE_SOURCES
 
 RefCheck = Callable[[Principal, str], Awaitable[None]]
+# A template row's source columns for an image template; a Dockerfile or git one sets its own
+# over these (a deleted template's row is reused for its name).
+IMAGE_SOURCE: dict[str, Any] = dict(
+    source="image", dockerfile=None, build_args={}, build_context_id=None, git_url=None, git_ref=None,
+    resolved_commit_sha=None, dockerfile_path=None, context_path=None, build_key=None,
+    built_from_template_id=None)
 
 
 async def check_dockerfile_refs(check_ref: RefCheck, principal: Principal, dockerfile: str,

@@ -26,7 +26,7 @@ from qbox.core.image_refs import ImageRefPolicy
 from qbox.core.states import LIVE_STATES
 from qbox.server.db.tables import Sandbox, Template, TemplateBuildLog
 from qbox.server.services.context import ServiceContext
-from qbox.server.services.dockerfile_refs import check_template_refs
+from qbox.server.services.dockerfile_refs import IMAGE_SOURCE, check_template_refs
 from qbox.server.services.hosts import hold_image
 from qbox.server.services.lifecycle import values_of
 from qbox.server.principal import Principal
@@ -230,7 +230,7 @@ class TemplateService:
             steps=list(spec.steps), default_user=spec.user, workdir=workdir, envs=dict(spec.env),
             host_selector=dict(spec.host_selector), services=[],
             code_interpreter=spec.code_interpreter, warm_pool_size=spec.warm_pool_size,
-            warm_pool_eager=spec.warm_pool_eager,
+            warm_pool_eager=spec.warm_pool_eager, **IMAGE_SOURCE,
             build_generation=(template.build_generation or 0) + 1, build_started_at=now,
             build_finished_at=None, created_at=now, updated_at=now)
         for key, value in values.items():
