@@ -8,6 +8,7 @@ import io
 import os
 import tarfile
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,22 @@ def test_a_name_freed_by_a_dockerfile_template_makes_a_plain_image_template(harn
     with db_session(h.settings.data_dir) as session:
         row = session.get(Template, "tpl_reused")
         assert row is not None and row.dockerfile is None and row.build_args == {}
+
+
+def test_old_contexts_no_template_uses_go_with_their_owners_next_upload(harness: Harness) -> None:
+    h = harness
+    _a, alice = add_user_with_key(h.settings.data_dir)
+    _b, bob = add_user_with_key(h.settings.data_dir)
+    data = tar_of({"app.txt": b"x"})
+    unused, used = (upload(h, alice, data).json()["id"] for _ in range(2))
+    bobs = upload(h, bob, data).json()["id"]
+    r = h.client.post("/v1/templates", json={"name": "keeps", "dockerfile": DOCKERFILE, "buildContextId": used},
+                      headers=h.auth(alice))
+    assert r.status_code == 201, r.text
+    with db_session(h.settings.data_dir) as session:
+        for row in session.query(BuildContext):
+            row.created_at = row.created_at - timedelta(days=2)
+        session.commit()
+    fresh = upload(h, alice, data).json()["id"]
+    with db_session(h.settings.data_dir) as session:
+        assert {row.id for row in session.query(BuildContext)} == {used, bobs, fresh}

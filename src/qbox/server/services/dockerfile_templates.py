@@ -16,7 +16,9 @@ import asyncio
 import hashlib
 import secrets
 from dataclasses import dataclass, replace
+from datetime import timedelta
 
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from qbox.core.build_context import check_context
@@ -33,6 +35,8 @@ from qbox.server.services.templates import NewTemplate, TemplateService
 __all__ = ["DockerfileTemplateSpec", "DockerfileTemplates", "new_context_id"]
 
 MAX_BUILD_ARGS = 256
+# An uploaded context no template names is removed by its owner's next upload after this.
+UNUSED_CONTEXT_TTL = timedelta(hours=24)
 _SOURCES = ("dockerfile", "git")
 
 
@@ -92,11 +96,18 @@ class DockerfileTemplates:
     # --- contexts ----------------------------------------------------------------
 
     async def store_context(self, principal: Principal, data: bytes) -> BuildContext:
-        """A checked context, stored for ``principal`` (POST /v1/build-contexts)."""
+        """A checked context, stored for ``principal`` (POST /v1/build-contexts). The same
+        user's contexts older than UNUSED_CONTEXT_TTL that no template uses go meanwhile."""
         sha256, size = await self.check_context(data)
+        now = self.ctx.clock()
         row = BuildContext(id=new_context_id(), owner_id=principal.user_id, sha256=sha256,
-                           size_bytes=size, data=data, created_at=self.ctx.clock())
+                           size_bytes=size, data=data, created_at=now)
+        used = select(Template.build_context_id).where(Template.build_context_id.is_not(None),
+                                                       Template.status != DELETED)
         async with self.ctx.sessions() as session:
+            await session.execute(delete(BuildContext).where(
+                BuildContext.owner_id == principal.user_id,
+                BuildContext.created_at < now - UNUSED_CONTEXT_TTL, BuildContext.id.not_in(used)))
             session.add(row)
             await session.commit()
         return row
