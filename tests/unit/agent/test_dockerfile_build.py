@@ -12,6 +12,7 @@ import pytest
 
 from qbox.agent import cgroups
 from qbox.agent.idmap import IdMapping
+from qbox.agent.images import dockerfile_build
 from qbox.agent.images.dockerfile_build import (
     BuildFailed,
     DockerfileBuilder,
@@ -22,7 +23,7 @@ from qbox.agent.images.dockerfile_build import (
 from qbox.agent.images.refs import RegistryCredentials
 from qbox.agent.images.runner import CommandResult, OutputCallback
 from qbox.agent.network.base import Attachment
-from qbox.core.errors import ValidationError
+from qbox.core.errors import QboxError, ValidationError
 from qbox.core.image_refs import ImageRefPolicy
 from qbox.protocol.images import DockerfileBuild
 
@@ -59,6 +60,12 @@ class Network:
 
     async def detach(self, sandbox_id: str) -> None:
         self.detached.append(sandbox_id)
+
+
+@pytest.fixture(autouse=True)
+def buildah_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether buildah is on this machine does not matter here: the runner is a recording."""
+    monkeypatch.setattr(dockerfile_build.shutil, "which", lambda name: f"/usr/bin/{name}")
 
 
 @pytest.fixture
@@ -157,7 +164,8 @@ def test_a_failing_step_fails_the_build_and_still_detaches(tmp_path: Path, cgrou
     assert not any(c[:2] == ["buildah", f"--root={build.storage}"] and "push" in c for c in runner.calls)
 
 
-def test_refused_before_anything_runs(tmp_path: Path, cgroup_root: Path) -> None:
+def test_refused_before_anything_runs(tmp_path: Path, cgroup_root: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
     runner, network = Runner(), Network(tmp_path / "ns", tmp_path / "none")
     policy = ImageRefPolicy.from_settings(None, None)
     build, _ = builder(tmp_path, runner, network, cgroup_root, policy=policy)
@@ -166,6 +174,10 @@ def test_refused_before_anything_runs(tmp_path: Path, cgroup_root: Path) -> None
             asyncio.run(build.build(request(text), 512, 1))
     build, _ = builder(tmp_path, runner, network, cgroup_root, mapping=None)
     with pytest.raises(BuildFailed, match="user namespace"):
+        asyncio.run(build.build(request(), 512, 1))
+    monkeypatch.setattr(dockerfile_build.shutil, "which", lambda name: None)
+    build, _ = builder(tmp_path, runner, network, cgroup_root)
+    with pytest.raises(QboxError, match="buildah is not installed"):
         asyncio.run(build.build(request(), 512, 1))
     assert runner.calls == [] and network.attached == []
 

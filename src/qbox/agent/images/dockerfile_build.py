@@ -171,6 +171,8 @@ class DockerfileBuilder:
         """Build; the ``oci:`` ref of the result (in the work dir, until ``cleanup``)."""
         if self.mapping is None:
             raise BuildFailed("Dockerfile builds need the agent's user namespace (its sandboxes' id mapping)")
+        if shutil.which("buildah") is None:
+            raise QboxError("buildah is not installed on this host (scripts/setup.sh installs it)")
         images = images_of(request.dockerfile, request.build_args).images
         for image in images:
             await self._check(image)
