@@ -4,6 +4,7 @@ rotation, a spawn's ports, and another member's sandbox answering 404 everywhere
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from qbox.core.errors import HostUnavailableError
+from qbox.core.errors import HostUnavailableError, PortCountLimitError
 from qbox.server.principal import Principal
+from qbox.server.services.port_specs import PortSpec
 from qbox.server.services.preview import SIGNATURE_PARAM, PreviewRoute, signature_valid
 from tests.unit.server.conftest import Harness, make_harness
 from tests.unit.server.helpers import add_user_with_key
@@ -310,3 +312,19 @@ def test_a_sandbox_claimed_from_a_warm_pool_gets_its_ports_too(tmp_path: Path, d
         assert (port["port"], port["visibility"], port["allowedUsers"]) == (8000, "private", [])
         found = route(h, sb["id"], 8000)
         assert found is not None and found.sandbox_status == "running"
+
+
+def test_concurrent_exposes_never_pass_the_limit(harness: Harness) -> None:
+    sb = spawn(harness)
+    services = harness.client.app.state.services  # type: ignore[attr-defined]
+    admin = Principal(user_id="usr_admin0000000", email="admin@localhost", role="admin", api_key_id=None,
+                      scopes=("*",))
+
+    async def all_at_once() -> list[object]:
+        exposes = (services.ports.expose(admin, sb["id"], PortSpec(p)) for p in range(8000, 8006))
+        return list(await asyncio.gather(*exposes, return_exceptions=True))
+
+    outcomes = harness.client.portal.call(all_at_once)  # type: ignore[union-attr]
+    refused = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(refused) == 3 and all(isinstance(o, PortCountLimitError) for o in refused), refused
+    assert len(harness.client.get(base(sb), headers=harness.auth()).json()["ports"]) == 3

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -146,10 +146,11 @@ class PortService:
 
 
 async def _sandbox(session: AsyncSession, principal: Principal, sandbox_id: str, *, lock: bool = False) -> Sandbox:
-    query = select(Sandbox).where(Sandbox.id == sandbox_id)
+    """The principal's sandbox; with ``lock``, its row held until the transaction ends, so two
+    changes of its ports do not interleave (a no-op UPDATE: a write lock on SQLite too)."""
     if lock:
-        query = query.with_for_update()
-    sandbox = (await session.execute(query)).scalar_one_or_none()
+        await session.execute(update(Sandbox).where(Sandbox.id == sandbox_id).values(status=Sandbox.status))
+    sandbox = (await session.execute(select(Sandbox).where(Sandbox.id == sandbox_id))).scalar_one_or_none()
     # Another user's sandbox is indistinguishable from a missing one.
     if sandbox is None or (not principal.is_admin and sandbox.owner_id != principal.user_id):
         raise SandboxNotFoundError(f"sandbox {sandbox_id} not found", details={"sandboxId": sandbox_id})
