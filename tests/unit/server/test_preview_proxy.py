@@ -27,7 +27,7 @@ from qbox.server.http.preview import PreviewDispatcher
 from qbox.server.services.ports import PortService
 from qbox.server.services.preview import PreviewDomain, PreviewRoute, new_signing_key, sign
 from qbox.server.settings import ServerSettings
-from tests.unit.server.helpers import add_user_with_key
+from tests.unit.server.helpers import add_user_with_key, remember_database
 
 SB = "sb_0123456789abcdef"
 HOST = f"8000-{SB}.localhost"
@@ -142,7 +142,18 @@ class Proxy:
 
 @pytest.fixture
 def proxy(tmp_path: Path) -> Iterator[Proxy]:
-    settings = ServerSettings(data_dir=tmp_path, database_url=None, port=80)
+    yield from make_proxy(tmp_path, None)
+
+
+@pytest.fixture
+def proxy_on_each_database(tmp_path: Path, database: str | None) -> Iterator[Proxy]:
+    """The sign-in's tokens and cookie key are rows of cluster_keys: on SQLite and PostgreSQL."""
+    yield from make_proxy(tmp_path, database)
+
+
+def make_proxy(tmp_path: Path, database: str | None) -> Iterator[Proxy]:
+    remember_database(tmp_path, database)
+    settings = ServerSettings(data_dir=tmp_path, database_url=database, port=80)
     secrets: list[str] = []
     app = create_app(settings, Startup(embedded_agent=False, run_sandbox_loops=False,
                                        on_first_admin=lambda admin: secrets.append(admin.secret or "")))
@@ -359,7 +370,8 @@ def _member(proxy: Proxy, email: str) -> str:
     return str(r.json()["id"])
 
 
-def test_private_in_a_browser_signs_in_through_the_dashboard(proxy: Proxy) -> None:
+def test_private_in_a_browser_signs_in_through_the_dashboard(proxy_on_each_database: Proxy) -> None:
+    proxy = proxy_on_each_database
     owner = _member(proxy, "owner@example.com")
     proxy.expose(visibility="private", owner_id=owner)
     html = {"accept": "text/html"}
