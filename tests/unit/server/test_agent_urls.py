@@ -59,7 +59,7 @@ def _arguments(call: Any, hostile: str) -> dict[str, Any]:
     by_name: dict[str, Any] = {
         "sandbox_id": hostile, "context_id": hostile, "pid": 42, "signal": 15, "recursive": False,
         "ref": "registry.example/img:1", "name": "img", "keep": [], "length": None, "deadline": None,
-        "sha256": "0" * 64, "data": b"a tar",
+        "sha256": "0" * 64, "data": b"a tar", "envs": {"A": "1"},
     }
     hints = typing.get_type_hints(call)
     values: dict[str, Any] = {}
