@@ -532,3 +532,25 @@ def test_an_unexpected_error_is_the_envelope_not_a_traceback() -> None:
     sent = _run(Broken(), disconnect_after=3600)
     assert sent[0]["status"] == 500 and b'"code":"internal"' in sent[1]["body"]
     assert b"a bug" not in sent[1]["body"]
+
+
+def test_a_preview_cookie_counts_for_websockets_and_changes_only_from_its_own_pages(proxy: Proxy) -> None:
+    """Every preview is same-site with every other: a sibling preview's page gets the browser to send
+    SameSite=Lax cookies, and a WebSocket has no CORS. So its Origin must be the preview's own."""
+    import time
+
+    route = proxy.expose(visibility="signed_url")
+    cookie = {"cookie": f"qbox_preview_sig={sign(route.signing_key, SB, 8000, int(time.time()) + 60)}"}
+    sibling = {**cookie, "origin": "http://8000-sb_attacker0000.localhost"}
+    own = {**cookie, "origin": f"http://{HOST}"}
+    assert echoed(proxy.get(headers=sibling))["method"] == "GET"  # reading: CORS is the app's
+    r = proxy.client.post("/change", headers={"host": HOST, **sibling})
+    assert r.status_code == 403 and r.json()["error"]["details"]["reason"] == "origin"
+    assert echoed(proxy.client.post("/change", headers={"host": HOST, **own}))["method"] == "POST"
+    with pytest.raises(WebSocketDenialResponse) as denied:
+        with proxy.client.websocket_connect("/hmr", headers={"host": HOST, **sibling}):
+            pass
+    assert denied.value.status_code == 403
+    with proxy.client.websocket_connect("/hmr", headers={"host": HOST, **own}) as ws:
+        ws.send_text("hi")
+        assert ws.receive_text() == "hi"

@@ -133,7 +133,7 @@ class PreviewProxy:
                         raw_path=raw_path.decode("latin-1"),
                         query=scope.get("query_string", b"").decode("latin-1"),
                         headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
-                        client_ip=client[0] if client else "unknown")
+                        client_ip=client[0] if client else "unknown", websocket=scope["type"] == "websocket")
 
     @contextlib.contextmanager
     def _slot(self, sandbox_id: str) -> Iterator[None]:

@@ -37,6 +37,7 @@ PREVIEW_COOKIE = "qbox_preview"
 SIGNED_COOKIE = "qbox_preview_sig"
 TOKEN_PARAM = "qbox_preview_token"
 AUTH_PATH = "/preview-auth"
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 # Never sent on to a sandbox.
 OUR_COOKIES = frozenset({SESSION_COOKIE, CSRF_COOKIE, PREVIEW_COOKIE, SIGNED_COOKIE})
 OUR_PARAMS = frozenset({SIGNATURE_PARAM, TOKEN_PARAM})
@@ -57,6 +58,7 @@ class Incoming:
     query: str
     headers: list[tuple[str, str]]
     client_ip: str
+    websocket: bool = False
 
     def header(self, name: str) -> str:
         return next((value for key, value in self.headers if key == name), "")
@@ -93,6 +95,16 @@ class Incoming:
 
     def url(self, drop: frozenset[str] = OUR_PARAMS) -> str:
         return f"{self.scheme}://{self.host}{self.target(drop)}"
+
+    def check_cookie_origin(self) -> None:
+        """A cookie lets in a WebSocket or a change only from the preview's own pages. Every
+        preview is same-site with every other (one domain), so browsers send SameSite=Lax
+        cookies on a sibling preview's requests too; a WebSocket has no CORS to stop it."""
+        origin = self.header("origin")
+        if (self.websocket or self.method not in _SAFE) and origin \
+                and urlsplit(origin).netloc.lower() != self.host.lower():
+            raise PermissionDeniedError("the preview's cookie counts only on requests from its own pages",
+                                        details={"reason": "origin"})
 
 
 @dataclass(frozen=True)
@@ -167,6 +179,7 @@ class PreviewAuth:
             raise _signature_refused(given, now)
         kept = incoming.cookies.get(SIGNED_COOKIE)
         if kept and signature_valid(route.signing_key, route.sandbox_id, route.port, kept, now):
+            incoming.check_cookie_origin()
             return Admit()
         if kept:
             raise _signature_refused(kept, now)
@@ -188,6 +201,7 @@ class PreviewAuth:
             return Redirect(incoming.url(), (set_cookie(PREVIEW_COOKIE, cookie, max_age, self._secure),))
         grant = await self.grants.from_cookie(incoming.cookies.get(PREVIEW_COOKIE), now)
         if grant is not None and (grant.sandbox_id, grant.port) == (route.sandbox_id, route.port):
+            incoming.check_cookie_origin()
             await self._still_allowed(grant, route)
             return Admit()
         if incoming.wants_html and incoming.method in ("GET", "HEAD"):
