@@ -181,7 +181,8 @@ def test_every_path_id_is_checked_by_its_format(edge: Harness) -> None:
     """Derived from the routes: a malformed value of any path parameter is a 404, never forwarded."""
     sb = spawn(edge)["id"]
     good = {"sandbox_id": sb, "pid": "1", "context_id": "ctx_1", "key_id": "key_00000000",
-            "user_id": "usr_00000000", "template_id": "tpl_python", "host_id": "local"}
+            "user_id": "usr_00000000", "template_id": "tpl_python", "host_id": "local",
+            "port": "8000"}
     agent = edge.agent
     checked = 0
     spec = edge.client.get("/openapi.json").json()

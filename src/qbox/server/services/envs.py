@@ -22,7 +22,6 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qbox.core import dotenv
@@ -32,7 +31,7 @@ from qbox.core.states import SandboxState
 from qbox.server.db.tables import Sandbox, Template
 from qbox.server.principal import Principal
 from qbox.server.services.context import ServiceContext
-from qbox.server.services.lifecycle import Change, LifecycleEvent, SandboxLifecycle
+from qbox.server.services.lifecycle import Change, LifecycleEvent, SandboxLifecycle, lock_row
 from qbox.server.services.sandboxes import SandboxService, not_active
 from qbox.server.services.templates import sandbox_env
 
@@ -205,8 +204,7 @@ class EnvService:
         sandbox = await self.sandboxes.get(principal, sandbox_id)  # 404 before any lock
         if sandbox.status != SandboxState.RUNNING:
             raise not_active(sandbox)
-        await session.execute(update(Sandbox).where(Sandbox.id == sandbox_id)
-                              .values(status=Sandbox.status))
+        await lock_row(session, sandbox_id)
         locked = await session.get(Sandbox, sandbox_id, populate_existing=True)
         if locked is None or locked.status != SandboxState.RUNNING:
             raise not_active(locked or sandbox)

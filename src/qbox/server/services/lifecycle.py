@@ -140,6 +140,14 @@ def claimed_row(**columns: Any) -> Sandbox:
     return Sandbox(status=SandboxState.RUNNING.value, from_pool=True, **columns)
 
 
+async def lock_row(session: AsyncSession, sandbox_id: str) -> None:
+    """Hold a sandbox's row until the transaction ends, so changes made beside its state (its
+    envs, its ports) do not interleave with each other or with an end: an UPDATE that changes
+    nothing, a row lock on PostgreSQL and the write lock on SQLite. Before any read in the
+    session (a SQLite transaction that read first cannot take the write lock later)."""
+    await session.execute(update(Sandbox).where(Sandbox.id == sandbox_id).values(status=Sandbox.status))
+
+
 class SandboxLifecycle:
     """Applies changes to sandboxes, and what an end means beyond the row."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,6 +27,7 @@ from qbox.core.states import SandboxState
 from qbox.server.db.tables import Sandbox, SandboxPort
 from qbox.server.principal import Principal
 from qbox.server.services.context import ServiceContext
+from qbox.server.services.lifecycle import lock_row
 from qbox.server.services.port_specs import (
     PortChange,
     PortSpec,
@@ -149,7 +150,7 @@ async def _sandbox(session: AsyncSession, principal: Principal, sandbox_id: str,
     """The principal's sandbox; with ``lock``, its row held until the transaction ends, so two
     changes of its ports do not interleave (a no-op UPDATE: a write lock on SQLite too)."""
     if lock:
-        await session.execute(update(Sandbox).where(Sandbox.id == sandbox_id).values(status=Sandbox.status))
+        await lock_row(session, sandbox_id)
     sandbox = (await session.execute(select(Sandbox).where(Sandbox.id == sandbox_id))).scalar_one_or_none()
     # Another user's sandbox is indistinguishable from a missing one.
     if sandbox is None or (not principal.is_admin and sandbox.owner_id != principal.user_id):
