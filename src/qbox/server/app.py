@@ -34,7 +34,6 @@ from qbox.server.http import (
     openapi,
     ports,
     preview,
-    preview_auth,
     processes,
     quotas,
     sandboxes,
@@ -218,7 +217,6 @@ def create_app(settings: ServerSettings | None = None, startup: Startup | None =
     app.include_router(hosts.agents_router)
     app.include_router(cluster.router)
     app.include_router(ports.router)
-    app.include_router(preview_auth.router)
     app.include_router(build_contexts.router)
     web.install(app)
     openapi.install(app)

@@ -383,7 +383,7 @@ def test_private_in_a_browser_signs_in_through_the_dashboard(proxy_on_each_datab
     assert to == f"http://{HOST}/page?a=1"
     # Not signed in: the dashboard's sign-in first, then back here.
     r = proxy.client.get(f"/preview-auth?{location.query}", follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"].startswith("/login?next=%2Fpreview-auth")
+    assert r.status_code == 303 and r.headers["location"].startswith("/login?next=/preview-auth%3Fto%3D")
     session = _login(proxy, "owner@example.com")
     r = proxy.client.get(f"/preview-auth?{location.query}", headers={"cookie": f"qbox_session={session}"},
                          follow_redirects=False)

@@ -20,12 +20,11 @@ from __future__ import annotations
 import html
 import time
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, Response
 
-from qbox.core.errors import AuthenticationError, NotFoundError, PermissionDeniedError, QboxError, ValidationError
+from qbox.core.errors import AuthenticationError, NotFoundError, PermissionDeniedError, QboxError
 from qbox.server.http.access import rate_limited
 from qbox.server.services.keys import SECRET_PREFIX, principal_for_secret
 from qbox.server.services.preview import SIGNATURE_PARAM, PreviewDomain, PreviewRoute, signature_valid
@@ -42,7 +41,6 @@ _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 OUR_COOKIES = frozenset({SESSION_COOKIE, CSRF_COOKIE, PREVIEW_COOKIE, SIGNED_COOKIE})
 OUR_PARAMS = frozenset({SIGNATURE_PARAM, TOKEN_PARAM})
 
-router = APIRouter(include_in_schema=False)
 
 
 @dataclass(frozen=True)
@@ -241,39 +239,3 @@ def refusal(error: QboxError, wants_html: bool) -> Response:
             f"max-width:40em;margin:4em auto'><h1>{title}</h1><p>{html.escape(error.message)}</p>"
             f"<p><small>qbox preview · {error.status} {html.escape(error.code)}</small></p></body></html>")
     return Response(page, status_code=error.status, media_type="text/html", headers=headers)
-
-
-@router.get(AUTH_PATH)
-async def preview_sign_in(request: Request) -> Response:
-    """The dashboard's half of a private preview's sign-in: the signed-in user gets a one-time
-    token on the preview host, if they may open it; otherwise the sign-in form first."""
-    services: Services = request.app.state.services
-    domain = PreviewDomain.from_settings(services.ctx.settings)
-    to = request.query_params.get("to", "")
-    found = await services.web_sessions.resolve(request.cookies.get(SESSION_COOKIE))
-    if found is None:
-        here = AUTH_PATH + "?" + urlencode({"to": to})
-        return RedirectResponse("/login?next=" + quote(here, safe=""), status_code=303)
-    parts = urlsplit(to)
-    named = domain.parse(parts.netloc) if parts.scheme in ("http", "https") else None
-    if named is None or parts.username or parts.password:
-        return refusal(ValidationError.for_fields({"to": "not a preview URL of this server"},
-                                                  "not a preview URL of this server"), True)
-    sandbox_id, port = named
-    route = await services.ports.route(sandbox_id, port)
-    if route is None or not await services.ports.can_open_private(route, found.principal):
-        return refusal(not_exposed(sandbox_id, port), True)
-    token = await PreviewGrants(services.ctx).mint_token(found.principal.user_id, sandbox_id, port)
-    query = "&".join(part for part in (parts.query, urlencode({TOKEN_PARAM: token})) if part)
-    return _onward(urlunsplit((parts.scheme, parts.netloc, parts.path or "/", query, "")))
-
-
-def _onward(url: str) -> Response:
-    """A page that goes on to ``url`` by itself, not a redirect: after the sign-in form's POST a
-    redirect chain to another origin is stopped by the dashboard's CSP (``form-action 'self'``),
-    while a page's own refresh is a navigation of its own."""
-    link = html.escape(url, quote=True)
-    page = (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
-            f"<meta http-equiv=refresh content='0;url={link}'><title>Opening the preview · qbox</title>"
-            f"</head><body><p><a href='{link}'>Continue to the preview</a></p></body></html>")
-    return Response(page, media_type="text/html", headers={"Cache-Control": "no-store"})

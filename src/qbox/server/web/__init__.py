@@ -17,6 +17,7 @@ from qbox.server.web import (
     hosts_pages,
     keys_pages,
     pages,
+    preview_sign_in,
     sandbox_files,
     sandbox_list,
     sandbox_page,
@@ -30,7 +31,7 @@ from qbox.server.web.headers import SecurityHeaders
 # the from-git form's before a template's page (``/templates/{id}``).
 ROUTERS = [pages.router, assets.router, sandbox_list.router, sandbox_page.router, sandbox_files.router,
            sandbox_terminal.router, templates_git_pages.router, templates_pages.router, hosts_pages.router,
-           keys_pages.router, admin_pages.router]
+           keys_pages.router, admin_pages.router, preview_sign_in.router]
 
 
 def install(app: FastAPI) -> None:

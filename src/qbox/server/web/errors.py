@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # Every dashboard URL starts with one of these (the API lives under /v1 and /auth).
 PAGE_PREFIXES = ("/login", "/logout", "/sandboxes", "/templates", "/hosts", "/keys", "/users", "/audit",
-                 "/assets")
+                 "/assets", "/preview-auth")
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 _TITLES = {400: "That did not work", 401: "Please sign in", 403: "Not allowed", 404: "Not found",
@@ -57,7 +57,8 @@ def _message(exc: Exception) -> tuple[int, str, dict[str, object]]:
 def error_page(request: Request, exc: Exception) -> Response:
     status, message, details = _message(exc)
     if isinstance(exc, LoginRequired):
-        target = "/login?next=" + quote(request.url.path, safe="/")
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        target = "/login?next=" + quote(here, safe="/")
         if is_htmx(request):
             return Response(status_code=204, headers={"HX-Redirect": target})
         return RedirectResponse(target, status_code=303)
