@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from qbox.core.error_codes import ERROR_CLASSES_BY_CODE
 from qbox.core.errors import (
-    ERROR_CLASSES_BY_CODE,
     InternalError,
     MethodNotAllowedError,
     NotFoundError,

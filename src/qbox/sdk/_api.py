@@ -2,7 +2,7 @@
 
 ``Api.request`` is a generator (see ``_steps``): it builds the request,
 yields it to a driver, decodes the answer, turns error bodies into the typed
-errors of ``qbox.core.errors`` (by code, through ``error_from_wire``) and
+errors of ``qbox.core.errors`` (by code, through ``error_codes.error_from_wire``) and
 retries what is worth retrying:
 
 * errors the server marks transient (``details.transient``) or whose code is
@@ -23,7 +23,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from qbox._version import __version__
-from qbox.core.errors import AuthenticationError, QboxError, TransportError, error_from_wire
+from qbox.core.error_codes import error_from_wire
+from qbox.core.errors import AuthenticationError, QboxError, TransportError
 from qbox.core.timefmt import utcnow
 from qbox.sdk._config import API_KEY_PREFIX, ConnectionConfig
 from qbox.sdk._steps import Body, HttpRequest, HttpResponse, Op, Open, Send, Sleep

@@ -17,8 +17,8 @@ from qbox.core.errors import (
     InternalError,
     QboxError,
     SandboxSpawnTimeoutError,
-    error_from_wire,
 )
+from qbox.core.error_codes import error_from_wire
 from tests.unit.cli.conftest import Cli
 from tests.unit.sdk.fakes import error, reply
 

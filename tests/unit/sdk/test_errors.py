@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from qbox.core import errors
-from qbox.core.errors import ERROR_CLASSES_BY_CODE, QboxError, error_from_wire
+from qbox.core.error_codes import ERROR_CLASSES_BY_CODE, error_from_wire
+from qbox.core.errors import QboxError
 
 API_DOC = Path(__file__).resolve().parents[3] / "docs" / "api.md"
 

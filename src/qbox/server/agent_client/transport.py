@@ -29,7 +29,8 @@ from urllib.parse import quote
 import httpx
 import pydantic
 
-from qbox.core.errors import HostNoCapacityError, HostUnavailableError, QboxError, error_from_wire
+from qbox.core.error_codes import error_from_wire
+from qbox.core.errors import HostNoCapacityError, HostUnavailableError, QboxError
 from qbox.protocol.wire import Wire
 
 # Exec and command calls may legitimately run long; the agent enforces the
