@@ -33,10 +33,9 @@ from tests.preview_servers import source  # noqa: E402
 
 PORT = 8000
 MB = 1_000_000
-# The test server with TCP_NODELAY: its head and body are separate writes, and Nagle's
-# algorithm would hold the body for the client's delayed ACK (40 ms a request, both ways in).
+# The test server (tests/preview_servers.py, which sets TCP_NODELAY itself) on the given port.
 _SERVER = ("import sys; sys.path.insert(0, '/tmp'); import preview_servers as s; "
-           "s.Handler.disable_nagle_algorithm = True; s.serve('0.0.0.0', int(sys.argv[1]))\n")
+           "s.serve('0.0.0.0', int(sys.argv[1]))\n")
 # The sandbox's IPv4 address as it sees it (the route a packet would take; nothing is sent).
 _ADDRESS = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
             "s.connect(('10.255.255.255', 1)); print(s.getsockname()[0])")
