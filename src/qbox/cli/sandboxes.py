@@ -19,7 +19,9 @@ from qbox.cli.shell import ssh
 from qbox.cli.watch import watch as watch_list
 from qbox.cli.watch import watch_options
 from qbox.core.errors import QboxError
-from qbox.sdk import Sandbox, SandboxInfo
+from qbox.core.states import TERMINAL_STATES
+from qbox.sdk import LogEntry, Sandbox, SandboxInfo
+from qbox.sdk._config import Clock
 
 CREATE_WAIT_SECONDS = 120
 SANDBOX_COLUMNS = ("ID", "NAME", "TEMPLATE", "STATUS", "CREATED")
@@ -125,7 +127,13 @@ def create(
         _show(state, sandbox.info)
 
 
+def _labelled(found: list[SandboxInfo], labels: dict[str, str]) -> list[SandboxInfo]:
+    return [s for s in found if all(s.labels.get(k) == v for k, v in labels.items())]
+
+
 @sandboxes.command("list")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="K=V",
+              help="Only sandboxes with this label (repeatable: all must match).")
 @click.option("--state", "status", metavar="STATE", help="Only this state (default: running).")
 @click.option("--template", help="Only this template (name or tpl_ id).")
 @click.option("--limit", type=int, help="At most N sandboxes.")
@@ -133,17 +141,22 @@ def create(
 @watch_options()
 @json_option
 @pass_state
-def list_(state: CliState, status: str | None, template: str | None, limit: int | None, show_all: bool,
-          watch: bool, watch_interval: float) -> None:
+def list_(state: CliState, filters: tuple[str, ...], status: str | None, template: str | None,
+          limit: int | None, show_all: bool, watch: bool, watch_interval: float) -> None:
     """List sandboxes (running ones unless --all or --state)."""
     if status is None and not show_all:
         status = "running"
     config = state.config()
+    labels = parse_pairs(filters, "--filter")
+
+    def fetch() -> list[SandboxInfo]:
+        return _labelled(Sandbox.list(status, template, limit, config=config), labels)
+
     if watch:
-        watch_list(state, lambda: Sandbox.list(status, template, limit, config=config), lambda s: s.raw,
-                   SANDBOX_COLUMNS, _row, noun="sandbox(es)", interval=watch_interval)
+        watch_list(state, fetch, lambda s: s.raw, SANDBOX_COLUMNS, _row, noun="sandbox(es)",
+                   interval=watch_interval)
         return
-    found = Sandbox.list(status, template, limit, config=config)
+    found = fetch()
     state.emit([s.raw for s in found], SANDBOX_COLUMNS, [_row(s) for s in found])
 
 
@@ -157,13 +170,26 @@ def get(state: CliState, sandbox: str) -> None:
 
 
 @sandboxes.command("kill")
-@click.argument("targets", nargs=-1, required=True, metavar="SANDBOX...")
+@click.argument("targets", nargs=-1, metavar="[SANDBOX]...")
+@click.option("--where", multiple=True, metavar="K=V",
+              help="Every running sandbox with this label (repeatable: all must match).")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 @pass_state
 @click.pass_context
-def kill(ctx: click.Context, state: CliState, targets: tuple[str, ...], yes: bool) -> None:
-    """End sandboxes (asks first unless -y or QBOX_ASSUME_YES=1)."""
+def kill(ctx: click.Context, state: CliState, targets: tuple[str, ...], where: tuple[str, ...],
+         yes: bool) -> None:
+    """End sandboxes, named or matched by --where (asks first unless -y or QBOX_ASSUME_YES=1)."""
+    if where:
+        if targets:
+            raise click.UsageError("give sandboxes or --where, not both")
+        matched = _labelled(Sandbox.list("running", config=state.config()), parse_pairs(where, "--where"))
+        targets = tuple(s.id for s in matched)
+        if not targets:
+            state.env.err("no running sandbox matches")
+            return
+    elif not targets:
+        raise click.UsageError("name the sandboxes to kill, or match them with --where K=V")
     label = targets[0] if len(targets) == 1 else f"{len(targets)} sandboxes ({', '.join(targets)})"
     confirm_or_decline(state, f"Kill {label}?", yes=yes, consequence="nothing killed")
     results: list[dict[str, Any]] = []
@@ -191,23 +217,68 @@ def kill(ctx: click.Context, state: CliState, targets: tuple[str, ...], yes: boo
 @click.argument("sandbox")
 @click.option("--tail", type=int, default=50, show_default=True, help="The last N entries.")
 @click.option("--pid", type=int, help="Show this command's output instead.")
-@click.option("-f", "--follow", is_flag=True, help="With --pid: keep printing until the command ends.")
+@click.option("-f", "--follow", is_flag=True,
+              help="Keep printing new entries until the sandbox ends (with --pid: until the command ends).")
+@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
+              help="With --follow: seconds between polls of the sandbox's log.")
 @json_option
 @pass_state
-def logs(state: CliState, sandbox: str, tail: int, pid: int | None, follow: bool) -> None:
+def logs(state: CliState, sandbox: str, tail: int, pid: int | None, follow: bool, interval: float) -> None:
     """Show a sandbox's lifecycle events and start-command output, or with --pid a command's output."""
     if pid is not None:
         command_output(state, sandbox, pid, follow)
         return
-    if follow:
-        raise click.UsageError("--follow needs --pid (a command's output)")
-    entries = Sandbox.logs(resolve_sandbox(state, sandbox), tail=tail, config=state.config())
-    if state.json:
+    sandbox_id = resolve_sandbox(state, sandbox)
+    config = state.config()
+    entries = Sandbox.logs(sandbox_id, tail=tail, config=config)
+    if state.json and not follow:
         state.emit_json([e.raw for e in entries])
         return
-    for entry in entries:
-        when = output.cell(entry.time) if entry.time else str(entry.raw.get("time", ""))[:19]
-        state.env.out(f"{when}  {entry.level:<5} {entry.component:<16} {entry.message}")
+    seen = _LogCursor()
+    for entry in seen.new(entries):
+        _print_entry(state, entry)
+    if not follow:
+        return
+    clock = state.env.clock or Clock()
+    try:
+        # An ended sandbox's log no longer grows: one last poll, then stop.
+        while Sandbox.get_info(sandbox_id, config=config).status not in TERMINAL_STATES:
+            clock.sleep(interval)
+            for entry in seen.new(Sandbox.logs(sandbox_id, tail=tail, config=config)):
+                _print_entry(state, entry)
+        for entry in seen.new(Sandbox.logs(sandbox_id, tail=tail, config=config)):
+            _print_entry(state, entry)
+    except KeyboardInterrupt:
+        return
+
+
+class _LogCursor:
+    """Which entries of a log were printed: those up to the newest time seen, and among the
+    entries at exactly that time, the ones already printed (a poll returns the last N again)."""
+
+    def __init__(self) -> None:
+        self._time = ""
+        self._at_time: set[str] = set()
+
+    def new(self, entries: list[LogEntry]) -> list[LogEntry]:
+        fresh = []
+        for entry in entries:
+            when, key = str(entry.raw.get("time", "")), f"{entry.component}\0{entry.message}"
+            if when < self._time or (when == self._time and key in self._at_time):
+                continue
+            if when > self._time:
+                self._time, self._at_time = when, set()
+            self._at_time.add(key)
+            fresh.append(entry)
+        return fresh
+
+
+def _print_entry(state: CliState, entry: LogEntry) -> None:
+    if state.json:
+        state.env.out(output.to_json_line(entry.raw))
+        return
+    when = output.cell(entry.time) if entry.time else str(entry.raw.get("time", ""))[:19]
+    state.env.out(f"{when}  {entry.level:<5} {entry.component:<16} {entry.message}")
 
 
 @sandboxes.command("exec")

@@ -85,5 +85,6 @@ def test_logs_follow_streams_a_command_until_it_ends(cli: Cli) -> None:
                                                     {"stream": "stderr", "text": "b\n"}]
 
 
-def test_logs_follow_needs_a_pid(cli: Cli) -> None:
-    assert cli("sb", "logs", "sb_1", "-f").exit_code == ExitCode.USAGE
+def test_logs_interval_has_a_floor(cli: Cli) -> None:
+    assert cli("sb", "logs", "sb_1", "-f", "--interval", "0").exit_code == ExitCode.USAGE
+    assert cli.server.seen == []

@@ -244,3 +244,53 @@ def test_create_passes_disk_and_network_choices(cli: Cli) -> None:
     cli("sb", "create", "tpl_python")
     body = cli.server.last("POST", "/v1/sandboxes").body
     assert "diskSizeMb" not in body and "allowInternetAccess" not in body
+
+
+def test_list_filter_keeps_only_matching_labels(cli: Cli) -> None:
+    rows = [sandbox("sb_1", labels={"team": "ml", "env": "dev"}), sandbox("sb_2", labels={"team": "web"}),
+            sandbox("sb_3", labels={"team": "ml", "env": "prod"})]
+    cli.server.on("GET", "/v1/sandboxes", reply(200, rows))
+    data = json.loads(cli("sb", "list", "-f", "team=ml", "--filter", "env=dev", "--json").stdout)
+    assert [s["id"] for s in data] == ["sb_1"]
+    assert [s["id"] for s in json.loads(cli("sb", "list", "-f", "team=ml", "--json").stdout)] == ["sb_1", "sb_3"]
+    assert cli("sb", "list", "-f", "novalue").exit_code == ExitCode.USAGE
+
+
+def test_kill_where_ends_every_running_match(cli: Cli) -> None:
+    rows = [sandbox("sb_1", labels={"job": "ci"}), sandbox("sb_2", labels={"job": "dev"}),
+            sandbox("sb_3", labels={"job": "ci"})]
+    cli.server.on("GET", "/v1/sandboxes", reply(200, rows))
+    cli.server.on("DELETE", "/v1/sandboxes/sb_1", reply(204))
+    cli.server.on("DELETE", "/v1/sandboxes/sb_3", reply(204))
+    result = cli("sb", "kill", "--where", "job=ci", "-y", tty=True)
+    assert result.exit_code == 0, result.stderr
+    assert cli.server.last("GET", "/v1/sandboxes").params == {"status": "running"}
+    assert [t for t in cli.server.targets if t.startswith("DELETE")] == [
+        "DELETE /v1/sandboxes/sb_1", "DELETE /v1/sandboxes/sb_3"]
+    assert result.stdout == "killed sb_1\nkilled sb_3\n"
+
+
+def test_kill_needs_targets_or_where_but_not_both(cli: Cli) -> None:
+    assert cli("sb", "kill", "-y").exit_code == ExitCode.USAGE
+    assert cli("sb", "kill", "sb_1", "--where", "a=b", "-y").exit_code == ExitCode.USAGE
+    cli.server.on("GET", "/v1/sandboxes", reply(200, [sandbox("sb_1", labels={"a": "c"})]))
+    nothing = cli("sb", "kill", "--where", "a=b", "-y")
+    assert nothing.exit_code == 0 and "no running sandbox matches" in nothing.stderr
+    assert not [t for t in cli.server.targets if t.startswith("DELETE")]
+
+
+def test_logs_follow_prints_each_entry_once_until_the_sandbox_ends(cli: Cli) -> None:
+    first = {"time": "2025-01-02T03:04:05.000001Z", "level": "info", "component": "lifecycle",
+             "message": "sandbox running"}
+    second = {"time": "2025-01-02T03:04:05.000001Z", "level": "info", "component": "start",
+              "message": "listening"}
+    third = {"time": "2025-01-02T03:04:09.000000Z", "level": "info", "component": "lifecycle",
+             "message": "sandbox killed"}
+    cli.server.on("GET", "/v1/sandboxes/sb_1/logs", reply(200, [first]), reply(200, [first, second]),
+                  reply(200, [first, second, third]))
+    cli.server.on("GET", "/v1/sandboxes/sb_1", reply(200, sandbox("sb_1")),
+                  reply(200, sandbox("sb_1", status="killed")))
+    result = cli("sb", "logs", "sb_1", "-f", "--interval", "0.5", tty=True)
+    assert result.exit_code == 0, result.stderr
+    assert [line.split(None, 4)[-1] for line in result.stdout.splitlines()] == [
+        "sandbox running", "listening", "sandbox killed"]
