@@ -60,6 +60,9 @@ def test_the_form_makes_a_git_template(member: WebClient, repo: tuple[GitServer,
     assert (body["source"], body["resolvedCommitSha"], body["buildArgs"], body["tags"]) == (
         "git", commit, {"MODE": "prod"}, ["a", "b"])
     assert body["ownerId"] == member.user_id
+    page = member.get("/templates/tpl_site")
+    assert page.status_code == 200
+    assert server.url("site.git") in page.text and commit in page.text and "MODE=prod" in page.text
 
 
 @pytest.mark.parametrize(("fields", "status", "field", "words"), [
