@@ -296,6 +296,12 @@ class BuildStep(_Body):
         return {"copy": self.copy_.model_dump()}
 
 
+def template_tags(value: list[str]) -> list[str]:
+    if any(not tag or len(tag) > 64 or _CONTROL_RE.search(tag) for tag in value):
+        raise ValueError("tags are 1–64 characters without control characters")
+    return value
+
+
 def _optional_command(value: str | None) -> str | None:
     """An empty command is no command (clients send "" for unset)."""
     if value is None or not value.strip():
@@ -381,9 +387,7 @@ class TemplateBody(_Body):
     @field_validator("tags")
     @classmethod
     def _tags(cls, value: list[str]) -> list[str]:
-        if any(not tag or len(tag) > 64 or _CONTROL_RE.search(tag) for tag in value):
-            raise ValueError("tags are 1–64 characters without control characters")
-        return value
+        return template_tags(value)
 
     @field_validator("env")
     @classmethod

@@ -20,7 +20,7 @@ from qbox.server.http.access import Bucket, allowed
 from qbox.server.http.auditing import describe, note_of
 from qbox.server.http.deps import json_body, services_of
 from qbox.server.http.openapi import answers, request_body
-from qbox.server.http.schemas import MAX_COMMAND_CHARS, TEMPLATE_NAME_RE, _Body, _optional_command
+from qbox.server.http.schemas import MAX_COMMAND_CHARS, TEMPLATE_NAME_RE, _Body, _optional_command, template_tags
 from qbox.server.principal import Principal
 from qbox.server.services.git_sources import redacted_url
 from qbox.server.services.git_templates import GitTemplateRequest, GitTemplateResult
@@ -37,7 +37,6 @@ class GitTemplateInfo(rm.TemplateInfo):
     resolved_commit_sha: str
     build_key: str
 
-_CONTROL = frozenset(chr(c) for c in range(32)) | {"\x7f"}
 
 
 class GitTemplateBody(_Body):
@@ -67,9 +66,7 @@ class GitTemplateBody(_Body):
     @field_validator("tags")
     @classmethod
     def _tags(cls, value: list[str]) -> list[str]:
-        if any(not tag or len(tag) > 64 or _CONTROL.intersection(tag) for tag in value):
-            raise ValueError("tags are 1–64 characters without control characters")
-        return value
+        return template_tags(value)
 
     def to_request(self) -> GitTemplateRequest:
         return GitTemplateRequest(

@@ -37,7 +37,7 @@ from qbox.server.db.tables import Sandbox, Template
 from qbox.server.principal import Principal
 from qbox.server.services.context import ServiceContext
 from qbox.server.services.sandboxes import SandboxService
-from qbox.server.services.templates import has_code_interpreter
+from qbox.server.services.template_builds import has_code_interpreter
 
 log = logging.getLogger("qbox.code")
 T = TypeVar("T")

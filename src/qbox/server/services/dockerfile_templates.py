@@ -19,11 +19,9 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
 
 from qbox.core.build_context import check_context
 from qbox.core.errors import ConflictError, NotFoundError, ValidationError
-from qbox.core.ids import template_id_for
 from qbox.server.db.tables import BuildContext, Template
 from qbox.server.principal import Principal
 from qbox.server.services.context import ServiceContext
@@ -183,32 +181,12 @@ class DockerfileTemplates:
     async def _insert(self, principal: Principal, new: NewTemplate, spec: DockerfileTemplateSpec,
                       status: str, context_id: str | None,
                       image: dict[str, object] | None = None) -> Template:
-        template_id = template_id_for(new.name)
-        try:
-            async with self.ctx.sessions() as session:
-                template = await session.get(Template, template_id)
-                if template is not None and template.status != DELETED:
-                    raise _exists(new.name)
-                if template is None:
-                    template = Template(id=template_id, name=new.name, build_generation=0)
-                    session.add(template)
-                self.templates.fill(template, principal, new)
-                values: dict[str, object] = dict(
-                    status=status, source=spec.source, dockerfile=spec.dockerfile,
-                    build_args=dict(spec.build_args), build_context_id=context_id,
-                    git_url=spec.git_url, git_ref=spec.git_ref,
-                    resolved_commit_sha=spec.resolved_commit_sha,
-                    dockerfile_path=spec.dockerfile_path, context_path=spec.context_path,
-                    build_key=spec.build_key, built_from_template_id=None)
-                values.update(image or {})
-                for key, value in values.items():
-                    setattr(template, key, value)
-                await session.commit()
-        except IntegrityError:
-            raise _exists(new.name) from None
-        return template
-
-
-def _exists(name: str) -> ConflictError:
-    return ConflictError(f"the template name {name!r} is taken; choose another",
-                         details={"name": name})
+        values: dict[str, object] = dict(
+            status=status, source=spec.source, dockerfile=spec.dockerfile,
+            build_args=dict(spec.build_args), build_context_id=context_id,
+            git_url=spec.git_url, git_ref=spec.git_ref,
+            resolved_commit_sha=spec.resolved_commit_sha,
+            dockerfile_path=spec.dockerfile_path, context_path=spec.context_path,
+            build_key=spec.build_key, built_from_template_id=None)
+        values.update(image or {})
+        return await self.templates.insert(principal, new, **values)

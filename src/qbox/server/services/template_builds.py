@@ -393,6 +393,11 @@ def services_for(kernels: list[wire.KernelSpec]) -> list[dict[str, str]]:
              "version": "jupyter:" + ",".join(languages)}]
 
 
+def has_code_interpreter(template: Template | None) -> bool:
+    return template is not None and any(s.get("type") == CODE_INTERPRETER
+                                        for s in template.services)
+
+
 def _ready(event: wire.BuildResult) -> dict[str, Any]:
     image: dict[str, Any] = {}
     if event.image_user is not None:

@@ -47,7 +47,7 @@ from qbox.server.services.template_builds import (
 )
 
 __all__ = ["CODE_INTERPRETER", "NewTemplate", "RegistryLogin", "TemplateChange", "TemplateService",
-           "has_code_interpreter", "sandbox_env", "services_for"]
+           "sandbox_env", "services_for"]
 
 log = logging.getLogger("qbox.templates")
 
@@ -102,11 +102,6 @@ class TemplateChange:
         """Whether it changes what the template's owner (or an admin) decides."""
         return any(value is not None for value in (self.host_selector, self.code_interpreter,
                                                    self.warm_pool_size, self.warm_pool_eager))
-
-
-def has_code_interpreter(template: Template | None) -> bool:
-    return template is not None and any(s.get("type") == CODE_INTERPRETER
-                                        for s in template.services)
 
 
 def sandbox_env(template: Template) -> dict[str, str]:
@@ -180,16 +175,18 @@ class TemplateService:
 
     async def create(self, principal: Principal, spec: NewTemplate,
                      login: RegistryLogin | None) -> Template:
-        """Insert the template (``building``, owned by ``principal``) and start its build.
-
-        Names are global (the id is ``tpl_<name>``, which clients use as is): a
-        name in use by anyone is a 409 that says no more. A deleted template's
-        name is free again; its row (kept for its sandboxes' history) is reused.
-        """
+        """Insert the template (``building``, owned by ``principal``) and start its build."""
         self.ctx.settings.check_caps(spec.default_vcpus, spec.default_memory_mb, spec.default_disk_mb,
                                      names=("defaultVcpus", "defaultMemoryMb", "defaultDiskMb"))
         self.check_options(principal, spec)
         await self.check_ref(principal, spec.image_ref)
+        template = await self.insert(principal, spec)
+        self.builds.start(template.id, template.build_generation, login)
+        return template
+
+    async def insert(self, principal: Principal, spec: NewTemplate, **columns: object) -> Template:
+        """A new template's row (``spec`` and ``columns``), committed. Names are global (``tpl_<name>``):
+        one in use is a 409; a deleted template's row (kept for its sandboxes' history) is reused."""
         template_id = template_id_for(spec.name)
         try:
             async with self.ctx.sessions() as session:
@@ -200,10 +197,11 @@ class TemplateService:
                     template = Template(id=template_id, name=spec.name, build_generation=0)
                     session.add(template)
                 self.fill(template, principal, spec)
+                for key, value in columns.items():
+                    setattr(template, key, value)
                 await session.commit()
         except IntegrityError:
             raise _exists(spec.name) from None
-        self.builds.start(template_id, template.build_generation, login)
         return template
 
     def check_options(self, principal: Principal, spec: NewTemplate) -> None:

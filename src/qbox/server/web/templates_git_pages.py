@@ -22,6 +22,7 @@ from qbox.server.http.templates_git import GitTemplateBody
 from qbox.server.services.git_sources import redacted_url
 from qbox.server.web.access import Change, Page, Viewer, form_fields
 from qbox.server.web.render import render
+from qbox.server.web.templates_pages import pairs_by_line
 
 router = APIRouter(include_in_schema=False)
 
@@ -73,7 +74,7 @@ def body_of(fields: dict[str, str]) -> GitTemplateBody:
     data["tags"] = [t.strip() for t in fields.get("tags", "").split(",") if t.strip()]
     problems: dict[str, str] = {}
     try:
-        data["buildArgs"] = _build_args(fields.get("buildArgs", ""))
+        data["buildArgs"] = pairs_by_line(fields.get("buildArgs", ""))
     except ValueError as exc:
         problems["buildArgs"] = str(exc)
     try:
@@ -88,18 +89,6 @@ def body_of(fields: dict[str, str]) -> GitTemplateBody:
     if problems:
         raise ValidationError.for_fields(problems, "the template was not created: check the marked fields")
     return body
-
-
-def _build_args(text: str) -> dict[str, str]:
-    args: dict[str, str] = {}
-    for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), 1):
-        if not line.strip():
-            continue
-        name, sep, value = line.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"line {number}: write NAME=value")
-        args[name.strip()] = value
-    return args
 
 
 def _form(request: Request, viewer: Viewer, values: dict[str, str], *, error: QboxError | None = None,

@@ -122,7 +122,7 @@ def body_of(fields: dict[str, str]) -> tuple[TemplateBody, RegistryLogin | None]
     data["tags"] = [t.strip() for t in fields.get("tags", "").split(",") if t.strip()]
     if fields.get("warmPoolSize", "").strip():
         data["warmPool"] = {"size": fields["warmPoolSize"].strip(), "eager": "warmPoolEager" in fields}
-    for key, parse in (("steps", steps_of), ("env", _pairs_by_line), ("hostSelector", _pairs_by_comma)):
+    for key, parse in (("steps", steps_of), ("env", pairs_by_line), ("hostSelector", _pairs_by_comma)):
         try:
             data[key] = parse(fields.get(key, ""))
         except ValueError as exc:
@@ -157,7 +157,7 @@ def _source_of(fields: dict[str, str], data: dict[str, Any], problems: dict[str,
         data.pop(key, None)
     data["dockerfile"] = fields.get("dockerfile", "").replace("\r\n", "\n")
     try:
-        data["buildArgs"] = _pairs_by_line(fields.get("buildArgs", ""))
+        data["buildArgs"] = pairs_by_line(fields.get("buildArgs", ""))
     except ValueError as exc:
         problems["buildArgs"] = str(exc)
 
@@ -222,7 +222,8 @@ def steps_of(text: str) -> list[dict[str, Any]]:
     return steps
 
 
-def _pairs_by_line(text: str) -> dict[str, str]:
+def pairs_by_line(text: str) -> dict[str, str]:
+    """A form's NAME=value lines (blank lines skipped); a line without ``=`` is a ValueError."""
     pairs: dict[str, str] = {}
     for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), 1):
         if not line.strip():
