@@ -7,6 +7,7 @@ removed afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -215,6 +216,29 @@ async def test_gc_spares_what_was_imported_or_committed_within_the_grace(store: 
 
     removed, _ = await store.gc(keep=set(), in_use=set(), grace_seconds=0)
     assert removed == sorted([base.digest, built.digest])
+
+
+class SlowUnpackRunner(RecordingRunner):
+    """The real runner, with each ``umoci unpack`` taking ``delay`` seconds longer."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def run(self, argv: Sequence[str], *, on_output: OutputCallback | None = None,
+                  env: object = None) -> CommandResult:
+        if list(argv[:2]) == ["umoci", "unpack"]:
+            await asyncio.sleep(self.delay)
+        return await super().run(argv, on_output=on_output)
+
+
+async def test_the_grace_counts_from_the_end_of_an_import(tmp_path: Path, busybox: str) -> None:
+    # A Dockerfile build imports its image, then pushes it: an unpack slower than the grace
+    # must not leave the image to a gc that runs in between (it did, once, under load).
+    store = ImageStore(tmp_path / "slow-store", runner=SlowUnpackRunner(delay=1.5))
+    image = await store.import_image(busybox, "slow")
+    removed, _ = await store.gc(keep=set(), in_use=set(), grace_seconds=1.0)
+    assert removed == [] and store.has(image.digest)
 
 
 async def test_private_registry_with_credentials(store: ImageStore, busybox: str,

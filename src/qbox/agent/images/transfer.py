@@ -73,12 +73,14 @@ async def import_image(
         if not result.ok:
             raise _copy_error(source, result, secret)
         digest = tree.layout.digest_of(name)
-        tree.touched[digest] = time.monotonic()
         _report_layers(tree, digest, present, time.monotonic() - started, progress)
         if tree.has(digest):
             progress(f"{digest} is already unpacked")
         else:
             await _unpack(tree, runner, name, digest, progress)
+        # The gc's grace counts from here, when the image is whole: an unpack that took longer
+        # than the grace must not leave a build's image to the next gc before it is pushed.
+        tree.touched[digest] = time.monotonic()
     info = tree.info(digest)
     progress(f"image {digest} stored as {name} ({human_size(info.size_bytes)})")
     return info
