@@ -8,6 +8,7 @@ APT_PACKAGES=(
   crun runc catatonit skopeo umoci buildah mmdebstrap debootstrap
   iproute2 nftables uidmap util-linux procps psmisc e2fsprogs libseccomp2
   ca-certificates
+  git
   runsc
   docker-registry busybox-static
   postgresql
